@@ -1,0 +1,159 @@
+"""A synthetic pet data set in the exact official layout: the embedded default data and the test fixture.
+
+Each image is a smooth, colourful background with flat angular distractors, and one "pet": a rotated
+ellipse body with a round head, two ears and a tail, filled with a striped or spotted fur texture.
+Pet and background colours come from the same distribution, so colour alone cannot separate them;
+the model has to use shape and texture. Trimaps carry a 1-3 px border band (value 3) like the real ones.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from .lists import BREEDS
+
+__all__ = ["make_synthetic_pets", "synthetic_pet"]
+
+# Cats are capitalised in the release; the species column is 1 for cats, 2 for dogs.
+_SPECIES = [1 if b[0].isupper() else 2 for b in BREEDS]
+_BREED_IDS = [sum(1 for s in _SPECIES[: i + 1] if s == _SPECIES[i]) for i in range(len(BREEDS))]
+
+
+def _image_size(rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width) with the real set's spread: mostly about 500x375, from 150 px to 800 px."""
+    long_side = int(np.clip(rng.lognormal(np.log(460), 0.25), 180, 800))
+    aspect = rng.uniform(0.6, 1.0)
+    short = max(150, int(long_side * aspect))
+    return (short, long_side) if rng.random() < 0.7 else (long_side, short)
+
+
+def _colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(25, 230, size=3)
+
+
+def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
+    """A low-frequency colour field: a small random grid up-sampled bicubically. float HxWx3."""
+    grid = rng.uniform(25, 230, size=(cells, cells, 3)).astype(np.uint8)
+    return np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32)
+
+
+def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic image (uint8 HxWx3) and its trimap (uint8 HxW, 1 pet / 2 background / 3 border)."""
+    s = min(h, w)
+    image = _smooth_field(rng, h, w, int(rng.integers(2, 5)))
+    # Flat angular distractors in the pets' own colours.
+    canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(2, 6))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rw, rh = rng.uniform(0.05, 0.3) * s, rng.uniform(0.05, 0.3) * s
+        if rng.random() < 0.5:
+            draw.rectangle([cx - rw, cy - rh, cx + rw, cy + rh], fill=tuple(int(c) for c in _colour(rng)))
+        else:
+            pts = [(cx + rw * np.cos(a), cy + rh * np.sin(a)) for a in rng.uniform(0, 2 * np.pi, 3)]
+            draw.polygon(pts, fill=tuple(int(c) for c in _colour(rng)))
+    image = np.asarray(canvas, dtype=np.float32)
+
+    # The pet's silhouette: body ellipse, head, two ears, tail.
+    sil = Image.new("L", (w, h), 0)
+    d = ImageDraw.Draw(sil)
+    cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.4, 0.65) * h
+    a, b = rng.uniform(0.18, 0.32) * s, rng.uniform(0.11, 0.2) * s
+    theta = rng.uniform(-0.6, 0.6) + (np.pi if rng.random() < 0.5 else 0.0)
+    ang = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+    ct, st = np.cos(theta), np.sin(theta)
+    body = [
+        (cx + a * np.cos(t) * ct - b * np.sin(t) * st, cy + a * np.cos(t) * st + b * np.sin(t) * ct)
+        for t in ang
+    ]
+    d.polygon(body, fill=255)
+    hr = rng.uniform(0.5, 0.8) * b  # head radius
+    hx, hy = cx + 0.95 * a * ct, cy + 0.95 * a * st - 0.6 * b
+    d.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=255)
+    for side in (-1, 1):
+        ex = hx + side * 0.6 * hr
+        d.polygon(
+            [
+                (ex - 0.4 * hr, hy - 0.5 * hr),
+                (ex + 0.4 * hr, hy - 0.5 * hr),
+                (ex + side * 0.2 * hr, hy - 1.5 * hr),
+            ],
+            fill=255,
+        )
+    tx, ty = cx - 0.9 * a * ct, cy - 0.9 * a * st
+    d.line(
+        [(tx, ty), (tx - 0.5 * a * ct, ty - rng.uniform(0.3, 0.9) * a)], fill=255, width=max(2, int(0.12 * b))
+    )
+    pet = np.asarray(sil) > 127
+
+    # Fur: the pet's base colour modulated by stripes or spots at a scale relative to the image.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(0.05, 0.1) * s
+    if rng.random() < 0.6:
+        phi = rng.uniform(0, np.pi)
+        pattern = np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / period)
+    else:
+        pattern = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
+    base, second = _colour(rng), _colour(rng)
+    mix = (0.5 + 0.5 * pattern)[..., None] * rng.uniform(0.5, 1.0)
+    fur = base * (1 - mix) + second * mix
+    image[pet] = fur[pet]
+    image += rng.normal(0, 6, size=image.shape)  # sensor noise
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))))
+
+    # Trimap: eroded pet = 1, background = 2, a 1-3 px band across the outline = 3.
+    band = int(rng.integers(1, 4))
+    grow, shrink = (band + 1) // 2, band // 2
+    m = Image.fromarray(pet.astype(np.uint8) * 255)
+    outer = np.asarray(m.filter(ImageFilter.MaxFilter(2 * grow + 1))) > 127
+    inner = np.asarray(m.filter(ImageFilter.MinFilter(2 * shrink + 1))) > 127 if shrink else pet
+    trimap = np.full((h, w), 2, np.uint8)
+    trimap[outer] = 3
+    trimap[inner] = 1
+    return image, trimap
+
+
+def make_synthetic_pets(
+    root: str | Path, n_trainval: int = 400, n_test: int = 100, seed: int = 0, jpeg_quality: int = 90
+) -> Path:
+    """Write `images/NAME.jpg`, `annotations/trimaps/NAME.png`, `annotations/{trainval,test,list}.txt` under root.
+
+    Names are `<Breed>_<k>` over the 37 real breed names; the list lines carry the official class,
+    species and breed ids. `root` must be new or empty. Returns `root`. Deterministic for a given seed.
+    """
+    final = Path(root)
+    if final.exists() and any(final.iterdir()):
+        raise FileExistsError(f"{final} is not empty; make the synthetic set in a new folder")
+    # Build beside the target and rename at the end, so an interrupted run never leaves half a data set.
+    root = final.parent / f".{final.name}.partial"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "images").mkdir(parents=True)
+    (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    counters = [0] * len(BREEDS)
+    lists: dict[str, list[str]] = {"trainval": [], "test": []}
+    for split, n in (("trainval", n_trainval), ("test", n_test)):
+        for _ in range(n):
+            c = int(rng.integers(len(BREEDS)))
+            counters[c] += 1
+            name = f"{BREEDS[c]}_{counters[c]}"
+            image, trimap = synthetic_pet(rng, *_image_size(rng))
+            Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=jpeg_quality)
+            Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
+            lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+    for split, lines in lists.items():
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    header = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Dog 1:12:Cat\n"
+    (root / "annotations" / "list.txt").write_text(
+        header + "\n".join(lists["trainval"] + lists["test"]) + "\n"
+    )
+    if final.exists():
+        final.rmdir()
+    os.replace(root, final)
+    return final

@@ -1,0 +1,50 @@
+"""The original's Albumentations pipelines. Image and mask go through the same geometric transforms."""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "seed_transform"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def train_transform(image_size: int = 256, mask_fill: int = 0) -> A.Compose:
+    """Resize, HorizontalFlip 0.5, Rotate +-15 deg p 0.3, ColorJitter p 0.5, ImageNet Normalize, ToTensorV2.
+
+    `mask_fill` labels the corners that rotation brings in (0 = background, or the ignore value).
+    """
+    return A.Compose(
+        [
+            A.Resize(image_size, image_size),
+            A.HorizontalFlip(p=0.5),
+            A.Rotate(limit=15, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.3),
+            A.ColorJitter(p=0.5),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            ToTensorV2(),
+        ]
+    )
+
+
+def eval_transform(image_size: int = 256) -> A.Compose:
+    """Resize, ImageNet Normalize, ToTensorV2."""
+    return A.Compose(
+        [A.Resize(image_size, image_size), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
+    )
+
+
+def seed_transform(transform: A.BaseCompose, seed: int) -> None:
+    """Make the next call of `transform` a pure function of `seed`.
+
+    Albumentations' own `set_random_seed` gives every child transform the SAME seed, so their coin
+    flips coincide (every rotated sample would also be flipped); each child gets its own stream here.
+    """
+    children = list(transform.transforms)
+    states = np.random.SeedSequence(seed).spawn(len(children) + 1)
+    transform.set_random_seed(int(states[0].generate_state(1)[0]))
+    for child, ss in zip(children, states[1:], strict=True):
+        child.set_random_seed(int(ss.generate_state(1)[0]))

@@ -1,0 +1,35 @@
+"""Trimaps to binary masks: 1 (pet) and 3 (border) -> 1, 2 (background) -> 0.
+
+With `border="ignore"` the border keeps its own value, IGNORE_INDEX, which the loss and the metrics
+leave out: the trimap's border band is where annotators were unsure.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["IGNORE_INDEX", "BORDER_MODES", "trimap_to_mask", "check_trimap"]
+
+IGNORE_INDEX = 255
+BORDER_MODES = ("pet", "ignore")
+PET, BACKGROUND, BORDER = 1, 2, 3
+
+
+def check_trimap(trimap: np.ndarray, where: str = "trimap") -> None:
+    """Raise ValueError naming `where` if the trimap has values outside {1, 2, 3}."""
+    bad = np.setdiff1d(np.unique(trimap), [PET, BACKGROUND, BORDER])
+    if bad.size:
+        raise ValueError(
+            f"{where}: trimap values must be 1 (pet), 2 (background) or 3 (border), found {bad[:10].tolist()}; "
+            "the file is not an Oxford-IIIT Pet trimap or is damaged (re-download it with `make data`)"
+        )
+
+
+def trimap_to_mask(trimap: np.ndarray, border: str = "pet") -> np.ndarray:
+    """uint8 mask: 1 pet, 0 background, border -> 1 ("pet", the original) or IGNORE_INDEX ("ignore")."""
+    if border not in BORDER_MODES:
+        raise ValueError(f"unknown border={border!r}; choose one of {list(BORDER_MODES)}")
+    mask = (trimap != BACKGROUND).astype(np.uint8)
+    if border == "ignore":
+        mask[trimap == BORDER] = IGNORE_INDEX
+    return mask

@@ -1,0 +1,94 @@
+"""Checkpoints that carry what rebuilds their model: name, arguments and the run's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models import MODELS, build_model
+from .io import atomic_torch_save
+
+__all__ = ["FORMAT", "model_spec", "save_checkpoint", "load_checkpoint", "load_model", "CheckpointError"]
+
+FORMAT = "seglib-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a seglib checkpoint, or one saved for another model."""
+
+
+def model_spec(model: nn.Module, name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What `build_model` needs to rebuild `model`: {"name", "kwargs"} with in/out channels filled in."""
+    kw = dict(kwargs)
+    kw.setdefault("in_channels", getattr(model, "in_channels", 3))
+    kw.setdefault("num_classes", getattr(model, "num_classes", 1))
+    kw.pop("encoder_weights", None)  # the weights are in the state_dict; never download again on load
+    return {"name": name, "kwargs": kw}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], **extra: Any) -> None:
+    """Atomically save the model's state_dict, its spec and `extra` (config, optimizer, epoch, ...)."""
+    state = {"format": FORMAT, "model_spec": spec, "model": model.state_dict(), **extra}
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a seglib checkpoint; raise CheckpointError saying what the file is otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {str(path)!r} does not exist; runs keep theirs in results/runs/<run>/"
+        )
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # pickle, zip and torch errors: the user needs one message
+        raise CheckpointError(
+            f"{path} is not a checkpoint torch can read ({type(e).__name__}: {e}); point at a best.pt or last.pt "
+            "written by seglib"
+        ) from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+            what = f"a bare state_dict ({len(ckpt)} tensors, first key {next(iter(ckpt))!r})"
+            hint = "build the model with seglib.models.build_model(...) and call load_state_dict on it"
+        else:
+            what = f"a {type(ckpt).__name__}" + (
+                f" with keys {sorted(ckpt)[:8]}" if isinstance(ckpt, dict) else ""
+            )
+            hint = "point at a best.pt or last.pt written by seglib"
+        raise CheckpointError(f"{path} is not a seglib checkpoint: it holds {what}; {hint}")
+    return ckpt
+
+
+def load_model(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    expect_model: str | None = None,
+    expect_num_classes: int | None = None,
+) -> nn.Module:
+    """Rebuild the model a checkpoint was saved for, load its weights, and return it in eval mode.
+
+    `expect_model` / `expect_num_classes`, when given, must match what the checkpoint was saved for.
+    """
+    ckpt = load_checkpoint(path, map_location)
+    spec = ckpt["model_spec"]
+    name, kwargs = spec["name"], spec["kwargs"]
+    saved_for = f"model {name!r} with {kwargs}"
+    if name not in MODELS:
+        raise CheckpointError(
+            f"{path} was saved for {saved_for}, which this seglib does not know ({sorted(MODELS)})"
+        )
+    if expect_model is not None and expect_model != name:
+        raise CheckpointError(f"{path} was saved for {saved_for}, not for model {expect_model!r}; pick a checkpoint "
+                              f"of a {expect_model!r} run or set the model to {name!r}")  # fmt: skip
+    if expect_num_classes is not None and kwargs.get("num_classes") != expect_num_classes:
+        raise CheckpointError(f"{path} was saved for {saved_for}: num_classes={kwargs.get('num_classes')}, "
+                              f"not {expect_num_classes}")  # fmt: skip
+    model = build_model(name, **kwargs)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: its weights do not fit {saved_for}: {e}") from e
+    return model.to(map_location).eval()

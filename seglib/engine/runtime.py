@@ -1,0 +1,64 @@
+"""Device, precision, memory format and seeding: the machine-facing choices of a run."""
+
+from __future__ import annotations
+
+import os
+import random
+from contextlib import AbstractContextManager, nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["resolve_device", "seed_everything", "autocast", "default_num_workers", "to_device_batch"]
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """ "auto" -> CUDA when available, else CPU. An unavailable CUDA device raises ValueError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device={device!r} is not a device name; use 'auto', 'cpu' or 'cuda[:N]'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_num_workers(device: torch.device) -> int:
+    """0 on CPU: the model eats under 10 images/s there and workers would take its cores.
+
+    On CUDA the data path is the bottleneck: one worker per core, at most 8.
+    """
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+    """fp16 autocast on CUDA when enabled; nothing on CPU (bf16 is emulated there and slower)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return nullcontext()
+
+
+def to_device_batch(
+    images: torch.Tensor, masks: torch.Tensor, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move a batch to the device without blocking, images in the model's memory format."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
+    return images, masks.to(device, non_blocking=True)
+
+
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return model.to(device=device, memory_format=fmt)

@@ -1,0 +1,53 @@
+"""Learning-rate schedulers. OneCycle steps per batch; none, cosine, step and multistep per epoch."""
+
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR, OneCycleLR, StepLR
+
+from .config import SCHEDULERS, TrainConfig
+
+__all__ = ["build_scheduler", "steps_per_batch", "lr_curve", "PER_BATCH"]
+
+PER_BATCH = frozenset({"onecycle"})  # the others step once per epoch
+
+
+def steps_per_batch(name: str) -> bool:
+    """True if the scheduler `name` steps after every optimizer step, False if after every epoch."""
+    return name in PER_BATCH
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRScheduler:
+    """The scheduler `cfg.scheduler` for `cfg.epochs` epochs of `steps_per_epoch` optimizer steps."""
+    name = cfg.scheduler
+    if name == "none":
+        return LambdaLR(optimizer, lambda _: 1.0)
+    if name == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=cfg.epochs, eta_min=cfg.min_lr)
+    if name == "onecycle":
+        return OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch, pct_start=cfg.pct_start
+        )
+    if name == "step":
+        return StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if name == "multistep":
+        milestones = cfg.milestones or [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
+        return MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
+    raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+
+
+def lr_curve(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:
+    """The learning rate of every optimizer step of a run, computed without training."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = build_scheduler(cfg, opt, steps_per_epoch)
+    lrs = []
+    for _ in range(cfg.epochs):
+        for _ in range(steps_per_epoch):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            if steps_per_batch(cfg.scheduler):
+                sched.step()
+        if not steps_per_batch(cfg.scheduler):
+            sched.step()
+    return lrs

@@ -1,0 +1,101 @@
+"""Dice and IoU for binary segmentation: pure tensor functions, no state.
+
+Definitions (per image, the original's): prediction = sigmoid(logits) > threshold;
+Dice = (2|A∩B| + smooth) / (|A| + |B| + smooth), IoU = (|A∩B| + smooth) / (|A∪B| + smooth).
+With the tiny default smoothing, an image where prediction and truth are both empty scores 1
+(nothing to find, nothing found). Pixels whose target is `ignore_index` count for neither.
+
+Reductions, named as segmentation_models_pytorch names them:
+- per image (`dice_per_image`), and their mean (`dice_score`, "micro-imagewise": the original's number);
+- dataset-level (`dataset_dice`, "micro"): the counts of all images summed first.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = [
+    "SMOOTH", "confusion_counts", "dice_from_counts", "iou_from_counts", "dice_per_image",
+    "iou_per_image", "dice_score", "iou_score", "dataset_dice", "dataset_iou",
+]  # fmt: skip
+
+SMOOTH = 1e-6
+IGNORE_INDEX = 255
+
+
+def confusion_counts(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """True positives, false positives, false negatives per image: three float tensors of shape (B,).
+
+    `logits` and `target` are (B, 1, H, W) or (B, H, W); target holds 0/1 (and `ignore_index`).
+    """
+    if logits.shape != target.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape"
+        )
+    pred = torch.sigmoid(logits.float()) > threshold
+    truth = target == 1
+    if ignore_index is not None:
+        valid = target != ignore_index
+        pred, truth = pred & valid, truth & valid
+    dims = tuple(range(1, logits.ndim))
+    tp = (pred & truth).sum(dims).float()
+    fp = (pred & ~truth).sum(dims).float()
+    fn = (~pred & truth).sum(dims).float()
+    return tp, fp, fn
+
+
+def dice_from_counts(
+    tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float = SMOOTH
+) -> torch.Tensor:
+    """2TP / (2TP + FP + FN), smoothed."""
+    return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+
+
+def iou_from_counts(
+    tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float = SMOOTH
+) -> torch.Tensor:
+    """TP / (TP + FP + FN), smoothed."""
+    return (tp + smooth) / (tp + fp + fn + smooth)
+
+
+def dice_per_image(
+    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, smooth: float = SMOOTH,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> torch.Tensor:  # fmt: skip
+    """Dice of each image, shape (B,)."""
+    return dice_from_counts(*confusion_counts(logits, target, threshold, ignore_index), smooth=smooth)
+
+
+def iou_per_image(
+    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, smooth: float = SMOOTH,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> torch.Tensor:  # fmt: skip
+    """IoU (Jaccard) of each image, shape (B,)."""
+    return iou_from_counts(*confusion_counts(logits, target, threshold, ignore_index), smooth=smooth)
+
+
+def dice_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, **kw) -> torch.Tensor:
+    """Mean of the per-image Dice: the original's metric. A 0-d tensor."""
+    return dice_per_image(logits, target, threshold, **kw).mean()
+
+
+def iou_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, **kw) -> torch.Tensor:
+    """Mean of the per-image IoU. A 0-d tensor."""
+    return iou_per_image(logits, target, threshold, **kw).mean()
+
+
+def dataset_dice(
+    tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float = SMOOTH
+) -> torch.Tensor:
+    """Dataset-level Dice: the counts of all images summed, then one Dice."""
+    return dice_from_counts(tp.sum(), fp.sum(), fn.sum(), smooth)
+
+
+def dataset_iou(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, smooth: float = SMOOTH) -> torch.Tensor:
+    """Dataset-level IoU: the counts of all images summed, then one IoU."""
+    return iou_from_counts(tp.sum(), fp.sum(), fn.sum(), smooth)

@@ -1,0 +1,85 @@
+"""download() against local archives served from file URLs (the real site is not reachable here)."""
+
+import hashlib
+import tarfile
+
+import pytest
+
+from seglib.data import OxfordPetDataset, download
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def archives(synthetic_root, tmp_path_factory):
+    """images.tar.gz and annotations.tar.gz in the release's layout, with their URLs and MD5s."""
+    src = tmp_path_factory.mktemp("server")
+    with tarfile.open(src / "images.tar.gz", "w:gz") as tar:
+        tar.add(synthetic_root / "images", arcname="images")
+    with tarfile.open(src / "annotations.tar.gz", "w:gz") as tar:
+        tar.add(synthetic_root / "annotations", arcname="annotations")
+    return tuple((f"file://{src / n}", _md5(src / n)) for n in ("images.tar.gz", "annotations.tar.gz"))
+
+
+def test_download_verify_extract_and_rerun(archives, tmp_path):
+    said = []
+    root = download(tmp_path / "pets", resources=archives, log=said.append)
+    assert len(OxfordPetDataset(root, "test")) == 20
+    assert sum("downloaded, MD5 verified" in s for s in said) == 2
+    assert sum("extracted" in s for s in said) == 2
+    said.clear()
+    download(root, resources=archives, log=said.append)  # nothing fetched or extracted twice
+    assert sum("present, MD5 verified" in s for s in said) == 2
+    assert sum("already extracted" in s for s in said) == 2
+
+
+def test_corrupted_local_archive_is_fetched_again(archives, tmp_path):
+    root = tmp_path / "pets"
+    root.mkdir()
+    (root / "annotations.tar.gz").write_bytes(b"truncated")
+    said = []
+    download(root, resources=archives, log=said.append)
+    assert any("annotations.tar.gz: present but its MD5" in s for s in said)
+    assert _md5(root / "annotations.tar.gz") == archives[1][1]
+    assert len(OxfordPetDataset(root, "val")) == 20
+
+
+def test_corrupted_download_fails_and_leaves_nothing(archives, tmp_path):
+    bad = ((archives[0][0], "0" * 32),)
+    with pytest.raises(RuntimeError, match=r"MD5 is not 0{32}.*run the download again"):
+        download(tmp_path / "pets", resources=bad, log=lambda s: None)
+    assert not (tmp_path / "pets" / "images.tar.gz").exists()
+
+
+def test_offline_fails_with_a_clear_message(tmp_path):
+    offline = (("http://127.0.0.1:9/images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),)
+    with pytest.raises(
+        RuntimeError, match=r"could not download http://127\.0\.0\.1:9/images\.tar\.gz.*offline"
+    ):
+        download(tmp_path / "pets", resources=offline, log=lambda s: None)
+
+
+def test_download_over_http_from_a_local_server(archives, tmp_path):
+    """The http path goes through torchvision's downloader; the server listens on 127.0.0.1 only."""
+    import functools
+    import http.server
+    import threading
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    folder = Path(urlparse(archives[0][0]).path).parent
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        resources = tuple((f"{base}/{url.rsplit('/', 1)[1]}", md5) for url, md5 in archives)
+        root = download(tmp_path / "pets", resources=resources, log=lambda s: None)
+        assert len(OxfordPetDataset(root, "train")) == 180
+    finally:
+        server.shutdown()
+        server.server_close()

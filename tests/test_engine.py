@@ -1,0 +1,241 @@
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from seglib.data import OxfordPetDataset
+from seglib.engine import (
+    HISTORY_COLUMNS,
+    CheckpointError,
+    TrainConfig,
+    config_from_profile,
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_model,
+    lr_curve,
+    predict,
+    save_checkpoint,
+    summarize,
+)  # fmt: skip
+from seglib.engine.checkpoint import model_spec
+from seglib.engine.tracking import WandbLogger
+from seglib.models import build_model
+
+
+def tiny_cfg(root, tmp_path, **kw) -> TrainConfig:
+    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
+                image_size=32, epochs=2, batch_size=4, train_limit=12, val_limit=6, output_dir=str(tmp_path / "runs"),
+                progress=False, lr=1e-3)  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# --- config ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"model": "segnet"}, r"unknown model 'segnet'; choose one of \['resnet34_unet', 'unet'\]"),
+        (
+            {"scheduler": "plateau"},
+            r"unknown scheduler 'plateau'; choose one of \['none', 'cosine', 'onecycle'",
+        ),
+        ({"dataset": "coco"}, r"unknown dataset 'coco'"),
+        ({"border": "edge"}, r"unknown border 'edge'"),
+        ({"epochs": 0}, r"epochs must be a positive integer, got 0"),
+        ({"batch_size": -8}, r"batch_size must be a positive integer, got -8"),
+        ({"image_size": 16}, r"image_size must be at least 32"),
+        ({"lr": 0.0}, r"lr must be positive"),
+        ({"milestones": [30, 10]}, r"milestones must be increasing"),
+    ],
+)
+def test_config_rejects_bad_values_before_any_work(kw, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kw)
+
+
+def test_profiles():
+    full = config_from_profile("full")
+    assert (full.image_size, full.batch_size, full.epochs, full.lr, full.weight_decay) == (
+        256,
+        8,
+        50,
+        1e-4,
+        1e-4,
+    )
+    assert full.model_kwargs == {} and full.scheduler == "none"
+    quick = config_from_profile("quick", epochs=3)
+    assert quick.epochs == 3 and quick.model_kwargs == {"base_channels": 16}
+    assert config_from_profile("quick", model="resnet34_unet").model_kwargs == {}
+    with pytest.raises(ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'quick'\]"):
+        config_from_profile("fast")
+    with pytest.raises(ValueError, match=r"unknown TrainConfig parameter\(s\) \['epoch'\]"):
+        config_from_profile("full", epoch=3)
+
+
+# --- schedulers ------------------------------------------------------------------------------------
+def test_lr_curves():
+    def curve(**kw):
+        return lr_curve(TrainConfig(epochs=10, lr=1e-3, **kw), steps_per_epoch=5)
+
+    assert curve() == [1e-3] * 50
+    cos = curve(scheduler="cosine")
+    assert cos[0] == 1e-3 and cos[5] < cos[0] and cos[4] == cos[0]  # per epoch
+    assert cos[-1] == pytest.approx(1e-3 * (1 + math.cos(math.pi * 9 / 10)) / 2)
+    one = curve(scheduler="onecycle")
+    assert len(set(one[:5])) == 5  # per batch
+    assert max(one) == pytest.approx(1e-3) and one.index(max(one)) == 14  # 30% of 50 steps
+    assert one[-1] < 1e-6
+    step = curve(scheduler="step", step_size=3, gamma=0.5)
+    assert step[14] == 1e-3 and step[15] == pytest.approx(5e-4) and step[30] == pytest.approx(2.5e-4)
+    multi = curve(scheduler="multistep")  # milestones at 50% and 75% of the epochs
+    assert multi[24] == 1e-3 and multi[25] == pytest.approx(1e-4) and multi[35] == pytest.approx(1e-5)
+
+
+# --- training ----------------------------------------------------------------------------------------
+def test_fit_writes_a_complete_run(synthetic_root, tmp_path):
+    cfg = tiny_cfg(synthetic_root, tmp_path, scheduler="onecycle", run_name="r")
+    result = fit(cfg)
+    run = tmp_path / "runs" / "r"
+    assert result.run_dir == run and result.data == "oxford-pet"
+    assert {p.name for p in run.iterdir()} == {"config.json", "history.csv", "lr.csv", "best.pt", "last.pt"}
+    history = pd.read_csv(run / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS and history.epoch.tolist() == [1, 2]
+    assert history[["train_loss", "val_loss"]].notna().all().all()
+    assert ((history.val_dice >= 0) & (history.val_dice <= 1)).all()
+    assert TrainConfig.load(run / "config.json") == cfg
+    lrs = pd.read_csv(run / "lr.csv")
+    assert lrs.lr.tolist() == pytest.approx(lr_curve(cfg, steps_per_epoch=3))  # the lr of every step
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["epoch"] == 2 and ckpt["global_step"] == 6 and ckpt["config"]["model"] == "unet"
+    assert {"optimizer", "scheduler", "scaler", "history"} <= set(ckpt)
+    assert load_checkpoint(run / "best.pt")["val_dice"] == pytest.approx(history.val_dice.max())
+
+
+def test_runs_are_never_silently_overwritten(synthetic_root, tmp_path):
+    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same"))
+    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same"))
+    assert a.run_dir.name == "same" and b.run_dir.name == "same-2"
+    c = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same", overwrite=True))
+    assert c.run_dir.name == "same"
+
+
+def test_same_seed_same_result(synthetic_root, tmp_path):
+    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, num_workers=0))
+    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, num_workers=2))  # workers do not change the data
+    assert a.history.train_loss.tolist() == b.history.train_loss.tolist()
+    for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), n
+
+
+@pytest.mark.slow
+def test_small_unet_learns_the_synthetic_set(synthetic_root, tmp_path):
+    """base_channels 16 at 64 px, 12 epochs: about 40 s on a 2-core CPU."""
+    cfg = TrainConfig(model="unet", model_kwargs={"base_channels": 16}, data_root=str(synthetic_root),
+                      dataset="oxford-pet", image_size=64, epochs=12, batch_size=4, lr=2e-3, scheduler="onecycle",
+                      output_dir=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    result = fit(cfg)
+    h = result.history
+    print(h.round(4).to_string())
+    assert h.train_loss.iloc[-1] < 0.5 * h.train_loss.iloc[0]
+    assert result.best_val_dice >= 0.85
+
+
+@pytest.mark.slow
+def test_resnet34_unet_trains(synthetic_root, tmp_path):
+    result = fit(tiny_cfg(synthetic_root, tmp_path, model="resnet34_unet", model_kwargs={}, image_size=64, epochs=3,
+                          train_limit=24, lr=1e-3))  # fmt: skip
+    assert result.history.train_loss.iloc[-1] < result.history.train_loss.iloc[0]
+    assert isinstance(load_model(result.best_checkpoint), type(result.model))
+
+
+def test_wandb_missing_is_a_warning(monkeypatch, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # import wandb -> ImportError
+    with pytest.warns(UserWarning, match="wandb package is not installed"):
+        logger = WandbLogger(True, "p", "n", {}, tmp_path)
+    assert not logger.active
+    logger.log({"x": 1.0}, step=1)
+    logger.finish()
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+def test_checkpoint_rebuilds_its_model(tmp_path):
+    model = build_model("unet", base_channels=8, num_classes=2)
+    save_checkpoint(tmp_path / "m.pt", model, model_spec(model, "unet", {"base_channels": 8}))
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.base_channels == 8 and loaded.num_classes == 2 and not loaded.training
+    x = torch.randn(1, 3, 48, 48)
+    assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_bad_checkpoints_say_what_they_are(tmp_path):
+    model = build_model("unet", base_channels=4)
+    save_checkpoint(tmp_path / "unet.pt", model, model_spec(model, "unet", {"base_channels": 4}))
+    with pytest.raises(CheckpointError, match=r"saved for model 'unet'.*not for model 'resnet34_unet'"):
+        load_model(tmp_path / "unet.pt", expect_model="resnet34_unet")
+    with pytest.raises(CheckpointError, match=r"num_classes=1, not 3"):
+        load_model(tmp_path / "unet.pt", expect_num_classes=3)
+    torch.save(model.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(CheckpointError, match=r"bare state_dict.*build_model"):
+        load_model(tmp_path / "bare.pt")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint torch can read"):
+        load_model(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_model(tmp_path / "none.pt")
+
+
+# --- evaluation and prediction ---------------------------------------------------------------------------
+class Constant(nn.Module):
+    """Predicts pet everywhere: its Dice on an image is 2|T| / (|T| + H*W), known exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[-2:]), 10.0)
+
+
+def test_evaluate_scores_at_original_resolution(synthetic_root):
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=64, limit=7)
+    df = evaluate(Constant(), ds, device="cpu", batch_size=3, channels_last=False, progress=False)
+    assert len(df) == 7 and df.name.tolist() == ds.names
+    for i, row in df.iterrows():
+        truth = ds.load_mask(i)
+        h, w = truth.shape
+        assert (row.height, row.width) == (h, w)
+        t = float(truth.sum())
+        assert row.dice == pytest.approx(2 * t / (t + h * w), rel=1e-6)
+        assert row.iou == pytest.approx(t / (h * w), rel=1e-6)
+        assert row.fg_fraction == pytest.approx(t / (h * w))
+        small = ds[i]["mask"]
+        assert row.dice_model == pytest.approx(
+            2 * small.sum().item() / (small.sum().item() + 64 * 64), rel=1e-6
+        )
+    table = summarize(df)
+    assert table.loc["original", "dice_mean"] == pytest.approx(df.dice.mean())
+    assert table.loc["original", "dice_min"] == df.dice.min()
+    tp = df.tp.sum()
+    assert table.loc["original", "dice_dataset"] == pytest.approx(
+        2 * tp / (2 * tp + df.fp.sum() + df.fn.sum())
+    )
+
+
+def test_evaluate_a_checkpoint_and_predict(synthetic_root, tmp_path):
+    result = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1))
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=4)
+    df = evaluate(result.best_checkpoint, ds, device="cpu", progress=False)
+    assert df[["dice", "iou", "dice_model", "iou_model"]].apply(lambda c: c.between(0, 1)).all().all()
+    image = ds.load_image(0)
+    mask = predict(result.model, image, image_size=32)
+    assert mask.shape == image.shape[:2] and mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1}
+    assert np.array_equal(
+        predict(Constant(), ds.image_path(ds.names[0]), 32), np.ones(image.shape[:2], np.uint8)
+    )
+
+
+def test_config_json_is_plain(synthetic_root, tmp_path):
+    cfg = tiny_cfg(synthetic_root, tmp_path)
+    cfg.save(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["model_kwargs"] == {"base_channels": 4}

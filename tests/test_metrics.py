@@ -1,0 +1,91 @@
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seglib.data import IGNORE_INDEX
+from seglib.metrics import (
+    IGNORE_INDEX as METRICS_IGNORE,
+)  # fmt: skip
+from seglib.metrics import (
+    confusion_counts,
+    dataset_dice,
+    dice_per_image,
+    dice_score,
+    iou_per_image,
+    iou_score,
+)
+
+BIG = 20.0  # a logit that is surely positive after the sigmoid
+
+
+def logits_of(mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask == 1, BIG, -BIG)
+
+
+def test_known_values():
+    a = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]])
+    half = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]])  # |A∩B| = 1, |A| + |B| = 3
+    assert dice_score(logits_of(a), a).item() == pytest.approx(1.0)
+    assert dice_score(logits_of(a), 1 - a).item() == pytest.approx(0.0, abs=1e-6)
+    assert dice_score(logits_of(half), a).item() == pytest.approx(2 / 3)
+    assert iou_score(logits_of(half), a).item() == pytest.approx(1 / 2)
+    empty = torch.zeros(1, 1, 4)
+    assert dice_score(logits_of(empty), empty).item() == 1.0  # both empty: documented as 1
+    assert dice_score(logits_of(a), empty).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_threshold_applies_to_the_sigmoid():
+    target = torch.ones(1, 1, 2)
+    logits = torch.tensor([[[0.1, -0.1]]])  # sigmoid 0.525 and 0.475
+    assert dice_score(logits, target, threshold=0.5).item() == pytest.approx(2 / 3)
+    assert dice_score(logits, target, threshold=0.6).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_ignore_region_is_excluded():
+    target = torch.tensor([[[1.0, 0.0, IGNORE_INDEX, IGNORE_INDEX]]])
+    pred = torch.tensor([[[1.0, 0.0, 1.0, 0.0]]])  # wrong only where ignored
+    assert dice_score(logits_of(pred), target).item() == pytest.approx(1.0)
+    assert METRICS_IGNORE == IGNORE_INDEX
+
+
+def test_per_image_mean_versus_dataset_level():
+    target = torch.stack([torch.ones(1, 2, 50), torch.ones(1, 2, 50)])  # (2, 1, 2, 50)
+    pred = target.clone()
+    pred[1, 0, 0] = 0  # second image: half its pixels found
+    per_image = dice_per_image(logits_of(pred), target)
+    assert per_image.tolist() == pytest.approx([1.0, 2 / 3])
+    assert dice_score(logits_of(pred), target).item() == pytest.approx(5 / 6)
+    tp, fp, fn = confusion_counts(logits_of(pred), target)
+    assert dataset_dice(tp, fp, fn).item() == pytest.approx(2 * 150 / (2 * 150 + 50))
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="same shape"):
+        dice_score(torch.zeros(1, 1, 4, 4), torch.zeros(1, 4, 4))
+
+
+masks = st.lists(st.integers(0, 1), min_size=1, max_size=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(masks, masks)
+def test_properties(a_bits, b_bits):
+    n = min(len(a_bits), len(b_bits))
+    a = torch.tensor(a_bits[:n], dtype=torch.float32).view(1, 1, n)
+    b = torch.tensor(b_bits[:n], dtype=torch.float32).view(1, 1, n)
+    for f in (dice_per_image, iou_per_image):
+        v = f(logits_of(a), b).item()
+        assert 0.0 <= v <= 1.0 + 1e-6
+        assert v == pytest.approx(f(logits_of(b), a).item())  # symmetric
+        assert f(logits_of(a), a).item() == pytest.approx(1.0)
+    # monotone in overlap: turning a false negative into a true positive never lowers the score
+    missed = ((b == 1) & (a == 0)).nonzero()
+    if len(missed):
+        better = a.clone()
+        better[tuple(missed[0])] = 1
+        assert dice_per_image(logits_of(better), b).item() >= dice_per_image(logits_of(a), b).item() - 1e-7
+        assert iou_per_image(logits_of(better), b).item() >= iou_per_image(logits_of(a), b).item() - 1e-7
+    # Dice and IoU agree: D = 2J / (1 + J)
+    j = iou_per_image(logits_of(a), b).item()
+    assert dice_per_image(logits_of(a), b).item() == pytest.approx(2 * j / (1 + j), abs=1e-5)

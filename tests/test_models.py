@@ -1,0 +1,84 @@
+import pytest
+import torch
+import torchvision
+
+from seglib.models import MODELS, ResNet34UNet, UNet, build_model, count_parameters
+from seglib.models.resnet34_unet import load_encoder_weights
+
+SIZES = [(572, 572), (257, 311), (100, 100), (64, 37), (33, 33)]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("hw", SIZES)
+def test_logits_at_input_resolution_for_any_size(name, hw):
+    kwargs = {"base_channels": 4} if name == "unet" else {}
+    model = build_model(name, **kwargs).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, *hw))
+    assert out.shape == (1, 1, *hw)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_num_classes_and_in_channels(name):
+    kwargs = {"base_channels": 4} if name == "unet" else {}
+    model = build_model(name, in_channels=1, num_classes=3, **kwargs).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 1, 64, 80)).shape == (2, 3, 64, 80)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_backward_reaches_every_parameter(name):
+    kwargs = {"base_channels": 4} if name == "unet" else {}
+    model = build_model(name, **kwargs)
+    model(torch.randn(2, 3, 64, 64)).mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+
+
+def test_unet_has_the_original_parameter_count():
+    assert count_parameters(UNet()) == 31_037_633
+
+
+def test_unet_base_channels_scales_every_width():
+    small = UNet(base_channels=16)
+    assert small.inc[0].out_channels == 16 and small.down4[1][3].out_channels == 256
+    assert count_parameters(small) < count_parameters(UNet()) / 10
+
+
+def test_resnet34_unet_parameter_count():
+    # encoder 21,284,672 (torchvision resnet34 without fc) + decoder and head
+    model = ResNet34UNet()
+    assert count_parameters(model.encoder) == 21_284_672
+    assert count_parameters(model) == 24_459_745
+
+
+def test_encoder_loads_torchvision_resnet34_strictly():
+    tv = torchvision.models.resnet34().state_dict()
+    model = ResNet34UNet()
+    model.encoder.load_state_dict({k: v for k, v in tv.items() if not k.startswith("fc.")}, strict=True)
+    assert torch.equal(model.encoder.layer3[5].conv2.weight, tv["layer3.5.conv2.weight"])
+
+
+def test_encoder_weights_from_a_file(tmp_path):
+    tv = torchvision.models.resnet34().state_dict()  # random weights stand in for ImageNet's here
+    torch.save(tv, tmp_path / "resnet34.pth")
+    model = build_model("resnet34_unet", encoder_weights=tmp_path / "resnet34.pth")
+    assert torch.equal(model.encoder.conv1.weight, tv["conv1.weight"])
+    assert torch.equal(model.encoder.bn1.running_var, tv["bn1.running_var"])
+
+
+def test_imagenet_weights_offline_fail_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached copy
+    encoder = ResNet34UNet().encoder
+    with pytest.raises(RuntimeError, match="internet access"):
+        load_encoder_weights(encoder, "imagenet", url="http://127.0.0.1:9/resnet34-b627a593.pth")
+
+
+def test_bad_encoder_weights_and_model_names():
+    with pytest.raises(FileNotFoundError, match="neither 'imagenet' nor an existing file"):
+        ResNet34UNet(encoder_weights="no/such/file.pth")
+    with pytest.raises(ValueError, match=r"unknown model 'segformer'.*resnet34_unet.*unet"):
+        build_model("segformer")
+    with pytest.raises(ValueError, match="base_channels"):
+        UNet(base_channels=0)
