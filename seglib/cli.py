@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run_name")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--use_wandb", action="store_true")
+    t.add_argument(
+        "--on_corrupt", choices=["raise", "skip"], help="an unreadable image: stop (default) or skip it"
+    )
+    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run")  # fmt: skip
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")
     data_args(e)
@@ -93,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(a: argparse.Namespace) -> None:
     keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
-            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name")  # fmt: skip
+            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt")  # fmt: skip
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,
@@ -104,7 +109,7 @@ def _train(a: argparse.Namespace) -> None:
     )
     if a.base_channels is not None:
         over["model_kwargs"] = {"base_channels": a.base_channels}
-    result = fit(config_from_profile(a.profile, **over))
+    result = fit(config_from_profile(a.profile, **over), resume=a.resume)
     save_figure(plot_history(result.history), result.run_dir / "history.png")
     print(
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run folder {result.run_dir}"
@@ -158,5 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         {"train": _train, "evaluate": _evaluate, "predict": _predict,
          "download": lambda a: download(a.data_path)}[a.command](a)  # fmt: skip
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
+        print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
         sys.exit(f"seglib {a.command}: error: {e}")

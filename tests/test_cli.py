@@ -77,3 +77,28 @@ def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
         main(args)
     assert e.value.code != 0
     assert message in capsys.readouterr().err + str(e.value.code)
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
+    import signal
+    import time
+
+    args = ["train", "--data_path", synthetic_root, "--base_channels", "4", "--epochs", 40, "--image_size", 32,
+            "--batch_size", 4, "--train_limit", 12, "--val_limit", 4, "--output_dir", tmp_path, "--run_name", "r"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "seglib", *map(str, args)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    history = tmp_path / "r" / "history.csv"
+    deadline = time.time() + 120
+    while not history.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "training stopped in epoch" in err and f"--resume {tmp_path / 'r'}" in err
+    done = pd.read_csv(history).shape[0]
+    assert 1 <= done < 40
+    p = seglib(*args, "--resume", tmp_path / "r", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "resuming" in p.stdout
+    assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))

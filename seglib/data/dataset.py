@@ -16,13 +16,17 @@ from .lists import ListEntry, read_list, select_split
 from .transforms import eval_transform, seed_transform
 from .trimaps import check_trimap, trimap_to_mask
 
-__all__ = ["OxfordPetDataset", "find_root", "open_rgb", "collate", "is_oxford_pet_root"]
+__all__ = ["OxfordPetDataset", "CorruptSampleError", "find_root", "open_rgb", "collate", "is_oxford_pet_root"]
 
 LIST_FILES = {"train": "trainval.txt", "val": "trainval.txt", "trainval": "trainval.txt", "test": "test.txt"}
 HOW_TO_GET = (
     "download the real data with `make data` (or `python -m seglib download --data_path DIR`, "
     "or seglib.data.download(DIR)), or make the synthetic demo set with seglib.data.make_synthetic_pets(DIR)"
 )
+
+
+class CorruptSampleError(ValueError):
+    """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
 
 
 def is_oxford_pet_root(root: str | Path) -> bool:
@@ -52,11 +56,20 @@ def open_rgb(path: str | Path) -> Image.Image:
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """default_collate, except for the full-resolution masks, which differ in size and stay a list."""
+    """default_collate, except that full-resolution masks (sizes differ) stay a list, and samples
+    skipped as unreadable (`on_corrupt="skip"`) are left out and named in `skipped`.
+
+    A batch whose samples were all skipped has `image` None.
+    """
+    skipped = [b["skipped"] for b in batch if "skipped" in b]
+    batch = [b for b in batch if "skipped" not in b]
+    if not batch:
+        return {"image": None, "skipped": skipped}
     full = [b.pop("mask_full") for b in batch] if "mask_full" in batch[0] else None
     out = default_collate(batch)
     if full is not None:
         out["mask_full"] = full
+    out["skipped"] = skipped
     return out
 
 
@@ -79,7 +92,11 @@ class OxfordPetDataset(Dataset):
         limit: int | None = None,
         return_full_mask: bool = False,
         on_missing: str = "raise",
+        on_corrupt: str = "raise",
     ) -> None:
+        if on_corrupt not in ("raise", "skip"):
+            raise ValueError(f"on_corrupt={on_corrupt!r}; choose 'raise' or 'skip'")
+        self.on_corrupt = on_corrupt
         self.root = find_root(root)
         self.split = split
         self.border = border
@@ -137,16 +154,31 @@ class OxfordPetDataset(Dataset):
 
     def load_image(self, i: int) -> np.ndarray:
         """Image i as uint8 HxWx3 RGB at its original resolution."""
-        return np.asarray(open_rgb(self.image_path(self.entries[i].name)))
+        path = self.image_path(self.entries[i].name)
+        try:
+            return np.asarray(open_rgb(path))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise CorruptSampleError(
+                f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
+                "Re-download the data, or pass on_corrupt='skip' to leave such samples out (they are counted "
+                "and reported at the end of each epoch)"
+            ) from e
 
     def load_trimap(self, i: int) -> np.ndarray:
         """Trimap i as uint8 HxW with values checked to be in {1, 2, 3}."""
         path = self.trimap_path(self.entries[i].name)
-        with Image.open(path) as im:
-            trimap = np.asarray(im)
+        try:
+            with Image.open(path) as im:
+                trimap = np.asarray(im)
+        except (OSError, SyntaxError) as e:
+            raise CorruptSampleError(f"{path}: cannot read the trimap ({e}); re-download the data or pass "
+                                     "on_corrupt='skip'") from e  # fmt: skip
         if trimap.ndim != 2:
-            raise ValueError(f"{path}: a trimap has one channel, this file has shape {trimap.shape}")
-        check_trimap(trimap, str(path))
+            raise CorruptSampleError(f"{path}: a trimap has one channel, this file has shape {trimap.shape}")
+        try:
+            check_trimap(trimap, str(path))
+        except ValueError as e:
+            raise CorruptSampleError(str(e)) from None
         return trimap
 
     def load_mask(self, i: int) -> np.ndarray:
@@ -160,12 +192,17 @@ class OxfordPetDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         # EpochSampler passes (index, seed): the augmentation then depends on nothing else.
         i, seed = key if isinstance(key, tuple) else (key, None)
-        image, mask = self.load_image(i), self.load_mask(i)
-        if image.shape[:2] != mask.shape:
-            raise ValueError(
-                f"{self.trimap_path(self.entries[i].name)}: trimap size {mask.shape[::-1]} differs from its "
-                f"image's {image.shape[1::-1]} ({self.image_path(self.entries[i].name)}); the pair is damaged"
-            )
+        try:
+            image, mask = self.load_image(i), self.load_mask(i)
+            if image.shape[:2] != mask.shape:
+                raise CorruptSampleError(
+                    f"{self.trimap_path(self.entries[i].name)}: trimap size {mask.shape[::-1]} differs from its "
+                    f"image's {image.shape[1::-1]} ({self.image_path(self.entries[i].name)}); the pair is damaged"
+                )
+        except CorruptSampleError as e:
+            if self.on_corrupt == "raise":
+                raise
+            return {"skipped": f"{self.entries[i].name} ({str(e).split(': ', 1)[-1][:80]})"}
         if seed is not None and isinstance(self.transform, A.BaseCompose):
             seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)

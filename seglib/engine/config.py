@@ -30,6 +30,9 @@ class TrainConfig:
     image_size: int = 256
     border: str = "pet"  # trimap border: "pet" (the original) | "ignore"
     augment: bool = True
+    on_corrupt: str = (
+        "raise"  # an unreadable image or trimap: "raise" (naming it) | "skip" (counted, reported)
+    )
     train_limit: int | None = None  # use only the first N training images (None: all)
     val_limit: int | None = None
     # optimisation
@@ -50,6 +53,7 @@ class TrainConfig:
     num_workers: int | None = None  # None: 0 on CPU (the model is the bottleneck), up to 8 on CUDA
     amp: bool | None = None  # mixed precision; None: on for CUDA, off for CPU (no native bf16 there)
     channels_last: bool = True
+    deterministic: bool = True  # same seed, same data, same device -> same result (cuDNN autotuning off)
     # output
     output_dir: str = "results/runs"
     run_name: str | None = None  # None: "<model>-<scheduler>-<time>"
@@ -68,6 +72,7 @@ class TrainConfig:
         _choice("dataset", self.dataset, DATASETS)
         _choice("border", self.border, BORDER_MODES)
         _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("on_corrupt", self.on_corrupt, ("raise", "skip"))
         for name in ("epochs", "batch_size", "image_size", "step_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -7,6 +7,7 @@ threshold, and compared with the original trimap: what a user of the mask actual
 from __future__ import annotations
 
 import copy
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,11 @@ def evaluate(
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
                         pin_memory=dev.type == "cuda")  # fmt: skip
     rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        skipped += batch["skipped"]
+        if batch["image"] is None:
+            continue
         images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
         with autocast(dev, amp):
             logits = model(images).float()  # (B, 1, h, w)
@@ -88,6 +93,10 @@ def evaluate(
                 "tp": tp, "fp": fp, "fn": fn,
                 "fg_fraction": (tp + fn) / max(valid, 1), "pred_fraction": (tp + fp) / max(valid, 1),
             })  # fmt: skip
+    if skipped:
+        warnings.warn(
+            f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=2
+        )
     return pd.DataFrame(rows)
 
 

@@ -10,7 +10,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "seed_everything", "autocast", "default_num_workers", "to_device_batch"]
+__all__ = [
+    "apply_determinism",
+    "resolve_device",
+    "seed_everything",
+    "autocast",
+    "default_num_workers",
+    "to_device_batch",
+]
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -24,6 +31,21 @@ def resolve_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
     return dev
+
+
+def apply_determinism(deterministic: bool) -> None:
+    """Same seed, same data, same device -> same result.
+
+    On the CPU seglib's training is deterministic as it is (data order and augmentation come from the
+    seed, see EpochSampler). On CUDA this turns cuDNN autotuning off and asks torch for deterministic
+    kernels (warning where one has none); `deterministic=False` trades that for speed.
+    """
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if torch.cuda.is_available():
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def seed_everything(seed: int) -> None:

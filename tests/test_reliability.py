@@ -1,0 +1,197 @@
+"""Runs survive interruption, writes are atomic, and bad inputs fail early with a clear message."""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+import seglib.engine.train as train_mod
+from seglib.data import CorruptSampleError, OxfordPetDataset
+from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
+from seglib.engine.io import atomic_torch_save
+from seglib.engine.train import NonFiniteLossError, TrainingInterrupted
+
+real_loss = train_mod.bce_loss
+
+
+def cfg_for(root, out, **kw) -> TrainConfig:
+    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
+                image_size=32, epochs=3, batch_size=4, train_limit=14, val_limit=6, output_dir=str(out),
+                progress=False, lr=3e-3, run_name="r")  # fmt: skip
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def training_steps(monkeypatch, action, at):
+    """Patch the loss so that `action()` runs at training step `at` (counted over the whole run)."""
+    count = {"n": 0}
+
+    def loss(logits, target):
+        out = real_loss(logits, target)
+        if torch.is_grad_enabled():
+            count["n"] += 1
+            if count["n"] == at:
+                return action(out)
+        return out
+
+    monkeypatch.setattr(train_mod, "bce_loss", loss)
+
+
+def ctrl_c(out):
+    os.kill(os.getpid(), signal.SIGINT)  # what Jupyter's interrupt button sends the kernel
+    return out
+
+
+def same_run(a_dir, b_dir):
+    ha, hb = pd.read_csv(a_dir / "history.csv"), pd.read_csv(b_dir / "history.csv")
+    cols = [c for c in ha.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(ha[cols], hb[cols], check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a_dir / "lr.csv"), pd.read_csv(b_dir / "lr.csv"), check_exact=True
+    )
+    sa, sb = load_checkpoint(a_dir / "last.pt")["model"], load_checkpoint(b_dir / "last.pt")["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    oa, ob = load_checkpoint(a_dir / "last.pt")["optimizer"], load_checkpoint(b_dir / "last.pt")["optimizer"]
+    for k in oa["state"]:
+        assert torch.equal(oa["state"][k]["exp_avg_sq"], ob["state"][k]["exp_avg_sq"])
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+@pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "end-of-epoch"])  # 4 steps an epoch
+def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, monkeypatch, scheduler, stop_at):
+    whole = fit(cfg_for(synthetic_root, tmp_path / "a", scheduler=scheduler))
+    training_steps(monkeypatch, ctrl_c, at=stop_at)
+    with pytest.raises(TrainingInterrupted, match=r"Resume with fit\(cfg, resume="):
+        fit(cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler))
+    saved = load_checkpoint(tmp_path / "b" / "r" / "last.pt")
+    assert saved["global_step"] == stop_at
+    assert (saved["partial"] or {}).get("step") == stop_at - 4 * saved["epoch"]
+    monkeypatch.setattr(train_mod, "bce_loss", real_loss)
+    resumed = fit(cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler, num_workers=1), resume=True)
+    assert resumed.run_dir == tmp_path / "b" / "r"
+    same_run(whole.run_dir, resumed.run_dir)
+
+
+def test_resume_checks_the_config(synthetic_root, tmp_path, monkeypatch):
+    training_steps(monkeypatch, ctrl_c, at=2)
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg_for(synthetic_root, tmp_path))
+    with pytest.raises(
+        ValueError, match=r"cannot resume .*last\.pt: the config differs \(lr: saved 0\.003, now 0\.1\)"
+    ):
+        fit(cfg_for(synthetic_root, tmp_path, lr=0.1), resume=True)
+    with pytest.raises(FileNotFoundError, match="holds no run with a last.pt"):
+        fit(cfg_for(synthetic_root, tmp_path / "empty", run_name=None), resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    training_steps(monkeypatch, lambda out: out * float("nan"), at=6)  # epoch 2, step 2
+    with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
+        fit(cfg_for(synthetic_root, tmp_path))
+    last = load_checkpoint(tmp_path / "r" / "last.pt")
+    assert last["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point()
+    )
+
+
+def test_disk_full_keeps_the_previous_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    import seglib.engine.io as io
+
+    real_save, calls = io.torch.save, {"n": 0}
+
+    def full_disk_save(obj, f):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 1 writes best.pt and last.pt; then the disk is full
+            f.write(b"partial bytes")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f)
+
+    monkeypatch.setattr(io.torch, "save", full_disk_save)
+    with pytest.raises(
+        OSError, match=r"could not write .*\.pt \(No space left on device\); the previous version"
+    ):
+        fit(cfg_for(synthetic_root, tmp_path))
+    monkeypatch.setattr(io.torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
+    assert load_model(tmp_path / "r" / "best.pt") is not None
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+KILL_SCRIPT = """
+import sys, torch
+from seglib.engine.io import atomic_torch_save
+i = 0
+while True:
+    i += 1
+    atomic_torch_save({"i": i, "x": torch.full((4_000_000,), float(i))}, sys.argv[1])
+    print(i, flush=True)
+"""
+
+
+def test_a_kill_during_saving_leaves_a_complete_file(tmp_path):
+    path = tmp_path / "last.pt"
+    for delay in (0.05, 0.21, 0.37):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, str(path)], stdout=subprocess.PIPE, text=True
+        )
+        proc.stdout.readline()  # one complete save exists
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        state = torch.load(path, weights_only=True)
+        assert state["x"].shape == (4_000_000,) and bool((state["x"] == state["i"]).all())
+
+
+def test_atomic_write_error_removes_the_temporary_file(tmp_path):
+    atomic_torch_save({"v": 1}, tmp_path / "c.pt")
+    with pytest.raises((AttributeError, TypeError)):
+        atomic_torch_save({"v": lambda: 0}, tmp_path / "c.pt")  # cannot be pickled
+    assert torch.load(tmp_path / "c.pt")["v"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+# --- bad data ------------------------------------------------------------------------------------------
+@pytest.fixture
+def damaged_root(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root, tmp_path / "damaged")
+    name = OxfordPetDataset(root, "train").names[5]
+    jpg = root / "images" / f"{name}.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:600])  # truncated in the middle
+    return root, name
+
+
+def test_corrupt_image_raise_names_the_file(damaged_root, tmp_path):
+    root, name = damaged_root
+    with pytest.raises(CorruptSampleError, match=rf"{name}\.jpg: cannot read the image.*on_corrupt='skip'"):
+        fit(cfg_for(root, tmp_path / "runs", epochs=1, train_limit=8, num_workers=0))
+
+
+def test_corrupt_image_raise_from_a_worker_still_names_the_file(damaged_root, tmp_path):
+    root, name = damaged_root
+    with pytest.raises(CorruptSampleError, match=rf"{name}\.jpg: cannot read the image"):
+        fit(cfg_for(root, tmp_path / "runs", epochs=1, train_limit=8, num_workers=1))
+
+
+def test_corrupt_image_skip_is_counted_and_reported(damaged_root, tmp_path, capsys):
+    root, name = damaged_root
+    result = fit(cfg_for(root, tmp_path / "runs", epochs=2, on_corrupt="skip", num_workers=1))
+    assert result.history.skipped.tolist() == [1, 1]
+    assert f"skipped 1 unreadable sample(s): {name}" in capsys.readouterr().out
+
+
+def test_trimap_with_foreign_values(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root, tmp_path / "copy")
+    ds = OxfordPetDataset(root, "val")
+    Image.fromarray((ds.load_trimap(0) * 50).astype("uint8")).save(ds.trimap_path(ds.names[0]))
+    with pytest.raises(CorruptSampleError, match=rf"{ds.names[0]}\.png: trimap values must be 1 \(pet\), 2"):
+        ds[0]
+    assert "skipped" in OxfordPetDataset(root, "val", on_corrupt="skip")[0]
