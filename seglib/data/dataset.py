@@ -108,6 +108,14 @@ class OxfordPetDataset(Dataset):
         self.transform = transform if transform is not None else eval_transform(image_size)
         self.return_full_mask = return_full_mask
         self._sizes: dict[int, tuple[int, int]] = {}
+        self.cache = None  # a data.cache.ResizedCache: samples come pre-resized from it (see use_cache)
+
+    def use_cache(self, cache_dir: str | Path, image_size: int) -> OxfordPetDataset:
+        """Read samples from a decode-once cache at `image_size` (built on first use); returns self."""
+        from .cache import build_cache
+
+        self.cache = build_cache(self, image_size, cache_dir)
+        return self
 
     def _check_files(self, entries: list[ListEntry], on_missing: str) -> list[ListEntry]:
         if on_missing not in ("raise", "skip"):
@@ -193,7 +201,11 @@ class OxfordPetDataset(Dataset):
         # EpochSampler passes (index, seed): the augmentation then depends on nothing else.
         i, seed = key if isinstance(key, tuple) else (key, None)
         try:
-            image, mask = self.load_image(i), self.load_mask(i)
+            if self.cache is not None:
+                image, trimap = self.cache.sample(i)
+                mask = trimap_to_mask(trimap, self.border)
+            else:
+                image, mask = self.load_image(i), self.load_mask(i)
             if image.shape[:2] != mask.shape:
                 raise CorruptSampleError(
                     f"{self.trimap_path(self.entries[i].name)}: trimap size {mask.shape[::-1]} differs from its "
@@ -213,7 +225,8 @@ class OxfordPetDataset(Dataset):
             "index": i,
         }
         if self.return_full_mask:
-            sample["mask_full"] = torch.from_numpy(mask)
+            full = self.load_mask(i) if self.cache is not None else mask
+            sample["mask_full"] = torch.from_numpy(full)
         return sample
 
     def __repr__(self) -> str:
