@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val_limit", type=int)
     t.add_argument("--num_workers", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--sync_bn", action="store_true",
+                   help="under torchrun: BatchNorm over the global batch (all processes)")  # fmt: skip
     t.add_argument("--output_dir", default="results/runs")
     t.add_argument("--run_name")
     t.add_argument("--overwrite", action="store_true")
@@ -109,7 +112,11 @@ def _train(a: argparse.Namespace) -> None:
     )
     if a.base_channels is not None:
         over["model_kwargs"] = {"base_channels": a.base_channels}
+    if a.sync_bn:
+        over["sync_bn"] = True
     result = fit(config_from_profile(a.profile, **over), resume=a.resume)
+    if not result.is_main:  # under torchrun rank 0 speaks and writes for the run
+        return
     save_figure(plot_history(result.history), result.run_dir / "history.png")
     print(
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run folder {result.run_dir}"
@@ -164,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         {"train": _train, "evaluate": _evaluate, "predict": _predict,
          "download": lambda a: download(a.data_path)}[a.command](a)  # fmt: skip
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
-        print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
+            print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
         sys.exit(f"seglib {a.command}: error: {e}")

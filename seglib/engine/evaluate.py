@@ -18,11 +18,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..data import OxfordPetDataset, collate, eval_transform, open_rgb
 from ..metrics import confusion_counts, dataset_dice, dataset_iou, dice_from_counts, iou_from_counts
 from .checkpoint import load_checkpoint, load_model
+from .distributed import all_gather_object, get_rank, get_world_size
+from .progress import progress_bar
 from .runtime import autocast, default_num_workers, resolve_device, to_device_batch
 
 __all__ = ["evaluate", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
@@ -56,6 +57,10 @@ def evaluate(
     Columns `dice`, `iou` (and the counts `tp`, `fp`, `fn`) are at the original resolution;
     `dice_model`, `iou_model` at the model's input resolution; `fg_fraction` is the share of pet
     pixels in the truth, `pred_fraction` in the prediction.
+
+    In a distributed run (a process group is initialised, e.g. by `distributed.init_distributed`) rank r
+    scores the images r, r + W, ... and every rank returns all rows, in dataset order: the same table as
+    one process, each image scored once.
     """
     dev = resolve_device(device)
     model = _as_model(model_or_checkpoint, dev)
@@ -64,11 +69,13 @@ def evaluate(
     ds = copy.copy(dataset)
     ds.return_full_mask = True
     workers = default_num_workers(dev) if num_workers is None else num_workers
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
-                        pin_memory=dev.type == "cuda")  # fmt: skip
-    rows: list[dict[str, Any]] = []
+    rank, world = get_rank(), get_world_size()
+    # No padding, no duplicate: every image on exactly one rank.
+    loader = DataLoader(ds, batch_size=batch_size, sampler=range(rank, len(ds), world), num_workers=workers,
+                        collate_fn=collate, pin_memory=dev.type == "cuda")  # fmt: skip
+    rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
     skipped: list[str] = []
-    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+    for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
         skipped += batch["skipped"]
         if batch["image"] is None:
             continue
@@ -84,7 +91,7 @@ def evaluate(
             valid = (full != 255).sum().item()
             i = int(batch["index"][j])
             entry = ds.entries[i]
-            rows.append({
+            rows.append((i, {
                 "name": entry.name, "breed": entry.breed, "species": entry.species,
                 "height": full.shape[0], "width": full.shape[1],
                 "dice": float(dice_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
@@ -92,12 +99,16 @@ def evaluate(
                 "dice_model": dice_m[j].item(), "iou_model": iou_m[j].item(),
                 "tp": tp, "fp": fp, "fn": fn,
                 "fg_fraction": (tp + fn) / max(valid, 1), "pred_fraction": (tp + fp) / max(valid, 1),
-            })  # fmt: skip
+            }))  # fmt: skip
+    if world > 1:
+        parts = all_gather_object((rows, skipped))
+        rows = sorted((r for part, _ in parts for r in part), key=lambda r: r[0])
+        skipped = [s for _, part in parts for s in part]
     if skipped:
         warnings.warn(
             f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=2
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame([row for _, row in rows])
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

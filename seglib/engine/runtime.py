@@ -55,14 +55,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_num_workers(device: torch.device) -> int:
+def default_num_workers(device: torch.device, processes: int = 1) -> int:
     """0 on CPU: the model eats under 10 images/s there and workers would take its cores.
 
-    On CUDA the data path is the bottleneck: one worker per core, at most 8.
+    On CUDA the data path is the bottleneck: one worker per core, at most 8, the cores shared by the
+    `processes` training processes of this node (torchrun's --nproc_per_node).
     """
     if device.type != "cuda":
         return 0
-    return max(1, min(8, (os.cpu_count() or 2) - 1))
+    return max(1, min(8, (os.cpu_count() or 2) // max(processes, 1) - 1))
 
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:

@@ -1,0 +1,221 @@
+"""Distributed training under torchrun: 2 CPU processes (gloo) run the same `fit` as one process does.
+
+The slow tests start `python -m torch.distributed.run --nproc_per_node=2` on 127.0.0.1, each process with one
+thread (2 processes on a 2-core machine); a launch costs about 10-15 s, mostly imports.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from seglib.data import EpochSampler, OxfordPetDataset
+from seglib.engine import TrainConfig, evaluate, fit, load_checkpoint, load_model
+from seglib.models import build_model
+
+# --- the sampler's shares (no processes needed) ----------------------------------------------------------
+
+
+def test_epoch_sampler_shares():
+    single = EpochSampler(11, shuffle=True, seed=3)
+    single.set_epoch(2)
+    whole = list(single)
+    shares = []
+    for r in range(2):
+        s = EpochSampler(11, shuffle=True, seed=3, rank=r, world_size=2)
+        s.set_epoch(2)
+        shares.append(list(s))
+    assert len(shares[0]) == len(shares[1]) == 6  # padded: the ranks step together
+    assert shares[0] == whole[0::2] and shares[1] == whole[1::2] + whole[:1]  # padding repeats the first pair
+    # The ranks' batches of 2 at a step hold what one process's batch of 4 holds, with the same seeds.
+    assert sorted(shares[0][:2] + shares[1][:2]) == sorted(whole[:4])
+    # Resuming mid-epoch: `start` counts this rank's samples.
+    s = EpochSampler(11, shuffle=True, seed=3, rank=1, world_size=2)
+    s.set_epoch(2, start=4)
+    assert list(s) == shares[1][4:] and len(s) == 2
+    # Evaluation shares: rank r takes r, r + W, ...; every index exactly once.
+    val = [list(EpochSampler(7, shuffle=False, rank=r, world_size=2, pad=False)) for r in range(2)]
+    assert [i for i, _ in val[0]] == [0, 2, 4, 6] and [i for i, _ in val[1]] == [1, 3, 5]
+    with pytest.raises(ValueError, match="rank must be in"):
+        EpochSampler(5, rank=2, world_size=2)
+
+
+def test_new_settings_are_validated():
+    with pytest.raises(ValueError, match="sync_bn must be True or False, got 1"):
+        TrainConfig(sync_bn=1)
+    with pytest.raises(ValueError, match="shuffle must be True or False, got 'no'"):
+        TrainConfig(shuffle="no")
+
+
+# --- torchrun --------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
+    """Run `args` (a script or `-m module` and its arguments) in 2 processes; fail with their output."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(out)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", *map(str, args)]  # fmt: skip
+    p = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    return p
+
+
+# The real CLI (seglib.cli.main, as `python -m seglib` runs it), with two observers per rank: the files this
+# rank writes (every write of the run folder goes through seglib.engine.io._atomic) and its final weights.
+CLI_SCRIPT = """
+import os, sys
+from pathlib import Path
+import torch
+import seglib.cli as cli
+import seglib.engine.io as io
+
+out, rank = Path(os.environ["SEGLIB_TEST_OUT"]), os.environ["RANK"]
+real_atomic, real_fit = io._atomic, cli.fit
+
+def atomic(path, write, mode="wb"):
+    with open(out / f"writes{rank}.txt", "a") as f:
+        f.write(Path(path).name + "\\n")
+    real_atomic(path, write, mode)
+
+def fit(cfg, resume=False):
+    result = real_fit(cfg, resume)
+    torch.save(result.model.state_dict(), out / f"weights{rank}.pt")
+    return result
+
+io._atomic, cli.fit = atomic, fit
+cli.main(sys.argv[1:])
+"""
+
+FIT_SCRIPT = """
+import json, sys
+from seglib.engine import TrainConfig, fit
+fit(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+EVALUATE_SCRIPT = """
+import os, sys
+from seglib.data import OxfordPetDataset
+from seglib.engine import evaluate
+from seglib.engine.distributed import cleanup, init_distributed
+
+info = init_distributed("cpu")
+ds = OxfordPetDataset(sys.argv[1], "test", image_size=32, limit=7)
+df = evaluate(sys.argv[2], ds, device="cpu", batch_size=2, progress=False)
+df.to_pickle(os.path.join(os.environ["SEGLIB_TEST_OUT"], f"rank{info.rank}.pkl"))
+cleanup(info)
+"""
+
+
+@pytest.fixture(scope="module")
+def cli_run(synthetic_root, tmp_path_factory):
+    """`train` through the CLI under torchrun: 12 training images (6 per rank), 7 validation images."""
+    out = tmp_path_factory.mktemp("cli")
+    (out / "cli_script.py").write_text(CLI_SCRIPT)
+    p = torchrun("cli_script.py", "train", "--data_path", synthetic_root, "--base_channels", 4, "--epochs", 2,
+                 "--image_size", 32, "--batch_size", 4, "--train_limit", 12, "--val_limit", 7, "--lr", 1e-3,
+                 "--output_dir", out / "runs", "--run_name", "ddp", out=out)  # fmt: skip
+    return out, p
+
+
+@pytest.mark.slow
+def test_training_under_torchrun_through_the_cli(cli_run):
+    out, p = cli_run
+    assert p.stdout.count("seglib: unet") == 1 and p.stdout.count("best val Dice") == 1  # rank 0 speaks
+    assert "batch 4 per process x 2 processes = 8 effective (gloo)" in p.stdout
+    assert [d.name for d in (out / "runs").iterdir()] == ["ddp"]  # one run folder, not one per rank
+    run = out / "runs" / "ddp"
+    assert {f.name for f in run.iterdir()} == {"config.json", "history.csv", "lr.csv", "best.pt", "last.pt",
+                                               "history.png"}  # fmt: skip
+    # Rank 0 alone writes, each file once per epoch (config.json once); rank 1 writes nothing.
+    assert not (out / "writes1.txt").exists()
+    writes = (out / "writes0.txt").read_text().split()
+    assert writes.count("config.json") == 1
+    assert writes.count("history.csv") == writes.count("lr.csv") == writes.count("last.pt") == 2
+    assert 1 <= writes.count("best.pt") <= 2
+    assert pd.read_csv(run / "history.csv").epoch.tolist() == [1, 2]
+    # 6 images per rank in batches of 4: 2 optimizer steps per epoch, the lr logged once per step.
+    last = load_checkpoint(run / "last.pt")
+    assert last["global_step"] == 4 and len(pd.read_csv(run / "lr.csv")) == 4 and last["world_size"] == 2
+    # DDP keeps the ranks' weights equal (and rank 0's BatchNorm statistics are given to all), bit for bit.
+    w0, w1 = torch.load(out / "weights0.pt"), torch.load(out / "weights1.pt")
+    assert w0.keys() == w1.keys()
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+    # The checkpoint holds the unwrapped model: no "module." prefixes, loads into the single-process model.
+    assert not any(k.startswith("module.") for k in last["model"])
+    assert all(torch.equal(last["model"][k], w0[k]) for k in w0)
+    assert isinstance(load_model(run / "best.pt"), type(build_model("unet", base_channels=4)))
+
+
+@pytest.mark.slow
+def test_distributed_validation_dice_equals_single_process(cli_run, synthetic_root):
+    """7 validation images on 2 ranks (4 + 3): summed per-image Dice over 7 images, no padding duplicate."""
+    out, _ = cli_run
+    run = out / "runs" / "ddp"
+    val_dice = pd.read_csv(run / "history.csv").val_dice.iloc[-1]
+    ds = OxfordPetDataset(synthetic_root, "val", image_size=32, limit=7)
+    df = evaluate(run / "last.pt", ds, device="cpu", progress=False)  # one process, the same weights
+    # dice_model is validation's Dice (model resolution); the tolerance only covers the summation order.
+    assert val_dice == pytest.approx(df.dice_model.mean(), abs=1e-12)
+    padded = (df.dice_model.sum() + df.dice_model.iloc[0]) / 8  # what padding rank 1 to 4 images would give
+    assert abs(padded - val_dice) > 1e-6
+
+
+@pytest.mark.slow
+def test_distributed_evaluate_equals_single_process(cli_run, synthetic_root):
+    out, _ = cli_run
+    ckpt = out / "runs" / "ddp" / "best.pt"
+    (out / "evaluate_script.py").write_text(EVALUATE_SCRIPT)
+    torchrun("evaluate_script.py", synthetic_root, ckpt, out=out)
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=7)
+    single = evaluate(ckpt, ds, device="cpu", batch_size=2, progress=False)
+    assert len(single) == 7
+    for rank in (0, 1):  # every rank returns all rows, in dataset order, each image scored once
+        pd.testing.assert_frame_equal(pd.read_pickle(out / f"rank{rank}.pkl"), single, check_exact=True)
+
+
+@pytest.mark.slow
+def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(synthetic_root, tmp_path):
+    """2 ranks x batch 4 with SyncBatchNorm train like 1 process with batch 8: the same 8 images in every
+    step (rank r takes r, r + 2, ...), BatchNorm statistics of all 8, the gradient of their mean loss.
+
+    Only the float summation order differs (DDP averages two half-batch gradients; CpuSyncBatchNorm sums
+    two partial sums), and AdamW, which divides by the gradient's scale, amplifies it for weights whose
+    gradient is near zero. Measured after 4 steps: largest weight difference 4e-5, difference / update
+    1e-5, losses 1e-7. Without SyncBatchNorm (each rank normalises its 4 images) they are 4e-2, 0.16 and
+    6e-4, so the tolerances below (1e-3, 1e-3, 1e-5) tell the two apart with room on both sides.
+    """
+    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(synthetic_root),
+                dataset="oxford-pet", image_size=32, epochs=2, train_limit=16, val_limit=7, augment=False,
+                shuffle=False, seed=0, lr=1e-3, progress=False, output_dir=str(tmp_path / "runs"),
+                sync_bn=True)  # fmt: skip
+    (tmp_path / "fit_script.py").write_text(FIT_SCRIPT)
+    torchrun("fit_script.py", json.dumps({**base, "batch_size": 4, "run_name": "two"}), out=tmp_path)
+    one = fit(TrainConfig(**{**base, "batch_size": 8, "run_name": "one"}))
+
+    torch.manual_seed(0)
+    start = build_model("unet", base_channels=4).state_dict()  # fit's initial weights (seed 0)
+    a = load_checkpoint(one.last_checkpoint)["model"]
+    b = load_checkpoint(tmp_path / "runs" / "two" / "last.pt")["model"]
+    diff = update = 0.0
+    for k in a:
+        if a[k].is_floating_point():
+            assert (a[k] - b[k]).abs().max().item() < 1e-3, k
+            diff += (a[k] - b[k]).double().pow(2).sum().item()
+            update += (a[k] - start[k]).double().pow(2).sum().item()
+        else:
+            assert torch.equal(a[k], b[k]), k  # num_batches_tracked: the same number of steps
+    assert (diff / update) ** 0.5 < 1e-3
+    ha, hb = pd.read_csv(one.run_dir / "history.csv"), pd.read_csv(tmp_path / "runs" / "two" / "history.csv")
+    for col in ("train_loss", "val_loss"):
+        assert hb[col].tolist() == pytest.approx(ha[col].tolist(), abs=1e-5), col
