@@ -1,19 +1,20 @@
 # A newcomer's targets: `make workbook` runs the workbook, `make test` runs the tests.
 # Both create .venv on first use and install the project into it.
 PYTHON ?= python3.11
+PROFILE ?= quick
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: workbook test lint data lab clean-venv
+.PHONY: workbook test lint data lab bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e '.[dev]'
 	touch $(STAMP)
 
-workbook: $(STAMP)  ## train and evaluate on the default data (real if present, else the synthetic set)
-	$(PY) -m seglib.workbook
+workbook: $(STAMP)  ## run notebooks 01-05 with papermill (PROFILE=quick|full|tiny) into results/notebooks/
+	$(PY) -m seglib.workbook --profile $(PROFILE)
 
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
@@ -23,6 +24,9 @@ lint: $(STAMP)
 
 data: $(STAMP)  ## download the real Oxford-IIIT Pet data set (about 800 MB) into data/oxford-iiit-pet
 	$(PY) -m seglib download --data_path data/oxford-iiit-pet
+
+bench: $(STAMP)  ## reference vs seglib fast path, interleaved; writes results/bench.json
+	$(PY) -m seglib.bench --json results/bench.json
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -18,12 +20,10 @@ from .engine import predict_logits
 from .metrics import dice_per_image
 
 __all__ = [
-    "plot_history",
-    "plot_prediction",
-    "save_prediction_figures",
-    "plot_dice_distribution",
-    "save_figure",
-]
+    "plot_history", "plot_prediction", "save_prediction_figures", "plot_dice_distribution", "save_figure",
+    "plot_overlay_grid", "plot_border_band", "plot_augmentations", "plot_prediction_grid", "plot_lr_curves",
+    "plot_metric_by_run", "plot_model_comparison", "error_map",
+]  # fmt: skip
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -116,5 +116,116 @@ def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | Non
     )
     sns.boxplot(data=df, y=column, x=by, ax=axes[1])
     axes[1].set(title=f"{column} by {by}" if by else column, ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray, colour=(40, 200, 60), alpha: float = 0.45) -> np.ndarray:
+    out = image.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
+    return out.astype(np.uint8)
+
+
+def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:
+    """Images with their pet mask overlaid (green), titled by name and breed."""
+    rows = -(-len(indices) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices, strict=False):
+        ax.imshow(_overlay(dataset.load_image(i), dataset.load_mask(i) == 1))
+        ax.set_title(f"{dataset.entries[i].name}\n{dataset.entries[i].species}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
+    """The trimap of one image: pet, background and the border band, with a zoom on the band."""
+    trimap = dataset.load_trimap(index)
+    ys, xs = np.nonzero(trimap == 3)
+    cy, cx = int(np.median(ys)), int(np.median(xs))
+    half = max(12, min(trimap.shape) // 10)
+    window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    axes[0].imshow(dataset.load_image(index))
+    axes[0].set_title(dataset.entries[index].name)
+    cmap = matplotlib.colors.ListedColormap(
+        ["#2a9d8f", "#264653", "#e9c46a"]
+    )  # 1 pet, 2 background, 3 border
+    axes[1].imshow(trimap, cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
+    axes[1].set_title("trimap: pet, background, border (yellow)")
+    axes[2].imshow(trimap[window], cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
+    axes[2].set_title("zoom on the border band")
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n: int = 6) -> Figure:
+    """`n` draws of a training transform on one image, mask outline overlaid (seeded: reproducible)."""
+    from .data import IMAGENET_MEAN, IMAGENET_STD, seed_transform
+
+    image, mask = dataset.load_image(index), dataset.load_mask(index)
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
+    for k, ax in enumerate(axes):
+        seed_transform(transform, k)
+        out = transform(image=image, mask=mask)
+        img = out["image"].numpy().transpose(1, 2, 0) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
+        ax.imshow(_overlay((img.clip(0, 1) * 255).astype(np.uint8), np.asarray(out["mask"]) == 1))
+        ax.set_title(f"draw {k}", fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_prediction_grid(model: nn.Module, dataset: OxfordPetDataset, indices: Sequence[int], image_size: int,
+                         threshold: float = 0.5, device: str = "auto") -> Figure:  # fmt: skip
+    """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
+    fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)
+    for row, i in zip(axes, indices, strict=True):
+        image, truth = dataset.load_image(i), dataset.load_mask(i)
+        logits = predict_logits(model, image, image_size, device)
+        dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
+        pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
+        panels = [(image, None, dataset.entries[i].name), (truth, "gray", "truth"),
+                  (pred, "gray", f"prediction, Dice {dice:.3f}"), (error_map(truth, pred), None, "errors")]  # fmt: skip
+        for ax, (arr, cmap, title) in zip(row, panels, strict=True):
+            ax.imshow(arr, cmap=cmap, vmin=0, vmax=1 if cmap else None, interpolation="nearest")
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_curves(curves: dict[str, Sequence[float]], steps_per_epoch: int) -> Figure:
+    """Learning rate against epoch for several schedules."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, lrs in curves.items():
+        ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs, label=name)
+    ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_metric_by_run(histories: dict[str, pd.DataFrame], column: str = "val_dice") -> Figure:
+    """One line per run: `column` per epoch."""
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for name, h in histories.items():
+        ax.plot(h.epoch, h[column], "o-", label=name)
+    ax.set(xlabel="epoch", ylabel=column, title=f"{column} per epoch")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "model") -> Figure:
+    """Per-image `column` of several models: overlaid histograms and a violin plot."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
+    axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
+    sns.violinplot(data=df, x=by, y=column, cut=0, inner="quartile", ax=axes[1])
+    axes[1].set(title=f"{column} by {by}", ylim=(0, 1.02))
     fig.tight_layout()
     return fig

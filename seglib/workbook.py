@@ -1,62 +1,141 @@
-"""`make workbook`: train and evaluate on the default data, writing everything under results/.
+"""The workbook: five numbered notebooks, executed top to bottom with papermill by `make workbook`.
 
-Until the numbered notebooks exist this is the workbook: a UNet trained with the chosen profile on
-the real data when it is at --data_root, else on the synthetic demo set, then scored on the test
-split at original resolution, with its curves, tables and figures saved.
+Notebooks stay thin: they call `seglib`. `start()` is each notebook's first call: it checks the
+parameters, picks the data (real when present, else the synthetic demo set) and says what it runs on.
+`run_workbook()` executes 01..05 in order into results/notebooks/, stopping at the first failure.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from .data import OxfordPetDataset
-from .engine import PROFILES, config_from_profile, evaluate, fit, load_model, summarize
-from .plots import plot_dice_distribution, plot_history, save_figure, save_prediction_figures
+from .data import DATASETS, resolve_data_root
+from .engine import PROFILES, TrainConfig, config_from_profile
 
-__all__ = ["run_workbook", "main"]
+__all__ = ["Workspace", "start", "run_workbook", "NOTEBOOKS", "main"]
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = (
+    "01_data_exploration.ipynb",
+    "02_train_unet.ipynb",
+    "03_train_resnet34_unet.ipynb",
+    "04_evaluation.ipynb",
+    "05_scheduler_comparison.ipynb",
+)
+
+
+@dataclass
+class Workspace:
+    """What a notebook runs on: the data folder and kind, the profile and where results go."""
+
+    data_root: str  # as given (the real data's place)
+    dataset: str  # as given: "auto" | "oxford-pet" | "synthetic"
+    root: Path  # the folder actually used (images/, annotations/)
+    kind: str  # "oxford-pet" | "synthetic"
+    profile: str
+    results: Path
+
+    @property
+    def synthetic_root(self) -> Path:
+        return Path(self.data_root).parent / "synthetic-pets"
+
+    @property
+    def runs(self) -> Path:
+        return self.results / "runs"
+
+    def figures(self, name: str) -> Path:
+        """results/<name>/, created."""
+        path = self.results / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def config(self, model: str, **overrides: Any) -> TrainConfig:
+        """The profile's TrainConfig for `model` on this workspace's data, with `overrides` on top."""
+        return config_from_profile(self.profile, model=model, data_root=self.data_root, dataset=self.dataset,
+                                   synthetic_root=str(self.synthetic_root), output_dir=str(self.runs),
+                                   **overrides)  # fmt: skip
+
+
+def start(notebook: str, data_root: str, dataset: str, profile: str, results_dir: str) -> Workspace:
+    """Check a notebook's common parameters (ValueError before any work), resolve the data, say what runs."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    synthetic_root = Path(data_root).parent / "synthetic-pets"
+    root, kind = resolve_data_root(data_root, dataset, synthetic_root)
+    results = Path(results_dir)
+    results.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(data_root, dataset, root, kind, profile, results)
+    what = (
+        "the real Oxford-IIIT Pet data"
+        if kind == "oxford-pet"
+        else "the SYNTHETIC demo set (no real data found)"
+    )
+    print(f"{notebook}: {what} at {root}; profile {profile!r}; results in {results}")
+    return ws
 
 
 def run_workbook(
     profile: str = "quick",
-    model: str = "unet",
-    data_root: str = "data/oxford-iiit-pet",
+    data_root: str | Path = REPO / "data" / "oxford-iiit-pet",
     dataset: str = "auto",
-    results_dir: str = "results",
+    results_dir: str | Path = REPO / "results",
+    notebooks: tuple[str, ...] = NOTEBOOKS,
+    extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Train, evaluate on the test split, save curves, tables and figures; return the output folder."""
-    results = Path(results_dir)
-    cfg = config_from_profile(profile, model=model, data_root=data_root, dataset=dataset,
-                              synthetic_root="data/synthetic-pets", output_dir=str(results / "runs"))  # fmt: skip
-    print(f"workbook: profile {profile!r}, model {model!r}, data {dataset!r} at {data_root}")
-    run = fit(cfg)
-    save_figure(plot_history(run.history), run.run_dir / "history.png")
-    test = OxfordPetDataset(run.data_root, "test", image_size=cfg.image_size)
-    best = load_model(run.best_checkpoint)
-    df = evaluate(best, test, batch_size=cfg.batch_size)
-    out = results / "evaluation" / run.run_dir.name
+    """Execute the notebooks in order with papermill; executed copies land in results/notebooks/.
+
+    Stops at the first failing notebook with an error naming it and its cell. `extra` adds
+    parameters per notebook. Returns the folder of the executed notebooks.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    out = Path(results_dir).resolve() / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "per_image.csv", index=False)
-    table = summarize(df)
-    table.to_csv(out / "summary.csv")
-    save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
-    save_prediction_figures(
-        best, test, df.sort_values("dice").index[:6].tolist(), out / "worst", cfg.image_size
+    params = {"data_root": str(Path(data_root).resolve()), "dataset": dataset, "profile": profile,
+              "results_dir": str(Path(results_dir).resolve())}  # fmt: skip
+    os.environ["SEGLIB_PROGRESS"] = "text"  # papermill cannot show widget bars (papermill issues 617, 765)
+    t_all = time.perf_counter()
+    for name in notebooks:
+        t0 = time.perf_counter()
+        print(f"workbook: running {name} ({profile})", flush=True)
+        try:
+            pm.execute_notebook(REPO / "notebooks" / name, out / name, parameters={**params, **(extra or {}).get(name, {})},
+                                cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")  # fmt: skip
+        except PapermillExecutionError as e:
+            raise RuntimeError(
+                f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}; "
+                f"the executed copy with the traceback is {out / name}"
+            ) from None
+        print(f"workbook: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(
+        f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
-    print(f"\nbest val Dice {run.best_val_dice:.4f} (epoch {run.best_epoch}); test split, {len(df)} images "
-          f"({run.data} data):\n{table.round(4).to_string()}\nrun: {run.run_dir}\nevaluation: {out}")  # fmt: skip
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m seglib.workbook", description=__doc__)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    p.add_argument("--model", default="unet")
-    p.add_argument("--data_root", default="data/oxford-iiit-pet")
-    p.add_argument("--dataset", default="auto")
-    p.add_argument("--results_dir", default="results")
+    p.add_argument("--data_root", default=str(REPO / "data" / "oxford-iiit-pet"))
+    p.add_argument("--dataset", default="auto", choices=DATASETS)
+    p.add_argument("--results_dir", default=str(REPO / "results"))
+    p.add_argument("--only", nargs="*", help="run only these notebooks (file names)")
     a = p.parse_args(argv)
-    run_workbook(a.profile, a.model, a.data_root, a.dataset, a.results_dir)
+    try:
+        run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, tuple(a.only) if a.only else NOTEBOOKS)
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        sys.exit(f"workbook: error: {e}")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,9 @@ def test_profiles():
     quick = config_from_profile("quick", epochs=3)
     assert quick.epochs == 3 and quick.model_kwargs == {"base_channels": 16}
     assert config_from_profile("quick", model="resnet34_unet").model_kwargs == {}
-    with pytest.raises(ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'quick'\]"):
+    with pytest.raises(
+        ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'quick', 'tiny'\]"
+    ):
         config_from_profile("fast")
     with pytest.raises(ValueError, match=r"unknown TrainConfig parameter\(s\) \['epoch'\]"):
         config_from_profile("full", epoch=3)

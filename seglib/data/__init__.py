@@ -11,13 +11,14 @@ from .dataset import CorruptSampleError, OxfordPetDataset, collate, find_root, i
 from .download import RESOURCES, download
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
 from .sampling import EpochSampler
+from .stats import describe
 from .synthetic import make_synthetic_pets, synthetic_pet
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, seed_transform, train_transform
 from .trimaps import BORDER_MODES, IGNORE_INDEX, check_trimap, trimap_to_mask
 
 __all__ = [
     "BORDER_MODES", "BREEDS", "CorruptSampleError", "DATASETS", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "RESOURCES",
-    "SPLITS", "EpochSampler", "ListEntry", "OxfordPetDataset", "breed_of", "check_trimap", "collate", "download",
+    "SPLITS", "EpochSampler", "ListEntry", "OxfordPetDataset", "breed_of", "check_trimap", "collate", "describe", "download",
     "eval_transform", "find_root", "is_oxford_pet_root", "make_synthetic_pets", "open_rgb", "read_list",
     "resolve_data_root", "seed_transform", "select_split", "synthetic_pet", "train_transform", "trimap_to_mask",
 ]  # fmt: skip

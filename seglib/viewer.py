@@ -1,0 +1,254 @@
+"""An interactive mask viewer for JupyterLab (ipywidgets).
+
+`MaskViewer(dataset)` shows images with their ground truth; given a `model` it also shows
+predictions (re-thresholded live) and error maps; given an evaluation table (`evaluate()`'s
+DataFrame) it can sort by Dice, worst first. An upload box segments your own photo with the model.
+
+Everything it draws comes from `render()`, a plain RGB array, so the logic is testable without a
+browser: change a widget's value and the picture changes.
+"""
+
+from __future__ import annotations
+
+import io
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+
+from .data import IGNORE_INDEX, OxfordPetDataset
+from .engine import predict_logits
+from .metrics import confusion_counts, dice_from_counts
+
+__all__ = ["MaskViewer", "overlay", "SORT_ORDERS"]
+
+SORT_ORDERS = ("name", "dice ascending")
+TRUTH_COLOUR = np.array([40, 200, 60], np.float32)  # green
+PRED_COLOUR = np.array([255, 170, 0], np.float32)  # orange
+FP_COLOUR = np.array([230, 40, 40], np.float32)  # red
+FN_COLOUR = np.array([40, 90, 230], np.float32)  # blue
+
+
+def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], opacity: float) -> np.ndarray:
+    """Blend boolean masks onto an RGB image: each (mask, colour) at `opacity`. Returns uint8 HxWx3."""
+    out = image.astype(np.float32)
+    for mask, colour in layers:
+        out[mask] = (1 - opacity) * out[mask] + opacity * colour
+    return out.clip(0, 255).astype(np.uint8)
+
+
+class MaskViewer:
+    """Browse a dataset with its truth, a model's predictions and error maps.
+
+    Widgets: index slider, previous/next buttons, a name box (Enter jumps to that image), overlay
+    opacity, threshold, toggles for truth / prediction / errors, sort order (by name, by Dice
+    ascending) and an upload box for your own photo. `viewer.widget` is what a notebook displays.
+    """
+
+    def __init__(
+        self,
+        dataset: OxfordPetDataset,
+        model: nn.Module | None = None,
+        table: pd.DataFrame | None = None,
+        image_size: int = 256,
+        threshold: float = 0.5,
+        max_side: int = 512,
+        device: str = "cpu",
+        sort: str = "name",
+    ) -> None:
+        if len(dataset) == 0:
+            raise ValueError("MaskViewer needs a dataset with at least one image")
+        self.dataset, self.model, self.image_size, self.device = dataset, model, image_size, device
+        self.max_side = max_side
+        self._index_of = {n: i for i, n in enumerate(dataset.names)}
+        self._table_dice = self._dice_from_table(table)
+        self._prob_cache: dict[int, torch.Tensor] = {}
+        self._upload: tuple[str, np.ndarray, torch.Tensor | None] | None = None
+
+        has_model, n = model is not None, len(dataset)
+        self.index = widgets.IntSlider(0, 0, n - 1, description="index", continuous_update=False)
+        self.prev_button = widgets.Button(description="◀ previous", layout=widgets.Layout(width="110px"))
+        self.next_button = widgets.Button(description="next ▶", layout=widgets.Layout(width="110px"))
+        self.name_box = widgets.Text(placeholder="image name, Enter to jump", description="name",
+                                     continuous_update=False)  # fmt: skip
+        self.opacity = widgets.FloatSlider(0.45, min=0.0, max=1.0, step=0.05, description="opacity")
+        self.threshold = widgets.FloatSlider(threshold, min=0.05, max=0.95, step=0.05, description="threshold",
+                                             disabled=not has_model)  # fmt: skip
+        self.show_truth = widgets.ToggleButton(True, description="truth")
+        self.show_pred = widgets.ToggleButton(has_model, description="prediction", disabled=not has_model)
+        self.show_errors = widgets.ToggleButton(False, description="errors", disabled=not has_model)
+        can_sort = has_model or self._table_dice is not None
+        self.sort = widgets.Dropdown(options=SORT_ORDERS if can_sort else SORT_ORDERS[:1], value="name",
+                                     description="sort")  # fmt: skip
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="segment a photo",
+                                         disabled=not has_model)  # fmt: skip
+        self.image = widgets.Image(format="png")
+        self.status = widgets.HTML()
+        self.order = list(range(n))
+
+        self.index.observe(lambda _: self._on_index(), "value")
+        for w in (self.opacity, self.threshold, self.show_truth, self.show_pred, self.show_errors):
+            w.observe(lambda _: self.refresh(), "value")
+        self.sort.observe(lambda _: self._on_sort(), "value")
+        self.upload.observe(lambda _: self._on_upload(), "value")
+        self.prev_button.on_click(lambda _: self.step(-1))
+        self.next_button.on_click(lambda _: self.step(+1))
+        self.name_box.observe(lambda change: self.jump_to(change["new"]), "value")
+
+        controls = widgets.VBox([
+            widgets.HBox([self.prev_button, self.index, self.next_button]),
+            widgets.HBox([self.name_box, self.sort]),
+            widgets.HBox([self.opacity, self.threshold]),
+            widgets.HBox([self.show_truth, self.show_pred, self.show_errors, self.upload]),
+        ])  # fmt: skip
+        self.widget = widgets.VBox([controls, self.status, self.image])
+        if sort not in self.sort.options:
+            raise ValueError(
+                f"sort={sort!r}; choose one of {list(self.sort.options)} (Dice needs a model or a table)"
+            )
+        self.sort.value = sort
+        if sort != "name":
+            self.index.value = 0  # start at the worst image
+        self.refresh()
+
+    # --- navigation ---------------------------------------------------------------------------------
+    @property
+    def current(self) -> int:
+        """Dataset index of the image on show (the slider walks through `order`)."""
+        return self.order[self.index.value]
+
+    def step(self, delta: int) -> None:
+        self.index.value = int(np.clip(self.index.value + delta, 0, len(self.order) - 1))
+
+    def jump_to(self, name: str) -> bool:
+        """Show the image called `name`; False (and a note) when there is none."""
+        name = name.strip()
+        if name not in self._index_of:
+            if name:
+                self.status.value = f"<b>no image named {name!r}</b> in this {self.dataset.split} split"
+            return False
+        self._upload = None
+        self.index.value = self.order.index(self._index_of[name])
+        self.refresh()
+        return True
+
+    def _on_index(self) -> None:
+        self._upload = None
+        self.refresh()
+
+    def _on_sort(self) -> None:
+        shown = self.current
+        if self.sort.value == "dice ascending":
+            dice = self._table_dice if self._table_dice is not None else self._model_dice()
+            self.order = sorted(range(len(self.dataset)), key=lambda i: (dice[i], i))
+        else:
+            self.order = list(range(len(self.dataset)))
+        if self.index.value != self.order.index(shown):
+            self.index.value = self.order.index(shown)
+        self.refresh()
+
+    # --- data ---------------------------------------------------------------------------------------------
+    def _dice_from_table(self, table: pd.DataFrame | None) -> np.ndarray | None:
+        if table is None:
+            return None
+        missing = {"name", "dice"} - set(table.columns)
+        if missing:
+            raise ValueError(
+                f"table needs columns 'name' and 'dice' (evaluate()'s output); missing {sorted(missing)}"
+            )
+        by_name = dict(zip(table["name"], table["dice"], strict=True))
+        return np.array([by_name.get(n, np.nan) for n in self.dataset.names], dtype=np.float64)
+
+    def probabilities(self, i: int) -> torch.Tensor:
+        """The model's foreground probabilities for image i at its original size (cached)."""
+        if i not in self._prob_cache:
+            logits = predict_logits(self.model, self.dataset.load_image(i), self.image_size, self.device)
+            self._prob_cache[i] = torch.sigmoid(logits)
+        return self._prob_cache[i]
+
+    def _model_dice(self) -> np.ndarray:
+        return np.array([self.dice(i) for i in range(len(self.dataset))])
+
+    def dice(self, i: int) -> float:
+        """Dice of image i at the current threshold (original resolution)."""
+        prob = self.probabilities(i)
+        truth = torch.from_numpy(self.dataset.load_mask(i))
+        logit = torch.logit(prob.clamp(1e-6, 1 - 1e-6))
+        threshold = float(self.threshold.value)
+        return float(dice_from_counts(*confusion_counts(logit[None], truth[None], threshold)))
+
+    def _on_upload(self) -> None:
+        files = self.upload.value
+        if not files or self.model is None:
+            return
+        f = files[0]
+        rgb = np.asarray(Image.open(io.BytesIO(bytes(f["content"]))).convert("RGB"))
+        prob = torch.sigmoid(predict_logits(self.model, rgb, self.image_size, self.device))
+        self._upload = (f["name"], rgb, prob)
+        self.refresh()
+
+    # --- drawing --------------------------------------------------------------------------------------------
+    def render(self) -> np.ndarray:
+        """The picture on show, as uint8 HxWx3."""
+        t = float(self.threshold.value)
+        if self._upload is not None:
+            _, image, prob = self._upload
+            layers = [(prob.numpy() > t, PRED_COLOUR)] if self.show_pred.value else []
+            return overlay(image, layers, self.opacity.value)
+        i = self.current
+        image, truth = self.dataset.load_image(i), self.dataset.load_mask(i)
+        layers: list[tuple[np.ndarray, np.ndarray]] = []
+        pred = self.probabilities(i).numpy() > t if self.model is not None else None
+        if self.show_truth.value:
+            layers.append((truth == 1, TRUTH_COLOUR))
+        if pred is not None and self.show_pred.value:
+            layers.append((pred, PRED_COLOUR))
+        if pred is not None and self.show_errors.value:
+            valid = truth != IGNORE_INDEX
+            layers += [(pred & (truth == 0) & valid, FP_COLOUR), (~pred & (truth == 1), FN_COLOUR)]
+        return overlay(image, layers, self.opacity.value)
+
+    def _status(self) -> str:
+        if self._upload is not None:
+            return f"<b>{self._upload[0]}</b> (your photo: prediction only)"
+        i = self.current
+        e = self.dataset.entries[i]
+        h, w = self.dataset.original_size(i)
+        parts = [
+            f"<b>{e.name}</b>",
+            e.breed,
+            e.species,
+            f"{w}x{h} px",
+            f"{self.index.value + 1}/{len(self.order)}",
+        ]
+        if self.model is not None:
+            parts.append(f"Dice {self.dice(i):.4f} at threshold {self.threshold.value:.2f}")
+        elif self._table_dice is not None:
+            parts.append(f"Dice {self._table_dice[i]:.4f} (from the table)")
+        legend = "truth green, prediction orange, false positives red, false negatives blue"
+        return " · ".join(parts) + f"<br><small>{legend}</small>"
+
+    def refresh(self) -> None:
+        """Redraw the picture and the status line."""
+        rgb = self.render()
+        scale = self.max_side / max(rgb.shape[:2])
+        pil = Image.fromarray(rgb)
+        if scale < 1:
+            pil = pil.resize((round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), Image.BILINEAR)
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        self.image.value = buf.getvalue()
+        # Show it at its own size: by default JupyterLab stretches an Image widget to the full output width.
+        self.image.layout.width, self.image.layout.height = f"{pil.width}px", f"{pil.height}px"
+        self.status.value = self._status()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __repr__(self) -> str:
+        return f"MaskViewer({self.dataset!r}, model={'yes' if self.model is not None else 'no'})"

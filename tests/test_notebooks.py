@@ -1,0 +1,71 @@
+"""The five notebooks, executed top to bottom with papermill on the synthetic set (tiny profile)."""
+
+import json
+
+import nbformat
+import pandas as pd
+import papermill as pm
+import pytest
+
+from seglib.workbook import NOTEBOOKS, REPO, run_workbook
+
+COMMON = {"data_root", "dataset", "profile", "results_dir"}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_are_documented(name):
+    params = pm.inspect_notebook(str(REPO / "notebooks" / name))
+    assert set(params) >= COMMON
+    assert all(p["help"] for p in params.values()), name  # papermill --help-notebook shows them
+    assert params["profile"]["default"] == '"quick"'
+
+
+@pytest.fixture(scope="module")
+def workbook(synthetic_root, tmp_path_factory):
+    """The whole workbook, tiny profile; the synthetic set of the session stands in for the demo set."""
+    results = tmp_path_factory.mktemp("results")
+    data_root = synthetic_root.parent / "oxford-iiit-pet"  # absent: "auto" takes ../synthetic-pets
+    run_workbook("tiny", data_root=data_root, dataset="auto", results_dir=results)
+    return results
+
+
+@pytest.mark.slow
+def test_every_notebook_ran_clean(workbook):
+    for name in NOTEBOOKS:
+        nb = nbformat.read(workbook / "notebooks" / name, as_version=4)
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+        assert not [o for o in outputs if o.output_type == "error"], name
+        text = json.dumps([o.get("text", "") for o in outputs])
+        assert "Traceback" not in text and "SYNTHETIC demo set" in text, name
+        assert any(c.metadata.get("tags") == ["injected-parameters"] for c in nb.cells), name
+
+
+@pytest.mark.slow
+def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
+    facts = pd.read_csv(workbook / "exploration" / "per_image_facts.csv")
+    assert len(facts) == 220 and facts.fg_fraction.between(0, 1).all()
+    for model in ("unet", "resnet34_unet"):
+        run = workbook / "runs" / f"{model}-tiny"
+        assert (run / "best.pt").is_file() and (run / "history.png").is_file()
+        per_image = pd.read_csv(workbook / "evaluation" / model / "per_image.csv")
+        assert len(per_image) == 20 and per_image.name.is_unique  # one row per test image
+        assert per_image[["dice", "iou", "dice_model"]].apply(lambda c: c.between(0, 1)).all().all()
+        assert len(list((workbook / "evaluation" / model / "worst").glob("*.png"))) == 10
+        assert len(list((workbook / "inference" / model).glob("*.png"))) == 5
+    summary = pd.read_csv(workbook / "evaluation" / "summary.csv")
+    assert set(summary.model) == {"unet", "resnet34_unet"} and summary.dice_mean.between(0, 1).all()
+    schedulers = pd.read_csv(workbook / "schedulers" / "summary.csv", index_col=0)
+    assert list(schedulers.index) == ["none", "cosine", "onecycle", "step", "multistep"]
+    assert schedulers["best val Dice"].between(0, 1).all()
+    assert (workbook / "schedulers" / "lr_curves.png").is_file()
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path):
+    with pytest.raises(
+        RuntimeError, match=r"01_data_exploration\.ipynb failed in cell \d+ .*ValueError: unknown profile"
+    ):
+        run_workbook("tiny", data_root=synthetic_root.parent / "oxford-iiit-pet", results_dir=tmp_path,
+                     notebooks=("01_data_exploration.ipynb",),
+                     extra={"01_data_exploration.ipynb": {"profile": "fast"}})  # fmt: skip
+    assert (tmp_path / "notebooks" / "01_data_exploration.ipynb").is_file()

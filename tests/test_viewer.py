@@ -1,0 +1,112 @@
+"""The mask viewer's logic, without a browser: change a widget, the picture changes."""
+
+import io
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from seglib.data import OxfordPetDataset
+from seglib.viewer import MaskViewer
+
+
+class Ramp(nn.Module):
+    """Logits rising from left to right: the predicted mask moves with the threshold."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.shape[-1]
+        ramp = torch.linspace(-4, 4, w).expand(x.shape[0], 1, x.shape[-2], w)
+        return ramp.contiguous()
+
+
+@pytest.fixture
+def ds(synthetic_root):
+    return OxfordPetDataset(synthetic_root, "test", image_size=64, limit=6)
+
+
+def png(viewer: MaskViewer) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(viewer.image.value)))
+
+
+def test_dataset_alone_shows_truth(ds):
+    v = MaskViewer(ds)
+    assert v.show_pred.disabled and v.threshold.disabled and v.upload.disabled
+    first = v.render()
+    assert first.shape == (*ds.original_size(0), 3)
+    v.show_truth.value = False
+    assert np.array_equal(v.render(), ds.load_image(0))  # nothing drawn over the image
+    v.show_truth.value = True
+    v.index.value = 1
+    assert v.current == 1 and ds.names[1] in v.status.value
+    v.next_button.click()
+    assert v.index.value == 2
+    v.prev_button.click()
+    v.prev_button.click()
+    v.prev_button.click()  # stops at the first image
+    assert v.index.value == 0 and np.array_equal(v.render(), first)
+
+
+def test_sliders_and_toggles_change_the_picture(ds):
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    before = png(v)
+    v.threshold.value = 0.8
+    after = png(v)
+    assert not np.array_equal(before, after)  # live re-threshold
+    assert "threshold 0.80" in v.status.value
+    low, high = v.dice(0), None
+    v.threshold.value = 0.2
+    high = v.dice(0)
+    assert low != high
+    v.opacity.value = 0.0
+    assert np.array_equal(v.render(), ds.load_image(0))
+    v.opacity.value = 0.5
+    no_errors = v.render()
+    v.show_errors.value = True
+    assert not np.array_equal(no_errors, v.render())
+    v.index.value = 3
+    assert not np.array_equal(after, png(v))
+
+
+def test_name_box_and_sort_by_dice(ds):
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    v.name_box.value = ds.names[4]
+    assert v.current == 4
+    assert not v.jump_to("no_such_pet_1") and "no image named" in v.status.value
+    v.sort.value = "dice ascending"
+    dice = [v.dice(i) for i in v.order]
+    assert dice == sorted(dice) and v.current == 4  # the image on show stays
+    v.index.value = 0
+    assert v.dice(v.current) == min(dice)
+
+
+def test_sort_from_an_evaluation_table(ds):
+    table = {"name": ds.names, "dice": [0.9, 0.1, 0.5, 0.7, 0.3, 0.8]}
+    import pandas as pd
+
+    v = MaskViewer(ds, table=pd.DataFrame(table))
+    v.sort.value = "dice ascending"
+    assert [ds.names[i] for i in v.order] == [ds.names[i] for i in (1, 4, 2, 3, 5, 0)]
+    assert "Dice 0.9000 (from the table)" in v.status.value  # the image on show stays
+    worst_first = MaskViewer(ds, table=pd.DataFrame(table), sort="dice ascending")
+    assert worst_first.current == 1 and "Dice 0.1000 (from the table)" in worst_first.status.value
+    with pytest.raises(ValueError, match="Dice needs a model or a table"):
+        MaskViewer(ds, sort="dice ascending")
+    with pytest.raises(ValueError, match="columns 'name' and 'dice'"):
+        MaskViewer(ds, table=pd.DataFrame({"name": ds.names}))
+
+
+def test_upload_segments_your_photo(ds):
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    photo = np.full((90, 120, 3), 128, np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG")
+    v.upload.value = ({"name": "my_cat.jpg", "type": "image/jpeg", "size": buf.tell(),
+                       "content": memoryview(buf.getvalue()), "last_modified": datetime.now(UTC)},)  # fmt: skip
+    shown = v.render()
+    assert shown.shape == (90, 120, 3) and "my_cat.jpg" in v.status.value
+    assert not np.array_equal(shown[:, :10], shown[:, -10:])  # left: background, right: pet
+    v.index.value = 2  # back to the data set
+    assert v.render().shape == (*ds.original_size(2), 3)
