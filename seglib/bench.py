@@ -1,0 +1,411 @@
+"""`python -m seglib.bench`: the original's way of training (reference) against seglib's fast path.
+
+Both configurations run in ONE process, interleaved (A B A B ...), on the same model, images and
+batch size; each figure is the median of the timed repetitions after a warm-up, with min and max.
+
+- reference: fp32, NCHW, PIL decode + Albumentations of the full-size JPEG for every sample of every
+  epoch, DataLoader with 2 workers (re-created each epoch), `.item()` on loss and Dice every batch.
+- seglib: channels_last, decode-once cache (pre-resized uint8 memmaps), DataLoader tuned for the
+  device (no workers on a CPU), loss and Dice summed on the device and read once; bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+from .data import (
+    OxfordPetDataset,
+    collate,
+    eval_transform,
+    make_synthetic_pets,
+    synthetic_pet,
+    train_transform,
+)
+from .engine import evaluate
+from .engine.losses import bce_loss
+from .engine.runtime import default_num_workers, resolve_device
+from .metrics import confusion_counts, dice_from_counts
+from .models import build_model
+
+__all__ = ["run_benchmark", "main"]
+
+
+class PeakRSS:
+    """Samples this process's resident memory every 20 ms; `peak` in MB (CPU) or max allocated (CUDA)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.peak, self._stop = device, 0.0, threading.Event()
+
+    def __enter__(self) -> PeakRSS:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self._stop.is_set():
+            with open("/proc/self/statm") as f:
+                self.peak = max(self.peak, int(f.read().split()[1]) * page / 2**20)
+            time.sleep(0.02)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(
+    a: Callable[[], float], b: Callable[[], float], reps: int, warmup: int = 1
+) -> tuple[list, list]:
+    """Run a and b alternately: `warmup` untimed rounds, then `reps` rounds. Each returns its own measure."""
+    for _ in range(warmup):
+        a(), b()
+    ra, rb = [], []
+    for _ in range(reps):
+        ra.append(a())
+        rb.append(b())
+    return ra, rb
+
+
+def _row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_better: bool = True) -> dict:
+    mr, mf = statistics.median(ref), statistics.median(fast)
+    return {"what": what, "unit": unit, "reference": mr, "seglib": mf,
+            "ratio": (mf / mr if higher_is_better else mr / mf) if mr and mf else None,
+            "reference_min": min(ref), "reference_max": max(ref), "seglib_min": min(fast), "seglib_max": max(fast),
+            "reps": len(ref)}  # fmt: skip
+
+
+def matmul_ceiling(device: torch.device, n: int, reps: int) -> float:
+    """fp32 matmul GFLOP/s (median)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for _ in range(reps + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times[1:]) / 1e9
+
+
+def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """FLOPs of one forward + backward, counted by torch.utils.flop_counter."""
+    with FlopCounterMode(display=False) as counter:
+        bce_loss(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+def reference_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """The original's step: fp32, and `.item()` on the loss and the Dice of every batch (a host sync)."""
+    logits = model(x)
+    loss = bce_loss(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    loss.item(), dice_from_counts(*confusion_counts(logits.detach(), y)).mean().item()
+
+
+def fast_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
+) -> torch.Tensor:
+    """seglib's step: bf16 autocast on CUDA, loss + Dice left on the device (summed by the caller)."""
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        logits = model(x)
+    loss = bce_loss(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach() + dice_from_counts(*confusion_counts(logits.detach(), y)).mean()
+
+
+def bench_train_step(
+    name: str, kwargs: dict, size: int, batch: int, steps: int, reps: int, device: torch.device
+):
+    """Training step alone: reference (fp32 NCHW, .item() every batch) against seglib's fast path."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
+    ref_model = build_model(name, **kwargs).to(device)
+    fast_model = build_model(name, **kwargs).to(device).to(memory_format=torch.channels_last)
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-4)
+    fast_opt = torch.optim.AdamW(fast_model.parameters(), lr=1e-4)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    amp = device.type == "cuda"
+    flops = train_step_flops(build_model(name, **kwargs).to(device), x[:1], y[:1]) * batch
+    peaks = {}
+
+    def reference() -> float:
+        with PeakRSS(device) as mem:
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                reference_step(ref_model, ref_opt, x, y)
+            dt = time.perf_counter() - t
+        peaks["reference"] = max(peaks.get("reference", 0), mem.peak)
+        return batch * steps / dt
+
+    def fast() -> float:
+        with PeakRSS(device) as mem:
+            _sync(device)
+            t = time.perf_counter()
+            total = torch.zeros((), device=device)
+            for _ in range(steps):
+                total += fast_step(fast_model, fast_opt, x_cl, y, amp)
+            total.item()
+            dt = time.perf_counter() - t
+        peaks["seglib"] = max(peaks.get("seglib", 0), mem.peak)
+        return batch * steps / dt
+
+    ref, fst = interleaved(reference, fast, reps)
+    what = f"train step {name}{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}"
+    rows = [_row(what, "images/s", ref, fst)]
+    gflop = flops / 1e9
+    rows.append(
+        _row(
+            f"{what} achieved", "GFLOP/s", [r * gflop / batch for r in ref], [f * gflop / batch for f in fst]
+        )
+    )
+    mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
+    rows.append({"what": f"{what} memory", "unit": mem_unit, "reference": peaks["reference"], "seglib": peaks["seglib"],
+                 "ratio": peaks["reference"] / peaks["seglib"] if peaks["seglib"] else None})  # fmt: skip
+    return rows
+
+
+def make_oxford_sized(root: Path, n: int, seed: int = 0) -> Path:
+    """A data set of `n` JPEGs with the real set's spread of sizes (widths 150-1600 px), official layout."""
+    root = make_synthetic_pets(root, n_trainval=n, n_test=max(2, n // 4), seed=seed)
+    rng = np.random.default_rng(seed)
+    for jpg in sorted((root / "images").glob("*.jpg")):
+        w = int(np.clip(rng.lognormal(np.log(480), 0.45), 150, 1600))
+        h = int(np.clip(w * rng.uniform(0.6, 1.4), 120, 1600))
+        image, trimap = synthetic_pet(rng, h, w)
+        Image.fromarray(image).save(jpg, quality=90)
+        Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{jpg.stem}.png")
+    return root
+
+
+def _loader_rate(loader_factory: Callable[[], DataLoader]) -> Callable[[], float]:
+    def run() -> float:
+        loader = loader_factory()
+        t = time.perf_counter()
+        n = sum(b["image"].shape[0] for b in loader)
+        return n / (time.perf_counter() - t)
+
+    return run
+
+
+def run_benchmark(
+    quick: bool = False, device: str = "auto", reps: int | None = None, log=print
+) -> dict[str, Any]:
+    """Run every measurement; returns {"rows": [...], machine facts}."""
+    dev = resolve_device(device)
+    reps = reps or (3 if quick else 5)
+    rows: list[dict] = []
+    out: dict[str, Any] = {
+        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+        "quick": quick, "rows": rows,
+    }  # fmt: skip
+    n = 2048 if quick else 4096
+    ceiling = matmul_ceiling(dev, n, reps)
+    rows.append(
+        {
+            "what": f"fp32 matmul {n}x{n} ceiling",
+            "unit": "GFLOP/s",
+            "reference": ceiling,
+            "seglib": ceiling,
+            "ratio": 1.0,
+        }
+    )
+    log(f"matmul ceiling {ceiling:.0f} GFLOP/s")
+
+    if quick:
+        steps = [("unet", {"base_channels": 16}, 128, 4), ("resnet34_unet", {}, 64, 4)]
+    else:
+        steps = [("unet", {}, 256, 8), ("resnet34_unet", {}, 256, 8), ("unet", {"base_channels": 16}, 128, 8),
+                 ("resnet34_unet", {}, 96, 8)]  # fmt: skip
+    if dev.type == "cuda":
+        steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
+    for name, kw, size, batch in steps:
+        new = bench_train_step(
+            name, kw, size, batch, steps=1 if dev.type == "cpu" else 10, reps=reps, device=dev
+        )
+        rows += new
+        log(
+            _fmt(new[0])
+            + f" | achieved {new[1]['seglib']:.0f} GFLOP/s = {new[1]['seglib'] / ceiling:.0%} of ceiling"
+        )
+
+    with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
+        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 96)  # test split: a quarter of it
+        size, batch = 256, 8
+        ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+        fast_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+        t0 = time.perf_counter()
+        fast_ds.use_cache(Path(tmp) / "cache", size)
+        build = time.perf_counter() - t0
+        workers = default_num_workers(dev)
+        ref_rate = _loader_rate(
+            lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
+        )
+        fast_rate = _loader_rate(lambda: DataLoader(fast_ds, batch_size=batch, shuffle=True, num_workers=workers,
+                                                    collate_fn=collate, pin_memory=dev.type == "cuda"))  # fmt: skip
+        ref, fst = interleaved(ref_rate, fast_rate, reps)
+        rows.append(
+            _row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)
+        )
+        rows.append({"what": "cache build (once per data set and size)", "unit": "s", "reference": None, "seglib": build,
+                     "ratio": None})  # fmt: skip
+        log(_fmt(rows[-2]) + f" (cache built once in {build:.1f} s)")
+
+        # A whole epoch, data + steps, the quick profile's model and size.
+        esize, ebatch, ekw = 128, 8, {"base_channels": 16}
+        ref_ds = OxfordPetDataset(root, "trainval", train_transform(esize))
+        fast_ds = OxfordPetDataset(root, "trainval", train_transform(esize)).use_cache(
+            Path(tmp) / "cache", esize
+        )
+        ref_model = build_model("unet", **ekw).to(dev)
+        fast_model = build_model("unet", **ekw).to(dev).to(memory_format=torch.channels_last)
+        ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
+        waits: list[float] = []
+
+        def ref_epoch() -> float:
+            t = time.perf_counter()
+            n = 0
+            for b in DataLoader(ref_ds, batch_size=ebatch, shuffle=True, num_workers=2, collate_fn=collate):
+                x, y = b["image"].to(dev), b["mask"].to(dev)
+                reference_step(ref_model, ref_opt, x, y)
+                n += x.shape[0]
+            return n / (time.perf_counter() - t)
+
+        def fast_epoch() -> float:
+            t = time.perf_counter()
+            n, wait, total = 0, 0.0, torch.zeros((), device=dev)
+            it = iter(DataLoader(fast_ds, batch_size=ebatch, shuffle=True, num_workers=workers, collate_fn=collate,
+                                 pin_memory=dev.type == "cuda"))  # fmt: skip
+            while True:
+                w0 = time.perf_counter()
+                b = next(it, None)
+                wait += time.perf_counter() - w0
+                if b is None:
+                    break
+                x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                y = b["mask"].to(dev, non_blocking=True)
+                total += fast_step(fast_model, fast_opt, x, y, dev.type == "cuda")
+                n += x.shape[0]
+            total.item()
+            dt = time.perf_counter() - t
+            waits.append(wait / dt)
+            return n / dt
+
+        ref, fst = interleaved(ref_epoch, fast_epoch, reps)
+        rows.append(
+            _row(f"whole epoch unet-w16 {esize}px b{ebatch}, {len(ref_ds)} images", "images/s", ref, fst)
+        )
+        rows.append({"what": "seglib epoch: share of time waiting for data", "unit": "fraction", "reference": None,
+                     "seglib": statistics.median(waits), "ratio": None})  # fmt: skip
+        log(_fmt(rows[-2]) + f" (loader wait {statistics.median(waits):.1%})")
+
+        # Evaluation at original resolution: 256 px model input, scored against the full-size trimaps.
+        test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
+        model = build_model("resnet34_unet").to(dev).eval()
+        model_cl = build_model("resnet34_unet").to(dev).to(memory_format=torch.channels_last).eval()
+
+        @torch.no_grad()
+        def ref_eval() -> float:
+            t = time.perf_counter()
+            for b in DataLoader(test, batch_size=8, num_workers=2, collate_fn=collate):
+                logits = model(b["image"].to(dev))
+                for j, full in enumerate(b["mask_full"]):
+                    up = torch.nn.functional.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear")
+                    dice_from_counts(*confusion_counts(up[:, 0], full[None].to(dev))).item()
+            return len(test) / (time.perf_counter() - t)
+
+        def fast_eval() -> float:
+            t = time.perf_counter()
+            evaluate(model_cl, test, device=str(dev), batch_size=8, progress=False)
+            return len(test) / (time.perf_counter() - t)
+
+        ref, fst = interleaved(ref_eval, fast_eval, reps)
+        rows.append(_row(f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images",
+                         "images/s", ref, fst))  # fmt: skip
+        log(_fmt(rows[-1]))
+    return out
+
+
+def _fmt(row: dict) -> str:
+    ratio = f"{row['ratio']:.2f}x" if row.get("ratio") else "-"
+    return (
+        f"{row['what']}: reference {row['reference']:.2f}, seglib {row['seglib']:.2f} {row['unit']} ({ratio})"
+    )
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The rows as a Markdown table (medians; min-max in brackets)."""
+    lines = ["| what | unit | reference | seglib | seglib / reference |", "|---|---|---|---|---|"]
+    for r in result["rows"]:
+
+        def cell(key: str, r: dict = r) -> str:
+            v = r.get(key)
+            if v is None:
+                return "-"
+            lo, hi = r.get(f"{key}_min"), r.get(f"{key}_max")
+            return f"{v:.3g}" + (f" ({lo:.3g}-{hi:.3g})" if lo is not None else "")
+
+        ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else "-"
+        lines.append(f"| {r['what']} | {r['unit']} | {cell('reference')} | {cell('seglib')} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m seglib.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, 3 repetitions: under 3 minutes on 2 cores"
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--reps", type=int, help="timed repetitions (default 5, quick 3)")
+    p.add_argument("--json", help="write the results to this file")
+    a = p.parse_args(argv)
+    result = run_benchmark(a.quick, a.device, a.reps)
+    print("\n" + markdown_table(result))
+    print(
+        f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads"
+    )
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
