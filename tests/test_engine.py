@@ -155,6 +155,17 @@ def test_resnet34_unet_trains(synthetic_root, tmp_path):
     assert isinstance(load_model(result.best_checkpoint), type(result.model))
 
 
+@pytest.mark.slow
+def test_wandb_logs_offline(synthetic_root, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")  # the dev extra installs it
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    result = fit(tiny_cfg(synthetic_root, tmp_path, epochs=2, use_wandb=True, run_name="w"))
+    runs = list((result.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
 def test_wandb_missing_is_a_warning(monkeypatch, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # import wandb -> ImportError
     with pytest.warns(UserWarning, match="wandb package is not installed"):

@@ -66,10 +66,15 @@ def default_num_workers(device: torch.device, processes: int = 1) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // max(processes, 1) - 1))
 
 
+def amp_dtype(device: torch.device) -> torch.dtype:
+    """bf16 where the GPU has it (no loss scaling needed), else fp16 (with a GradScaler)."""
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
+
+
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
-    """fp16 autocast on CUDA when enabled; nothing on CPU (bf16 is emulated there and slower)."""
+    """Mixed-precision autocast on CUDA when enabled; nothing on CPU (bf16 is emulated there and slower)."""
     if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cuda", dtype=amp_dtype(device))
     return nullcontext()
 
 

@@ -66,6 +66,7 @@ from .io import atomic_write_csv
 from .losses import bce_loss
 from .progress import progress_bar
 from .runtime import (
+    amp_dtype,
     apply_determinism,
     autocast,
     default_num_workers,
@@ -199,6 +200,8 @@ def _loader(ds: OxfordPetDataset, cfg: TrainConfig, info: DistInfo, train: bool)
         sampler=sampler,
         num_workers=workers,
         pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,  # the sampler, not the workers' state, decides each epoch's data
+        prefetch_factor=4 if workers > 0 else None,
         collate_fn=collate,
         drop_last=drop_last,
     )
@@ -425,7 +428,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
     steps_per_epoch = len(train_loader)  # per rank, which is also the number of global optimizer steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp)
+    # Loss scaling is for fp16 only; bf16 has fp32's range.
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
 
     history: list[dict[str, Any]] = []
     lr_log: list[float] = []
