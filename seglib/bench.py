@@ -102,16 +102,18 @@ def _row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_be
 
 
 def matmul_ceiling(device: torch.device, n: int, reps: int) -> float:
-    """fp32 matmul GFLOP/s (median)."""
+    """fp32 matmul GFLOP/s: the best of `reps` timings of 3 back-to-back products (a ceiling, not a typical)."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b  # warm-up
     times = []
-    for _ in range(reps + 1):
+    for _ in range(reps):
         _sync(device)
         t = time.perf_counter()
-        a @ b
+        for _ in range(3):
+            a @ b
         _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times[1:]) / 1e9
+        times.append((time.perf_counter() - t) / 3)
+    return 2 * n**3 / min(times) / 1e9
 
 
 def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:

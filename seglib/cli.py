@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight_decay", type=float)
     t.add_argument("--base_channels", type=int, help="UNet width (64 in the original)")
     t.add_argument("--border", choices=["pet", "ignore"])
+    t.add_argument(
+        "--loss", choices=["bce", "bce_dice"], help="bce: the original's; bce_dice: BCE + soft Dice"
+    )
     t.add_argument("--train_limit", type=int)
     t.add_argument("--val_limit", type=int)
     t.add_argument("--num_workers", type=int)
@@ -83,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--num_figures", type=int, default=10, help="image/truth/prediction figures of the worst images"
     )
     e.add_argument("--output_dir", default="results/evaluation")
+    e.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
     r = sub.add_parser("predict", help="segment images (a file or a folder), or a data split with its truth")
     data_args(r)
@@ -93,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image_size", type=int)
     r.add_argument("--threshold", type=float, default=0.5)
     r.add_argument("--output_dir", default="results/predictions")
+    r.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
     d = sub.add_parser("download", help="download the real data set (with MD5 checks) into --data_path")
     d.add_argument("--data_path", default="data/oxford-iiit-pet")
@@ -101,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(a: argparse.Namespace) -> None:
     keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
-            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt")  # fmt: skip
+            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss")  # fmt: skip
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,
@@ -128,7 +133,7 @@ def _evaluate(a: argparse.Namespace) -> None:
     root, kind = resolve_data_root(a.data_path, a.dataset)
     ds = OxfordPetDataset(root, a.split, image_size=size, limit=a.limit)
     model = load_model(a.model_path)
-    df = evaluate(model, ds, device=a.device, batch_size=a.batch_size)
+    df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=a.tta)
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / "per_image.csv", index=False)
@@ -158,7 +163,7 @@ def _predict(a: argparse.Namespace) -> None:
     files = sorted(f for f in src.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if src.is_dir() else [src]
     out.mkdir(parents=True, exist_ok=True)
     for f in files:
-        mask = predict(model, f, size, a.threshold, a.device)
+        mask = predict(model, f, size, a.threshold, a.device, tta=a.tta)
         Image.fromarray(mask * 255).save(out / f"{f.stem}_mask.png")
         image = np.asarray(Image.open(f).convert("RGB"))
         save_figure(plot_prediction(image, None, mask, title=f.name), out / f"{f.stem}_figure.png")

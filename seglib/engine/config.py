@@ -10,6 +10,7 @@ from typing import Any
 
 from ..data import BORDER_MODES, DATASETS
 from ..models import MODELS
+from .losses import LOSSES
 
 __all__ = ["TrainConfig", "PROFILES", "MODEL_PROFILES", "SCHEDULERS", "config_from_profile"]
 
@@ -47,6 +48,7 @@ class TrainConfig:
     step_size: int = 10  # step: epochs between decays
     milestones: list[int] | None = None  # multistep: epochs of decay (None: 50% and 75% of the epochs)
     gamma: float = 0.1  # step / multistep decay factor
+    loss: str = "bce"  # "bce": BCEWithLogits (the original) | "bce_dice": BCE + soft Dice
     threshold: float = 0.5
     seed: int = 42
     # machine
@@ -77,6 +79,7 @@ class TrainConfig:
         _choice("border", self.border, BORDER_MODES)
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("on_corrupt", self.on_corrupt, ("raise", "skip"))
+        _choice("loss", self.loss, LOSSES)
         for name in ("epochs", "batch_size", "image_size", "step_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

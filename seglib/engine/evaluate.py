@@ -26,7 +26,7 @@ from .distributed import all_gather_object, get_rank, get_world_size
 from .progress import progress_bar
 from .runtime import autocast, default_num_workers, resolve_device, to_device_batch
 
-__all__ = ["evaluate", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
+__all__ = ["evaluate", "forward_tta", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
 
 
 def checkpoint_image_size(path: str | Path, default: int = 256) -> int:
@@ -51,12 +51,14 @@ def evaluate(
     channels_last: bool = True,
     amp: bool = True,
     progress: bool = True,
+    tta: bool = False,
 ) -> pd.DataFrame:
     """One row per image: name, breed, species, size, Dice and IoU at original and model resolution.
 
     Columns `dice`, `iou` (and the counts `tp`, `fp`, `fn`) are at the original resolution;
     `dice_model`, `iou_model` at the model's input resolution; `fg_fraction` is the share of pet
-    pixels in the truth, `pred_fraction` in the prediction.
+    pixels in the truth, `pred_fraction` in the prediction. `tta=True` averages each image's logits
+    with those of its mirror image (horizontal-flip test-time augmentation).
 
     In a distributed run (a process group is initialised, e.g. by `distributed.init_distributed`) rank r
     scores the images r, r + W, ... and every rank returns all rows, in dataset order: the same table as
@@ -81,7 +83,7 @@ def evaluate(
             continue
         images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
         with autocast(dev, amp):
-            logits = model(images).float()  # (B, 1, h, w)
+            logits = forward_tta(model, images, tta)  # (B, 1, h, w)
         tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
         dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)
         for j, full in enumerate(batch["mask_full"]):
@@ -141,19 +143,28 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     return arr
 
 
+def forward_tta(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
+    """model(x), or with test-time augmentation the mean of the logits of x and of its mirror image."""
+    logits = model(x).float()
+    if tta:
+        logits = (logits + model(x.flip(-1)).float().flip(-1)) / 2
+    return logits
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
     image: np.ndarray | Image.Image | str | Path,
     image_size: int = 256,
     device: str = "auto",
+    tta: bool = False,
 ) -> torch.Tensor:
-    """Logits (H, W) at the image's original size, on the CPU."""
+    """Logits (H, W) at the image's original size, on the CPU (`tta`: averaged with the mirror image's)."""
     dev = resolve_device(device)
     rgb = _as_rgb_array(image)
     x = eval_transform(image_size)(image=rgb)["image"].unsqueeze(0).to(dev)
     model = model.to(dev).eval()
-    logits = model(x).float()
+    logits = forward_tta(model, x, tta)
     up = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
     return up[0, 0].cpu()
 
@@ -164,7 +175,8 @@ def predict(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
+    tta: bool = False,
 ) -> np.ndarray:
     """The predicted mask (uint8 0/1, HxW) at the image's original size."""
-    logits = predict_logits(model, image, image_size, device)
+    logits = predict_logits(model, image, image_size, device, tta)
     return (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)

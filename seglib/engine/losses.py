@@ -7,7 +7,9 @@ import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX
 
-__all__ = ["bce_loss"]
+__all__ = ["bce_loss", "soft_dice_loss", "LOSSES"]
+
+LOSSES = ("bce", "bce_dice")  # the original's BCEWithLogits; BCE + soft Dice
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -17,3 +19,19 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGN
         logits.float(), torch.where(valid, target, 0.0), reduction="none"
     )
     return (loss * valid).sum() / valid.sum().clamp(min=1)
+
+
+def soft_dice_loss(
+    logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX, smooth: float = 1.0
+) -> torch.Tensor:
+    """1 - soft Dice per image (probabilities instead of thresholded masks), averaged over the batch.
+
+    It optimises the overlap the metric measures, where BCE weighs every pixel alike; ignored pixels
+    count for neither side.
+    """
+    valid = (target != ignore_index).float()
+    prob = torch.sigmoid(logits.float()) * valid
+    truth = torch.where(target == 1, 1.0, 0.0) * valid
+    dims = tuple(range(1, logits.ndim))
+    inter = (prob * truth).sum(dims)
+    return (1 - (2 * inter + smooth) / (prob.sum(dims) + truth.sum(dims) + smooth)).mean()

@@ -63,7 +63,7 @@ from .distributed import (
     wrap_model,
 )  # fmt: skip
 from .io import atomic_write_csv
-from .losses import bce_loss
+from .losses import bce_loss, soft_dice_loss
 from .progress import progress_bar
 from .runtime import (
     amp_dtype,
@@ -324,6 +324,8 @@ def _run_epoch(
             with autocast(device, use_amp):
                 logits = model(images)
             loss = bce_loss(logits, masks)
+            if cfg.loss == "bce_dice":
+                loss = loss + soft_dice_loss(logits, masks)
             step = state.step + 1
             first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             if training:
