@@ -225,6 +225,17 @@ def _loader_rate(loader_factory: Callable[[], DataLoader]) -> Callable[[], float
     return run
 
 
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run_benchmark(
     quick: bool = False, device: str = "auto", reps: int | None = None, log=print
 ) -> dict[str, Any]:
@@ -233,9 +244,9 @@ def run_benchmark(
     reps = reps or (3 if quick else 5)
     rows: list[dict] = []
     out: dict[str, Any] = {
-        "machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "machine": cpu_name(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "quick": quick, "rows": rows,
     }  # fmt: skip
     n = 2048 if quick else 4096
