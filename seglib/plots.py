@@ -22,7 +22,7 @@ from .metrics import dice_per_image
 __all__ = [
     "plot_history", "plot_prediction", "save_prediction_figures", "plot_dice_distribution", "save_figure",
     "plot_overlay_grid", "plot_border_band", "plot_augmentations", "plot_prediction_grid", "plot_lr_curves",
-    "plot_metric_by_run", "plot_model_comparison", "error_map",
+    "plot_metric_by_run", "plot_model_comparison", "error_map", "overlay",
 ]  # fmt: skip
 
 
@@ -120,10 +120,16 @@ def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | Non
     return fig
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colour=(40, 200, 60), alpha: float = 0.45) -> np.ndarray:
+def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, Any]], opacity: float = 0.45) -> np.ndarray:
+    """Blend boolean masks onto an RGB image: each (mask, RGB colour) at `opacity`. Returns uint8 HxWx3."""
     out = image.astype(np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(colour, np.float32)
-    return out.astype(np.uint8)
+    for mask, colour in layers:
+        out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(colour, np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return overlay(image, [(mask, (40, 200, 60))])
 
 
 def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:

@@ -22,22 +22,15 @@ from torch import nn
 from .data import IGNORE_INDEX, OxfordPetDataset
 from .engine import predict_logits
 from .metrics import confusion_counts, dice_from_counts
+from .plots import overlay
 
-__all__ = ["MaskViewer", "overlay", "SORT_ORDERS"]
+__all__ = ["MaskViewer", "SORT_ORDERS"]
 
 SORT_ORDERS = ("name", "dice ascending")
 TRUTH_COLOUR = np.array([40, 200, 60], np.float32)  # green
 PRED_COLOUR = np.array([255, 170, 0], np.float32)  # orange
 FP_COLOUR = np.array([230, 40, 40], np.float32)  # red
 FN_COLOUR = np.array([40, 90, 230], np.float32)  # blue
-
-
-def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, np.ndarray]], opacity: float) -> np.ndarray:
-    """Blend boolean masks onto an RGB image: each (mask, colour) at `opacity`. Returns uint8 HxWx3."""
-    out = image.astype(np.float32)
-    for mask, colour in layers:
-        out[mask] = (1 - opacity) * out[mask] + opacity * colour
-    return out.clip(0, 255).astype(np.uint8)
 
 
 class MaskViewer:
@@ -65,7 +58,7 @@ class MaskViewer:
         self.max_side = max_side
         self._index_of = {n: i for i, n in enumerate(dataset.names)}
         self._table_dice = self._dice_from_table(table)
-        self._prob_cache: dict[int, torch.Tensor] = {}
+        self._logit_cache: dict[int, torch.Tensor] = {}
         self._upload: tuple[str, np.ndarray, torch.Tensor | None] | None = None
 
         has_model, n = model is not None, len(dataset)
@@ -164,21 +157,24 @@ class MaskViewer:
 
     def probabilities(self, i: int) -> torch.Tensor:
         """The model's foreground probabilities for image i at its original size (cached)."""
-        if i not in self._prob_cache:
-            logits = predict_logits(self.model, self.dataset.load_image(i), self.image_size, self.device)
-            self._prob_cache[i] = torch.sigmoid(logits)
-        return self._prob_cache[i]
+        return torch.sigmoid(self.logits(i))
+
+    def logits(self, i: int) -> torch.Tensor:
+        """The model's logits for image i at its original size (cached: the threshold moves, they do not)."""
+        if i not in self._logit_cache:
+            self._logit_cache[i] = predict_logits(
+                self.model, self.dataset.load_image(i), self.image_size, self.device
+            )
+        return self._logit_cache[i]
 
     def _model_dice(self) -> np.ndarray:
         return np.array([self.dice(i) for i in range(len(self.dataset))])
 
     def dice(self, i: int) -> float:
         """Dice of image i at the current threshold (original resolution)."""
-        prob = self.probabilities(i)
         truth = torch.from_numpy(self.dataset.load_mask(i))
-        logit = torch.logit(prob.clamp(1e-6, 1 - 1e-6))
         threshold = float(self.threshold.value)
-        return float(dice_from_counts(*confusion_counts(logit[None], truth[None], threshold)))
+        return float(dice_from_counts(*confusion_counts(self.logits(i)[None], truth[None], threshold)))
 
     def _on_upload(self) -> None:
         files = self.upload.value

@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import OxfordPetDataset, collate, eval_transform, open_rgb
+from ..data import IGNORE_INDEX, OxfordPetDataset, collate, eval_transform, open_rgb
 from ..metrics import confusion_counts, dataset_dice, dataset_iou, dice_from_counts, iou_from_counts
 from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
@@ -90,7 +90,7 @@ def evaluate(
             full = full.to(dev)
             up = F.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear", align_corners=False)
             tp, fp, fn = (c.item() for c in confusion_counts(up[:, 0], full[None], threshold))
-            valid = (full != 255).sum().item()
+            valid = (full != IGNORE_INDEX).sum().item()
             i = int(batch["index"][j])
             entry = ds.entries[i]
             rows.append((i, {
