@@ -13,6 +13,7 @@ from PIL import Image
 from .data import OxfordPetDataset, download, resolve_data_root
 from .engine import (
     PROFILES,
+    RECIPES,
     SCHEDULERS,
     checkpoint_image_size,
     config_from_profile,
@@ -59,6 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--loss", choices=["bce", "bce_dice"], help="bce: the original's; bce_dice: BCE + soft Dice"
     )
+    t.add_argument("--recipe", choices=sorted(RECIPES),
+                   help="the optimisation and augmentation settings; default: the profile's")  # fmt: skip
+    t.add_argument("--ema_decay", type=float, help="weight EMA decay, e.g. 0.99 (0: off)")
+    t.add_argument("--scale_jitter", type=float, help="random zoom in [1-j, 1+j] (0: off)")
+    t.add_argument("--pct_start", type=float, help="onecycle's warm-up fraction")
+    t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="validate with horizontal-flip test-time augmentation")  # fmt: skip
+    t.add_argument("--checkpoint_every", type=int, help="also keep every N-th epoch's model in <run>/epochs/")
     t.add_argument("--train_limit", type=int)
     t.add_argument("--val_limit", type=int)
     t.add_argument("--num_workers", type=int)
@@ -106,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(a: argparse.Namespace) -> None:
     keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
-            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss")  # fmt: skip
+            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss",
+            "ema_decay", "scale_jitter", "pct_start", "tta", "checkpoint_every")  # fmt: skip
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,
@@ -119,7 +129,7 @@ def _train(a: argparse.Namespace) -> None:
         over["model_kwargs"] = {"base_channels": a.base_channels}
     if a.sync_bn:
         over["sync_bn"] = True
-    result = fit(config_from_profile(a.profile, **over), resume=a.resume)
+    result = fit(config_from_profile(a.profile, recipe=a.recipe, **over), resume=a.resume)
     if not result.is_main:  # under torchrun rank 0 speaks and writes for the run
         return
     save_figure(plot_history(result.history), result.run_dir / "history.png")

@@ -21,7 +21,7 @@ from .metrics import dice_per_image
 
 __all__ = [
     "plot_history", "plot_prediction", "save_prediction_figures", "plot_dice_distribution", "save_figure",
-    "plot_overlay_grid", "plot_border_band", "plot_augmentations", "plot_prediction_grid", "plot_lr_curves",
+    "plot_overlay_grid", "plot_border_band", "plot_augmentations", "plot_prediction_grid", "plot_lr_curves", "plot_dice_versus_minutes",
     "plot_metric_by_run", "plot_model_comparison", "error_map", "overlay",
 ]  # fmt: skip
 
@@ -92,12 +92,13 @@ def save_prediction_figures(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
+    tta: bool = False,
 ) -> list[Path]:
     """For each index: image / truth / prediction / errors at the original resolution, saved as PNG."""
     paths = []
     for i in indices:
         image, truth = dataset.load_image(i), dataset.load_mask(i)
-        logits = predict_logits(model, image, image_size, device)  # (H, W) at the original size
+        logits = predict_logits(model, image, image_size, device, tta)  # (H, W) at the original size
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
         pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
         name = dataset.entries[i].name
@@ -186,12 +187,12 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
 
 
 def plot_prediction_grid(model: nn.Module, dataset: OxfordPetDataset, indices: Sequence[int], image_size: int,
-                         threshold: float = 0.5, device: str = "auto") -> Figure:  # fmt: skip
+                         threshold: float = 0.5, device: str = "auto", tta: bool = False) -> Figure:  # fmt: skip
     """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
     fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)
     for row, i in zip(axes, indices, strict=True):
         image, truth = dataset.load_image(i), dataset.load_mask(i)
-        logits = predict_logits(model, image, image_size, device)
+        logits = predict_logits(model, image, image_size, device, tta)
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
         pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
         panels = [(image, None, dataset.entries[i].name), (truth, "gray", "truth"),
@@ -233,5 +234,28 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
     sns.violinplot(data=df, x=by, y=column, cut=0, inner="quartile", ax=axes[1])
     axes[1].set(title=f"{column} by {by}", ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def plot_dice_versus_minutes(
+    curves: dict[str, pd.DataFrame],
+    budgets: Sequence[float] = (),
+    column: str = "dice",
+    title: str = "",
+    dashed: dict[str, pd.DataFrame] | None = None,
+) -> Figure:
+    """Dice against minutes of training, one line per recipe (from `seglib.study.dice_versus_minutes`);
+    `dashed` curves (a run's own models, stopped early) thin and dashed; budgets as dotted lines."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, curve in curves.items():
+        ax.plot(curve.train_minutes, curve[column], "o-", ms=5, label=name)
+    for name, curve in (dashed or {}).items():
+        ax.plot(curve.train_minutes, curve[column], ".--", lw=1, alpha=0.7, label=name)
+    for b in budgets:
+        ax.axvline(b, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="minutes of training", ylabel=column, title=title or f"{column} versus training time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,8 +1,8 @@
-"""The workbook: five numbered notebooks, executed top to bottom with papermill by `make workbook`.
+"""The workbook: six numbered notebooks, executed top to bottom with papermill by `make workbook`.
 
 Notebooks stay thin: they call `seglib`. `start()` is each notebook's first call: it checks the
 parameters, picks the data (real when present, else the synthetic demo set) and says what it runs on.
-`run_workbook()` executes 01..05 in order into results/notebooks/, stopping at the first failure.
+`run_workbook()` executes 01..06 in order into results/notebooks/, stopping at the first failure.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ NOTEBOOKS = (
     "03_train_resnet34_unet.ipynb",
     "04_evaluation.ipynb",
     "05_scheduler_comparison.ipynb",
+    "06_recipe_study.ipynb",
 )
 
 
@@ -55,9 +56,10 @@ class Workspace:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def config(self, model: str, **overrides: Any) -> TrainConfig:
-        """The profile's TrainConfig for `model` on this workspace's data, with `overrides` on top."""
-        return config_from_profile(self.profile, model=model, data_root=self.data_root, dataset=self.dataset,
+    def config(self, model: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
+        """The profile's TrainConfig for `model` on this workspace's data (`recipe`: default the profile's),
+        with `overrides` on top."""
+        return config_from_profile(self.profile, recipe, model=model, data_root=self.data_root, dataset=self.dataset,
                                    synthetic_root=str(self.synthetic_root), output_dir=str(self.runs),
                                    **overrides)  # fmt: skip
 

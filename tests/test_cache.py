@@ -11,11 +11,11 @@ from seglib.data import OxfordPetDataset, train_transform
 from seglib.data.cache import build_cache
 
 
-def test_cached_samples_equal_uncached(synthetic_root, tmp_path):
-    plain = OxfordPetDataset(synthetic_root, "val", train_transform(64), border="ignore")
-    cached = OxfordPetDataset(synthetic_root, "val", train_transform(64), border="ignore").use_cache(
-        tmp_path, 64
-    )
+@pytest.mark.parametrize("scale_jitter", [0.0, 0.25])
+def test_cached_samples_equal_uncached(synthetic_root, tmp_path, scale_jitter):
+    tf = train_transform(64, mask_fill=255, scale_jitter=scale_jitter)
+    plain = OxfordPetDataset(synthetic_root, "val", tf, border="ignore")
+    cached = OxfordPetDataset(synthetic_root, "val", tf, border="ignore").use_cache(tmp_path, 64)
     for i in range(len(plain)):
         a, b = plain[(i, 1000 + i)], cached[(i, 1000 + i)]  # same per-sample seed
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]), plain.names[i]

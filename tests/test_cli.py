@@ -1,5 +1,6 @@
 """The command line, run as a user runs it: python -m seglib train | evaluate | predict."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -21,11 +22,16 @@ def seglib(*args, cwd):
 def test_train_evaluate_predict(synthetic_root, tmp_path):
     p = seglib("train", "--data_path", synthetic_root, "--model", "unet", "--base_channels", "4", "--epochs", 2,
                "--image_size", 32, "--batch_size", 4, "--train_limit", 12, "--val_limit", 6, "--lr", 1e-3,
-               "--scheduler", "cosine", "--output_dir", tmp_path / "runs", "--run_name", "cli", cwd=tmp_path)  # fmt: skip
+               "--scheduler", "cosine", "--output_dir", tmp_path / "runs", "--run_name", "cli", "--recipe", "recommended",
+               "--ema_decay", 0.9, "--no-tta", "--checkpoint_every", 1, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr
     run = tmp_path / "runs" / "cli"
     assert "best val Dice" in p.stdout and (run / "history.png").is_file()
     assert pd.read_csv(run / "history.csv").shape[0] == 2
+    cfg = json.loads((run / "config.json").read_text())  # the recipe, then the flags on top
+    assert (cfg["loss"], cfg["scale_jitter"], cfg["scheduler"], cfg["ema_decay"], cfg["tta"]) == (
+        "bce_dice", 0.2, "cosine", 0.9, False)  # fmt: skip
+    assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
 
     p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", synthetic_root, "--limit", 5,
                "--num_figures", 2, "--output_dir", tmp_path / "eval", cwd=tmp_path)  # fmt: skip
@@ -69,6 +75,8 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
             "data root 'nowhere' does not exist",
         ),
         (["evaluate", "--model_path", "none.pt"], "none.pt' does not exist"),
+        (["train", "--ema_decay", "1.5"], "ema_decay must be 0 (off) or in (0, 1)"),
+        (["train", "--recipe", "best"], "invalid choice: 'best'"),
     ],
 )
 def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):

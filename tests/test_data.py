@@ -190,13 +190,14 @@ def _unnormalise(t: torch.Tensor) -> np.ndarray:
     return ((t * std + mean).clamp(0, 1) * 255).numpy().transpose(1, 2, 0)
 
 
-def test_train_transform_keeps_image_and_mask_aligned():
+@pytest.mark.parametrize("scale_jitter", [0.0, 0.25])
+def test_train_transform_keeps_image_and_mask_aligned(scale_jitter):
     mask = np.zeros((300, 400), np.uint8)
     mask[60:220, 80:260] = 1
     mask[100:140, 300:380] = 1
     image = np.repeat(mask[..., None] * 255, 3, axis=2).astype(np.uint8)
-    tf = train_transform(128)
-    changed = 0
+    tf = train_transform(128, scale_jitter=scale_jitter)
+    changed, sizes = 0, set()
     for seed in range(30):
         seed_transform(tf, seed)
         out = tf(image=image, mask=mask)
@@ -205,7 +206,10 @@ def test_train_transform_keeps_image_and_mask_aligned():
         bright = _unnormalise(out["image"]).mean(2) > 127
         assert (bright == (m == 1)).mean() > 0.97, seed
         changed += not np.array_equal(m, np.asarray(eval_transform(128)(image=image, mask=mask)["mask"]))
+        sizes.add(round(float(m.mean()), 2))
     assert changed >= 10  # flips and rotations happen
+    # Flips and small rotations keep the pet's area; the zoom changes it.
+    assert (len(sizes) >= 8) == (scale_jitter > 0), sorted(sizes)
 
 
 def test_seeded_transform_is_reproducible_and_uncorrelated():

@@ -72,7 +72,7 @@ def test_profiles():
     assert quick.epochs == 3 and quick.model_kwargs == {"base_channels": 16}
     assert config_from_profile("quick", model="resnet34_unet").model_kwargs == {}
     with pytest.raises(
-        ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'quick', 'tiny'\]"
+        ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'recommended', 'quick', 'tiny'\]"
     ):
         config_from_profile("fast")
     with pytest.raises(ValueError, match=r"unknown TrainConfig parameter\(s\) \['epoch'\]"):

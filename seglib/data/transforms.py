@@ -13,15 +13,23 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def train_transform(image_size: int = 256, mask_fill: int = 0) -> A.Compose:
+def train_transform(image_size: int = 256, mask_fill: int = 0, scale_jitter: float = 0.0) -> A.Compose:
     """Resize, HorizontalFlip 0.5, Rotate +-15 deg p 0.3, ColorJitter p 0.5, ImageNet Normalize, ToTensorV2.
 
     `mask_fill` labels the corners that rotation brings in (0 = background, or the ignore value).
+    `scale_jitter` j > 0 adds, after Resize and with p 0.5, a random zoom in [1 - j, 1 + j] and a shift of
+    up to j / 2 of the side: pets of more sizes and positions than the 270 or 3312 images hold. It works on
+    the resized image, so the decode-once cache (which stores exactly that) still gives identical samples.
     """
+    geometric = [A.Resize(image_size, image_size), A.HorizontalFlip(p=0.5)]
+    if scale_jitter > 0:
+        geometric.append(
+            A.Affine(scale=(1 - scale_jitter, 1 + scale_jitter), translate_percent=(-scale_jitter / 2, scale_jitter / 2),
+                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.5)
+        )  # fmt: skip
     return A.Compose(
         [
-            A.Resize(image_size, image_size),
-            A.HorizontalFlip(p=0.5),
+            *geometric,
             A.Rotate(limit=15, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.3),
             A.ColorJitter(p=0.5),
             A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),

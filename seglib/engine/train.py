@@ -62,6 +62,8 @@ from .distributed import (
     on_main,
     wrap_model,
 )  # fmt: skip
+from .ema import ModelEMA
+from .evaluate import forward_tta
 from .io import atomic_write_csv
 from .losses import bce_loss, soft_dice_loss
 from .progress import progress_bar
@@ -84,7 +86,7 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", 
 # Settings a resumed run may change: they do not touch what is computed.
 RESUME_MAY_DIFFER = frozenset(
     {"progress", "log_every", "num_workers", "use_wandb", "wandb_project", "overwrite", "run_name", "output_dir",
-     "data_root", "synthetic_root", "device", "cache", "cache_dir"}
+     "data_root", "synthetic_root", "device", "cache", "cache_dir", "checkpoint_every"}
 )  # fmt: skip
 
 
@@ -124,7 +126,9 @@ def make_datasets(cfg: TrainConfig) -> tuple[OxfordPetDataset, OxfordPetDataset,
     root, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
     fill = IGNORE_INDEX if cfg.border == "ignore" else 0
     train_tf = (
-        train_transform(cfg.image_size, mask_fill=fill) if cfg.augment else eval_transform(cfg.image_size)
+        train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
+        if cfg.augment
+        else eval_transform(cfg.image_size)
     )
     common = {"border": cfg.border, "on_corrupt": cfg.on_corrupt}
     train = OxfordPetDataset(root, "train", train_tf, limit=cfg.train_limit, **common)
@@ -273,6 +277,8 @@ def _run_epoch(
     scaler: torch.amp.GradScaler | None = None,
     lr_log: list[float] | None = None,
     desc: str = "",
+    ema: ModelEMA | None = None,
+    ema_source: nn.Module | None = None,
 ) -> None:
     """One pass over `loader`, continuing `state`: trains when an optimizer is given, else evaluates.
 
@@ -281,6 +287,7 @@ def _run_epoch(
     distributed run the sums are this rank's; the ranks agree on stopping at those reads.
     """
     training = optimizer is not None
+    tta = cfg.tta and not training
     collective = is_distributed()
     model.train(training)
     loss_sum = torch.tensor(state.loss_sum, device=device, dtype=torch.float64)
@@ -322,7 +329,7 @@ def _run_epoch(
                 continue
             images, masks = to_device_batch(batch["image"], batch["mask"], device, cfg.channels_last)
             with autocast(device, use_amp):
-                logits = model(images)
+                logits = forward_tta(model, images, tta)
             loss = bce_loss(logits, masks)
             if cfg.loss == "bce_dice":
                 loss = loss + soft_dice_loss(logits, masks)
@@ -333,6 +340,8 @@ def _run_epoch(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update(ema_source)
                 lr_log.append(optimizer.param_groups[0]["lr"])
                 if steps_per_batch(cfg.scheduler):
                     scheduler.step()
@@ -429,6 +438,9 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
     val_loader = _loader(val_ds, cfg, info, train=False)
     steps_per_epoch = len(train_loader)  # per rank, which is also the number of global optimizer steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # With EMA, the averaged weights are the run's model: validated, saved as best.pt, returned.
+    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    eval_model = ema.module if ema is not None else model
     scheduler = build_scheduler(cfg, optimizer, steps_per_epoch)
     # Loss scaling is for fp16 only; bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
@@ -442,6 +454,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
         history, lr_log = list(ckpt["history"]), list(ckpt["lr_log"])
         best_dice, best_epoch = ckpt["best_val_dice"], ckpt["best_epoch"]
         start_epoch = ckpt["epoch"] + 1
@@ -479,6 +493,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
             scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), history=history, lr_log=lr_log,
             best_val_dice=best_dice, best_epoch=best_epoch, global_step=len(lr_log), rng=_rng_state(),
             partial=partial_state.__dict__ if partial_state else None, world_size=info.world_size,
+            ema=ema.state_dict() if ema is not None else None,
         )  # fmt: skip
 
     launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"  # for the resume hint
@@ -492,11 +507,14 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
                 train_loader.sampler.set_epoch(epoch, start=tr.step * cfg.batch_size)
                 try:
                     _run_epoch(net, train_loader, cfg, device, use_amp, tr, steps_per_epoch, stop_flag, optimizer,
-                               scheduler, scaler, lr_log, desc=f"epoch {epoch}/{cfg.epochs} train")  # fmt: skip
+                               scheduler, scaler, lr_log, desc=f"epoch {epoch}/{cfg.epochs} train", ema=ema,
+                               ema_source=model)  # fmt: skip
                     # Rank 0's BatchNorm statistics everywhere: what it saves is what every rank validates.
                     broadcast_buffers(model)
+                    if ema is not None:
+                        broadcast_buffers(ema.module)
                     va = _EpochState()
-                    _run_epoch(model, val_loader, cfg, device, use_amp, va, len(val_loader), stop_flag,
+                    _run_epoch(eval_model, val_loader, cfg, device, use_amp, va, len(val_loader), stop_flag,
                                desc=f"epoch {epoch}/{cfg.epochs} val")  # fmt: skip
                 except _Stop:
                     tr.seconds = time.perf_counter() - t0
@@ -533,8 +551,17 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
                 if row["val_dice"] > best_dice:
                     best_dice, best_epoch = row["val_dice"], epoch
                     if main:
-                        save_checkpoint(run_dir / "best.pt", model, spec, config=cfg.to_dict(), epoch=epoch,
+                        save_checkpoint(run_dir / "best.pt", eval_model, spec, config=cfg.to_dict(), epoch=epoch,
                                         val_dice=row["val_dice"], data=kind)  # fmt: skip
+                if (
+                    main
+                    and cfg.checkpoint_every
+                    and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs)
+                ):
+                    # For Dice-versus-time curves: the model as it stood after this many seconds of training.
+                    save_checkpoint(run_dir / "epochs" / f"epoch_{epoch:03d}.pt", eval_model, spec,
+                                    config=cfg.to_dict(), epoch=epoch, val_dice=row["val_dice"], data=kind,
+                                    train_seconds=sum(r["seconds"] for r in history))  # fmt: skip
                 save_last(epoch, None)
                 if skipped:
                     say(
@@ -548,7 +575,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
     return FitResult(run_dir, pd.DataFrame(history, columns=HISTORY_COLUMNS), best_dice, best_epoch,
-                     model.eval(), cfg, kind, train_ds.root, main)  # fmt: skip
+                     eval_model.eval(), cfg, kind, train_ds.root, main)  # fmt: skip
 
 
 def _create_run(cfg: TrainConfig) -> Path:

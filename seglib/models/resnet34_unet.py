@@ -54,7 +54,9 @@ class ResNet34Encoder(nn.Module):
 
     channels = (64, 64, 128, 256, 512)
 
-    def __init__(self, in_channels: int = 3, layers: tuple[int, ...] = (3, 4, 6, 3)) -> None:
+    def __init__(
+        self, in_channels: int = 3, layers: tuple[int, ...] = (3, 4, 6, 3), zero_init_residual: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -67,6 +69,10 @@ class ResNet34Encoder(nn.Module):
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if zero_init_residual:  # each block starts as the identity (Goyal et al. 2017; torchvision's flag)
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     @staticmethod
     def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.Sequential:
@@ -111,15 +117,20 @@ class ResNet34UNet(nn.Module):
 
     Returns logits of shape (B, num_classes, H, W) for any H, W >= 1.
     `encoder_weights`: None (random), "imagenet" (torchvision's ImageNet weights, downloaded once into
-    the torch hub cache) or the path of a torchvision ResNet34 state_dict file.
+    the torch hub cache) or the path of a torchvision ResNet34 state_dict file. `zero_init_residual`:
+    the last BatchNorm of every residual block starts at zero (for training from scratch).
     """
 
     def __init__(
-        self, in_channels: int = 3, num_classes: int = 1, encoder_weights: str | os.PathLike | None = None
+        self,
+        in_channels: int = 3,
+        num_classes: int = 1,
+        encoder_weights: str | os.PathLike | None = None,
+        zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
         self.in_channels, self.num_classes = in_channels, num_classes
-        self.encoder = ResNet34Encoder(in_channels)
+        self.encoder = ResNet34Encoder(in_channels, zero_init_residual=zero_init_residual)
         self.dec4 = DecoderBlock(512, 256, 256)
         self.dec3 = DecoderBlock(256, 128, 128)
         self.dec2 = DecoderBlock(128, 64, 64)

@@ -1,0 +1,58 @@
+"""Weight EMA: an exponential moving average of the weights, the model that validation and best.pt use.
+
+Averaging the last few hundred steps smooths the step-to-step noise of small batches and high learning
+rates, so the model is usable at any epoch of a run, not only at the end of its schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelEMA"]
+
+
+class ModelEMA:
+    """`ema = d * ema + (1 - d) * weights` after every optimizer step, on parameters and float buffers.
+
+    With `warmup`, the decay of update n is min(decay, (1 + n) / (10 + n)) (as in timm and YOLOv5), so
+    the average is not dominated by the random initialisation early in a short run. Integer buffers
+    (BatchNorm's `num_batches_tracked`) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema decay must be in (0, 1), got {decay!r}")
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.warmup = warmup
+        self.updates = 0
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        n = self.updates + 1
+        return min(self.decay, n / (n + 9)) if self.warmup else self.decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = self.current_decay()
+        src = model.state_dict()
+        for name, ema_t in self.module.state_dict().items():
+            t = src[name].detach()
+            if ema_t.dtype.is_floating_point:
+                ema_t.lerp_(t.to(ema_t.dtype), 1.0 - d)  # ema + (1 - d) * (t - ema)
+            else:
+                ema_t.copy_(t)
+        self.updates += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
