@@ -10,28 +10,15 @@ from __future__ import annotations
 
 import json
 import math
-import time
-from dataclasses import fields
+import tempfile
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from .data import OxfordPetDataset
-from .engine import (
-    RECIPES,
-    ModelEMA,
-    TrainConfig,
-    evaluate,
-    load_checkpoint,
-    load_model,
-    make_datasets,
-    summarize,
-)
-from .engine.losses import bce_loss, soft_dice_loss
-from .engine.runtime import prepare_model, resolve_device
-from .models import build_model
+from .engine import RECIPES, TrainConfig, evaluate, fit, load_checkpoint, load_model, summarize
 
 __all__ = [
     "parse_recipes",
@@ -71,39 +58,18 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
-def estimate_epoch_seconds(cfg: TrainConfig, steps: int = 3) -> float:
-    """Seconds one epoch of `cfg` takes on this machine, from `steps` timed training steps (after one warm-up).
+def estimate_epoch_seconds(cfg: TrainConfig) -> float:
+    """Seconds one epoch of `cfg` takes on this machine: one real epoch, timed (then thrown away).
 
-    Random tensors of the run's batch and image size stand in for the data: on a CPU the model, not the
-    data path, sets the pace (the data path is over 50x faster than the step). Validation counts as a
-    third of a training step per image (forward only).
+    Everything an epoch of the run does counts: data, augmentation, EMA, validation. A first version
+    timed a few steps on random tensors; it missed 7-19% of the real epochs (README, "Recipe study").
+    The first epoch also carries the warm-up, so the estimate errs long, which keeps runs in budget.
     """
-    device = resolve_device(cfg.device)
-    train, val, _ = make_datasets(cfg)
-    torch.manual_seed(cfg.seed)
-    model = prepare_model(build_model(cfg.model, **cfg.model_kwargs), device, cfg.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    b, s = cfg.batch_size, cfg.image_size
-    x = torch.randn(b, 3, s, s, device=device)
-    x = x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-    y = (torch.rand(b, 1, s, s, device=device) > 0.5).float()
-    ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    times = []
-    for _ in range(steps + 1):
-        t0 = time.perf_counter()
-        logits = model(x)
-        loss = bce_loss(logits, y) + (soft_dice_loss(logits, y) if cfg.loss == "bce_dice" else 0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update(model)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    per_image = sorted(times[1:])[len(times[1:]) // 2] / b
-    val_cost = (2 if cfg.tta else 1) / 3
-    return per_image * (len(train) + val_cost * len(val))
+    cache_dir = cfg.cache_dir or str(Path(cfg.output_dir).parent / "cache")  # the run's own cache
+    with tempfile.TemporaryDirectory(prefix="seglib-probe-") as tmp:
+        probe = replace(cfg, epochs=1, checkpoint_every=0, output_dir=tmp, run_name="probe", overwrite=True,
+                        progress=False, use_wandb=False, cache_dir=cache_dir)  # fmt: skip
+        return float(fit(probe).history.seconds.iloc[0])
 
 
 def epochs_for_budget(cfg: TrainConfig, minutes: float, epoch_seconds: float | None = None) -> int:
@@ -143,15 +109,16 @@ def dice_at_budgets(
 ) -> pd.DataFrame:
     """Rows: budgets in minutes; columns: recipes; cells: `column` of the model a user with that budget has.
 
-    A curve with a `budget` column holds one run per budget (a schedule fitted to it): its row for the
-    budget. Otherwise (one run, checkpoints along it): the last model saved within the budget. NaN where
-    there is none.
+    A curve with a `budget` column holds one run per budget (a schedule fitted to it): the end of the run
+    planned for the budget, if it ended within it. Otherwise (one run, models along it): the last model
+    saved within the budget. NaN where there is none: a budget is a budget.
     """
     table = {}
     for name, curve in curves.items():
         cells = []
         for b in budgets:
-            rows = curve[curve.budget == b] if "budget" in curve else curve[curve.train_minutes <= b]
+            rows = curve[curve.budget == b] if "budget" in curve else curve
+            rows = rows[rows.train_minutes <= b]
             cells.append(rows[column].iloc[-1] if len(rows) else math.nan)
         table[name] = cells
     return pd.DataFrame(table, index=pd.Index(budgets, name="budget (min)"))

@@ -29,8 +29,8 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     assert "best val Dice" in p.stdout and (run / "history.png").is_file()
     assert pd.read_csv(run / "history.csv").shape[0] == 2
     cfg = json.loads((run / "config.json").read_text())  # the recipe, then the flags on top
-    assert (cfg["loss"], cfg["scale_jitter"], cfg["scheduler"], cfg["ema_decay"], cfg["tta"]) == (
-        "bce_dice", 0.2, "cosine", 0.9, False)  # fmt: skip
+    assert (cfg["loss"], cfg["pct_start"], cfg["scheduler"], cfg["ema_decay"], cfg["tta"]) == (
+        "bce_dice", 0.3, "cosine", 0.9, False)  # fmt: skip
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
 
     p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", synthetic_root, "--limit", 5,

@@ -59,12 +59,13 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert schedulers["best val Dice"].between(0, 1).all()
     assert (workbook / "schedulers" / "lr_curves.png").is_file()
     curves = pd.read_csv(workbook / "recipes" / "dice_vs_minutes.csv")
-    assert curves.groupby("recipe").epoch.apply(list).to_dict() == {"original": [1, 2], "recommended": [1, 2]}
+    recipes = {"original": [1, 2], "recommended+tta=true": [1, 2]}  # tiny's study: an item with a change
+    assert curves.groupby("recipe").epoch.apply(list).to_dict() == recipes
     assert curves.groupby("recipe").train_minutes.apply(lambda m: m.is_monotonic_increasing).all()
     assert curves[["dice", "val_dice", "dice_dataset"]].apply(lambda c: c.between(0, 1)).all().all()
-    assert curves.groupby("recipe").tta.first().to_dict() == {"original": False, "recommended": True}
+    assert curves.groupby("recipe").tta.first().to_dict() == {"original": False, "recommended+tta=true": True}
     final = pd.read_csv(workbook / "recipes" / "final.csv", index_col=0)
-    assert list(final.index) == ["original", "recommended"] and (final.epochs == 2).all()
+    assert list(final.index) == list(recipes) and (final.epochs == 2).all()
     assert (workbook / "recipes" / "dice_vs_minutes.png").is_file()
     assert not (workbook / "runs" / "recipe-original-tiny" / "epochs").exists()  # scored, then removed
 
