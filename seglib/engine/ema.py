@@ -32,6 +32,8 @@ class ModelEMA:
         self.decay = decay
         self.warmup = warmup
         self.updates = 0
+        self._source: nn.Module | None = None
+        self._pair_list: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -41,18 +43,24 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
-        src = model.state_dict()
-        for name, ema_t in self.module.state_dict().items():
-            t = src[name].detach()
+        for ema_t, t in self._pairs(model):
             if ema_t.dtype.is_floating_point:
                 ema_t.lerp_(t.to(ema_t.dtype), 1.0 - d)  # ema + (1 - d) * (t - ema)
             else:
                 ema_t.copy_(t)
         self.updates += 1
 
+    def _pairs(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(EMA tensor, source tensor) by name, built once per source: it runs after every optimizer step."""
+        if self._source is not model:
+            src = model.state_dict()
+            self._pair_list = [(e, src[name].detach()) for name, e in self.module.state_dict().items()]
+            self._source = model
+        return self._pair_list
+
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
+        self.module.load_state_dict(state["module"])  # copies into the same tensors: the pairs stay valid
         self.updates = int(state["updates"])
