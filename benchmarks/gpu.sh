@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
 # The GPU benchmark, for a machine with CUDA (never needed by the tests): about 3-5 minutes.
 # Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json)
+# Python: .venv if there is one; else a python3 that already has CUDA PyTorch (an offline GPU box),
+# with seglib taken from this tree and any missing pure dependencies installed from SEGLIB_WHEELS
+# (a folder of wheels, e.g. albumentations and its needs); else a new .venv from the package index.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-  python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+PY=.venv/bin/python
+if [ ! -x "$PY" ]; then
+  if python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    PY=python3
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    if [ -n "${SEGLIB_WHEELS:-}" ] && ! python3 -c 'import albumentations' 2>/dev/null; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/seglib-site "$SEGLIB_WHEELS"/*.whl
+      export PYTHONPATH="$PYTHONPATH:/tmp/seglib-site"
+    fi
+  else
+    python3.11 -m venv .venv && .venv/bin/pip install -q -e '.[dev]'
+  fi
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-.venv/bin/python -m seglib.bench --device cuda --reps 5 --json results/bench-gpu.json
+"$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+"$PY" -m seglib.bench --device cuda --compile --reps "${REPS:-5}" --json "${JSON:-results/bench-gpu.json}"

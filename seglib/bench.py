@@ -6,7 +6,8 @@ batch size; each figure is the median of the timed repetitions after a warm-up, 
 - reference: fp32, NCHW, PIL decode + Albumentations of the full-size JPEG for every sample of every
   epoch, DataLoader with 2 workers (re-created each epoch), `.item()` on loss and Dice every batch.
 - seglib: channels_last, decode-once cache (pre-resized uint8 memmaps), DataLoader tuned for the
-  device (no workers on a CPU), loss and Dice summed on the device and read once; bf16 autocast on CUDA.
+  device (no workers on a CPU), loss and Dice summed on the device and read once; bf16 autocast on
+  CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import (
@@ -39,7 +40,7 @@ from .data import (
 )
 from .engine import evaluate
 from .engine.losses import bce_loss
-from .engine.runtime import default_num_workers, resolve_device
+from .engine.runtime import amp_dtype, autocast, default_amp, default_num_workers, native_bf16, resolve_device
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
 
@@ -101,9 +102,9 @@ def _row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_be
             "reps": len(ref)}  # fmt: skip
 
 
-def matmul_ceiling(device: torch.device, n: int, reps: int) -> float:
-    """fp32 matmul GFLOP/s: the best of `reps` timings of 3 back-to-back products (a ceiling, not a typical)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_ceiling(device: torch.device, n: int, reps: int, dtype: torch.dtype = torch.float32) -> float:
+    """Matmul GFLOP/s in `dtype`: the best of `reps` timings of 3 back-to-back products (a ceiling)."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b  # warm-up
     times = []
     for _ in range(reps):
@@ -139,8 +140,8 @@ def reference_step(
 def fast_step(
     model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
 ) -> torch.Tensor:
-    """seglib's step: bf16 autocast on CUDA, loss + Dice left on the device (summed by the caller)."""
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    """seglib's step: bf16 autocast where native (`runtime.default_amp`), loss + Dice left on the device."""
+    with autocast(x.device, amp):
         logits = model(x)
     loss = bce_loss(logits, y)
     opt.zero_grad(set_to_none=True)
@@ -150,7 +151,14 @@ def fast_step(
 
 
 def bench_train_step(
-    name: str, kwargs: dict, size: int, batch: int, steps: int, reps: int, device: torch.device
+    name: str,
+    kwargs: dict,
+    size: int,
+    batch: int,
+    steps: int,
+    reps: int,
+    device: torch.device,
+    compile_too: bool = False,
 ):
     """Training step alone: reference (fp32 NCHW, .item() every batch) against seglib's fast path."""
     torch.manual_seed(0)
@@ -161,7 +169,7 @@ def bench_train_step(
     ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-4)
     fast_opt = torch.optim.AdamW(fast_model.parameters(), lr=1e-4)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    amp = device.type == "cuda"
+    amp = default_amp(device)
     flops = train_step_flops(build_model(name, **kwargs).to(device), x[:1], y[:1]) * batch
     peaks = {}
 
@@ -175,19 +183,36 @@ def bench_train_step(
         peaks["reference"] = max(peaks.get("reference", 0), mem.peak)
         return batch * steps / dt
 
-    def fast() -> float:
+    def fast(model: torch.nn.Module = fast_model) -> float:
         with PeakRSS(device) as mem:
             _sync(device)
             t = time.perf_counter()
             total = torch.zeros((), device=device)
             for _ in range(steps):
-                total += fast_step(fast_model, fast_opt, x_cl, y, amp)
+                total += fast_step(model, fast_opt, x_cl, y, amp)
             total.item()
             dt = time.perf_counter() - t
         peaks["seglib"] = max(peaks.get("seglib", 0), mem.peak)
         return batch * steps / dt
 
     ref, fst = interleaved(reference, fast, reps)
+    tuned = None
+    if device.type == "cuda":  # fit(deterministic=False): cuDNN picks its fastest kernels per shape
+        torch.backends.cudnn.benchmark = True
+        fast()  # the autotuning itself is not timed
+        tuned = [fast() for _ in range(reps)]
+        torch.backends.cudnn.benchmark = False
+    compiled, compile_seconds = None, None
+    if device.type == "cuda" and compile_too:  # torch.compile: is it worth its compile time?
+        compiled_model = torch.compile(fast_model)  # shares the parameters, so fast_opt still steps them
+        _sync(device)
+        t0 = time.perf_counter()
+        try:
+            fast_step(compiled_model, fast_opt, x_cl, y, amp).item()
+            compile_seconds = time.perf_counter() - t0
+            compiled = [fast(compiled_model) for _ in range(reps)]
+        except Exception as e:  # a machine without a working compiler toolchain: report, go on
+            print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); no compiled row")
     what = f"train step {name}{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}"
     rows = [_row(what, "images/s", ref, fst)]
     gflop = flops / 1e9
@@ -196,6 +221,12 @@ def bench_train_step(
             f"{what} achieved", "GFLOP/s", [r * gflop / batch for r in ref], [f * gflop / batch for f in fst]
         )
     )
+    if tuned:
+        rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
+    if compiled:
+        rows.append(_row(f"{what} torch.compile", "images/s", ref, compiled))
+        rows.append({"what": f"{what} torch.compile: first step (compiling)", "unit": "s", "reference": None,
+                     "seglib": compile_seconds, "ratio": None})  # fmt: skip
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
     rows.append({"what": f"{what} memory", "unit": mem_unit, "reference": peaks["reference"], "seglib": peaks["seglib"],
                  "ratio": peaks["reference"] / peaks["seglib"] if peaks["seglib"] else None})  # fmt: skip
@@ -237,7 +268,11 @@ def cpu_name() -> str:
 
 
 def run_benchmark(
-    quick: bool = False, device: str = "auto", reps: int | None = None, log=print
+    quick: bool = False,
+    device: str = "auto",
+    reps: int | None = None,
+    log=print,
+    compile_models: bool = False,
 ) -> dict[str, Any]:
     """Run every measurement; returns {"rows": [...], machine facts}."""
     dev = resolve_device(device)
@@ -247,20 +282,20 @@ def run_benchmark(
         "machine": cpu_name(), "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "quick": quick, "rows": rows,
+        "quick": quick, "amp": default_amp(dev), "native_bf16": native_bf16(dev), "rows": rows,
     }  # fmt: skip
     n = 2048 if quick else 4096
     ceiling = matmul_ceiling(dev, n, reps)
-    rows.append(
-        {
-            "what": f"fp32 matmul {n}x{n} ceiling",
-            "unit": "GFLOP/s",
-            "reference": ceiling,
-            "seglib": ceiling,
-            "ratio": 1.0,
-        }
-    )
-    log(f"matmul ceiling {ceiling:.0f} GFLOP/s")
+    rows.append({"what": f"fp32 matmul {n}x{n} ceiling", "unit": "GFLOP/s", "reference": ceiling, "seglib": ceiling,
+                 "ratio": 1.0})  # fmt: skip
+    log(f"fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
+    # seglib trains in bf16 where the device has it natively: its achieved FLOP/s compare with bf16's ceiling.
+    fast_ceiling = ceiling
+    if default_amp(dev) and amp_dtype(dev) == torch.bfloat16:
+        fast_ceiling = matmul_ceiling(dev, n, reps, torch.bfloat16)
+        rows.append({"what": f"bf16 matmul {n}x{n} ceiling", "unit": "GFLOP/s", "reference": None,
+                     "seglib": fast_ceiling, "ratio": None})  # fmt: skip
+        log(f"bf16 matmul ceiling {fast_ceiling:.0f} GFLOP/s")
 
     if quick:
         steps = [("unet", {"base_channels": 16}, 128, 4), ("resnet34_unet", {}, 64, 4)]
@@ -271,16 +306,24 @@ def run_benchmark(
         steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
     for name, kw, size, batch in steps:
         new = bench_train_step(
-            name, kw, size, batch, steps=1 if dev.type == "cpu" else 10, reps=reps, device=dev
+            name,
+            kw,
+            size,
+            batch,
+            steps=1 if dev.type == "cpu" else 10,
+            reps=reps,
+            device=dev,
+            compile_too=compile_models,
         )
         rows += new
         log(
             _fmt(new[0])
-            + f" | achieved {new[1]['seglib']:.0f} GFLOP/s = {new[1]['seglib'] / ceiling:.0%} of ceiling"
+            + f" | achieved {new[1]['seglib']:.0f} GFLOP/s = {new[1]['seglib'] / fast_ceiling:.0%} of its ceiling"
         )
 
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
-        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 96)  # test split: a quarter of it
+        # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
+        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 384 if dev.type == "cuda" else 96)
         size, batch = 256, 8
         ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
         fast_ds = OxfordPetDataset(root, "trainval", train_transform(size))
@@ -301,8 +344,12 @@ def run_benchmark(
                      "ratio": None})  # fmt: skip
         log(_fmt(rows[-2]) + f" (cache built once in {build:.1f} s)")
 
-        # A whole epoch, data + steps, the quick profile's model and size.
-        esize, ebatch, ekw = 128, 8, {"base_channels": 16}
+        # A whole epoch, data + steps: the quick profile's model and size on a CPU; on a GPU the full
+        # UNet at 256 px, batch 32, over the set 4 times (does the data path keep the GPU busy?).
+        if dev.type == "cuda":
+            esize, ebatch, ekw, passes = 256, 32, {}, 4
+        else:
+            esize, ebatch, ekw, passes = 128, 8, {"base_channels": 16}, 1
         ref_ds = OxfordPetDataset(root, "trainval", train_transform(esize))
         fast_ds = OxfordPetDataset(root, "trainval", train_transform(esize)).use_cache(
             Path(tmp) / "cache", esize
@@ -311,21 +358,31 @@ def run_benchmark(
         fast_model = build_model("unet", **ekw).to(dev).to(memory_format=torch.channels_last)
         ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
         waits: list[float] = []
+        epoch_len = len(ref_ds) * passes
+
+        def sampler(ds: OxfordPetDataset) -> RandomSampler:
+            return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
 
         def ref_epoch() -> float:
             t = time.perf_counter()
             n = 0
-            for b in DataLoader(ref_ds, batch_size=ebatch, shuffle=True, num_workers=2, collate_fn=collate):
+            for b in DataLoader(
+                ref_ds, batch_size=ebatch, sampler=sampler(ref_ds), num_workers=2, collate_fn=collate
+            ):
                 x, y = b["image"].to(dev), b["mask"].to(dev)
                 reference_step(ref_model, ref_opt, x, y)
                 n += x.shape[0]
             return n / (time.perf_counter() - t)
 
+        # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
+        fast_loader = DataLoader(fast_ds, batch_size=ebatch, sampler=sampler(fast_ds), num_workers=workers,
+                                 collate_fn=collate, pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
+                                 prefetch_factor=4 if workers > 0 else None)  # fmt: skip
+
         def fast_epoch() -> float:
             t = time.perf_counter()
             n, wait, total = 0, 0.0, torch.zeros((), device=dev)
-            it = iter(DataLoader(fast_ds, batch_size=ebatch, shuffle=True, num_workers=workers, collate_fn=collate,
-                                 pin_memory=dev.type == "cuda"))  # fmt: skip
+            it = iter(fast_loader)
             while True:
                 w0 = time.perf_counter()
                 b = next(it, None)
@@ -334,7 +391,7 @@ def run_benchmark(
                     break
                 x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = b["mask"].to(dev, non_blocking=True)
-                total += fast_step(fast_model, fast_opt, x, y, dev.type == "cuda")
+                total += fast_step(fast_model, fast_opt, x, y, default_amp(dev))
                 n += x.shape[0]
             total.item()
             dt = time.perf_counter() - t
@@ -343,7 +400,13 @@ def run_benchmark(
 
         ref, fst = interleaved(ref_epoch, fast_epoch, reps)
         rows.append(
-            _row(f"whole epoch unet-w16 {esize}px b{ebatch}, {len(ref_ds)} images", "images/s", ref, fst)
+            _row(
+                f"whole epoch unet{'-w' + str(ekw['base_channels']) if ekw else ''} {esize}px b{ebatch}, "
+                f"{epoch_len} images",
+                "images/s",
+                ref,
+                fst,
+            )
         )
         rows.append({"what": "seglib epoch: share of time waiting for data", "unit": "fraction", "reference": None,
                      "seglib": statistics.median(waits), "ratio": None})  # fmt: skip
@@ -409,8 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--reps", type=int, help="timed repetitions (default 5, quick 3)")
     p.add_argument("--json", help="write the results to this file")
+    p.add_argument("--compile", action="store_true", help="on CUDA, also time the step under torch.compile")
     a = p.parse_args(argv)
-    result = run_benchmark(a.quick, a.device, a.reps)
+    result = run_benchmark(a.quick, a.device, a.reps, compile_models=a.compile)
     print("\n" + markdown_table(result))
     print(
         f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads"

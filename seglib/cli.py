@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pct_start", type=float, help="onecycle's warm-up fraction")
     t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="validate with horizontal-flip test-time augmentation")  # fmt: skip
+    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA and for a CPU with native bf16)")  # fmt: skip
     t.add_argument("--checkpoint_every", type=int, help="also keep every N-th epoch's model in <run>/epochs/")
     t.add_argument("--train_limit", type=int)
     t.add_argument("--val_limit", type=int)
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(a: argparse.Namespace) -> None:
     keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
             "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss",
-            "ema_decay", "scale_jitter", "pct_start", "tta", "checkpoint_every")  # fmt: skip
+            "ema_decay", "scale_jitter", "pct_start", "tta", "checkpoint_every", "amp")  # fmt: skip
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,

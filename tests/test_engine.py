@@ -287,3 +287,28 @@ def test_tta_is_flip_symmetric():
         plain, tta, tta_mirror = model(x), forward_tta(model, x, True), forward_tta(model, x.flip(-1), True)
     assert torch.allclose(tta, tta_mirror.flip(-1), atol=1e-5)  # TTA output is equivariant to the flip
     assert not torch.allclose(plain, tta, atol=1e-5)  # the model alone is not, so TTA did something
+
+
+# --- precision ---------------------------------------------------------------------------------------
+def test_autocast_computes_in_bf16_on_a_cpu_only_when_asked():
+    from seglib.engine.runtime import autocast, default_amp, native_bf16
+
+    cpu = torch.device("cpu")
+    conv, x = nn.Conv2d(3, 4, 3), torch.randn(1, 3, 8, 8)
+    with autocast(cpu, True):
+        assert conv(x).dtype == torch.bfloat16
+    with autocast(cpu, False):
+        assert conv(x).dtype == torch.float32
+    # The default follows the CPU: bf16 where it is native (AVX512-BF16 / AMX), fp32 where emulated.
+    assert default_amp(cpu) == native_bf16(cpu)
+    assert isinstance(native_bf16(cpu), bool) and not native_bf16(torch.device("meta"))
+
+
+def test_bf16_training_on_a_cpu_is_reproducible_and_differs_from_fp32(synthetic_root, tmp_path):
+    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))
+    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))
+    c = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=False))
+    assert a.history.train_loss.tolist() == b.history.train_loss.tolist()
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
+    assert a.history.train_loss.iloc[0] != c.history.train_loss.iloc[0]  # bf16 really was used
+    assert abs(a.history.train_loss.iloc[0] - c.history.train_loss.iloc[0]) < 0.05  # and stays close to fp32

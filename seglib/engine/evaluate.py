@@ -24,7 +24,7 @@ from ..metrics import confusion_counts, dataset_dice, dataset_iou, dice_from_cou
 from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
 from .progress import progress_bar
-from .runtime import autocast, default_num_workers, resolve_device, to_device_batch
+from .runtime import autocast, default_amp, default_num_workers, resolve_device, to_device_batch
 
 __all__ = ["evaluate", "forward_tta", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
 
@@ -49,7 +49,7 @@ def evaluate(
     threshold: float = 0.5,
     num_workers: int | None = None,
     channels_last: bool = True,
-    amp: bool = True,
+    amp: bool | None = None,
     progress: bool = True,
     tta: bool = False,
 ) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def evaluate(
         if batch["image"] is None:
             continue
         images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
-        with autocast(dev, amp):
+        with autocast(dev, default_amp(dev) if amp is None else amp):
             logits = forward_tta(model, images, tta)  # (B, 1, h, w)
         tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
         dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)

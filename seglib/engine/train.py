@@ -71,6 +71,7 @@ from .runtime import (
     amp_dtype,
     apply_determinism,
     autocast,
+    default_amp,
     default_num_workers,
     prepare_model,
     seed_everything,
@@ -410,7 +411,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False) -> FitResult:
 def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResult:
     device, main = info.device, info.is_main
     say = print if main else _silent
-    use_amp = bool(cfg.amp if cfg.amp is not None else device.type == "cuda") and device.type == "cuda"
+    use_amp = default_amp(device) if cfg.amp is None else bool(cfg.amp)
     ckpt = None
     if resume:
         run_dir = on_main(lambda: _find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
@@ -477,11 +478,12 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
         effective = cfg.batch_size * info.world_size
         batch += (f" per process x {info.world_size} processes = {effective} effective "
                   f"({info.backend}{', sync_bn' if cfg.sync_bn else ''})")  # fmt: skip
+    precision = f"{str(amp_dtype(device)).removeprefix('torch.')} autocast" if use_amp else "fp32"
     say(
         f"seglib: {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) on {kind} data "
         f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images at {cfg.image_size} px, "
         f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {device}"
-        f"{', amp' if use_amp else ''}; run folder {run_dir}"
+        f", {precision}; run folder {run_dir}"
     )
 
     def save_last(epoch_done: int, partial_state: _EpochState | None) -> None:
