@@ -58,18 +58,22 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
-def estimate_epoch_seconds(cfg: TrainConfig) -> float:
-    """Seconds one epoch of `cfg` takes on this machine: one real epoch, timed (then thrown away).
+def estimate_epoch_seconds(cfg: TrainConfig, margin: float = 1.15) -> float:
+    """Seconds one epoch of `cfg` takes on this machine, with a `margin`: two real epochs are run and
+    thrown away, and the second one, timed, counts.
 
-    Everything an epoch of the run does counts: data, augmentation, EMA, validation. A first version
-    timed a few steps on random tensors; it missed 7-19% of the real epochs (README, "Recipe study").
-    The first epoch also carries the warm-up, so the estimate errs long, which keeps runs in budget.
+    Everything an epoch of the run does counts: data, augmentation, EMA, validation. The first epoch
+    carries one-off costs (allocations, kernel selection) and is left out. A run's epochs come out
+    slower than the probe's (it also writes a checkpoint every epoch, whose write-back competes for
+    the cores) and vary: on this 2-core machine from 10 to 16.5 s in one run, their mean 10-12% above
+    the probe's second epoch, so a 10% margin let a 12-minute run overrun by 1% (README, "Recipe
+    study"). Earlier estimates (steps on random tensors, then a single real epoch) were 7-19% short.
     """
     cache_dir = cfg.cache_dir or str(Path(cfg.output_dir).parent / "cache")  # the run's own cache
     with tempfile.TemporaryDirectory(prefix="seglib-probe-") as tmp:
-        probe = replace(cfg, epochs=1, checkpoint_every=0, output_dir=tmp, run_name="probe", overwrite=True,
+        probe = replace(cfg, epochs=2, checkpoint_every=0, output_dir=tmp, run_name="probe", overwrite=True,
                         progress=False, use_wandb=False, cache_dir=cache_dir)  # fmt: skip
-        return float(fit(probe).history.seconds.iloc[0])
+        return margin * float(fit(probe).history.seconds.iloc[-1])
 
 
 def epochs_for_budget(cfg: TrainConfig, minutes: float, epoch_seconds: float | None = None) -> int:

@@ -211,7 +211,7 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
     from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
     cfg = cfg_for(synthetic_root, tmp_path / "runs", checkpoint_every=1)
-    secs = estimate_epoch_seconds(cfg)  # one real epoch, in a folder of its own
+    secs = estimate_epoch_seconds(cfg)  # two real epochs, in a folder of their own
     assert secs > 0 and not (tmp_path / "runs").exists()
     assert epochs_for_budget(cfg, 10 * secs / 60, epoch_seconds=secs) == 10
     assert epochs_for_budget(cfg, 0.001, epoch_seconds=secs) == 1  # at least one epoch
