@@ -359,6 +359,7 @@ def run_benchmark(
         ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
         waits: list[float] = []
         epoch_len = len(ref_ds) * passes
+        amp = default_amp(dev)
 
         def sampler(ds: OxfordPetDataset) -> RandomSampler:
             return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
@@ -391,7 +392,7 @@ def run_benchmark(
                     break
                 x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = b["mask"].to(dev, non_blocking=True)
-                total += fast_step(fast_model, fast_opt, x, y, default_amp(dev))
+                total += fast_step(fast_model, fast_opt, x, y, amp)
                 n += x.shape[0]
             total.item()
             dt = time.perf_counter() - t

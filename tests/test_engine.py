@@ -304,6 +304,19 @@ def test_autocast_computes_in_bf16_on_a_cpu_only_when_asked():
     assert isinstance(native_bf16(cpu), bool) and not native_bf16(torch.device("meta"))
 
 
+def test_native_bf16_agrees_with_the_cpu_flags():
+    """The detection goes through private torch functions: if one is renamed, this says so on a bf16 CPU."""
+    from pathlib import Path
+
+    from seglib.engine.runtime import native_bf16
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split())
+    assert native_bf16(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_tile"})
+
+
 def test_bf16_training_on_a_cpu_is_reproducible_and_differs_from_fp32(synthetic_root, tmp_path):
     a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))
     b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))

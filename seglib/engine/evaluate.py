@@ -70,6 +70,7 @@ def evaluate(
         model = model.to(memory_format=torch.channels_last)
     ds = copy.copy(dataset)
     ds.return_full_mask = True
+    use_amp = default_amp(dev) if amp is None else amp
     workers = default_num_workers(dev) if num_workers is None else num_workers
     rank, world = get_rank(), get_world_size()
     # No padding, no duplicate: every image on exactly one rank.
@@ -82,7 +83,7 @@ def evaluate(
         if batch["image"] is None:
             continue
         images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
-        with autocast(dev, default_amp(dev) if amp is None else amp):
+        with autocast(dev, use_amp):
             logits = forward_tta(model, images, tta)  # (B, 1, h, w)
         tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
         dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)

@@ -73,7 +73,8 @@ def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bf16 natively: a bf16-capable GPU, or a CPU with AVX512-BF16 or AMX.
 
     Without it (an AVX2 or Cascade Lake CPU) bf16 is emulated and 2-3x slower than fp32; with it
-    (e.g. AMD Zen 4) bf16 autocast trains the models here about 1.5x faster than fp32 (see the README).
+    (e.g. AMD Zen 4) bf16 autocast trains the ResNet34-UNet at 96 px about 1.4x faster per epoch than
+    fp32 for the same Dice (README, "amp").
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
