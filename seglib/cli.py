@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the optimisation and augmentation settings; default: the profile's")  # fmt: skip
     t.add_argument("--ema_decay", type=float, help="weight EMA decay, e.g. 0.99 (0: off)")
     t.add_argument("--scale_jitter", type=float, help="random zoom in [1-j, 1+j] (0: off)")
+    t.add_argument(
+        "--copy_paste", type=float, help="paste another image's pet with this probability (0: off)"
+    )
     t.add_argument("--pct_start", type=float, help="onecycle's warm-up fraction")
     t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="validate with horizontal-flip test-time augmentation")  # fmt: skip
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(a: argparse.Namespace) -> None:
     keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
             "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss",
-            "ema_decay", "scale_jitter", "pct_start", "tta", "checkpoint_every", "amp")  # fmt: skip
+            "ema_decay", "scale_jitter", "copy_paste", "pct_start", "tta", "checkpoint_every", "amp")  # fmt: skip
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,

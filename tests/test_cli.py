@@ -23,14 +23,15 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     p = seglib("train", "--data_path", synthetic_root, "--model", "unet", "--base_channels", "4", "--epochs", 2,
                "--image_size", 32, "--batch_size", 4, "--train_limit", 12, "--val_limit", 6, "--lr", 1e-3,
                "--scheduler", "cosine", "--output_dir", tmp_path / "runs", "--run_name", "cli", "--recipe", "recommended",
-               "--ema_decay", 0.9, "--no-tta", "--checkpoint_every", 1, "--no-amp", cwd=tmp_path)  # fmt: skip
+               "--ema_decay", 0.9, "--no-tta", "--checkpoint_every", 1, "--no-amp", "--copy_paste", 0.5,
+               cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr
     run = tmp_path / "runs" / "cli"
     assert "best val Dice" in p.stdout and (run / "history.png").is_file()
     assert pd.read_csv(run / "history.csv").shape[0] == 2
     cfg = json.loads((run / "config.json").read_text())  # the recipe, then the flags on top
-    assert (cfg["loss"], cfg["pct_start"], cfg["scheduler"], cfg["ema_decay"], cfg["tta"], cfg["amp"]) == (
-        "bce_dice", 0.3, "cosine", 0.9, False, False)  # fmt: skip
+    assert (cfg["loss"], cfg["pct_start"], cfg["scheduler"], cfg["ema_decay"], cfg["tta"], cfg["amp"],
+            cfg["copy_paste"]) == ("bce_dice", 0.3, "cosine", 0.9, False, False, 0.5)  # fmt: skip
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
 
     p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", synthetic_root, "--limit", 5,

@@ -22,7 +22,7 @@ def cfg_for(root, out, **kw) -> TrainConfig:
     base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
                 image_size=32, epochs=3, batch_size=4, train_limit=14, val_limit=6, output_dir=str(out),
                 progress=False, lr=3e-3, scheduler="onecycle", run_name="r", ema_decay=0.9, scale_jitter=0.2,
-                tta=True, loss="bce_dice")  # fmt: skip
+                copy_paste=0.5, tta=True, loss="bce_dice")  # fmt: skip
     base.update(kw)
     return TrainConfig(**base)
 
@@ -104,6 +104,7 @@ def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
     [
         ({"ema_decay": 1.0}, r"ema_decay must be 0 \(off\) or in \(0, 1\)"),
         ({"scale_jitter": 1.5}, r"scale_jitter must be in \[0, 1\)"),
+        ({"copy_paste": -0.1}, r"copy_paste must be a probability in \[0, 1\]"),
         ({"checkpoint_every": -1}, r"checkpoint_every must be an integer >= 0"),
         ({"tta": "yes"}, r"tta must be True or False"),
     ],
@@ -143,8 +144,18 @@ def test_validation_scores_the_ema_model_with_tta(synthetic_root, tmp_path):
     assert plain.val_loss[0] != ema.val_loss[0] != ema_tta.val_loss[0]
 
 
+def test_copy_paste_changes_the_training_batches_only_when_augmenting(synthetic_root, tmp_path):
+    kw = dict(epochs=1, train_limit=8, ema_decay=0.0, scale_jitter=0.0, tta=False, run_name=None)
+    off = fit(cfg_for(synthetic_root, tmp_path / "a", copy_paste=0.0, **kw)).history
+    on = fit(cfg_for(synthetic_root, tmp_path / "b", **kw)).history
+    plain = fit(cfg_for(synthetic_root, tmp_path / "c", copy_paste=0.0, augment=False, **kw)).history
+    plain_cp = fit(cfg_for(synthetic_root, tmp_path / "d", augment=False, **kw)).history
+    assert on.train_loss[0] != off.train_loss[0]
+    assert plain.train_loss[0] == plain_cp.train_loss[0]  # augment=False turns every augmentation off
+
+
 def test_resumed_recipe_run_equals_uninterrupted_run(synthetic_root, tmp_path, monkeypatch):
-    """EMA, zoom augmentation, BCE + Dice and TTA validation survive a Ctrl-C mid-epoch bit for bit."""
+    """EMA, zoom and copy-paste augmentation, BCE + Dice and TTA validation survive a Ctrl-C mid-epoch bit for bit."""
     whole = fit(cfg_for(synthetic_root, tmp_path / "a"))
     real_loss, count = train_mod.bce_loss, {"n": 0}
 

@@ -1,4 +1,4 @@
-"""Oxford-IIIT Pet: list files, trimaps, transforms, the dataset, the synthetic set and the download.
+"""Oxford-IIIT Pet: list files, trimaps, transforms, copy-paste, the dataset, the synthetic set and the download.
 
 This package never imports the models or the engine.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 from .dataset import CorruptSampleError, OxfordPetDataset, collate, find_root, is_oxford_pet_root, open_rgb
 from .download import RESOURCES, download
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
+from .mixing import copy_paste, mixing_generator
 from .sampling import EpochSampler
 from .stats import describe
 from .synthetic import make_synthetic_pets, synthetic_pet
@@ -18,8 +19,9 @@ from .trimaps import BORDER_MODES, IGNORE_INDEX, check_trimap, trimap_to_mask
 
 __all__ = [
     "BORDER_MODES", "BREEDS", "CorruptSampleError", "DATASETS", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "RESOURCES",
-    "SPLITS", "EpochSampler", "ListEntry", "OxfordPetDataset", "breed_of", "check_trimap", "collate", "describe", "download",
-    "eval_transform", "find_root", "is_oxford_pet_root", "make_synthetic_pets", "open_rgb", "read_list",
+    "SPLITS", "EpochSampler", "ListEntry", "OxfordPetDataset", "breed_of", "check_trimap", "collate", "copy_paste", "describe",
+    "download",
+    "eval_transform", "find_root", "is_oxford_pet_root", "make_synthetic_pets", "mixing_generator", "open_rgb", "read_list",
     "resolve_data_root", "seed_transform", "select_split", "synthetic_pet", "train_transform", "trimap_to_mask",
 ]  # fmt: skip
 

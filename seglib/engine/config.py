@@ -52,6 +52,7 @@ class TrainConfig:
     loss: str = "bce"  # "bce": BCEWithLogits (the original) | "bce_dice": BCE + soft Dice
     ema_decay: float = 0.0  # weight EMA (seglib.engine.ema): validate and keep the averaged weights; 0: off
     scale_jitter: float = 0.0  # augmentation: random zoom in [1 - j, 1 + j] and shift up to j / 2 (0: off)
+    copy_paste: float = 0.0  # augmentation: paste another image's pet with this probability (0: off)
     tta: bool = False  # validate with horizontal-flip test-time augmentation (the recipe's evaluation)
     threshold: float = 0.5
     seed: int = 42
@@ -104,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), e.g. 0.99; got {self.ema_decay!r}")
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), e.g. 0.25; got {self.scale_jitter!r}")
+        if not 0 <= self.copy_paste <= 1:
+            raise ValueError(f"copy_paste must be a probability in [0, 1], e.g. 0.5; got {self.copy_paste!r}")
         if self.image_size < 32:
             raise ValueError(
                 f"image_size must be at least 32 px (the encoders downsample 32x), got {self.image_size}"

@@ -35,7 +35,9 @@ from ..data import (
     EpochSampler,
     OxfordPetDataset,
     collate,
+    copy_paste,
     eval_transform,
+    mixing_generator,
     resolve_data_root,
     train_transform,
 )  # fmt: skip
@@ -329,6 +331,9 @@ def _run_epoch(
                 state.step += 1
                 continue
             images, masks = to_device_batch(batch["image"], batch["mask"], device, cfg.channels_last)
+            if training and cfg.augment and cfg.copy_paste > 0:
+                gen = mixing_generator(cfg.seed, len(lr_log), get_rank())
+                images, masks = copy_paste(images, masks, cfg.copy_paste, gen)
             with autocast(device, use_amp):
                 logits = forward_tta(model, images, tta)
             loss = bce_loss(logits, masks)
