@@ -59,12 +59,13 @@ def copy_paste(
     device = images.device
     source, apply = source.to(device), apply.to(device)
     grid = F.affine_grid(theta.to(device), [b, 1, *images.shape[2:]], align_corners=False)
-    src_images = F.grid_sample(images[source].float(), grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=False)  # fmt: skip
+    src_images = F.grid_sample(
+        images[source], grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
     pet = (masks[source] == 1).float()
     src_pet = F.grid_sample(pet, grid, mode="bilinear", padding_mode="zeros", align_corners=False) > 0.5
     paste = src_pet & apply[:, None, None, None]
-    out_images = torch.where(paste, src_images.to(images.dtype), images)
+    out_images = torch.where(paste, src_images, images)
     out_masks = torch.where(paste, torch.ones((), dtype=masks.dtype, device=device), masks)
     if images.is_contiguous(memory_format=torch.channels_last):
         out_images = out_images.contiguous(memory_format=torch.channels_last)
