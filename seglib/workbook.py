@@ -18,7 +18,7 @@ from typing import Any
 from .data import DATASETS, resolve_data_root
 from .engine import PROFILES, TrainConfig, config_from_profile
 
-__all__ = ["Workspace", "start", "run_workbook", "allocator_env", "NOTEBOOKS", "main"]
+__all__ = ["Workspace", "start", "run_workbook", "notebook_params", "allocator_env", "NOTEBOOKS", "main"]
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
@@ -142,6 +142,41 @@ def run_workbook(
     return out
 
 
+def notebook_params(
+    assignments: list[str], notebooks: tuple[str, ...] = NOTEBOOKS
+) -> dict[str, dict[str, Any]]:
+    """`NAME=VALUE` strings -> run_workbook's `extra`: each value goes to the notebooks that declare NAME.
+
+    Values are JSON when they parse (7, 0.5, true), else strings ("unet", "3,6,12"). A name that none
+    of `notebooks` declares is a ValueError naming it and the parameters they have.
+    """
+    import json
+
+    import papermill as pm
+
+    if not assignments:
+        return {}
+    declared = {name: set(pm.inspect_notebook(REPO / "notebooks" / name)) for name in notebooks}
+    extra: dict[str, dict[str, Any]] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {item!r} is not NAME=VALUE (e.g. --param model_name=unet)")
+        takers = [name for name in notebooks if key in declared[name]]
+        if not takers:
+            known = sorted(set().union(*declared.values()))
+            raise ValueError(
+                f"--param {key!r}: no notebook of {list(notebooks)} has it; their parameters: {known}"
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        for name in takers:
+            extra.setdefault(name, {})[key] = value
+    return extra
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m seglib.workbook", description=__doc__)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
@@ -149,9 +184,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", default="auto", choices=DATASETS)
     p.add_argument("--results_dir", default=str(REPO / "results"))
     p.add_argument("--only", nargs="*", help="run only these notebooks (file names)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a papermill parameter for the notebooks that have it, e.g. model_name=unet (repeatable)",
+    )
     a = p.parse_args(argv)
+    notebooks = tuple(a.only) if a.only else NOTEBOOKS
     try:
-        run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, tuple(a.only) if a.only else NOTEBOOKS)
+        extra = notebook_params(a.param, notebooks)
+        run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, notebooks, extra)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         sys.exit(f"workbook: error: {e}")
 

@@ -7,7 +7,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from seglib.workbook import NOTEBOOKS, REPO, run_workbook
+from seglib.workbook import NOTEBOOKS, REPO, notebook_params, run_workbook
 
 COMMON = {"data_root", "dataset", "profile", "results_dir"}
 
@@ -18,6 +18,26 @@ def test_parameters_are_documented(name):
     assert set(params) >= COMMON
     assert all(p["help"] for p in params.values()), name  # papermill --help-notebook shows them
     assert params["profile"]["default"] == '"quick"'
+
+
+def test_workbook_params_go_to_the_notebooks_that_have_them():
+    extra = notebook_params(
+        ["model_name=unet", "budgets=3,6,12", "seed=7", "test_limit=0"], ("06_recipe_study.ipynb",)
+    )
+    assert extra == {
+        "06_recipe_study.ipynb": {"model_name": "unet", "budgets": "3,6,12", "seed": 7, "test_limit": 0}
+    }
+    assert set(notebook_params(["budgets=3"])) == {"06_recipe_study.ipynb"}  # only 06 has budgets
+    assert notebook_params(["profile=tiny"], NOTEBOOKS[:2]) == {
+        name: {"profile": "tiny"} for name in NOTEBOOKS[:2]
+    }
+    assert notebook_params([]) == {}
+    with pytest.raises(
+        ValueError, match=r"--param 'model_name': no notebook of \['01_data_exploration.ipynb'\]"
+    ):
+        notebook_params(["model_name=unet"], NOTEBOOKS[:1])
+    with pytest.raises(ValueError, match=r"--param 'model_name' is not NAME=VALUE"):
+        notebook_params(["model_name"])
 
 
 @pytest.fixture(scope="module")

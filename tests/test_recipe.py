@@ -82,9 +82,15 @@ def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
         1e-4, "none", "bce", 0.0, 0.0, False)  # fmt: skip
     assert full == TrainConfig()  # the original's settings are the defaults
     for profile in ("quick", "recommended"):
-        cfg = config_from_profile(profile, model="resnet34_unet")
-        for key, value in RECIPES["recommended"].items():
-            assert getattr(cfg, key) == value, (profile, key)
+        for model in ("unet", "resnet34_unet"):
+            cfg = config_from_profile(profile, model=model)
+            for key, value in RECIPES["recommended"].items():
+                assert getattr(cfg, key) == value, (profile, model, key)
+    # The 12-minute budget the recipe study measured, per model (README, "Recipe study").
+    unet = config_from_profile("recommended", model="unet")
+    assert (unet.image_size, unet.epochs, unet.model_kwargs) == (128, 100, {"base_channels": 16})
+    resnet = config_from_profile("recommended", model="resnet34_unet")
+    assert (resnet.image_size, resnet.epochs, resnet.model_kwargs) == (96, 60, {})
     assert RECIPES["recommended"]["ema_decay"] > 0 and RECIPES["recommended"]["scheduler"] == "onecycle"
     # A recipe on another profile's sizes: the recommended recipe at the original's 256 px, 50 epochs.
     gpu = config_from_profile("full", recipe="recommended")
