@@ -147,8 +147,9 @@ def notebook_params(
 ) -> dict[str, dict[str, Any]]:
     """`NAME=VALUE` strings -> run_workbook's `extra`: each value goes to the notebooks that declare NAME.
 
-    Values are JSON when they parse (7, 0.5, true), else strings ("unet", "3,6,12"). A name that none
-    of `notebooks` declares is a ValueError naming it and the parameters they have.
+    A parameter declared as a string gets VALUE as it is ("12" stays "12"); others get it as JSON when
+    it parses (7, 0.5, true), else as a string. A name that none of `notebooks` declares is a ValueError
+    naming it and the parameters they have.
     """
     import json
 
@@ -156,7 +157,7 @@ def notebook_params(
 
     if not assignments:
         return {}
-    declared = {name: set(pm.inspect_notebook(REPO / "notebooks" / name)) for name in notebooks}
+    declared = {name: pm.inspect_notebook(REPO / "notebooks" / name) for name in notebooks}
     extra: dict[str, dict[str, Any]] = {}
     for item in assignments:
         key, sep, raw = item.partition("=")
@@ -169,11 +170,13 @@ def notebook_params(
                 f"--param {key!r}: no notebook of {list(notebooks)} has it; their parameters: {known}"
             )
         try:
-            value = json.loads(raw)
+            parsed = json.loads(raw)
         except json.JSONDecodeError:
-            value = raw
-        for name in takers:
-            extra.setdefault(name, {})[key] = value
+            parsed = raw
+        for name in takers:  # papermill's -r/-p distinction, from the notebook's own annotation
+            extra.setdefault(name, {})[key] = (
+                raw if declared[name][key]["inferred_type_name"] == "str" else parsed
+            )
     return extra
 
 

@@ -22,10 +22,10 @@ def test_parameters_are_documented(name):
 
 def test_workbook_params_go_to_the_notebooks_that_have_them():
     extra = notebook_params(
-        ["model_name=unet", "budgets=3,6,12", "seed=7", "test_limit=0"], ("06_recipe_study.ipynb",)
-    )
+        ["model_name=unet", "budgets=12", "seed=7", "keep_epoch_models=true"], ("06_recipe_study.ipynb",)
+    )  # budgets is a str parameter: "12" stays a string
     assert extra == {
-        "06_recipe_study.ipynb": {"model_name": "unet", "budgets": "3,6,12", "seed": 7, "test_limit": 0}
+        "06_recipe_study.ipynb": {"model_name": "unet", "budgets": "12", "seed": 7, "keep_epoch_models": True}
     }
     assert set(notebook_params(["budgets=3"])) == {"06_recipe_study.ipynb"}  # only 06 has budgets
     assert notebook_params(["profile=tiny"], NOTEBOOKS[:2]) == {
