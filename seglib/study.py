@@ -21,12 +21,21 @@ from .data import OxfordPetDataset
 from .engine import RECIPES, TrainConfig, evaluate, fit, load_checkpoint, load_model, summarize
 
 __all__ = [
+    "json_or_text",
     "parse_recipes",
     "estimate_epoch_seconds",
     "epochs_for_budget",
     "dice_versus_minutes",
     "dice_at_budgets",
 ]
+
+
+def json_or_text(text: str) -> Any:
+    """A command-line value: JSON where it parses (7, 0.99, true, "x"), else the text itself (unet, 3,6,12)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -48,10 +57,7 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
             key, sep, value = change.partition("=")
             if not sep or key not in known:
                 raise ValueError(f"recipes: {change!r} in {item!r} is not key=value with a TrainConfig key")
-            try:
-                over[key] = json.loads(value)
-            except json.JSONDecodeError:
-                over[key] = value
+            over[key] = json_or_text(value)
         out[item] = (name, over)
     if not out:
         raise ValueError(f"recipes: no recipe in {spec!r}; e.g. 'original,recommended'")

@@ -17,6 +17,7 @@ from typing import Any
 
 from .data import DATASETS, resolve_data_root
 from .engine import PROFILES, TrainConfig, config_from_profile
+from .study import json_or_text
 
 __all__ = ["Workspace", "start", "run_workbook", "notebook_params", "allocator_env", "NOTEBOOKS", "main"]
 
@@ -151,8 +152,6 @@ def notebook_params(
     it parses (7, 0.5, true), else as a string. A name that none of `notebooks` declares is a ValueError
     naming it and the parameters they have.
     """
-    import json
-
     import papermill as pm
 
     if not assignments:
@@ -169,14 +168,9 @@ def notebook_params(
             raise ValueError(
                 f"--param {key!r}: no notebook of {list(notebooks)} has it; their parameters: {known}"
             )
-        try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError:
-            parsed = raw
         for name in takers:  # papermill's -r/-p distinction, from the notebook's own annotation
-            extra.setdefault(name, {})[key] = (
-                raw if declared[name][key]["inferred_type_name"] == "str" else parsed
-            )
+            typed = declared[name][key]["inferred_type_name"] != "str"
+            extra.setdefault(name, {})[key] = json_or_text(raw) if typed else raw
     return extra
 
 
