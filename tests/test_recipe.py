@@ -88,7 +88,7 @@ def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
                 assert getattr(cfg, key) == value, (profile, model, key)
     # The 12-minute budget the recipe study measured, per model (README, "Recipe study").
     unet = config_from_profile("recommended", model="unet")
-    assert (unet.image_size, unet.epochs, unet.model_kwargs) == (128, 100, {"base_channels": 16})
+    assert (unet.image_size, unet.epochs, unet.model_kwargs) == (160, 70, {"base_channels": 16})
     resnet = config_from_profile("recommended", model="resnet34_unet")
     assert (resnet.image_size, resnet.epochs, resnet.model_kwargs) == (96, 60, {})
     assert RECIPES["recommended"]["ema_decay"] > 0 and RECIPES["recommended"]["scheduler"] == "onecycle"
