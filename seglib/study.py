@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "parse_recipes",
     "estimate_epoch_seconds",
     "epochs_for_budget",
+    "fit_to_budget",
     "dice_versus_minutes",
     "dice_at_budgets",
 ]
@@ -88,6 +90,35 @@ def epochs_for_budget(cfg: TrainConfig, minutes: float, epoch_seconds: float | N
         raise ValueError(f"budget minutes must be positive, got {minutes!r}")
     epoch_seconds = epoch_seconds or estimate_epoch_seconds(cfg)
     return max(1, math.floor(minutes * 60 / epoch_seconds))
+
+
+def fit_to_budget(
+    cfg: TrainConfig,
+    minutes: float,
+    min_epochs: int = 0,
+    sizes: Sequence[int] = (),
+    epoch_seconds: dict[int, float] | None = None,
+    shrunk: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """`cfg` with the epochs that fit `minutes` here, at the largest image size that still gives `min_epochs`.
+
+    A schedule fitted to a short budget gets too few steps for its warm-up and decay at the profile's
+    size; smaller images buy more epochs. Sizes tried: `cfg.image_size`, then those of `sizes` below it,
+    largest first (the smallest if none gives `min_epochs`). A run at a smaller size also takes the
+    settings in `shrunk` (e.g. no regularisation: so few steps underfit). `epoch_seconds` maps a size to
+    its timed epoch: given ones are used, missing ones timed (`estimate_epoch_seconds`) and added.
+    """
+    seconds = {} if epoch_seconds is None else epoch_seconds
+    candidates = sorted({cfg.image_size, *(s for s in sizes if s < cfg.image_size)}, reverse=True)
+    for size in candidates:
+        changes = (shrunk or {}) if size < cfg.image_size else {}
+        trial = replace(cfg, image_size=size, **changes)
+        if size not in seconds:
+            seconds[size] = estimate_epoch_seconds(trial)
+        fitted = replace(trial, epochs=epochs_for_budget(trial, minutes, seconds[size]))
+        if fitted.epochs >= min_epochs:
+            break
+    return fitted  # the smallest size when none gives min_epochs
 
 
 def dice_versus_minutes(

@@ -46,6 +46,17 @@ def test_unet_base_channels_scales_every_width():
     assert count_parameters(small) < count_parameters(UNet()) / 10
 
 
+def test_unet_dropout_acts_in_training_only_and_adds_no_parameters():
+    torch.manual_seed(0)
+    plain, dropped = UNet(base_channels=4), UNet(base_channels=4, dropout=0.5)
+    dropped.load_state_dict(plain.state_dict())  # the same weights: dropout is no parameter
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), dropped.eval()(x))
+        dropped.train()
+        assert not torch.equal(dropped(x), dropped(x))  # a new mask each call
+
+
 def test_resnet34_unet_parameter_count():
     # encoder 21,284,672 (torchvision resnet34 without fc) + decoder and head
     model = ResNet34UNet()
@@ -82,3 +93,5 @@ def test_bad_encoder_weights_and_model_names():
         build_model("segformer")
     with pytest.raises(ValueError, match="base_channels"):
         UNet(base_channels=0)
+    with pytest.raises(ValueError, match="dropout must be in"):
+        UNet(base_channels=4, dropout=1.0)

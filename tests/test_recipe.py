@@ -15,6 +15,7 @@ from seglib.engine import (
     load_checkpoint,
     load_model,
 )
+from seglib.engine.config import MODEL_RECIPES
 from seglib.engine.train import TrainingInterrupted
 
 
@@ -84,11 +85,17 @@ def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
     for profile in ("quick", "recommended"):
         for model in ("unet", "resnet34_unet"):
             cfg = config_from_profile(profile, model=model)
-            for key, value in RECIPES["recommended"].items():
-                assert getattr(cfg, key) == value, (profile, model, key)
-    # The 12-minute budget the recipe study measured, per model (README, "Recipe study").
+            for key, value in {**RECIPES["recommended"], **MODEL_RECIPES.get((profile, model), {})}.items():
+                if key != "model_kwargs":
+                    assert getattr(cfg, key) == value, (profile, model, key)
+    # The 12-minute budget the recipe study measured, per model (README, "Recipe study"); the UNet's
+    # regularisation comes with the recommended recipe only, not with the original's it is compared with.
     unet = config_from_profile("recommended", model="unet")
-    assert (unet.image_size, unet.epochs, unet.model_kwargs) == (160, 70, {"base_channels": 16})
+    assert (unet.image_size, unet.epochs, unet.model_kwargs, unet.scale_jitter) == (
+        160, 70, {"base_channels": 16, "dropout": 0.2}, 0.25)  # fmt: skip
+    plain = config_from_profile("recommended", recipe="original", model="unet")
+    assert (plain.image_size, plain.model_kwargs, plain.scale_jitter) == (160, {"base_channels": 16}, 0.0)
+    assert config_from_profile("quick", model="unet").model_kwargs == {"base_channels": 16}
     resnet = config_from_profile("recommended", model="resnet34_unet")
     assert (resnet.image_size, resnet.epochs, resnet.model_kwargs) == (96, 60, {})
     assert RECIPES["recommended"]["ema_decay"] > 0 and RECIPES["recommended"]["scheduler"] == "onecycle"
@@ -234,3 +241,27 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
     assert epochs_for_budget(cfg, 0.001, epoch_seconds=secs) == 1  # at least one epoch
     with pytest.raises(ValueError, match="budget minutes must be positive"):
         epochs_for_budget(cfg, 0.0, epoch_seconds=secs)
+
+
+def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(synthetic_root, tmp_path):
+    from seglib.study import fit_to_budget
+
+    cfg = cfg_for(synthetic_root, tmp_path / "runs", image_size=64)
+    secs = {64: 6.0, 48: 4.0, 32: 1.5}  # timed epochs per size: nothing is run
+    fitted = fit_to_budget(cfg, 1.0, epoch_seconds=secs)
+    assert (fitted.image_size, fitted.epochs) == (64, 10)  # no min_epochs: the profile's size
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=12, sizes=[32, 48, 96], epoch_seconds=secs)
+    assert (fitted.image_size, fitted.epochs) == (48, 15)  # the largest with 12 epochs (96: above 64)
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=100, sizes=[32, 48], epoch_seconds=secs)
+    assert (fitted.image_size, fitted.epochs) == (32, 40)  # none gives 100: the smallest
+    fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs)
+    assert (fitted.image_size, fitted.epochs) == (64, 120)  # a long budget keeps the profile's size
+    assert fitted.lr == cfg.lr and fitted.seed == cfg.seed  # nothing else changes
+    plain = {"scale_jitter": 0.0, "copy_paste": 0.0}  # a smaller size takes these, the profile's does not
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=12, sizes=[48], epoch_seconds=secs, shrunk=plain)
+    assert (fitted.image_size, fitted.scale_jitter, fitted.copy_paste) == (48, 0.0, 0.0)
+    fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[48], epoch_seconds=secs, shrunk=plain)
+    assert (fitted.image_size, fitted.scale_jitter) == (64, cfg.scale_jitter) and cfg.scale_jitter > 0
+    probed: dict[int, float] = {}
+    fitted = fit_to_budget(cfg, 0.5, min_epochs=1, sizes=[32], epoch_seconds=probed)
+    assert list(probed) == [64] and probed[64] > 0  # a missing size is timed (two real epochs), once

@@ -3,6 +3,8 @@
 DoubleConv (conv3x3-BN-ReLU x2, padding 1, no bias) -> 4 Down (maxpool + DoubleConv) -> 4 Up
 (ConvTranspose2d x2, pad to the skip, concat, DoubleConv) -> 1x1 OutConv. Widths 64..1024 by default;
 `base_channels` scales them all. Any input size works: the Up blocks pad to the skip's size.
+`dropout` > 0 adds the paper's "drop-out layers at the end of the contracting path" (Dropout2d on the
+two deepest feature maps, training only); the original workbook has none (0, the default).
 """
 
 from __future__ import annotations
@@ -68,10 +70,14 @@ class OutConv(nn.Conv2d):
 class UNet(nn.Module):
     """UNet returning logits of shape (B, num_classes, H, W) for any H, W >= 1."""
 
-    def __init__(self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 64) -> None:
+    def __init__(
+        self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 64, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if base_channels < 1:
             raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), e.g. 0.2; got {dropout!r}")
         c = [base_channels * 2**i for i in range(5)]  # 64, 128, 256, 512, 1024
         self.in_channels, self.num_classes, self.base_channels = in_channels, num_classes, base_channels
         self.inc = DoubleConv(in_channels, c[0])
@@ -84,6 +90,7 @@ class UNet(nn.Module):
         self.up3 = Up(c[2], c[1])
         self.up4 = Up(c[1], c[0])
         self.outc = OutConv(c[0], num_classes)
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -92,8 +99,8 @@ class UNet(nn.Module):
         x1 = self.inc(x)  # (B, 64, H, W)
         x2 = self.down1(x1)  # (B, 128, H/2, W/2)
         x3 = self.down2(x2)  # (B, 256, H/4, W/4)
-        x4 = self.down3(x3)  # (B, 512, H/8, W/8)
-        x5 = self.down4(x4)  # (B, 1024, H/16, W/16)
+        x4 = self.dropout(self.down3(x3))  # (B, 512, H/8, W/8)
+        x5 = self.dropout(self.down4(x4))  # (B, 1024, H/16, W/16)
         x = self.up1(x5, x4)
         x = self.up2(x, x3)
         x = self.up3(x, x2)
