@@ -195,7 +195,8 @@ MODEL_RECIPES: dict[tuple[str, str], dict[str, Any]] = {
 
 def config_from_profile(profile: str = "full", recipe: str | None = None, **overrides: Any) -> TrainConfig:
     """A TrainConfig: the profile's sizes, `recipe` (default: the profile's), the profile's sizes for
-    `overrides["model"]` (and, with the profile's own recipe, its `MODEL_RECIPES` additions), then `overrides`. Profiles: "full" | "recommended" | "quick" | "tiny"; recipes: "original" | "recommended".
+    `overrides["model"]` (with the profile's own recipe also its `MODEL_RECIPES` additions), then
+    `overrides`. Profiles: "full" | "recommended" | "quick" | "tiny"; recipes: "original" | "recommended".
     """
     _choice("profile", profile, PROFILES)
     recipe = recipe or PROFILE_RECIPES.get(profile)
