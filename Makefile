@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: workbook test lint data lab bench clean-venv
+.PHONY: workbook test lint format data lab bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ workbook: $(STAMP)  ## run notebooks 01-05 with papermill (PROFILE=quick|full|ti
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
-lint: $(STAMP)
-	$(VENV)/bin/ruff check seglib tests
+lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
+	$(VENV)/bin/ruff check seglib tests notebooks benchmarks
+	$(VENV)/bin/ruff format --check seglib tests notebooks benchmarks
+
+format: $(STAMP)  ## apply ruff format
+	$(VENV)/bin/ruff format seglib tests notebooks benchmarks
 
 data: $(STAMP)  ## download the real Oxford-IIIT Pet data set (about 800 MB) into data/oxford-iiit-pet
 	$(PY) -m seglib download --data_path data/oxford-iiit-pet

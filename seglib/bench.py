@@ -96,10 +96,18 @@ def interleaved(
 
 def _row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_better: bool = True) -> dict:
     mr, mf = statistics.median(ref), statistics.median(fast)
-    return {"what": what, "unit": unit, "reference": mr, "seglib": mf,
-            "ratio": (mf / mr if higher_is_better else mr / mf) if mr and mf else None,
-            "reference_min": min(ref), "reference_max": max(ref), "seglib_min": min(fast), "seglib_max": max(fast),
-            "reps": len(ref)}  # fmt: skip
+    return {
+        "what": what,
+        "unit": unit,
+        "reference": mr,
+        "seglib": mf,
+        "ratio": (mf / mr if higher_is_better else mr / mf) if mr and mf else None,
+        "reference_min": min(ref),
+        "reference_max": max(ref),
+        "seglib_min": min(fast),
+        "seglib_max": max(fast),
+        "reps": len(ref),
+    }
 
 
 def matmul_ceiling(device: torch.device, n: int, reps: int, dtype: torch.dtype = torch.float32) -> float:
@@ -225,11 +233,25 @@ def bench_train_step(
         rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
     if compiled:
         rows.append(_row(f"{what} torch.compile", "images/s", ref, compiled))
-        rows.append({"what": f"{what} torch.compile: first step (compiling)", "unit": "s", "reference": None,
-                     "seglib": compile_seconds, "ratio": None})  # fmt: skip
+        rows.append(
+            {
+                "what": f"{what} torch.compile: first step (compiling)",
+                "unit": "s",
+                "reference": None,
+                "seglib": compile_seconds,
+                "ratio": None,
+            }
+        )
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
-    rows.append({"what": f"{what} memory", "unit": mem_unit, "reference": peaks["reference"], "seglib": peaks["seglib"],
-                 "ratio": peaks["reference"] / peaks["seglib"] if peaks["seglib"] else None})  # fmt: skip
+    rows.append(
+        {
+            "what": f"{what} memory",
+            "unit": mem_unit,
+            "reference": peaks["reference"],
+            "seglib": peaks["seglib"],
+            "ratio": peaks["reference"] / peaks["seglib"] if peaks["seglib"] else None,
+        }
+    )
     return rows
 
 
@@ -279,29 +301,53 @@ def run_benchmark(
     reps = reps or (3 if quick else 5)
     rows: list[dict] = []
     out: dict[str, Any] = {
-        "machine": cpu_name(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "device": str(dev), "threads": torch.get_num_threads(),
+        "machine": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
-        "quick": quick, "amp": default_amp(dev), "native_bf16": native_bf16(dev), "rows": rows,
-    }  # fmt: skip
+        "quick": quick,
+        "amp": default_amp(dev),
+        "native_bf16": native_bf16(dev),
+        "rows": rows,
+    }
     n = 2048 if quick else 4096
     ceiling = matmul_ceiling(dev, n, reps)
-    rows.append({"what": f"fp32 matmul {n}x{n} ceiling", "unit": "GFLOP/s", "reference": ceiling, "seglib": ceiling,
-                 "ratio": 1.0})  # fmt: skip
+    rows.append(
+        {
+            "what": f"fp32 matmul {n}x{n} ceiling",
+            "unit": "GFLOP/s",
+            "reference": ceiling,
+            "seglib": ceiling,
+            "ratio": 1.0,
+        }
+    )
     log(f"fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
     # seglib trains in bf16 where the device has it natively: its achieved FLOP/s compare with bf16's ceiling.
     fast_ceiling = ceiling
     if default_amp(dev) and amp_dtype(dev) == torch.bfloat16:
         fast_ceiling = matmul_ceiling(dev, n, reps, torch.bfloat16)
-        rows.append({"what": f"bf16 matmul {n}x{n} ceiling", "unit": "GFLOP/s", "reference": None,
-                     "seglib": fast_ceiling, "ratio": None})  # fmt: skip
+        rows.append(
+            {
+                "what": f"bf16 matmul {n}x{n} ceiling",
+                "unit": "GFLOP/s",
+                "reference": None,
+                "seglib": fast_ceiling,
+                "ratio": None,
+            }
+        )
         log(f"bf16 matmul ceiling {fast_ceiling:.0f} GFLOP/s")
 
     if quick:
         steps = [("unet", {"base_channels": 16}, 128, 4), ("resnet34_unet", {}, 64, 4)]
     else:
-        steps = [("unet", {}, 256, 8), ("resnet34_unet", {}, 256, 8), ("unet", {"base_channels": 16}, 128, 8),
-                 ("resnet34_unet", {}, 96, 8)]  # fmt: skip
+        steps = [
+            ("unet", {}, 256, 8),
+            ("resnet34_unet", {}, 256, 8),
+            ("unet", {"base_channels": 16}, 128, 8),
+            ("resnet34_unet", {}, 96, 8),
+        ]
     if dev.type == "cuda":
         steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
     for name, kw, size, batch in steps:
@@ -334,14 +380,29 @@ def run_benchmark(
         ref_rate = _loader_rate(
             lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
         )
-        fast_rate = _loader_rate(lambda: DataLoader(fast_ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                                    collate_fn=collate, pin_memory=dev.type == "cuda"))  # fmt: skip
+        fast_rate = _loader_rate(
+            lambda: DataLoader(
+                fast_ds,
+                batch_size=batch,
+                shuffle=True,
+                num_workers=workers,
+                collate_fn=collate,
+                pin_memory=dev.type == "cuda",
+            )
+        )
         ref, fst = interleaved(ref_rate, fast_rate, reps)
         rows.append(
             _row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)
         )
-        rows.append({"what": "cache build (once per data set and size)", "unit": "s", "reference": None, "seglib": build,
-                     "ratio": None})  # fmt: skip
+        rows.append(
+            {
+                "what": "cache build (once per data set and size)",
+                "unit": "s",
+                "reference": None,
+                "seglib": build,
+                "ratio": None,
+            }
+        )
         log(_fmt(rows[-2]) + f" (cache built once in {build:.1f} s)")
 
         # A whole epoch, data + steps: the quick profile's model and size on a CPU; on a GPU the full
@@ -376,9 +437,16 @@ def run_benchmark(
             return n / (time.perf_counter() - t)
 
         # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
-        fast_loader = DataLoader(fast_ds, batch_size=ebatch, sampler=sampler(fast_ds), num_workers=workers,
-                                 collate_fn=collate, pin_memory=dev.type == "cuda", persistent_workers=workers > 0,
-                                 prefetch_factor=4 if workers > 0 else None)  # fmt: skip
+        fast_loader = DataLoader(
+            fast_ds,
+            batch_size=ebatch,
+            sampler=sampler(fast_ds),
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=dev.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
 
         def fast_epoch() -> float:
             t = time.perf_counter()
@@ -409,8 +477,15 @@ def run_benchmark(
                 fst,
             )
         )
-        rows.append({"what": "seglib epoch: share of time waiting for data", "unit": "fraction", "reference": None,
-                     "seglib": statistics.median(waits), "ratio": None})  # fmt: skip
+        rows.append(
+            {
+                "what": "seglib epoch: share of time waiting for data",
+                "unit": "fraction",
+                "reference": None,
+                "seglib": statistics.median(waits),
+                "ratio": None,
+            }
+        )
         log(_fmt(rows[-2]) + f" (loader wait {statistics.median(waits):.1%})")
 
         # Evaluation at original resolution: 256 px model input, scored against the full-size trimaps.
@@ -434,8 +509,14 @@ def run_benchmark(
             return len(test) / (time.perf_counter() - t)
 
         ref, fst = interleaved(ref_eval, fast_eval, reps)
-        rows.append(_row(f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images",
-                         "images/s", ref, fst))  # fmt: skip
+        rows.append(
+            _row(
+                f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images",
+                "images/s",
+                ref,
+                fst,
+            )
+        )
         log(_fmt(rows[-1]))
     return out
 
@@ -465,8 +546,11 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m seglib.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m seglib.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--quick", action="store_true", help="small sizes, 3 repetitions: under 3 minutes on 2 cores"
     )

@@ -22,7 +22,7 @@ from .engine import (
     load_model,
     predict,
     summarize,
-)  # fmt: skip
+)
 from .models import MODELS
 from .plots import plot_dice_distribution, plot_history, plot_prediction, save_figure, save_prediction_figures
 
@@ -39,8 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--data_path", default="data/oxford-iiit-pet", help="Oxford-IIIT Pet root (official layout)"
         )
-        sp.add_argument("--dataset", default="auto", choices=["auto", "oxford-pet", "synthetic"],
-                        help="auto: the real data if present at --data_path, else the synthetic demo set")  # fmt: skip
+        sp.add_argument(
+            "--dataset",
+            default="auto",
+            choices=["auto", "oxford-pet", "synthetic"],
+            help="auto: the real data if present at --data_path, else the synthetic demo set",
+        )
         sp.add_argument("--device", default="auto")
 
     t = sub.add_parser("train", help="train a model; the run lands in --output_dir/<run_name>")
@@ -60,25 +64,39 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--loss", choices=["bce", "bce_dice"], help="bce: the original's; bce_dice: BCE + soft Dice"
     )
-    t.add_argument("--recipe", choices=sorted(RECIPES),
-                   help="the optimisation and augmentation settings; default: the profile's")  # fmt: skip
+    t.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        help="the optimisation and augmentation settings; default: the profile's",
+    )
     t.add_argument("--ema_decay", type=float, help="weight EMA decay, e.g. 0.99 (0: off)")
     t.add_argument("--scale_jitter", type=float, help="random zoom in [1-j, 1+j] (0: off)")
     t.add_argument(
         "--copy_paste", type=float, help="paste another image's pet with this probability (0: off)"
     )
     t.add_argument("--pct_start", type=float, help="onecycle's warm-up fraction")
-    t.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="validate with horizontal-flip test-time augmentation")  # fmt: skip
-    t.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on for CUDA and for a CPU with native bf16)")  # fmt: skip
+    t.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="validate with horizontal-flip test-time augmentation",
+    )
+    t.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision (default: on for CUDA and for a CPU with native bf16)",
+    )
     t.add_argument("--checkpoint_every", type=int, help="also keep every N-th epoch's model in <run>/epochs/")
     t.add_argument("--train_limit", type=int)
     t.add_argument("--val_limit", type=int)
     t.add_argument("--num_workers", type=int)
     t.add_argument("--seed", type=int)
-    t.add_argument("--sync_bn", action="store_true",
-                   help="under torchrun: BatchNorm over the global batch (all processes)")  # fmt: skip
+    t.add_argument(
+        "--sync_bn",
+        action="store_true",
+        help="under torchrun: BatchNorm over the global batch (all processes)",
+    )
     t.add_argument("--output_dir", default="results/runs")
     t.add_argument("--run_name")
     t.add_argument("--overwrite", action="store_true")
@@ -86,8 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--on_corrupt", choices=["raise", "skip"], help="an unreadable image: stop (default) or skip it"
     )
-    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
-                   help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run")  # fmt: skip
+    t.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN_DIR",
+        help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run",
+    )
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")
     data_args(e)
@@ -119,9 +143,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(a: argparse.Namespace) -> None:
-    keys = ("model", "epochs", "scheduler", "image_size", "batch_size", "lr", "weight_decay", "border",
-            "train_limit", "val_limit", "num_workers", "seed", "output_dir", "run_name", "on_corrupt", "loss",
-            "ema_decay", "scale_jitter", "copy_paste", "pct_start", "tta", "checkpoint_every", "amp")  # fmt: skip
+    keys = (
+        "model",
+        "epochs",
+        "scheduler",
+        "image_size",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "border",
+        "train_limit",
+        "val_limit",
+        "num_workers",
+        "seed",
+        "output_dir",
+        "run_name",
+        "on_corrupt",
+        "loss",
+        "ema_decay",
+        "scale_jitter",
+        "copy_paste",
+        "pct_start",
+        "tta",
+        "checkpoint_every",
+        "amp",
+    )
     over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
     over.update(
         data_root=a.data_path,
@@ -188,8 +234,12 @@ def _predict(a: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     try:
-        {"train": _train, "evaluate": _evaluate, "predict": _predict,
-         "download": lambda a: download(a.data_path)}[a.command](a)  # fmt: skip
+        {
+            "train": _train,
+            "evaluate": _evaluate,
+            "predict": _predict,
+            "download": lambda a: download(a.data_path),
+        }[a.command](a)
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
             print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)

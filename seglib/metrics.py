@@ -15,9 +15,17 @@ from __future__ import annotations
 import torch
 
 __all__ = [
-    "SMOOTH", "confusion_counts", "dice_from_counts", "iou_from_counts", "dice_per_image",
-    "iou_per_image", "dice_score", "iou_score", "dataset_dice", "dataset_iou",
-]  # fmt: skip
+    "SMOOTH",
+    "confusion_counts",
+    "dice_from_counts",
+    "iou_from_counts",
+    "dice_per_image",
+    "iou_per_image",
+    "dice_score",
+    "iou_score",
+    "dataset_dice",
+    "dataset_iou",
+]
 
 SMOOTH = 1e-6
 IGNORE_INDEX = 255
@@ -64,17 +72,23 @@ def iou_from_counts(
 
 
 def dice_per_image(
-    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, smooth: float = SMOOTH,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    smooth: float = SMOOTH,
     ignore_index: int | None = IGNORE_INDEX,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """Dice of each image, shape (B,)."""
     return dice_from_counts(*confusion_counts(logits, target, threshold, ignore_index), smooth=smooth)
 
 
 def iou_per_image(
-    logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, smooth: float = SMOOTH,
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    smooth: float = SMOOTH,
     ignore_index: int | None = IGNORE_INDEX,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """IoU (Jaccard) of each image, shape (B,)."""
     return iou_from_counts(*confusion_counts(logits, target, threshold, ignore_index), smooth=smooth)
 

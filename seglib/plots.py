@@ -20,10 +20,22 @@ from .engine import predict_logits
 from .metrics import dice_per_image
 
 __all__ = [
-    "plot_history", "plot_prediction", "save_prediction_figures", "plot_dice_distribution", "save_figure",
-    "plot_overlay_grid", "plot_border_band", "plot_augmentations", "plot_prediction_grid", "plot_lr_curves", "plot_dice_versus_minutes",
-    "plot_metric_by_run", "plot_model_comparison", "error_map", "overlay",
-]  # fmt: skip
+    "plot_history",
+    "plot_prediction",
+    "save_prediction_figures",
+    "plot_dice_distribution",
+    "save_figure",
+    "plot_overlay_grid",
+    "plot_border_band",
+    "plot_augmentations",
+    "plot_prediction_grid",
+    "plot_lr_curves",
+    "plot_dice_versus_minutes",
+    "plot_metric_by_run",
+    "plot_model_comparison",
+    "error_map",
+    "overlay",
+]
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -186,8 +198,15 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
     return fig
 
 
-def plot_prediction_grid(model: nn.Module, dataset: OxfordPetDataset, indices: Sequence[int], image_size: int,
-                         threshold: float = 0.5, device: str = "auto", tta: bool = False) -> Figure:  # fmt: skip
+def plot_prediction_grid(
+    model: nn.Module,
+    dataset: OxfordPetDataset,
+    indices: Sequence[int],
+    image_size: int,
+    threshold: float = 0.5,
+    device: str = "auto",
+    tta: bool = False,
+) -> Figure:
     """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
     fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)
     for row, i in zip(axes, indices, strict=True):
@@ -195,8 +214,12 @@ def plot_prediction_grid(model: nn.Module, dataset: OxfordPetDataset, indices: S
         logits = predict_logits(model, image, image_size, device, tta)
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
         pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
-        panels = [(image, None, dataset.entries[i].name), (truth, "gray", "truth"),
-                  (pred, "gray", f"prediction, Dice {dice:.3f}"), (error_map(truth, pred), None, "errors")]  # fmt: skip
+        panels = [
+            (image, None, dataset.entries[i].name),
+            (truth, "gray", "truth"),
+            (pred, "gray", f"prediction, Dice {dice:.3f}"),
+            (error_map(truth, pred), None, "errors"),
+        ]
         for ax, (arr, cmap, title) in zip(row, panels, strict=True):
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=1 if cmap else None, interpolation="nearest")
             ax.set_title(title, fontsize=8)

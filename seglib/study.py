@@ -79,8 +79,17 @@ def estimate_epoch_seconds(cfg: TrainConfig, margin: float = 1.15) -> float:
     """
     cache_dir = cfg.cache_dir or str(Path(cfg.output_dir).parent / "cache")  # the run's own cache
     with tempfile.TemporaryDirectory(prefix="seglib-probe-") as tmp:
-        probe = replace(cfg, epochs=2, checkpoint_every=0, output_dir=tmp, run_name="probe", overwrite=True,
-                        progress=False, use_wandb=False, cache_dir=cache_dir)  # fmt: skip
+        probe = replace(
+            cfg,
+            epochs=2,
+            checkpoint_every=0,
+            output_dir=tmp,
+            run_name="probe",
+            overwrite=True,
+            progress=False,
+            use_wandb=False,
+            cache_dir=cache_dir,
+        )
         return margin * float(fit(probe).history.seconds.iloc[-1])
 
 
@@ -139,9 +148,18 @@ def dice_versus_minutes(
         s = summarize(evaluate(load_model(path), dataset, device=device, progress=False, tta=use_tta)).loc[
             "original"
         ]
-        rows.append({"epoch": ckpt["epoch"], "train_minutes": ckpt["train_seconds"] / 60, "val_dice": ckpt["val_dice"],
-                     "dice": s.dice_mean, "dice_median": s.dice_median, "dice_min": s.dice_min,
-                     "dice_dataset": s.dice_dataset, "tta": use_tta})  # fmt: skip
+        rows.append(
+            {
+                "epoch": ckpt["epoch"],
+                "train_minutes": ckpt["train_seconds"] / 60,
+                "val_dice": ckpt["val_dice"],
+                "dice": s.dice_mean,
+                "dice_median": s.dice_median,
+                "dice_min": s.dice_min,
+                "dice_dataset": s.dice_dataset,
+                "tta": use_tta,
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -65,19 +65,23 @@ class MaskViewer:
         self.index = widgets.IntSlider(0, 0, n - 1, description="index", continuous_update=False)
         self.prev_button = widgets.Button(description="◀ previous", layout=widgets.Layout(width="110px"))
         self.next_button = widgets.Button(description="next ▶", layout=widgets.Layout(width="110px"))
-        self.name_box = widgets.Text(placeholder="image name, Enter to jump", description="name",
-                                     continuous_update=False)  # fmt: skip
+        self.name_box = widgets.Text(
+            placeholder="image name, Enter to jump", description="name", continuous_update=False
+        )
         self.opacity = widgets.FloatSlider(0.45, min=0.0, max=1.0, step=0.05, description="opacity")
-        self.threshold = widgets.FloatSlider(threshold, min=0.05, max=0.95, step=0.05, description="threshold",
-                                             disabled=not has_model)  # fmt: skip
+        self.threshold = widgets.FloatSlider(
+            threshold, min=0.05, max=0.95, step=0.05, description="threshold", disabled=not has_model
+        )
         self.show_truth = widgets.ToggleButton(True, description="truth")
         self.show_pred = widgets.ToggleButton(has_model, description="prediction", disabled=not has_model)
         self.show_errors = widgets.ToggleButton(False, description="errors", disabled=not has_model)
         can_sort = has_model or self._table_dice is not None
-        self.sort = widgets.Dropdown(options=SORT_ORDERS if can_sort else SORT_ORDERS[:1], value="name",
-                                     description="sort")  # fmt: skip
-        self.upload = widgets.FileUpload(accept="image/*", multiple=False, description="segment a photo",
-                                         disabled=not has_model)  # fmt: skip
+        self.sort = widgets.Dropdown(
+            options=SORT_ORDERS if can_sort else SORT_ORDERS[:1], value="name", description="sort"
+        )
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="segment a photo", disabled=not has_model
+        )
         self.image = widgets.Image(format="png")
         self.status = widgets.HTML()
         self.order = list(range(n))
@@ -91,12 +95,14 @@ class MaskViewer:
         self.next_button.on_click(lambda _: self.step(+1))
         self.name_box.observe(lambda change: self.jump_to(change["new"]), "value")
 
-        controls = widgets.VBox([
-            widgets.HBox([self.prev_button, self.index, self.next_button]),
-            widgets.HBox([self.name_box, self.sort]),
-            widgets.HBox([self.opacity, self.threshold]),
-            widgets.HBox([self.show_truth, self.show_pred, self.show_errors, self.upload]),
-        ])  # fmt: skip
+        controls = widgets.VBox(
+            [
+                widgets.HBox([self.prev_button, self.index, self.next_button]),
+                widgets.HBox([self.name_box, self.sort]),
+                widgets.HBox([self.opacity, self.threshold]),
+                widgets.HBox([self.show_truth, self.show_pred, self.show_errors, self.upload]),
+            ]
+        )
         self.widget = widgets.VBox([controls, self.status, self.image])
         if sort not in self.sort.options:
             raise ValueError(

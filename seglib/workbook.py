@@ -60,9 +60,16 @@ class Workspace:
     def config(self, model: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
         """The profile's TrainConfig for `model` on this workspace's data (`recipe`: default the profile's),
         with `overrides` on top."""
-        return config_from_profile(self.profile, recipe, model=model, data_root=self.data_root, dataset=self.dataset,
-                                   synthetic_root=str(self.synthetic_root), output_dir=str(self.runs),
-                                   **overrides)  # fmt: skip
+        return config_from_profile(
+            self.profile,
+            recipe,
+            model=model,
+            data_root=self.data_root,
+            dataset=self.dataset,
+            synthetic_root=str(self.synthetic_root),
+            output_dir=str(self.runs),
+            **overrides,
+        )
 
 
 def start(notebook: str, data_root: str, dataset: str, profile: str, results_dir: str) -> Workspace:
@@ -120,8 +127,12 @@ def run_workbook(
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     out = Path(results_dir).resolve() / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
-    params = {"data_root": str(Path(data_root).resolve()), "dataset": dataset, "profile": profile,
-              "results_dir": str(Path(results_dir).resolve())}  # fmt: skip
+    params = {
+        "data_root": str(Path(data_root).resolve()),
+        "dataset": dataset,
+        "profile": profile,
+        "results_dir": str(Path(results_dir).resolve()),
+    }
     os.environ["SEGLIB_PROGRESS"] = "text"  # papermill cannot show widget bars (papermill issues 617, 765)
     os.environ.update(allocator_env())  # the kernels inherit it; this process is already running
     t_all = time.perf_counter()
@@ -129,8 +140,14 @@ def run_workbook(
         t0 = time.perf_counter()
         print(f"workbook: running {name} ({profile})", flush=True)
         try:
-            pm.execute_notebook(REPO / "notebooks" / name, out / name, parameters={**params, **(extra or {}).get(name, {})},
-                                cwd=str(REPO / "notebooks"), progress_bar=False, kernel_name="python3")  # fmt: skip
+            pm.execute_notebook(
+                REPO / "notebooks" / name,
+                out / name,
+                parameters={**params, **(extra or {}).get(name, {})},
+                cwd=str(REPO / "notebooks"),
+                progress_bar=False,
+                kernel_name="python3",
+            )
         except PapermillExecutionError as e:
             raise RuntimeError(
                 f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}; "

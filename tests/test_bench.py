@@ -6,15 +6,26 @@ import sys
 
 import pytest
 
-EXPECTED = ["matmul", "train step unet", "train step resnet34_unet", "data path", "cache build", "whole epoch",
-            "share of time waiting", "evaluation"]  # fmt: skip
+EXPECTED = [
+    "matmul",
+    "train step unet",
+    "train step resnet34_unet",
+    "data path",
+    "cache build",
+    "whole epoch",
+    "share of time waiting",
+    "evaluation",
+]
 
 
 @pytest.mark.slow
 def test_quick_benchmark_writes_complete_json(tmp_path):
     out = tmp_path / "bench.json"
-    p = subprocess.run([sys.executable, "-m", "seglib.bench", "--quick", "--reps", "1", "--json", str(out)],
-                       capture_output=True, text=True)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "seglib.bench", "--quick", "--reps", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     result = json.loads(out.read_text())
     assert {"machine", "torch", "device", "threads", "rows"} <= set(result)

@@ -170,11 +170,18 @@ def lab(browser_tools: None, tmp_path: Path) -> Iterator[Lab]:
     port, token = _free_port(), secrets.token_hex(24)
     log = tmp_path / "jupyterlab.log"
     cmd = [
-        sys.executable, "-m", "jupyterlab",
-        "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-        "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",  # CI runs as root
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.allow_root=True",  # CI runs as root
+    ]
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from seglib.data import (
     select_split,
     train_transform,
     trimap_to_mask,
-)  # fmt: skip
+)
 from seglib.data.trimaps import check_trimap
 
 
@@ -110,8 +110,10 @@ def test_synthetic_is_deterministic_and_atomic(tmp_path):
     b = make_synthetic_pets(tmp_path / "b", 6, 2, seed=3)
     assert (a / "annotations/trainval.txt").read_text() == (b / "annotations/trainval.txt").read_text()
     name = read_list(a / "annotations/test.txt")[0].name
-    assert np.array_equal(np.asarray(Image.open(a / f"annotations/trimaps/{name}.png")),
-                          np.asarray(Image.open(b / f"annotations/trimaps/{name}.png")))  # fmt: skip
+    assert np.array_equal(
+        np.asarray(Image.open(a / f"annotations/trimaps/{name}.png")),
+        np.asarray(Image.open(b / f"annotations/trimaps/{name}.png")),
+    )
     assert not list(tmp_path.glob(".*partial"))
     with pytest.raises(FileExistsError, match="not empty"):
         make_synthetic_pets(a, 2, 1)

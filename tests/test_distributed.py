@@ -63,8 +63,15 @@ def free_port() -> int:
 def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
     """Run `args` (a script or `-m module` and its arguments) in 2 processes; fail with their output."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(out)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", *map(str, args)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={free_port()}",
+        *map(str, args),
+    ]
     p = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
     return p
@@ -121,9 +128,31 @@ def cli_run(synthetic_root, tmp_path_factory):
     """`train` through the CLI under torchrun: 12 training images (6 per rank), 7 validation images."""
     out = tmp_path_factory.mktemp("cli")
     (out / "cli_script.py").write_text(CLI_SCRIPT)
-    p = torchrun("cli_script.py", "train", "--data_path", synthetic_root, "--base_channels", 4, "--epochs", 2,
-                 "--image_size", 32, "--batch_size", 4, "--train_limit", 12, "--val_limit", 7, "--lr", 1e-3,
-                 "--output_dir", out / "runs", "--run_name", "ddp", out=out)  # fmt: skip
+    p = torchrun(
+        "cli_script.py",
+        "train",
+        "--data_path",
+        synthetic_root,
+        "--base_channels",
+        4,
+        "--epochs",
+        2,
+        "--image_size",
+        32,
+        "--batch_size",
+        4,
+        "--train_limit",
+        12,
+        "--val_limit",
+        7,
+        "--lr",
+        1e-3,
+        "--output_dir",
+        out / "runs",
+        "--run_name",
+        "ddp",
+        out=out,
+    )
     return out, p
 
 
@@ -134,8 +163,14 @@ def test_training_under_torchrun_through_the_cli(cli_run):
     assert "batch 4 per process x 2 processes = 8 effective (gloo)" in p.stdout
     assert [d.name for d in (out / "runs").iterdir()] == ["ddp"]  # one run folder, not one per rank
     run = out / "runs" / "ddp"
-    assert {f.name for f in run.iterdir()} == {"config.json", "history.csv", "lr.csv", "best.pt", "last.pt",
-                                               "history.png"}  # fmt: skip
+    assert {f.name for f in run.iterdir()} == {
+        "config.json",
+        "history.csv",
+        "lr.csv",
+        "best.pt",
+        "last.pt",
+        "history.png",
+    }
     # Rank 0 alone writes, each file once per epoch (config.json once); rank 1 writes nothing.
     assert not (out / "writes1.txt").exists()
     writes = (out / "writes0.txt").read_text().split()
@@ -195,10 +230,24 @@ def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(synthetic_root, t
     1e-5, losses 1e-7. Without SyncBatchNorm (each rank normalises its 4 images) they are 4e-2, 0.16 and
     6e-4, so the tolerances below (1e-3, 1e-3, 1e-5) tell the two apart with room on both sides.
     """
-    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(synthetic_root),
-                dataset="oxford-pet", image_size=32, epochs=2, train_limit=16, val_limit=7, augment=False,
-                shuffle=False, seed=0, lr=1e-3, progress=False, output_dir=str(tmp_path / "runs"),
-                sync_bn=True, amp=False)  # fmt: skip
+    base = dict(
+        model="unet",
+        model_kwargs={"base_channels": 4},
+        data_root=str(synthetic_root),
+        dataset="oxford-pet",
+        image_size=32,
+        epochs=2,
+        train_limit=16,
+        val_limit=7,
+        augment=False,
+        shuffle=False,
+        seed=0,
+        lr=1e-3,
+        progress=False,
+        output_dir=str(tmp_path / "runs"),
+        sync_bn=True,
+        amp=False,
+    )
     # amp=False above: fp32, since bf16's rounding would swamp the summation-order differences measured here.
     (tmp_path / "fit_script.py").write_text(FIT_SCRIPT)
     torchrun("fit_script.py", json.dumps({**base, "batch_size": 4, "run_name": "two"}), out=tmp_path)

@@ -21,16 +21,27 @@ from seglib.engine import (
     predict,
     save_checkpoint,
     summarize,
-)  # fmt: skip
+)
 from seglib.engine.checkpoint import model_spec
 from seglib.engine.tracking import WandbLogger
 from seglib.models import build_model
 
 
 def tiny_cfg(root, tmp_path, **kw) -> TrainConfig:
-    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
-                image_size=32, epochs=2, batch_size=4, train_limit=12, val_limit=6, output_dir=str(tmp_path / "runs"),
-                progress=False, lr=1e-3)  # fmt: skip
+    base = dict(
+        model="unet",
+        model_kwargs={"base_channels": 4},
+        data_root=str(root),
+        dataset="oxford-pet",
+        image_size=32,
+        epochs=2,
+        batch_size=4,
+        train_limit=12,
+        val_limit=6,
+        output_dir=str(tmp_path / "runs"),
+        progress=False,
+        lr=1e-3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -137,9 +148,19 @@ def test_same_seed_same_result(synthetic_root, tmp_path):
 @pytest.mark.slow
 def test_small_unet_learns_the_synthetic_set(synthetic_root, tmp_path):
     """base_channels 16 at 64 px, 12 epochs: about 40 s on a 2-core CPU."""
-    cfg = TrainConfig(model="unet", model_kwargs={"base_channels": 16}, data_root=str(synthetic_root),
-                      dataset="oxford-pet", image_size=64, epochs=12, batch_size=4, lr=2e-3, scheduler="onecycle",
-                      output_dir=str(tmp_path / "runs"), progress=False)  # fmt: skip
+    cfg = TrainConfig(
+        model="unet",
+        model_kwargs={"base_channels": 16},
+        data_root=str(synthetic_root),
+        dataset="oxford-pet",
+        image_size=64,
+        epochs=12,
+        batch_size=4,
+        lr=2e-3,
+        scheduler="onecycle",
+        output_dir=str(tmp_path / "runs"),
+        progress=False,
+    )
     result = fit(cfg)
     h = result.history
     print(h.round(4).to_string())
@@ -149,8 +170,18 @@ def test_small_unet_learns_the_synthetic_set(synthetic_root, tmp_path):
 
 @pytest.mark.slow
 def test_resnet34_unet_trains(synthetic_root, tmp_path):
-    result = fit(tiny_cfg(synthetic_root, tmp_path, model="resnet34_unet", model_kwargs={}, image_size=64, epochs=3,
-                          train_limit=24, lr=1e-3))  # fmt: skip
+    result = fit(
+        tiny_cfg(
+            synthetic_root,
+            tmp_path,
+            model="resnet34_unet",
+            model_kwargs={},
+            image_size=64,
+            epochs=3,
+            train_limit=24,
+            lr=1e-3,
+        )
+    )
     assert result.history.train_loss.iloc[-1] < result.history.train_loss.iloc[0]
     assert isinstance(load_model(result.best_checkpoint), type(result.model))
 

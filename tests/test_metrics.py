@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from seglib.data import IGNORE_INDEX
 from seglib.metrics import (
     IGNORE_INDEX as METRICS_IGNORE,
-)  # fmt: skip
+)
 from seglib.metrics import (
     confusion_counts,
     dataset_dice,

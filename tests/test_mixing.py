@@ -38,8 +38,12 @@ def test_pasted_pixels_come_from_another_image_and_are_pet():
     # own pet and another image's pet, mirrored or as it was.
     pets = (masks == 1).float()
     for i in range(4):
-        unions = [torch.maximum(pets[i], pets[j].flip(-1) if f else pets[j]) for j in range(4) if j != i
-                  for f in (False, True)]  # fmt: skip
+        unions = [
+            torch.maximum(pets[i], pets[j].flip(-1) if f else pets[j])
+            for j in range(4)
+            if j != i
+            for f in (False, True)
+        ]
         own = torch.where(masks[i] == IGNORE_INDEX, 0.0, out_masks[i])
         assert any(torch.equal(own, u) for u in unions), i
 

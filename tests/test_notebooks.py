@@ -95,7 +95,11 @@ def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path):
     with pytest.raises(
         RuntimeError, match=r"01_data_exploration\.ipynb failed in cell \d+ .*ValueError: unknown profile"
     ):
-        run_workbook("tiny", data_root=synthetic_root.parent / "oxford-iiit-pet", results_dir=tmp_path,
-                     notebooks=("01_data_exploration.ipynb",),
-                     extra={"01_data_exploration.ipynb": {"profile": "fast"}})  # fmt: skip
+        run_workbook(
+            "tiny",
+            data_root=synthetic_root.parent / "oxford-iiit-pet",
+            results_dir=tmp_path,
+            notebooks=("01_data_exploration.ipynb",),
+            extra={"01_data_exploration.ipynb": {"profile": "fast"}},
+        )
     assert (tmp_path / "notebooks" / "01_data_exploration.ipynb").is_file()

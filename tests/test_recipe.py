@@ -20,10 +20,27 @@ from seglib.engine.train import TrainingInterrupted
 
 
 def cfg_for(root, out, **kw) -> TrainConfig:
-    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
-                image_size=32, epochs=3, batch_size=4, train_limit=14, val_limit=6, output_dir=str(out),
-                progress=False, lr=3e-3, scheduler="onecycle", run_name="r", ema_decay=0.9, scale_jitter=0.2,
-                copy_paste=0.5, tta=True, loss="bce_dice")  # fmt: skip
+    base = dict(
+        model="unet",
+        model_kwargs={"base_channels": 4},
+        data_root=str(root),
+        dataset="oxford-pet",
+        image_size=32,
+        epochs=3,
+        batch_size=4,
+        train_limit=14,
+        val_limit=6,
+        output_dir=str(out),
+        progress=False,
+        lr=3e-3,
+        scheduler="onecycle",
+        run_name="r",
+        ema_decay=0.9,
+        scale_jitter=0.2,
+        copy_paste=0.5,
+        tta=True,
+        loss="bce_dice",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -80,7 +97,13 @@ def test_ema_rejects_a_decay_outside_0_1(decay):
 def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
     full = config_from_profile("full")
     assert (full.lr, full.scheduler, full.loss, full.ema_decay, full.scale_jitter, full.tta) == (
-        1e-4, "none", "bce", 0.0, 0.0, False)  # fmt: skip
+        1e-4,
+        "none",
+        "bce",
+        0.0,
+        0.0,
+        False,
+    )
     assert full == TrainConfig()  # the original's settings are the defaults
     for profile in ("quick", "recommended"):
         for model in ("unet", "resnet34_unet"):
@@ -92,7 +115,11 @@ def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
     # regularisation comes with the recommended recipe only, not with the original's it is compared with.
     unet = config_from_profile("recommended", model="unet")
     assert (unet.image_size, unet.epochs, unet.model_kwargs, unet.scale_jitter) == (
-        160, 70, {"base_channels": 16, "dropout": 0.2}, 0.25)  # fmt: skip
+        160,
+        70,
+        {"base_channels": 16, "dropout": 0.2},
+        0.25,
+    )
     plain = config_from_profile("recommended", recipe="original", model="unet")
     assert (plain.image_size, plain.model_kwargs, plain.scale_jitter) == (160, {"base_channels": 16}, 0.0)
     assert config_from_profile("quick", model="unet").model_kwargs == {"base_channels": 16}
@@ -204,9 +231,11 @@ def test_parse_recipes():
 
     assert parse_recipes("original, recommended+ema_decay=0+border=ignore+tta=false") == {
         "original": ("original", {}),
-        "recommended+ema_decay=0+border=ignore+tta=false": ("recommended", {"ema_decay": 0, "border": "ignore",
-                                                                           "tta": False}),
-    }  # fmt: skip
+        "recommended+ema_decay=0+border=ignore+tta=false": (
+            "recommended",
+            {"ema_decay": 0, "border": "ignore", "tta": False},
+        ),
+    }
     with pytest.raises(ValueError, match=r"unknown recipe 'best' in 'best\+lr=1'"):
         parse_recipes("best+lr=1")
     with pytest.raises(ValueError, match=r"'emadecay=0' in 'recommended\+emadecay=0' is not key=value"):

@@ -23,9 +23,21 @@ real_loss = train_mod.bce_loss
 
 
 def cfg_for(root, out, **kw) -> TrainConfig:
-    base = dict(model="unet", model_kwargs={"base_channels": 4}, data_root=str(root), dataset="oxford-pet",
-                image_size=32, epochs=3, batch_size=4, train_limit=14, val_limit=6, output_dir=str(out),
-                progress=False, lr=3e-3, run_name="r")  # fmt: skip
+    base = dict(
+        model="unet",
+        model_kwargs={"base_channels": 4},
+        data_root=str(root),
+        dataset="oxford-pet",
+        image_size=32,
+        epochs=3,
+        batch_size=4,
+        train_limit=14,
+        val_limit=6,
+        output_dir=str(out),
+        progress=False,
+        lr=3e-3,
+        run_name="r",
+    )
     base.update(kw)
     return TrainConfig(**base)
 

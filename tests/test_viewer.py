@@ -103,8 +103,15 @@ def test_upload_segments_your_photo(ds):
     photo = np.full((90, 120, 3), 128, np.uint8)
     buf = io.BytesIO()
     Image.fromarray(photo).save(buf, format="JPEG")
-    v.upload.value = ({"name": "my_cat.jpg", "type": "image/jpeg", "size": buf.tell(),
-                       "content": memoryview(buf.getvalue()), "last_modified": datetime.now(UTC)},)  # fmt: skip
+    v.upload.value = (
+        {
+            "name": "my_cat.jpg",
+            "type": "image/jpeg",
+            "size": buf.tell(),
+            "content": memoryview(buf.getvalue()),
+            "last_modified": datetime.now(UTC),
+        },
+    )
     shown = v.render()
     assert shown.shape == (90, 120, 3) and "my_cat.jpg" in v.status.value
     assert not np.array_equal(shown[:, :10], shown[:, -10:])  # left: background, right: pet

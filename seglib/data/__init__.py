@@ -18,11 +18,38 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, seed_transf
 from .trimaps import BORDER_MODES, IGNORE_INDEX, check_trimap, trimap_to_mask
 
 __all__ = [
-    "BORDER_MODES", "BREEDS", "CorruptSampleError", "DATASETS", "IGNORE_INDEX", "IMAGENET_MEAN", "IMAGENET_STD", "RESOURCES",
-    "SPLITS", "EpochSampler", "ListEntry", "OxfordPetDataset", "breed_of", "check_trimap", "collate", "copy_paste", "describe",
-    "download", "eval_transform", "find_root", "is_oxford_pet_root", "make_synthetic_pets", "mixing_generator", "open_rgb", "read_list",
-    "resolve_data_root", "seed_transform", "select_split", "synthetic_pet", "train_transform", "trimap_to_mask",
-]  # fmt: skip
+    "BORDER_MODES",
+    "BREEDS",
+    "CorruptSampleError",
+    "DATASETS",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RESOURCES",
+    "SPLITS",
+    "EpochSampler",
+    "ListEntry",
+    "OxfordPetDataset",
+    "breed_of",
+    "check_trimap",
+    "collate",
+    "copy_paste",
+    "describe",
+    "download",
+    "eval_transform",
+    "find_root",
+    "is_oxford_pet_root",
+    "make_synthetic_pets",
+    "mixing_generator",
+    "open_rgb",
+    "read_list",
+    "resolve_data_root",
+    "seed_transform",
+    "select_split",
+    "synthetic_pet",
+    "train_transform",
+    "trimap_to_mask",
+]
 
 DATASETS = ("auto", "oxford-pet", "synthetic")
 SYNTHETIC_SIZES = {"n_trainval": 400, "n_test": 100, "seed": 0}

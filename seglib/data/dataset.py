@@ -179,8 +179,9 @@ class OxfordPetDataset(Dataset):
             with Image.open(path) as im:
                 trimap = np.asarray(im)
         except (OSError, SyntaxError) as e:
-            raise CorruptSampleError(f"{path}: cannot read the trimap ({e}); re-download the data or pass "
-                                     "on_corrupt='skip'") from e  # fmt: skip
+            raise CorruptSampleError(
+                f"{path}: cannot read the trimap ({e}); re-download the data or pass on_corrupt='skip'"
+            ) from e
         if trimap.ndim != 2:
             raise CorruptSampleError(f"{path}: a trimap has one channel, this file has shape {trimap.shape}")
         try:

@@ -37,8 +37,10 @@ def copy_paste(
     """
     shapes_agree = images.shape[:1] + images.shape[2:] == masks.shape[:1] + masks.shape[2:]
     if images.ndim != 4 or masks.ndim != 4 or not shapes_agree:
-        raise ValueError(f"copy_paste needs Bx3xHxW images and Bx1xHxW masks, got {tuple(images.shape)} "
-                         f"and {tuple(masks.shape)}")  # fmt: skip
+        raise ValueError(
+            f"copy_paste needs Bx3xHxW images and Bx1xHxW masks, got {tuple(images.shape)} "
+            f"and {tuple(masks.shape)}"
+        )
     if not 0 <= p <= 1:
         raise ValueError(f"copy_paste probability must be in [0, 1], got {p!r}")
     b = images.shape[0]

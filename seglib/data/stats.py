@@ -20,8 +20,16 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
     for i, e in enumerate(dataset.entries):
         trimap = dataset.load_trimap(i)
         h, w = trimap.shape
-        rows.append({
-            "name": e.name, "breed": e.breed, "species": e.species, "width": w, "height": h, "aspect": w / h,
-            "fg_fraction": float((trimap != BACKGROUND).mean()), "border_fraction": float((trimap == BORDER).mean()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": e.name,
+                "breed": e.breed,
+                "species": e.species,
+                "width": w,
+                "height": h,
+                "aspect": w / h,
+                "fg_fraction": float((trimap != BACKGROUND).mean()),
+                "border_fraction": float((trimap == BORDER).mean()),
+            }
+        )
     return pd.DataFrame(rows)

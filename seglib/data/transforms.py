@@ -24,9 +24,15 @@ def train_transform(image_size: int = 256, mask_fill: int = 0, scale_jitter: flo
     geometric = [A.Resize(image_size, image_size), A.HorizontalFlip(p=0.5)]
     if scale_jitter > 0:
         geometric.append(
-            A.Affine(scale=(1 - scale_jitter, 1 + scale_jitter), translate_percent=(-scale_jitter / 2, scale_jitter / 2),
-                     border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.5)
-        )  # fmt: skip
+            A.Affine(
+                scale=(1 - scale_jitter, 1 + scale_jitter),
+                translate_percent=(-scale_jitter / 2, scale_jitter / 2),
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0,
+                fill_mask=mask_fill,
+                p=0.5,
+            )
+        )
     return A.Compose(
         [
             *geometric,

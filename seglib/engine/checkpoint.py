@@ -81,11 +81,15 @@ def load_model(
             f"{path} was saved for {saved_for}, which this seglib does not know ({sorted(MODELS)})"
         )
     if expect_model is not None and expect_model != name:
-        raise CheckpointError(f"{path} was saved for {saved_for}, not for model {expect_model!r}; pick a checkpoint "
-                              f"of a {expect_model!r} run or set the model to {name!r}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} was saved for {saved_for}, not for model {expect_model!r}; pick a checkpoint "
+            f"of a {expect_model!r} run or set the model to {name!r}"
+        )
     if expect_num_classes is not None and kwargs.get("num_classes") != expect_num_classes:
-        raise CheckpointError(f"{path} was saved for {saved_for}: num_classes={kwargs.get('num_classes')}, "
-                              f"not {expect_num_classes}")  # fmt: skip
+        raise CheckpointError(
+            f"{path} was saved for {saved_for}: num_classes={kwargs.get('num_classes')}, "
+            f"not {expect_num_classes}"
+        )
     model = build_model(name, **kwargs)
     try:
         model.load_state_dict(ckpt["model"])

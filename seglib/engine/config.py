@@ -12,8 +12,16 @@ from ..data import BORDER_MODES, DATASETS
 from ..models import MODELS
 from .losses import LOSSES
 
-__all__ = ["TrainConfig", "PROFILES", "RECIPES", "PROFILE_RECIPES", "MODEL_PROFILES", "MODEL_RECIPES",
-           "SCHEDULERS", "config_from_profile"]  # fmt: skip
+__all__ = [
+    "TrainConfig",
+    "PROFILES",
+    "RECIPES",
+    "PROFILE_RECIPES",
+    "MODEL_PROFILES",
+    "MODEL_RECIPES",
+    "SCHEDULERS",
+    "config_from_profile",
+]
 
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "multistep")
 
@@ -155,12 +163,30 @@ def _choice(name: str, value: Any, choices: Any) -> None:
 # "recommended" is what the recipe study (notebooks/06_recipe_study.ipynb, README "Recipe study") chose
 # on the validation images of the real sample: per minute of CPU it beats the original at every budget.
 RECIPES: dict[str, dict[str, Any]] = {
-    "original": {"lr": 1e-4, "weight_decay": 1e-4, "scheduler": "none", "loss": "bce", "batch_size": 8,
-                 "border": "pet", "ema_decay": 0.0, "scale_jitter": 0.0, "tta": False},
-    "recommended": {"lr": 2e-3, "weight_decay": 1e-4, "scheduler": "onecycle", "pct_start": 0.3,
-                    "loss": "bce_dice", "batch_size": 8, "border": "pet", "ema_decay": 0.99, "scale_jitter": 0.0,
-                    "tta": False},
-}  # fmt: skip
+    "original": {
+        "lr": 1e-4,
+        "weight_decay": 1e-4,
+        "scheduler": "none",
+        "loss": "bce",
+        "batch_size": 8,
+        "border": "pet",
+        "ema_decay": 0.0,
+        "scale_jitter": 0.0,
+        "tta": False,
+    },
+    "recommended": {
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "scheduler": "onecycle",
+        "pct_start": 0.3,
+        "loss": "bce_dice",
+        "batch_size": 8,
+        "border": "pet",
+        "ema_decay": 0.99,
+        "scale_jitter": 0.0,
+        "tta": False,
+    },
+}
 # "full" is the original's settings. "recommended" is the recommended recipe at the budget the study
 # measured: about 12 minutes of ResNet34-UNet training on the sample's 270 images on a 2-core CPU with
 # native bf16 (11-12 s per epoch on this workplace's AMD EPYC; about 1.4x longer in fp32).
@@ -170,11 +196,24 @@ RECIPES: dict[str, dict[str, Any]] = {
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {},
     "recommended": {"image_size": 96, "epochs": 60},
-    "quick": {"image_size": 128, "epochs": 8, "train_limit": 240, "val_limit": 60,
-              "model_kwargs": {"base_channels": 16}},
-    "tiny": {"image_size": 32, "epochs": 2, "batch_size": 4, "train_limit": 16, "val_limit": 8, "lr": 1e-3,
-             "scheduler": "onecycle", "model_kwargs": {"base_channels": 4}},
-}  # fmt: skip
+    "quick": {
+        "image_size": 128,
+        "epochs": 8,
+        "train_limit": 240,
+        "val_limit": 60,
+        "model_kwargs": {"base_channels": 16},
+    },
+    "tiny": {
+        "image_size": 32,
+        "epochs": 2,
+        "batch_size": 4,
+        "train_limit": 16,
+        "val_limit": 8,
+        "lr": 1e-3,
+        "scheduler": "onecycle",
+        "model_kwargs": {"base_channels": 4},
+    },
+}
 PROFILE_RECIPES = {"full": "original", "recommended": "recommended", "quick": "recommended"}
 # ResNet34-UNet has no width knob: its quick profile shrinks images and epochs instead (5x UNet-16's cost).
 # UNet's recommended profile is the 12-minute budget the study chose on the validation images: width 16 at

@@ -21,10 +21,25 @@ from torch.nn.parallel import DistributedDataParallel
 from .runtime import resolve_device
 
 __all__ = [
-    "DistInfo", "init_distributed", "cleanup", "is_distributed", "get_rank", "get_world_size", "is_main",
-    "all_reduce_sum", "all_reduce_min", "all_reduce_max", "all_gather_object", "barrier", "on_main",
-    "main_first", "broadcast_buffers", "wrap_model", "convert_sync_batchnorm", "CpuSyncBatchNorm",
-]  # fmt: skip
+    "DistInfo",
+    "init_distributed",
+    "cleanup",
+    "is_distributed",
+    "get_rank",
+    "get_world_size",
+    "is_main",
+    "all_reduce_sum",
+    "all_reduce_min",
+    "all_reduce_max",
+    "all_gather_object",
+    "barrier",
+    "on_main",
+    "main_first",
+    "broadcast_buffers",
+    "wrap_model",
+    "convert_sync_batchnorm",
+    "CpuSyncBatchNorm",
+]
 
 T = TypeVar("T")
 
@@ -76,8 +91,10 @@ def _process_device(device_pref: str, local_rank: int) -> torch.device:
     if n == 1:  # a launcher that shows each process only its own GPU (CUDA_VISIBLE_DEVICES per process)
         return torch.device("cuda", 0)
     if local_rank >= n:
-        raise ValueError(f"LOCAL_RANK={local_rank} but this node shows {n} GPU(s); start at most {n} "
-                         "processes per node (torchrun --nproc_per_node)")  # fmt: skip
+        raise ValueError(
+            f"LOCAL_RANK={local_rank} but this node shows {n} GPU(s); start at most {n} "
+            "processes per node (torchrun --nproc_per_node)"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -90,14 +107,22 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     if is_distributed():
         local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local, local_world,
-                        _process_device(device_pref, local), dist.get_backend())  # fmt: skip
+        return DistInfo(
+            dist.get_rank(),
+            dist.get_world_size(),
+            local,
+            local_world,
+            _process_device(device_pref, local),
+            dist.get_backend(),
+        )
     if env_world <= 1:
         return DistInfo(device=resolve_device(device_pref))
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={env_world} but {', '.join(missing)} not set; start distributed runs "
-                           "with torchrun (torchrun --nproc_per_node=N -m seglib train ...)")  # fmt: skip
+        raise RuntimeError(
+            f"WORLD_SIZE={env_world} but {', '.join(missing)} not set; start distributed runs "
+            "with torchrun (torchrun --nproc_per_node=N -m seglib train ...)"
+        )
     rank, local = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     device = _process_device(device_pref, local)
     if device.type == "cuda":

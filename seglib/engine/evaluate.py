@@ -74,8 +74,14 @@ def evaluate(
     workers = default_num_workers(dev) if num_workers is None else num_workers
     rank, world = get_rank(), get_world_size()
     # No padding, no duplicate: every image on exactly one rank.
-    loader = DataLoader(ds, batch_size=batch_size, sampler=range(rank, len(ds), world), num_workers=workers,
-                        collate_fn=collate, pin_memory=dev.type == "cuda")  # fmt: skip
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=range(rank, len(ds), world),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=dev.type == "cuda",
+    )
     rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
     skipped: list[str] = []
     for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
@@ -94,15 +100,27 @@ def evaluate(
             valid = (full != IGNORE_INDEX).sum().item()
             i = int(batch["index"][j])
             entry = ds.entries[i]
-            rows.append((i, {
-                "name": entry.name, "breed": entry.breed, "species": entry.species,
-                "height": full.shape[0], "width": full.shape[1],
-                "dice": float(dice_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
-                "iou": float(iou_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
-                "dice_model": dice_m[j].item(), "iou_model": iou_m[j].item(),
-                "tp": tp, "fp": fp, "fn": fn,
-                "fg_fraction": (tp + fn) / max(valid, 1), "pred_fraction": (tp + fp) / max(valid, 1),
-            }))  # fmt: skip
+            rows.append(
+                (
+                    i,
+                    {
+                        "name": entry.name,
+                        "breed": entry.breed,
+                        "species": entry.species,
+                        "height": full.shape[0],
+                        "width": full.shape[1],
+                        "dice": float(dice_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
+                        "iou": float(iou_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
+                        "dice_model": dice_m[j].item(),
+                        "iou_model": iou_m[j].item(),
+                        "tp": tp,
+                        "fp": fp,
+                        "fn": fn,
+                        "fg_fraction": (tp + fn) / max(valid, 1),
+                        "pred_fraction": (tp + fp) / max(valid, 1),
+                    },
+                )
+            )
     if world > 1:
         parts = all_gather_object((rows, skipped))
         rows = sorted((r for part, _ in parts for r in part), key=lambda r: r[0])
@@ -121,15 +139,31 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """
     t = {c: torch.tensor(df[c].to_numpy(dtype=np.float64)) for c in ("tp", "fp", "fn")}
     rows = [
-        {"resolution": "original", "images": len(df), "dice_mean": df.dice.mean(), "dice_median": df.dice.median(),
-         "dice_min": df.dice.min(), "iou_mean": df.iou.mean(), "iou_median": df.iou.median(), "iou_min": df.iou.min(),
-         "dice_dataset": float(dataset_dice(t["tp"], t["fp"], t["fn"])),
-         "iou_dataset": float(dataset_iou(t["tp"], t["fp"], t["fn"]))},
-        {"resolution": "model", "images": len(df), "dice_mean": df.dice_model.mean(),
-         "dice_median": df.dice_model.median(), "dice_min": df.dice_model.min(), "iou_mean": df.iou_model.mean(),
-         "iou_median": df.iou_model.median(), "iou_min": df.iou_model.min(), "dice_dataset": np.nan,
-         "iou_dataset": np.nan},
-    ]  # fmt: skip
+        {
+            "resolution": "original",
+            "images": len(df),
+            "dice_mean": df.dice.mean(),
+            "dice_median": df.dice.median(),
+            "dice_min": df.dice.min(),
+            "iou_mean": df.iou.mean(),
+            "iou_median": df.iou.median(),
+            "iou_min": df.iou.min(),
+            "dice_dataset": float(dataset_dice(t["tp"], t["fp"], t["fn"])),
+            "iou_dataset": float(dataset_iou(t["tp"], t["fp"], t["fn"])),
+        },
+        {
+            "resolution": "model",
+            "images": len(df),
+            "dice_mean": df.dice_model.mean(),
+            "dice_median": df.dice_model.median(),
+            "dice_min": df.dice_model.min(),
+            "iou_mean": df.iou_model.mean(),
+            "iou_median": df.iou_model.median(),
+            "iou_min": df.iou_model.min(),
+            "dice_dataset": np.nan,
+            "iou_dataset": np.nan,
+        },
+    ]
     return pd.DataFrame(rows).set_index("resolution")
 
 

@@ -42,9 +42,10 @@ def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "wb"
             write(f)
     except OSError as e:
         raise OSError(
-            e.errno, f"could not write {path} ({e.strerror or e}); the previous version of the file, "
-            "if any, is intact. Free some disk space or choose another output_dir"
-        ) from e  # fmt: skip
+            e.errno,
+            f"could not write {path} ({e.strerror or e}); the previous version of the file, "
+            "if any, is intact. Free some disk space or choose another output_dir",
+        ) from e
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

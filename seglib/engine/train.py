@@ -40,7 +40,7 @@ from ..data import (
     mixing_generator,
     resolve_data_root,
     train_transform,
-)  # fmt: skip
+)
 from ..data.trimaps import IGNORE_INDEX
 from ..metrics import confusion_counts, dice_from_counts
 from ..models import build_model, count_parameters
@@ -63,7 +63,7 @@ from .distributed import (
     main_first,
     on_main,
     wrap_model,
-)  # fmt: skip
+)
 from .ema import ModelEMA
 from .evaluate import forward_tta
 from .io import atomic_write_csv
@@ -78,19 +78,41 @@ from .runtime import (
     prepare_model,
     seed_everything,
     to_device_batch,
-)  # fmt: skip
+)
 from .schedulers import build_scheduler, steps_per_batch
 from .tracking import WandbLogger
 
-__all__ = ["fit", "FitResult", "make_datasets", "new_run_dir", "HISTORY_COLUMNS", "TrainingInterrupted",
-           "NonFiniteLossError", "RESUME_MAY_DIFFER"]  # fmt: skip
+__all__ = [
+    "fit",
+    "FitResult",
+    "make_datasets",
+    "new_run_dir",
+    "HISTORY_COLUMNS",
+    "TrainingInterrupted",
+    "NonFiniteLossError",
+    "RESUME_MAY_DIFFER",
+]
 
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds", "skipped"]
 # Settings a resumed run may change: they do not touch what is computed.
 RESUME_MAY_DIFFER = frozenset(
-    {"progress", "log_every", "num_workers", "use_wandb", "wandb_project", "overwrite", "run_name", "output_dir",
-     "data_root", "synthetic_root", "device", "cache", "cache_dir", "checkpoint_every"}
-)  # fmt: skip
+    {
+        "progress",
+        "log_every",
+        "num_workers",
+        "use_wandb",
+        "wandb_project",
+        "overwrite",
+        "run_name",
+        "output_dir",
+        "data_root",
+        "synthetic_root",
+        "device",
+        "cache",
+        "cache_dir",
+        "checkpoint_every",
+    }
+)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -167,12 +189,15 @@ def _find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
     else:  # the newest run with a last.pt
         runs = sorted(Path(cfg.output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
-            raise FileNotFoundError(f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
-                                    "start a new run with resume=False")  # fmt: skip
+            raise FileNotFoundError(
+                f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
+                "start a new run with resume=False"
+            )
         run_dir = runs[-1].parent
     if not (run_dir / "last.pt").is_file():
-        raise FileNotFoundError(f"cannot resume: {run_dir / 'last.pt'} does not exist; runs live in "
-                                f"{cfg.output_dir}/<run_name>/")  # fmt: skip
+        raise FileNotFoundError(
+            f"cannot resume: {run_dir / 'last.pt'} does not exist; runs live in {cfg.output_dir}/<run_name>/"
+        )
     return run_dir
 
 
@@ -186,8 +211,10 @@ def _check_resumable(cfg: TrainConfig, saved: dict[str, Any], path: Path) -> Non
     }
     if diff:
         lines = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ValueError(f"cannot resume {path}: the config differs ({lines}); resume with the saved "
-                         "config (TrainConfig.load(run_dir / 'config.json')) or start a new run")  # fmt: skip
+        raise ValueError(
+            f"cannot resume {path}: the config differs ({lines}); resume with the saved "
+            "config (TrainConfig.load(run_dir / 'config.json')) or start a new run"
+        )
 
 
 def _loader(ds: OxfordPetDataset, cfg: TrainConfig, info: DistInfo, train: bool) -> DataLoader:
@@ -197,8 +224,14 @@ def _loader(ds: OxfordPetDataset, cfg: TrainConfig, info: DistInfo, train: bool)
         workers = default_num_workers(device, info.local_world_size)
     # This rank's share. Training shares are padded to equal length, so that the ranks step together;
     # validation shares are not, so that the sums over the ranks count every image once.
-    sampler = EpochSampler(len(ds), shuffle=train and cfg.shuffle, seed=cfg.seed, rank=info.rank,
-                           world_size=info.world_size, pad=train)  # fmt: skip
+    sampler = EpochSampler(
+        len(ds),
+        shuffle=train and cfg.shuffle,
+        seed=cfg.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        pad=train,
+    )
     # A last batch of one image breaks BatchNorm in training (1x1 maps at the bottom of the encoder).
     drop_last = train and sampler.num_samples % cfg.batch_size == 1
     return DataLoader(
@@ -296,8 +329,15 @@ def _run_epoch(
     loss_sum = torch.tensor(state.loss_sum, device=device, dtype=torch.float64)
     dice_sum = torch.tensor(state.dice_sum, device=device, dtype=torch.float64)
     first_bad = torch.zeros((), device=device, dtype=torch.long)  # step of the first non-finite loss
-    bar = progress_bar(loader, desc=desc, leave=False, disable=not (cfg.progress and is_main()), dynamic_ncols=True,
-               initial=state.step, total=total_steps)  # fmt: skip
+    bar = progress_bar(
+        loader,
+        desc=desc,
+        leave=False,
+        disable=not (cfg.progress and is_main()),
+        dynamic_ncols=True,
+        initial=state.step,
+        total=total_steps,
+    )
 
     def sync(agree: bool = False) -> bool:
         """Read the sums; raise on a non-finite loss; return whether Ctrl-C asks to stop.
@@ -481,8 +521,10 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
     batch = f"batch {cfg.batch_size}"
     if info.distributed:
         effective = cfg.batch_size * info.world_size
-        batch += (f" per process x {info.world_size} processes = {effective} effective "
-                  f"({info.backend}{', sync_bn' if cfg.sync_bn else ''})")  # fmt: skip
+        batch += (
+            f" per process x {info.world_size} processes = {effective} effective "
+            f"({info.backend}{', sync_bn' if cfg.sync_bn else ''})"
+        )
     precision = f"{str(amp_dtype(device)).removeprefix('torch.')} autocast" if use_amp else "fp32"
     say(
         f"seglib: {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) on {kind} data "
@@ -495,13 +537,26 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
         if not main:
             return
         save_checkpoint(
-            run_dir / "last.pt", model, spec, config=cfg.to_dict(), epoch=epoch_done, data=kind,
-            val_dice=history[-1]["val_dice"] if history else None, optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(), scaler=scaler.state_dict(), history=history, lr_log=lr_log,
-            best_val_dice=best_dice, best_epoch=best_epoch, global_step=len(lr_log), rng=_rng_state(),
-            partial=partial_state.__dict__ if partial_state else None, world_size=info.world_size,
+            run_dir / "last.pt",
+            model,
+            spec,
+            config=cfg.to_dict(),
+            epoch=epoch_done,
+            data=kind,
+            val_dice=history[-1]["val_dice"] if history else None,
+            optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(),
+            scaler=scaler.state_dict(),
+            history=history,
+            lr_log=lr_log,
+            best_val_dice=best_dice,
+            best_epoch=best_epoch,
+            global_step=len(lr_log),
+            rng=_rng_state(),
+            partial=partial_state.__dict__ if partial_state else None,
+            world_size=info.world_size,
             ema=ema.state_dict() if ema is not None else None,
-        )  # fmt: skip
+        )
 
     launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"  # for the resume hint
     tracker = WandbLogger(cfg.use_wandb and main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir)
@@ -513,16 +568,39 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
                 tr, partial = partial, _EpochState()
                 train_loader.sampler.set_epoch(epoch, start=tr.step * cfg.batch_size)
                 try:
-                    _run_epoch(net, train_loader, cfg, device, use_amp, tr, steps_per_epoch, stop_flag, optimizer,
-                               scheduler, scaler, lr_log, desc=f"epoch {epoch}/{cfg.epochs} train", ema=ema,
-                               ema_source=model)  # fmt: skip
+                    _run_epoch(
+                        net,
+                        train_loader,
+                        cfg,
+                        device,
+                        use_amp,
+                        tr,
+                        steps_per_epoch,
+                        stop_flag,
+                        optimizer,
+                        scheduler,
+                        scaler,
+                        lr_log,
+                        desc=f"epoch {epoch}/{cfg.epochs} train",
+                        ema=ema,
+                        ema_source=model,
+                    )
                     # Rank 0's BatchNorm statistics everywhere: what it saves is what every rank validates.
                     broadcast_buffers(model)
                     if ema is not None:
                         broadcast_buffers(ema.module)
                     va = _EpochState()
-                    _run_epoch(eval_model, val_loader, cfg, device, use_amp, va, len(val_loader), stop_flag,
-                               desc=f"epoch {epoch}/{cfg.epochs} val")  # fmt: skip
+                    _run_epoch(
+                        eval_model,
+                        val_loader,
+                        cfg,
+                        device,
+                        use_amp,
+                        va,
+                        len(val_loader),
+                        stop_flag,
+                        desc=f"epoch {epoch}/{cfg.epochs} val",
+                    )
                 except _Stop:
                     tr.seconds = time.perf_counter() - t0
                     save_last(epoch - 1, _reduced(tr, device))
@@ -544,10 +622,16 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
                 # Sums over all ranks' images, not a mean of the ranks' means.
                 tr, va = _reduced(tr, device), _reduced(va, device)
                 skipped = tr.skipped + va.skipped
-                row = {"epoch": epoch, "train_loss": tr.loss_sum / max(tr.n_images, 1),
-                       "train_dice": tr.dice_sum / max(tr.n_images, 1), "val_loss": va.loss_sum / max(va.n_images, 1),
-                       "val_dice": va.dice_sum / max(va.n_images, 1), "lr": epoch_lr,
-                       "seconds": time.perf_counter() - t0, "skipped": len(skipped)}  # fmt: skip
+                row = {
+                    "epoch": epoch,
+                    "train_loss": tr.loss_sum / max(tr.n_images, 1),
+                    "train_dice": tr.dice_sum / max(tr.n_images, 1),
+                    "val_loss": va.loss_sum / max(va.n_images, 1),
+                    "val_dice": va.dice_sum / max(va.n_images, 1),
+                    "lr": epoch_lr,
+                    "seconds": time.perf_counter() - t0,
+                    "skipped": len(skipped),
+                }
                 history.append(row)
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 if main:
@@ -558,31 +642,56 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo) -> FitResu
                 if row["val_dice"] > best_dice:
                     best_dice, best_epoch = row["val_dice"], epoch
                     if main:
-                        save_checkpoint(run_dir / "best.pt", eval_model, spec, config=cfg.to_dict(), epoch=epoch,
-                                        val_dice=row["val_dice"], data=kind)  # fmt: skip
+                        save_checkpoint(
+                            run_dir / "best.pt",
+                            eval_model,
+                            spec,
+                            config=cfg.to_dict(),
+                            epoch=epoch,
+                            val_dice=row["val_dice"],
+                            data=kind,
+                        )
                 if (
                     main
                     and cfg.checkpoint_every
                     and (epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs)
                 ):
                     # For Dice-versus-time curves: the model as it stood after this many seconds of training.
-                    save_checkpoint(run_dir / "epochs" / f"epoch_{epoch:03d}.pt", eval_model, spec,
-                                    config=cfg.to_dict(), epoch=epoch, val_dice=row["val_dice"], data=kind,
-                                    train_seconds=sum(r["seconds"] for r in history))  # fmt: skip
+                    save_checkpoint(
+                        run_dir / "epochs" / f"epoch_{epoch:03d}.pt",
+                        eval_model,
+                        spec,
+                        config=cfg.to_dict(),
+                        epoch=epoch,
+                        val_dice=row["val_dice"],
+                        data=kind,
+                        train_seconds=sum(r["seconds"] for r in history),
+                    )
                 save_last(epoch, None)
                 if skipped:
                     say(
                         f"epoch {epoch}: skipped {len(skipped)} unreadable sample(s): {'; '.join(skipped[:5])}"
                     )
                 if cfg.progress:
-                    say(f"epoch {epoch:3d}/{cfg.epochs}: train loss {row['train_loss']:.4f} dice "
+                    say(
+                        f"epoch {epoch:3d}/{cfg.epochs}: train loss {row['train_loss']:.4f} dice "
                         f"{row['train_dice']:.4f} | val loss {row['val_loss']:.4f} dice {row['val_dice']:.4f} | "
-                        f"lr {epoch_lr:.2e} | {row['seconds']:.1f} s")  # fmt: skip
+                        f"lr {epoch_lr:.2e} | {row['seconds']:.1f} s"
+                    )
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
-    return FitResult(run_dir, pd.DataFrame(history, columns=HISTORY_COLUMNS), best_dice, best_epoch,
-                     eval_model.eval(), cfg, kind, train_ds.root, main)  # fmt: skip
+    return FitResult(
+        run_dir,
+        pd.DataFrame(history, columns=HISTORY_COLUMNS),
+        best_dice,
+        best_epoch,
+        eval_model.eval(),
+        cfg,
+        kind,
+        train_ds.root,
+        main,
+    )
 
 
 def _create_run(cfg: TrainConfig) -> Path:
