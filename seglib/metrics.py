@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "IGNORE_INDEX",
     "SMOOTH",
     "confusion_counts",
     "dice_from_counts",
@@ -28,7 +29,7 @@ __all__ = [
 ]
 
 SMOOTH = 1e-6
-IGNORE_INDEX = 255
+IGNORE_INDEX = 255  # a target pixel to leave out (the trimap border with border="ignore")
 
 
 def confusion_counts(

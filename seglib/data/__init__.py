@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .dataset import CorruptSampleError, OxfordPetDataset, collate, find_root, is_oxford_pet_root, open_rgb
+from .dataset import OxfordPetDataset, collate
 from .download import RESOURCES, download
+from .files import CorruptSampleError, find_root, is_oxford_pet_root, open_rgb
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
 from .mixing import copy_paste, mixing_generator
 from .sampling import EpochSampler

@@ -1,7 +1,7 @@
 """Decode once: images and trimaps resized to a run's image size, kept as memory-mapped uint8 arrays.
 
-Every epoch otherwise decodes each full-size JPEG and PNG again and resizes it (about 200 images/s
-for one core): fine for a CPU model eating 10 images/s, the bottleneck for a GPU eating thousands.
+Every epoch otherwise decodes each full-size JPEG and PNG again and resizes it: cheap beside a CPU
+model's steps, the bottleneck for a GPU's (`python -m seglib.bench` measures both; docs/performance.md).
 The cache is built with the same Albumentations Resize as the pipelines, whose Resize is a no-op on
 an image already at the target size, so a cached sample is bit-identical to an uncached one.
 
@@ -15,24 +15,40 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import albumentations as A
 import numpy as np
 
-from .dataset import CorruptSampleError, OxfordPetDataset
+from .files import CorruptSampleError, check_pair, read_image, read_trimap
 
-__all__ = ["ResizedCache", "build_cache", "cache_key"]
+__all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
 
 FORMAT = 1
 
 
-def cache_key(dataset: OxfordPetDataset, image_size: int) -> str:
+class CacheSource(Protocol):
+    """What the cache reads: which samples, and where their files are (an `OxfordPetDataset` is one)."""
+
+    root: Path
+    split: str
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def image_path(self, name: str) -> Path: ...
+
+    def trimap_path(self, name: str) -> Path: ...
+
+
+def cache_key(source: CacheSource, image_size: int) -> str:
     """A hash of the sources (path, size, mtime of every image and trimap) and the image size."""
-    h = hashlib.sha256(f"seglib-cache-v{FORMAT}:{image_size}:{dataset.root.resolve()}".encode())
-    for e in dataset.entries:
-        for p in (dataset.image_path(e.name), dataset.trimap_path(e.name)):
+    h = hashlib.sha256(f"seglib-cache-v{FORMAT}:{image_size}:{source.root.resolve()}".encode())
+    for name in source.names:
+        for p in (source.image_path(name), source.trimap_path(name)):
             st = p.stat()
             h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()[:20]
@@ -64,12 +80,15 @@ class ResizedCache:
         return np.array(self.images[i]), np.array(self.trimaps[i])
 
 
-def build_cache(dataset: OxfordPetDataset, image_size: int, cache_dir: str | Path, log=print) -> ResizedCache:
-    """Open the cache of `dataset` at `image_size` under `cache_dir`, building it if absent (atomically)."""
-    folder = Path(cache_dir) / f"{dataset.split}-{image_size}-{cache_key(dataset, image_size)}"
+def build_cache(
+    source: CacheSource, image_size: int, cache_dir: str | Path, log: Callable[[str], object] = print
+) -> ResizedCache:
+    """Open the cache of `source` at `image_size` under `cache_dir`, building it if absent (atomically)."""
+    folder = Path(cache_dir) / f"{source.split}-{image_size}-{cache_key(source, image_size)}"
     if (folder / "meta.json").is_file():
         return ResizedCache.open(folder)
-    n, s = len(dataset), image_size
+    names = source.names
+    n, s = len(names), image_size
     tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -77,32 +96,24 @@ def build_cache(dataset: OxfordPetDataset, image_size: int, cache_dir: str | Pat
     trimaps = np.memmap(tmp / "trimaps.u8", np.uint8, mode="w+", shape=(n, s, s))
     resize = A.Resize(s, s)
     valid, errors = np.ones(n, bool), {}
-    for i in range(n):
+    for i, name in enumerate(names):
+        image_path, trimap_path = source.image_path(name), source.trimap_path(name)
         try:
-            image, trimap = dataset.load_image(i), dataset.load_trimap(i)
-            if image.shape[:2] != trimap.shape:
-                raise CorruptSampleError(
-                    f"{dataset.trimap_path(dataset.names[i])}: trimap size differs from its image's"
-                )
+            image, trimap = read_image(image_path), read_trimap(trimap_path)
+            check_pair(image, trimap, image_path, trimap_path)
         except CorruptSampleError as e:
-            valid[i], errors[dataset.names[i]] = False, str(e)
+            valid[i], errors[name] = False, str(e)
             continue
         out = resize(image=image, mask=trimap)
         images[i], trimaps[i] = out["image"], out["mask"]
     images.flush()
     trimaps.flush()
     del images, trimaps
-    meta = {
-        "names": dataset.names,
-        "image_size": s,
-        "valid": valid.tolist(),
-        "errors": errors,
-        "format": FORMAT,
-    }
+    meta = {"names": names, "image_size": s, "valid": valid.tolist(), "errors": errors, "format": FORMAT}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, folder)
     except OSError:  # another process built it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
-    log(f"seglib: cached {n} {dataset.split} images at {s} px in {folder}")
+    log(f"seglib: cached {n} {source.split} images at {s} px in {folder}")
     return ResizedCache.open(folder)

@@ -12,47 +12,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
 
+from .cache import ResizedCache, build_cache
+from .files import CorruptSampleError, check_pair, find_root, read_image, read_trimap
 from .lists import ListEntry, read_list, select_split
 from .transforms import eval_transform, seed_transform
-from .trimaps import check_trimap, trimap_to_mask
+from .trimaps import trimap_to_mask
 
-__all__ = ["OxfordPetDataset", "CorruptSampleError", "find_root", "open_rgb", "collate", "is_oxford_pet_root"]
+__all__ = ["OxfordPetDataset", "collate"]
 
 LIST_FILES = {"train": "trainval.txt", "val": "trainval.txt", "trainval": "trainval.txt", "test": "test.txt"}
-HOW_TO_GET = (
-    "download the real data with `make data` (or `python -m seglib download --data_path DIR`, "
-    "or seglib.data.download(DIR)), or make the synthetic demo set with seglib.data.make_synthetic_pets(DIR)"
-)
-
-
-class CorruptSampleError(ValueError):
-    """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
-
-
-def is_oxford_pet_root(root: str | Path) -> bool:
-    """True if `root` (or `root/oxford-iiit-pet`) holds the official layout."""
-    try:
-        find_root(root)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def find_root(root: str | Path) -> Path:
-    """The folder holding `images/` and `annotations/`: `root` itself or `root/oxford-iiit-pet`."""
-    root = Path(root).expanduser()
-    for cand in (root, root / "oxford-iiit-pet"):
-        if (cand / "annotations" / "trainval.txt").is_file() and (cand / "images").is_dir():
-            return cand
-    what = "does not exist" if not root.exists() else "has no images/ and annotations/trainval.txt"
-    raise FileNotFoundError(f"data root {str(root)!r} {what} (nor its oxford-iiit-pet/ folder); {HOW_TO_GET}")
-
-
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image whatever its real format (the release has PNG and GIF files named .jpg) as RGB."""
-    with Image.open(path) as im:
-        im.seek(0)  # first frame of a GIF
-        return im.convert("RGB")
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,12 +76,10 @@ class OxfordPetDataset(Dataset):
         self.transform = transform if transform is not None else eval_transform(image_size)
         self.return_full_mask = return_full_mask
         self._sizes: dict[int, tuple[int, int]] = {}
-        self.cache = None  # a data.cache.ResizedCache: samples come pre-resized from it (see use_cache)
+        self.cache: ResizedCache | None = None  # samples come pre-resized from it (see use_cache)
 
     def use_cache(self, cache_dir: str | Path, image_size: int) -> OxfordPetDataset:
         """Read samples from a decode-once cache at `image_size` (built on first use); returns self."""
-        from .cache import build_cache
-
         self.cache = build_cache(self, image_size, cache_dir)
         return self
 
@@ -162,33 +128,11 @@ class OxfordPetDataset(Dataset):
 
     def load_image(self, i: int) -> np.ndarray:
         """Image i as uint8 HxWx3 RGB at its original resolution."""
-        path = self.image_path(self.entries[i].name)
-        try:
-            return np.asarray(open_rgb(path))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise CorruptSampleError(
-                f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
-                "Re-download the data, or pass on_corrupt='skip' to leave such samples out (they are counted "
-                "and reported at the end of each epoch)"
-            ) from e
+        return read_image(self.image_path(self.entries[i].name))
 
     def load_trimap(self, i: int) -> np.ndarray:
         """Trimap i as uint8 HxW with values checked to be in {1, 2, 3}."""
-        path = self.trimap_path(self.entries[i].name)
-        try:
-            with Image.open(path) as im:
-                trimap = np.asarray(im)
-        except (OSError, SyntaxError) as e:
-            raise CorruptSampleError(
-                f"{path}: cannot read the trimap ({e}); re-download the data or pass on_corrupt='skip'"
-            ) from e
-        if trimap.ndim != 2:
-            raise CorruptSampleError(f"{path}: a trimap has one channel, this file has shape {trimap.shape}")
-        try:
-            check_trimap(trimap, str(path))
-        except ValueError as e:
-            raise CorruptSampleError(str(e)) from None
-        return trimap
+        return read_trimap(self.trimap_path(self.entries[i].name))
 
     def load_mask(self, i: int) -> np.ndarray:
         """Binary mask i (uint8, 0/1, or IGNORE_INDEX on the border) at the original resolution."""
@@ -207,11 +151,8 @@ class OxfordPetDataset(Dataset):
                 mask = trimap_to_mask(trimap, self.border)
             else:
                 image, mask = self.load_image(i), self.load_mask(i)
-            if image.shape[:2] != mask.shape:
-                raise CorruptSampleError(
-                    f"{self.trimap_path(self.entries[i].name)}: trimap size {mask.shape[::-1]} differs from its "
-                    f"image's {image.shape[1::-1]} ({self.image_path(self.entries[i].name)}); the pair is damaged"
-                )
+            name = self.entries[i].name
+            check_pair(image, mask, self.image_path(name), self.trimap_path(name))
         except CorruptSampleError as e:
             if self.on_corrupt == "raise":
                 raise

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import IGNORE_INDEX  # defined where the metrics leave it out; the masks only write it
+
 __all__ = ["IGNORE_INDEX", "BORDER_MODES", "trimap_to_mask", "check_trimap"]
 
-IGNORE_INDEX = 255
 BORDER_MODES = ("pet", "ignore")
 PET, BACKGROUND, BORDER = 1, 2, 3
 

@@ -1,0 +1,97 @@
+"""The release's files on disk: where the data set lies, how one image or trimap is read, and the
+error for a sample that cannot be used. The dataset and the decode-once cache both read through here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .trimaps import check_trimap
+
+__all__ = [
+    "CorruptSampleError",
+    "HOW_TO_GET",
+    "check_pair",
+    "find_root",
+    "is_oxford_pet_root",
+    "open_rgb",
+    "read_image",
+    "read_trimap",
+]
+
+HOW_TO_GET = (
+    "download the real data with `make data` (or `python -m seglib download --data_path DIR`, "
+    "or seglib.data.download(DIR)), or make the synthetic demo set with seglib.data.make_synthetic_pets(DIR)"
+)
+
+
+class CorruptSampleError(ValueError):
+    """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
+
+
+def find_root(root: str | Path) -> Path:
+    """The folder holding `images/` and `annotations/`: `root` itself or `root/oxford-iiit-pet`."""
+    root = Path(root).expanduser()
+    for cand in (root, root / "oxford-iiit-pet"):
+        if (cand / "annotations" / "trainval.txt").is_file() and (cand / "images").is_dir():
+            return cand
+    what = "does not exist" if not root.exists() else "has no images/ and annotations/trainval.txt"
+    raise FileNotFoundError(f"data root {str(root)!r} {what} (nor its oxford-iiit-pet/ folder); {HOW_TO_GET}")
+
+
+def is_oxford_pet_root(root: str | Path) -> bool:
+    """True if `root` (or `root/oxford-iiit-pet`) holds the official layout."""
+    try:
+        find_root(root)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image whatever its real format (the release has PNG and GIF files named .jpg) as RGB."""
+    with Image.open(path) as im:
+        im.seek(0)  # first frame of a GIF
+        return im.convert("RGB")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """The image at `path` as uint8 HxWx3 RGB at its original resolution."""
+    try:
+        return np.asarray(open_rgb(path))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise CorruptSampleError(
+            f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
+            "Re-download the data, or pass on_corrupt='skip' to leave such samples out (they are counted "
+            "and reported at the end of each epoch)"
+        ) from e
+
+
+def read_trimap(path: Path) -> np.ndarray:
+    """The trimap at `path` as uint8 HxW, its values checked to be in {1, 2, 3}."""
+    try:
+        with Image.open(path) as im:
+            trimap = np.asarray(im)
+    except (OSError, SyntaxError) as e:
+        raise CorruptSampleError(
+            f"{path}: cannot read the trimap ({e}); re-download the data or pass on_corrupt='skip'"
+        ) from e
+    if trimap.ndim != 2:
+        raise CorruptSampleError(f"{path}: a trimap has one channel, this file has shape {trimap.shape}")
+    try:
+        check_trimap(trimap, str(path))
+    except ValueError as e:
+        raise CorruptSampleError(str(e)) from None
+    return trimap
+
+
+def check_pair(image: np.ndarray, trimap: np.ndarray, image_path: Path, trimap_path: Path) -> None:
+    """Raise CorruptSampleError naming both files if the trimap (or its mask) and the image differ in size."""
+    if image.shape[:2] != trimap.shape:
+        raise CorruptSampleError(
+            f"{trimap_path}: trimap size {trimap.shape[::-1]} differs from its image's "
+            f"{image.shape[1::-1]} ({image_path}); the pair is damaged"
+        )
