@@ -1,20 +1,33 @@
-"""`python -m seglib train|evaluate|predict|download`: the original's three scripts, plus the download."""
+"""`python -m seglib train|evaluate|predict|download`: the original's three scripts, plus the download.
+
+`train` has an option for every `TrainConfig` setting, derived from the dataclass (`train_options`), so a
+setting added there reaches the command line with no edit here.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import inspect
+import io
+import json
 import os
 import sys
+import textwrap
+import tokenize
+import types
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .data import OxfordPetDataset, download, resolve_data_root
+from .data import SPLITS, OxfordPetDataset, download, resolve_data_root
 from .engine import (
     PROFILES,
     RECIPES,
-    SCHEDULERS,
+    TrainConfig,
     checkpoint_image_size,
     config_from_profile,
     evaluate,
@@ -23,86 +36,178 @@ from .engine import (
     predict,
     summarize,
 )
-from .models import MODELS
+from .engine.config import CHOICES
 from .plots import plot_dice_distribution, plot_history, plot_prediction, save_figure, save_prediction_figures
 
-__all__ = ["main", "build_parser"]
+__all__ = [
+    "NOT_OPTIONS",
+    "RENAMED",
+    "Option",
+    "build_parser",
+    "field_comments",
+    "main",
+    "train_config",
+    "train_options",
+]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+# Settings whose option has another name: the original's scripts call the data root --data_path.
+RENAMED = {"data_root": "data_path"}
+# Settings with no `train` option, each with the reason; every other TrainConfig field has one.
+NOT_OPTIONS: dict[str, str] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One `train` option: its help section, its flag and the keywords for `add_argument`."""
+
+    section: str
+    flag: str
+    kwargs: dict[str, Any]
+
+
+def field_comments(cls: type) -> dict[str, tuple[str, str]]:
+    """Each dataclass field's (section, trailing comment), read from the source of the class and its bases.
+
+    The section is the comment line last seen above the field (`# data`, `# machine`). Without the
+    source (a build that ships only bytecode) the result is empty and the options go without help.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for klass in reversed(cls.__mro__):  # a subclass's comment wins over its base's
+        if dataclasses.is_dataclass(klass):
+            found.update(_class_comments(klass))
+    return found
+
+
+def _class_comments(cls: type) -> dict[str, tuple[str, str]]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    found: dict[str, tuple[str, str]] = {}
+    section = ""
+    code: list[tokenize.TokenInfo] = []  # the logical line being read
+    comments: list[tokenize.TokenInfo] = []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments.append(tok)
+        elif tok.type == tokenize.NL and not code:  # a line of only a comment, or blank
+            if comments and comments[-1].start[1] == 4:  # at the class body's indentation
+                section = _text(comments[-1])
+            comments = []
+        elif tok.type == tokenize.NEWLINE:
+            # `name: type = value  # comment` in the class body (a method's locals sit deeper)
+            is_field = len(code) > 1 and code[0].type == tokenize.NAME and code[1].string == ":"
+            if is_field and code[0].start[1] == 4 and comments:
+                found[code[0].string] = (section, _text(comments[0]))
+            code, comments = [], []
+        elif tok.type not in (tokenize.NL, tokenize.INDENT, tokenize.DEDENT):
+            code.append(tok)
+    return found
+
+
+def _text(comment: tokenize.TokenInfo) -> str:
+    return comment.string.lstrip("#").strip()
+
+
+def train_options(config: type[TrainConfig] = TrainConfig) -> dict[str, Option]:
+    """The `train` option of each `config` setting but those in NOT_OPTIONS, by setting.
+
+    The type comes from the annotation (`X | None` reads an X: None is a profile's to give), the choices
+    from `CHOICES`, the help from the field's comment. Every default is None, "the profile's value": only
+    the options given become overrides.
+    """
+    hints = typing.get_type_hints(config)
+    docs = field_comments(config)
+    options = {}
+    for f in dataclasses.fields(config):
+        if f.name in NOT_OPTIONS:
+            continue
+        section, comment = docs.get(f.name, ("", ""))
+        kwargs = _reader(hints[f.name], f.name)
+        full = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        kwargs["help"] = _help(f"{comment} (full: {_shown(full)})".strip())  # full: TrainConfig's defaults
+        kwargs["default"] = None
+        options[f.name] = Option(section, "--" + RENAMED.get(f.name, f.name), kwargs)
+    return options
+
+
+def _reader(hint: Any, name: str) -> dict[str, Any]:
+    """The add_argument keywords that read a value of type `hint`."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and len(args) == 2 and type(None) in args:
+        hint = next(a for a in args if a is not type(None))
+    if name in CHOICES:
+        return {"choices": CHOICES[name]}
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if hint in (int, float, str):
+        return {"type": hint, "metavar": hint.__name__.upper()}
+    if typing.get_origin(hint) is list and typing.get_args(hint) == (int,):
+        return {"type": _int_list, "metavar": "N,N,..."}
+    if typing.get_origin(hint) is dict:
+        return {"type": _json_object, "metavar": "JSON"}
+    raise TypeError(
+        f"TrainConfig.{name}: no command-line reader for {hint}; add one to seglib.cli._reader "
+        "or list the setting in seglib.cli.NOT_OPTIONS with the reason"
+    )
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, e.g. 30,40; got {text!r}"
+        ) from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object, e.g. '{{\"base_channels\": 16}}'; got {text!r}"
+        )
+    return value
+
+
+def _help(text: str) -> str:
+    return text.replace("%", "%%")  # argparse %-formats help texts ("50% of the epochs")
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seglib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    docs = {name: _help(comment) for name, (_, comment) in field_comments(TrainConfig).items()}
 
     def data_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--data_path", default=defaults["data_root"], help=docs.get("data_root"))
         sp.add_argument(
-            "--data_path", default="data/oxford-iiit-pet", help="Oxford-IIIT Pet root (official layout)"
+            "--dataset", default=defaults["dataset"], choices=CHOICES["dataset"], help=docs.get("dataset")
         )
-        sp.add_argument(
-            "--dataset",
-            default="auto",
-            choices=["auto", "oxford-pet", "synthetic"],
-            help="auto: the real data if present at --data_path, else the synthetic demo set",
-        )
-        sp.add_argument("--device", default="auto")
+        sp.add_argument("--device", default=defaults["device"], help=docs.get("device"))
 
-    t = sub.add_parser("train", help="train a model; the run lands in --output_dir/<run_name>")
-    data_args(t)
+    t = sub.add_parser(
+        "train",
+        help="train a model; the run lands in --output_dir/<run_name>",
+        description="Train a model. An option left out takes the --profile's value (with its recipe's); "
+        "(full: ...) shows the full profile's, the original's settings.",
+    )
     t.add_argument(
         "--profile", default="full", choices=sorted(PROFILES), help="full: the original's settings"
-    )
-    t.add_argument("--model", default="unet", choices=sorted(MODELS))
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--scheduler", choices=SCHEDULERS)
-    t.add_argument("--image_size", type=int)
-    t.add_argument("--batch_size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--weight_decay", type=float)
-    t.add_argument("--base_channels", type=int, help="UNet width (64 in the original)")
-    t.add_argument("--border", choices=["pet", "ignore"])
-    t.add_argument(
-        "--loss", choices=["bce", "bce_dice"], help="bce: the original's; bce_dice: BCE + soft Dice"
     )
     t.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
         help="the optimisation and augmentation settings; default: the profile's",
-    )
-    t.add_argument("--ema_decay", type=float, help="weight EMA decay, e.g. 0.99 (0: off)")
-    t.add_argument("--scale_jitter", type=float, help="random zoom in [1-j, 1+j] (0: off)")
-    t.add_argument(
-        "--copy_paste", type=float, help="paste another image's pet with this probability (0: off)"
-    )
-    t.add_argument("--pct_start", type=float, help="onecycle's warm-up fraction")
-    t.add_argument(
-        "--tta",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="validate with horizontal-flip test-time augmentation",
-    )
-    t.add_argument(
-        "--amp",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="mixed precision (default: on for CUDA and for a CPU with native bf16)",
-    )
-    t.add_argument("--checkpoint_every", type=int, help="also keep every N-th epoch's model in <run>/epochs/")
-    t.add_argument("--train_limit", type=int)
-    t.add_argument("--val_limit", type=int)
-    t.add_argument("--num_workers", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument(
-        "--sync_bn",
-        action="store_true",
-        help="under torchrun: BatchNorm over the global batch (all processes)",
-    )
-    t.add_argument("--output_dir", default="results/runs")
-    t.add_argument("--run_name")
-    t.add_argument("--overwrite", action="store_true")
-    t.add_argument("--use_wandb", action="store_true")
-    t.add_argument(
-        "--on_corrupt", choices=["raise", "skip"], help="an unreadable image: stop (default) or skip it"
     )
     t.add_argument(
         "--resume",
@@ -112,11 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run",
     )
+    groups: dict[str, Any] = {}  # argparse's groups by section
+    for name, option in train_options().items():
+        if option.section not in groups:
+            groups[option.section] = t.add_argument_group(option.section or "settings")
+        groups[option.section].add_argument(option.flag, dest=name, **option.kwargs)
+    groups.get("model", t).add_argument(
+        "--base_channels", type=int, help="UNet width (64 in the original), into model_kwargs"
+    )
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")
     data_args(e)
     e.add_argument("--model_path", required=True, help="a best.pt or last.pt")
-    e.add_argument("--split", default="test", choices=["train", "val", "trainval", "test"])
+    e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--image_size", type=int, help="default: the checkpoint's training size")
     e.add_argument("--batch_size", type=int, default=8)
     e.add_argument("--limit", type=int, help="only the first N images")
@@ -130,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(r)
     r.add_argument("--model_path", required=True)
     r.add_argument("--input", help="an image or a folder of images; without it, the --split of --data_path")
-    r.add_argument("--split", default="test")
+    r.add_argument("--split", default="test", choices=SPLITS)
     r.add_argument("--limit", type=int, default=10, help="images of the split to show")
     r.add_argument("--image_size", type=int)
     r.add_argument("--threshold", type=float, default=0.5)
@@ -138,52 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
     d = sub.add_parser("download", help="download the real data set (with MD5 checks) into --data_path")
-    d.add_argument("--data_path", default="data/oxford-iiit-pet")
+    d.add_argument("--data_path", default=defaults["data_root"])
     return p
 
 
+def train_config(a: argparse.Namespace) -> TrainConfig:
+    """The config `train` runs: the profile (and recipe), then the options given, and only those."""
+    names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OPTIONS]
+    over = {name: getattr(a, name) for name in names if getattr(a, name) is not None}
+    if a.base_channels is not None:  # as before: the UNet's kwargs are these, not the profile's plus these
+        over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
+    return config_from_profile(a.profile, recipe=a.recipe, **over)
+
+
 def _train(a: argparse.Namespace) -> None:
-    keys = (
-        "model",
-        "epochs",
-        "scheduler",
-        "image_size",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "border",
-        "train_limit",
-        "val_limit",
-        "num_workers",
-        "seed",
-        "output_dir",
-        "run_name",
-        "on_corrupt",
-        "loss",
-        "ema_decay",
-        "scale_jitter",
-        "copy_paste",
-        "pct_start",
-        "tta",
-        "checkpoint_every",
-        "amp",
-    )
-    over = {k: getattr(a, k) for k in keys if getattr(a, k) is not None}
-    over.update(
-        data_root=a.data_path,
-        dataset=a.dataset,
-        device=a.device,
-        overwrite=a.overwrite,
-        use_wandb=a.use_wandb,
-    )
-    if a.base_channels is not None:
-        over["model_kwargs"] = {"base_channels": a.base_channels}
-    if a.sync_bn:
-        over["sync_bn"] = True
-    result = fit(config_from_profile(a.profile, recipe=a.recipe, **over), resume=a.resume)
+    result = fit(train_config(a), resume=a.resume)
     if not result.is_main:  # under torchrun rank 0 speaks and writes for the run
         return
-    save_figure(plot_history(result.history), result.run_dir / "history.png")
+    save_figure(plot_history(result.history, result.config.loss), result.run_dir / "history.png")
     print(
         f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}; run folder {result.run_dir}"
     )

@@ -47,12 +47,21 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
-def plot_history(history: pd.DataFrame) -> Figure:
-    """Loss, Dice and learning rate per epoch, train and validation side by side."""
+# What each `TrainConfig.loss` (seglib.engine.losses.LOSSES) is called on a plot; another name shows as it is.
+LOSS_TITLES = {"bce": "BCE", "bce_dice": "BCE + soft Dice"}
+
+
+def plot_history(history: pd.DataFrame, loss: str | None = None) -> Figure:
+    """Loss, Dice and learning rate per epoch, train and validation side by side.
+
+    `loss` is the run's `TrainConfig.loss`, named in the loss panel's title; without it the title says
+    only "loss", since a history alone does not record which loss it was.
+    """
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].plot(history.epoch, history.train_loss, "o-", label="train")
     axes[0].plot(history.epoch, history.val_loss, "o-", label="val")
-    axes[0].set(title="BCE loss", xlabel="epoch")
+    title = "loss" if loss is None else f"loss: {LOSS_TITLES.get(loss, loss)}"
+    axes[0].set(title=title, xlabel="epoch")
     axes[1].plot(history.epoch, history.train_dice, "o-", label="train")
     axes[1].plot(history.epoch, history.val_dice, "o-", label="val")
     axes[1].set(title="Dice (model resolution)", xlabel="epoch")

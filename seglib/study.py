@@ -1,4 +1,9 @@
-"""The recipe study: Dice versus minutes of training, per recipe, at a budget set in minutes.
+"""The studies of notebooks 05 and 06 as named plans, and the recipe study's measures.
+
+`SCHEDULER_STUDIES[profile]` and `RECIPE_STUDIES[profile]` say what each notebook trains for a profile;
+`plan_scheduler_study` and `plan_recipe_study` turn one into the runs' configs (training nothing).
+
+The recipe study: Dice versus minutes of training, per recipe, at a budget set in minutes.
 
 A run keeps its model every epoch (`checkpoint_every`); each of those models is then scored on a split
 at original resolution. Its x coordinate is the training time the run had spent when it was saved
@@ -11,15 +16,28 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from collections.abc import Sequence
-from dataclasses import fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .data import OxfordPetDataset
-from .engine import RECIPES, TrainConfig, evaluate, fit, load_checkpoint, load_model, summarize
+from .engine import (
+    RECIPES,
+    SCHEDULERS,
+    TrainConfig,
+    evaluate,
+    fit,
+    load_checkpoint,
+    load_model,
+    make_datasets,
+    summarize,
+    with_recipe,
+)
+from .engine.loaders import train_steps_per_epoch
+from .engine.presets import RECIPE_KEYS
 
 __all__ = [
     "json_or_text",
@@ -29,7 +47,18 @@ __all__ = [
     "fit_to_budget",
     "dice_versus_minutes",
     "dice_at_budgets",
+    "SchedulerStudy",
+    "SchedulerPlan",
+    "SCHEDULER_STUDIES",
+    "plan_scheduler_study",
+    "RecipeStudy",
+    "RecipePlan",
+    "RECIPE_STUDIES",
+    "plan_recipe_study",
 ]
+
+# A config for (model, recipe, **overrides) on the notebook's data and profile: `Workspace.config`.
+ConfigFn = Callable[..., TrainConfig]
 
 
 def json_or_text(text: str) -> Any:
@@ -73,9 +102,9 @@ def estimate_epoch_seconds(cfg: TrainConfig, margin: float = 1.15) -> float:
     Everything an epoch of the run does counts: data, augmentation, EMA, validation. The first epoch
     carries one-off costs (allocations, kernel selection) and is left out. A run's epochs come out
     slower than the probe's (it also writes a checkpoint every epoch, whose write-back competes for
-    the cores) and vary: on this 2-core machine from 10 to 16.5 s in one run, their mean 10-12% above
-    the probe's second epoch, so a 10% margin let a 12-minute run overrun by 1% (README, "Recipe
-    study"). Earlier estimates (steps on random tensors, then a single real epoch) were 7-19% short.
+    the cores) and vary from epoch to epoch: the margin covers that, so that a planned run ends within
+    its budget (the measurements behind the default: docs/experiments/recipe_study_resnet34_unet.md).
+    Steps on random tensors, or a single real epoch, underestimated.
     """
     cache_dir = cfg.cache_dir or str(Path(cfg.output_dir).parent / "cache")  # the run's own cache
     with tempfile.TemporaryDirectory(prefix="seglib-probe-") as tmp:
@@ -181,3 +210,207 @@ def dice_at_budgets(
             cells.append(rows[column].iloc[-1] if len(rows) else math.nan)
         table[name] = cells
     return pd.DataFrame(table, index=pd.Index(budgets, name="budget (min)"))
+
+
+# --- notebook 05: one training per scheduler ------------------------------------------------------------
+@dataclass(frozen=True)
+class SchedulerStudy:
+    """Notebook 05 for a profile: one run per scheduler, with the same model, data, seed and peak lr."""
+
+    changes: dict[str, Any] = field(default_factory=dict)  # over the preset; `model_kwargs`: the UNet's only
+
+
+SCHEDULER_STUDIES: dict[str, SchedulerStudy] = {
+    "full": SchedulerStudy(),
+    "recommended": SchedulerStudy(),
+    # five trainings instead of one: the quick profile shrunk further (a narrower UNet, fewer, smaller images)
+    "quick": SchedulerStudy(
+        {"image_size": 96, "train_limit": 160, "epochs": 8, "model_kwargs": {"base_channels": 8}}
+    ),
+    "tiny": SchedulerStudy(),
+}
+
+
+@dataclass(frozen=True)
+class SchedulerPlan:
+    """The runs of notebook 05: one config per scheduler."""
+
+    configs: dict[str, TrainConfig]  # scheduler -> its run
+    epochs: int
+    steps_per_epoch: int  # optimizer steps of one training epoch (the loader's, its drop_last rule included)
+
+
+def plan_scheduler_study(
+    config: ConfigFn,
+    profile: str,
+    model: str,
+    schedulers: str = ",".join(SCHEDULERS),
+    epochs: int = 0,
+    lr: float = 1e-3,
+    seed: int = 42,
+    n_train: int | None = None,
+) -> SchedulerPlan:
+    """The profile's `SCHEDULER_STUDIES` entry as one config per scheduler of `schedulers` (comma-separated).
+
+    `epochs` (0: the study's, else the preset's); `lr` is every schedule's peak. "step" decays every third
+    of the epochs. `n_train`: the number of training images (None: counted from the first run's dataset).
+    """
+    names = [s.strip() for s in schedulers.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(SCHEDULERS))
+    if unknown or not names:
+        raise ValueError(f"unknown schedulers {unknown or names}; choose from {list(SCHEDULERS)}")
+    if profile not in SCHEDULER_STUDIES:
+        raise ValueError(
+            f"no scheduler study for profile {profile!r}; choose one of {list(SCHEDULER_STUDIES)}"
+        )
+    changes = dict(SCHEDULER_STUDIES[profile].changes)
+    if epochs:
+        changes["epochs"] = epochs
+    if model != "unet":
+        changes.pop("model_kwargs", None)  # base_channels is UNet's knob
+    n_epochs = config(model, **changes).epochs
+    configs = {
+        s: config(
+            model,
+            **changes,
+            lr=lr,
+            seed=seed,
+            scheduler=s,
+            step_size=max(1, n_epochs // 3),
+            run_name=f"schedulers-{s}-{profile}",
+        )
+        for s in names
+    }
+    first = configs[names[0]]
+    n = len(make_datasets(first)[0]) if n_train is None else n_train
+    return SchedulerPlan(configs, n_epochs, train_steps_per_epoch(n, first.batch_size))
+
+
+# --- notebook 06: Dice per minute of training, per recipe ---------------------------------------------
+@dataclass(frozen=True)
+class RecipeStudy:
+    """Notebook 06 for a profile: the recipe items, the budgets, and what the runs share."""
+
+    recipes: str  # `parse_recipes` items, e.g. "original,recommended+tta=true"
+    budgets: tuple[float, ...]  # training minutes (empty: no budget, the runs' epochs are fixed in `common`)
+    every: int  # along each recipe's longest run, keep every N-th epoch's model for scoring
+    common: dict[str, Any] = field(default_factory=dict)  # settings of every run, over the preset
+    min_epochs: int = (
+        0  # a schedule whose budget buys fewer epochs at the preset's size trains smaller images
+    )
+    sizes: tuple[int, ...] = ()  # the image sizes it may take instead
+    test_limit: int | None = None  # score on the first N test images (None: all)
+
+    def with_params(
+        self, recipes: str = "", budgets: str = "", min_epochs: int = -1, every: int = 0, test_limit: int = 0
+    ) -> RecipeStudy:
+        """The study with the notebook's parameters where they are set ("", 0, -1: the study's own)."""
+        return replace(
+            self,
+            recipes=recipes or self.recipes,
+            budgets=tuple(float(b) for b in budgets.split(",") if b.strip()) if budgets else self.budgets,
+            min_epochs=self.min_epochs if min_epochs < 0 else min_epochs,
+            every=every or self.every,
+            test_limit=test_limit or self.test_limit,
+        )
+
+
+RECIPE_STUDIES: dict[str, RecipeStudy] = {
+    # the study the recommended presets come from; the original at 128 px, as the issue measured it
+    "recommended": RecipeStudy(
+        "original+image_size=128,recommended",
+        (1, 2, 3, 6, 12),
+        every=2,
+        min_epochs=25,
+        sizes=(64, 96, 128),
+    ),
+    "quick": RecipeStudy(
+        "original,recommended", (0.75, 1.5), every=2, common={"image_size": 96, "train_limit": 160}
+    ),
+    "tiny": RecipeStudy("original,recommended+tta=true", (), every=1, common={"epochs": 2}, test_limit=10),
+    "full": RecipeStudy("original,recommended", (60, 120, 240), every=5),
+}
+
+
+@dataclass(frozen=True)
+class RecipePlan:
+    """The runs of notebook 06 and the table that shows them."""
+
+    jobs: list[tuple[str, float | None, TrainConfig]]  # (recipe label, budget or None: read along, config)
+    table: pd.DataFrame  # one row per run, indexed by recipe and budget: its epochs, size and settings
+    marks: list[float]  # the budgets, ascending (empty: fixed epochs)
+    budget: float | None  # the longest budget (None: fixed epochs, the runs set the time)
+
+
+def _plain_recipe(cfg: TrainConfig, recipe: str, keep: dict[str, Any]) -> dict[str, Any]:
+    """The settings that take `cfg` to `recipe`'s own (dropping a model's additions to it), but `keep`'s."""
+    plain = with_recipe(cfg.to_dict(), recipe)
+    owned = (*RECIPE_KEYS, "model_kwargs")
+    return {k: plain[k] for k in owned if plain[k] != getattr(cfg, k) and k not in keep}
+
+
+def plan_recipe_study(
+    config: ConfigFn,
+    study: RecipeStudy,
+    model: str,
+    profile: str,
+    epochs: int = 0,
+    seed: int = 42,
+    epoch_seconds: dict[str, dict[int, float]] | None = None,
+) -> RecipePlan:
+    """The runs of `study` for `model` (`profile` names them).
+
+    A scheduled recipe gets one run per budget, its schedule fitted to it (`fit_to_budget`); a recipe
+    without a schedule one run of the longest budget, read along its kept models. `epochs` > 0 (or an
+    `epochs` setting) fixes the epochs instead: one run per recipe. A run at a smaller size than the
+    preset's is the recipe's plain settings: without the model's own additions to its profile's recipe
+    (the recommended UNet's zoom and dropout), but with what the item or `common` sets. `epoch_seconds`
+    maps a recipe label to its timed epoch per image size; missing ones are timed here (two real epochs).
+    """
+    marks = sorted(float(b) for b in study.budgets)
+    budget = marks[-1] if marks else None
+    jobs: list[tuple[str, float | None, TrainConfig]] = []
+    rows = []
+    for label, (recipe, changes) in parse_recipes(study.recipes).items():
+        name = "recipe-" + label.replace("+", "_").replace("=", "-")
+        explicit = {**study.common, **changes}
+        cfg = config(model, recipe, **{**study.common, "seed": seed, "overwrite": True, **changes})
+        fixed = bool(epochs) or "epochs" in explicit
+        if not fixed and not marks:
+            raise ValueError("budgets: give training minutes (e.g. 3,6,12) or a fixed number of epochs")
+        secs = {} if fixed else dict((epoch_seconds or {}).get(label, {}))  # timed epoch per image size
+        if not fixed and cfg.image_size not in secs:
+            secs[cfg.image_size] = estimate_epoch_seconds(cfg)
+        scheduled = cfg.scheduler != "none"
+        shrunk = _plain_recipe(cfg, recipe, keep=explicit)
+        # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
+        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs.
+        for b in marks if scheduled and not fixed else [budget]:
+            if fixed:
+                run = replace(cfg, epochs=epochs or cfg.epochs)
+            else:
+                least = study.min_epochs if scheduled and "image_size" not in changes else 0
+                run = fit_to_budget(cfg, b, least, study.sizes, secs, shrunk=shrunk)
+            every = study.every if b == budget else run.epochs  # shorter runs: their last model only
+            tag = "fixed" if fixed else f"{b:g}min"
+            read_along = fixed or not scheduled
+            run = replace(run, checkpoint_every=every, run_name=f"{name}-{tag}-{profile}")
+            jobs.append((label, None if read_along else b, run))
+            rows.append(
+                {
+                    "recipe": label,
+                    "budget (min)": b,
+                    "epochs": run.epochs,
+                    "est. s/epoch": secs.get(run.image_size),
+                    "image size": run.image_size,
+                    "lr": run.lr,
+                    "scheduler": run.scheduler,
+                    "loss": run.loss,
+                    "EMA": run.ema_decay,
+                    "zoom": run.scale_jitter,
+                    "dropout": run.model_kwargs.get("dropout", 0.0),
+                    "TTA": run.tta,
+                    "border": run.border,
+                }
+            )
+    return RecipePlan(jobs, pd.DataFrame(rows).set_index(["recipe", "budget (min)"]), marks, budget)

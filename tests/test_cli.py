@@ -1,14 +1,21 @@
 """The command line, run as a user runs it: python -m seglib train | evaluate | predict."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pandas as pd
 import pytest
 
-from seglib.cli import main
+from seglib.cli import NOT_OPTIONS, build_parser, field_comments, main, train_config, train_options
+from seglib.data import BORDER_MODES, DATASETS, SPLITS
+from seglib.engine import SCHEDULERS, TrainConfig, config_from_profile
+from seglib.engine.config import CHOICES, ON_CORRUPT
+from seglib.engine.losses import LOSSES
+from seglib.models import MODELS
 
 
 def seglib(*args, cwd):
@@ -140,6 +147,12 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
         (["evaluate", "--model_path", "none.pt"], "none.pt' does not exist"),
         (["train", "--ema_decay", "1.5"], "ema_decay must be 0 (off) or in (0, 1)"),
         (["train", "--recipe", "best"], "invalid choice: 'best'"),
+        (["train", "--loss", "dice"], "invalid choice: 'dice'"),
+        (["train", "--milestones", "3,x"], "expected integers separated by commas"),
+        (["train", "--model_kwargs", "[16]"], "expected a JSON object"),
+        (["train", "--milestones", "6,3"], "milestones must be increasing epochs"),
+        (["evaluate", "--model_path", "m.pt", "--split", "all"], "invalid choice: 'all'"),
+        (["predict", "--model_path", "m.pt", "--split", "all"], "invalid choice: 'all'"),
     ],
 )
 def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
@@ -197,3 +210,100 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "resuming" in p.stdout
     assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))
+
+
+# --- the options come from TrainConfig -------------------------------------------------------------------
+
+
+def test_every_setting_is_an_option_with_help():
+    options = train_options()
+    assert all(NOT_OPTIONS.values())  # each exclusion says why
+    assert set(options) == {f.name for f in dataclasses.fields(TrainConfig)} - set(NOT_OPTIONS)
+    comments = field_comments(TrainConfig)
+    assert all(comments.get(name, ("", ""))[1] for name in options), "a TrainConfig field has no comment"
+    assert {section for section, _ in comments.values()} == {
+        "model",
+        "data",
+        "optimisation",
+        "machine",
+        "output",
+    }
+    assert options["data_root"].flag == "--data_path"  # the original's name
+    defaults = vars(build_parser().parse_args(["train"]))
+    assert all(defaults[name] is None for name in options)  # None: the profile's value
+
+
+def test_choices_are_the_constants():
+    assert {
+        "model": tuple(sorted(MODELS)),
+        "dataset": DATASETS,
+        "border": BORDER_MODES,
+        "on_corrupt": ON_CORRUPT,
+        "scheduler": SCHEDULERS,
+        "loss": LOSSES,
+    } == CHOICES
+    options = train_options()
+    assert {n: o.kwargs["choices"] for n, o in options.items() if "choices" in o.kwargs} == CHOICES
+    for name, choices in CHOICES.items():  # validate() checks the same lists
+        assert getattr(TrainConfig(**{name: choices[-1]}), name) == choices[-1]
+        with pytest.raises(ValueError, match=f"unknown {name} 'nope'"):
+            TrainConfig(**{name: "nope"})
+    parser = build_parser()
+    for split in SPLITS:
+        for command in ("evaluate", "predict"):
+            assert parser.parse_args([command, "--model_path", "m.pt", "--split", split]).split == split
+    for dataset in DATASETS:
+        assert (
+            parser.parse_args(["evaluate", "--model_path", "m.pt", "--dataset", dataset]).dataset == dataset
+        )
+
+
+def test_options_read_their_annotated_types():
+    a = build_parser().parse_args(
+        ["train", "--epochs", "3", "--lr", "0.01", "--train_limit", "5", "--no-augment", "--amp"]
+        + ["--milestones", "3,6", "--model_kwargs", '{"dropout": 0.1}', "--data_path", "d", "--sync_bn"]
+    )
+    got = (
+        a.epochs,
+        a.lr,
+        a.train_limit,
+        a.augment,
+        a.amp,
+        a.milestones,
+        a.model_kwargs,
+        a.data_root,
+        a.sync_bn,
+    )
+    assert got == (3, 0.01, 5, False, True, [3, 6], {"dropout": 0.1}, "d", True)
+    assert a.seed is None and a.tta is None and a.output_dir is None
+
+
+def test_only_the_options_given_override_the_profile():
+    parse = build_parser().parse_args
+    assert train_config(parse(["train", "--profile", "quick"])) == config_from_profile("quick")
+    assert train_config(parse(["train"])) == TrainConfig()  # full: the original's settings
+    args = ["train", "--profile", "quick", "--base_channels", "8", "--model_kwargs", '{"dropout": 0.2}']
+    cfg = train_config(parse(args))
+    assert cfg == config_from_profile("quick", model_kwargs={"dropout": 0.2, "base_channels": 8})
+    cfg = train_config(
+        parse(["train", "--profile", "tiny", "--recipe", "original", "--seed", "1", "--no-cache"])
+    )
+    assert cfg == config_from_profile("tiny", recipe="original", seed=1, cache=False)
+
+
+@dataclass
+class _Bigger(TrainConfig):
+    warmup_epochs: int = 0  # epochs of linear warm-up before the schedule
+
+
+@dataclass
+class _Odd(TrainConfig):
+    crop: tuple[int, int] = (1, 2)  # a type the command line has no reader for
+
+
+def test_a_new_setting_is_an_option_with_no_other_edit():
+    option = train_options(_Bigger)["warmup_epochs"]
+    assert option.flag == "--warmup_epochs" and option.kwargs["type"] is int
+    assert option.kwargs["help"] == "epochs of linear warm-up before the schedule (full: 0)"
+    with pytest.raises(TypeError, match="NOT_OPTIONS"):  # says where to add a reader or the exclusion
+        train_options(_Odd)
