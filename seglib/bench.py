@@ -5,9 +5,11 @@ batch size; each figure is the median of the timed repetitions after a warm-up, 
 
 - reference: fp32, NCHW, PIL decode + Albumentations of the full-size JPEG for every sample of every
   epoch, DataLoader with 2 workers (re-created each epoch), `.item()` on loss and Dice every batch.
-- seglib: channels_last, decode-once cache (pre-resized uint8 memmaps), DataLoader tuned for the
-  device (no workers on a CPU), loss and Dice summed on the device and read once; bf16 autocast on
-  CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+- seglib: channels_last, decode-once cache (pre-resized uint8 memmaps), fit's DataLoader recipe
+  (`seglib.engine.loaders`: no workers on a CPU), loss and Dice summed on the device and read once;
+  bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+
+Its figures for the machines tried are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from .data import (
     train_transform,
 )
 from .engine import evaluate
+from .engine.loaders import make_loader, train_loader
 from .engine.losses import bce_loss
-from .engine.runtime import amp_dtype, autocast, default_amp, default_num_workers, native_bf16, resolve_device
+from .engine.runtime import amp_dtype, autocast, default_amp, native_bf16, resolve_device
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
 
@@ -376,20 +379,10 @@ def run_benchmark(
         t0 = time.perf_counter()
         fast_ds.use_cache(Path(tmp) / "cache", size)
         build = time.perf_counter() - t0
-        workers = default_num_workers(dev)
         ref_rate = _loader_rate(
             lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
         )
-        fast_rate = _loader_rate(
-            lambda: DataLoader(
-                fast_ds,
-                batch_size=batch,
-                shuffle=True,
-                num_workers=workers,
-                collate_fn=collate,
-                pin_memory=dev.type == "cuda",
-            )
-        )
+        fast_rate = _loader_rate(lambda: train_loader(fast_ds, batch, dev, seed=0))  # fit's training loader
         ref, fst = interleaved(ref_rate, fast_rate, reps)
         rows.append(
             _row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)
@@ -437,16 +430,7 @@ def run_benchmark(
             return n / (time.perf_counter() - t)
 
         # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
-        fast_loader = DataLoader(
-            fast_ds,
-            batch_size=ebatch,
-            sampler=sampler(fast_ds),
-            num_workers=workers,
-            collate_fn=collate,
-            pin_memory=dev.type == "cuda",
-            persistent_workers=workers > 0,
-            prefetch_factor=4 if workers > 0 else None,
-        )
+        fast_loader = make_loader(fast_ds, ebatch, sampler(fast_ds), dev)
 
         def fast_epoch() -> float:
             t = time.perf_counter()
@@ -552,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--quick", action="store_true", help="small sizes, 3 repetitions: under 3 minutes on 2 cores"
+        "--quick", action="store_true", help="small sizes, 3 repetitions: a smoke run (docs/performance.md)"
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--reps", type=int, help="timed repetitions (default 5, quick 3)")

@@ -99,8 +99,8 @@ def allocator_env() -> dict[str, str]:
     """Environment for the notebook kernels: jemalloc that keeps freed memory, when it is installed.
 
     glibc hands the big activation buffers (over 32 MB: always mmap) back to the OS at every step and
-    faults them in again; jemalloc with decay off keeps them: 9x fewer page faults and 12-16% faster
-    CPU training steps measured here (UNet, 256 px, batch 8). SEGLIB_JEMALLOC=0 turns it off.
+    faults them in again; jemalloc with decay off keeps them, for fewer page faults and faster CPU
+    training steps (docs/performance.md, "allocator"). SEGLIB_JEMALLOC=0 turns it off.
     """
     if os.environ.get("SEGLIB_JEMALLOC", "1") == "0" or not JEMALLOC.is_file() or "LD_PRELOAD" in os.environ:
         return {}

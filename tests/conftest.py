@@ -1,15 +1,52 @@
-"""Shared fixtures: the synthetic set (made once per session) and the real sample when present."""
+"""Shared fixtures: the synthetic set (made once per session), the tiny training config, and the real
+sample when present.
+
+Tiers: `pytest -m "not slow"` (`make test-fast`) leaves out every test marked slow, i.e. every test that
+trains a model or runs a whole workflow; `make test` (CI) runs them all.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import torch
 
 from seglib.data import make_synthetic_pets
 
+if TYPE_CHECKING:
+    from seglib.engine import TrainConfig
+
 REPO = Path(__file__).resolve().parents[1]
+
+# The smallest run that still goes through everything: a width-4 UNet at 32 px, 12 training images in
+# batches of 4 (3 steps an epoch), 6 validation images, 2 epochs, no progress bars.
+TINY: dict[str, Any] = dict(
+    model="unet",
+    model_kwargs={"base_channels": 4},
+    dataset="oxford-pet",
+    image_size=32,
+    epochs=2,
+    batch_size=4,
+    train_limit=12,
+    val_limit=6,
+    progress=False,
+    lr=1e-3,
+)
+
+
+def tiny_train_config(data_root: str | Path, output_dir: str | Path, **overrides: Any) -> TrainConfig:
+    """The tiny config on the data at `data_root`, run folders under `output_dir`; `overrides` last.
+
+    For module helpers that pick their own data or folders; tests take the `tiny_config` fixture.
+    """
+    from seglib.engine import TrainConfig  # here, so that the data and model tests collect without the engine
+
+    return TrainConfig(**{**TINY, "data_root": str(data_root), "output_dir": str(output_dir), **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +55,19 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_synthetic_pets(
         tmp_path_factory.mktemp("data") / "synthetic-pets", n_trainval=200, n_test=20, seed=0
     )
+
+
+@pytest.fixture
+def tiny_config(synthetic_root: Path, tmp_path: Path) -> Callable[..., TrainConfig]:
+    """`tiny_config(**overrides)`: the tiny config on the synthetic set, run folders in tmp_path/runs.
+
+    Overrides win, `data_root` and `output_dir` included.
+    """
+
+    def make(**overrides: Any) -> TrainConfig:
+        return tiny_train_config(synthetic_root, tmp_path / "runs", **overrides)
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +86,31 @@ def full_lists_root() -> Path:
     if not (root / "trainval.txt").is_file():
         pytest.skip(f"no full-size list files at {root}")
     return root
+
+
+@pytest.fixture
+def loss_at_step():
+    """`make(event, at)`: a `fit(..., loss_fn=...)` that acts at training step `at` (counted over the run):
+    "ctrl_c" sends SIGINT (what Jupyter's interrupt button sends the kernel), "nan" makes the loss NaN.
+
+    Training steps are the loss calls with gradients on; validation's are not counted. The event reaches
+    the loop exactly where a real one would.
+    """
+    from seglib.engine.losses import build_loss
+
+    def make(event: str, at: int, loss: str = "bce"):
+        real, count = build_loss(loss), {"n": 0}
+
+        def loss_fn(logits, target):
+            out = real(logits, target)
+            if torch.is_grad_enabled():
+                count["n"] += 1
+                if count["n"] == at and event == "ctrl_c":
+                    os.kill(os.getpid(), signal.SIGINT)
+                elif count["n"] == at:
+                    out = out * float("nan")
+            return out
+
+        return loss_fn
+
+    return make

@@ -33,7 +33,7 @@ import pytest
 
 from seglib.data import make_synthetic_pets
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a JupyterLab server and a browser: a whole workflow
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -220,7 +221,7 @@ def test_distributed_evaluate_equals_single_process(cli_run, synthetic_root):
 
 
 @pytest.mark.slow
-def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(synthetic_root, tmp_path):
+def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(tiny_config, tmp_path):
     """2 ranks x batch 4 with SyncBatchNorm train like 1 process with batch 8: the same 8 images in every
     step (rank r takes r, r + 2, ...), BatchNorm statistics of all 8, the gradient of their mean loss.
 
@@ -230,28 +231,14 @@ def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(synthetic_root, t
     1e-5, losses 1e-7. Without SyncBatchNorm (each rank normalises its 4 images) they are 4e-2, 0.16 and
     6e-4, so the tolerances below (1e-3, 1e-3, 1e-5) tell the two apart with room on both sides.
     """
-    base = dict(
-        model="unet",
-        model_kwargs={"base_channels": 4},
-        data_root=str(synthetic_root),
-        dataset="oxford-pet",
-        image_size=32,
-        epochs=2,
-        train_limit=16,
-        val_limit=7,
-        augment=False,
-        shuffle=False,
-        seed=0,
-        lr=1e-3,
-        progress=False,
-        output_dir=str(tmp_path / "runs"),
-        sync_bn=True,
-        amp=False,
+    cfg = tiny_config(
+        train_limit=16, val_limit=7, augment=False, shuffle=False, seed=0, sync_bn=True, amp=False
     )
     # amp=False above: fp32, since bf16's rounding would swamp the summation-order differences measured here.
     (tmp_path / "fit_script.py").write_text(FIT_SCRIPT)
-    torchrun("fit_script.py", json.dumps({**base, "batch_size": 4, "run_name": "two"}), out=tmp_path)
-    one = fit(TrainConfig(**{**base, "batch_size": 8, "run_name": "one"}))
+    two = replace(cfg, batch_size=4, run_name="two")
+    torchrun("fit_script.py", json.dumps(two.to_dict()), out=tmp_path)
+    one = fit(replace(cfg, batch_size=8, run_name="one"))
 
     torch.manual_seed(0)
     start = build_model("unet", base_channels=4).state_dict()  # fit's initial weights (seed 0)

@@ -12,7 +12,6 @@ from seglib.engine import (
     HISTORY_COLUMNS,
     CheckpointError,
     TrainConfig,
-    config_from_profile,
     evaluate,
     fit,
     load_checkpoint,
@@ -25,25 +24,6 @@ from seglib.engine import (
 from seglib.engine.checkpoint import model_spec
 from seglib.engine.tracking import WandbLogger
 from seglib.models import build_model
-
-
-def tiny_cfg(root, tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        model="unet",
-        model_kwargs={"base_channels": 4},
-        data_root=str(root),
-        dataset="oxford-pet",
-        image_size=32,
-        epochs=2,
-        batch_size=4,
-        train_limit=12,
-        val_limit=6,
-        output_dir=str(tmp_path / "runs"),
-        progress=False,
-        lr=1e-3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -69,27 +49,6 @@ def test_config_rejects_bad_values_before_any_work(kw, message):
         TrainConfig(**kw)
 
 
-def test_profiles():
-    full = config_from_profile("full")
-    assert (full.image_size, full.batch_size, full.epochs, full.lr, full.weight_decay) == (
-        256,
-        8,
-        50,
-        1e-4,
-        1e-4,
-    )
-    assert full.model_kwargs == {} and full.scheduler == "none"
-    quick = config_from_profile("quick", epochs=3)
-    assert quick.epochs == 3 and quick.model_kwargs == {"base_channels": 16}
-    assert config_from_profile("quick", model="resnet34_unet").model_kwargs == {}
-    with pytest.raises(
-        ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'recommended', 'quick', 'tiny'\]"
-    ):
-        config_from_profile("fast")
-    with pytest.raises(ValueError, match=r"unknown TrainConfig parameter\(s\) \['epoch'\]"):
-        config_from_profile("full", epoch=3)
-
-
 # --- schedulers ------------------------------------------------------------------------------------
 def test_lr_curves():
     def curve(**kw):
@@ -110,8 +69,9 @@ def test_lr_curves():
 
 
 # --- training ----------------------------------------------------------------------------------------
-def test_fit_writes_a_complete_run(synthetic_root, tmp_path):
-    cfg = tiny_cfg(synthetic_root, tmp_path, scheduler="onecycle", run_name="r")
+@pytest.mark.slow
+def test_fit_writes_a_complete_run(tiny_config, tmp_path):
+    cfg = tiny_config(scheduler="onecycle", run_name="r")
     result = fit(cfg)
     run = tmp_path / "runs" / "r"
     assert result.run_dir == run and result.data == "oxford-pet"
@@ -129,37 +89,35 @@ def test_fit_writes_a_complete_run(synthetic_root, tmp_path):
     assert load_checkpoint(run / "best.pt")["val_dice"] == pytest.approx(history.val_dice.max())
 
 
-def test_runs_are_never_silently_overwritten(synthetic_root, tmp_path):
-    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same"))
-    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same"))
+@pytest.mark.slow
+def test_runs_are_never_silently_overwritten(tiny_config):
+    a = fit(tiny_config(epochs=1, run_name="same"))
+    b = fit(tiny_config(epochs=1, run_name="same"))
     assert a.run_dir.name == "same" and b.run_dir.name == "same-2"
-    c = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, run_name="same", overwrite=True))
+    c = fit(tiny_config(epochs=1, run_name="same", overwrite=True))
     assert c.run_dir.name == "same"
 
 
-def test_same_seed_same_result(synthetic_root, tmp_path):
-    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, num_workers=0))
-    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, num_workers=2))  # workers do not change the data
+@pytest.mark.slow
+def test_same_seed_same_result(tiny_config):
+    a = fit(tiny_config(epochs=1, num_workers=0))
+    b = fit(tiny_config(epochs=1, num_workers=2))  # workers do not change the data
     assert a.history.train_loss.tolist() == b.history.train_loss.tolist()
     for (n, p), q in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(p, q), n
 
 
 @pytest.mark.slow
-def test_small_unet_learns_the_synthetic_set(synthetic_root, tmp_path):
+def test_small_unet_learns_the_synthetic_set(tiny_config):
     """base_channels 16 at 64 px, 12 epochs: about 40 s on a 2-core CPU."""
-    cfg = TrainConfig(
-        model="unet",
+    cfg = tiny_config(
         model_kwargs={"base_channels": 16},
-        data_root=str(synthetic_root),
-        dataset="oxford-pet",
         image_size=64,
         epochs=12,
-        batch_size=4,
+        train_limit=None,
+        val_limit=None,
         lr=2e-3,
         scheduler="onecycle",
-        output_dir=str(tmp_path / "runs"),
-        progress=False,
     )
     result = fit(cfg)
     h = result.history
@@ -169,11 +127,9 @@ def test_small_unet_learns_the_synthetic_set(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_resnet34_unet_trains(synthetic_root, tmp_path):
+def test_resnet34_unet_trains(tiny_config):
     result = fit(
-        tiny_cfg(
-            synthetic_root,
-            tmp_path,
+        tiny_config(
             model="resnet34_unet",
             model_kwargs={},
             image_size=64,
@@ -187,12 +143,12 @@ def test_resnet34_unet_trains(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_wandb_logs_offline(synthetic_root, tmp_path, monkeypatch):
+def test_wandb_logs_offline(tiny_config, tmp_path, monkeypatch):
     pytest.importorskip("wandb")  # the dev extra installs it
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    result = fit(tiny_cfg(synthetic_root, tmp_path, epochs=2, use_wandb=True, run_name="w"))
+    result = fit(tiny_config(epochs=2, use_wandb=True, run_name="w"))
     runs = list((result.run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
 
@@ -266,8 +222,9 @@ def test_evaluate_scores_at_original_resolution(synthetic_root):
     )
 
 
-def test_evaluate_a_checkpoint_and_predict(synthetic_root, tmp_path):
-    result = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1))
+@pytest.mark.slow
+def test_evaluate_a_checkpoint_and_predict(tiny_config, synthetic_root):
+    result = fit(tiny_config(epochs=1))
     ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=4)
     df = evaluate(result.best_checkpoint, ds, device="cpu", progress=False)
     assert df[["dice", "iou", "dice_model", "iou_model"]].apply(lambda c: c.between(0, 1)).all().all()
@@ -279,8 +236,8 @@ def test_evaluate_a_checkpoint_and_predict(synthetic_root, tmp_path):
     )
 
 
-def test_config_json_is_plain(synthetic_root, tmp_path):
-    cfg = tiny_cfg(synthetic_root, tmp_path)
+def test_config_json_is_plain(tiny_config, tmp_path):
+    cfg = tiny_config()
     cfg.save(tmp_path / "c.json")
     assert json.loads((tmp_path / "c.json").read_text())["model_kwargs"] == {"base_channels": 4}
 
@@ -303,9 +260,10 @@ def test_soft_dice_loss_known_values():
         TrainConfig(loss="dice")
 
 
-def test_bce_dice_training_runs_and_differs(synthetic_root, tmp_path):
-    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1))
-    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, loss="bce_dice"))
+@pytest.mark.slow
+def test_bce_dice_training_runs_and_differs(tiny_config):
+    a = fit(tiny_config(epochs=1))
+    b = fit(tiny_config(epochs=1, loss="bce_dice"))
     assert b.history.train_loss.iloc[0] > a.history.train_loss.iloc[0]  # the Dice term adds to the loss
 
 
@@ -348,10 +306,11 @@ def test_native_bf16_agrees_with_the_cpu_flags():
     assert native_bf16(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_tile"})
 
 
-def test_bf16_training_on_a_cpu_is_reproducible_and_differs_from_fp32(synthetic_root, tmp_path):
-    a = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))
-    b = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=True))
-    c = fit(tiny_cfg(synthetic_root, tmp_path, epochs=1, amp=False))
+@pytest.mark.slow
+def test_bf16_training_on_a_cpu_is_reproducible_and_differs_from_fp32(tiny_config):
+    a = fit(tiny_config(epochs=1, amp=True))
+    b = fit(tiny_config(epochs=1, amp=True))
+    c = fit(tiny_config(epochs=1, amp=False))
     assert a.history.train_loss.tolist() == b.history.train_loss.tolist()
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
     assert a.history.train_loss.iloc[0] != c.history.train_loss.iloc[0]  # bf16 really was used

@@ -1,48 +1,39 @@
-"""The recommended recipe's parts: weight EMA, recipes and profiles, per-epoch checkpoints, resume with EMA."""
+"""The recommended recipe's parts: weight EMA, recipe settings, per-epoch checkpoints, resume with EMA."""
+
+import dataclasses
 
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_train_config
 from torch import nn
 
-import seglib.engine.train as train_mod
 from seglib.engine import (
-    RECIPES,
     ModelEMA,
     TrainConfig,
-    config_from_profile,
     fit,
     load_checkpoint,
     load_model,
 )
-from seglib.engine.config import MODEL_RECIPES
 from seglib.engine.train import TrainingInterrupted
+
+# The tiny config with every part of the recommended recipe on: 14 images (4 steps an epoch), 3 epochs.
+RECIPE = dict(
+    epochs=3,
+    train_limit=14,
+    lr=3e-3,
+    scheduler="onecycle",
+    run_name="r",
+    ema_decay=0.9,
+    scale_jitter=0.2,
+    copy_paste=0.5,
+    tta=True,
+    loss="bce_dice",
+)
 
 
 def cfg_for(root, out, **kw) -> TrainConfig:
-    base = dict(
-        model="unet",
-        model_kwargs={"base_channels": 4},
-        data_root=str(root),
-        dataset="oxford-pet",
-        image_size=32,
-        epochs=3,
-        batch_size=4,
-        train_limit=14,
-        val_limit=6,
-        output_dir=str(out),
-        progress=False,
-        lr=3e-3,
-        scheduler="onecycle",
-        run_name="r",
-        ema_decay=0.9,
-        scale_jitter=0.2,
-        copy_paste=0.5,
-        tta=True,
-        loss="bce_dice",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(root, out, **{**RECIPE, **kw})
 
 
 # --- EMA ----------------------------------------------------------------------------------------------
@@ -93,52 +84,7 @@ def test_ema_rejects_a_decay_outside_0_1(decay):
         ModelEMA(nn.Linear(1, 1), decay)
 
 
-# --- recipes and profiles ---------------------------------------------------------------------------
-def test_full_profile_is_the_original_recipe_and_quick_the_recommended():
-    full = config_from_profile("full")
-    assert (full.lr, full.scheduler, full.loss, full.ema_decay, full.scale_jitter, full.tta) == (
-        1e-4,
-        "none",
-        "bce",
-        0.0,
-        0.0,
-        False,
-    )
-    assert full == TrainConfig()  # the original's settings are the defaults
-    for profile in ("quick", "recommended"):
-        for model in ("unet", "resnet34_unet"):
-            cfg = config_from_profile(profile, model=model)
-            for key, value in {**RECIPES["recommended"], **MODEL_RECIPES.get((profile, model), {})}.items():
-                if key != "model_kwargs":
-                    assert getattr(cfg, key) == value, (profile, model, key)
-    # The 12-minute budget the recipe study measured, per model (README, "Recipe study"); the UNet's
-    # regularisation comes with the recommended recipe only, not with the original's it is compared with.
-    unet = config_from_profile("recommended", model="unet")
-    assert (unet.image_size, unet.epochs, unet.model_kwargs, unet.scale_jitter) == (
-        160,
-        70,
-        {"base_channels": 16, "dropout": 0.2},
-        0.25,
-    )
-    plain = config_from_profile("recommended", recipe="original", model="unet")
-    assert (plain.image_size, plain.model_kwargs, plain.scale_jitter) == (160, {"base_channels": 16}, 0.0)
-    assert config_from_profile("quick", model="unet").model_kwargs == {"base_channels": 16}
-    resnet = config_from_profile("recommended", model="resnet34_unet")
-    assert (resnet.image_size, resnet.epochs, resnet.model_kwargs) == (96, 60, {})
-    assert RECIPES["recommended"]["ema_decay"] > 0 and RECIPES["recommended"]["scheduler"] == "onecycle"
-    # A recipe on another profile's sizes: the recommended recipe at the original's 256 px, 50 epochs.
-    gpu = config_from_profile("full", recipe="recommended")
-    assert (gpu.image_size, gpu.epochs, gpu.lr) == (256, 50, RECIPES["recommended"]["lr"])
-    # and the original recipe at the quick profile's sizes
-    q = config_from_profile("quick", recipe="original")
-    assert (q.image_size, q.lr, q.scheduler, q.ema_decay) == (128, 1e-4, "none", 0.0)
-    assert config_from_profile("quick", recipe="original", lr=5e-4).lr == 5e-4  # overrides come last
-    with pytest.raises(
-        ValueError, match=r"unknown recipe 'best'; choose one of \['original', 'recommended'\]"
-    ):
-        config_from_profile("quick", recipe="best")
-
-
+# --- the recipe's settings --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
@@ -155,6 +101,7 @@ def test_recipe_settings_are_checked(kw, message):
 
 
 # --- training with the recipe -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_ema_run_validates_and_saves_the_averaged_weights(synthetic_root, tmp_path):
     result = fit(cfg_for(synthetic_root, tmp_path, checkpoint_every=2))
     run = result.run_dir
@@ -174,6 +121,7 @@ def test_ema_run_validates_and_saves_the_averaged_weights(synthetic_root, tmp_pa
     assert isinstance(best, type(result.model))
 
 
+@pytest.mark.slow
 def test_validation_scores_the_ema_model_with_tta(synthetic_root, tmp_path):
     kw = dict(epochs=1, train_limit=8, run_name=None)
     plain = fit(cfg_for(synthetic_root, tmp_path / "a", ema_decay=0.0, tta=False, **kw)).history
@@ -184,6 +132,7 @@ def test_validation_scores_the_ema_model_with_tta(synthetic_root, tmp_path):
     assert plain.val_loss[0] != ema.val_loss[0] != ema_tta.val_loss[0]
 
 
+@pytest.mark.slow
 def test_copy_paste_changes_the_training_batches_only_when_augmenting(synthetic_root, tmp_path):
     kw = dict(epochs=1, train_limit=8, ema_decay=0.0, scale_jitter=0.0, tta=False, run_name=None)
     off = fit(cfg_for(synthetic_root, tmp_path / "a", copy_paste=0.0, **kw)).history
@@ -194,25 +143,13 @@ def test_copy_paste_changes_the_training_batches_only_when_augmenting(synthetic_
     assert plain.train_loss[0] == plain_cp.train_loss[0]  # augment=False turns every augmentation off
 
 
-def test_resumed_recipe_run_equals_uninterrupted_run(synthetic_root, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_resumed_recipe_run_equals_uninterrupted_run(synthetic_root, tmp_path, loss_at_step):
     """EMA, zoom and copy-paste augmentation, BCE + Dice and TTA validation survive a Ctrl-C mid-epoch bit for bit."""
     whole = fit(cfg_for(synthetic_root, tmp_path / "a"))
-    real_loss, count = train_mod.bce_loss, {"n": 0}
-
-    def loss(logits, target):
-        if torch.is_grad_enabled():
-            count["n"] += 1
-            if count["n"] == 6:
-                import os
-                import signal
-
-                os.kill(os.getpid(), signal.SIGINT)
-        return real_loss(logits, target)
-
-    monkeypatch.setattr(train_mod, "bce_loss", loss)
+    cfg = cfg_for(synthetic_root, tmp_path / "b")
     with pytest.raises(TrainingInterrupted):
-        fit(cfg_for(synthetic_root, tmp_path / "b"))
-    monkeypatch.setattr(train_mod, "bce_loss", real_loss)
+        fit(cfg, loss_fn=loss_at_step("ctrl_c", 6, loss=cfg.loss))
     resumed = fit(cfg_for(synthetic_root, tmp_path / "b"), resume=True)
     cols = [c for c in whole.history.columns if c != "seconds"]
     pd.testing.assert_frame_equal(whole.history[cols], resumed.history[cols], check_exact=True)
@@ -260,6 +197,7 @@ def test_dice_at_budgets_reads_the_last_model_within_each_budget():
     assert dice_at_budgets({"c": per_budget}, [1.0, 2.5])["c"].isna().all()  # overran; none planned
 
 
+@pytest.mark.slow
 def test_epochs_for_budget(synthetic_root, tmp_path):
     from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
@@ -272,6 +210,7 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
         epochs_for_budget(cfg, 0.0, epoch_seconds=secs)
 
 
+@pytest.mark.slow
 def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(synthetic_root, tmp_path):
     from seglib.study import fit_to_budget
 
@@ -294,3 +233,184 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
     probed: dict[int, float] = {}
     fitted = fit_to_budget(cfg, 0.5, min_epochs=1, sizes=[32], epoch_seconds=probed)
     assert list(probed) == [64] and probed[64] > 0  # a missing size is timed (two real epochs), once
+
+
+# --- the studies' plans (notebooks 05 and 06): nothing is trained or timed ------------------------------
+def workspace(profile, tmp_path):
+    """A notebook's Workspace on data that need not exist: planning reads none."""
+    from seglib.workbook import Workspace
+
+    data = tmp_path / "data"
+    return Workspace(str(data), "oxford-pet", data, "oxford-pet", profile, tmp_path / "results")
+
+
+def test_every_profile_has_both_studies():
+    from seglib.engine import PROFILES
+    from seglib.study import RECIPE_STUDIES, SCHEDULER_STUDIES
+
+    assert set(SCHEDULER_STUDIES) == set(RECIPE_STUDIES) == set(PROFILES)
+
+
+def test_scheduler_plan_one_config_per_scheduler(tmp_path):
+    from seglib.study import plan_scheduler_study
+
+    ws = workspace("quick", tmp_path)
+    plan = plan_scheduler_study(ws.config, "quick", "unet", "none, cosine,step", lr=3e-3, seed=7, n_train=17)
+    assert list(plan.configs) == ["none", "cosine", "step"] and plan.epochs == 8
+    # 17 images in batches of 8: the last batch of one image is dropped (ceil would say 3)
+    assert plan.steps_per_epoch == 2
+    for s, cfg in plan.configs.items():
+        assert (cfg.scheduler, cfg.lr, cfg.seed, cfg.step_size, cfg.run_name) == (
+            s,
+            3e-3,
+            7,
+            2,
+            f"schedulers-{s}-quick",
+        )
+        assert (cfg.image_size, cfg.train_limit, cfg.epochs, cfg.model_kwargs) == (
+            96,
+            160,
+            8,
+            {"base_channels": 8},
+        )
+        assert cfg.output_dir == str(ws.runs) and cfg.ema_decay == 0.99  # the quick preset's recipe
+    resnet = plan_scheduler_study(ws.config, "quick", "resnet34_unet", "multistep", epochs=9, n_train=16)
+    cfg = resnet.configs["multistep"]
+    assert (cfg.model_kwargs, cfg.epochs, cfg.step_size, resnet.steps_per_epoch) == ({}, 9, 3, 2)
+    tiny = plan_scheduler_study(workspace("tiny", tmp_path).config, "tiny", "unet", n_train=16)
+    assert list(tiny.configs) == ["none", "cosine", "onecycle", "step", "multistep"]
+    assert (tiny.epochs, tiny.configs["step"].step_size, tiny.steps_per_epoch) == (2, 1, 4)
+    with pytest.raises(ValueError, match=r"unknown schedulers \['plateau'\]"):
+        plan_scheduler_study(ws.config, "quick", "unet", "cosine,plateau", n_train=17)
+
+
+def test_scheduler_plan_counts_the_loaders_steps(synthetic_root, tmp_path):
+    from seglib.engine import config_from_profile
+    from seglib.study import plan_scheduler_study
+
+    def config(model, recipe=None, **kw):  # 17 training images in batches of 4
+        where = dict(data_root=str(synthetic_root), dataset="oxford-pet", output_dir=str(tmp_path / "runs"))
+        return config_from_profile("tiny", recipe, model=model, train_limit=17, cache=False, **where, **kw)
+
+    assert plan_scheduler_study(config, "tiny", "unet", "cosine").steps_per_epoch == 4
+
+
+def test_recipe_study_takes_the_notebooks_parameters_where_set():
+    from seglib.study import RECIPE_STUDIES
+
+    study = RECIPE_STUDIES["recommended"]
+    assert study.with_params() == study
+    changed = study.with_params("recommended", "6, 3", 0, 4, 20)
+    assert (changed.recipes, changed.budgets, changed.min_epochs, changed.every, changed.test_limit) == (
+        "recommended",
+        (6.0, 3.0),
+        0,
+        4,
+        20,
+    )
+    assert changed.sizes == study.sizes and RECIPE_STUDIES["tiny"].with_params().test_limit == 10
+
+
+def test_tiny_recipe_plan_fixed_epochs(tmp_path):
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    ws = workspace("tiny", tmp_path)
+    plan = plan_recipe_study(ws.config, RECIPE_STUDIES["tiny"], "unet", "tiny", seed=3)
+    assert (plan.marks, plan.budget) == ([], None)
+    (a, ba, original), (b, bb, tta) = plan.jobs
+    assert (a, ba, b, bb) == ("original", None, "recommended+tta=true", None)
+    assert (original.run_name, tta.run_name) == (
+        "recipe-original-fixed-tiny",
+        "recipe-recommended_tta-true-fixed-tiny",
+    )
+    assert (original.epochs, original.checkpoint_every, original.seed, original.overwrite) == (2, 1, 3, True)
+    assert (original.lr, original.scheduler, original.tta) == (1e-4, "none", False)
+    assert (tta.lr, tta.scheduler, tta.ema_decay, tta.tta, tta.epochs) == (2e-3, "onecycle", 0.99, True, 2)
+    assert plan.table["est. s/epoch"].isna().all() and list(plan.table.index.names) == [
+        "recipe",
+        "budget (min)",
+    ]
+    assert (
+        plan_recipe_study(ws.config, RECIPE_STUDIES["tiny"], "unet", "tiny", epochs=5).jobs[0][2].epochs == 5
+    )
+    no_budget = dataclasses.replace(RECIPE_STUDIES["quick"], budgets=())
+    with pytest.raises(ValueError, match="budgets: give training minutes"):  # before any timing
+        plan_recipe_study(ws.config, no_budget, "unet", "quick")
+
+
+def test_recommended_recipe_plan_fits_each_budget(tmp_path):
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    ws = workspace("recommended", tmp_path)
+    secs = {"original+image_size=128": {128: 10.0}, "recommended": {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}}
+    plan = plan_recipe_study(
+        ws.config, RECIPE_STUDIES["recommended"], "unet", "recommended", epoch_seconds=secs
+    )
+    assert (plan.marks, plan.budget) == ([1.0, 2.0, 3.0, 6.0, 12.0], 12.0)
+    (label, b, original), *scheduled = plan.jobs
+    # The original has no schedule: one 12-minute run, read along its kept models.
+    assert (label, b, original.image_size, original.epochs, original.checkpoint_every) == (
+        "original+image_size=128",
+        None,
+        128,
+        72,
+        2,
+    )
+    assert (original.run_name, original.scale_jitter, original.model_kwargs) == (
+        "recipe-original_image_size-128-12min-recommended",
+        0.0,
+        {"base_channels": 16},
+    )
+    # The recommended recipe: one run per budget, at the largest size that gives 25 epochs; below the
+    # preset's 160 px without the UNet's zoom and dropout.
+    got = [
+        (lb, b, c.image_size, c.epochs, c.scale_jitter, c.model_kwargs, c.checkpoint_every)
+        for lb, b, c in scheduled
+    ]
+    plain, regular = {"base_channels": 16}, {"base_channels": 16, "dropout": 0.2}
+    assert got == [
+        ("recommended", 1.0, 64, 30, 0.0, plain, 30),
+        ("recommended", 2.0, 96, 30, 0.0, plain, 30),
+        ("recommended", 3.0, 128, 30, 0.0, plain, 30),
+        ("recommended", 6.0, 160, 36, 0.25, regular, 36),
+        ("recommended", 12.0, 160, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
+    ]
+    assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-recommended"
+    table = plan.table.reset_index()
+    assert table["image size"].tolist() == [128, 64, 96, 128, 160, 160]
+    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 4.0, 6.0, 10.0, 10.0]
+    assert table["dropout"].tolist() == [0.0, 0.0, 0.0, 0.0, 0.2, 0.2]
+    assert secs["recommended"] == {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}  # the caller's timings, untouched
+
+
+def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    ws = workspace("recommended", tmp_path)
+    study = RECIPE_STUDIES["recommended"].with_params(
+        "recommended+scale_jitter=0.1,recommended+ema_decay=0", "1"
+    )
+    secs = {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}
+    plan = plan_recipe_study(
+        ws.config,
+        study,
+        "unet",
+        "recommended",
+        epoch_seconds=dict.fromkeys(("recommended+scale_jitter=0.1", "recommended+ema_decay=0"), secs),
+    )
+    (_, _, zoom), (_, _, no_ema) = plan.jobs
+    assert (zoom.image_size, zoom.scale_jitter, zoom.model_kwargs) == (64, 0.1, {"base_channels": 16})
+    assert (no_ema.image_size, no_ema.scale_jitter, no_ema.ema_decay) == (64, 0.0, 0.0)
+    # The ResNet34-UNet has no additions to its recipe: a shrunk run changes only its size.
+    resnet = plan_recipe_study(
+        ws.config,
+        study,
+        "resnet34_unet",
+        "recommended",
+        epoch_seconds={
+            "recommended+scale_jitter=0.1": {96: 10.0, 64: 2.0},
+            "recommended+ema_decay=0": {96: 10.0, 64: 2.0},
+        },
+    )
+    (_, _, r), _ = resnet.jobs
+    assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (64, 0.1, {}, 2e-3)

@@ -1,7 +1,6 @@
 """Runs survive interruption, writes are atomic, and bad inputs fail early with a clear message."""
 
 import errno
-import os
 import shutil
 import signal
 import subprocess
@@ -11,55 +10,19 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_train_config
 from PIL import Image
 
-import seglib.engine.train as train_mod
 from seglib.data import CorruptSampleError, OxfordPetDataset
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
 from seglib.engine.io import atomic_torch_save
 from seglib.engine.train import NonFiniteLossError, TrainingInterrupted
 
-real_loss = train_mod.bce_loss
+RELIABLE = dict(epochs=3, train_limit=14, lr=3e-3, run_name="r")
 
 
 def cfg_for(root, out, **kw) -> TrainConfig:
-    base = dict(
-        model="unet",
-        model_kwargs={"base_channels": 4},
-        data_root=str(root),
-        dataset="oxford-pet",
-        image_size=32,
-        epochs=3,
-        batch_size=4,
-        train_limit=14,
-        val_limit=6,
-        output_dir=str(out),
-        progress=False,
-        lr=3e-3,
-        run_name="r",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
-
-
-def training_steps(monkeypatch, action, at):
-    """Patch the loss so that `action()` runs at training step `at` (counted over the whole run)."""
-    count = {"n": 0}
-
-    def loss(logits, target):
-        out = real_loss(logits, target)
-        if torch.is_grad_enabled():
-            count["n"] += 1
-            if count["n"] == at:
-                return action(out)
-        return out
-
-    monkeypatch.setattr(train_mod, "bce_loss", loss)
-
-
-def ctrl_c(out):
-    os.kill(os.getpid(), signal.SIGINT)  # what Jupyter's interrupt button sends the kernel
-    return out
+    return tiny_train_config(root, out, **{**RELIABLE, **kw})
 
 
 def same_run(a_dir, b_dir):
@@ -77,26 +40,28 @@ def same_run(a_dir, b_dir):
         assert torch.equal(oa["state"][k]["exp_avg_sq"], ob["state"][k]["exp_avg_sq"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "end-of-epoch"])  # 4 steps an epoch
-def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, monkeypatch, scheduler, stop_at):
+def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, loss_at_step, scheduler, stop_at):
     whole = fit(cfg_for(synthetic_root, tmp_path / "a", scheduler=scheduler))
-    training_steps(monkeypatch, ctrl_c, at=stop_at)
     with pytest.raises(TrainingInterrupted, match=r"Resume with fit\(cfg, resume="):
-        fit(cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler))
+        fit(
+            cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler),
+            loss_fn=loss_at_step("ctrl_c", stop_at),
+        )
     saved = load_checkpoint(tmp_path / "b" / "r" / "last.pt")
     assert saved["global_step"] == stop_at
     assert (saved["partial"] or {}).get("step") == stop_at - 4 * saved["epoch"]
-    monkeypatch.setattr(train_mod, "bce_loss", real_loss)
     resumed = fit(cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler, num_workers=1), resume=True)
     assert resumed.run_dir == tmp_path / "b" / "r"
     same_run(whole.run_dir, resumed.run_dir)
 
 
-def test_resume_checks_the_config(synthetic_root, tmp_path, monkeypatch):
-    training_steps(monkeypatch, ctrl_c, at=2)
+@pytest.mark.slow
+def test_resume_checks_the_config(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(TrainingInterrupted):
-        fit(cfg_for(synthetic_root, tmp_path))
+        fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("ctrl_c", 2))
     with pytest.raises(
         ValueError, match=r"cannot resume .*last\.pt: the config differs \(lr: saved 0\.003, now 0\.1\)"
     ):
@@ -105,16 +70,17 @@ def test_resume_checks_the_config(synthetic_root, tmp_path, monkeypatch):
         fit(cfg_for(synthetic_root, tmp_path / "empty", run_name=None), resume=True)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch):
-    training_steps(monkeypatch, lambda out: out * float("nan"), at=6)  # epoch 2, step 2
+@pytest.mark.slow
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
-        fit(cfg_for(synthetic_root, tmp_path))
+        fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("nan", 6))  # epoch 2, step 2
     last = load_checkpoint(tmp_path / "r" / "last.pt")
     assert last["epoch"] == 1 and all(
         torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point()
     )
 
 
+@pytest.mark.slow
 def test_disk_full_keeps_the_previous_checkpoint(synthetic_root, tmp_path, monkeypatch):
     import seglib.engine.io as io
 
@@ -149,6 +115,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_a_kill_during_saving_leaves_a_complete_file(tmp_path):
     path = tmp_path / "last.pt"
     for delay in (0.05, 0.21, 0.37):
@@ -181,18 +148,21 @@ def damaged_root(synthetic_root, tmp_path):
     return root, name
 
 
+@pytest.mark.slow
 def test_corrupt_image_raise_names_the_file(damaged_root, tmp_path):
     root, name = damaged_root
     with pytest.raises(CorruptSampleError, match=rf"{name}\.jpg: cannot read the image.*on_corrupt='skip'"):
         fit(cfg_for(root, tmp_path / "runs", epochs=1, train_limit=8, num_workers=0))
 
 
+@pytest.mark.slow
 def test_corrupt_image_raise_from_a_worker_still_names_the_file(damaged_root, tmp_path):
     root, name = damaged_root
     with pytest.raises(CorruptSampleError, match=rf"{name}\.jpg: cannot read the image"):
         fit(cfg_for(root, tmp_path / "runs", epochs=1, train_limit=8, num_workers=1))
 
 
+@pytest.mark.slow
 def test_corrupt_image_skip_is_counted_and_reported(damaged_root, tmp_path, capsys):
     root, name = damaged_root
     result = fit(cfg_for(root, tmp_path / "runs", epochs=2, on_corrupt="skip", num_workers=1))

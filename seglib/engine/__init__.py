@@ -1,39 +1,54 @@
-"""The training and evaluation engine: config, fit, evaluate, predict, checkpoints, schedulers.
+"""The training and evaluation engine: config and presets, state, loop, evaluate, predict, checkpoints,
+schedulers, distributed.
 
 It uses `seglib.models`, `seglib.data` and `seglib.metrics`, and never imports a face (plots, CLI,
-workbook runner).
+workbook runner, studies). docs/design.md maps its modules.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from .config import PROFILES, RECIPES, SCHEDULERS, TrainConfig, config_from_profile
+from .config import CHOICES, SCHEDULERS, TrainConfig
 from .ema import ModelEMA
 from .evaluate import checkpoint_image_size, evaluate, predict, predict_logits, summarize
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
-from .runs import latest_run, load_history
+from .loaders import make_datasets, train_steps_per_epoch
+from .loop import NonFiniteLossError, evaluate_epoch, train_one_epoch
+from .losses import LOSSES, build_loss
+from .presets import PRESETS, PROFILES, RECIPES, config_from_profile, with_recipe
+from .runs import HISTORY_COLUMNS, latest_run, load_history
 from .schedulers import build_scheduler, lr_curve, steps_per_batch
-from .train import HISTORY_COLUMNS, FitResult, fit, make_datasets
+from .state import EpochStats, TrainState
+from .train import FitResult, TrainingInterrupted, fit
 
 __all__ = [
+    "CHOICES",
     "HISTORY_COLUMNS",
+    "LOSSES",
+    "PRESETS",
     "PROFILES",
     "RECIPES",
     "SCHEDULERS",
-    "ModelEMA",
     "CheckpointError",
+    "EpochStats",
     "FitResult",
+    "ModelEMA",
+    "NonFiniteLossError",
     "TrainConfig",
+    "TrainState",
+    "TrainingInterrupted",
     "atomic_torch_save",
     "atomic_write_csv",
     "atomic_write_text",
+    "build_loss",
     "build_scheduler",
     "checkpoint_image_size",
     "config_from_profile",
     "evaluate",
+    "evaluate_epoch",
     "fit",
-    "load_checkpoint",
-    "load_model",
     "latest_run",
+    "load_checkpoint",
     "load_history",
+    "load_model",
     "lr_curve",
     "make_datasets",
     "predict",
@@ -41,4 +56,7 @@ __all__ = [
     "save_checkpoint",
     "steps_per_batch",
     "summarize",
+    "train_one_epoch",
+    "train_steps_per_epoch",
+    "with_recipe",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "all_reduce_min",
     "all_reduce_max",
     "all_gather_object",
+    "agree_to_stop",
     "barrier",
     "on_main",
     "main_first",
@@ -168,6 +169,23 @@ def all_gather_object(obj: T) -> list[T]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
+
+
+_NO_BAD_STEP = 2**62  # "no non-finite loss" when the ranks take the minimum of their first bad steps
+
+
+def agree_to_stop(first_bad: torch.Tensor, stop: bool) -> tuple[int, bool]:
+    """What every rank decides at a step they all reached: the first step with a non-finite loss on any
+    rank (0: none) and whether any rank asks to stop. In a single process, its own two values.
+
+    A rank that stopped or raised alone would leave the others waiting in their next collective.
+    """
+    wants_stop = torch.tensor(int(stop), device=first_bad.device)
+    if is_distributed():
+        bad = all_reduce_min(torch.where(first_bad == 0, _NO_BAD_STEP, first_bad))
+        first_bad = torch.where(bad == _NO_BAD_STEP, 0, bad)
+        wants_stop = all_reduce_max(wants_stop)
+    return int(first_bad.item()), bool(wants_stop.item())
 
 
 def barrier() -> None:

@@ -17,14 +17,21 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader
 
-from ..data import IGNORE_INDEX, OxfordPetDataset, collate, eval_transform, open_rgb
-from ..metrics import confusion_counts, dataset_dice, dataset_iou, dice_from_counts, iou_from_counts
+from ..data import OxfordPetDataset, eval_transform, open_rgb
+from ..metrics import (
+    IGNORE_INDEX,
+    confusion_counts,
+    dataset_dice,
+    dataset_iou,
+    dice_from_counts,
+    iou_from_counts,
+)
 from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
+from .loaders import eval_loader
 from .progress import progress_bar
-from .runtime import autocast, default_amp, default_num_workers, resolve_device, to_device_batch
+from .runtime import autocast, default_amp, resolve_device, to_device_batch
 
 __all__ = ["evaluate", "forward_tta", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
 
@@ -45,6 +52,7 @@ def evaluate(
     model_or_checkpoint: nn.Module | str | Path,
     dataset: OxfordPetDataset,
     device: str = "auto",
+    *,
     batch_size: int = 8,
     threshold: float = 0.5,
     num_workers: int | None = None,
@@ -71,17 +79,8 @@ def evaluate(
     ds = copy.copy(dataset)
     ds.return_full_mask = True
     use_amp = default_amp(dev) if amp is None else amp
-    workers = default_num_workers(dev) if num_workers is None else num_workers
     rank, world = get_rank(), get_world_size()
-    # No padding, no duplicate: every image on exactly one rank.
-    loader = DataLoader(
-        ds,
-        batch_size=batch_size,
-        sampler=range(rank, len(ds), world),
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=dev.type == "cuda",
-    )
+    loader = eval_loader(ds, batch_size, dev, num_workers, rank=rank, world_size=world)
     rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
     skipped: list[str] = []
     for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
@@ -91,36 +90,7 @@ def evaluate(
         images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
         with autocast(dev, use_amp):
             logits = forward_tta(model, images, tta)  # (B, 1, h, w)
-        tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
-        dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)
-        for j, full in enumerate(batch["mask_full"]):
-            full = full.to(dev)
-            up = F.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear", align_corners=False)
-            tp, fp, fn = (c.item() for c in confusion_counts(up[:, 0], full[None], threshold))
-            valid = (full != IGNORE_INDEX).sum().item()
-            i = int(batch["index"][j])
-            entry = ds.entries[i]
-            rows.append(
-                (
-                    i,
-                    {
-                        "name": entry.name,
-                        "breed": entry.breed,
-                        "species": entry.species,
-                        "height": full.shape[0],
-                        "width": full.shape[1],
-                        "dice": float(dice_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
-                        "iou": float(iou_from_counts(torch.tensor(tp), torch.tensor(fp), torch.tensor(fn))),
-                        "dice_model": dice_m[j].item(),
-                        "iou_model": iou_m[j].item(),
-                        "tp": tp,
-                        "fp": fp,
-                        "fn": fn,
-                        "fg_fraction": (tp + fn) / max(valid, 1),
-                        "pred_fraction": (tp + fp) / max(valid, 1),
-                    },
-                )
-            )
+        rows += _image_rows(ds, batch, logits, masks, threshold)
     if world > 1:
         parts = all_gather_object((rows, skipped))
         rows = sorted((r for part, _ in parts for r in part), key=lambda r: r[0])
@@ -130,6 +100,41 @@ def evaluate(
             f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=2
         )
     return pd.DataFrame([row for _, row in rows])
+
+
+def _image_rows(
+    ds: OxfordPetDataset, batch: dict[str, Any], logits: torch.Tensor, masks: torch.Tensor, threshold: float
+) -> list[tuple[int, dict[str, Any]]]:
+    """(dataset index, row) for each image of a batch: its logits up-sampled to the original trimap."""
+    tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
+    dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)
+    rows = []
+    for j, full in enumerate(batch["mask_full"]):
+        full = full.to(logits.device)
+        up = F.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear", align_corners=False)
+        tp, fp, fn = (c.item() for c in confusion_counts(up[:, 0], full[None], threshold))
+        counts = torch.tensor(tp), torch.tensor(fp), torch.tensor(fn)
+        valid = (full != IGNORE_INDEX).sum().item()
+        i = int(batch["index"][j])
+        entry = ds.entries[i]
+        row = {
+            "name": entry.name,
+            "breed": entry.breed,
+            "species": entry.species,
+            "height": full.shape[0],
+            "width": full.shape[1],
+            "dice": float(dice_from_counts(*counts)),
+            "iou": float(iou_from_counts(*counts)),
+            "dice_model": dice_m[j].item(),
+            "iou_model": iou_m[j].item(),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+            "fg_fraction": (tp + fn) / max(valid, 1),
+            "pred_fraction": (tp + fp) / max(valid, 1),
+        }
+        rows.append((i, row))
+    return rows
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

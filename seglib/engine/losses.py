@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from ..data import IGNORE_INDEX
+from ..metrics import IGNORE_INDEX
 
-__all__ = ["bce_loss", "soft_dice_loss", "LOSSES"]
+__all__ = ["bce_loss", "soft_dice_loss", "build_loss", "LossFn", "LOSSES"]
 
 LOSSES = ("bce", "bce_dice")  # the original's BCEWithLogits; BCE + soft Dice
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> scalar loss
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -35,3 +38,15 @@ def soft_dice_loss(
     dims = tuple(range(1, logits.ndim))
     inter = (prob * truth).sum(dims)
     return (1 - (2 * inter + smooth) / (prob.sum(dims) + truth.sum(dims) + smooth)).mean()
+
+
+def _bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return bce_loss(logits, target) + soft_dice_loss(logits, target)
+
+
+def build_loss(name: str) -> LossFn:
+    """The loss `TrainConfig.loss` names: "bce" | "bce_dice"."""
+    losses = {"bce": bce_loss, "bce_dice": _bce_dice_loss}
+    if name not in losses:
+        raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
+    return losses[name]

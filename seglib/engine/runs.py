@@ -1,14 +1,167 @@
-"""Finding earlier runs: notebooks never share kernel state, later ones read runs from results/."""
+"""Run folders: creating one, finding one to resume or read, and writing what a run keeps in it.
+
+A run folder (results/runs/<run_name>/) holds config.json, history.csv (one row per epoch), lr.csv (the lr
+of every step), best.pt (by validation Dice), last.pt (the whole `TrainState`, to resume from) and, with
+`checkpoint_every`, epochs/epoch_NNN.pt. Notebooks never share kernel state: later ones read runs here.
+"""
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from torch import nn
 
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .io import atomic_write_csv
+from .state import TrainState
 
-__all__ = ["latest_run", "load_history"]
+__all__ = [
+    "HISTORY_COLUMNS",
+    "RESUME_MAY_DIFFER",
+    "RunFolder",
+    "new_run_dir",
+    "find_resume_dir",
+    "load_resume_checkpoint",
+    "latest_run",
+    "load_history",
+]
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds", "skipped"]
+# Settings a resumed run may change: they do not touch what is computed.
+RESUME_MAY_DIFFER = frozenset(
+    {
+        "progress",
+        "log_every",
+        "num_workers",
+        "use_wandb",
+        "wandb_project",
+        "overwrite",
+        "run_name",
+        "output_dir",
+        "data_root",
+        "synthetic_root",
+        "device",
+        "cache",
+        "cache_dir",
+        "checkpoint_every",
+    }
+)
+
+
+def new_run_dir(cfg: TrainConfig) -> Path:
+    """results/runs/<run_name>, created; an existing run is never overwritten unless cfg.overwrite (a suffix
+    -2, -3, ... is added instead)."""
+    base = Path(cfg.output_dir)
+    name = cfg.run_name or f"{cfg.model}-{cfg.scheduler}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = base / name
+    if run_dir.exists() and cfg.overwrite:
+        shutil.rmtree(run_dir)
+    k = 2
+    while run_dir.exists():
+        run_dir = base / f"{name}-{k}"
+        k += 1
+    run_dir.mkdir(parents=True)
+    cfg.save(run_dir / "config.json")
+    return run_dir
+
+
+def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
+    """The run folder to resume: of PATH (a folder or its last.pt), of cfg.run_name, or the newest run
+    in cfg.output_dir with a last.pt."""
+    if not isinstance(resume, bool):
+        path = Path(resume)
+        run_dir = path.parent if path.suffix == ".pt" else path
+    elif cfg.run_name:
+        run_dir = Path(cfg.output_dir) / cfg.run_name
+    else:
+        runs = sorted(Path(cfg.output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not runs:
+            raise FileNotFoundError(
+                f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
+                "start a new run with resume=False"
+            )
+        run_dir = runs[-1].parent
+    if not (run_dir / "last.pt").is_file():
+        raise FileNotFoundError(
+            f"cannot resume: {run_dir / 'last.pt'} does not exist; runs live in {cfg.output_dir}/<run_name>/"
+        )
+    return run_dir
+
+
+def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> dict[str, Any]:
+    """`run_dir`/last.pt, checked against `cfg` and the number of processes: a resumed run must compute
+    what the uninterrupted run would have."""
+    path = run_dir / "last.pt"
+    ckpt = load_checkpoint(path)
+    # A setting added after the run was saved counts as its default (the run was trained that way).
+    saved = {**{f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}, **ckpt["config"]}
+    diff = {
+        k: (saved.get(k), v)
+        for k, v in cfg.to_dict().items()
+        if k not in RESUME_MAY_DIFFER and saved.get(k) != v
+    }
+    if diff:
+        lines = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
+        raise ValueError(
+            f"cannot resume {path}: the config differs ({lines}); resume with the saved config "
+            "(TrainConfig.load(run_dir / 'config.json')) or start a new run"
+        )
+    saved_world = ckpt.get("world_size", 1)
+    if saved_world != world_size:
+        raise ValueError(
+            f"cannot resume {path}: it was trained in {saved_world} process(es), this run has {world_size}; "
+            "the steps per epoch and the lr schedule depend on it. Resume with as many processes "
+            "(torchrun --nnodes x --nproc_per_node)"
+        )
+    return ckpt
+
+
+@dataclass
+class RunFolder:
+    """Writes a run's files. Only rank 0 writes (`writes=False` on the other ranks of a distributed run)."""
+
+    path: Path
+    cfg: TrainConfig
+    spec: dict[str, Any]  # what rebuilds the model (checkpoint.model_spec)
+    data: str  # "oxford-pet" | "synthetic"
+    world_size: int = 1
+    writes: bool = True
+
+    def _save(self, path: Path, model: nn.Module, **extra: Any) -> None:
+        save_checkpoint(path, model, self.spec, config=self.cfg.to_dict(), data=self.data, **extra)
+
+    def save_last(self, state: TrainState) -> None:
+        """last.pt: the whole state, so that the run resumes from here."""
+        if not self.writes:
+            return
+        sd = state.state_dict()
+        val_dice = state.history[-1]["val_dice"] if state.history else None
+        extra = {k: v for k, v in sd.items() if k != "model"}
+        self._save(self.path / "last.pt", state.model, val_dice=val_dice, world_size=self.world_size, **extra)
+
+    def end_epoch(self, state: TrainState, steps_per_epoch: int, new_best: bool) -> None:
+        """After an epoch: history.csv and lr.csv, best.pt if it is the best, the epoch's model if kept."""
+        if not self.writes:
+            return
+        row, model = state.history[-1], state.eval_model
+        atomic_write_csv(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), self.path / "history.csv")
+        lr = pd.DataFrame({"step": range(1, len(state.lr_log) + 1), "lr": state.lr_log})
+        lr["epoch"] = (lr["step"] - 1) // steps_per_epoch + 1
+        atomic_write_csv(lr, self.path / "lr.csv")
+        common = {"epoch": row["epoch"], "val_dice": row["val_dice"]}
+        if new_best:
+            self._save(self.path / "best.pt", model, **common)
+        every, epoch = self.cfg.checkpoint_every, row["epoch"]
+        if every and (epoch % every == 0 or epoch == self.cfg.epochs):
+            # For Dice-versus-time curves: the model as it stood after this many seconds of training.
+            seconds = sum(r["seconds"] for r in state.history)
+            self._save(self.path / "epochs" / f"epoch_{epoch:03d}.pt", model, train_seconds=seconds, **common)
 
 
 def latest_run(runs_dir: str | Path, name: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,6 +15,8 @@ __all__ = [
     "apply_determinism",
     "resolve_device",
     "seed_everything",
+    "rng_state",
+    "set_rng_state",
     "autocast",
     "default_amp",
     "native_bf16",
@@ -57,12 +60,30 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict[str, Any]:
+    """Every generator `seed_everything` seeds, as it stands now: saved with `last.pt` so that a resumed
+    run draws the same dropout masks as an uninterrupted one."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` returned."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def default_num_workers(device: torch.device, processes: int = 1) -> int:
-    """0 on CPU: the model eats under 10 images/s there and workers would take its cores.
+    """0 on CPU: the model's steps are slow beside the data there, and workers would take its cores.
 
     On CUDA the data path is the bottleneck: one worker per core but one, at most 8, the cores shared
-    by the `processes` training processes of this node (torchrun's --nproc_per_node). On a 16-core
-    H100 machine 12 workers were no faster than 8 (benchmarks/gpu.sh, see the README).
+    by the `processes` training processes of this node (torchrun's --nproc_per_node). The cap: more
+    workers than 8 were no faster on the GPU machines tried (benchmarks/gpu.sh; docs/performance.md).
     """
     if device.type != "cuda":
         return 0
@@ -72,9 +93,8 @@ def default_num_workers(device: torch.device, processes: int = 1) -> int:
 def native_bf16(device: torch.device) -> bool:
     """Whether `device` computes in bf16 natively: a bf16-capable GPU, or a CPU with AVX512-BF16 or AMX.
 
-    Without it (an AVX2 or Cascade Lake CPU) bf16 is emulated and 2-3x slower than fp32; with it
-    (e.g. AMD Zen 4) bf16 autocast trains the ResNet34-UNet at 96 px about 1.4x faster per epoch than
-    fp32 for the same Dice (README, "amp").
+    Without it (e.g. an AVX2 CPU) bf16 is emulated and slower than fp32, so `default_amp` leaves it
+    off; with it bf16 autocast trains faster than fp32 for the same Dice (docs/performance.md, "amp").
     """
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()

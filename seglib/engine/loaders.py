@@ -1,0 +1,107 @@
+"""The data side of a run: its datasets, and the DataLoader recipe that training, validation and
+evaluation share."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..data import EpochSampler, OxfordPetDataset, collate, eval_transform, resolve_data_root, train_transform
+from ..metrics import IGNORE_INDEX
+from .config import TrainConfig
+from .runtime import default_num_workers
+
+__all__ = ["make_datasets", "make_loader", "train_loader", "eval_loader", "train_steps_per_epoch"]
+
+
+def make_datasets(cfg: TrainConfig) -> tuple[OxfordPetDataset, OxfordPetDataset, str]:
+    """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic")."""
+    root, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
+    fill = IGNORE_INDEX if cfg.border == "ignore" else 0
+    train_tf = (
+        train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
+        if cfg.augment
+        else eval_transform(cfg.image_size)
+    )
+    common = {"border": cfg.border, "on_corrupt": cfg.on_corrupt}
+    train = OxfordPetDataset(root, "train", train_tf, limit=cfg.train_limit, **common)
+    val = OxfordPetDataset(root, "val", eval_transform(cfg.image_size), limit=cfg.val_limit, **common)
+    if cfg.cache:  # decode once; the samples are bit-identical to uncached ones
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir).parent / "cache"
+        train.use_cache(cache_dir, cfg.image_size)
+        val.use_cache(cache_dir, cfg.image_size)
+    return train, val, kind
+
+
+def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -> int:
+    """Optimizer steps in one training epoch of `n_images` (per rank, which is also the global count).
+
+    Each rank takes ceil(n / world_size) images (the shares are padded); a last batch of a single image
+    is dropped, because BatchNorm cannot train on it (1x1 maps at the bottom of the encoder).
+    """
+    share = math.ceil(n_images / world_size)
+    return share // batch_size if share % batch_size == 1 else math.ceil(share / batch_size)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    sampler: Sampler | Iterable[int],
+    device: torch.device,
+    num_workers: int | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader with seglib's collate, pinned memory on CUDA and persistent, prefetching workers.
+
+    `num_workers=None` takes `default_num_workers(device)` (a distributed run passes its node's share).
+    Workers persist across epochs: the sampler, not the workers' state, decides each epoch's data.
+    """
+    workers = default_num_workers(device) if num_workers is None else num_workers
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        collate_fn=collate,
+        drop_last=drop_last,
+    )
+
+
+def train_loader(
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    shuffle: bool = True,
+    num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """This rank's training loader: an `EpochSampler` share padded to equal length, so the ranks step
+    together; a last batch of one image dropped (see `train_steps_per_epoch`)."""
+    sampler = EpochSampler(
+        len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=True
+    )
+    drop_last = sampler.num_samples % batch_size == 1
+    return make_loader(dataset, batch_size, sampler, device, num_workers, drop_last)
+
+
+def eval_loader(
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> DataLoader:
+    """This rank's evaluation loader: images rank, rank + W, ... in order, none padded or repeated, so
+    that sums over the ranks count every image once."""
+    sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world_size=world_size, pad=False)
+    return make_loader(dataset, batch_size, sampler, device, num_workers)
