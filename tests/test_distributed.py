@@ -1,7 +1,7 @@
 """Distributed training under torchrun: 2 CPU processes (gloo) run the same `fit` as one process does.
 
 The slow tests start `python -m torch.distributed.run --nproc_per_node=2` on 127.0.0.1, each process with one
-thread (2 processes on a 2-core machine); a launch costs about 10-15 s, mostly imports.
+thread (2 processes on a 2-core machine); a launch is slow, mostly imports: every such test is marked slow.
 """
 
 import json

@@ -109,7 +109,7 @@ def test_same_seed_same_result(tiny_config):
 
 @pytest.mark.slow
 def test_small_unet_learns_the_synthetic_set(tiny_config):
-    """base_channels 16 at 64 px, 12 epochs: about 40 s on a 2-core CPU."""
+    """base_channels 16 at 64 px, 12 epochs: the slowest single training of the suite."""
     cfg = tiny_config(
         model_kwargs={"base_channels": 16},
         image_size=64,

@@ -44,7 +44,15 @@ def _layer(sub: str) -> set[str]:
     return set().union(*(_imports(f) for f in files))
 
 
-FACES = ("seglib.plots", "seglib.cli", "seglib.workbook", "seglib.viewer", "seglib.bench", "seglib.study")
+FACES = (
+    "seglib.plots",
+    "seglib.cli",
+    "seglib.workbook",
+    "seglib.viewer",
+    "seglib.bench",
+    "seglib.study",
+    "seglib.doctables",
+)
 
 
 def test_models_import_torch_only():
