@@ -52,13 +52,9 @@ KERNEL_S = 90  # kernel start, and all cells run (imports torch)
 UI_S = 30_000  # ms, one step in the page
 STDERR = '[data-mime-type="application/vnd.jupyter.stderr"]'
 WIDGET_ERRORS = ("Error displaying widget", "model not found")
-LAB_CONFIG = {
-    "LabApp": {
-        "news_url": None,
-        "extension_manager": "readonly",
-        "check_for_updates_class": "jupyterlab.NeverCheckForUpdate",
-    }
-}
+PROJECT_CONFIG = REPO / ".jupyter"  # what `make lab` starts with: quiet (no news pop-up), root allowed
+LAB_CONFIG = {"LabApp": {"extension_manager": "readonly"}}  # the test's own: no extension listings
+NEWS_QUESTION = "official Jupyter news"  # the pop-up a new user must not get
 
 NOTEBOOK = '''\
 import torch
@@ -108,25 +104,20 @@ class Lab:
 
 
 def _isolated_jupyter_env(base: Path) -> dict[str, str]:
-    """Config, data and runtime dirs of our own; the venv's share/jupyter (lab extensions, kernels) stays
-    on the path through sys.prefix, which Jupyter always searches."""
+    """Config, data and runtime dirs of our own (a new user's), plus the project's .jupyter/ as `make lab`
+    has it; the venv's share/jupyter (lab extensions, kernels) stays on the path through sys.prefix,
+    which Jupyter always searches."""
     env = dict(os.environ)
     for name in ("config", "data", "runtime"):
         (base / name).mkdir(parents=True)
         env[f"JUPYTER_{name.upper()}_DIR"] = str(base / name)
     env.pop("JUPYTER_PATH", None)
-    env.pop("JUPYTER_CONFIG_PATH", None)
+    env["JUPYTER_CONFIG_PATH"] = str(PROJECT_CONFIG)  # no news, no update checks: from the project
     env["IPYTHONDIR"] = str(base / "ipython")
-    # No news, no update checks: nothing leaves 127.0.0.1 and no toast covers the page.
     (base / "config" / "jupyter_server_config.json").write_text(json.dumps(LAB_CONFIG))
-    settings = base / "config" / "lab" / "user-settings" / "@jupyterlab"
-    for plugin, values in (
-        ("apputils-extension/notification", {"fetchNews": "false", "checkForUpdates": False}),
-        ("notebook-extension/tracker", {"autoStartDefaultKernel": True}),  # no "Select Kernel" dialog
-    ):
-        path = settings / f"{plugin}.jupyterlab-settings"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(values))
+    tracker = base / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)  # no "Select Kernel" dialog
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"autoStartDefaultKernel": True}))
     return env
 
 
@@ -180,8 +171,7 @@ def lab(browser_tools: None, tmp_path: Path) -> Iterator[Lab]:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--ServerApp.open_browser=False",
-        "--ServerApp.allow_root=True",  # CI runs as root
-    ]
+    ]  # root allowed by the project's config (CI runs as root)
     url = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -339,6 +329,7 @@ def _drive(page, lab: Lab, expect) -> None:
     page.goto(f"{lab.url}/lab/tree/viewer.ipynb?token={lab.token}", wait_until="domcontentloaded")
     expect(page.locator(".jp-Notebook .jp-CodeCell").first).to_be_visible(timeout=60_000)
     _wait_kernel_idle(page, lab, "viewer.ipynb", KERNEL_S)  # the kernel has started
+    assert page.get_by_text(NEWS_QUESTION).count() == 0, "JupyterLab asked about Jupyter news"
 
     # Run > Run All Cells, from the menu bar.
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
@@ -389,7 +380,8 @@ def _drive(page, lab: Lab, expect) -> None:
     index.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "05-after-sliders.png"))
 
-    # (4) No traceback, no error output anywhere in the notebook.
+    # (4) No news pop-up (the project's settings), no traceback, no error output anywhere in the notebook.
+    assert page.get_by_text(NEWS_QUESTION).count() == 0, "JupyterLab asked about Jupyter news"
     _wait_kernel_idle(page, lab, "viewer.ipynb", KERNEL_S)
     errors = page.locator(f".jp-OutputArea-output{STDERR}, .jp-RenderedText{STDERR}").all_inner_texts()
     assert not [e for e in errors if "Traceback" in e], "\n".join(errors)

@@ -10,6 +10,7 @@ from seglib.data import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    EmptySplitError,
     EpochSampler,
     OxfordPetDataset,
     eval_transform,
@@ -176,6 +177,25 @@ def test_listed_files_missing(synthetic_root, tmp_path):
     with pytest.raises(FileNotFoundError, match=rf"3 of 20 val entries.*{names[0]}.*on_missing='skip'"):
         OxfordPetDataset(root, "val")
     assert len(OxfordPetDataset(root, "val", on_missing="skip")) == 17
+
+
+def test_an_empty_split_is_an_error_naming_the_list_file_and_the_split(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root, tmp_path / "copy")
+    trainval = root / "annotations" / "trainval.txt"
+    lines = trainval.read_text().splitlines()
+    trainval.write_text("")
+    with pytest.raises(EmptySplitError, match=rf"the train split has no images: {trainval} lists 0 image"):
+        OxfordPetDataset(root, "train")
+    trainval.write_text(lines[0] + "\n")  # line 0 is validation: nothing left for training
+    with pytest.raises(EmptySplitError, match=r"lists 1 image\(s\), 0 of them in train .*make data"):
+        OxfordPetDataset(root, "train")
+    val = OxfordPetDataset(root, "val")
+    (root / "images" / f"{val.names[0]}.jpg").unlink()
+    with pytest.raises(EmptySplitError, match=r"the val split .* none of those 1 has its image and trimap"):
+        OxfordPetDataset(root, "val", on_missing="skip")
+    (root / "annotations" / "test.txt").write_text("# comments only\n")
+    with pytest.raises(EmptySplitError, match=r"the test split has no images: .*test\.txt lists 0"):
+        OxfordPetDataset(root, "test")
 
 
 def test_trimap_image_size_mismatch_is_named(synthetic_root, tmp_path):

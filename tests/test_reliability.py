@@ -13,7 +13,7 @@ import torch
 from conftest import tiny_train_config
 from PIL import Image
 
-from seglib.data import CorruptSampleError, OxfordPetDataset
+from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
 from seglib.engine.io import atomic_torch_save
 from seglib.engine.train import NonFiniteLossError, TrainingInterrupted
@@ -130,6 +130,42 @@ def test_a_kill_during_saving_leaves_a_complete_file(tmp_path):
         assert state["x"].shape == (4_000_000,) and bool((state["x"] == state["i"]).all())
 
 
+BLOCKED_SAVE = """
+import sys, time
+from seglib.engine.io import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"half a checkpoint")
+    print("saving", flush=True)
+    time.sleep(600)  # killed here, mid-save
+"""
+
+
+@pytest.mark.slow  # two processes that import torch, one killed
+def test_a_killed_save_is_cleaned_up_by_the_next_save_and_a_live_one_kept(tmp_path, capsys):
+    path = tmp_path / "last.pt"
+    savers = [
+        subprocess.Popen([sys.executable, "-c", BLOCKED_SAVE, str(path)], stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    killed, live = savers
+    try:
+        for proc in savers:
+            assert proc.stdout.readline() == "saving\n"
+        killed.kill()
+        killed.wait()
+        tmp = {p.name: p for p in tmp_path.glob(".last.pt.*.tmp")}
+        assert len(tmp) == 2
+        (left,) = [p for name, p in tmp.items() if f"-{killed.pid}." in name]
+        atomic_torch_save({"v": 1}, path)
+        said = capsys.readouterr().out
+        assert not left.exists() and len(list(tmp_path.glob(".last.pt.*.tmp"))) == 1  # the live save's
+        assert "removed 1 unfinished save(s) left by processes that no longer run" in said
+        assert left.name in said and torch.load(path)["v"] == 1
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_atomic_write_error_removes_the_temporary_file(tmp_path):
     atomic_torch_save({"v": 1}, tmp_path / "c.pt")
     with pytest.raises((AttributeError, TypeError)):
@@ -168,6 +204,14 @@ def test_corrupt_image_skip_is_counted_and_reported(damaged_root, tmp_path, caps
     result = fit(cfg_for(root, tmp_path / "runs", epochs=2, on_corrupt="skip", num_workers=1))
     assert result.history.skipped.tolist() == [1, 1]
     assert f"skipped 1 unreadable sample(s): {name}" in capsys.readouterr().out
+
+
+def test_fit_on_an_empty_split_stops_before_any_work(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root, tmp_path / "copy")
+    (root / "annotations" / "trainval.txt").write_text("")
+    with pytest.raises(EmptySplitError, match=r"the train split has no images: .*trainval\.txt lists 0"):
+        fit(cfg_for(root, tmp_path / "runs", cache=True, cache_dir=str(tmp_path / "cache")))
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
 
 
 def test_trimap_with_foreign_values(synthetic_root, tmp_path):

@@ -1,6 +1,8 @@
 """Atomic file writes: a temporary file in the same folder, flush, fsync, os.replace.
 
-A crash or a kill at any moment leaves either the previous complete file or the new complete file.
+A crash or a kill at any moment leaves either the previous complete file or the new complete file. The
+temporary file's name carries its writer (`.<file>.HOST-PID.<random>.tmp`): the next write into the
+folder removes those of killed processes (`seglib.leftovers`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import IO, Any
 import pandas as pd
 import torch
 
+from ..leftovers import owner_tag, remove_leftovers
+
 __all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_write_csv"]
 
 
@@ -23,7 +27,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_leftovers(path.parent, ".*.tmp", _tmp_tag, what="unfinished save")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -34,6 +39,12 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _tmp_tag(name: str) -> str:
+    """The writer of `.<file>.HOST-PID.<random>.tmp` (mkstemp's random part has no dot)."""
+    parts = name.removesuffix(".tmp").rsplit(".", 2)
+    return parts[1] if len(parts) == 3 else ""
 
 
 def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
