@@ -38,6 +38,7 @@ from .engine import (
 )
 from .engine.loaders import train_steps_per_epoch
 from .engine.presets import RECIPE_KEYS
+from .engine.progress import progress_bar
 
 __all__ = [
     "json_or_text",
@@ -160,10 +161,15 @@ def fit_to_budget(
 
 
 def dice_versus_minutes(
-    run_dir: str | Path, dataset: OxfordPetDataset, device: str = "auto", tta: bool | None = None
+    run_dir: str | Path,
+    dataset: OxfordPetDataset,
+    device: str = "auto",
+    tta: bool | None = None,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """One row per model in `<run_dir>/epochs/`: epoch, train_minutes, val_dice (of the run) and the Dice of
     `dataset` at original resolution (mean, median, min, dataset-level). `tta`: None takes the run's own.
+    `progress`: a bar over the models scored.
     """
     paths = sorted(Path(run_dir, "epochs").glob("epoch_*.pt"))
     if not paths:
@@ -171,7 +177,7 @@ def dice_versus_minutes(
             f"{Path(run_dir) / 'epochs'} holds no epoch models; train with checkpoint_every=1"
         )
     rows = []
-    for path in paths:
+    for path in progress_bar(paths, desc=f"scoring {Path(run_dir).name}", disable=not progress):
         ckpt = load_checkpoint(path)
         use_tta = bool(ckpt["config"].get("tta", False)) if tta is None else tta
         s = summarize(evaluate(load_model(path), dataset, device=device, progress=False, tta=use_tta)).loc[
@@ -228,6 +234,9 @@ SCHEDULER_STUDIES: dict[str, SchedulerStudy] = {
         {"image_size": 96, "train_limit": 160, "epochs": 8, "model_kwargs": {"base_channels": 8}}
     ),
     "tiny": SchedulerStudy(),
+    # five UNet trainings of 8 epochs on all the images at 256 px: about 4-5 minutes on an H100 (an
+    # estimate from its measured throughput, to be measured; docs/gpu.md)
+    "gpu": SchedulerStudy({"epochs": 8}),
 }
 
 
@@ -329,6 +338,9 @@ RECIPE_STUDIES: dict[str, RecipeStudy] = {
     ),
     "tiny": RecipeStudy("original,recommended+tta=true", (), every=1, common={"epochs": 2}, test_limit=10),
     "full": RecipeStudy("original,recommended", (60, 120, 240), every=5),
+    # minutes of an H100 at the original's size: about 14 minutes of training and scoring in all (an
+    # estimate, to be measured; docs/gpu.md). The original's recipe keeps its batch of 8.
+    "gpu": RecipeStudy("original,recommended", (1, 2, 4), every=8),
 }
 
 

@@ -16,6 +16,10 @@ UNSET = {
     "augment": True,
     "shuffle": True,
     "on_corrupt": "raise",
+    "mask_values": "",
+    "val_fraction": 0.1,
+    "test_fraction": 0.1,
+    "split_seed": 0,
     "min_lr": 0.0,
     "step_size": 10,
     "milestones": None,
@@ -131,10 +135,27 @@ SIZES = {
         "train_limit": 8,
         "val_limit": 8,
     },
+    ("gpu", "unet"): {
+        "model": "unet",
+        "model_kwargs": {},
+        "image_size": 256,
+        "epochs": 15,
+        "train_limit": None,
+        "val_limit": None,
+    },
+    ("gpu", "resnet34_unet"): {
+        "model": "resnet34_unet",
+        "model_kwargs": {},
+        "image_size": 256,
+        "epochs": 20,
+        "train_limit": None,
+        "val_limit": None,
+    },
 }
 TINY_RECIPE = {**ORIGINAL, "batch_size": 4, "lr": 1e-3, "scheduler": "onecycle"}  # tiny's own settings
 # The recommended UNet's additions to its profile's recipe (in SIZES: its dropout).
 UNET_ZOOM = {"scale_jitter": 0.25}
+GPU_BATCH = {"batch_size": 32}  # the GPU profile's addition to its recipe
 EXPECTED = {
     ("full", "unet"): {**UNSET, **SIZES["full", "unet"], **ORIGINAL},
     ("full", "resnet34_unet"): {**UNSET, **SIZES["full", "resnet34_unet"], **ORIGINAL},
@@ -144,6 +165,8 @@ EXPECTED = {
     ("quick", "resnet34_unet"): {**UNSET, **SIZES["quick", "resnet34_unet"], **RECOMMENDED},
     ("tiny", "unet"): {**UNSET, **SIZES["tiny", "unet"], **TINY_RECIPE},
     ("tiny", "resnet34_unet"): {**UNSET, **SIZES["tiny", "resnet34_unet"], **TINY_RECIPE},
+    ("gpu", "unet"): {**UNSET, **SIZES["gpu", "unet"], **RECOMMENDED, **GPU_BATCH},
+    ("gpu", "resnet34_unet"): {**UNSET, **SIZES["gpu", "resnet34_unet"], **RECOMMENDED, **GPU_BATCH},
 }
 
 
@@ -160,12 +183,13 @@ def test_each_preset_is_pinned_whole(profile, model):
 def test_the_recipes_and_profiles_are_pinned():
     assert RECIPES == {"original": ORIGINAL, "recommended": RECOMMENDED}
     assert set(RECIPE_KEYS) == set(ORIGINAL) and RECIPE_MODEL_KWARGS == ("dropout",)
-    assert PROFILES == ("full", "recommended", "quick", "tiny")
+    assert PROFILES == ("full", "recommended", "quick", "tiny", "gpu")
     assert PROFILE_RECIPE == {
         "full": "original",
         "recommended": "recommended",
         "quick": "recommended",
         "tiny": None,
+        "gpu": "recommended",
     }
     assert config_from_profile("full") == TrainConfig()  # the original's settings are the defaults
 
@@ -181,14 +205,16 @@ def test_every_preset_is_written_out_whole():
 
 
 def test_a_preset_trains_its_profiles_recipe():
-    """Its recipe keys are its recipe's; only the recommended UNet adds its own zoom and dropout."""
+    """Its recipe keys are its recipe's; only the recommended UNet adds its own zoom and dropout, and the
+    GPU profile its batch of 32."""
     for profile, recipe in PROFILE_RECIPE.items():
         for model, preset in PRESETS[profile].items():
-            extra = {"scale_jitter": 0.25} if (profile, model) == ("recommended", "unet") else {}
+            zoom = (profile, model) == ("recommended", "unet")
+            extra = {**(UNET_ZOOM if zoom else {}), **(GPU_BATCH if profile == "gpu" else {})}
             if recipe is not None:
                 assert {k: preset[k] for k in RECIPE_KEYS} == {**RECIPES[recipe], **extra}, (profile, model)
             dropout = preset["model_kwargs"].get("dropout")
-            assert dropout == (0.2 if extra else None), (profile, model)
+            assert dropout == (0.2 if zoom else None), (profile, model)
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -239,7 +265,8 @@ def test_overrides_come_last_and_bad_names_are_named():
         "base_channels": 8
     }
     with pytest.raises(
-        ValueError, match=r"unknown profile 'fast'; choose one of \['full', 'recommended', 'quick', 'tiny'\]"
+        ValueError,
+        match=r"unknown profile 'fast'; choose one of \['full', 'recommended', 'quick', 'tiny', 'gpu'\]",
     ):
         config_from_profile("fast")
     with pytest.raises(

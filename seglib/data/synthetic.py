@@ -4,12 +4,17 @@ Each image is a smooth, colourful background with flat angular distractors, and 
 ellipse body with a round head, two ears and a tail, filled with a striped or spotted fur texture.
 Pet and background colours come from the same distribution, so colour alone cannot separate them;
 the model has to use shape and texture. Trimaps carry a 1-3 px border band (value 3) like the real ones.
+
+`make_synthetic_pets` makes the small demo set; `make_fullsize_pets` a set the size of the release
+(3,680 trainval and 3,669 test images, its spread of sizes), in parallel, for full-scale rehearsals.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +22,13 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .lists import BREEDS
 
-__all__ = ["make_synthetic_pets", "synthetic_pet"]
+__all__ = [
+    "RELEASE_SIZES",
+    "make_fullsize_pets",
+    "make_synthetic_pets",
+    "release_image_size",
+    "synthetic_pet",
+]
 
 # Cats are capitalised in the release; the species column is 1 for cats, 2 for dogs.
 _SPECIES = [1 if b[0].isupper() else 2 for b in BREEDS]
@@ -127,14 +138,7 @@ def make_synthetic_pets(
     Names are `<Breed>_<k>` over the 37 real breed names; the list lines carry the official class,
     species and breed ids. `root` must be new or empty. Returns `root`. Deterministic for a given seed.
     """
-    final = Path(root)
-    if final.exists() and any(final.iterdir()):
-        raise FileExistsError(f"{final} is not empty; make the synthetic set in a new folder")
-    # Build beside the target and rename at the end, so an interrupted run never leaves half a data set.
-    root = final.parent / f".{final.name}.partial"
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "images").mkdir(parents=True)
-    (root / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    final, root = _start_folder(root)
     rng = np.random.default_rng(seed)
     counters = [0] * len(BREEDS)
     lists: dict[str, list[str]] = {"trainval": [], "test": []}
@@ -147,6 +151,23 @@ def make_synthetic_pets(
             Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=jpeg_quality)
             Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
             lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+    return _finish_folder(root, final, lists)
+
+
+def _start_folder(root: str | Path) -> tuple[Path, Path]:
+    """(the target, the folder to build in beside it): an interrupted run never leaves half a data set."""
+    final = Path(root)
+    if final.exists() and any(final.iterdir()):
+        raise FileExistsError(f"{final} is not empty; make the synthetic set in a new folder")
+    partial = final.parent / f".{final.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "images").mkdir(parents=True)
+    (partial / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    return final, partial
+
+
+def _finish_folder(root: Path, final: Path, lists: dict[str, list[str]]) -> Path:
+    """Write the list files into `root`, then rename it to `final`."""
     for split, lines in lists.items():
         (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
     header = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Dog 1:12:Cat\n"
@@ -157,3 +178,86 @@ def make_synthetic_pets(
         final.rmdir()
     os.replace(root, final)
     return final
+
+
+# --- a set the size of the release ------------------------------------------------------------------
+RELEASE_SIZES = {"n_trainval": 3680, "n_test": 3669}  # the release's split sizes
+# (height, width) of the release's widest and narrowest images: the 2nd and 3rd of each split (training).
+_EXTREMES = ((2448, 3264), (152, 114))
+
+
+def release_image_size(rng: np.random.Generator) -> tuple[int, int]:
+    """(height, width) drawn like the release's images (its real files in the sample were the model).
+
+    The long side is 500 px for two thirds of the images, 300 px for a sixth, 150-500 px for most of
+    the rest and 500-3264 px for one in twenty; the short side is mostly 2/3 or 3/4 of it; one image in
+    three is portrait. Both sides stay within the release's 114-3264 px.
+    """
+    u = rng.random()
+    if u < 0.66:
+        long_side = 500
+    elif u < 0.82:
+        long_side = 300
+    elif u < 0.95:
+        long_side = int(rng.integers(150, 500))
+    else:
+        long_side = int(500 + 500 * rng.lognormal(-0.3, 0.8))
+    ratio = float(rng.choice([2 / 3, 3 / 4])) if rng.random() < 0.7 else rng.uniform(0.55, 1.0)
+    short_side = round(long_side * ratio)
+    h, w = (long_side, short_side) if rng.random() < 0.32 else (short_side, long_side)
+    return int(np.clip(h, 114, 3264)), int(np.clip(w, 114, 3264))
+
+
+def _plan(n_trainval: int, n_test: int) -> tuple[list[tuple[int, str, int]], dict[str, list[str]]]:
+    """[(index, name, size slot)], the list lines: breeds in blocks, in the official lists' order."""
+    counters = [0] * len(BREEDS)
+    jobs, lists, index = [], {"trainval": [], "test": []}, 0
+    for split, n in (("trainval", n_trainval), ("test", n_test)):
+        for i in range(n):
+            c = i * len(BREEDS) // n
+            counters[c] += 1
+            name = f"{BREEDS[c]}_{counters[c]}"
+            jobs.append((index, name, i - 1))  # slots 0 and 1 (images 1 and 2): the extremes
+            lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+            index += 1
+    return jobs, lists
+
+
+def _render(root: Path, seed: int, jpeg_quality: int, jobs: list[tuple[int, str, int]]) -> None:
+    """Draw and write the images of `jobs`; each from its own generator, so any worker gives the same."""
+    for index, name, slot in jobs:
+        rng = np.random.default_rng([seed, index])
+        size = _EXTREMES[slot] if 0 <= slot < len(_EXTREMES) else release_image_size(rng)
+        image, trimap = synthetic_pet(rng, *size)
+        Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=jpeg_quality)
+        Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
+
+
+def make_fullsize_pets(
+    root: str | Path,
+    n_trainval: int = RELEASE_SIZES["n_trainval"],
+    n_test: int = RELEASE_SIZES["n_test"],
+    seed: int = 0,
+    workers: int | None = None,
+    jpeg_quality: int = 90,
+) -> Path:
+    """A synthetic set the size of the release, in its layout: 3,680 trainval and 3,669 test images
+    by default, sized by `release_image_size` (the 2nd and 3rd image of each split at the release's
+    widest and narrowest size), 37 breeds in blocks as in the official lists.
+
+    `workers` processes draw the images (None: one per core); the set is the same for any number of
+    them (each image has its own generator from `seed` and its index). `root` must be new or empty.
+    """
+    final, partial = _start_folder(root)
+    jobs, lists = _plan(n_trainval, n_test)
+    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    chunks = [jobs[k : k + 16] for k in range(0, len(jobs), 16)]
+    if workers == 1:
+        for chunk in chunks:
+            _render(partial, seed, jpeg_quality, chunk)
+    else:  # fork: the workers need nothing re-imported; they only draw and write files
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            list(pool.map(_render, *zip(*((partial, seed, jpeg_quality, c) for c in chunks), strict=True)))
+    return _finish_folder(partial, final, lists)

@@ -9,8 +9,8 @@ every value that changed, and tests/test_presets.py pins each.
 The one rule of `config_from_profile(profile, recipe, **overrides)`: the preset when `recipe` is None
 or the profile's own; with another recipe, the preset with its recipe-owned keys swapped for that
 recipe's (`with_recipe`), so a model's own additions to its profile's recipe (the recommended UNet's
-zoom and dropout) go with that recipe; then `overrides`. Settings no preset names keep TrainConfig's
-defaults.
+zoom and dropout, the GPU profile's batch of 32) go with that recipe; then `overrides`. Settings no
+preset names keep TrainConfig's defaults.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ PROFILE_RECIPE: dict[str, str | None] = {
     "recommended": "recommended",
     "quick": "recommended",
     "tiny": None,
+    "gpu": "recommended",
 }
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -257,8 +258,52 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "tta": False,
         },
     },
+    # One GPU (an H100 or H200): the original's models at the original's size on all the images, with the
+    # recommended recipe at batch 32 (batch 8 leaves a GPU idle between its small steps). The epochs are
+    # estimates, to be measured: 02 + 03 + 04 within about 5 minutes on an H100 by its measured
+    # throughput (docs/performance.md), half the 10 that issue 18 allows; the reasoning is in docs/gpu.md.
+    "gpu": {
+        "unet": {
+            "model": "unet",
+            "model_kwargs": {},
+            "image_size": 256,
+            "epochs": 15,
+            "train_limit": None,
+            "val_limit": None,
+            "batch_size": 32,
+            "lr": 2e-3,
+            "weight_decay": 1e-4,
+            "scheduler": "onecycle",
+            "pct_start": 0.3,
+            "loss": "bce_dice",
+            "border": "pet",
+            "ema_decay": 0.99,
+            "scale_jitter": 0.0,
+            "copy_paste": 0.0,
+            "tta": False,
+        },
+        "resnet34_unet": {
+            "model": "resnet34_unet",
+            "model_kwargs": {},
+            "image_size": 256,
+            "epochs": 20,
+            "train_limit": None,
+            "val_limit": None,
+            "batch_size": 32,
+            "lr": 2e-3,
+            "weight_decay": 1e-4,
+            "scheduler": "onecycle",
+            "pct_start": 0.3,
+            "loss": "bce_dice",
+            "border": "pet",
+            "ema_decay": 0.99,
+            "scale_jitter": 0.0,
+            "copy_paste": 0.0,
+            "tta": False,
+        },
+    },
 }
-PROFILES: tuple[str, ...] = tuple(PRESETS)  # "full" | "recommended" | "quick" | "tiny"
+PROFILES: tuple[str, ...] = tuple(PRESETS)  # "full" | "recommended" | "quick" | "tiny" | "gpu"
 
 
 def with_recipe(settings: dict[str, Any], recipe: str) -> dict[str, Any]:
@@ -276,7 +321,7 @@ def config_from_profile(profile: str = "full", recipe: str | None = None, **over
     """The TrainConfig of `PRESETS[profile][overrides.get("model", "unet")]`, with `recipe` (None: the
     profile's own) and `overrides` on top, by the rule in the module docstring.
 
-    Profiles: "full" | "recommended" | "quick" | "tiny"; recipes: "original" | "recommended".
+    Profiles: "full" | "recommended" | "quick" | "tiny" | "gpu"; recipes: "original" | "recommended".
     """
     _choice("profile", profile, PROFILES)
     if recipe is not None:
