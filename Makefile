@@ -1,20 +1,28 @@
 # A newcomer's targets: `make workbook` runs the workbook, `make test` runs every test (what CI runs),
 # `make test-fast` all but the slow ones (the trainings and whole workflows).
-# Each creates .venv on first use and installs the project into it.
+# Each creates .venv on first use and installs the project into it, at the exact versions of
+# requirements-dev.lock (what CI passed); `make lock` refreshes that file from pyproject.toml.
 PYTHON ?= python3.11
 PROFILE ?= quick
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCK   := requirements-dev.lock
 
-.PHONY: workbook test test-fast lint format data lab bench docs clean-venv
+.PHONY: workbook test test-fast lint format data lab bench docs clean-venv lock
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -r $(LOCK) -e '.[dev]'
 	touch $(STAMP)
 
-workbook: $(STAMP)  ## run notebooks 01-06 with papermill (PROFILE=quick|full|tiny) into results/notebooks/
+# pip-compile keeps each pin that still satisfies pyproject.toml; LOCK_ARGS=--upgrade moves all to the newest.
+LOCK_ARGS ?=
+lock: $(STAMP)  ## refresh requirements-dev.lock after a change to the dependencies in pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --extra dev --unsafe-package pip \
+		--strip-extras --no-emit-index-url --no-emit-find-links -q $(LOCK_ARGS) -o $(LOCK) pyproject.toml
+
+workbook: $(STAMP)  ## run notebooks 01-07 with papermill (PROFILE=quick|gpu|full|tiny) into results/notebooks/
 	$(PY) -m seglib.workbook --profile $(PROFILE)
 
 test: $(STAMP)  ## the whole test suite
@@ -39,8 +47,12 @@ bench: $(STAMP)  ## reference vs seglib fast path, interleaved; writes results/b
 docs: $(STAMP)  ## regenerate the tables in README.md and docs/ from their CSV files (tests/test_docs.py checks them)
 	$(PY) -m seglib.doctables
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+# JupyterLab on notebooks/, root included (containers); quiet, with its settings in .jupyter/ (no news
+# pop-up, no update check, quiet kernels). In a container: make lab LAB_ARGS="--ip=0.0.0.0 --no-browser"
+LAB_ARGS ?=
+lab: $(STAMP)  ## JupyterLab on notebooks/ (also as root); it prints its URL
+	JUPYTER_CONFIG_PATH="$(CURDIR)/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
+		$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)/notebooks" $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

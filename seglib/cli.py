@@ -1,4 +1,5 @@
-"""`python -m seglib train|evaluate|predict|download`: the original's three scripts, plus the download.
+"""`python -m seglib train|evaluate|predict|export|download`: the original's three scripts, the export
+(ONNX, torch.export) and the download.
 
 `train` has an option for every `TrainConfig` setting, derived from the dataclass (`train_options`), so a
 setting added there reaches the command line with no edit here.
@@ -21,9 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from .data import SPLITS, OxfordPetDataset, download, resolve_data_root
+from .data import (
+    SPLITS,
+    download,
+    find_masks,
+    image_files,
+    parse_mask_values,
+    read_folder_mask,
+    trimap_to_mask,
+)
 from .engine import (
     PROFILES,
     RECIPES,
@@ -32,12 +40,15 @@ from .engine import (
     config_from_profile,
     evaluate,
     fit,
+    load_checkpoint,
     load_model,
-    predict,
     summarize,
 )
 from .engine.config import CHOICES
-from .plots import plot_dice_distribution, plot_history, plot_prediction, save_figure, save_prediction_figures
+from .engine.export import EXPORT_FORMATS, check_export, export_model
+from .engine.loaders import checkpoint_split
+from .engine.predictions import predict_dataset, predict_files
+from .plots import plot_dice_distribution, plot_history, save_figure, save_prediction_figures
 
 __all__ = [
     "NOT_OPTIONS",
@@ -50,7 +61,6 @@ __all__ = [
     "train_options",
 ]
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
 # Settings whose option has another name: the original's scripts call the data root --data_path.
 RENAMED = {"data_root": "data_path"}
 # Settings with no `train` option, each with the reason; every other TrainConfig field has one.
@@ -239,16 +249,39 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output_dir", default="results/evaluation")
     e.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
-    r = sub.add_parser("predict", help="segment images (a file or a folder), or a data split with its truth")
+    r = sub.add_parser(
+        "predict",
+        help="segment images (a file or a folder), or a data split with its truth: per image a 0/255 mask "
+        "PNG at the original size, an overlay PNG, and a row of predictions.csv",
+    )
     data_args(r)
     r.add_argument("--model_path", required=True)
     r.add_argument("--input", help="an image or a folder of images; without it, the --split of --data_path")
+    r.add_argument(
+        "--masks", help="a folder of --input's true masks (NAME.* or NAME_mask.*): Dice and IoU in the CSV"
+    )
+    r.add_argument("--mask_values", help="how --masks read (see train --mask_values); default: the run's")
     r.add_argument("--split", default="test", choices=SPLITS)
     r.add_argument("--limit", type=int, default=10, help="images of the split to show")
     r.add_argument("--image_size", type=int)
     r.add_argument("--threshold", type=float, default=0.5)
     r.add_argument("--output_dir", default="results/predictions")
     r.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
+
+    x = sub.add_parser(
+        "export",
+        help="export a checkpoint's model to ONNX (onnxruntime) or a torch.export program (.pt2)",
+        description="Export with dynamic batch, height and width, then compare the file's logits with "
+        "the checkpoint's on random images. Input: float32 N x 3 x H x W, RGB / 255 normalised with the "
+        "ImageNet mean and std; output: logits N x 1 x H x W (docs/export.md).",
+    )
+    x.add_argument("--model_path", required=True, help="a best.pt or last.pt")
+    x.add_argument(
+        "--format", default="onnx", choices=EXPORT_FORMATS, help="onnx (default) | pt2 (torch.export)"
+    )
+    x.add_argument("--output", help="the file to write; default: beside the checkpoint (best.onnx, best.pt2)")
+    x.add_argument("--opset", type=int, help="the ONNX opset; default: the exporter's")
+    x.add_argument("--no_check", action="store_true", help="skip comparing the file with the checkpoint")
 
     d = sub.add_parser("download", help="download the real data set (with MD5 checks) into --data_path")
     d.add_argument("--data_path", default=defaults["data_root"])
@@ -276,8 +309,7 @@ def _train(a: argparse.Namespace) -> None:
 
 def _evaluate(a: argparse.Namespace) -> None:
     size = a.image_size or checkpoint_image_size(a.model_path)
-    root, kind = resolve_data_root(a.data_path, a.dataset)
-    ds = OxfordPetDataset(root, a.split, image_size=size, limit=a.limit)
+    ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
     model = load_model(a.model_path)
     df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=a.tta)
     out = Path(a.output_dir)
@@ -289,7 +321,7 @@ def _evaluate(a: argparse.Namespace) -> None:
     worst = df.sort_values("dice").index[: a.num_figures].tolist()
     save_prediction_figures(model, ds, worst, out / "worst", size, device=a.device)
     print(
-        f"{kind} {a.split}: {len(df)} images at original resolution\n{table.round(4).to_string()}\nsaved in {out}"
+        f"{ds.root} {a.split}: {len(df)} images at original resolution\n{table.round(4).to_string()}\nsaved in {out}"
     )
 
 
@@ -298,22 +330,43 @@ def _predict(a: argparse.Namespace) -> None:
     model = load_model(a.model_path)
     out = Path(a.output_dir)
     if a.input is None:
-        root, _ = resolve_data_root(a.data_path, a.dataset)
-        ds = OxfordPetDataset(root, a.split, image_size=size, limit=a.limit)
-        paths = save_prediction_figures(model, ds, range(len(ds)), out, size, a.threshold, a.device)
-        print(f"{len(paths)} image / truth / prediction figures in {out}")
+        ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
+        df = predict_dataset(model, ds, out, size, a.threshold, a.device, a.tta)
+        save_prediction_figures(
+            model, ds, range(len(ds)), out / "figures", size, a.threshold, a.device, a.tta
+        )
+        print(
+            f"{len(df)} masks and overlays of the {a.split} split (mean Dice {df.dice.mean():.4f} at "
+            f"original resolution) in {out}, one row each in predictions.csv; image / truth / prediction "
+            "in figures/"
+        )
         return
     src = Path(a.input)
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
-    files = sorted(f for f in src.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if src.is_dir() else [src]
-    out.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        mask = predict(model, f, size, a.threshold, a.device, tta=a.tta)
-        Image.fromarray(mask * 255).save(out / f"{f.stem}_mask.png")
-        image = np.asarray(Image.open(f).convert("RGB"))
-        save_figure(plot_prediction(image, None, mask, title=f.name), out / f"{f.stem}_figure.png")
-    print(f"{len(files)} masks and figures in {out}")
+    files = image_files(src) if src.is_dir() else [src]
+    truths, read = None, None
+    if a.masks:  # the truth of your own images: read as a folder data set reads its masks
+        saved = load_checkpoint(a.model_path).get("config", {}).get("mask_values", "")
+        rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
+        truths = find_masks(a.masks, [f.stem for f in files])
+
+        def read(path: Path) -> np.ndarray:
+            return trimap_to_mask(read_folder_mask(path, rule))
+
+    df = predict_files(model, files, out, size, a.threshold, a.device, a.tta, truths, read)
+    scored = (
+        f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
+    )
+    print(f"{len(df)} masks and overlays in {out}{scored}; one row each in {out / 'predictions.csv'}")
+
+
+def _export(a: argparse.Namespace) -> None:
+    path = export_model(a.model_path, a.output, a.format, a.opset)
+    print(f"exported {a.model_path} to {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    if not a.no_check:
+        diff = check_export(path, a.model_path)["max_abs_diff"]
+        print(f"check: the largest logit difference from the checkpoint on random images is {diff:.2e}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -323,11 +376,12 @@ def main(argv: list[str] | None = None) -> None:
             "train": _train,
             "evaluate": _evaluate,
             "predict": _predict,
+            "export": _export,
             "download": lambda a: download(a.data_path),
         }[a.command](a)
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
             print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, OSError, RuntimeError, FloatingPointError) as e:
+    except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
         sys.exit(f"seglib {a.command}: error: {e}")

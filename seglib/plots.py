@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import IGNORE_INDEX, OxfordPetDataset
 from .engine import predict_logits
+from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
 from .metrics import dice_per_image
 
 __all__ = [
@@ -140,14 +141,6 @@ def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | Non
     axes[1].set(title=f"{column} by {by}" if by else column, ylim=(0, 1.02))
     fig.tight_layout()
     return fig
-
-
-def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, Any]], opacity: float = 0.45) -> np.ndarray:
-    """Blend boolean masks onto an RGB image: each (mask, RGB colour) at `opacity`. Returns uint8 HxWx3."""
-    out = image.astype(np.float32)
-    for mask, colour in layers:
-        out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(colour, np.float32)
-    return out.clip(0, 255).astype(np.uint8)
 
 
 def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ browser: change a widget's value and the picture changes.
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 
 from .data import IGNORE_INDEX, OxfordPetDataset
 from .engine import predict_logits
+from .engine.predictions import PREDICTION_COLOUR, Prediction, predict_image
 from .metrics import confusion_counts, dice_from_counts
 from .plots import overlay
 
@@ -28,7 +30,7 @@ __all__ = ["MaskViewer", "SORT_ORDERS"]
 
 SORT_ORDERS = ("name", "dice ascending")
 TRUTH_COLOUR = np.array([40, 200, 60], np.float32)  # green
-PRED_COLOUR = np.array([255, 170, 0], np.float32)  # orange
+PRED_COLOUR = np.array(PREDICTION_COLOUR, np.float32)  # orange, as in the saved overlays
 FP_COLOUR = np.array([230, 40, 40], np.float32)  # red
 FN_COLOUR = np.array([40, 90, 230], np.float32)  # blue
 
@@ -49,7 +51,7 @@ class MaskViewer:
         image_size: int = 256,
         threshold: float = 0.5,
         max_side: int = 512,
-        device: str = "cpu",
+        device: str = "auto",
         sort: str = "name",
     ) -> None:
         if len(dataset) == 0:
@@ -59,7 +61,7 @@ class MaskViewer:
         self._index_of = {n: i for i, n in enumerate(dataset.names)}
         self._table_dice = self._dice_from_table(table)
         self._logit_cache: dict[int, torch.Tensor] = {}
-        self._upload: tuple[str, np.ndarray, torch.Tensor | None] | None = None
+        self._upload: tuple[str, Prediction] | None = None  # your photo (file name, prediction) on show
 
         has_model, n = model is not None, len(dataset)
         self.index = widgets.IntSlider(0, 0, n - 1, description="index", continuous_update=False)
@@ -187,19 +189,25 @@ class MaskViewer:
         if not files or self.model is None:
             return
         f = files[0]
-        rgb = np.asarray(Image.open(io.BytesIO(bytes(f["content"]))).convert("RGB"))
-        prob = torch.sigmoid(predict_logits(self.model, rgb, self.image_size, self.device))
-        self._upload = (f["name"], rgb, prob)
+        photo = Image.open(io.BytesIO(bytes(f["content"])))
+        # The same prediction as `python -m seglib predict`: save_prediction(viewer.upload_prediction, DIR)
+        # writes the files that command writes.
+        pred = predict_image(self.model, photo, Path(f["name"]).stem, self.image_size, self.device)
+        self._upload = (f["name"], pred)
         self.refresh()
+
+    @property
+    def upload_prediction(self) -> Prediction | None:
+        """The uploaded photo's prediction while it is on show (`seglib.engine.save_prediction` saves it)."""
+        return self._upload[1] if self._upload is not None else None
 
     # --- drawing --------------------------------------------------------------------------------------------
     def render(self) -> np.ndarray:
         """The picture on show, as uint8 HxWx3."""
         t = float(self.threshold.value)
         if self._upload is not None:
-            _, image, prob = self._upload
-            layers = [(prob.numpy() > t, PRED_COLOUR)] if self.show_pred.value else []
-            return overlay(image, layers, self.opacity.value)
+            pred = self._upload[1]
+            return pred.overlay(t, self.opacity.value) if self.show_pred.value else pred.image
         i = self.current
         image, truth = self.dataset.load_image(i), self.dataset.load_mask(i)
         layers: list[tuple[np.ndarray, np.ndarray]] = []
@@ -215,7 +223,9 @@ class MaskViewer:
 
     def _status(self) -> str:
         if self._upload is not None:
-            return f"<b>{self._upload[0]}</b> (your photo: prediction only)"
+            name, pred = self._upload
+            share = pred.mask(float(self.threshold.value)).mean()
+            return f"<b>{name}</b> (your photo: prediction only, {share:.1%} object)"
         i = self.current
         e = self.dataset.entries[i]
         h, w = self.dataset.original_size(i)

@@ -1,8 +1,13 @@
-"""The workbook: six numbered notebooks, executed top to bottom with papermill by `make workbook`.
+"""The workbook: seven numbered notebooks, executed top to bottom with papermill by `make workbook`.
 
 Notebooks stay thin: they call `seglib`. `start()` is each notebook's first call: it checks the
-parameters, picks the data (real when present, else the synthetic demo set) and says what it runs on.
-`run_workbook()` executes 01..06 in order into results/notebooks/, stopping at the first failure.
+parameters, picks the data (real when present, a folder of your own, else the synthetic demo set) and
+says what it runs on. `run_workbook()` executes 01..07 in order into results/notebooks/, stopping at the
+first failure; 07 takes a folder data set (a small demo folder, made on first use, unless given one).
+
+A relative path in a notebook's parameters is taken from the repository (`project_path`), wherever
+papermill, JupyterLab or the runner was started: `data_root="data/oxford-iiit-pet"` is always this
+checkout's data.
 """
 
 from __future__ import annotations
@@ -11,15 +16,40 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data import DATASETS, resolve_data_root
-from .engine import PROFILES, TrainConfig, config_from_profile
+import torch
+
+from .data import (
+    DATASETS,
+    SegmentationDataset,
+    check_split_fractions,
+    is_folder_root,
+    make_synthetic_folder,
+    open_split,
+    parse_mask_values,
+    resolve_data_root,
+)
+from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
+from .engine.runtime import resolve_device
+from .kernels import kernel_manager_settings
 from .study import json_or_text
 
-__all__ = ["Workspace", "start", "run_workbook", "notebook_params", "allocator_env", "NOTEBOOKS", "main"]
+__all__ = [
+    "Workspace",
+    "start",
+    "project_path",
+    "run_workbook",
+    "execute_notebook",
+    "notebook_params",
+    "allocator_env",
+    "NOTEBOOKS",
+    "FOLDER_NOTEBOOKS",
+    "folder_params",
+    "main",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = (
@@ -29,19 +59,30 @@ NOTEBOOKS = (
     "04_evaluation.ipynb",
     "05_scheduler_comparison.ipynb",
     "06_recipe_study.ipynb",
+    "07_your_own_data.ipynb",
 )
+# Notebooks about a folder data set: the runner gives them the folder it was given, else a demo folder.
+FOLDER_NOTEBOOKS = ("07_your_own_data.ipynb",)
+FOLDER_DEMO = "folder-demo"  # beside the data root, like synthetic-pets
 
 
 @dataclass
 class Workspace:
     """What a notebook runs on: the data folder and kind, the profile and where results go."""
 
-    data_root: str  # as given (the real data's place)
-    dataset: str  # as given: "auto" | "oxford-pet" | "synthetic"
-    root: Path  # the folder actually used (images/, annotations/)
-    kind: str  # "oxford-pet" | "synthetic"
+    data_root: str  # the real data's place, absolute (see `project_path`)
+    dataset: str  # as given: "auto" | "oxford-pet" | "synthetic" | "folder"
+    root: Path  # the folder actually used (images/, annotations/; a folder data set's images/, masks/)
+    kind: str  # "oxford-pet" | "synthetic" | "folder"
     profile: str
     results: Path
+    device: str = "auto"  # as given: "auto" (the GPU when there is one) | "cpu" | "cuda" | "cuda:1" ...
+    folder: dict[str, Any] = field(default_factory=dict)  # a folder data set's mask_values and split
+
+    def data_split(self, split: str, transform: Any = None, **kwargs: Any) -> SegmentationDataset:
+        """The `split` of this workspace's data (an Oxford-layout set, or the folder with its settings);
+        `kwargs` go to the dataset (image_size, limit, ...)."""
+        return open_split(self.root, self.kind, split, transform, **self.folder, **kwargs)
 
     @property
     def synthetic_root(self) -> Path:
@@ -51,6 +92,10 @@ class Workspace:
     def runs(self) -> Path:
         return self.results / "runs"
 
+    def run_folder(self, given: str, name: str) -> Path:
+        """The run folder `given` (relative: from the repository), or if "" the newest run called `name`."""
+        return project_path(given) if given else latest_run(self.runs, name)
+
     def figures(self, name: str) -> Path:
         """results/<name>/, created."""
         path = self.results / name
@@ -58,8 +103,8 @@ class Workspace:
         return path
 
     def config(self, model: str, recipe: str | None = None, **overrides: Any) -> TrainConfig:
-        """The profile's TrainConfig for `model` on this workspace's data (`recipe`: default the profile's),
-        with `overrides` on top."""
+        """The profile's TrainConfig for `model` on this workspace's data and device (`recipe`: default the
+        profile's), with `overrides` on top."""
         return config_from_profile(
             self.profile,
             recipe,
@@ -68,28 +113,61 @@ class Workspace:
             dataset=self.dataset,
             synthetic_root=str(self.synthetic_root),
             output_dir=str(self.runs),
-            **overrides,
+            device=self.device,
+            **{**self.folder, **overrides},
         )
 
 
-def start(notebook: str, data_root: str, dataset: str, profile: str, results_dir: str) -> Workspace:
-    """Check a notebook's common parameters (ValueError before any work), resolve the data, say what runs."""
+def start(
+    notebook: str,
+    data_root: str,
+    dataset: str,
+    profile: str,
+    results_dir: str,
+    device: str = "auto",
+    **folder: Any,
+) -> Workspace:
+    """Check a notebook's common parameters (ValueError before any work), resolve the data, say what runs.
+
+    `device` is where the notebook's models train, predict and are scored: "auto" takes the GPU when
+    there is one. `folder`: a folder data set's settings (mask_values, val_fraction, test_fraction,
+    split_seed; TrainConfig's defaults otherwise).
+    """
+    unknown = sorted(set(folder) - {"mask_values", "val_fraction", "test_fraction", "split_seed"})
+    if unknown:
+        raise TypeError(f"start() got unknown folder settings {unknown}")
+    parse_mask_values(folder.get("mask_values", ""))
+    check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
+    dev = resolve_device(device)  # an unknown or absent device fails here, before any work
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
     synthetic_root = Path(data_root).parent / "synthetic-pets"
+    if Path(data_root).name == FOLDER_DEMO and not is_folder_root(data_root):  # 07's default, made once
+        make_synthetic_folder(data_root)
     root, kind = resolve_data_root(data_root, dataset, synthetic_root)
-    results = Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
-    ws = Workspace(data_root, dataset, root, kind, profile, results)
+    ws = Workspace(data_root, dataset, root, kind, profile, results, device, folder)
     what = (
         "the real Oxford-IIIT Pet data"
         if kind == "oxford-pet"
-        else "the SYNTHETIC demo set (no real data found)"
+        else "the SYNTHETIC demo set" + (f" (no real data at {data_root})" if dataset == "auto" else "")
     )
-    print(f"{notebook}: {what} at {root}; profile {profile!r}; results in {results}")
+    if kind == "folder":
+        pairs = ws.data_split("trainval")
+        what = f"the folder data set (images/, masks/; {pairs.split_source})"
+    where = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
+    print(f"{notebook}: {what} at {root}; profile {profile!r}; device {where}; results in {results}")
     return ws
+
+
+def project_path(path: str | Path) -> Path:
+    """`path` made absolute: a relative path is taken from the repository (the folder holding notebooks/
+    and seglib/), not from the working directory, which is wherever papermill or the kernel started."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else Path(os.path.normpath(REPO / path))
 
 
 JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")  # Debian's libjemalloc2
@@ -120,7 +198,6 @@ def run_workbook(
     Stops at the first failing notebook with an error naming it and its cell. `extra` adds
     parameters per notebook. Returns the folder of the executed notebooks.
     """
-    import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     if profile not in PROFILES:
@@ -138,15 +215,11 @@ def run_workbook(
     t_all = time.perf_counter()
     for name in notebooks:
         t0 = time.perf_counter()
-        print(f"workbook: running {name} ({profile})", flush=True)
+        print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
+        data = folder_params(data_root, dataset) if name in FOLDER_NOTEBOOKS else {}
         try:
-            pm.execute_notebook(
-                REPO / "notebooks" / name,
-                out / name,
-                parameters={**params, **(extra or {}).get(name, {})},
-                cwd=str(REPO / "notebooks"),
-                progress_bar=False,
-                kernel_name="python3",
+            execute_notebook(
+                REPO / "notebooks" / name, out / name, {**params, **data, **(extra or {}).get(name, {})}
             )
         except PapermillExecutionError as e:
             raise RuntimeError(
@@ -158,6 +231,35 @@ def run_workbook(
         f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
     return out
+
+
+def folder_params(data_root: str | Path, dataset: str) -> dict[str, str]:
+    """A folder notebook's data: `data_root` when it is a folder data set ("folder", or "auto" finding
+    images/ and masks/), else the demo folder beside it, made from the synthetic generator on first use."""
+    if dataset == "folder" or (dataset == "auto" and is_folder_root(data_root)):
+        return {}
+    demo = Path(data_root).resolve().parent / FOLDER_DEMO
+    if not is_folder_root(demo):
+        make_synthetic_folder(demo)
+    return {"data_root": str(demo), "dataset": "folder"}
+
+
+def execute_notebook(source: str | Path, executed: str | Path, parameters: dict[str, Any]) -> None:
+    """Run the notebook `source` with papermill into `executed`, in notebooks/, on a quiet kernel
+    (`seglib.kernels`: no "running over TCP without encryption" at its start). Raises papermill's
+    PapermillExecutionError when a cell fails; the executed copy then holds the traceback."""
+    import papermill as pm
+    from traitlets.config import Config
+
+    pm.execute_notebook(
+        source,
+        executed,
+        parameters=parameters,
+        cwd=str(REPO / "notebooks"),
+        progress_bar=False,
+        kernel_name="python3",
+        config=Config({"KernelManager": kernel_manager_settings()}),  # nbclient hands it to its manager
+    )
 
 
 def notebook_params(

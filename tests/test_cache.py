@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,3 +53,59 @@ def test_unreadable_files_are_marked_not_cached(synthetic_root, tmp_path):
     with pytest.raises(ValueError, match=rf"{ds.names[2]}\.jpg: cannot read the image"):
         strict[2]
     assert np.asarray(cache.images[3]).shape == (32, 32, 3)
+
+
+BLOCKED_BUILD = """
+import sys, time
+import seglib.data.files as files
+from seglib.data import OxfordPetDataset
+from seglib.data.cache import build_cache
+
+def blocked(path):  # the build is under way: stop at its first image until killed
+    print("building", flush=True)
+    time.sleep(600)
+
+files.read_image = blocked
+build_cache(OxfordPetDataset(sys.argv[1], "val"), 32, sys.argv[2], workers=1)
+"""
+
+
+@pytest.mark.slow  # two processes that import torch, one killed
+def test_a_killed_build_is_removed_by_the_next_one_and_a_live_one_kept(synthetic_root, tmp_path, capsys):
+    cache_dir = tmp_path / "cache"
+    builders = [
+        subprocess.Popen(
+            [sys.executable, "-c", BLOCKED_BUILD, str(synthetic_root), str(cache_dir)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    killed, live = builders
+    try:
+        for proc in builders:
+            assert proc.stdout.readline() == "building\n"
+        killed.kill()
+        killed.wait()
+        partial = {p.name.rpartition("-")[2]: p for p in cache_dir.glob("val-32-*.partial-*")}
+        assert set(partial) == {str(killed.pid), str(live.pid)}
+        build_cache(OxfordPetDataset(synthetic_root, "train", limit=4), 32, cache_dir)
+        said = capsys.readouterr().out
+        assert not partial[str(killed.pid)].exists() and partial[str(live.pid)].is_dir()
+        assert "removed 1 half-built cache(s) left by processes that no longer run" in said
+        assert partial[str(killed.pid)].name in said and said.count("seglib: removed") == 1
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_cache_built_by_several_processes_is_the_same(synthetic_root, tmp_path):
+    root = shutil.copytree(synthetic_root, tmp_path / "data")
+    ds = OxfordPetDataset(root, "trainval", on_corrupt="skip", limit=40)
+    jpg = ds.image_path(ds.names[7])
+    jpg.write_bytes(jpg.read_bytes()[:500])  # an unreadable one, in the second worker's share
+    one = build_cache(ds, 48, tmp_path / "one", workers=1)
+    three = build_cache(ds, 48, tmp_path / "three", workers=3)
+    assert np.array_equal(one.images, three.images) and np.array_equal(one.trimaps, three.trimaps)
+    assert one.valid.tolist() == three.valid.tolist() and not three.valid[7]
+    assert one.errors == three.errors and list(three.errors) == [ds.names[7]]

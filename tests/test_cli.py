@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from seglib.cli import NOT_OPTIONS, build_parser, field_comments, main, train_config, train_options
-from seglib.data import BORDER_MODES, DATASETS, SPLITS
+from seglib.data import BORDER_MODES, DATASETS, SPLITS, FolderDataset, make_synthetic_folder
 from seglib.engine import SCHEDULERS, TrainConfig, config_from_profile
 from seglib.engine.config import CHOICES, ON_CORRUPT
 from seglib.engine.losses import LOSSES
@@ -114,7 +114,9 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr
-    assert len(list((tmp_path / "pred").glob("*.png"))) == 3
+    assert len(list((tmp_path / "pred").glob("*_mask.png"))) == 3  # and an overlay, a CSV row, a figure each
+    assert len(list((tmp_path / "pred" / "figures").glob("*.png"))) == 3
+    assert pd.read_csv(tmp_path / "pred" / "predictions.csv").dice.between(0, 1).all()
 
     own = tmp_path / "my_photos"
     own.mkdir()
@@ -132,7 +134,35 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     )
     assert p.returncode == 0, p.stderr
     assert len(list((tmp_path / "own").glob("*_mask.png"))) == 3
-    assert len(list((tmp_path / "own").glob("*_figure.png"))) == 3
+    assert len(list((tmp_path / "own").glob("*_overlay.png"))) == 3
+    assert len(pd.read_csv(tmp_path / "own" / "predictions.csv")) == 3
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_a_folder(tmp_path):
+    root = make_synthetic_folder(tmp_path / "mine", n=20, seed=0)
+    args = [
+        "--profile",
+        "tiny",
+        "--dataset",
+        "folder",
+        "--data_path",
+        root,
+        "--output_dir",
+        tmp_path / "runs",
+    ]
+    p = seglib("train", *args, "--run_name", "folder", "--mask_values", "", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    run = tmp_path / "runs" / "folder"
+    assert "seeded split (seed 0)" in p.stdout
+    assert (run / "splits" / "test.txt").read_text().split() == FolderDataset(root, "test").names
+    p = seglib(
+        "evaluate", "--model_path", run / "best.pt", "--dataset", "folder", "--data_path", root,
+        "--output_dir", tmp_path / "eval", cwd=tmp_path,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    per_image = pd.read_csv(tmp_path / "eval" / "per_image.csv")
+    assert list(per_image.name) == FolderDataset(root, "test").names  # the run's own test split
 
 
 @pytest.mark.parametrize(

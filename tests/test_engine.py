@@ -90,6 +90,16 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_run_names_every_folder_it_writes(tiny_config, tmp_path, capsys):
+    run = fit(tiny_config(epochs=1, run_name="named", cache=True, cache_dir=str(tmp_path / "cache")))
+    said = capsys.readouterr().out.splitlines()
+    first = next(line for line in said if line.startswith("seglib: unet"))  # after the cache's build lines
+    assert f"run folder {run.run_dir}; cache folder {tmp_path / 'cache'}" in first
+    written = [p for p in tmp_path.iterdir() if p.name != "runs"] + list((tmp_path / "runs").iterdir())
+    assert written and all(str(p) in first for p in written), (written, first)
+
+
+@pytest.mark.slow
 def test_runs_are_never_silently_overwritten(tiny_config):
     a = fit(tiny_config(epochs=1, run_name="same"))
     b = fit(tiny_config(epochs=1, run_name="same"))

@@ -1,15 +1,33 @@
 """The six notebooks, executed top to bottom with papermill on the synthetic set (tiny profile)."""
 
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
+import torch
 
-from seglib.workbook import NOTEBOOKS, REPO, notebook_params, run_workbook
+from seglib.data import FolderDataset, make_synthetic_folder, seeded_split
+from seglib.workbook import (
+    FOLDER_NOTEBOOKS,
+    NOTEBOOKS,
+    REPO,
+    execute_notebook,
+    folder_params,
+    notebook_params,
+    project_path,
+    run_workbook,
+    start,
+)
 
-COMMON = {"data_root", "dataset", "profile", "results_dir"}
+COMMON = {"data_root", "dataset", "profile", "results_dir", "device"}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
@@ -18,6 +36,30 @@ def test_parameters_are_documented(name):
     assert set(params) >= COMMON
     assert all(p["help"] for p in params.values()), name  # papermill --help-notebook shows them
     assert params["profile"]["default"] == '"quick"'
+    assert params["device"]["default"] == '"auto"'  # the GPU when there is one
+
+
+def test_no_notebook_plot_or_viewer_call_pins_the_cpu():
+    """Every model call of the notebooks takes the notebook's `device`; the faces default to "auto"."""
+    pinned = re.compile(r"""device\s*[:=][^=\n]*["']cpu["']""")
+    for name in NOTEBOOKS:
+        cells = json.loads((REPO / "notebooks" / name).read_text())["cells"]
+        code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+        assert not pinned.search(code), name
+    for face in ("plots.py", "viewer.py", "study.py"):
+        assert not pinned.search((REPO / "seglib" / face).read_text()), face
+
+
+def test_start_takes_the_device(tmp_path, synthetic_root):
+    ws = start("test", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path), device="cpu")
+    assert ws.device == "cpu" and ws.config("unet").device == "cpu"
+    assert (
+        start("test", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path)).config("unet").device
+        == "auto"
+    )
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            start("test", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path), device="cuda")
 
 
 def test_workbook_params_go_to_the_notebooks_that_have_them():
@@ -40,12 +82,28 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
         notebook_params(["model_name"])
 
 
+def test_start_takes_a_folder_and_its_settings(tmp_path):
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=0)
+    ws = start("t", str(root), "folder", "tiny", str(tmp_path / "r"), "cpu", mask_values="255", split_seed=3)
+    cfg = ws.config("unet")
+    assert ws.kind == "folder" and (cfg.dataset, cfg.mask_values, cfg.split_seed) == ("folder", "255", 3)
+    assert ws.data_split("test").names == FolderDataset(root, "test", mask_values="255", split_seed=3).names
+    with pytest.raises(ValueError, match=r"mask_values='#12': cannot read '#12'"):
+        start("t", str(root), "folder", "tiny", str(tmp_path / "r"), "cpu", mask_values="#12")
+    assert folder_params(root, "folder") == {} and folder_params(root, "auto") == {}  # the folder given
+    demo = folder_params(tmp_path / "data" / "oxford-iiit-pet", "auto")  # none given: the demo, made once
+    assert demo == {"data_root": str(tmp_path / "data" / "folder-demo"), "dataset": "folder"}
+    assert len(FolderDataset(demo["data_root"], "trainval")) == 43  # 48 pairs, 5 held out for testing
+
+
 @pytest.fixture(scope="module")
 def workbook(synthetic_root, tmp_path_factory):
-    """The whole workbook, tiny profile; the synthetic set of the session stands in for the demo set."""
+    """The whole workbook, tiny profile, with its device set; the synthetic set of the session stands in
+    for the demo set."""
     results = tmp_path_factory.mktemp("results")
     data_root = synthetic_root.parent / "oxford-iiit-pet"  # absent: "auto" takes ../synthetic-pets
-    run_workbook("tiny", data_root=data_root, dataset="auto", results_dir=results)
+    device = {name: {"device": "cpu"} for name in NOTEBOOKS}  # the CPU in CI; the same path as a GPU's
+    run_workbook("tiny", data_root=data_root, dataset="auto", results_dir=results, extra=device)
     return results
 
 
@@ -56,7 +114,8 @@ def test_every_notebook_ran_clean(workbook):
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
         assert not [o for o in outputs if o.output_type == "error"], name
         text = json.dumps([o.get("text", "") for o in outputs])
-        assert "Traceback" not in text and "SYNTHETIC demo set" in text, name
+        data = "the folder data set" if name in FOLDER_NOTEBOOKS else "SYNTHETIC demo set"
+        assert "Traceback" not in text and data in text, name
         assert any(c.metadata.get("tags") == ["injected-parameters"] for c in nb.cells), name
 
 
@@ -74,6 +133,9 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
         assert len(list((workbook / "inference" / model).glob("*.png"))) == 5
     summary = pd.read_csv(workbook / "evaluation" / "summary.csv")
     assert set(summary.model) == {"unet", "resnet34_unet"} and summary.dice_mean.between(0, 1).all()
+    timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
+    assert timing.device.to_dict() == {"unet": "cpu", "resnet34_unet": "cpu"}  # the models' parameters
+    assert (timing.images == 20).all() and (timing.seconds > 0).all()
     schedulers = pd.read_csv(workbook / "schedulers" / "summary.csv", index_col=0)
     assert list(schedulers.index) == ["none", "cosine", "onecycle", "step", "multistep"]
     assert schedulers["best val Dice"].between(0, 1).all()
@@ -91,7 +153,26 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
 
 
 @pytest.mark.slow
-def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path):
+def test_the_folder_notebook_trains_evaluates_predicts_exports_and_checks(workbook, synthetic_root):
+    demo = synthetic_root.parent / "folder-demo"  # made by the runner beside the data root
+    split = seeded_split(sorted(p.stem for p in (demo / "images").iterdir()), 0.1, 0.1, seed=0)
+    run = workbook / "runs" / "folder-unet-tiny"
+    assert (run / "best.pt").is_file()
+    for name, names in split.items():  # the run keeps the split it used
+        assert (run / "splits" / f"{name}.txt").read_text().split() == names
+    out = workbook / "your-data"
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert list(per_image.name) == split["test"] and per_image.dice.between(0, 1).all()
+    predictions = pd.read_csv(out / "predictions" / "predictions.csv")
+    assert list(predictions.name) == split["test"] and predictions.dice.between(0, 1).all()
+    assert all((out / "predictions" / f"{n}_mask.png").is_file() for n in split["test"])
+    check = pd.read_csv(out / "export_check.csv", index_col=0).iloc[:, 0]
+    assert check["max_abs_diff"] <= 1e-4 and check["dice_exported"] == pytest.approx(check["dice_torch"])
+    assert (out / "model.onnx").is_file()
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, capfd):
     with pytest.raises(
         RuntimeError, match=r"01_data_exploration\.ipynb failed in cell \d+ .*ValueError: unknown profile"
     ):
@@ -103,3 +184,84 @@ def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path):
             extra={"01_data_exploration.ipynb": {"profile": "fast"}},
         )
     assert (tmp_path / "notebooks" / "01_data_exploration.ipynb").is_file()
+    said = capfd.readouterr()  # the kernel's own log reaches this process's stderr
+    assert (
+        f"running 01_data_exploration.ipynb (tiny) into {tmp_path / 'notebooks' / '01_data_exploration.ipynb'}"
+        in said.out
+    )
+    assert "without encryption" not in said.err + said.out
+
+
+WARNS = """
+import warnings
+warnings.warn("a warning the user should see")
+print("ran")
+"""
+
+
+@pytest.mark.slow
+def test_workbook_kernels_are_quiet_but_warnings_stay_visible(tmp_path, capfd):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(WARNS)]
+    nbformat.write(nb, tmp_path / "warns.ipynb")
+    execute_notebook(tmp_path / "warns.ipynb", tmp_path / "out.ipynb", {})
+    said = capfd.readouterr()
+    assert "Kernel is running over TCP without encryption" not in said.err + said.out
+    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    assert any(o.get("name") == "stderr" and "a warning the user should see" in o.text for o in outputs)
+    assert any(o.get("name") == "stdout" and o.text == "ran\n" for o in outputs)
+
+
+def test_relative_paths_are_taken_from_the_repository_whatever_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert project_path("data/oxford-iiit-pet") == REPO / "data" / "oxford-iiit-pet"
+    assert project_path("results/../results/runs/unet-quick") == REPO / "results" / "runs" / "unet-quick"
+    assert project_path(tmp_path / "elsewhere") == tmp_path / "elsewhere"  # absolute: as given
+
+
+@pytest.fixture
+def checkout(tmp_path, synthetic_root):
+    """A copy of the repository's code and notebooks, with the session's synthetic set as its demo data;
+    its kernels import seglib from it (PYTHONPATH), so its "repository" is the copy."""
+    repo = tmp_path / "work" / "repo"
+    for part in ("seglib", "notebooks"):
+        shutil.copytree(
+            REPO / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints")
+        )
+    shutil.copytree(synthetic_root, repo / "data" / "synthetic-pets")
+    return repo
+
+
+@pytest.mark.slow
+def test_papermill_by_hand_uses_the_repositorys_folders_from_any_folder(checkout):
+    """The README's example, from the repository root and from an unrelated folder."""
+    papermill = Path(sys.executable).with_name("papermill")
+    elsewhere = checkout.parent / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(checkout), "SEGLIB_PROGRESS": "text"}
+    runs = [
+        (checkout, "notebooks/02_train_unet.ipynb"),
+        (elsewhere, str(checkout / "notebooks" / "02_train_unet.ipynb")),
+    ]
+    for cwd, notebook in runs:
+        subprocess.run(
+            [str(papermill), notebook, "out.ipynb", "-p", "profile", "tiny"],
+            cwd=cwd,
+            env=env,
+            check=True,
+            timeout=600,
+        )
+        nb = nbformat.read(cwd / "out.ipynb", as_version=4)
+        start_cell = next(c for c in nb.cells if c.source.startswith("ws = start("))
+        first = start_cell.outputs[0]["text"].splitlines()[0]
+        assert first.startswith("02_train_unet: the SYNTHETIC demo set"), first
+        assert f"at {checkout / 'data' / 'synthetic-pets'};" in first and first.endswith(
+            f"results in {checkout / 'results'}"
+        )
+    assert sorted(p.name for p in (checkout / "results" / "runs").iterdir()) == ["unet-tiny", "unet-tiny-2"]
+    assert sorted(p.name for p in checkout.parent.iterdir()) == [
+        "elsewhere",
+        "repo",
+    ]  # nothing beside the repo
+    assert [p.name for p in elsewhere.iterdir()] == ["out.ipynb"] and not (elsewhere.parent / "data").exists()

@@ -1,15 +1,83 @@
-"""The project's own rules: environment.yml agrees with pyproject.toml, and the layers import downwards."""
+"""The project's own rules: the lock file pins the dev install, environment.yml agrees with pyproject.toml,
+and the layers import downwards."""
 
 import ast
+import importlib.metadata
 import json
+import re
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
 PKG = REPO / "seglib"
+
+
+def _lock() -> dict[str, str]:
+    """requirements-dev.lock as {canonical name: version}; every line an exact pin."""
+    pins = {}
+    for line in (REPO / "requirements-dev.lock").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and re.fullmatch(r"[\w.+!-]+", version), (
+            f"requirements-dev.lock: not an exact pin: {line!r}"
+        )
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def _project_requirements(*extras: str) -> list[Requirement]:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    optional = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + [r for e in extras for r in optional[e]]]
+
+
+def test_the_lock_pins_every_requirement_of_the_dev_install():
+    pins = _lock()
+    for req in _project_requirements("dev"):
+        name = canonicalize_name(req.name)
+        assert name in pins, (
+            f"{req.name} is in pyproject.toml but not in requirements-dev.lock: run make lock"
+        )
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req} but the lock has {pins[name]}"
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+
+
+def test_the_lock_holds_every_dependency_and_is_what_the_tests_run_on():
+    """Closed under the dependencies of what it pins, and installed as it says (`make` installs it)."""
+    pins = _lock()
+    for name, version in pins.items():
+        assert importlib.metadata.version(name) == version, (
+            f"{name} {importlib.metadata.version(name)} is installed, the lock has {version}: run make"
+        )
+        for text in importlib.metadata.requires(name) or []:
+            req = Requirement(text)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                dep = canonicalize_name(req.name)  # pip is the venv's own: it installs the rest
+                assert dep in pins or dep == "pip", (
+                    f"{name} needs {req.name}, which the lock lacks: make lock"
+                )
+
+
+def test_make_installs_from_the_lock():
+    make = (REPO / "Makefile").read_text()
+    assert "LOCK   := requirements-dev.lock" in make
+    assert re.search(r"^\$\(STAMP\): pyproject.toml \$\(LOCK\)$", make, re.M)
+    assert "$(PY) -m pip install -r $(LOCK) -e '.[dev]'" in make
+    assert "pip-compile --extra dev" in make  # make lock refreshes it
+
+
+def test_onnx_is_an_optional_extra_not_a_core_dependency():
+    onnx = {"onnx", "onnxruntime", "onnxscript"}
+    assert not onnx & {r.name for r in _project_requirements()}
+    assert onnx <= {r.name for r in _project_requirements("export")}
+    assert onnx <= {r.name for r in _project_requirements("dev")}
 
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
@@ -52,6 +120,7 @@ FACES = (
     "seglib.bench",
     "seglib.study",
     "seglib.doctables",
+    "seglib.fullscale",
 )
 
 

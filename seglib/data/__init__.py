@@ -1,20 +1,38 @@
-"""Oxford-IIIT Pet: list files, trimaps, transforms, copy-paste, the dataset, the synthetic set and the download.
+"""Oxford-IIIT Pet: list files, trimaps, transforms, copy-paste, the dataset, the synthetic set and the
+download; and a folder of your own images and masks (folder.py).
 
 This package never imports the models or the engine.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from .dataset import OxfordPetDataset, collate
+from .base import SegmentationDataset
+from .dataset import EmptySplitError, OxfordPetDataset, collate
 from .download import RESOURCES, download
 from .files import CorruptSampleError, find_root, is_oxford_pet_root, open_rgb
+from .folder import (
+    FolderDataset,
+    MaskValueError,
+    check_split_fractions,
+    find_masks,
+    find_pairs,
+    image_files,
+    is_folder_root,
+    make_synthetic_folder,
+    parse_mask_values,
+    read_folder_mask,
+    seeded_split,
+    write_splits,
+)
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
 from .mixing import copy_paste, mixing_generator
 from .sampling import EpochSampler
 from .stats import describe
-from .synthetic import make_synthetic_pets, synthetic_pet
+from .synthetic import make_fullsize_pets, make_synthetic_pets, synthetic_pet
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, seed_transform, train_transform
 from .trimaps import BORDER_MODES, IGNORE_INDEX, check_trimap, trimap_to_mask
 
@@ -23,52 +41,95 @@ __all__ = [
     "BREEDS",
     "CorruptSampleError",
     "DATASETS",
+    "EmptySplitError",
+    "FolderDataset",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MaskValueError",
     "RESOURCES",
+    "SegmentationDataset",
     "SPLITS",
     "EpochSampler",
     "ListEntry",
     "OxfordPetDataset",
     "breed_of",
+    "check_split_fractions",
     "check_trimap",
     "collate",
     "copy_paste",
     "describe",
     "download",
     "eval_transform",
+    "find_masks",
+    "find_pairs",
     "find_root",
+    "image_files",
+    "is_folder_root",
     "is_oxford_pet_root",
+    "make_fullsize_pets",
+    "make_synthetic_folder",
     "make_synthetic_pets",
     "mixing_generator",
     "open_rgb",
+    "open_split",
+    "parse_mask_values",
+    "read_folder_mask",
     "read_list",
     "resolve_data_root",
     "seed_transform",
+    "seeded_split",
     "select_split",
     "synthetic_pet",
     "train_transform",
     "trimap_to_mask",
+    "write_splits",
 ]
 
-DATASETS = ("auto", "oxford-pet", "synthetic")
+DATASETS = ("auto", "oxford-pet", "synthetic", "folder")
 SYNTHETIC_SIZES = {"n_trainval": 400, "n_test": 100, "seed": 0}
 
 
 def resolve_data_root(
     data_root: str | Path, dataset: str = "auto", synthetic_root: str | Path = "data/synthetic-pets"
 ) -> tuple[Path, str]:
-    """Pick the data a run uses: (root, "oxford-pet" | "synthetic").
+    """Pick the data a run uses: (root, "oxford-pet" | "synthetic" | "folder").
 
-    "auto": the real data at `data_root` if it is there, else the synthetic demo set at `synthetic_root`
-    (generated on first use). "oxford-pet" insists on the real data; "synthetic" on the demo set.
+    "auto": the real data at `data_root` if it is there, else a folder data set (images/, masks/) if
+    `data_root` is one, else the synthetic demo set at `synthetic_root` (generated on first use).
+    "oxford-pet" insists on the real data; "synthetic" on the demo set; "folder" on a folder data set.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    if dataset == "folder" or (
+        dataset == "auto" and is_folder_root(data_root) and not is_oxford_pet_root(data_root)
+    ):
+        find_pairs(data_root, on_missing="skip")  # raises with the layout when it is not a folder data set
+        return Path(data_root).expanduser(), "folder"
     if dataset == "oxford-pet" or (dataset == "auto" and is_oxford_pet_root(data_root)):
         return find_root(data_root), "oxford-pet"  # raises with how-to-download when absent
     syn = Path(synthetic_root)
     if not is_oxford_pet_root(syn):
         make_synthetic_pets(syn, **SYNTHETIC_SIZES)
     return find_root(syn), "synthetic"
+
+
+def open_split(
+    root: str | Path,
+    kind: str,
+    split: str,
+    transform: Callable[..., dict] | None = None,
+    *,
+    mask_values: str = "",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    split_seed: int = 0,
+    **kwargs: Any,
+) -> SegmentationDataset:
+    """The `split` of the data at `root`, of the kind `resolve_data_root` named: a `FolderDataset` for
+    "folder" (the mask and split settings are its own), else an `OxfordPetDataset`. `kwargs` go to either
+    (image_size, border, limit, return_full_mask, on_missing, on_corrupt)."""
+    if kind == "folder":
+        folder = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
+        return FolderDataset(root, split, transform, mask_values=mask_values, **folder, **kwargs)
+    return OxfordPetDataset(root, split, transform, **kwargs)

@@ -13,28 +13,36 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Protocol
 
 import albumentations as A
 import numpy as np
 
-from .files import CorruptSampleError, check_pair, read_image, read_trimap
+from ..leftovers import host, owner_tag, remove_leftovers
+from .files import CorruptSampleError
 
 __all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
 
 FORMAT = 1
+# Reads an image and its trimap from their two files, checked (CorruptSampleError otherwise).
+PairReader = Callable[[Path, Path], tuple[np.ndarray, np.ndarray]]
 
 
 class CacheSource(Protocol):
-    """What the cache reads: which samples, and where their files are (an `OxfordPetDataset` is one)."""
+    """What the cache reads: which samples, where their files are and how they read (a
+    `SegmentationDataset` is one: the Oxford set or a folder of your own)."""
 
     root: Path
     split: str
+    cache_tag: str  # what else the labels depend on (a folder's mask_values); "" for none
 
     @property
     def names(self) -> list[str]: ...
@@ -43,10 +51,14 @@ class CacheSource(Protocol):
 
     def trimap_path(self, name: str) -> Path: ...
 
+    def pair_reader(self) -> Callable[[Path, Path], tuple[np.ndarray, np.ndarray]]: ...
+
 
 def cache_key(source: CacheSource, image_size: int) -> str:
     """A hash of the sources (path, size, mtime of every image and trimap) and the image size."""
     h = hashlib.sha256(f"seglib-cache-v{FORMAT}:{image_size}:{source.root.resolve()}".encode())
+    if source.cache_tag:
+        h.update(f"{source.cache_tag};".encode())
     for name in source.names:
         for p in (source.image_path(name), source.trimap_path(name)):
             st = p.stat()
@@ -81,34 +93,35 @@ class ResizedCache:
 
 
 def build_cache(
-    source: CacheSource, image_size: int, cache_dir: str | Path, log: Callable[[str], object] = print
+    source: CacheSource,
+    image_size: int,
+    cache_dir: str | Path,
+    log: Callable[[str], object] = print,
+    workers: int | None = None,
 ) -> ResizedCache:
-    """Open the cache of `source` at `image_size` under `cache_dir`, building it if absent (atomically)."""
+    """Open the cache of `source` at `image_size` under `cache_dir`, building it if absent (atomically).
+
+    `workers` processes decode and resize (None: one per 200 images, at most 8 and the cores; the
+    cache is the same for any number).
+
+    Half-built caches of processes that no longer run (killed during a build) are removed first.
+    """
     folder = Path(cache_dir) / f"{source.split}-{image_size}-{cache_key(source, image_size)}"
+    remove_leftovers(folder.parent, "*.partial-*", _partial_tag, log, "half-built cache")
     if (folder / "meta.json").is_file():
         return ResizedCache.open(folder)
     names = source.names
     n, s = len(names), image_size
-    tmp = folder.with_name(folder.name + f".partial-{os.getpid()}")
+    tmp = folder.with_name(f"{folder.name}.partial-{owner_tag()}")  # the tag names its builder
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    images = np.memmap(tmp / "images.u8", np.uint8, mode="w+", shape=(n, s, s, 3))
-    trimaps = np.memmap(tmp / "trimaps.u8", np.uint8, mode="w+", shape=(n, s, s))
-    resize = A.Resize(s, s)
-    valid, errors = np.ones(n, bool), {}
-    for i, name in enumerate(names):
-        image_path, trimap_path = source.image_path(name), source.trimap_path(name)
-        try:
-            image, trimap = read_image(image_path), read_trimap(trimap_path)
-            check_pair(image, trimap, image_path, trimap_path)
-        except CorruptSampleError as e:
-            valid[i], errors[name] = False, str(e)
-            continue
-        out = resize(image=image, mask=trimap)
-        images[i], trimaps[i] = out["image"], out["mask"]
-    images.flush()
-    trimaps.flush()
-    del images, trimaps
+    np.memmap(tmp / "images.u8", np.uint8, mode="w+", shape=(n, s, s, 3)).flush()
+    np.memmap(tmp / "trimaps.u8", np.uint8, mode="w+", shape=(n, s, s)).flush()
+    pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
+    bad = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+    valid = np.ones(n, bool)
+    valid[list(bad)] = False
+    errors = {names[i]: bad[i] for i in sorted(bad)}
     meta = {"names": names, "image_size": s, "valid": valid.tolist(), "errors": errors, "format": FORMAT}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
@@ -117,3 +130,56 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"seglib: cached {n} {source.split} images at {s} px in {folder}")
     return ResizedCache.open(folder)
+
+
+def _workers(n: int, workers: int | None) -> int:
+    """`workers`, or one process per 200 images, at most 8 and the cores: a pool costs its start-up."""
+    if workers is not None:
+        return max(1, workers)
+    return max(1, min(8, os.cpu_count() or 1, n // 200))
+
+
+def _fill_rows(
+    tmp: Path, n: int, s: int, start: int, pairs: list[tuple[Path, Path]], read: PairReader
+) -> dict[int, str]:
+    """Decode, check and resize samples `start`, `start + 1`, ... into the arrays under `tmp`; returns
+    {index: error} for those that cannot be used."""
+    images = np.memmap(tmp / "images.u8", np.uint8, mode="r+", shape=(n, s, s, 3))
+    trimaps = np.memmap(tmp / "trimaps.u8", np.uint8, mode="r+", shape=(n, s, s))
+    resize = A.Resize(s, s)
+    errors = {}
+    for i, (image_path, trimap_path) in enumerate(pairs, start):
+        try:
+            image, trimap = read(image_path, trimap_path)
+        except CorruptSampleError as e:
+            errors[i] = str(e)
+            continue
+        out = resize(image=image, mask=trimap)
+        images[i], trimaps[i] = out["image"], out["mask"]
+    images.flush()
+    trimaps.flush()
+    return errors
+
+
+def _fill(
+    tmp: Path, n: int, s: int, pairs: list[tuple[Path, Path]], workers: int, read: PairReader
+) -> dict[int, str]:
+    """`_fill_rows` over every sample, in `workers` processes that each write their own rows."""
+    if n == 0:
+        return {}
+    if workers == 1 or n < 2:
+        return _fill_rows(tmp, n, s, 0, pairs, read)
+    step = -(-n // (4 * workers))  # a few chunks per worker even out the slow (large) images
+    starts = range(0, n, step)
+    # fork: a worker needs nothing re-imported (spawn would import albumentations in each)
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        chunks = [pairs[k : k + step] for k in starts]
+        parts = pool.map(_fill_rows, repeat(tmp), repeat(n), repeat(s), starts, chunks, repeat(read))
+        return {i: e for part in parts for i, e in part.items()}
+
+
+def _partial_tag(name: str) -> str:
+    """The builder of `<cache>.partial-HOST-PID`; a bare PID (named before hosts were) is this machine's."""
+    tag = name.partition(".partial-")[2]
+    return f"{host()}-{tag}" if tag.isdigit() else tag

@@ -6,21 +6,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
-import torch
-from PIL import Image
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import default_collate
 
-from .cache import ResizedCache, build_cache
-from .files import CorruptSampleError, check_pair, find_root, read_image, read_trimap
+from .base import SegmentationDataset
+from .cache import ResizedCache
+from .files import find_root, read_trimap
 from .lists import ListEntry, read_list, select_split
-from .transforms import eval_transform, seed_transform
+from .transforms import eval_transform
 from .trimaps import trimap_to_mask
 
-__all__ = ["OxfordPetDataset", "collate"]
+__all__ = ["EmptySplitError", "OxfordPetDataset", "collate"]
 
 LIST_FILES = {"train": "trainval.txt", "val": "trainval.txt", "trainval": "trainval.txt", "test": "test.txt"}
+
+
+class EmptySplitError(ValueError):
+    """A split with no images: training or scoring on it would only pretend to (zero steps, Dice 0)."""
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -41,13 +43,32 @@ def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-class OxfordPetDataset(Dataset):
+def _empty_split(
+    split: str, list_file: Path, listed: int, in_split: int, limit: int | None, kept: int
+) -> str:
+    """Why `split` came out empty, step by step, and what to do."""
+    steps = [f"{list_file} lists {listed} image(s)"]
+    if split in ("train", "val"):
+        steps.append(f"{in_split} of them in {split} (line i is val when i % 10 == 0, else train)")
+    if limit is not None and limit < in_split:
+        steps.append(f"limit {limit}")
+    if kept:
+        steps.append(f"none of those {kept} has its image and trimap file (on_missing='skip')")
+    return (
+        f"the {split} split has no images: {', '.join(steps)}; there is nothing to train or score on. "
+        "Check that the list file is complete (one 'NAME CLASS_ID SPECIES BREED_ID' line per image), "
+        "or point data_root at the whole data set (`make data`)"
+    )
+
+
+class OxfordPetDataset(SegmentationDataset):
     """Oxford-IIIT Pet for binary segmentation.
 
-    Samples are dicts: `image` (float 3xHxW, normalised), `mask` (float 1xHxW: 1 pet, 0 background,
-    IGNORE_INDEX on the border when `border="ignore"`), `name`, `index`; with `return_full_mask=True`
-    also `mask_full` (uint8 HxW at the original resolution). Splits: "train" / "val" are the lines of
-    trainval.txt with i % 10 != 0 / == 0, "trainval" all of them, "test" is test.txt.
+    Samples (`SegmentationDataset`'s) are dicts: `image` (float 3xHxW, normalised), `mask` (float
+    1xHxW: 1 pet, 0 background, IGNORE_INDEX on the border when `border="ignore"`), `name`, `index`;
+    with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution). Splits:
+    "train" / "val" are the lines of trainval.txt with i % 10 != 0 / == 0, "trainval" all of them,
+    "test" is test.txt.
     """
 
     def __init__(
@@ -69,19 +90,19 @@ class OxfordPetDataset(Dataset):
         self.split = split
         self.border = border
         trimap_to_mask(np.full((1, 1), 2, np.uint8), border)  # validates `border` before any work
-        entries = select_split(read_list(self.root / "annotations" / LIST_FILES.get(split, "")), split)
-        if limit is not None:
-            entries = entries[:limit]
+        list_file = self.root / "annotations" / LIST_FILES.get(split, "")
+        listed = read_list(list_file)
+        in_split = select_split(listed, split)
+        entries = in_split[:limit] if limit is not None else in_split
         self.entries: list[ListEntry] = self._check_files(entries, on_missing)
+        if not self.entries:  # before any work: an empty split trains zero steps and scores Dice 0
+            raise EmptySplitError(
+                _empty_split(split, list_file, len(listed), len(in_split), limit, len(entries))
+            )
         self.transform = transform if transform is not None else eval_transform(image_size)
         self.return_full_mask = return_full_mask
         self._sizes: dict[int, tuple[int, int]] = {}
         self.cache: ResizedCache | None = None  # samples come pre-resized from it (see use_cache)
-
-    def use_cache(self, cache_dir: str | Path, image_size: int) -> OxfordPetDataset:
-        """Read samples from a decode-once cache at `image_size` (built on first use); returns self."""
-        self.cache = build_cache(self, image_size, cache_dir)
-        return self
 
     def _check_files(self, entries: list[ListEntry], on_missing: str) -> list[ListEntry]:
         if on_missing not in ("raise", "skip"):
@@ -107,69 +128,9 @@ class OxfordPetDataset(Dataset):
     def trimap_path(self, name: str) -> Path:
         return self.root / "annotations" / "trimaps" / f"{name}.png"
 
-    @property
-    def names(self) -> list[str]:
-        return [e.name for e in self.entries]
-
-    @property
-    def breeds(self) -> list[str]:
-        return [e.breed for e in self.entries]
-
-    @property
-    def species(self) -> list[str]:
-        return [e.species for e in self.entries]
-
-    def original_size(self, i: int) -> tuple[int, int]:
-        """(height, width) of image i, read from its header."""
-        if i not in self._sizes:
-            with Image.open(self.image_path(self.entries[i].name)) as im:
-                self._sizes[i] = (im.height, im.width)
-        return self._sizes[i]
-
-    def load_image(self, i: int) -> np.ndarray:
-        """Image i as uint8 HxWx3 RGB at its original resolution."""
-        return read_image(self.image_path(self.entries[i].name))
-
     def load_trimap(self, i: int) -> np.ndarray:
         """Trimap i as uint8 HxW with values checked to be in {1, 2, 3}."""
         return read_trimap(self.trimap_path(self.entries[i].name))
-
-    def load_mask(self, i: int) -> np.ndarray:
-        """Binary mask i (uint8, 0/1, or IGNORE_INDEX on the border) at the original resolution."""
-        return trimap_to_mask(self.load_trimap(i), self.border)
-
-    # --- Dataset protocol -----------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        # EpochSampler passes (index, seed): the augmentation then depends on nothing else.
-        i, seed = key if isinstance(key, tuple) else (key, None)
-        try:
-            if self.cache is not None:
-                image, trimap = self.cache.sample(i)
-                mask = trimap_to_mask(trimap, self.border)
-            else:
-                image, mask = self.load_image(i), self.load_mask(i)
-            name = self.entries[i].name
-            check_pair(image, mask, self.image_path(name), self.trimap_path(name))
-        except CorruptSampleError as e:
-            if self.on_corrupt == "raise":
-                raise
-            return {"skipped": f"{self.entries[i].name} ({str(e).split(': ', 1)[-1][:80]})"}
-        if seed is not None and isinstance(self.transform, A.BaseCompose):
-            seed_transform(self.transform, seed)
-        out = self.transform(image=image, mask=mask)
-        sample = {
-            "image": out["image"],
-            "mask": torch.as_tensor(out["mask"]).float().unsqueeze(0),  # (1, H, W)
-            "name": self.entries[i].name,
-            "index": i,
-        }
-        if self.return_full_mask:
-            full = self.load_mask(i) if self.cache is not None else mask
-            sample["mask_full"] = torch.from_numpy(full)
-        return sample
 
     def __repr__(self) -> str:
         return f"OxfordPetDataset(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, border={self.border!r})"

@@ -19,6 +19,7 @@ __all__ = [
     "is_oxford_pet_root",
     "open_rgb",
     "read_image",
+    "read_pair",
     "read_trimap",
 ]
 
@@ -95,3 +96,10 @@ def check_pair(image: np.ndarray, trimap: np.ndarray, image_path: Path, trimap_p
             f"{trimap_path}: trimap size {trimap.shape[::-1]} differs from its image's "
             f"{image.shape[1::-1]} ({image_path}); the pair is damaged"
         )
+
+
+def read_pair(image_path: Path, trimap_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An Oxford-IIIT Pet image (uint8 HxWx3) and its trimap (uint8 HxW), checked to agree in size."""
+    image, trimap = read_image(image_path), read_trimap(trimap_path)
+    check_pair(image, trimap, image_path, trimap_path)
+    return image, trimap

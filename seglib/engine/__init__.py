@@ -1,5 +1,5 @@
-"""The training and evaluation engine: config and presets, state, loop, evaluate, predict, checkpoints,
-schedulers, distributed.
+"""The training and evaluation engine: config and presets, state, loop, evaluate, predict (and the files
+predictions write), export, checkpoints, schedulers, distributed.
 
 It uses `seglib.models`, `seglib.data` and `seglib.metrics`, and never imports a face (plots, CLI,
 workbook runner, studies). docs/design.md maps its modules.
@@ -9,10 +9,12 @@ from .checkpoint import CheckpointError, load_checkpoint, load_model, save_check
 from .config import CHOICES, SCHEDULERS, TrainConfig
 from .ema import ModelEMA
 from .evaluate import checkpoint_image_size, evaluate, predict, predict_logits, summarize
+from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
-from .loaders import make_datasets, train_steps_per_epoch
+from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
 from .loop import NonFiniteLossError, evaluate_epoch, train_one_epoch
 from .losses import LOSSES, build_loss
+from .predictions import Prediction, predict_dataset, predict_files, predict_image, save_prediction
 from .presets import PRESETS, PROFILES, RECIPES, config_from_profile, with_recipe
 from .runs import HISTORY_COLUMNS, latest_run, load_history
 from .schedulers import build_scheduler, lr_curve, steps_per_batch
@@ -21,6 +23,7 @@ from .train import FitResult, TrainingInterrupted, fit
 
 __all__ = [
     "CHOICES",
+    "EXPORT_FORMATS",
     "HISTORY_COLUMNS",
     "LOSSES",
     "PRESETS",
@@ -32,6 +35,8 @@ __all__ = [
     "FitResult",
     "ModelEMA",
     "NonFiniteLossError",
+    "OnnxModel",
+    "Prediction",
     "TrainConfig",
     "TrainState",
     "TrainingInterrupted",
@@ -40,20 +45,29 @@ __all__ = [
     "atomic_write_text",
     "build_loss",
     "build_scheduler",
+    "check_export",
+    "checkpoint_split",
     "checkpoint_image_size",
     "config_from_profile",
     "evaluate",
     "evaluate_epoch",
+    "export_model",
     "fit",
     "latest_run",
     "load_checkpoint",
+    "load_exported",
     "load_history",
     "load_model",
     "lr_curve",
     "make_datasets",
     "predict",
+    "predict_dataset",
+    "predict_files",
+    "predict_image",
     "predict_logits",
     "save_checkpoint",
+    "save_prediction",
+    "split_dataset",
     "steps_per_batch",
     "summarize",
     "train_one_epoch",

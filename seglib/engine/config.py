@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data import BORDER_MODES, DATASETS
+from ..data import BORDER_MODES, DATASETS, check_split_fractions, parse_mask_values
 from ..models import MODELS
 from .losses import LOSSES
 
@@ -42,7 +42,7 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {"base_channels": 16}
     # data
     data_root: str = "data/oxford-iiit-pet"  # the Oxford-IIIT Pet root (official layout)
-    dataset: str = "auto"  # "auto" (real data if present, else synthetic) | "oxford-pet" | "synthetic"
+    dataset: str = "auto"  # "auto" (real, a folder, else synthetic) | "oxford-pet" | "synthetic" | "folder"
     synthetic_root: str = "data/synthetic-pets"  # the synthetic demo set, generated here on first use
     image_size: int = 256  # training and validation side in px (evaluate also scores the original size)
     border: str = "pet"  # trimap border: "pet" (the original) | "ignore"
@@ -51,6 +51,10 @@ class TrainConfig:
     on_corrupt: str = "raise"  # an unreadable image or trimap: "raise" (naming it) | "skip" (counted)
     train_limit: int | None = None  # use only the first N training images (None: all)
     val_limit: int | None = None  # use only the first N validation images (None: all)
+    mask_values: str = ""  # folder masks: object values ("255", "1,2", ">127", "#ff0000"); "": the one not 0
+    val_fraction: float = 0.1  # folder data without splits/: the share of images that validate (seeded)
+    test_fraction: float = 0.1  # folder data without splits/: the share of images held out for testing
+    split_seed: int = 0  # folder data without splits/: seeds the split (each run writes it to <run>/splits/)
     # optimisation
     epochs: int = 50  # passes over the training images
     batch_size: int = 8  # images per optimizer step (per process under torchrun)
@@ -112,6 +116,8 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be an integer >= 0 (0: off), got {every!r}")
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), e.g. 0.99; got {self.ema_decay!r}")
+        parse_mask_values(self.mask_values)  # raises naming the item it cannot read
+        check_split_fractions(self.val_fraction, self.test_fraction)
         if not 0 <= self.scale_jitter < 1:
             raise ValueError(f"scale_jitter must be in [0, 1), e.g. 0.25; got {self.scale_jitter!r}")
         if not 0 <= self.copy_paste <= 1:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..data import OxfordPetDataset, eval_transform, open_rgb
+from ..data import SegmentationDataset, eval_transform, open_rgb
 from ..metrics import (
     IGNORE_INDEX,
     confusion_counts,
@@ -50,7 +50,7 @@ def _as_model(model_or_checkpoint: nn.Module | str | Path, device: torch.device)
 @torch.no_grad()
 def evaluate(
     model_or_checkpoint: nn.Module | str | Path,
-    dataset: OxfordPetDataset,
+    dataset: SegmentationDataset,
     device: str = "auto",
     *,
     batch_size: int = 8,
@@ -103,7 +103,11 @@ def evaluate(
 
 
 def _image_rows(
-    ds: OxfordPetDataset, batch: dict[str, Any], logits: torch.Tensor, masks: torch.Tensor, threshold: float
+    ds: SegmentationDataset,
+    batch: dict[str, Any],
+    logits: torch.Tensor,
+    masks: torch.Tensor,
+    threshold: float,
 ) -> list[tuple[int, dict[str, Any]]]:
     """(dataset index, row) for each image of a batch: its logits up-sampled to the original trimap."""
     tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)

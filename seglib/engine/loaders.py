@@ -3,33 +3,82 @@ evaluation share."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..data import EpochSampler, OxfordPetDataset, collate, eval_transform, resolve_data_root, train_transform
+from ..data import (
+    EpochSampler,
+    SegmentationDataset,
+    collate,
+    eval_transform,
+    open_split,
+    resolve_data_root,
+    train_transform,
+)
 from ..metrics import IGNORE_INDEX
+from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .runtime import default_num_workers
 
-__all__ = ["make_datasets", "make_loader", "train_loader", "eval_loader", "train_steps_per_epoch"]
+__all__ = [
+    "FOLDER_SETTINGS",
+    "make_datasets",
+    "split_dataset",
+    "checkpoint_split",
+    "make_loader",
+    "train_loader",
+    "eval_loader",
+    "train_steps_per_epoch",
+]
+
+# The settings that say how a folder data set reads (its masks, its seeded split).
+FOLDER_SETTINGS = ("mask_values", "val_fraction", "test_fraction", "split_seed")
 
 
-def make_datasets(cfg: TrainConfig) -> tuple[OxfordPetDataset, OxfordPetDataset, str]:
-    """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic")."""
+def split_dataset(
+    cfg: TrainConfig, split: str, transform: Callable[..., dict] | None = None, **kwargs: Any
+) -> SegmentationDataset:
+    """The `split` of the run's data (its dataset, root, border and folder settings); `kwargs` go to the
+    dataset (image_size, limit, return_full_mask, ...). What evaluates a run's checkpoint uses too."""
     root, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
+    folder = {k: getattr(cfg, k) for k in FOLDER_SETTINGS}
+    kwargs = {"border": cfg.border, "on_corrupt": cfg.on_corrupt, "image_size": cfg.image_size, **kwargs}
+    return open_split(root, kind, split, transform, **folder, **kwargs)
+
+
+def checkpoint_split(
+    checkpoint: str | Path,
+    split: str,
+    data_root: str | Path | None = None,
+    dataset: str | None = None,
+    **kwargs: Any,
+) -> SegmentationDataset:
+    """The `split` of the data a checkpoint was trained on, read as its run read it (border, a folder's
+    mask_values and seeded split); `data_root` and `dataset` point elsewhere when given."""
+    saved = load_checkpoint(checkpoint).get("config", {})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    over = {k: str(v) for k, v in {"data_root": data_root, "dataset": dataset}.items() if v is not None}
+    cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **over})
+    return split_dataset(cfg, split, **kwargs)
+
+
+def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset, str]:
+    """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic" | "folder")."""
+    _, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
     fill = IGNORE_INDEX if cfg.border == "ignore" else 0
     train_tf = (
         train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
         if cfg.augment
         else eval_transform(cfg.image_size)
     )
-    common = {"border": cfg.border, "on_corrupt": cfg.on_corrupt}
-    train = OxfordPetDataset(root, "train", train_tf, limit=cfg.train_limit, **common)
-    val = OxfordPetDataset(root, "val", eval_transform(cfg.image_size), limit=cfg.val_limit, **common)
+    train = split_dataset(cfg, "train", train_tf, limit=cfg.train_limit)
+    val = split_dataset(cfg, "val", eval_transform(cfg.image_size), limit=cfg.val_limit)
     if cfg.cache:  # decode once; the samples are bit-identical to uncached ones
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir).parent / "cache"
         train.use_cache(cache_dir, cfg.image_size)

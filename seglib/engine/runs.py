@@ -129,7 +129,7 @@ class RunFolder:
     path: Path
     cfg: TrainConfig
     spec: dict[str, Any]  # what rebuilds the model (checkpoint.model_spec)
-    data: str  # "oxford-pet" | "synthetic"
+    data: str  # "oxford-pet" | "synthetic" | "folder"
     world_size: int = 1
     writes: bool = True
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import OxfordPetDataset
+from ..data import SegmentationDataset, write_splits
 from ..models import build_model, count_parameters
 from .checkpoint import model_spec
 from .config import TrainConfig
@@ -88,8 +88,8 @@ class FitResult:
     best_epoch: int
     model: nn.Module
     config: TrainConfig
-    data: str  # "oxford-pet" | "synthetic"
-    data_root: Path  # the folder holding images/ and annotations/
+    data: str  # "oxford-pet" | "synthetic" | "folder"
+    data_root: Path  # the folder holding images/ and annotations/ (a folder data set: images/, masks/)
     is_main: bool = True  # False on the ranks > 0 of a distributed run (they write nothing)
 
     @property
@@ -138,6 +138,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     else:
         run_dir = on_main(lambda: new_run_dir(cfg))
     folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main)
+    if kind == "folder" and info.is_main:  # the split, whatever images the folder gains later
+        write_splits(train_ds.splits, run_dir / "splits")
     env = Env(info.device, use_amp, loss_fn, Interrupt())
     _say(info, _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir))
     net = wrap_model(model, info)  # trains; `state.eval_model` is what is validated and saved
@@ -170,7 +172,7 @@ def _build_model(cfg: TrainConfig, info: DistInfo) -> tuple[nn.Module, dict[str,
 
 
 def _loaders(
-    train_ds: OxfordPetDataset, val_ds: OxfordPetDataset, cfg: TrainConfig, info: DistInfo
+    train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: TrainConfig, info: DistInfo
 ) -> tuple[DataLoader, DataLoader]:
     workers = cfg.num_workers
     if workers is None:  # the node's cores are shared by its processes
@@ -278,23 +280,31 @@ def _describe(
     env: Env,
     model: nn.Module,
     kind: str,
-    train_ds: OxfordPetDataset,
-    val_ds: OxfordPetDataset,
+    train_ds: SegmentationDataset,
+    val_ds: SegmentationDataset,
     run_dir: Path,
 ) -> str:
-    """The run's first line: model, data, sizes, batch, schedule, device, precision, run folder."""
+    """The run's first line: model, data, sizes, batch, schedule, device, precision, and every folder it
+    writes (run folder, cache folder)."""
     batch = f"batch {cfg.batch_size}"
     if info.distributed:
         effective = cfg.batch_size * info.world_size
         sync = ", sync_bn" if cfg.sync_bn else ""
         batch += f" per process x {info.world_size} processes = {effective} effective ({info.backend}{sync})"
     precision = f"{str(amp_dtype(env.device)).removeprefix('torch.')} autocast" if env.use_amp else "fp32"
+    # A folder's split: its split files or the seeded split.
+    split = f" ({train_ds.split_source}; written to {run_dir / 'splits'})" if kind == "folder" else ""
     return (
         f"seglib: {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) on {kind} data "
-        f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images at {cfg.image_size} px, "
+        f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
         f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {env.device}"
-        f", {precision}; run folder {run_dir}"
+        f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
     )
+
+
+def _cache_folder(ds: SegmentationDataset) -> str:
+    """The decode-once cache's folder, when the samples come from one: the run writes there too."""
+    return f"; cache folder {ds.cache.folder.parent}" if ds.cache is not None else ""
 
 
 def _report(info: DistInfo, cfg: TrainConfig, row: dict[str, Any], skipped: list[str]) -> None:

@@ -20,9 +20,13 @@ def pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Zero-pad `x` at the right/bottom (and left/top, split evenly) to the spatial size of `ref`."""
     dy = ref.shape[-2] - x.shape[-2]
     dx = ref.shape[-1] - x.shape[-1]
-    if dy == 0 and dx == 0:
+    # Under torch.export the sizes are symbols: a test on them would fix the graph to the example's sizes.
+    if not torch.compiler.is_exporting() and dy == 0 and dx == 0:
         return x
-    return F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+    # (d - d % 2) // 2 is d // 2 (floor) for either sign, written so because the ONNX exporter divides a
+    # negative size (a crop) toward zero, which would crop the other side.
+    left, top = (dx - dx % 2) // 2, (dy - dy % 2) // 2
+    return F.pad(x, [left, dx - left, top, dy - top])
 
 
 class DoubleConv(nn.Sequential):
@@ -94,8 +98,8 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        # Inputs smaller than 16 px would pool to zero size; pad them up and crop back at the end.
-        x = pad_to(x, x.new_empty(1, 1, max(h, 16), max(w, 16)))
+        if h < 16 or w < 16:  # they would pool to zero size: pad them up, crop back at the end
+            x = pad_to(x, x.new_empty(1, 1, max(h, 16), max(w, 16)))
         x1 = self.inc(x)  # (B, 64, H, W)
         x2 = self.down1(x1)  # (B, 128, H/2, W/2)
         x3 = self.down2(x2)  # (B, 256, H/4, W/4)

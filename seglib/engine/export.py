@@ -1,0 +1,183 @@
+"""Models that leave the workbook: a checkpoint's model as an ONNX file (for onnxruntime, without seglib)
+or a torch.export program (.pt2, for PyTorch without seglib), with dynamic batch, height and width; and
+the check that the exported file computes what the checkpoint does.
+
+The input `image` is float32 N x 3 x H x W: RGB scaled to [0, 1], then normalised with the ImageNet mean
+and std, as in training; the output `logits` is N x 1 x H x W (a pixel is object where the logit > 0,
+i.e. sigmoid > 0.5). The ONNX file's metadata carries the model, the image size it was trained at, the
+mean and the std (docs/export.md). ONNX needs the `export` extra: `pip install -e '.[export]'`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
+from .checkpoint import load_checkpoint, load_model
+from .evaluate import evaluate
+
+__all__ = ["EXPORT_FORMATS", "OnnxModel", "ProgramModel", "check_export", "export_model", "load_exported"]
+
+EXPORT_FORMATS = ("onnx", "pt2")
+# The smallest height and width the exported graph takes. At 32 px the ResNet34-UNet's deepest map is
+# 1 x 1, a size torch.export treats as a special case rather than as one value of the dimension.
+MIN_SIDE = {"resnet34_unet": 33}
+MAX_SIDE = 8192
+EXTRA_HINT = "pip install -e '.[export]' (onnx, onnxruntime, onnxscript)"
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module)
+    except ImportError as e:
+        raise ImportError(
+            f"no {module} package: the ONNX export and its check need the export extra, {EXTRA_HINT}"
+        ) from e
+
+
+def _dynamic_shapes(name: str) -> dict[str, dict[int, Any]]:
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    height = torch.export.Dim("height", min=MIN_SIDE.get(name, 32), max=MAX_SIDE)
+    width = torch.export.Dim("width", min=MIN_SIDE.get(name, 32), max=MAX_SIDE)
+    return {"x": {0: batch, 2: height, 3: width}}
+
+
+def export_model(
+    checkpoint: str | Path, path: str | Path | None = None, fmt: str = "onnx", opset: int | None = None
+) -> Path:
+    """Export the model of a seglib checkpoint to `path` (default: beside it, best.onnx or best.pt2).
+
+    `fmt` "onnx" writes one self-contained ONNX file with the metadata of the module docstring; "pt2"
+    a torch.export program (`torch.export.load(path).module()` runs it). Returns the file written.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
+    ckpt = load_checkpoint(checkpoint)
+    name = ckpt["model_spec"]["name"]
+    image_size = int(ckpt.get("config", {}).get("image_size", 256))
+    model = load_model(checkpoint).float().eval()
+    path = Path(path) if path is not None else Path(checkpoint).with_suffix(f".{fmt}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
+    example = (torch.randn(2, 3, side, side),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' notes on internals a user cannot act on
+        if fmt == "pt2":
+            torch.export.save(torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name)), path)
+            return path
+        _export_onnx(model, example, path, name, opset)
+    meta = {
+        "model": name,
+        "image_size": str(image_size),
+        "mean": json.dumps(list(IMAGENET_MEAN)),
+        "std": json.dumps(list(IMAGENET_STD)),
+        "input": "image: float32 N x 3 x H x W, RGB / 255, then (x - mean) / std",
+        "output": "logits: float32 N x 1 x H x W; object where logits > 0",
+        "source": str(Path(checkpoint).resolve()),
+    }
+    _set_metadata(path, meta)
+    return path
+
+
+def _export_onnx(
+    model: nn.Module, example: tuple[torch.Tensor], path: Path, name: str, opset: int | None
+) -> None:
+    _require("onnxscript")  # the dynamo exporter's translator
+    torch.onnx.export(
+        model,
+        example,
+        path,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=_dynamic_shapes(name),
+        opset_version=opset,
+        dynamo=True,
+        external_data=False,  # one file to hand on
+        verbose=False,
+    )
+
+
+def _set_metadata(path: Path, meta: dict[str, str]) -> None:
+    """Replace the ONNX file's metadata_props (onnxruntime: `get_modelmeta().custom_metadata_map`)."""
+    onnx = _require("onnx")
+    proto = onnx.load(path)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, path)
+
+
+class OnnxModel(nn.Module):
+    """An ONNX file run by onnxruntime on the CPU, called like the PyTorch model (images -> logits), so
+    that `evaluate` and `predict` score the exported file itself."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        ort = _require("onnxruntime")
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        image = x.detach().float().cpu().contiguous().numpy()
+        (logits,) = self.session.run(["logits"], {"image": image})
+        return torch.from_numpy(logits).to(x.device)
+
+
+class ProgramModel(nn.Module):
+    """A torch.export program (.pt2) called like the PyTorch model. Its module is kept outside the module
+    tree: an exported module refuses `.eval()`, which `evaluate` calls."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        object.__setattr__(self, "program", torch.export.load(self.path).module())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def load_exported(path: str | Path) -> nn.Module:
+    """An exported file as a module: an `OnnxModel` for .onnx, a `ProgramModel` for .pt2."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxModel(path)
+    if path.suffix == ".pt2":
+        return ProgramModel(path)
+    raise ValueError(f"{path}: not an exported model; export_model writes .onnx and .pt2 files")
+
+
+@torch.no_grad()
+def check_export(
+    exported: str | Path,
+    checkpoint: str | Path,
+    dataset: SegmentationDataset | None = None,
+    sizes: tuple[tuple[int, int, int], ...] = ((1, 64, 64), (3, 97, 131)),
+    seed: int = 0,
+) -> dict[str, float]:
+    """Compare an exported file with its checkpoint's model: `max_abs_diff` of the logits on random
+    images of `sizes` (batch, height, width); with a `dataset` also the mean Dice of both at the
+    original resolution (`dice_torch`, `dice_exported`) and the largest per-image Dice difference."""
+    model, other = load_model(checkpoint).float().eval(), load_exported(exported)
+    gen = torch.Generator().manual_seed(seed)
+    diff = 0.0
+    for n, h, w in sizes:
+        x = torch.randn(n, 3, h, w, generator=gen)
+        diff = max(diff, float((model(x) - other(x)).abs().max()))
+    out = {"max_abs_diff": diff}
+    if dataset is not None:
+        common = {"device": "cpu", "amp": False, "progress": False, "channels_last": False}
+        a, b = evaluate(model, dataset, **common), evaluate(other, dataset, **common)
+        out |= {
+            "dice_torch": float(a.dice.mean()),
+            "dice_exported": float(b.dice.mean()),
+            "max_image_dice_diff": float(np.abs(a.dice.to_numpy() - b.dice.to_numpy()).max()),
+        }
+    return out

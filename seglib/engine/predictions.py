@@ -1,0 +1,167 @@
+"""Predictions you can open: per image, the mask at the original size as a 0/255 PNG (a 0/1 PNG looks
+black), an overlay PNG and a row of `predictions.csv` (name, size, the share predicted as object, and
+Dice and IoU at the original resolution when the truth is known).
+
+The command line's `predict`, the viewer's upload box and notebook 07 all predict through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+
+from ..data import SegmentationDataset, open_rgb
+from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
+from .evaluate import predict_logits
+from .io import atomic_write_csv
+
+__all__ = [
+    "PREDICTION_COLOUR",
+    "Prediction",
+    "overlay",
+    "predict_dataset",
+    "predict_files",
+    "predict_image",
+    "save_prediction",
+]
+
+PREDICTION_COLOUR = (255, 170, 0)  # orange: the viewer's prediction colour too
+
+
+def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, Any]], opacity: float = 0.45) -> np.ndarray:
+    """Blend boolean masks onto an RGB image: each (mask, RGB colour) at `opacity`. Returns uint8 HxWx3."""
+    out = image.astype(np.float32)
+    for mask, colour in layers:
+        out[mask] = (1 - opacity) * out[mask] + opacity * np.asarray(colour, np.float32)
+    return out.clip(0, 255).astype(np.uint8)
+
+
+@dataclass
+class Prediction:
+    """One image's prediction: the image and the logits, both at the image's original size."""
+
+    name: str
+    image: np.ndarray  # uint8 HxWx3
+    logits: torch.Tensor  # float HxW, on the CPU
+
+    def probabilities(self) -> torch.Tensor:
+        return torch.sigmoid(self.logits)
+
+    def mask(self, threshold: float = 0.5) -> np.ndarray:
+        """uint8 HxW: 1 object, 0 background."""
+        return (self.probabilities() > threshold).numpy().astype(np.uint8)
+
+    def overlay(self, threshold: float = 0.5, opacity: float = 0.45) -> np.ndarray:
+        """The image with the predicted object in orange (uint8 HxWx3)."""
+        return overlay(self.image, [(self.mask(threshold) == 1, PREDICTION_COLOUR)], opacity)
+
+    def row(self, threshold: float = 0.5, truth: np.ndarray | None = None) -> dict[str, Any]:
+        """name, width, height, pred_fraction; with the truth (uint8 0/1 HxW, IGNORE_INDEX left out) also
+        fg_fraction, dice and iou at the original resolution."""
+        h, w = self.logits.shape
+        row: dict[str, Any] = {"name": self.name, "width": w, "height": h}
+        if truth is None:
+            row["pred_fraction"] = float(self.mask(threshold).mean())
+            return row
+        if truth.shape != (h, w):
+            raise ValueError(
+                f"{self.name}: the truth mask is {truth.shape[1]}x{truth.shape[0]}, its image {w}x{h}; "
+                "a mask must have its image's size"
+            )
+        t = torch.from_numpy(np.asarray(truth))
+        tp, fp, fn = (c.item() for c in confusion_counts(self.logits[None], t[None], threshold))
+        counts = torch.tensor(tp), torch.tensor(fp), torch.tensor(fn)
+        valid = max(int((t != IGNORE_INDEX).sum()), 1)
+        row |= {"pred_fraction": (tp + fp) / valid, "fg_fraction": (tp + fn) / valid}
+        row |= {"dice": float(dice_from_counts(*counts)), "iou": float(iou_from_counts(*counts))}
+        return row
+
+
+def predict_image(
+    model: nn.Module,
+    image: np.ndarray | Image.Image | str | Path,
+    name: str | None = None,
+    image_size: int = 256,
+    device: str = "auto",
+    tta: bool = False,
+) -> Prediction:
+    """`model`'s prediction for one image (an RGB array, a PIL image or a file) at its original size."""
+    if isinstance(image, str | Path):
+        name = name or Path(image).stem
+        image = open_rgb(image)
+    rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    logits = predict_logits(model, rgb, image_size, device, tta)
+    return Prediction(name or "image", rgb, logits)
+
+
+def save_prediction(
+    pred: Prediction, out_dir: str | Path, threshold: float = 0.5, truth: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Write NAME_mask.png (0/255, the original size) and NAME_overlay.png into `out_dir`; return the
+    CSV row (`Prediction.row`, with the two file names)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    mask_file, overlay_file = f"{pred.name}_mask.png", f"{pred.name}_overlay.png"
+    Image.fromarray(pred.mask(threshold) * 255).save(out / mask_file)
+    Image.fromarray(pred.overlay(threshold)).save(out / overlay_file)
+    return pred.row(threshold, truth) | {"mask": mask_file, "overlay": overlay_file}
+
+
+def predict_files(
+    model: nn.Module,
+    files: Sequence[str | Path],
+    out_dir: str | Path,
+    image_size: int = 256,
+    threshold: float = 0.5,
+    device: str = "auto",
+    tta: bool = False,
+    truths: dict[str, Path] | None = None,
+    read_truth: Callable[[Path], np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """Predict each image file: masks and overlays in `out_dir`, and `out_dir`/predictions.csv.
+
+    `truths` maps an image's stem to its mask file, which `read_truth(path)` reads into a uint8 0/1
+    mask; an image with one gets Dice and IoU.
+    """
+    rows = []
+    for f in files:
+        pred = predict_image(model, f, None, image_size, device, tta)
+        mask_file = (truths or {}).get(pred.name)
+        truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
+        rows.append(save_prediction(pred, out_dir, threshold, truth))
+    return _write_table(rows, out_dir)
+
+
+def predict_dataset(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    out_dir: str | Path,
+    image_size: int = 256,
+    threshold: float = 0.5,
+    device: str = "auto",
+    tta: bool = False,
+    indices: Iterable[int] | None = None,
+) -> pd.DataFrame:
+    """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and
+    predictions.csv with Dice and IoU, in `out_dir`."""
+    rows = []
+    for i in range(len(dataset)) if indices is None else indices:
+        name = dataset.entries[i].name
+        pred = predict_image(model, dataset.load_image(i), name, image_size, device, tta)
+        rows.append(save_prediction(pred, out_dir, threshold, dataset.load_mask(i)))
+    return _write_table(rows, out_dir)
+
+
+def _write_table(rows: list[dict[str, Any]], out_dir: str | Path) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(df, Path(out_dir) / "predictions.csv")
+    return df

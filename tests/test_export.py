@@ -1,0 +1,158 @@
+"""Models that leave the workbook: ONNX files run by onnxruntime itself, torch.export programs, dynamic
+batch, height and width, the same logits (to 1e-4) and the same Dice as the checkpoint; the README's
+onnxruntime lines run without seglib."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from seglib.cli import main
+from seglib.data import FolderDataset, make_synthetic_folder
+from seglib.engine import (
+    TrainConfig,
+    check_export,
+    export_model,
+    fit,
+    load_exported,
+    load_model,
+    save_checkpoint,
+)
+from seglib.engine.checkpoint import model_spec
+from seglib.models import build_model
+from seglib.models.unet import pad_to
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES = [(1, 64, 64), (3, 97, 131), (2, 40, 33)]  # batch, height, width: none of them the exported example's
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FolderDataset]:
+    """A tiny UNet trained on a folder, and that folder's test split."""
+    base = tmp_path_factory.mktemp("export")
+    root = make_synthetic_folder(base / "mine", n=20, seed=2)
+    cfg = TrainConfig(
+        model="unet", model_kwargs={"base_channels": 4}, dataset="folder", data_root=str(root), image_size=64,
+        epochs=2, batch_size=4, lr=3e-3, progress=False, output_dir=str(base / "runs"), run_name="tiny",
+    )  # fmt: skip
+    run = fit(cfg)
+    return run.best_checkpoint, FolderDataset(root, "trainval", image_size=64)
+
+
+def onnx_logits(path: Path, x: torch.Tensor) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"image": x.numpy()})[0]
+
+
+@pytest.mark.slow
+def test_the_onnx_file_computes_the_checkpoints_logits_and_dice(trained, tmp_path, capsys):
+    checkpoint, data = trained
+    path = tmp_path / "model.onnx"
+    main(["export", "--model_path", str(checkpoint), "--format", "onnx", "--output", str(path)])
+    assert "largest logit difference from the checkpoint" in capsys.readouterr().out
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (image,), (logits,) = session.get_inputs(), session.get_outputs()
+    assert (image.name, logits.name) == ("image", "logits")
+    assert (
+        isinstance(image.shape[0], str)
+        and isinstance(image.shape[2], str)
+        and isinstance(image.shape[3], str)
+    )
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["model"] == "unet" and meta["image_size"] == "64" and "mean" in meta and "std" in meta
+    model = load_model(checkpoint)
+    for n, h, w in SHAPES:
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        out = onnx_logits(path, x)
+        assert out.shape == ref.shape == (n, 1, h, w)
+        assert np.abs(out - ref).max() <= 1e-4, (n, h, w)
+    check = check_export(path, checkpoint, data)
+    assert check["max_abs_diff"] <= 1e-4
+    assert check["dice_torch"] > 0 and check["dice_exported"] == pytest.approx(check["dice_torch"], abs=1e-6)
+    assert check["max_image_dice_diff"] <= 1e-6
+
+
+@pytest.mark.slow
+def test_the_readme_runs_the_onnx_file_without_seglib(trained, tmp_path):
+    checkpoint, data = trained
+    export_model(checkpoint, tmp_path / "best.onnx")
+    Image.open(data.image_path(data.names[0])).convert("RGB").save(tmp_path / "photo.jpg")
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Export", 1)[1].split("\n## ", 1)[0]
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert len(snippet.strip().splitlines()) <= 12 and "seglib" not in snippet
+    (tmp_path / "snippet.py").write_text(snippet)
+    blocked = (
+        "import sys; sys.modules['seglib'] = None; exec(open('snippet.py').read())"  # import seglib fails
+    )
+    p = subprocess.run([sys.executable, "-c", blocked], cwd=tmp_path, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    mask = np.asarray(Image.open(tmp_path / "photo_mask.png"))
+    assert mask.shape == data.original_size(0) and set(np.unique(mask)) <= {0, 255}
+
+
+@pytest.mark.slow
+def test_the_resnet34_unet_exports_for_sizes_that_crop(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet34_unet").eval()
+    checkpoint = tmp_path / "resnet.pt"
+    save_checkpoint(checkpoint, model, model_spec(model, "resnet34_unet", {}), config={"image_size": 64})
+    path = export_model(checkpoint, tmp_path / "resnet.onnx")
+    for n, h, w in [(1, 64, 64), (2, 97, 131), (1, 40, 33)]:  # 97 and 131 make the decoder crop a pixel
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        assert np.abs(onnx_logits(path, x) - ref).max() <= 1e-4, (n, h, w)
+
+
+@pytest.mark.slow
+def test_the_torch_export_program_runs_without_seglib(trained, tmp_path):
+    checkpoint, data = trained
+    path = export_model(checkpoint, tmp_path / "model.pt2", fmt="pt2")
+    program = torch.export.load(path).module()  # PyTorch alone
+    model = load_model(checkpoint)
+    for n, h, w in SHAPES:
+        x = torch.randn(n, 3, h, w)
+        with torch.no_grad():
+            assert (program(x) - model(x)).abs().max() <= 1e-4
+    assert check_export(path, checkpoint, data)["max_image_dice_diff"] <= 1e-6
+
+
+def test_pad_to_pads_and_crops_as_floor_division_says():
+    x = torch.randn(1, 2, 9, 10)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            ref = x.new_empty(1, 1, 9 + dy, 10 + dx)
+            expected = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+            assert torch.equal(pad_to(x, ref), expected), (dy, dx)
+
+
+def test_unknown_formats_and_files_are_named(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown export format 'tflite'; choose one of \['onnx', 'pt2'\]"):
+        export_model(tmp_path / "best.pt", fmt="tflite")
+    with pytest.raises(
+        ValueError, match=r"model.txt: not an exported model; export_model writes .onnx and .pt2"
+    ):
+        load_exported(tmp_path / "model.txt")
+
+
+def test_without_the_export_extra_the_message_says_what_to_install(tmp_path, monkeypatch):
+    model = build_model("unet", base_channels=4).eval()
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(
+        checkpoint, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 32}
+    )
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
+    with pytest.raises(ImportError, match=r"no onnxscript package: .*pip install -e '\.\[export\]'"):
+        export_model(checkpoint)

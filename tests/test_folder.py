@@ -1,0 +1,291 @@
+"""A folder of your own: images/ and masks/ paired by stem, every mask form, the split, and each bad case
+with its message. The folders are written here (from the synthetic generator, or pixel by pixel)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from seglib.data import (
+    CorruptSampleError,
+    EmptySplitError,
+    FolderDataset,
+    MaskValueError,
+    describe,
+    find_pairs,
+    make_synthetic_folder,
+    open_split,
+    parse_mask_values,
+    resolve_data_root,
+    seeded_split,
+)
+from seglib.engine import TrainConfig, evaluate
+from seglib.engine.loaders import split_dataset
+from seglib.viewer import MaskViewer
+
+OBJECT = np.zeros((48, 64), np.uint8)
+OBJECT[10:30, 20:50] = 1  # the known object of the hand-written pairs
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 synthetic pairs: JPEG and PNG images, masks in all four forms, no splits/."""
+    return make_synthetic_folder(tmp_path_factory.mktemp("folder") / "mine", n=24, seed=0)
+
+
+def write_pair(root: Path, name: str, mask: Image.Image, mask_name: str | None = None) -> None:
+    """An image of the mask's size and the mask, as masks/<mask_name or name>.png."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    w, h = mask.size
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), np.uint8)).save(
+        root / "images" / f"{name}.png"
+    )
+    mask.save(root / "masks" / f"{mask_name or name}.png")
+
+
+def palette(values: np.ndarray) -> Image.Image:
+    im = Image.frombytes("P", values.shape[::-1], values.astype(np.uint8).tobytes())
+    im.putpalette([0, 0, 0, 200, 30, 30, 30, 200, 30] + [0] * 759)
+    return im
+
+
+def rgb(mask: np.ndarray, colours: dict[int, tuple[int, int, int]]) -> Image.Image:
+    out = np.zeros((*mask.shape, 3), np.uint8)
+    for value, colour in colours.items():
+        out[mask == value] = colour
+    return Image.fromarray(out)
+
+
+def test_every_mask_form_reads_as_the_same_object(tmp_path):
+    forms = {
+        "zero_one": Image.fromarray(OBJECT),
+        "zero_255": Image.fromarray(OBJECT * 255),
+        "palette": palette(OBJECT * 2),
+        "rgb": rgb(OBJECT, {1: (255, 0, 0)}),
+        "grey_as_rgb": rgb(OBJECT, {1: (255, 255, 255)}),
+        "bilevel": Image.fromarray(OBJECT * 255).convert("1"),
+    }
+    for name, mask in forms.items():
+        write_pair(tmp_path, name, mask)
+    write_pair(tmp_path, "suffixed", Image.fromarray(OBJECT * 255), mask_name="suffixed_mask")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")  # left out, as hidden files are
+    ds = FolderDataset(tmp_path, "trainval", split_seed=0, val_fraction=0, test_fraction=0)
+    assert sorted(ds.names) == sorted([*forms, "suffixed"])
+    for i, name in enumerate(ds.names):
+        assert np.array_equal(ds.load_mask(i), OBJECT), name
+
+
+def test_mask_values_choose_the_object(tmp_path):
+    labels = OBJECT.copy()
+    labels[35:45, 5:15] = 2  # a second class
+    write_pair(tmp_path, "grey", Image.fromarray(labels))
+    ds = FolderDataset(tmp_path, "trainval", mask_values="2", val_fraction=0, test_fraction=0)
+    assert ds.load_mask(0).sum() == 100
+    ds = FolderDataset(tmp_path, "trainval", mask_values="1,2", val_fraction=0, test_fraction=0)
+    assert ds.load_mask(0).sum() == OBJECT.sum() + 100
+    soft = tmp_path / "soft"
+    write_pair(soft, "jpeg_like", Image.fromarray((OBJECT * 250 + 3).astype(np.uint8)))
+    assert np.array_equal(
+        FolderDataset(soft, "trainval", mask_values=">127", val_fraction=0, test_fraction=0).load_mask(0),
+        OBJECT,
+    )
+    colour = tmp_path / "colour"
+    write_pair(colour, "two_colours", rgb(labels, {1: (255, 0, 0), 2: (0, 0, 255)}))
+    ds = FolderDataset(colour, "trainval", mask_values="#0000ff", val_fraction=0, test_fraction=0)
+    assert ds.load_mask(0).sum() == 100
+
+
+def test_samples_cache_and_evaluation_work_as_for_the_oxford_set(demo, tmp_path):
+    ds = FolderDataset(demo, "train", image_size=64)
+    sample = ds[0]
+    assert set(sample) == {"image", "mask", "name", "index"}
+    assert sample["image"].shape == (3, 64, 64) and sample["mask"].shape == (1, 64, 64)
+    assert set(sample["mask"].unique().tolist()) <= {0.0, 1.0}
+    cached = FolderDataset(demo, "train", image_size=64).use_cache(tmp_path / "cache", 64)
+    for i in range(len(ds)):
+        a, b = ds[i], cached[i]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    # Evaluation at each image's own size, with the folder's name where the Oxford set has breeds.
+    test = FolderDataset(demo, "test", image_size=64)
+    df = evaluate(torch.nn.Conv2d(3, 1, 1), test, device="cpu", progress=False)
+    sizes = [test.original_size(i) for i in range(len(test))]
+    assert list(zip(df.height, df.width, strict=True)) == sizes
+    assert df.dice.between(0, 1).all() and set(df.breed) == {"mine"}
+    facts = describe(test)
+    assert (facts.border_fraction == 0).all() and facts.fg_fraction.between(0, 1).all()
+    viewer = MaskViewer(test)
+    assert viewer.render().shape == (*test.original_size(0), 3)
+
+
+def test_the_seeded_split_is_stated_reproducible_and_disjoint(demo):
+    parts = {s: FolderDataset(demo, s).names for s in ("train", "val", "test")}
+    assert [len(parts[s]) for s in ("train", "val", "test")] == [20, 2, 2]  # 80 / 10 / 10 % of 24
+    assert sorted(sum(parts.values(), [])) == sorted(find_pairs(demo))
+    assert parts == {s: FolderDataset(demo, s).names for s in parts}  # the same every time
+    assert FolderDataset(demo, "trainval").names == sorted(parts["train"] + parts["val"])
+    other = seeded_split(sorted(find_pairs(demo)), 0.1, 0.1, seed=1)
+    assert other["test"] != parts["test"]
+    assert (
+        "seeded split (seed 0): train / val / test 80% / 10% / 10%" in FolderDataset(demo, "val").split_source
+    )
+    with pytest.raises(EmptySplitError, match=r"2 image pair\(s\) are too few for val_fraction=0.4"):
+        seeded_split(["a", "b"], 0.4, 0.4)
+
+
+def test_split_files_fix_the_split(demo, tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    for sub in ("images", "masks"):
+        (root / sub).symlink_to(demo / sub)
+    names = sorted(find_pairs(demo))
+    (root / "splits").mkdir()
+    (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n")
+    (root / "splits" / "val.txt").write_text("# validation\n" + "\n".join(f"{n}.jpg" for n in names[20:22]))
+    ds = FolderDataset(root, "val")
+    assert ds.names == names[20:22] and "split files" in ds.split_source
+    with pytest.raises(
+        EmptySplitError, match=r"the test split of .* has no images .* list some in splits/test.txt"
+    ):
+        FolderDataset(root, "test")
+    (root / "splits" / "test.txt").write_text(f"{names[0]}\nno_such_photo\n")
+    with pytest.raises(FileNotFoundError, match=r"test.txt:2 'no_such_photo'.*fix the names"):
+        FolderDataset(root, "train")
+    (root / "splits" / "test.txt").write_text(f"{names[0]}\n")
+    with pytest.raises(
+        ValueError, match=rf"in both train.txt and test.txt: {names[0]}; an image must be in one split"
+    ):
+        FolderDataset(root, "train")
+
+
+# --- each bad case, with what its message promises -------------------------------------------------------
+def test_an_image_without_a_mask_is_named(tmp_path):
+    write_pair(tmp_path, "a", Image.fromarray(OBJECT))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "lonely.jpg")
+    message = (
+        r"1 of 2 images have no mask in .*masks \(looked for NAME.\* and NAME_mask.\*\): lonely.jpg; add"
+    )
+    with pytest.raises(FileNotFoundError, match=message):
+        FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, on_missing="skip")
+    assert ds.names == ["a"]
+
+
+def test_a_mask_without_an_image_is_named(tmp_path):
+    write_pair(tmp_path, "a", Image.fromarray(OBJECT))
+    Image.fromarray(OBJECT).save(tmp_path / "masks" / "orphan.png")
+    with pytest.raises(
+        FileNotFoundError, match=r"1 masks have no image in .*images: orphan.png; add the missing"
+    ):
+        FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+
+
+def test_two_files_for_one_name_are_named(tmp_path):
+    write_pair(tmp_path, "a", Image.fromarray(OBJECT))
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "images" / "a.jpg")
+    with pytest.raises(ValueError, match=r"a.jpg and .*a.png are two images for the name 'a'; keep one"):
+        find_pairs(tmp_path)
+
+
+def test_a_mask_with_more_than_two_values_lists_them_and_the_mapping_to_pass(tmp_path):
+    labels = OBJECT.copy()
+    labels[35:45, 5:15] = 2
+    write_pair(tmp_path, "classes", Image.fromarray(labels))
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    message = (
+        r"classes.png: the mask has 3 values \(0, 1, 2\); a mask needs 0 for the background and one value for "
+        r'the object; pass mask_values with the object\'s values, e.g. mask_values="1" or "1,2"'
+    )
+    with pytest.raises(MaskValueError, match=message):
+        ds.load_mask(0)
+    with pytest.raises(MaskValueError, match=message):
+        ds[0]  # as training reads it
+
+
+def test_two_values_without_a_background_ask_which_is_the_object(tmp_path):
+    write_pair(tmp_path, "trimap_like", Image.fromarray(OBJECT + 1))
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    with pytest.raises(
+        MaskValueError, match=r'values \(1, 2\); neither is 0, .*pass mask_values="1" or mask_values="2"'
+    ):
+        ds.load_mask(0)
+
+
+def test_an_rgb_mask_with_several_colours_lists_them(tmp_path):
+    labels = OBJECT.copy()
+    labels[35:45, 5:15] = 2
+    write_pair(tmp_path, "colours", rgb(labels, {1: (255, 0, 0), 2: (0, 0, 255)}))
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    with pytest.raises(
+        MaskValueError, match=r'3 colours \(#000000, #0000ff, #ff0000\); .*mask_values="#0000ff"'
+    ):
+        ds.load_mask(0)
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, mask_values="255")
+    with pytest.raises(MaskValueError, match=r"an RGB mask with colours, but mask_values gives grey values"):
+        ds.load_mask(0)
+
+
+def test_a_mask_of_another_size_gives_both_sizes(tmp_path, demo):
+    write_pair(tmp_path, "a", Image.fromarray(OBJECT))
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "images" / "a.png")  # 40x30, mask 64x48
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    message = r"a.png: mask size 64x48 differs from its image's 40x30 \(.*a.png\); .*resize the mask"
+    with pytest.raises(CorruptSampleError, match=message):
+        ds.load_mask(0)
+    with pytest.raises(CorruptSampleError, match=message):
+        ds[0]
+    skipping = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, on_corrupt="skip")
+    assert "skipped" in skipping[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("abc", r"mask_values='abc': cannot read 'abc'; give the object's pixel values"),
+        ("#ff00", r"cannot read '#ff00'"),
+        (">127,1", r"a threshold \(>N\) goes alone"),
+    ],
+)
+def test_unreadable_mask_values_say_what_they_take(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_mask_values(text)
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(mask_values=text)
+
+
+def test_fractions_that_leave_nothing_to_train_are_refused():
+    with pytest.raises(
+        ValueError, match=r"val_fraction=0.6 and test_fraction=0.5 must each be in \[0, 1\) and add up"
+    ):
+        TrainConfig(val_fraction=0.6, test_fraction=0.5)
+
+
+def test_a_folder_without_images_and_masks_says_what_it_needs(tmp_path):
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(
+        FileNotFoundError, match=r"has no images/ and masks/ folders; a folder data set holds images/"
+    ):
+        resolve_data_root(tmp_path, "folder")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        FolderDataset(tmp_path / "nowhere")
+
+
+def test_auto_and_the_run_config_find_the_folder(demo, tmp_path):
+    assert resolve_data_root(demo, "auto", tmp_path / "synthetic") == (demo, "folder")
+    cfg = TrainConfig(dataset="auto", data_root=str(demo), mask_values="", split_seed=0)
+    assert split_dataset(cfg, "test", image_size=32).names == open_split(demo, "folder", "test").names
+    other = TrainConfig(dataset="folder", data_root=str(demo), split_seed=3)
+    assert split_dataset(other, "test").names != split_dataset(cfg, "test").names
+
+
+def test_the_demo_folder_holds_every_mask_form(demo):
+    masks = sorted((demo / "masks").iterdir())
+    modes = {Image.open(m).mode for m in masks}
+    assert modes == {"L", "P", "RGB"} and any(m.stem.endswith("_mask") for m in masks)
+    assert {p.suffix for p in (demo / "images").iterdir()} == {".jpg", ".png"}
+    assert re.fullmatch(r"photo_\d{3}", masks[0].stem)

@@ -1,0 +1,146 @@
+"""Predictions you can open: 0/255 masks at the original size, overlays, predictions.csv with Dice and
+IoU when the truth is known; the same numbers as `evaluate`; the viewer's upload and `predict` alike."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from seglib.cli import main
+from seglib.data import FolderDataset, make_synthetic_folder
+from seglib.engine import evaluate, predict_dataset, predict_image, save_checkpoint, save_prediction
+from seglib.engine.checkpoint import model_spec
+from seglib.models import build_model
+from seglib.viewer import MaskViewer
+
+
+class Ramp(nn.Module):
+    """Logits rising from left to right: the right part of every image is the object."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = x.shape[-1]
+        return torch.linspace(-3, 3, w).expand(x.shape[0], 1, x.shape[-2], w).clone()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_synthetic_folder(tmp_path_factory.mktemp("pred") / "mine", n=8, seed=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A width-4 UNet, untrained: what the files hold matters here, not how good the masks are."""
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4).eval()
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    save_checkpoint(path, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 32})
+    return path
+
+
+def test_a_prediction_is_written_as_files_you_can_open(tmp_path):
+    photo = np.full((90, 120, 3), 128, np.uint8)
+    pred = predict_image(Ramp(), photo, "my_cat", image_size=64, device="cpu")
+    row = save_prediction(pred, tmp_path)
+    mask = np.asarray(Image.open(tmp_path / "my_cat_mask.png"))
+    assert mask.shape == (90, 120) and set(np.unique(mask)) == {0, 255}  # visible, at the original size
+    assert mask[:, -1].all() and not mask[:, 0].any()
+    shown = np.asarray(Image.open(tmp_path / "my_cat_overlay.png"))
+    assert shown.shape == (90, 120, 3) and not np.array_equal(shown[:, 0], shown[:, -1])
+    assert row == {
+        "name": "my_cat",
+        "width": 120,
+        "height": 90,
+        "pred_fraction": pytest.approx((mask == 255).mean()),
+        "mask": "my_cat_mask.png",
+        "overlay": "my_cat_overlay.png",
+    }
+    truth = np.zeros((90, 120), np.uint8)
+    truth[:, 60:] = 1
+    scored = pred.row(0.5, truth)
+    assert scored["dice"] == pytest.approx(1.0) and scored["iou"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"my_cat: the truth mask is 60x40, its image 120x90"):
+        pred.row(0.5, np.zeros((40, 60), np.uint8))
+
+
+def test_predictions_of_a_split_score_as_evaluate_does(folder, checkpoint, tmp_path):
+    from seglib.engine import load_model
+
+    model = load_model(checkpoint)
+    test = FolderDataset(folder, "trainval", image_size=32, limit=4)
+    table = predict_dataset(model, test, tmp_path, 32, device="cpu")
+    scores = evaluate(model, test, device="cpu", amp=False, channels_last=False, progress=False)
+    assert list(table.name) == list(scores.name)
+    assert np.allclose(table.dice, scores.dice, atol=1e-6) and np.allclose(table.iou, scores.iou, atol=1e-6)
+    assert np.allclose(table.fg_fraction, scores.fg_fraction) and np.allclose(
+        table.pred_fraction, scores.pred_fraction
+    )
+    on_disk = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(on_disk.columns) == [
+        "name", "width", "height", "pred_fraction", "fg_fraction", "dice", "iou", "mask", "overlay"
+    ]  # fmt: skip
+    for _, row in on_disk.iterrows():
+        mask = Image.open(tmp_path / row["mask"])
+        assert mask.size == (row.width, row.height) and mask.mode == "L"
+
+
+def test_the_viewers_upload_box_predicts_as_predict_does(folder):
+    ds = FolderDataset(folder, "trainval", image_size=64)
+    viewer = MaskViewer(ds, model=Ramp(), image_size=64, device="cpu")
+    buf = io.BytesIO()
+    Image.fromarray(np.full((50, 70, 3), 90, np.uint8)).save(buf, format="PNG")
+    viewer.upload.value = (
+        {"name": "mine.png", "type": "image/png", "size": buf.tell(), "content": memoryview(buf.getvalue()),
+         "last_modified": datetime.now(UTC)},
+    )  # fmt: skip
+    uploaded = viewer.upload_prediction
+    direct = predict_image(Ramp(), Image.open(buf), "mine", 64, "cpu")
+    assert uploaded is not None and uploaded.name == "mine"
+    assert torch.equal(uploaded.logits, direct.logits)
+    assert np.array_equal(viewer.render(), direct.overlay(0.5, viewer.opacity.value))
+    assert "mine.png" in viewer.status.value and "object" in viewer.status.value
+
+
+def test_the_command_line_predicts_a_folder_with_its_truth(folder, checkpoint, tmp_path, capsys):
+    main(
+        ["predict", "--model_path", str(checkpoint), "--input", str(folder / "images"),
+         "--masks", str(folder / "masks"), "--output_dir", str(tmp_path / "out"), "--device", "cpu"]
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(table) == 8 and table.dice.notna().all() and table.dice.between(0, 1).all()
+    assert len(list((tmp_path / "out").glob("*_mask.png"))) == 8
+    assert len(list((tmp_path / "out").glob("*_overlay.png"))) == 8
+    assert "8 with their truth" in capsys.readouterr().out
+    # Without --masks: no truth, no Dice; a single file works as well.
+    one = next((folder / "images").iterdir())
+    main(
+        [
+            "predict",
+            "--model_path",
+            str(checkpoint),
+            "--input",
+            str(one),
+            "--output_dir",
+            str(tmp_path / "one"),
+        ]
+    )
+    assert list(pd.read_csv(tmp_path / "one" / "predictions.csv").columns) == [
+        "name", "width", "height", "pred_fraction", "mask", "overlay"
+    ]  # fmt: skip
+
+
+def test_the_command_line_predicts_a_split_of_a_folder(folder, checkpoint, tmp_path):
+    main(
+        ["predict", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(folder),
+         "--split", "test", "--output_dir", str(tmp_path / "split"), "--device", "cpu"]
+    )  # fmt: skip
+    table = pd.read_csv(tmp_path / "split" / "predictions.csv")
+    assert list(table.name) == FolderDataset(folder, "test").names and table.dice.notna().all()
+    assert len(list((tmp_path / "split" / "figures").glob("*.png"))) == len(table)
