@@ -1,13 +1,27 @@
 """`python -m seglib.bench`: the original's way of training (reference) against seglib's fast path.
 
-Both configurations run in ONE process, interleaved (A B A B ...), on the same model, images and
-batch size; each figure is the median of the timed repetitions after a warm-up, with min and max.
+Each figure is the median of the timed repetitions after a warm-up, with min and max; the two sides use
+the same model, images and batch size, and take turns (A B A B ...), so a drift of clock or temperature
+falls on both alike.
 
 - reference: fp32, NCHW, PIL decode + Albumentations of the full-size JPEG for every sample of every
-  epoch, DataLoader with 2 workers (re-created each epoch), `.item()` on loss and Dice every batch.
-- seglib: channels_last, decode-once cache (pre-resized uint8 memmaps), fit's DataLoader recipe
-  (`seglib.engine.loaders`: no workers on a CPU), loss and Dice summed on the device and read once;
-  bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+  epoch, DataLoader with 2 workers (re-created each epoch), `.item()` on loss and Dice every batch, in
+  a plain glibc process.
+- seglib: the memory format `choose_memory_format` picks for the machine (channels_last on CUDA; on a
+  CPU the faster of channels_last and NCHW, probed once and cached), jemalloc where it is installed,
+  decode-once cache (pre-resized uint8 memmaps), fit's DataLoader recipe (`seglib.engine.loaders`: no
+  workers on a CPU), loss and Dice summed on the device and read once; bf16 autocast on CUDA and on a
+  CPU with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere.
+
+The training-step rows on a CPU run each side in a worker process of its own (`seglib.stepbench`): an
+allocator can only be chosen when a process starts, so one process cannot hold both sides honestly.
+The workers import together, then build, probe and warm up one at a time, then take turns, one round
+each (reference, seglib, seglib under glibc, reference, ...), each with the machine to itself. seglib's
+worker times both memory formats and reports the one it picked, as fit() would, under its own
+allocator; every (format, allocator) gets a "candidate" row against the reference, so the table
+separates the allocator's share from the memory format's. On CUDA the step rows, and everywhere the
+data, epoch and evaluation rows, run in this one process, under its allocator (glibc unless it was
+started with jemalloc preloaded).
 
 Its figures for the machines tried are in docs/performance.md.
 """
@@ -17,10 +31,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,42 +53,16 @@ from .data import (
     train_transform,
 )
 from .engine import evaluate
+from .engine.allocator import allocator_env, allocator_name
+from .engine.fastpath import FORMATS, choose_memory_format
 from .engine.loaders import make_loader, train_loader
 from .engine.losses import bce_loss
-from .engine.runtime import amp_dtype, autocast, default_amp, native_bf16, resolve_device
+from .engine.runtime import amp_dtype, cpu_name, default_amp, native_bf16, resolve_device
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
+from .stepbench import PeakRSS, choice_dict, fast_step, reference_step, run_rounds, step_workers
 
-__all__ = ["run_benchmark", "main"]
-
-
-class PeakRSS:
-    """Samples this process's resident memory every 20 ms; `peak` in MB (CPU) or max allocated (CUDA)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.peak, self._stop = device, 0.0, threading.Event()
-
-    def __enter__(self) -> PeakRSS:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self._stop.is_set():
-            with open("/proc/self/statm") as f:
-                self.peak = max(self.peak, int(f.read().split()[1]) * page / 2**20)
-            time.sleep(0.02)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            self.peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
+__all__ = ["PeakRSS", "run_benchmark", "main"]
 
 
 def _sync(device: torch.device) -> None:
@@ -134,31 +120,6 @@ def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
         bce_loss(model(x), y).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
-
-
-def reference_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
-) -> None:
-    """The original's step: fp32, and `.item()` on the loss and the Dice of every batch (a host sync)."""
-    logits = model(x)
-    loss = bce_loss(logits, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    loss.item(), dice_from_counts(*confusion_counts(logits.detach(), y)).mean().item()
-
-
-def fast_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, amp: bool
-) -> torch.Tensor:
-    """seglib's step: bf16 autocast where native (`runtime.default_amp`), loss + Dice left on the device."""
-    with autocast(x.device, amp):
-        logits = model(x)
-    loss = bce_loss(logits, y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    return loss.detach() + dice_from_counts(*confusion_counts(logits.detach(), y)).mean()
 
 
 def bench_train_step(
@@ -224,14 +185,8 @@ def bench_train_step(
             compiled = [fast(compiled_model) for _ in range(reps)]
         except Exception as e:  # a machine without a working compiler toolchain: report, go on
             print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); no compiled row")
-    what = f"train step {name}{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}"
-    rows = [_row(what, "images/s", ref, fst)]
-    gflop = flops / 1e9
-    rows.append(
-        _row(
-            f"{what} achieved", "GFLOP/s", [r * gflop / batch for r in ref], [f * gflop / batch for f in fst]
-        )
-    )
+    what = _step_what(name, kwargs, size, batch)
+    rows = [_row(what, "images/s", ref, fst), _achieved_row(what, ref, fst, flops / batch)]
     if tuned:
         rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
     if compiled:
@@ -246,15 +201,125 @@ def bench_train_step(
             }
         )
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
-    rows.append(
-        {
-            "what": f"{what} memory",
-            "unit": mem_unit,
-            "reference": peaks["reference"],
-            "seglib": peaks["seglib"],
-            "ratio": peaks["reference"] / peaks["seglib"] if peaks["seglib"] else None,
-        }
-    )
+    rows.append(_memory_row(what, mem_unit, peaks["reference"], peaks["seglib"]))
+    return rows
+
+
+def _step_what(name: str, kwargs: dict, size: int, batch: int) -> str:
+    """A step row's name, e.g. "train step unet-w16 128px b4"."""
+    return f"train step {name}{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}"
+
+
+def _achieved_row(what: str, ref: list[float], fast: list[float], flops_per_image: float) -> dict:
+    """GFLOP/s achieved by each side, from its images/s and the FLOPs of one image's step."""
+    gflop = flops_per_image / 1e9
+    return _row(f"{what} achieved", "GFLOP/s", [r * gflop for r in ref], [f * gflop for f in fast])
+
+
+def _memory_row(what: str, unit: str, ref: float, fast: float) -> dict:
+    """Peak memory of each side; the ratio reads as "times less than the reference"."""
+    return {
+        "what": f"{what} memory",
+        "unit": unit,
+        "reference": ref,
+        "seglib": fast,
+        "ratio": ref / fast if fast else None,
+    }
+
+
+def _glibc_env() -> dict[str, str]:
+    """This process's environment without a preloaded allocator: the plain glibc process the original ran in."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    return {**env, "SEGLIB_JEMALLOC": "0"}
+
+
+def _step_configs(spec: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[str, str]]]:
+    """The workers of one step row, (spec, env) by label: the reference (glibc, NCHW); seglib (its
+    allocator, both formats, choosing one as fit() would); seglib-glibc when seglib's allocator is jemalloc."""
+    seglib_env = {**os.environ, **allocator_env()}
+    configs = {
+        "reference": ({**spec, "mode": "reference", "formats": ["nchw"]}, _glibc_env()),
+        "seglib": ({**spec, "mode": "seglib", "formats": list(FORMATS), "choose": True}, seglib_env),
+    }
+    if "jemalloc" in seglib_env.get("LD_PRELOAD", ""):
+        configs["seglib-glibc"] = ({**spec, "mode": "seglib", "formats": list(FORMATS)}, _glibc_env())
+    return configs
+
+
+def cpu_train_step(
+    name: str, kwargs: dict, size: int, batch: int, steps: int, reps: int
+) -> tuple[list[dict], dict[str, Any]]:
+    """Training step on a CPU, each side in a worker process of its own, taking turns `reps` times
+    (module docstring). The rows, and seglib's choice of memory format (`stepbench.choice_dict`)."""
+    cpu = torch.device("cpu")
+    flops = _step_flops(name, kwargs, size, cpu)
+    spec = {"model": name, "model_kwargs": kwargs, "size": size, "batch": batch, "steps": steps}
+    with step_workers(_step_configs(spec)) as workers:
+        answers = run_rounds(workers, reps)
+        ready = {label: w.ready for label, w in workers.items()}
+    choice = ready["seglib"]["choice"]
+    return _cpu_step_rows(_step_what(name, kwargs, size, batch), flops, ready, answers), choice
+
+
+def _step_flops(name: str, kwargs: dict, size: int, device: torch.device) -> int:
+    """FLOPs of one image's training step (forward + backward)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, size, size, device=device)
+    y = (torch.rand(1, 1, size, size, device=device) > 0.5).float()
+    return train_step_flops(build_model(name, **kwargs).to(device), x, y)
+
+
+def _cpu_step_rows(
+    what: str, flops: int, ready: dict[str, dict], answers: dict[str, list[dict]]
+) -> list[dict]:
+    """The step rows from the workers' answers: reference against seglib's chosen format, achieved
+    GFLOP/s, one candidate row per (format, allocator) against the reference, and peak RSS."""
+    chosen = ready["seglib"]["choice"]["format"]
+
+    def rates(label: str, fmt: str) -> list[float]:
+        return [a["rates"][fmt] for a in answers[label]]
+
+    def peak(label: str, fmt: str) -> float:
+        return max(a["peak_mb"][fmt] for a in answers[label])
+
+    ref, fast = rates("reference", "nchw"), rates("seglib", chosen)
+    rows = [_row(what, "images/s", ref, fast), _achieved_row(what, ref, fast, flops)]
+    for label in ("seglib", "seglib-glibc"):
+        for fmt in ready[label]["formats"] if label in ready else ():
+            candidate = f"{what} candidate {fmt} + {ready[label]['allocator']}"
+            rows.append(_row(candidate, "images/s", ref, rates(label, fmt)))
+    rows.append(_memory_row(what, "MB peak RSS", peak("reference", "nchw"), peak("seglib", chosen)))
+    return rows
+
+
+def _train_step_rows(
+    steps: list[tuple[str, dict, int, int]],
+    reps: int,
+    dev: torch.device,
+    compile_models: bool,
+    fast_ceiling: float,
+    choices: dict[str, Any],
+    log: Callable[[str], Any],
+) -> list[dict]:
+    """The training-step rows of every (model, kwargs, size, batch): on a CPU in worker processes
+    (`cpu_train_step`; seglib's choice of format goes into `choices`), elsewhere in this one."""
+    rows: list[dict] = []
+    for name, kw, size, batch in steps:
+        if dev.type == "cpu":
+            new, choice = cpu_train_step(name, kw, size, batch, steps=1, reps=reps)
+            choices[new[0]["what"]] = choice
+        else:
+            new = bench_train_step(
+                name, kw, size, batch, steps=10, reps=reps, device=dev, compile_too=compile_models
+            )
+            choice = None
+        rows += new
+        log(
+            _fmt(new[0])
+            + f" | achieved {new[1]['seglib']:.0f} GFLOP/s = {new[1]['seglib'] / fast_ceiling:.0%} of its ceiling"
+        )
+        if choice:
+            log(f"  seglib's {choice['describe']}, chosen under {choice['allocator']} malloc")
     return rows
 
 
@@ -281,15 +346,15 @@ def _loader_rate(loader_factory: Callable[[], DataLoader]) -> Callable[[], float
     return run
 
 
-def cpu_name() -> str:
-    """The CPU's model name (platform.processor() is empty on most Linux systems)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def _epoch_format(
+    kwargs: dict, size: int, batch: int, dev: torch.device, what: str, choices: dict, log: Callable
+) -> torch.memory_format:
+    """The memory format of the epoch's seglib model, chosen as fit() would in this process (its
+    allocator); the choice goes into `choices[what]`."""
+    choice = choose_memory_format("unet", kwargs, size, batch, dev, default_amp(dev))
+    choices[what] = choice_dict(choice)
+    log(f"{what}: seglib's {choice.describe()}, chosen under {allocator_name()} malloc")
+    return torch.channels_last if choice.channels_last else torch.contiguous_format
 
 
 def run_benchmark(
@@ -314,6 +379,7 @@ def run_benchmark(
         "amp": default_amp(dev),
         "native_bf16": native_bf16(dev),
         "rows": rows,
+        "choices": {},  # the memory format seglib trained in, per step row and for the epoch
     }
     n = 2048 if quick else 4096
     ceiling = matmul_ceiling(dev, n, reps)
@@ -353,22 +419,7 @@ def run_benchmark(
         ]
     if dev.type == "cuda":
         steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
-    for name, kw, size, batch in steps:
-        new = bench_train_step(
-            name,
-            kw,
-            size,
-            batch,
-            steps=1 if dev.type == "cpu" else 10,
-            reps=reps,
-            device=dev,
-            compile_too=compile_models,
-        )
-        rows += new
-        log(
-            _fmt(new[0])
-            + f" | achieved {new[1]['seglib']:.0f} GFLOP/s = {new[1]['seglib'] / fast_ceiling:.0%} of its ceiling"
-        )
+    rows += _train_step_rows(steps, reps, dev, compile_models, fast_ceiling, out["choices"], log)
 
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
         # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
@@ -408,12 +459,15 @@ def run_benchmark(
         fast_ds = OxfordPetDataset(root, "trainval", train_transform(esize)).use_cache(
             Path(tmp) / "cache", esize
         )
+        epoch_len = len(ref_ds) * passes
+        ewhat = f"whole epoch unet{'-w' + str(ekw['base_channels']) if ekw else ''} {esize}px b{ebatch}, "
+        ewhat += f"{epoch_len} images"
+        amp = default_amp(dev)
+        fmt = _epoch_format(ekw, esize, ebatch, dev, ewhat, out["choices"], log)
         ref_model = build_model("unet", **ekw).to(dev)
-        fast_model = build_model("unet", **ekw).to(dev).to(memory_format=torch.channels_last)
+        fast_model = build_model("unet", **ekw).to(dev).to(memory_format=fmt)
         ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
         waits: list[float] = []
-        epoch_len = len(ref_ds) * passes
-        amp = default_amp(dev)
 
         def sampler(ds: OxfordPetDataset) -> RandomSampler:
             return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
@@ -442,7 +496,7 @@ def run_benchmark(
                 wait += time.perf_counter() - w0
                 if b is None:
                     break
-                x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
                 y = b["mask"].to(dev, non_blocking=True)
                 total += fast_step(fast_model, fast_opt, x, y, amp)
                 n += x.shape[0]
@@ -452,15 +506,7 @@ def run_benchmark(
             return n / dt
 
         ref, fst = interleaved(ref_epoch, fast_epoch, reps)
-        rows.append(
-            _row(
-                f"whole epoch unet{'-w' + str(ekw['base_channels']) if ekw else ''} {esize}px b{ebatch}, "
-                f"{epoch_len} images",
-                "images/s",
-                ref,
-                fst,
-            )
-        )
+        rows.append(_row(ewhat, "images/s", ref, fst))
         rows.append(
             {
                 "what": "seglib epoch: share of time waiting for data",

@@ -44,6 +44,7 @@ from .engine import (
     load_model,
     summarize,
 )
+from .engine.allocator import reexec_with_allocator
 from .engine.config import CHOICES
 from .engine.export import EXPORT_FORMATS, check_export, export_model
 from .engine.loaders import checkpoint_split
@@ -371,6 +372,10 @@ def _export(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
+    if argv is None and a.command in ("train", "evaluate", "predict"):
+        # From the command line: start again under jemalloc when installed (engine/allocator.py); it
+        # keeps the big activation buffers that glibc gives back to the OS at every step.
+        reexec_with_allocator(sys.argv[1:])
     try:
         {
             "train": _train,

@@ -35,13 +35,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .bench import PeakRSS, cpu_name
+from .bench import PeakRSS
 from .data import OxfordPetDataset, is_oxford_pet_root, make_fullsize_pets
 from .data.cache import build_cache
 from .data.synthetic import RELEASE_SIZES
 from .engine import evaluate
 from .engine.runs import latest_run, load_history
-from .engine.runtime import native_bf16, resolve_device
+from .engine.runtime import cpu_name, native_bf16, resolve_device
 from .models import build_model
 from .workbook import REPO, run_workbook
 

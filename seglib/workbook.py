@@ -33,6 +33,7 @@ from .data import (
     resolve_data_root,
 )
 from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
+from .engine.allocator import allocator_env
 from .engine.runtime import resolve_device
 from .kernels import kernel_manager_settings
 from .study import json_or_text
@@ -44,7 +45,6 @@ __all__ = [
     "run_workbook",
     "execute_notebook",
     "notebook_params",
-    "allocator_env",
     "NOTEBOOKS",
     "FOLDER_NOTEBOOKS",
     "folder_params",
@@ -168,21 +168,6 @@ def project_path(path: str | Path) -> Path:
     and seglib/), not from the working directory, which is wherever papermill or the kernel started."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else Path(os.path.normpath(REPO / path))
-
-
-JEMALLOC = Path("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")  # Debian's libjemalloc2
-
-
-def allocator_env() -> dict[str, str]:
-    """Environment for the notebook kernels: jemalloc that keeps freed memory, when it is installed.
-
-    glibc hands the big activation buffers (over 32 MB: always mmap) back to the OS at every step and
-    faults them in again; jemalloc with decay off keeps them, for fewer page faults and faster CPU
-    training steps (docs/performance.md, "allocator"). SEGLIB_JEMALLOC=0 turns it off.
-    """
-    if os.environ.get("SEGLIB_JEMALLOC", "1") == "0" or not JEMALLOC.is_file() or "LD_PRELOAD" in os.environ:
-        return {}
-    return {"LD_PRELOAD": str(JEMALLOC), "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true"}
 
 
 def run_workbook(

@@ -23,6 +23,16 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+@pytest.fixture(scope="session", autouse=True)
+def probe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The memory-format probe's cache (engine.fastpath) in the session's tmp folder, not in ~/.cache;
+    the processes the tests start inherit it."""
+    path = tmp_path_factory.mktemp("probe") / "fastpath.json"
+    os.environ["SEGLIB_PROBE_CACHE"] = str(path)
+    return path
+
+
 # The smallest run that still goes through everything: a width-4 UNet at 32 px, 12 training images in
 # batches of 4 (3 steps an epoch), 6 validation images, 2 epochs, no progress bars.
 TINY: dict[str, Any] = dict(

@@ -29,7 +29,7 @@ UNSET = {
     "device": "auto",
     "num_workers": None,
     "amp": None,
-    "channels_last": True,
+    "channels_last": None,
     "cache": True,
     "cache_dir": None,
     "deterministic": True,

@@ -118,6 +118,7 @@ FACES = (
     "seglib.workbook",
     "seglib.viewer",
     "seglib.bench",
+    "seglib.stepbench",
     "seglib.study",
     "seglib.doctables",
     "seglib.fullscale",

@@ -77,7 +77,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:1" ...
     num_workers: int | None = None  # None: 0 on CPU (the model is the bottleneck), up to 8 on CUDA
     amp: bool | None = None  # mixed precision; None: on for CUDA and for a CPU with native bf16
-    channels_last: bool = True  # images and weights in NHWC memory layout
+    channels_last: bool | None = (
+        None  # NHWC memory layout; None: NHWC on CUDA, the faster one on a CPU (probed)
+    )
     cache: bool = True  # decode each image once into a memory-mapped cache at image_size (seglib.data.cache)
     cache_dir: str | None = None  # None: <output_dir>/../cache, e.g. results/cache
     deterministic: bool = True  # same seed, same data, same device -> same result (cuDNN autotuning off)

@@ -52,6 +52,9 @@ RESUME_MAY_DIFFER = frozenset(
         "checkpoint_every",
     }
 )
+# Settings that None leaves to the machine (fit records its choice in the run's config): a run resumed
+# with None keeps what it was trained with.
+CHOSEN_BY_MACHINE = frozenset({"channels_last"})
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:
@@ -104,7 +107,7 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
     diff = {
         k: (saved.get(k), v)
         for k, v in cfg.to_dict().items()
-        if k not in RESUME_MAY_DIFFER and saved.get(k) != v
+        if k not in RESUME_MAY_DIFFER and saved.get(k) != v and not (k in CHOSEN_BY_MACHINE and v is None)
     }
     if diff:
         lines = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "autocast",
+    "cpu_name",
     "default_amp",
     "native_bf16",
     "default_num_workers",
@@ -88,6 +91,17 @@ def default_num_workers(device: torch.device, processes: int = 1) -> int:
     if device.type != "cuda":
         return 0
     return max(1, min(8, (os.cpu_count() or 2) // max(processes, 1) - 1))
+
+
+def cpu_name() -> str:
+    """The CPU's model name (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def native_bf16(device: torch.device) -> bool:

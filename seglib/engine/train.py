@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from ..data import SegmentationDataset, write_splits
 from ..models import build_model, count_parameters
+from .allocator import allocator_name
 from .checkpoint import model_spec
 from .config import TrainConfig
 from .distributed import (
@@ -38,6 +39,7 @@ from .distributed import (
     wrap_model,
 )
 from .ema import ModelEMA
+from .fastpath import choose_memory_format
 from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
@@ -127,11 +129,12 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
+    use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
+    cfg, layout = _memory_format(cfg, ckpt, info, use_amp)
     apply_determinism(cfg.deterministic)
     seed_everything(cfg.seed)
     model, spec = _build_model(cfg, info)
     loaders = _loaders(train_ds, val_ds, cfg, info)
-    use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
     state = _new_state(model, cfg, len(loaders[0]), use_amp)
     if ckpt is not None:
         _resume(state, ckpt, info, run_dir, cfg)
@@ -141,7 +144,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     if kind == "folder" and info.is_main:  # the split, whatever images the folder gains later
         write_splits(train_ds.splits, run_dir / "splits")
     env = Env(info.device, use_amp, loss_fn, Interrupt())
-    _say(info, _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir))
+    _say(info, _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir) + f"; {layout}")
     net = wrap_model(model, info)  # trains; `state.eval_model` is what is validated and saved
     tracker = WandbLogger(
         cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
@@ -161,6 +164,34 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     return FitResult(
         run_dir, history, state.best_dice, state.best_epoch, model_out, cfg, kind, train_ds.root, info.is_main
     )
+
+
+def _memory_format(
+    cfg: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, use_amp: bool
+) -> tuple[TrainConfig, str]:
+    """`cfg` with channels_last decided (the run's config records it) and how it was decided.
+
+    A resumed run keeps what it trained in; otherwise `fastpath.choose_memory_format` (rank 0 probes,
+    every rank trains in its answer)."""
+    if cfg.channels_last is None and ckpt is not None:
+        saved = bool(ckpt["config"].get("channels_last", True))
+        return replace(cfg, channels_last=saved), f"memory format {_layout(saved)} (the resumed run's)"
+    choice = on_main(
+        lambda: choose_memory_format(
+            cfg.model,
+            cfg.model_kwargs,
+            cfg.image_size,
+            cfg.batch_size,
+            info.device,
+            use_amp,
+            cfg.channels_last,
+        )
+    )
+    return replace(cfg, channels_last=choice.channels_last), choice.describe()
+
+
+def _layout(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "NCHW"
 
 
 def _build_model(cfg: TrainConfig, info: DistInfo) -> tuple[nn.Module, dict[str, Any]]:
@@ -297,9 +328,14 @@ def _describe(
     return (
         f"seglib: {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) on {kind} data "
         f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
-        f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {env.device}"
+        f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {env.device}{_malloc(env.device)}"
         f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
     )
+
+
+def _malloc(device: torch.device) -> str:
+    """On a CPU, the allocator (engine/allocator.py): it counts in a step's time there."""
+    return f" ({allocator_name()} malloc)" if device.type == "cpu" else ""
 
 
 def _cache_folder(ds: SegmentationDataset) -> str:

@@ -1,0 +1,129 @@
+"""Where a CPU training step's convolution time goes: each convolution of a model, timed alone in both
+memory formats, forward, backward-data (dx) and backward-weights (dw), with the GFLOP/s each reaches.
+
+    .venv/bin/python benchmarks/conv_profile.py --csv docs/performance/conv_profile_zen3.csv
+
+Run it under the allocator seglib trains with (LD_PRELOAD=... jemalloc, see docs/performance.md), on a
+quiet machine. Each pass is the best of 2 timed calls after a warm-up, on random tensors at batch 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import time
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from seglib.engine.runtime import cpu_name, native_bf16
+from seglib.models import build_model
+
+aten = torch.ops.aten
+
+
+def conv_shapes(name: str, size: int) -> OrderedDict:
+    """(kind, input shape, weight shape, stride, padding, output_padding) -> how many layers have it."""
+    model, found = build_model(name), OrderedDict()
+
+    def hook(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+        key = (
+            type(mod).__name__,
+            tuple(inp[0].shape[1:]),
+            tuple(mod.weight.shape),
+            mod.stride,
+            mod.padding,
+            getattr(mod, "output_padding", (0, 0)),
+        )
+        found[key] = found.get(key, 0) + 1
+
+    for mod in model.modules():
+        if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
+            mod.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    return found
+
+
+def best_of(fn, reps: int = 2) -> float:
+    fn()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def time_layer(key: tuple, batch: int, channels_last: bool) -> tuple[dict[str, float], float]:
+    """Seconds of forward, dx and dw for one layer, and the forward's FLOPs (dx and dw have as many)."""
+    kind, xs, ws, stride, pad, opad = key
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(batch, *xs).contiguous(memory_format=fmt)
+    w = (torch.randn(ws) * 0.01).contiguous(memory_format=fmt)
+    tr = kind == "ConvTranspose2d"
+    args = (stride, pad, (1, 1), tr, opad, 1)
+    out = aten.convolution(x, w, None, *args)
+    g = torch.randn_like(out)
+    sec = {
+        "fwd": best_of(lambda: aten.convolution(x, w, None, *args)),
+        "dx": best_of(lambda: aten.convolution_backward(g, x, w, None, *args, [True, False, False])),
+        "dw": best_of(lambda: aten.convolution_backward(g, x, w, None, *args, [False, True, False])),
+    }
+    per_out = ws[1] * ws[2] * ws[3]  # multiply-adds per output element (input channels x kernel)
+    flops = 2 * (x.numel() if tr else out.numel()) * per_out
+    return sec, flops
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="unet:256,resnet34_unet:256,resnet34_unet:96")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--csv", help="also write the rows to this CSV file")
+    a = p.parse_args()
+    machine = f"{cpu_name()} ({'native bf16' if native_bf16(torch.device('cpu')) else 'without native bf16'})"
+    print(f"{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}")
+    rows = []
+    for spec in a.models.split(","):
+        name, size = spec.split(":")
+        totals = {f: dict.fromkeys(("fwd", "dx", "dw"), 0.0) for f in ("nchw", "channels_last")}
+        for key, count in conv_shapes(name, int(size)).items():
+            row = {
+                "model": name,
+                "size": size,
+                "layer": f"{key[0]} {key[1][0]}->{key[2][0]} @{key[1][1]}",
+                "count": count,
+            }
+            for fmt in ("nchw", "channels_last"):
+                sec, flops = time_layer(key, a.batch, fmt == "channels_last")
+                for k, s in sec.items():
+                    totals[fmt][k] += s * count
+                    row[f"{fmt}_{k}_s"] = round(s, 4)
+                    row[f"{fmt}_{k}_gflops"] = round(flops / s / 1e9, 1)
+            rows.append(row)
+            print(" | ".join(str(v) for v in row.values()), flush=True)
+        for fmt, t in totals.items():
+            print(f"{name} {size}px {fmt}: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
+    if a.csv:
+        with open(a.csv, "w", newline="") as f:
+            commit = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+            ).stdout
+            w = csv.DictWriter(f, fieldnames=["date", "commit", "machine", "torch", *rows[0]])
+            w.writeheader()
+            for r in rows:
+                w.writerow(
+                    {
+                        "date": time.strftime("%Y-%m-%d"),
+                        "commit": commit.strip(),
+                        "machine": machine,
+                        "torch": torch.__version__,
+                        **r,
+                    }
+                )
+
+
+if __name__ == "__main__":
+    main()

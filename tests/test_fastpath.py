@@ -1,0 +1,140 @@
+"""The memory format is chosen per machine: probed once on the run's own model and size, cached, named in
+the run's first line, overridable, and kept by a resumed run. The allocator is chosen per process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO, tiny_train_config
+
+from seglib.engine import TrainConfig, fit, load_checkpoint
+from seglib.engine.allocator import allocator_env, jemalloc_path
+from seglib.engine.fastpath import FORMATS, choose_memory_format, probe_cache_path
+from seglib.engine.train import TrainingInterrupted
+
+CPU = torch.device("cpu")
+TINY_MODEL = ("unet", {"base_channels": 4}, 32, 4)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    path = tmp_path / "probe" / "fastpath.json"
+    monkeypatch.setenv("SEGLIB_PROBE_CACHE", str(path))
+    return path
+
+
+def test_probe_times_both_formats_then_reads_the_cache(fresh_cache):
+    first = choose_memory_format(*TINY_MODEL, CPU, amp=False)
+    assert first.source == "probe" and set(first.rates) == set(FORMATS)
+    assert all(r > 0 for r in first.rates.values())
+    # channels_last unless NCHW is clearly faster (fastpath.MARGIN)
+    assert first.channels_last == (first.rates["nchw"] <= 1.05 * first.rates["channels_last"])
+    again = choose_memory_format(*TINY_MODEL, CPU, amp=False)
+    assert (
+        again.source == "cache" and again.rates == first.rates and again.channels_last == first.channels_last
+    )
+    (key,) = json.loads(fresh_cache.read_text())
+    assert "unet(base_channels=4) 32px b2" in key and torch.__version__ in key
+    assert probe_cache_path() == fresh_cache
+
+
+def test_asked_for_format_and_cuda_are_not_probed(fresh_cache):
+    assert choose_memory_format(*TINY_MODEL, CPU, amp=False, requested=False).describe() == (
+        "memory format NCHW (config)"
+    )
+    cuda = choose_memory_format(*TINY_MODEL, torch.device("cuda"), amp=True)
+    assert cuda.channels_last and cuda.source == "cuda"
+    assert not fresh_cache.exists()
+
+
+def test_a_damaged_cache_is_probed_again_and_rewritten(fresh_cache):
+    fresh_cache.parent.mkdir(parents=True)
+    fresh_cache.write_text("{not json")
+    assert choose_memory_format(*TINY_MODEL, CPU, amp=False).source == "probe"
+    assert len(json.loads(fresh_cache.read_text())) == 1
+
+
+def test_the_probe_leaves_the_random_numbers_alone(fresh_cache):
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    choose_memory_format(*TINY_MODEL, CPU, amp=False)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def _force_cache(path, channels_last: bool) -> None:
+    """Every cached answer turned into `channels_last`, as if this machine measured so."""
+    data = json.loads(path.read_text())
+    for entry in data.values():
+        entry["channels_last"] = channels_last
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("forced", [False, True], ids=["nchw", "channels_last"])
+def test_fit_trains_in_the_cached_choice_and_says_so(synthetic_root, tmp_path, fresh_cache, capsys, forced):
+    def cfg(name: str) -> TrainConfig:
+        return tiny_train_config(synthetic_root, tmp_path, run_name=name, epochs=1, progress=True)
+
+    probed = fit(cfg("probe"))
+    assert "(probe: channels_last" in capsys.readouterr().out
+    assert probed.config.channels_last in (True, False)  # the run's config records the choice
+    _force_cache(fresh_cache, forced)
+    run = fit(cfg("cached"))
+    first = capsys.readouterr().out.splitlines()[0]
+    name = "channels_last" if forced else "NCHW"
+    assert f"memory format {name} (cache: " in first and "malloc)" in first
+    assert TrainConfig.load(run.run_dir / "config.json").channels_last is forced
+    asked = fit(
+        tiny_train_config(synthetic_root, tmp_path, run_name="asked", epochs=1, channels_last=not forced)
+    )
+    assert f"memory format {'NCHW' if forced else 'channels_last'} (config)" in capsys.readouterr().out
+    assert asked.config.channels_last is (not forced)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_memory_format(synthetic_root, tmp_path, fresh_cache, capsys, loss_at_step):
+    def cfg(out) -> TrainConfig:
+        return tiny_train_config(synthetic_root, out, run_name="r", epochs=2)
+
+    choose_memory_format("unet", {"base_channels": 4}, 32, 4, CPU, amp=False)  # fills the cache
+    _force_cache(fresh_cache, False)
+    whole = fit(cfg(tmp_path / "a"))
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg(tmp_path / "b"), loss_fn=loss_at_step("ctrl_c", 4))
+    _force_cache(fresh_cache, True)  # the machine now answers channels_last: the run must not follow
+    capsys.readouterr()
+    resumed = fit(cfg(tmp_path / "b"), resume=True)
+    assert "memory format NCHW (the resumed run's)" in capsys.readouterr().out
+    assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["channels_last"] is False
+    a, b = (
+        load_checkpoint(whole.run_dir / "last.pt")["model"],
+        load_checkpoint(resumed.run_dir / "last.pt")["model"],
+    )
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _run_line(synthetic_root, tmp_path, **env) -> str:
+    """The line that starts the run (it names the allocator), from the CLI's output."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    cmd = [sys.executable, "-m", "seglib", "train", "--data_path", str(synthetic_root)]
+    cmd += ["--output_dir", str(tmp_path), "--model", "unet", "--base_channels", "4", "--image_size", "32"]
+    cmd += ["--epochs", "1", "--train_limit", "4", "--val_limit", "2", "--batch_size", "2", "--no-progress"]
+    cmd += ["--no-channels_last"]  # no probe: this test is about the allocator
+    out = subprocess.run(cmd, env={**clean, **env}, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return next(line for line in out.stdout.splitlines() if line.startswith("seglib: unet"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    jemalloc_path() is None, reason="jemalloc is not installed (apt-get install libjemalloc2)"
+)
+def test_the_cli_trains_under_jemalloc_unless_told_not_to(synthetic_root, tmp_path):
+    assert allocator_env()["LD_PRELOAD"] == str(jemalloc_path()) or "LD_PRELOAD" in os.environ
+    assert "device cpu (jemalloc malloc)" in _run_line(synthetic_root, tmp_path / "je")
+    off = _run_line(synthetic_root, tmp_path / "glibc", SEGLIB_JEMALLOC="0")
+    assert "device cpu (glibc malloc)" in off
