@@ -47,6 +47,13 @@ def conv_shapes(name: str, size: int) -> OrderedDict:
     return found
 
 
+def _label(key: tuple) -> str:
+    """e.g. "Conv2d 64->128 @128": kind, input -> output channels, input size."""
+    kind, xs, ws = key[:3]
+    out = ws[1] if kind == "ConvTranspose2d" else ws[0]  # ConvTranspose2d's weight is (in, out, kh, kw)
+    return f"{kind} {xs[0]}->{out} @{xs[1]}"
+
+
 def best_of(fn, reps: int = 2) -> float:
     fn()
     times = []
@@ -93,7 +100,7 @@ def main() -> None:
             row = {
                 "model": name,
                 "size": size,
-                "layer": f"{key[0]} {key[1][0]}->{key[2][0]} @{key[1][1]}",
+                "layer": _label(key),
                 "count": count,
             }
             for fmt in ("nchw", "channels_last"):
