@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -80,7 +81,10 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     assert list(history.columns) == HISTORY_COLUMNS and history.epoch.tolist() == [1, 2]
     assert history[["train_loss", "val_loss"]].notna().all().all()
     assert ((history.val_dice >= 0) & (history.val_dice <= 1)).all()
-    assert TrainConfig.load(run / "config.json") == cfg
+    saved = TrainConfig.load(run / "config.json")
+    # the run records the memory format it chose for channels_last=None (engine.fastpath)
+    assert cfg.channels_last is None and saved.channels_last in (True, False)
+    assert saved == result.config == dataclasses.replace(cfg, channels_last=saved.channels_last)
     lrs = pd.read_csv(run / "lr.csv")
     assert lrs.lr.tolist() == pytest.approx(lr_curve(cfg, steps_per_epoch=3))  # the lr of every step
     ckpt = load_checkpoint(run / "last.pt")
