@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmark, for a machine with CUDA (never needed by the tests): about 3-5 minutes.
-# Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json)
+# The GPU benchmark, for a machine with CUDA (never needed by the tests): about 5-7 minutes.
+# Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json and
+# results/profile-*.csv; PROFILE=0 leaves the profiles out)
 # Python: .venv if there is one; else a python3 that already has CUDA PyTorch (an offline GPU box),
 # with seglib taken from this tree and any missing pure dependencies installed from SEGLIB_WHEELS
 # (a folder of wheels, e.g. albumentations and its needs); else a new .venv from the package index.
@@ -22,3 +23,11 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 "$PY" -m seglib.bench --device cuda --compile --reps "${REPS:-5}" --json "${JSON:-results/bench-gpu.json}"
+# Where the step's time goes (torch.profiler), at the bench's batch sizes: about a minute for both.
+if [ "${PROFILE:-1}" = 1 ]; then
+  for spec in "resnet34_unet 64" "unet 32"; do
+    set -- $spec
+    "$PY" benchmarks/profile_step.py --device cuda --model "$1" --image_size 256 --batch_size "$2" \
+      --csv "results/profile-$1-256.csv"
+  done
+fi

@@ -35,7 +35,7 @@ fi
 import importlib.util
 import sys
 
-need = ["albumentations", "papermill", "ipykernel", "ipywidgets", "nbclient", "nbformat", "jupyter_client",
+need = ["albumentations", "papermill", "ipykernel", "ipywidgets", "kornia", "nbclient", "nbformat", "jupyter_client",
         "zmq", "IPython", "pydantic", "albucore", "cv2", "torch", "pandas", "matplotlib", "seaborn", "tqdm"]
 missing = [name for name in need if importlib.util.find_spec(name) is None]
 if missing:

@@ -34,7 +34,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +45,19 @@ from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import (
+    DeviceAugment,
+    EpochSampler,
     OxfordPetDataset,
     collate,
     eval_transform,
     make_synthetic_pets,
     synthetic_pet,
     train_transform,
+    uint8_transform,
 )
 from .engine import evaluate
 from .engine.allocator import allocator_env, allocator_name
+from .engine.batches import BatchPrep, ResidentLoader, resident_fits
 from .engine.fastpath import FORMATS, choose_memory_format
 from .engine.loaders import make_loader, train_loader
 from .engine.losses import bce_loss
@@ -486,24 +490,12 @@ def run_benchmark(
         # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
         fast_loader = make_loader(fast_ds, ebatch, sampler(fast_ds), dev)
 
+        def to_input(b: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
+            return x, b["mask"].to(dev, non_blocking=True)
+
         def fast_epoch() -> float:
-            t = time.perf_counter()
-            n, wait, total = 0, 0.0, torch.zeros((), device=dev)
-            it = iter(fast_loader)
-            while True:
-                w0 = time.perf_counter()
-                b = next(it, None)
-                wait += time.perf_counter() - w0
-                if b is None:
-                    break
-                x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
-                y = b["mask"].to(dev, non_blocking=True)
-                total += fast_step(fast_model, fast_opt, x, y, amp)
-                n += x.shape[0]
-            total.item()
-            dt = time.perf_counter() - t
-            waits.append(wait / dt)
-            return n / dt
+            return _timed_epoch(fast_loader, to_input, fast_model, fast_opt, amp, waits)
 
         ref, fst = interleaved(ref_epoch, fast_epoch, reps)
         rows.append(_row(ewhat, "images/s", ref, fst))
@@ -517,6 +509,8 @@ def run_benchmark(
             }
         )
         log(_fmt(rows[-2]) + f" (loader wait {statistics.median(waits):.1%})")
+        epoch = (root, Path(tmp) / "cache", esize, ebatch, ekw, passes, fmt)
+        rows += _device_epoch_rows(epoch, dev, reps, ref_epoch, ewhat, log)
 
         # Evaluation at original resolution: 256 px model input, scored against the full-size trimaps.
         test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
@@ -539,16 +533,88 @@ def run_benchmark(
             return len(test) / (time.perf_counter() - t)
 
         ref, fst = interleaved(ref_eval, fast_eval, reps)
-        rows.append(
-            _row(
-                f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images",
-                "images/s",
-                ref,
-                fst,
-            )
-        )
+        ewhat = f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images"
+        rows.append(_row(ewhat, "images/s", ref, fst))
+        log(_fmt(rows[-1]))
+        # The same with the test set decoded once (dataset.use_cache): pre-resized images, no JPEG decode.
+        cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(Path(tmp) / "cache", 256)
+
+        def cached_eval() -> float:
+            t = time.perf_counter()
+            evaluate(model_cl, cached, device=str(dev), batch_size=8, progress=False)
+            return len(cached) / (time.perf_counter() - t)
+
+        ref, fst = interleaved(ref_eval, cached_eval, reps)
+        rows.append(_row(f"{ewhat}, test set cached", "images/s", ref, fst))
         log(_fmt(rows[-1]))
     return out
+
+
+def _timed_epoch(
+    batches: Iterable[dict],
+    to_input: Callable[[dict, int], tuple[torch.Tensor, torch.Tensor]],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    amp: bool,
+    waits: list[float],
+) -> float:
+    """images/s of seglib's steps over `batches` (`to_input(batch, step)` makes the model's input); the
+    share of the time spent waiting for the next batch goes into `waits`."""
+    t, n, wait, step, total = time.perf_counter(), 0, 0.0, 0, 0.0
+    it = iter(batches)
+    while True:
+        w0 = time.perf_counter()
+        b = next(it, None)
+        wait += time.perf_counter() - w0
+        if b is None:
+            break
+        x, y = to_input(b, step)
+        total = total + fast_step(model, opt, x, y, amp)  # summed on the device, read once
+        n, step = n + x.shape[0], step + 1
+    float(total)
+    dt = time.perf_counter() - t
+    waits.append(wait / dt)
+    return n / dt
+
+
+def _device_epoch_rows(
+    epoch: tuple, dev: torch.device, reps: int, ref_epoch: Callable[[], float], what: str, log: Callable
+) -> list[dict]:
+    """The whole-epoch row on the device data path (`TrainConfig.device_data`): uint8 batches from the
+    cache (held whole on the device where it fits), normalised and augmented there, against the same
+    reference epoch; and its share of time waiting for data."""
+    root, cache_dir, size, batch, kwargs, passes, fmt = epoch
+    ds = OxfordPetDataset(root, "trainval", uint8_transform(size)).use_cache(cache_dir, size)
+    sampler = EpochSampler(len(ds), seed=0)
+    resident = resident_fits(ds, dev)
+    loader = ResidentLoader(ds, batch, sampler, dev) if resident else make_loader(ds, batch, sampler, dev)
+    model = build_model("unet", **kwargs).to(dev).to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    prep = BatchPrep(dev, fmt == torch.channels_last, DeviceAugment(), seed=0)
+    amp, waits = default_amp(dev), []
+
+    def all_passes() -> Iterator[dict]:
+        for p in range(passes):
+            sampler.set_epoch(p)
+            yield from loader
+
+    def device_epoch() -> float:
+        return _timed_epoch(all_passes(), prep, model, opt, amp, waits)
+
+    ref, fst = interleaved(ref_epoch, device_epoch, reps)
+    how = "cache resident" if resident else "loader"
+    rows = [_row(f"{what}, device data path ({how})", "images/s", ref, fst)]
+    rows.append(
+        {
+            "what": "seglib epoch, device data path: share of time waiting for data",
+            "unit": "fraction",
+            "reference": None,
+            "seglib": statistics.median(waits),
+            "ratio": None,
+        }
+    )
+    log(_fmt(rows[0]) + f" (loader wait {statistics.median(waits):.1%})")
+    return rows
 
 
 def _fmt(row: dict) -> str:

@@ -18,7 +18,10 @@ EXPECTED = [
     "cache build",
     "whole epoch",
     "share of time waiting",
+    "device data path (cache resident)",
+    "device data path: share of time waiting",
     "evaluation",
+    "test set cached",
 ]
 TINY = {"model": "unet", "model_kwargs": {"base_channels": 4}, "size": 32, "batch": 2, "steps": 1}
 

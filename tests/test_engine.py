@@ -84,7 +84,9 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     saved = TrainConfig.load(run / "config.json")
     # the run records the memory format it chose for channels_last=None (engine.fastpath)
     assert cfg.channels_last is None and saved.channels_last in (True, False)
-    assert saved == result.config == dataclasses.replace(cfg, channels_last=saved.channels_last)
+    assert saved.device_data is False and saved.compile is False  # a CPU's automatic choices, recorded
+    chosen = {k: getattr(saved, k) for k in ("channels_last", "device_data", "compile")}
+    assert saved == result.config == dataclasses.replace(cfg, **chosen)
     lrs = pd.read_csv(run / "lr.csv")
     assert lrs.lr.tolist() == pytest.approx(lr_curve(cfg, steps_per_epoch=3))  # the lr of every step
     ckpt = load_checkpoint(run / "last.pt")

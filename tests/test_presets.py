@@ -30,6 +30,8 @@ UNSET = {
     "num_workers": None,
     "amp": None,
     "channels_last": None,
+    "device_data": None,
+    "compile": None,
     "cache": True,
     "cache_dir": None,
     "deterministic": True,

@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import SegmentationDataset
 from .dataset import EmptySplitError, OxfordPetDataset, collate
+from .device import DeviceAugment, augment_seed, normalize_table, normalize_uint8
 from .download import RESOURCES, download
 from .files import CorruptSampleError, find_root, is_oxford_pet_root, open_rgb
 from .folder import (
@@ -33,7 +34,14 @@ from .mixing import copy_paste, mixing_generator
 from .sampling import EpochSampler
 from .stats import describe
 from .synthetic import make_fullsize_pets, make_synthetic_pets, synthetic_pet
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, seed_transform, train_transform
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    eval_transform,
+    seed_transform,
+    train_transform,
+    uint8_transform,
+)
 from .trimaps import BORDER_MODES, IGNORE_INDEX, check_trimap, trimap_to_mask
 
 __all__ = [
@@ -41,6 +49,7 @@ __all__ = [
     "BREEDS",
     "CorruptSampleError",
     "DATASETS",
+    "DeviceAugment",
     "EmptySplitError",
     "FolderDataset",
     "IGNORE_INDEX",
@@ -53,6 +62,7 @@ __all__ = [
     "EpochSampler",
     "ListEntry",
     "OxfordPetDataset",
+    "augment_seed",
     "breed_of",
     "check_split_fractions",
     "check_trimap",
@@ -71,6 +81,8 @@ __all__ = [
     "make_synthetic_folder",
     "make_synthetic_pets",
     "mixing_generator",
+    "normalize_table",
+    "normalize_uint8",
     "open_rgb",
     "open_split",
     "parse_mask_values",
@@ -83,6 +95,7 @@ __all__ = [
     "synthetic_pet",
     "train_transform",
     "trimap_to_mask",
+    "uint8_transform",
     "write_splits",
 ]
 

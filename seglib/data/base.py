@@ -28,7 +28,7 @@ __all__ = ["SegmentationDataset"]
 class SegmentationDataset(Dataset):
     """Images and binary masks. Samples are dicts: `image` (float 3xHxW, normalised), `mask` (float
     1xHxW: 1 object, 0 background, IGNORE_INDEX on the border band with `border="ignore"`), `name`,
-    `index`; with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution).
+    `index` (with `uint8_transform` both uint8, for `seglib.data.device`); with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution).
 
     A subclass sets `root`, `split`, `border`, `entries` (each with `name`, `breed`, `species`),
     `transform`, `return_full_mask`, `on_corrupt`, `cache` (None) and `_sizes` ({}), and gives
@@ -117,9 +117,11 @@ class SegmentationDataset(Dataset):
         if seed is not None and isinstance(self.transform, A.BaseCompose):
             seed_transform(self.transform, seed)
         out = self.transform(image=image, mask=mask)
+        target = torch.as_tensor(out["mask"]).unsqueeze(0)  # (1, H, W)
         sample = {
             "image": out["image"],
-            "mask": torch.as_tensor(out["mask"]).float().unsqueeze(0),  # (1, H, W)
+            # uint8 images (uint8_transform) keep uint8 masks: the batch travels to the device as bytes
+            "mask": target if out["image"].dtype == torch.uint8 else target.float(),
             "name": self.entries[i].name,
             "index": i,
         }

@@ -7,7 +7,14 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "train_transform", "eval_transform", "seed_transform"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "train_transform",
+    "eval_transform",
+    "uint8_transform",
+    "seed_transform",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +56,12 @@ def eval_transform(image_size: int = 256) -> A.Compose:
     return A.Compose(
         [A.Resize(image_size, image_size), A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
     )
+
+
+def uint8_transform(image_size: int = 256) -> A.Compose:
+    """Resize and ToTensorV2 only: uint8 3xHxW samples, normalised (and augmented) on the device
+    (`seglib.data.device`). Its Resize is the other pipelines' (a no-op on a cached image)."""
+    return A.Compose([A.Resize(image_size, image_size), ToTensorV2()])
 
 
 def seed_transform(transform: A.BaseCompose, seed: int) -> None:

@@ -80,6 +80,8 @@ class TrainConfig:
     channels_last: bool | None = (
         None  # NHWC memory layout; None: NHWC on CUDA, the faster one on a CPU (probed)
     )
+    device_data: bool | None = None  # uint8 batches, normalised and augmented on the device; None: on CUDA
+    compile: bool | None = None  # torch.compile the model; None: on CUDA for long runs, off on a CPU
     cache: bool = True  # decode each image once into a memory-mapped cache at image_size (seglib.data.cache)
     cache_dir: str | None = None  # None: <output_dir>/../cache, e.g. results/cache
     deterministic: bool = True  # same seed, same data, same device -> same result (cuDNN autotuning off)
@@ -109,6 +111,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be True or False, got {value!r}")
+        for name in ("compile", "device_data"):
+            if not isinstance(getattr(self, name), bool | None):
+                raise ValueError(f"{name} must be None (auto), True or False, got {getattr(self, name)!r}")
         for name in ("train_limit", "val_limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):

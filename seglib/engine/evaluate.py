@@ -2,15 +2,21 @@
 
 Predictions are up-sampled (bilinear, on the logits) back to each image's original size before the
 threshold, and compared with the original trimap: what a user of the mask actually gets.
+
+`evaluate` keeps every count on the device and copies a batch's scores to the host once (no sync per
+image); a small set is read without loader workers; on the "device" data path (CUDA's default) uint8
+batches travel and are normalised there (`batches.BatchPrep`), with the same table as on the host.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import numpy as np
 import pandas as pd
 import torch
@@ -18,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..data import SegmentationDataset, eval_transform, open_rgb
+from ..data import SegmentationDataset, eval_transform, open_rgb, uint8_transform
 from ..metrics import (
     IGNORE_INDEX,
     confusion_counts,
@@ -27,13 +33,18 @@ from ..metrics import (
     dice_from_counts,
     iou_from_counts,
 )
+from .batches import BatchPrep, resolve_device_data
 from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
-from .runtime import autocast, default_amp, resolve_device, to_device_batch
+from .runtime import autocast, default_amp, default_num_workers, resolve_device
 
 __all__ = ["evaluate", "forward_tta", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
+
+# Sets of at most this many images (per process) are read without loader workers: starting up to 8
+# worker processes on every call costs more than they save on so few images.
+SMALL_EVAL = 256
 
 
 def checkpoint_image_size(path: str | Path, default: int = 256) -> int:
@@ -60,6 +71,7 @@ def evaluate(
     amp: bool | None = None,
     progress: bool = True,
     tta: bool = False,
+    device_data: bool | None = None,
 ) -> pd.DataFrame:
     """One row per image: name, breed, species, size, Dice and IoU at original and model resolution.
 
@@ -67,6 +79,12 @@ def evaluate(
     `dice_model`, `iou_model` at the model's input resolution; `fg_fraction` is the share of pet
     pixels in the truth, `pred_fraction` in the prediction. `tta=True` averages each image's logits
     with those of its mirror image (horizontal-flip test-time augmentation).
+
+    `num_workers=None`: none for a set of at most `SMALL_EVAL` images, else `default_num_workers`.
+    `device_data=True` reads uint8 samples (`uint8_transform` at the size of the dataset's `A.Resize`)
+    and normalises them on the device, False uses the dataset's transform; None takes True on CUDA when
+    that gives the same samples (the transform is `eval_transform` or `uint8_transform`). The table is
+    the same either way.
 
     In a distributed run (a process group is initialised, e.g. by `distributed.init_distributed`) rank r
     scores the images r, r + W, ... and every rank returns all rows, in dataset order: the same table as
@@ -76,18 +94,19 @@ def evaluate(
     model = _as_model(model_or_checkpoint, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ds = copy.copy(dataset)
-    ds.return_full_mask = True
+    ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev))
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
-    loader = eval_loader(ds, batch_size, dev, num_workers, rank=rank, world_size=world)
+    workers = _eval_workers(num_workers, len(ds), dev, world)
+    loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world)
+    prep = BatchPrep(dev, channels_last)  # float batches are moved, uint8 ones normalised on the device
     rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
     skipped: list[str] = []
     for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
         skipped += batch["skipped"]
         if batch["image"] is None:
             continue
-        images, masks = to_device_batch(batch["image"], batch["mask"], dev, channels_last)
+        images, masks = prep(batch)
         with autocast(dev, use_amp):
             logits = forward_tta(model, images, tta)  # (B, 1, h, w)
         rows += _image_rows(ds, batch, logits, masks, threshold)
@@ -102,6 +121,86 @@ def evaluate(
     return pd.DataFrame([row for _, row in rows])
 
 
+def _eval_workers(num_workers: int | None, n_images: int, device: torch.device, world_size: int) -> int:
+    """`num_workers` as given; None: 0 for a share of at most `SMALL_EVAL` images, else the default."""
+    if num_workers is not None:
+        return num_workers
+    return 0 if math.ceil(n_images / world_size) <= SMALL_EVAL else default_num_workers(device)
+
+
+def _pipeline(transform: Any) -> list[tuple[type, dict[str, Any]]] | None:
+    """A Compose's children as (type, arguments); None for anything else."""
+    if not isinstance(transform, A.BaseCompose):
+        return None
+    return [(type(t), t.get_transform_init_args()) for t in transform.transforms]
+
+
+def _input_size(transform: Any) -> int:
+    """The model input size: that of the (square) `A.Resize` in an Albumentations Compose."""
+    children = list(getattr(transform, "transforms", []))
+    sizes = [(t.height, t.width) for t in children if isinstance(t, A.Resize)]
+    if not sizes or sizes[0][0] != sizes[0][1]:
+        steps = ", ".join(type(t).__name__ for t in children) or type(transform).__name__
+        raise ValueError(
+            "evaluate(device_data=True) reads the model input size from a square A.Resize in the "
+            f"dataset's transform (an Albumentations Compose), and this one ({steps}) has none; "
+            "pass device_data=False to use the dataset's own transform"
+        )
+    return sizes[0][0]
+
+
+def _eval_device_data(device_data: bool | None, transform: Any, device: torch.device) -> bool:
+    """`resolve_device_data`; None keeps the host path for a transform that `uint8_transform` plus the
+    device's ImageNet normalisation would not reproduce (its own normalisation, crop or resize)."""
+    on = resolve_device_data(device_data, device)
+    if device_data is not None or not on:
+        return on
+    try:
+        size = _input_size(transform)
+    except ValueError:
+        return False
+    return _pipeline(transform) in (_pipeline(eval_transform(size)), _pipeline(uint8_transform(size)))
+
+
+def _eval_dataset(dataset: SegmentationDataset, device_data: bool) -> SegmentationDataset:
+    """A copy of `dataset` that returns full-resolution masks, on the device path uint8 samples."""
+    ds = copy.copy(dataset)
+    ds.return_full_mask = True
+    if device_data:
+        ds.transform = uint8_transform(_input_size(dataset.transform))
+    return ds
+
+
+def _full_masks_to(masks: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The full-resolution masks on `device`, copied without blocking (from pinned memory on CUDA)."""
+    if device.type == "cuda":
+        masks = [m if m.is_pinned() else m.pin_memory() for m in masks]
+    return [m.to(device, non_blocking=True) for m in masks]
+
+
+def _full_counts(logits: torch.Tensor, full: torch.Tensor, threshold: float) -> torch.Tensor:
+    """(4,) float64 on the device: tp, fp, fn of one image's logits (1, 1, h, w) up-sampled to its
+    trimap `full` (H, W), and its valid (not ignored) pixels. float64 holds fp32 counts and the integer
+    pixel count exactly."""
+    up = F.interpolate(logits, size=full.shape, mode="bilinear", align_corners=False)
+    tp, fp, fn = confusion_counts(up[:, 0], full[None], threshold)
+    valid = (full != IGNORE_INDEX).sum()[None]
+    return torch.cat([torch.cat([tp, fp, fn]).double(), valid.double()])
+
+
+def _batch_scores(
+    logits: torch.Tensor, masks: torch.Tensor, fulls: list[torch.Tensor], threshold: float
+) -> list[list[float]]:
+    """Per image [tp, fp, fn, valid, dice, iou, dice_model, iou_model]: computed on the device, copied
+    to the host in one transfer. Counts and Dice are the fp32 values the per-image code gave, exactly."""
+    tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
+    full = torch.stack([_full_counts(logits[j : j + 1], m, threshold) for j, m in enumerate(fulls)])
+    tp, fp, fn = full[:, :3].float().unbind(1)  # back to fp32: Dice as fp32 counts give it
+    scores = [dice_from_counts(tp, fp, fn), iou_from_counts(tp, fp, fn)]
+    scores += [dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)]
+    return torch.cat([full, torch.stack(scores, 1).double()], 1).cpu().tolist()
+
+
 def _image_rows(
     ds: SegmentationDataset,
     batch: dict[str, Any],
@@ -110,16 +209,12 @@ def _image_rows(
     threshold: float,
 ) -> list[tuple[int, dict[str, Any]]]:
     """(dataset index, row) for each image of a batch: its logits up-sampled to the original trimap."""
-    tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
-    dice_m, iou_m = dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)
+    fulls = _full_masks_to(batch["mask_full"], logits.device)
+    scores = _batch_scores(logits, masks, fulls, threshold)
     rows = []
-    for j, full in enumerate(batch["mask_full"]):
-        full = full.to(logits.device)
-        up = F.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear", align_corners=False)
-        tp, fp, fn = (c.item() for c in confusion_counts(up[:, 0], full[None], threshold))
-        counts = torch.tensor(tp), torch.tensor(fp), torch.tensor(fn)
-        valid = (full != IGNORE_INDEX).sum().item()
-        i = int(batch["index"][j])
+    for i, full, (tp, fp, fn, valid, dice, iou, dice_m, iou_m) in zip(
+        batch["index"].tolist(), fulls, scores, strict=True
+    ):
         entry = ds.entries[i]
         row = {
             "name": entry.name,
@@ -127,15 +222,15 @@ def _image_rows(
             "species": entry.species,
             "height": full.shape[0],
             "width": full.shape[1],
-            "dice": float(dice_from_counts(*counts)),
-            "iou": float(iou_from_counts(*counts)),
-            "dice_model": dice_m[j].item(),
-            "iou_model": iou_m[j].item(),
+            "dice": dice,
+            "iou": iou,
+            "dice_model": dice_m,
+            "iou_model": iou_m,
             "tp": tp,
             "fp": fp,
             "fn": fn,
-            "fg_fraction": (tp + fn) / max(valid, 1),
-            "pred_fraction": (tp + fp) / max(valid, 1),
+            "fg_fraction": (tp + fn) / max(int(valid), 1),
+            "pred_fraction": (tp + fp) / max(int(valid), 1),
         }
         rows.append((i, row))
     return rows

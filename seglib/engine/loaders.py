@@ -20,15 +20,18 @@ from ..data import (
     open_split,
     resolve_data_root,
     train_transform,
+    uint8_transform,
 )
 from ..metrics import IGNORE_INDEX
+from .batches import ResidentLoader, resolve_device_data
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .runtime import default_num_workers
+from .runtime import default_num_workers, resolve_device
 
 __all__ = [
     "FOLDER_SETTINGS",
     "make_datasets",
+    "run_device_data",
     "split_dataset",
     "checkpoint_split",
     "make_loader",
@@ -68,17 +71,26 @@ def checkpoint_split(
     return split_dataset(cfg, split, **kwargs)
 
 
+def run_device_data(cfg: TrainConfig) -> bool:
+    """Whether the run takes the device data path (`batches.resolve_device_data` on its device)."""
+    return resolve_device_data(cfg.device_data, resolve_device(cfg.device))
+
+
 def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset, str]:
-    """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic" | "folder")."""
+    """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic" | "folder").
+
+    On the device data path both give uint8 samples (the device normalises and augments them)."""
     _, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
     fill = IGNORE_INDEX if cfg.border == "ignore" else 0
-    train_tf = (
-        train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
-        if cfg.augment
-        else eval_transform(cfg.image_size)
-    )
+    if run_device_data(cfg):
+        train_tf, val_tf = uint8_transform(cfg.image_size), uint8_transform(cfg.image_size)
+    elif cfg.augment:
+        train_tf = train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
+        val_tf = eval_transform(cfg.image_size)
+    else:
+        train_tf, val_tf = eval_transform(cfg.image_size), eval_transform(cfg.image_size)
     train = split_dataset(cfg, "train", train_tf, limit=cfg.train_limit)
-    val = split_dataset(cfg, "val", eval_transform(cfg.image_size), limit=cfg.val_limit)
+    val = split_dataset(cfg, "val", val_tf, limit=cfg.val_limit)
     if cfg.cache:  # decode once; the samples are bit-identical to uncached ones
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir).parent / "cache"
         train.use_cache(cache_dir, cfg.image_size)
@@ -132,13 +144,17 @@ def train_loader(
     num_workers: int | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
+    resident: bool = False,
+) -> DataLoader | ResidentLoader:
     """This rank's training loader: an `EpochSampler` share padded to equal length, so the ranks step
-    together; a last batch of one image dropped (see `train_steps_per_epoch`)."""
+    together; a last batch of one image dropped (see `train_steps_per_epoch`). `resident`: batches
+    gathered from the dataset's cache held on `device` (`batches.ResidentLoader`), no workers."""
     sampler = EpochSampler(
         len(dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, pad=True
     )
     drop_last = sampler.num_samples % batch_size == 1
+    if resident:
+        return ResidentLoader(dataset, batch_size, sampler, device, drop_last)
     return make_loader(dataset, batch_size, sampler, device, num_workers, drop_last)
 
 
@@ -149,8 +165,11 @@ def eval_loader(
     num_workers: int | None = None,
     rank: int = 0,
     world_size: int = 1,
-) -> DataLoader:
+    resident: bool = False,
+) -> DataLoader | ResidentLoader:
     """This rank's evaluation loader: images rank, rank + W, ... in order, none padded or repeated, so
-    that sums over the ranks count every image once."""
+    that sums over the ranks count every image once (`resident` as for `train_loader`)."""
     sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world_size=world_size, pad=False)
+    if resident:
+        return ResidentLoader(dataset, batch_size, sampler, device)
     return make_loader(dataset, batch_size, sampler, device, num_workers)

@@ -16,13 +16,15 @@ from torch.utils.data import DataLoader
 
 from ..data import CorruptSampleError, copy_paste, mixing_generator
 from ..metrics import confusion_counts, dice_from_counts
+from .batches import BatchPrep, ResidentLoader
+from .compiled import CompileClock
 from .config import TrainConfig
 from .distributed import agree_to_stop, get_rank, is_distributed, is_main
 from .evaluate import forward_tta
 from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
-from .runtime import autocast, to_device_batch
+from .runtime import autocast
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
 
@@ -40,12 +42,15 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass(frozen=True)
 class Env:
     """What every step needs besides the data: where it computes, in which precision, with which loss,
-    and the Ctrl-C flag it stops on."""
+    the Ctrl-C flag it stops on, what makes a loader's batch the model's input (`prep`), and in a
+    compiled run the clock of its first steps."""
 
     device: torch.device
     use_amp: bool
     loss_fn: LossFn
     interrupt: Interrupt
+    prep: BatchPrep
+    clock: CompileClock | None = None
 
 
 class _Meter:
@@ -82,7 +87,7 @@ class _Meter:
         return stop
 
 
-def _bar(loader: DataLoader, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
+def _bar(loader: DataLoader | ResidentLoader, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
     show = cfg.progress and is_main()
     return progress_bar(
         loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True, initial=initial, total=total
@@ -131,7 +136,7 @@ def _optimizer_step(state: TrainState, loss: torch.Tensor, cfg: TrainConfig) -> 
 def train_one_epoch(
     net: nn.Module,
     state: TrainState,
-    loader: DataLoader,
+    loader: DataLoader | ResidentLoader,
     cfg: TrainConfig,
     env: Env,
     total: int,
@@ -153,16 +158,19 @@ def train_one_epoch(
                 )
             stats.step += 1
             continue
-        images, masks = to_device_batch(batch["image"], batch["mask"], env.device, cfg.channels_last)
+        images, masks = env.prep(batch, state.step if cfg.augment else None)
         if cfg.augment and cfg.copy_paste > 0:
             images, masks = copy_paste(
                 images, masks, cfg.copy_paste, mixing_generator(cfg.seed, state.step, get_rank())
             )
+        timed = env.clock is not None and env.clock.start("first training step")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)
         loss = env.loss_fn(logits, masks)
         meter.add(loss, logits, masks, cfg.threshold)
         _optimizer_step(state, loss, cfg)
+        if timed:
+            env.clock.stop("first training step")
         # Ranks take the same training steps, so every read can be a point of agreement.
         _after_step(meter, env, cfg, total, True, bar, state.optimizer.param_groups[0]["lr"])
     _finish(meter, env, bar)
@@ -171,7 +179,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate_epoch(
-    model: nn.Module, loader: DataLoader, cfg: TrainConfig, env: Env, desc: str = ""
+    model: nn.Module, loader: DataLoader | ResidentLoader, cfg: TrainConfig, env: Env, desc: str = ""
 ) -> EpochStats:
     """Loss and Dice of `model` over `loader` at model resolution (flip TTA with `cfg.tta`); this
     rank's stats."""
@@ -183,10 +191,13 @@ def evaluate_epoch(
         if batch["image"] is None:
             stats.step += 1
             continue
-        images, masks = to_device_batch(batch["image"], batch["mask"], env.device, cfg.channels_last)
+        images, masks = env.prep(batch)
+        timed = env.clock is not None and env.clock.start("first validation batch")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(model, images, cfg.tta)
         meter.add(env.loss_fn(logits, masks), logits, masks, cfg.threshold)
+        if timed:
+            env.clock.stop("first validation batch")
         # The ranks' validation shares may differ by one batch: only the final read is agreed.
         _after_step(meter, env, cfg, len(loader), False, bar, None)
     _finish(meter, env, bar)

@@ -54,7 +54,7 @@ RESUME_MAY_DIFFER = frozenset(
 )
 # Settings that None leaves to the machine (fit records its choice in the run's config): a run resumed
 # with None keeps what it was trained with.
-CHOSEN_BY_MACHINE = frozenset({"channels_last"})
+CHOSEN_BY_MACHINE = frozenset({"channels_last", "device_data", "compile"})
 
 
 def new_run_dir(cfg: TrainConfig) -> Path:

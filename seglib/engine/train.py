@@ -22,10 +22,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import SegmentationDataset, write_splits
+from ..data import DeviceAugment, SegmentationDataset, write_splits
+from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name
+from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .checkpoint import model_spec
+from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -41,7 +44,7 @@ from .distributed import (
 from .ema import ModelEMA
 from .fastpath import choose_memory_format
 from .interrupt import Interrupt, deferred_sigint
-from .loaders import eval_loader, make_datasets, train_loader, train_steps_per_epoch
+from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
 from .runs import (
@@ -127,6 +130,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     if resume:
         run_dir = on_main(lambda: find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
         ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
+    cfg = _device_data(cfg, ckpt)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
     use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
@@ -134,7 +138,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     apply_determinism(cfg.deterministic)
     seed_everything(cfg.seed)
     model, spec = _build_model(cfg, info)
-    loaders = _loaders(train_ds, val_ds, cfg, info)
+    loaders, feed = _loaders(train_ds, val_ds, cfg, info)
+    cfg, compiling = _compile(cfg, ckpt, info, len(loaders[0]) * cfg.epochs)
     state = _new_state(model, cfg, len(loaders[0]), use_amp)
     if ckpt is not None:
         _resume(state, ckpt, info, run_dir, cfg)
@@ -143,9 +148,12 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main)
     if kind == "folder" and info.is_main:  # the split, whatever images the folder gains later
         write_splits(train_ds.splits, run_dir / "splits")
-    env = Env(info.device, use_amp, loss_fn, Interrupt())
-    _say(info, _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir) + f"; {layout}")
-    net = wrap_model(model, info)  # trains; `state.eval_model` is what is validated and saved
+    clock = CompileClock(info.device) if cfg.compile else None
+    env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
+    described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
+    _say(info, f"{described}; {layout}; {feed}; {compiling}")
+    # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
+    net, eval_net = _nets(model, state, cfg, info)
     tracker = WandbLogger(
         cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
     )
@@ -153,9 +161,14 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         with deferred_sigint() as interrupt:
             env = replace(env, interrupt=interrupt)
             for epoch in range(state.epoch + 1, cfg.epochs + 1):
-                row, skipped = _train_and_validate(epoch, state, net, loaders, cfg, env, folder, info)
+                row, skipped = _train_and_validate(
+                    epoch, state, (net, eval_net), loaders, cfg, env, folder, info
+                )
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 _report(info, cfg, row, skipped)
+                if clock is not None and clock.seconds:  # once, after this process's first epoch
+                    _say(info, clock.describe())
+                    clock = None
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
@@ -190,6 +203,50 @@ def _memory_format(
     return replace(cfg, channels_last=choice.channels_last), choice.describe()
 
 
+def _saved(ckpt: dict[str, Any], key: str, default: Any) -> Any:
+    """A resumed run's own value of a setting the machine chose (older runs: `default`)."""
+    return ckpt["config"].get(key, default)
+
+
+def _device_data(cfg: TrainConfig, ckpt: dict[str, Any] | None) -> TrainConfig:
+    """`cfg` with device_data decided (`loaders.run_device_data`; a resumed run keeps its own)."""
+    if cfg.device_data is None and ckpt is not None:
+        return replace(cfg, device_data=bool(_saved(ckpt, "device_data", False)))
+    return replace(cfg, device_data=run_device_data(cfg))
+
+
+def _compile(
+    cfg: TrainConfig, ckpt: dict[str, Any] | None, info: DistInfo, total_steps: int
+) -> tuple[TrainConfig, str]:
+    """`cfg` with compile decided (`compiled.choose_compile`; a resumed run keeps its own) and why."""
+    if cfg.compile is None and ckpt is not None:
+        saved = bool(_saved(ckpt, "compile", False))
+        return replace(cfg, compile=saved), f"compile {'on' if saved else 'off'} (the resumed run's)"
+    on, why = choose_compile(cfg.compile, info.device, total_steps)
+    return replace(cfg, compile=on), why
+
+
+def _nets(
+    model: nn.Module, state: TrainState, cfg: TrainConfig, info: DistInfo
+) -> tuple[nn.Module, nn.Module]:
+    """What trains (DDP around the model in a distributed run) and what validates (`state.eval_model`),
+    each compiled when the run compiles; one compiled module serves both where they are the same."""
+    net = wrap_model(model, info)
+    if not cfg.compile:
+        return net, state.eval_model
+    train_net = compile_module(net)
+    same = state.eval_model is model and net is model
+    return train_net, train_net if same else compile_module(state.eval_model)
+
+
+def _prep(cfg: TrainConfig, info: DistInfo) -> BatchPrep:
+    """Batches to model inputs; on the device path with augmentation, `train_transform`'s recipe there."""
+    augment = None
+    if cfg.device_data and cfg.augment:
+        augment = DeviceAugment(IGNORE_INDEX if cfg.border == "ignore" else 0, cfg.scale_jitter)
+    return BatchPrep(info.device, cfg.channels_last, augment, cfg.seed, info.rank)
+
+
 def _layout(channels_last: bool) -> str:
     return "channels_last" if channels_last else "NCHW"
 
@@ -202,15 +259,29 @@ def _build_model(cfg: TrainConfig, info: DistInfo) -> tuple[nn.Module, dict[str,
     return prepare_model(model, info.device, cfg.channels_last), spec
 
 
+Loader = DataLoader | ResidentLoader
+
+
 def _loaders(
     train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: TrainConfig, info: DistInfo
-) -> tuple[DataLoader, DataLoader]:
+) -> tuple[tuple[Loader, Loader], str]:
+    """The train and val loaders, and the data path in words (the run's first line)."""
     workers = cfg.num_workers
     if workers is None:  # the node's cores are shared by its processes
         workers = default_num_workers(info.device, info.local_world_size)
-    share = {"rank": info.rank, "world_size": info.world_size}
+    # Both caches whole on the device: no workers, no per-sample work.
+    resident = cfg.device_data and all(resident_fits(ds, info.device) for ds in (train_ds, val_ds))
+    share = {"rank": info.rank, "world_size": info.world_size, "resident": resident}
     train = train_loader(train_ds, cfg.batch_size, info.device, cfg.seed, cfg.shuffle, workers, **share)
-    return train, eval_loader(val_ds, cfg.batch_size, info.device, workers, **share)
+    val = eval_loader(val_ds, cfg.batch_size, info.device, workers, **share)
+    if resident:
+        mb = (resident_bytes(train_ds) + resident_bytes(val_ds)) / 1e6
+        feed = f"data path device (uint8 cache resident on {info.device}, {mb:,.0f} MB)"
+    elif cfg.device_data:
+        feed = f"data path device (uint8 batches from {workers} loader worker(s))"
+    else:
+        feed = f"data path host (Albumentations in {workers} loader worker(s))"
+    return (train, val), feed
 
 
 def _new_state(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, use_amp: bool) -> TrainState:
@@ -237,16 +308,17 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
 def _train_and_validate(
     epoch: int,
     state: TrainState,
-    net: nn.Module,
-    loaders: tuple[DataLoader, DataLoader],
+    nets: tuple[nn.Module, nn.Module],
+    loaders: tuple[Loader, Loader],
     cfg: TrainConfig,
     env: Env,
     folder: RunFolder,
     info: DistInfo,
 ) -> tuple[dict[str, Any], list[str]]:
-    """One epoch: train, validate, record it in `state` and the run folder; the history row and the
-    samples skipped as unreadable."""
+    """One epoch: train `nets[0]`, validate `nets[1]`, record it in `state` and the run folder; the
+    history row and the samples skipped as unreadable."""
     train, val = loaders
+    net, eval_net = nets
     steps = train_steps_per_epoch(len(train.dataset), cfg.batch_size, info.world_size)
     t0 = time.perf_counter() - state.partial.seconds
     train.sampler.set_epoch(epoch, start=state.partial.step * cfg.batch_size)
@@ -257,7 +329,7 @@ def _train_and_validate(
         broadcast_buffers(state.model)
         if state.ema is not None:
             broadcast_buffers(state.ema.module)
-        va = evaluate_epoch(state.eval_model, val, cfg, env, f"{desc} val")
+        va = evaluate_epoch(eval_net, val, cfg, env, f"{desc} val")
     except StopRequested:
         state.partial.seconds = time.perf_counter() - t0
         state.partial = state.partial.reduced(env.device)

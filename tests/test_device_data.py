@@ -1,0 +1,203 @@
+"""The device data path: uint8 batches normalised and augmented where the model runs (seglib.data.device,
+seglib.engine.batches), tested on the CPU; and the `compile` option."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train_config
+from test_reliability import same_run
+from torch.utils.data import DataLoader
+
+from seglib.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CorruptSampleError,
+    DeviceAugment,
+    EpochSampler,
+    OxfordPetDataset,
+    collate,
+    eval_transform,
+    normalize_table,
+    normalize_uint8,
+    uint8_transform,
+)
+from seglib.engine import TrainConfig, fit, load_checkpoint
+from seglib.engine.batches import BatchPrep, ResidentLoader
+from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
+from seglib.engine.train import TrainingInterrupted
+
+CPU = torch.device("cpu")
+
+
+def _masks(n: int = 8, size: int = 48) -> torch.Tensor:
+    """Two rectangles per image, at places that differ from image to image."""
+    m = torch.zeros(n, 1, size, size, dtype=torch.uint8)
+    for i in range(n):
+        m[i, :, 4 + i : 30 + i, 10:40] = 1
+        m[i, :, 20:44, 2 + i : 9 + i] = 1
+    return m
+
+
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """Channel 0 of normalised images back in [0, 1]."""
+    return x[:, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+
+
+def test_normalising_on_the_device_is_bit_identical_to_albumentations():
+    img = np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    host = eval_transform(40)(image=img[:, :40])["image"]
+    device = normalize_uint8(uint8_transform(40)(image=img[:, :40])["image"][None], normalize_table())
+    assert device.dtype == torch.float32 and torch.equal(device[0], host)
+    with pytest.raises(ValueError, match="uint8"):
+        normalize_uint8(host[None], normalize_table())
+
+
+def test_device_augmentation_is_a_function_of_its_seed_and_leaves_the_rng_alone():
+    aug, masks = DeviceAugment(scale_jitter=0.25), _masks()
+    images = torch.randint(0, 256, (8, 3, 48, 48), dtype=torch.uint8)
+    state = torch.get_rng_state()
+    a, b, c = aug(images, masks, 7), aug(images, masks, 7), aug(images, masks, 8)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+    # Parameters per image, not per batch: eight copies of one mask come out in several ways.
+    _, same = aug(images, masks[:1].repeat(8, 1, 1, 1), 7)
+    assert len({tuple(m.flatten().tolist()) for m in same}) > 1
+
+
+def test_device_augmentation_keeps_image_and_mask_aligned():
+    aug, masks = DeviceAugment(scale_jitter=0.25), _masks(16)
+    aug.colour.p = 0.0  # geometry only: the image is its mask, in white
+    for seed in range(3):
+        x, m = aug(masks.repeat(1, 3, 1, 1) * 255, masks, seed)
+        agree = ((_pixels(x) > 0.5).float() == m[:, 0]).float().mean(dim=(1, 2))
+        assert agree.min() > 0.97, agree  # bilinear image edges against nearest mask edges
+        assert not torch.equal(m, masks.float())  # something moved
+
+
+@pytest.mark.parametrize("fill", [0, 255])
+def test_warped_in_corners_take_the_mask_fill(fill):
+    aug = DeviceAugment(mask_fill=fill)
+    aug.colour.p = 0.0
+    ones = torch.ones(16, 1, 48, 48, dtype=torch.uint8)
+    _, m = aug(torch.full((16, 3, 48, 48), 255, dtype=torch.uint8), ones, 3)
+    values = set(m.unique().tolist())
+    assert values <= {1.0, float(fill)} and float(fill) in values  # some of 16 images were rotated
+
+
+def _uint8_val(root, border="pet", **kw) -> OxfordPetDataset:
+    return OxfordPetDataset(root, "val", uint8_transform(32), border=border, **kw)
+
+
+def test_the_resident_loader_gives_the_dataloaders_batches(synthetic_root, tmp_path):
+    ds = _uint8_val(synthetic_root, border="ignore").use_cache(tmp_path / "cache", 32)
+    sampler = EpochSampler(len(ds), shuffle=True, seed=3)
+    sampler.set_epoch(2)
+    loader = DataLoader(ds, batch_size=6, sampler=sampler, collate_fn=collate, drop_last=True)
+    resident = ResidentLoader(ds, 6, sampler, CPU, drop_last=True)
+    assert len(resident) == len(loader) == len(ds) // 6
+    for a, b in zip(loader, resident, strict=True):
+        assert a["image"].dtype == b["image"].dtype == torch.uint8
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert a["name"] == b["name"] and torch.equal(a["index"], b["index"])
+    prep = BatchPrep(CPU, channels_last=True)
+    images, masks = prep(next(iter(resident)))
+    assert images.is_contiguous(memory_format=torch.channels_last) and masks.dtype == torch.float32
+
+
+def test_the_resident_loader_skips_or_names_unreadable_images(synthetic_root, tmp_path):
+    root = tmp_path / "pets"
+    shutil.copytree(synthetic_root, root)
+    first = OxfordPetDataset(root, "val")
+    jpg = first.image_path(first.names[1])
+    jpg.write_bytes(jpg.read_bytes()[:300])
+    sampler = EpochSampler(len(first), shuffle=False)
+    skip = _uint8_val(root, on_corrupt="skip").use_cache(tmp_path / "cache", 32)
+    batch = next(iter(ResidentLoader(skip, 4, sampler, CPU)))
+    assert len(batch["skipped"]) == 1 and batch["skipped"][0].startswith(first.names[1])
+    assert batch["image"].shape[0] == 3 and first.names[1] not in batch["name"]
+    strict = _uint8_val(root, on_corrupt="raise")
+    strict.cache = skip.cache  # the same cache, read by a dataset that raises
+    with pytest.raises(CorruptSampleError, match=first.names[1]):
+        next(iter(ResidentLoader(strict, 4, sampler, CPU)))
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="device_data must be None"):
+        TrainConfig(device_data="yes")
+    with pytest.raises(ValueError, match="compile must be None"):
+        TrainConfig(compile=1)
+
+
+def test_compile_is_chosen_from_device_and_run_length():
+    cuda = torch.device("cuda")
+    assert choose_compile(None, CPU, 10**6)[0] is False
+    assert choose_compile(None, cuda, COMPILE_MIN_STEPS - 1)[0] is False
+    assert choose_compile(None, cuda, COMPILE_MIN_STEPS) == (
+        True,
+        f"compile on (auto: {COMPILE_MIN_STEPS:,} steps)",
+    )
+    assert choose_compile(True, CPU, 1) == (True, "compile on (asked)")
+
+
+@pytest.mark.slow
+def test_without_augmentation_the_device_path_trains_exactly_as_the_host_path(
+    synthetic_root, tmp_path, capsys
+):
+    runs = {}
+    for on in (False, True):
+        cfg = tiny_train_config(
+            synthetic_root, tmp_path / str(on), device_data=on, augment=False, run_name="r"
+        )
+        runs[on] = fit(cfg)
+    out = capsys.readouterr().out
+    assert "data path host (Albumentations in 0 loader worker(s))" in out
+    assert "data path device (uint8 cache resident on cpu" in out
+    assert load_checkpoint(runs[True].run_dir / "last.pt")["config"]["device_data"] is True
+    same_run(runs[False].run_dir, runs[True].run_dir)
+
+
+@pytest.mark.slow
+def test_the_device_path_learns(synthetic_root, tmp_path):
+    cfg = tiny_train_config(
+        synthetic_root, tmp_path, device_data=True, scale_jitter=0.2, epochs=6, train_limit=48, lr=3e-3
+    )
+    history = fit(cfg).history
+    assert history.train_loss.iloc[-1] < history.train_loss.iloc[0] - 0.05
+    assert history.val_dice.max() > history.val_dice.iloc[0]
+
+
+def _stop_and_resume(root, tmp_path, loss_at_step, **kw) -> tuple:
+    """An uninterrupted run and one stopped by Ctrl-C at step 5 (mid-epoch 2) and resumed."""
+    settings = {"run_name": "r", "epochs": 3, "train_limit": 14, "lr": 3e-3, **kw}
+    whole = fit(tiny_train_config(root, tmp_path / "a", **settings))
+    with pytest.raises(TrainingInterrupted):
+        fit(tiny_train_config(root, tmp_path / "b", **settings), loss_fn=loss_at_step("ctrl_c", 5))
+    resumed = fit(tiny_train_config(root, tmp_path / "b", **{**settings, "device_data": None}), resume=True)
+    return whole, resumed
+
+
+@pytest.mark.slow
+def test_a_device_path_run_resumes_bit_identically(synthetic_root, tmp_path, loss_at_step):
+    whole, resumed = _stop_and_resume(
+        synthetic_root, tmp_path, loss_at_step, device_data=True, scale_jitter=0.2, border="ignore"
+    )
+    assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["device_data"] is True
+    same_run(whole.run_dir, resumed.run_dir)
+
+
+@pytest.mark.slow
+def test_a_compiled_run_says_what_compiling_took_and_resumes_bit_identically(
+    synthetic_root, tmp_path, loss_at_step, capsys
+):
+    # 12 training and 8 validation images in batches of 4: no partial batch, so no recompiling.
+    whole, resumed = _stop_and_resume(
+        synthetic_root, tmp_path, loss_at_step, compile=True, device_data=True, train_limit=12, val_limit=8
+    )
+    out = capsys.readouterr().out
+    assert "compile on (asked)" in out
+    assert "seglib: torch.compile: first training step" in out and "first validation batch" in out
+    assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["compile"] is True
+    same_run(whole.run_dir, resumed.run_dir)
