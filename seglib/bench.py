@@ -64,6 +64,7 @@ from .engine.losses import bce_loss
 from .engine.runtime import amp_dtype, cpu_name, default_amp, native_bf16, resolve_device
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
+from .roofline import memory_bandwidth, roofline_images_per_s, step_traffic
 from .stepbench import PeakRSS, choice_dict, fast_step, reference_step, run_rounds, step_workers
 
 __all__ = ["PeakRSS", "run_benchmark", "main"]
@@ -135,8 +136,10 @@ def bench_train_step(
     reps: int,
     device: torch.device,
     compile_too: bool = False,
+    roofline: tuple[float, float] | None = None,
 ):
-    """Training step alone: reference (fp32 NCHW, .item() every batch) against seglib's fast path."""
+    """Training step alone: reference (fp32 NCHW, .item() every batch) against seglib's fast path.
+    `roofline` (seglib's GFLOP/s ceiling, GB/s bandwidth) adds its roofline bound and seglib's share."""
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
@@ -204,9 +207,22 @@ def bench_train_step(
                 "ratio": None,
             }
         )
+    if roofline is not None:
+        bound = roofline_images_per_s(step_traffic(fast_model, x_cl, y, amp), batch, *roofline)
+        rows += _roofline_rows(what, bound, fst, compiled)
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
     rows.append(_memory_row(what, mem_unit, peaks["reference"], peaks["seglib"]))
     return rows
+
+
+def _roofline_rows(what: str, bound: float, eager: list[float], compiled: list[float] | None) -> list[dict]:
+    """The step's roofline bound (images/s) and the share of it seglib's step reaches, eager and compiled."""
+    rows = [{"what": f"{what} roofline bound", "unit": "images/s", "reference": None, "seglib": bound}]
+    for how, rates in (("", eager), (" torch.compile", compiled)):
+        if rates:
+            share = statistics.median(rates) / bound
+            rows.append({"what": f"{what}{how} share of roofline bound", "unit": "fraction", "seglib": share})
+    return [{"reference": None, "ratio": None, **r} for r in rows]
 
 
 def _step_what(name: str, kwargs: dict, size: int, batch: int) -> str:
@@ -304,9 +320,11 @@ def _train_step_rows(
     fast_ceiling: float,
     choices: dict[str, Any],
     log: Callable[[str], Any],
+    bandwidth: float = 0.0,
 ) -> list[dict]:
     """The training-step rows of every (model, kwargs, size, batch): on a CPU in worker processes
-    (`cpu_train_step`; seglib's choice of format goes into `choices`), elsewhere in this one."""
+    (`cpu_train_step`; seglib's choice of format goes into `choices`), elsewhere in this one, with the
+    roofline bound of `fast_ceiling` GFLOP/s and `bandwidth` GB/s."""
     rows: list[dict] = []
     for name, kw, size, batch in steps:
         if dev.type == "cpu":
@@ -314,7 +332,7 @@ def _train_step_rows(
             choices[new[0]["what"]] = choice
         else:
             new = bench_train_step(
-                name, kw, size, batch, steps=10, reps=reps, device=dev, compile_too=compile_models
+                name, kw, size, batch, 10, reps, dev, compile_models, (fast_ceiling, bandwidth)
             )
             choice = None
         rows += new
@@ -423,7 +441,15 @@ def run_benchmark(
         ]
     if dev.type == "cuda":
         steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
-    rows += _train_step_rows(steps, reps, dev, compile_models, fast_ceiling, out["choices"], log)
+    bandwidth = 0.0
+    if dev.type == "cuda":  # the roofline's other side: the step rows give their bound and share
+        bandwidth = memory_bandwidth(dev, reps)
+        rows.append(
+            {"what": "memory bandwidth (copy)", "unit": "GB/s", "reference": None, "seglib": bandwidth}
+        )
+        rows[-1]["ratio"] = None
+        log(f"memory bandwidth {bandwidth:.0f} GB/s")
+    rows += _train_step_rows(steps, reps, dev, compile_models, fast_ceiling, out["choices"], log, bandwidth)
 
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
         # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.

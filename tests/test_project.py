@@ -119,6 +119,7 @@ FACES = (
     "seglib.viewer",
     "seglib.bench",
     "seglib.stepbench",
+    "seglib.roofline",
     "seglib.study",
     "seglib.doctables",
     "seglib.fullscale",
