@@ -201,3 +201,15 @@ def test_a_compiled_run_says_what_compiling_took_and_resumes_bit_identically(
     assert "seglib: torch.compile: first training step" in out and "first validation batch" in out
     assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["compile"] is True
     same_run(whole.run_dir, resumed.run_dir)
+
+
+@pytest.mark.slow
+def test_the_resident_cache_and_a_uint8_loader_train_alike(synthetic_root, tmp_path, capsys):
+    runs = {}
+    for cache in (True, False):  # no cache: uint8 samples from the loader, augmented on the device alike
+        cfg = tiny_train_config(
+            synthetic_root, tmp_path / str(cache), device_data=True, cache=cache, run_name="r"
+        )
+        runs[cache] = fit(cfg)
+    assert "data path device (uint8 batches from 0 loader worker(s))" in capsys.readouterr().out
+    same_run(runs[True].run_dir, runs[False].run_dir)
