@@ -1,0 +1,50 @@
+"""One 12-minute training of a recommended recipe at a chosen image size on this CPU, then its Dice.
+
+    env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/budget_size.py unet 128 0
+
+Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
+12 minutes (`epochs_for_budget`), and scores the best model on the validation and test images at
+original resolution (the recipe's own TTA). Prints one JSON line: the lever studies of issue 22
+(docs/experiments/recipe_study.md) choose on `val_dice`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+
+import torch
+
+from seglib.engine import config_from_profile, evaluate, fit, load_model, summarize
+from seglib.engine.loaders import split_dataset
+from seglib.engine.runtime import cpu_name, native_bf16
+from seglib.study import epochs_for_budget, estimate_epoch_seconds
+
+SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
+
+
+def main() -> None:
+    model, size, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    root = sys.argv[4] if len(sys.argv) > 4 else SAMPLE
+    cfg = config_from_profile("recommended", model=model, data_root=root, output_dir="results/budget-size")
+    cfg = replace(cfg, image_size=size, seed=seed, run_name=f"{model}-{size}-s{seed}", overwrite=True)
+    cfg = replace(cfg, progress=False)
+    seconds = estimate_epoch_seconds(cfg)
+    cfg = replace(cfg, epochs=epochs_for_budget(cfg, 12, seconds))
+    t0 = time.perf_counter()
+    result = fit(cfg)
+    out = {"model": model, "image_size": size, "seed": seed, "epochs": cfg.epochs}
+    out["train_minutes"] = round((time.perf_counter() - t0) / 60, 2)
+    best = load_model(result.best_checkpoint)
+    for split in ("val", "test"):
+        table = evaluate(best, split_dataset(cfg, split), device="cpu", progress=False, tta=cfg.tta)
+        out[f"{split}_dice"] = round(float(summarize(table).loc["original", "dice_mean"]), 4)
+    bf16 = "with" if native_bf16(torch.device("cpu")) else "without"
+    out["machine"] = f"{cpu_name()} ({bf16} native bf16)"
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
