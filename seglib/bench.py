@@ -612,7 +612,7 @@ def _device_epoch_rows(
     root, cache_dir, size, batch, kwargs, passes, fmt = epoch
     ds = OxfordPetDataset(root, "trainval", uint8_transform(size)).use_cache(cache_dir, size)
     sampler = EpochSampler(len(ds), seed=0)
-    resident = resident_fits(ds, dev)
+    resident = resident_fits(dev, ds)
     loader = ResidentLoader(ds, batch, sampler, dev) if resident else make_loader(ds, batch, sampler, dev)
     model = build_model("unet", **kwargs).to(dev).to(memory_format=fmt)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -213,3 +213,14 @@ def test_the_resident_cache_and_a_uint8_loader_train_alike(synthetic_root, tmp_p
         runs[cache] = fit(cfg)
     assert "data path device (uint8 batches from 0 loader worker(s))" in capsys.readouterr().out
     same_run(runs[True].run_dir, runs[False].run_dir)
+
+
+def test_the_caches_must_fit_together(synthetic_root, tmp_path, monkeypatch):
+    from seglib.engine import batches
+
+    ds = _uint8_val(synthetic_root).use_cache(tmp_path / "cache", 32)
+    assert batches.resident_fits(CPU, ds, ds)
+    room = batches.resident_bytes(ds) * 1.5 / batches.RESIDENT_SHARE  # one fits, two do not
+    monkeypatch.setattr(batches.os, "sysconf", lambda name: room if name == "SC_PHYS_PAGES" else 1)
+    assert batches.resident_fits(CPU, ds) and not batches.resident_fits(CPU, ds, ds)
+    assert not batches.resident_fits(CPU, _uint8_val(synthetic_root))  # no cache

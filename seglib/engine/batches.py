@@ -92,16 +92,16 @@ def resident_bytes(dataset: SegmentationDataset) -> int:
     return 0 if cache is None else cache.images.nbytes + cache.trimaps.nbytes
 
 
-def resident_fits(dataset: SegmentationDataset, device: torch.device) -> bool:
-    """Whether the dataset's cache can stay whole on `device`: a quarter of its free memory (CUDA) or of
-    the machine's RAM (CPU) at most. No cache: no."""
-    if dataset.cache is None:
+def resident_fits(device: torch.device, *datasets: SegmentationDataset) -> bool:
+    """Whether the datasets' caches can stay whole on `device` together: a quarter of its free memory
+    (CUDA) or of the machine's RAM (CPU) at most. A dataset without a cache: no."""
+    if any(ds.cache is None for ds in datasets):
         return False
     if device.type == "cuda":
         room = torch.cuda.mem_get_info(device)[0]
     else:
         room = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return resident_bytes(dataset) <= RESIDENT_SHARE * room
+    return sum(resident_bytes(ds) for ds in datasets) <= RESIDENT_SHARE * room
 
 
 class ResidentLoader:

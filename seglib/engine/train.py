@@ -270,7 +270,7 @@ def _loaders(
     if workers is None:  # the node's cores are shared by its processes
         workers = default_num_workers(info.device, info.local_world_size)
     # Both caches whole on the device: no workers, no per-sample work.
-    resident = cfg.device_data and all(resident_fits(ds, info.device) for ds in (train_ds, val_ds))
+    resident = cfg.device_data and resident_fits(info.device, train_ds, val_ds)
     share = {"rank": info.rank, "world_size": info.world_size, "resident": resident}
     train = train_loader(train_ds, cfg.batch_size, info.device, cfg.seed, cfg.shuffle, workers, **share)
     val = eval_loader(val_ds, cfg.batch_size, info.device, workers, **share)
