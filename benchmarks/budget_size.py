@@ -15,11 +15,9 @@ import sys
 import time
 from dataclasses import replace
 
-import torch
-
 from seglib.engine import config_from_profile, evaluate, fit, load_model, summarize
 from seglib.engine.loaders import split_dataset
-from seglib.engine.runtime import cpu_name, native_bf16
+from seglib.engine.runtime import cpu_kind
 from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
@@ -41,8 +39,7 @@ def main() -> None:
     for split in ("val", "test"):
         table = evaluate(best, split_dataset(cfg, split), device="cpu", progress=False, tta=cfg.tta)
         out[f"{split}_dice"] = round(float(summarize(table).loc["original", "dice_mean"]), 4)
-    bf16 = "with" if native_bf16(torch.device("cpu")) else "without"
-    out["machine"] = f"{cpu_name()} ({bf16} native bf16)"
+    out["machine"] = cpu_kind()
     print(json.dumps(out))
 
 

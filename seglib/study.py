@@ -139,25 +139,26 @@ def fit_to_budget(
     epoch_seconds: dict[int, float] | None = None,
     shrunk: dict[str, Any] | None = None,
 ) -> TrainConfig:
-    """`cfg` with the epochs that fit `minutes` here, at the largest image size that still gives `min_epochs`.
+    """`cfg` with the epochs that fit `minutes` here, at the largest image size where they reach `min_epochs`.
 
-    A schedule fitted to a short budget gets too few steps for its warm-up and decay at the profile's
-    size; smaller images buy more epochs. Sizes tried: `cfg.image_size`, then those of `sizes` below it,
-    largest first (the smallest if none gives `min_epochs`). A run at a smaller size also takes the
-    settings in `shrunk` (e.g. no regularisation: so few steps underfit). `epoch_seconds` maps a size to
-    its timed epoch: given ones are used, missing ones timed (`estimate_epoch_seconds`) and added.
+    `min_epochs` is what the schedule needs: with fewer, its warm-up and decay are too short to train the
+    model, and smaller images buy more epochs. How many a budget buys depends on the machine (a CPU without
+    native bf16 buys a third of the epochs at 160 px), so the size follows from the epochs, not from the
+    profile alone. Sizes tried: `cfg.image_size`, then those of `sizes` below it, largest first. Where none
+    reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
+    few steps underfit). `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
+    timed (`estimate_epoch_seconds`) and added.
     """
     seconds = {} if epoch_seconds is None else epoch_seconds
     candidates = sorted({cfg.image_size, *(s for s in sizes if s < cfg.image_size)}, reverse=True)
     for size in candidates:
-        changes = (shrunk or {}) if size < cfg.image_size else {}
-        trial = replace(cfg, image_size=size, **changes)
+        trial = replace(cfg, image_size=size)
         if size not in seconds:
             seconds[size] = estimate_epoch_seconds(trial)
         fitted = replace(trial, epochs=epochs_for_budget(trial, minutes, seconds[size]))
         if fitted.epochs >= min_epochs:
-            break
-    return fitted  # the smallest size when none gives min_epochs
+            return fitted
+    return replace(fitted, **(shrunk or {}))  # the smallest size, short of min_epochs
 
 
 def dice_versus_minutes(
@@ -304,9 +305,7 @@ class RecipeStudy:
     budgets: tuple[float, ...]  # training minutes (empty: no budget, the runs' epochs are fixed in `common`)
     every: int  # along each recipe's longest run, keep every N-th epoch's model for scoring
     common: dict[str, Any] = field(default_factory=dict)  # settings of every run, over the preset
-    min_epochs: int = (
-        0  # a schedule whose budget buys fewer epochs at the preset's size trains smaller images
-    )
+    min_epochs: int = 0  # what a schedule needs: fewer at the preset's size, smaller images
     sizes: tuple[int, ...] = ()  # the image sizes it may take instead
     test_limit: int | None = None  # score on the first N test images (None: all)
 
@@ -325,12 +324,14 @@ class RecipeStudy:
 
 
 RECIPE_STUDIES: dict[str, RecipeStudy] = {
-    # the study the recommended presets come from; the original at 128 px, as the issue measured it
+    # the study the recommended presets come from; the original at 128 px, as the issue measured it. The
+    # recommended UNet needs about 40 epochs (docs/experiments/recipe_study.md, issue 22): the largest size
+    # that gets them, wherever the budget is spent (a CPU with native bf16 or without).
     "recommended": RecipeStudy(
         "original+image_size=128,recommended",
         (1, 2, 3, 6, 12),
         every=2,
-        min_epochs=25,
+        min_epochs=40,
         sizes=(64, 96, 128),
     ),
     "quick": RecipeStudy(
@@ -374,9 +375,10 @@ def plan_recipe_study(
 
     A scheduled recipe gets one run per budget, its schedule fitted to it (`fit_to_budget`); a recipe
     without a schedule one run of the longest budget, read along its kept models. `epochs` > 0 (or an
-    `epochs` setting) fixes the epochs instead: one run per recipe. A run at a smaller size than the
-    preset's is the recipe's plain settings: without the model's own additions to its profile's recipe
-    (the recommended UNet's zoom and dropout), but with what the item or `common` sets. `epoch_seconds`
+    `epochs` setting) fixes the epochs instead: one run per recipe. A run whose budget buys fewer than
+    `min_epochs` at every size is the recipe's plain settings: without the model's own additions to its
+    profile's recipe (the recommended UNet's zoom and dropout), but with what the item or `common` sets.
+    `epoch_seconds`
     maps a recipe label to its timed epoch per image size; missing ones are timed here (two real epochs).
     """
     marks = sorted(float(b) for b in study.budgets)
@@ -396,7 +398,8 @@ def plan_recipe_study(
         scheduled = cfg.scheduler != "none"
         shrunk = _plain_recipe(cfg, recipe, keep=explicit)
         # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
-        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs.
+        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs, and
+        # where none does, the smallest without the model's additions (so few steps underfit).
         for b in marks if scheduled and not fixed else [budget]:
             if fixed:
                 run = replace(cfg, epochs=epochs or cfg.epochs)

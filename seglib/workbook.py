@@ -34,7 +34,7 @@ from .data import (
 )
 from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
 from .engine.allocator import allocator_env
-from .engine.runtime import resolve_device
+from .engine.runtime import cpu_kind, resolve_device
 from .kernels import kernel_manager_settings
 from .study import json_or_text
 
@@ -96,6 +96,11 @@ class Workspace:
         """The run folder `given` (relative: from the repository), or if "" the newest run called `name`."""
         return project_path(given) if given else latest_run(self.runs, name)
 
+    @property
+    def machine(self) -> str:
+        """Where the notebook computes, e.g. "cpu (AMD EPYC (without native bf16))": what timed budgets buy."""
+        return device_label(resolve_device(self.device))
+
     def figures(self, name: str) -> Path:
         """results/<name>/, created."""
         path = self.results / name
@@ -138,7 +143,7 @@ def start(
         raise TypeError(f"start() got unknown folder settings {unknown}")
     parse_mask_values(folder.get("mask_values", ""))
     check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
-    dev = resolve_device(device)  # an unknown or absent device fails here, before any work
+    resolve_device(device)  # an unknown or absent device fails here, before any work
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     if dataset not in DATASETS:
@@ -158,9 +163,14 @@ def start(
     if kind == "folder":
         pairs = ws.data_split("trainval")
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
-    where = f"{dev} ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else str(dev)
-    print(f"{notebook}: {what} at {root}; profile {profile!r}; device {where}; results in {results}")
+    print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
+
+
+def device_label(dev: torch.device) -> str:
+    """`dev` with the GPU's name, or the CPU's and its kind: a CPU without native bf16 trains a third of the
+    epochs in the same minutes."""
+    return f"{dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else cpu_kind()})"
 
 
 def project_path(path: str | Path) -> Path:

@@ -225,11 +225,15 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
     fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs)
     assert (fitted.image_size, fitted.epochs) == (64, 120)  # a long budget keeps the profile's size
     assert fitted.lr == cfg.lr and fitted.seed == cfg.seed  # nothing else changes
-    plain = {"scale_jitter": 0.0, "copy_paste": 0.0}  # a smaller size takes these, the profile's does not
+    # `shrunk` is for a run short of min_epochs at every size; a smaller size that gets them keeps the rest
+    plain = {"scale_jitter": 0.0, "copy_paste": 0.0}
+    cfg = dataclasses.replace(cfg, scale_jitter=0.25)
     fitted = fit_to_budget(cfg, 1.0, min_epochs=12, sizes=[48], epoch_seconds=secs, shrunk=plain)
-    assert (fitted.image_size, fitted.scale_jitter, fitted.copy_paste) == (48, 0.0, 0.0)
+    assert (fitted.image_size, fitted.epochs, fitted.scale_jitter) == (48, 15, 0.25)
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=20, sizes=[48], epoch_seconds=secs, shrunk=plain)
+    assert (fitted.image_size, fitted.epochs, fitted.scale_jitter, fitted.copy_paste) == (48, 15, 0.0, 0.0)
     fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[48], epoch_seconds=secs, shrunk=plain)
-    assert (fitted.image_size, fitted.scale_jitter) == (64, cfg.scale_jitter) and cfg.scale_jitter > 0
+    assert (fitted.image_size, fitted.scale_jitter) == (64, 0.25)
     probed: dict[int, float] = {}
     fitted = fit_to_budget(cfg, 0.5, min_epochs=1, sizes=[32], epoch_seconds=probed)
     assert list(probed) == [64] and probed[64] > 0  # a missing size is timed (two real epochs), once
@@ -361,8 +365,8 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         0.0,
         {"base_channels": 16},
     )
-    # The recommended recipe: one run per budget, at the largest size that gives 25 epochs; below the
-    # preset's 160 px without the UNet's zoom and dropout.
+    # The recommended recipe: one run per budget, at the largest size that gives 40 epochs; where none
+    # does (1 minute), the smallest without the UNet's zoom and dropout.
     got = [
         (lb, b, c.image_size, c.epochs, c.scale_jitter, c.model_kwargs, c.checkpoint_every)
         for lb, b, c in scheduled
@@ -370,16 +374,16 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
     plain, regular = {"base_channels": 16}, {"base_channels": 16, "dropout": 0.2}
     assert got == [
         ("recommended", 1.0, 64, 30, 0.0, plain, 30),
-        ("recommended", 2.0, 96, 30, 0.0, plain, 30),
-        ("recommended", 3.0, 128, 30, 0.0, plain, 30),
-        ("recommended", 6.0, 160, 36, 0.25, regular, 36),
+        ("recommended", 2.0, 64, 60, 0.25, regular, 60),
+        ("recommended", 3.0, 96, 45, 0.25, regular, 45),
+        ("recommended", 6.0, 128, 60, 0.25, regular, 60),
         ("recommended", 12.0, 160, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
     ]
     assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-recommended"
     table = plan.table.reset_index()
-    assert table["image size"].tolist() == [128, 64, 96, 128, 160, 160]
-    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 4.0, 6.0, 10.0, 10.0]
-    assert table["dropout"].tolist() == [0.0, 0.0, 0.0, 0.0, 0.2, 0.2]
+    assert table["image size"].tolist() == [128, 64, 64, 96, 128, 160]
+    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 2.0, 4.0, 6.0, 10.0]
+    assert table["dropout"].tolist() == [0.0, 0.0, 0.2, 0.2, 0.2, 0.2]
     assert secs["recommended"] == {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}  # the caller's timings, untouched
 
 

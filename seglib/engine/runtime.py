@@ -21,6 +21,7 @@ __all__ = [
     "set_rng_state",
     "autocast",
     "cpu_name",
+    "cpu_kind",
     "default_amp",
     "native_bf16",
     "default_num_workers",
@@ -116,6 +117,11 @@ def native_bf16(device: torch.device) -> bool:
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def cpu_kind() -> str:
+    """The CPU's name and whether it has native bf16: what a CPU's timings and budgets depend on."""
+    return f"{cpu_name()} ({'with' if native_bf16(torch.device('cpu')) else 'without'} native bf16)"
 
 
 def default_amp(device: torch.device) -> bool:
