@@ -418,3 +418,23 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
     )
     (_, _, r), _ = resnet.jobs
     assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (64, 0.1, {}, 2e-3)
+    # Each model needs its own epochs: at 12 minutes the ResNet34-UNet's 18 at 96 px are short of its 20.
+    assert (study.epochs_needed("unet"), study.epochs_needed("resnet34_unet")) == (40, 20)
+    assert study.with_params(min_epochs=7).epochs_needed("resnet34_unet") == 7  # the notebook's parameter
+    long = plan_recipe_study(
+        ws.config,
+        study.with_params("recommended", "3,12"),
+        "resnet34_unet",
+        "recommended",
+        epoch_seconds={"recommended": {96: 40.0, 64: 10.0}},
+    )
+    assert [(c.image_size, c.epochs) for _, _, c in long.jobs] == [(64, 18), (64, 72)]
+    faster = {"recommended": {96: 30.0, 64: 10.0}}
+    plan = plan_recipe_study(
+        ws.config,
+        study.with_params("recommended", "12"),
+        "resnet34_unet",
+        "recommended",
+        epoch_seconds=faster,
+    )
+    assert [(c.image_size, c.epochs) for _, _, c in plan.jobs] == [(96, 24)]
