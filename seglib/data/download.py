@@ -8,8 +8,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
-
 __all__ = ["RESOURCES", "download"]
 
 # The two archives of the official release and their MD5 sums (as torchvision's OxfordIIITPet has them).
@@ -24,6 +22,8 @@ RESOURCES: tuple[tuple[str, str], ...] = (
 
 def _fetch(url: str, archive: Path, md5: str) -> None:
     """torchvision's downloader for http(s); a plain copy for file:// URLs (a local mirror), MD5-checked."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
     if urllib.parse.urlparse(url).scheme != "file":
         download_url(url, str(archive.parent), filename=archive.name, md5=md5)
         return
@@ -42,6 +42,9 @@ def download(
     Archives already in `root` are verified too: a good one is not fetched again, a corrupted one is
     deleted and fetched again. Each archive is extracted once (a stamp file records it). Returns `root`.
     """
+    # imported here: torchvision takes about 3 s to import on a 2-core CPU, and every process imports seglib
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     for url, md5 in resources:
