@@ -383,8 +383,8 @@ def plan_recipe_study(
     `epochs` setting) fixes the epochs instead: one run per recipe. A run whose budget buys fewer than
     `min_epochs` at every size is the recipe's plain settings: without the model's own additions to its
     profile's recipe (the recommended UNet's zoom and dropout), but with what the item or `common` sets.
-    `epoch_seconds`
-    maps a recipe label to its timed epoch per image size; missing ones are timed here (two real epochs).
+    `epoch_seconds` maps a recipe label to its timed epoch per image size; missing ones are timed here
+    (two real epochs).
     """
     marks = sorted(float(b) for b in study.budgets)
     budget = marks[-1] if marks else None
