@@ -50,9 +50,15 @@ def test_no_notebook_plot_or_viewer_call_pins_the_cpu():
         assert not pinned.search((REPO / "seglib" / face).read_text()), face
 
 
-def test_start_takes_the_device(tmp_path, synthetic_root):
+def test_start_takes_the_device(tmp_path, synthetic_root, capsys):
+    from seglib.engine.runtime import native_bf16
+
     ws = start("test", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path), device="cpu")
     assert ws.device == "cpu" and ws.config("unet").device == "cpu"
+    # the first line names the CPU's kind: what a timed budget buys depends on it
+    kind = "with" if native_bf16(torch.device("cpu")) else "without"
+    assert ws.machine.endswith(f"({kind} native bf16))")
+    assert f"device {ws.machine}; results" in capsys.readouterr().out
     assert (
         start("test", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path)).config("unet").device
         == "auto"
