@@ -110,15 +110,15 @@ SIZES = {
         "model_kwargs": {"base_channels": 16},
         "image_size": 128,
         "epochs": 8,
-        "train_limit": 240,
+        "train_limit": 160,
         "val_limit": 60,
     },
     ("quick", "resnet34_unet"): {
         "model": "resnet34_unet",
         "model_kwargs": {},
         "image_size": 96,
-        "epochs": 6,
-        "train_limit": 160,
+        "epochs": 5,
+        "train_limit": 120,
         "val_limit": 60,
     },
     ("tiny", "unet"): {

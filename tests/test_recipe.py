@@ -260,7 +260,7 @@ def test_scheduler_plan_one_config_per_scheduler(tmp_path):
 
     ws = workspace("quick", tmp_path)
     plan = plan_scheduler_study(ws.config, "quick", "unet", "none, cosine,step", lr=3e-3, seed=7, n_train=17)
-    assert list(plan.configs) == ["none", "cosine", "step"] and plan.epochs == 8
+    assert list(plan.configs) == ["none", "cosine", "step"] and plan.epochs == 6
     # 17 images in batches of 8: the last batch of one image is dropped (ceil would say 3)
     assert plan.steps_per_epoch == 2
     for s, cfg in plan.configs.items():
@@ -273,8 +273,8 @@ def test_scheduler_plan_one_config_per_scheduler(tmp_path):
         )
         assert (cfg.image_size, cfg.train_limit, cfg.epochs, cfg.model_kwargs) == (
             96,
-            160,
-            8,
+            120,
+            6,
             {"base_channels": 8},
         )
         assert cfg.output_dir == str(ws.runs) and cfg.ema_decay == 0.99  # the quick preset's recipe
@@ -340,6 +340,27 @@ def test_tiny_recipe_plan_fixed_epochs(tmp_path):
     no_budget = dataclasses.replace(RECIPE_STUDIES["quick"], budgets=())
     with pytest.raises(ValueError, match="budgets: give training minutes"):  # before any timing
         plan_recipe_study(ws.config, no_budget, "unet", "quick")
+
+
+def test_quick_recipe_plan_studies_the_narrow_unet_unless_told_otherwise(tmp_path):
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    ws = workspace("quick", tmp_path)
+    study = RECIPE_STUDIES["quick"]
+    secs = {"original": {96: 3.0}, "recommended": {96: 3.0}}  # 3 s an epoch: 5 epochs a quarter minute
+    plan = plan_recipe_study(ws.config, study, study.model, "quick", epoch_seconds=secs)
+    got = [(lb, b, c.model, c.model_kwargs, c.image_size, c.train_limit, c.epochs) for lb, b, c in plan.jobs]
+    narrow = {"base_channels": 8}
+    assert got == [
+        ("original", None, "unet", narrow, 96, 160, 10),  # one run of the longest budget, read along
+        ("recommended", 0.25, "unet", narrow, 96, 160, 5),
+        ("recommended", 0.5, "unet", narrow, 96, 160, 10),
+    ]
+    # Another model keeps its own preset's kwargs (a width is the UNet's), with the study's other settings.
+    resnet = plan_recipe_study(ws.config, study, "resnet34_unet", "quick", epoch_seconds=secs)
+    assert {(c.model, str(c.model_kwargs), c.image_size, c.train_limit) for _, _, c in resnet.jobs} == {
+        ("resnet34_unet", "{}", 96, 160)
+    }
 
 
 def test_recommended_recipe_plan_fits_each_budget(tmp_path):
