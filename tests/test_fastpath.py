@@ -97,8 +97,8 @@ def test_fit_trains_in_the_cached_choice_and_says_so(synthetic_root, tmp_path, f
 
 @pytest.mark.slow
 def test_a_resumed_run_keeps_its_memory_format(synthetic_root, tmp_path, fresh_cache, capsys, loss_at_step):
-    def cfg(out) -> TrainConfig:
-        return tiny_train_config(synthetic_root, out, run_name="r", epochs=2)
+    def cfg(out) -> TrainConfig:  # fp32 on any CPU: the cache is keyed by precision, as filled below
+        return tiny_train_config(synthetic_root, out, run_name="r", epochs=2, amp=False)
 
     choose_memory_format("unet", {"base_channels": 4}, 32, 4, CPU, amp=False)  # fills the cache
     _force_cache(fresh_cache, False)
