@@ -177,7 +177,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # Minutes on a 2-core CPU: it shrinks what costs FLOPs (UNet width 16 instead of 64: 16x fewer;
     # 128 px instead of 256: 4x fewer; fewer images and epochs) and trains with the recommended recipe,
     # which learns in so few steps. ResNet34-UNet has no width knob: smaller images and fewer epochs.
-    # The image counts keep `make workbook` within 10 minutes on CPUs without native bf16 (issue 22).
+    # The image counts were cut for CPUs without native bf16 (issue 22; docs/experiments/workbook.md).
     "quick": {
         "unet": {
             "model": "unet",
