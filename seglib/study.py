@@ -96,6 +96,12 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
     return out
 
 
+def _settings_for(settings: dict[str, Any], owner: str, model: str) -> dict[str, Any]:
+    """A study's `settings` for `model`: its `model_kwargs` are `owner`'s (a width is the UNet's knob), so
+    another model trains with its preset's own."""
+    return settings if model == owner else {k: v for k, v in settings.items() if k != "model_kwargs"}
+
+
 def estimate_epoch_seconds(cfg: TrainConfig, margin: float = 1.15) -> float:
     """Seconds one epoch of `cfg` takes on this machine, with a `margin`: two real epochs are run and
     thrown away, and the second one, timed, counts.
@@ -273,11 +279,9 @@ def plan_scheduler_study(
         raise ValueError(
             f"no scheduler study for profile {profile!r}; choose one of {list(SCHEDULER_STUDIES)}"
         )
-    changes = dict(SCHEDULER_STUDIES[profile].changes)
+    changes = dict(_settings_for(SCHEDULER_STUDIES[profile].changes, "unet", model))
     if epochs:
         changes["epochs"] = epochs
-    if model != "unet":
-        changes.pop("model_kwargs", None)  # base_channels is UNet's knob
     n_epochs = config(model, **changes).epochs
     configs = {
         s: config(
@@ -396,9 +400,7 @@ def plan_recipe_study(
     """
     marks = sorted(float(b) for b in study.budgets)
     budget = marks[-1] if marks else None
-    common = dict(study.common)
-    if model != study.model:
-        common.pop("model_kwargs", None)  # the studied model's widths; another model keeps its preset's
+    common = _settings_for(study.common, study.model, model)
     jobs: list[tuple[str, float | None, TrainConfig]] = []
     rows = []
     for label, (recipe, changes) in parse_recipes(study.recipes).items():
