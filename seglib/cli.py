@@ -234,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
             groups[option.section] = t.add_argument_group(option.section or "settings")
         groups[option.section].add_argument(option.flag, dest=name, **option.kwargs)
     groups.get("model", t).add_argument(
-        "--base_channels", type=int, help="UNet width (64 in the original), into model_kwargs"
+        "--base_channels", type=int, help="model width (64 in the original, both models), into model_kwargs"
     )
 
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")

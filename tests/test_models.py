@@ -64,6 +64,16 @@ def test_resnet34_unet_parameter_count():
     assert count_parameters(model) == 24_459_745
 
 
+def test_resnet34_unet_base_channels_narrows_every_width_but_keeps_the_depth():
+    wide, narrow = ResNet34UNet(), ResNet34UNet(base_channels=16)
+    assert narrow.encoder.channels == (16, 16, 32, 64, 128)
+    assert len(list(narrow.modules())) == len(list(wide.modules()))  # the same blocks, narrower
+    # every conv but the head's last layers scales with the width squared (the stem's with the width)
+    assert 24_459_745 / 17 < count_parameters(narrow) < 24_459_745 / 15
+    with torch.no_grad():
+        assert narrow.eval()(torch.randn(1, 3, 75, 61)).shape == (1, 1, 75, 61)
+
+
 def test_encoder_loads_torchvision_resnet34_strictly():
     tv = torchvision.models.resnet34().state_dict()
     model = ResNet34UNet()
@@ -93,5 +103,9 @@ def test_bad_encoder_weights_and_model_names():
         build_model("segformer")
     with pytest.raises(ValueError, match="base_channels"):
         UNet(base_channels=0)
+    with pytest.raises(ValueError, match="base_channels"):
+        ResNet34UNet(base_channels=0)
+    with pytest.raises(ValueError, match=r"encoder_weights need .*base_channels=64"):
+        ResNet34UNet(encoder_weights="imagenet", base_channels=32)
     with pytest.raises(ValueError, match="dropout must be in"):
         UNet(base_channels=4, dropout=1.0)

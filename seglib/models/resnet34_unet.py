@@ -49,23 +49,30 @@ class BasicBlock(nn.Module):
 class ResNet34Encoder(nn.Module):
     """7x7/2 stem, 3x3/2 maxpool, BasicBlock stages [3, 4, 6, 3] at 64, 128, 256, 512 channels.
 
-    `forward` returns the stem output (H/2) and the four stages (H/4 .. H/32).
+    `base_channels` scales the widths (64 is torchvision's ResNet34). `forward` returns the stem output
+    (H/2) and the four stages (H/4 .. H/32); `channels` gives their widths.
     """
 
-    channels = (64, 64, 128, 256, 512)
-
     def __init__(
-        self, in_channels: int = 3, layers: tuple[int, ...] = (3, 4, 6, 3), zero_init_residual: bool = False
+        self,
+        in_channels: int = 3,
+        layers: tuple[int, ...] = (3, 4, 6, 3),
+        zero_init_residual: bool = False,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        if base_channels < 1:
+            raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}")
+        c = base_channels
+        self.channels = (c, c, 2 * c, 4 * c, 8 * c)
+        self.conv1 = nn.Conv2d(in_channels, c, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._stage(64, 64, layers[0], stride=1)
-        self.layer2 = self._stage(64, 128, layers[1], stride=2)
-        self.layer3 = self._stage(128, 256, layers[2], stride=2)
-        self.layer4 = self._stage(256, 512, layers[3], stride=2)
+        self.layer1 = self._stage(c, c, layers[0], stride=1)
+        self.layer2 = self._stage(c, 2 * c, layers[1], stride=2)
+        self.layer3 = self._stage(2 * c, 4 * c, layers[2], stride=2)
+        self.layer4 = self._stage(4 * c, 8 * c, layers[3], stride=2)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -119,6 +126,8 @@ class ResNet34UNet(nn.Module):
     `encoder_weights`: None (random), "imagenet" (torchvision's ImageNet weights, downloaded once into
     the torch hub cache) or the path of a torchvision ResNet34 state_dict file. `zero_init_residual`:
     the last BatchNorm of every residual block starts at zero (for training from scratch).
+    `base_channels` scales every width but the head's 32 (64: the design's; the same depth narrower, as
+    the UNet's `base_channels`); torchvision's weights need 64.
     """
 
     def __init__(
@@ -127,16 +136,25 @@ class ResNet34UNet(nn.Module):
         num_classes: int = 1,
         encoder_weights: str | os.PathLike | None = None,
         zero_init_residual: bool = False,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
-        self.in_channels, self.num_classes = in_channels, num_classes
-        self.encoder = ResNet34Encoder(in_channels, zero_init_residual=zero_init_residual)
-        self.dec4 = DecoderBlock(512, 256, 256)
-        self.dec3 = DecoderBlock(256, 128, 128)
-        self.dec2 = DecoderBlock(128, 64, 64)
-        self.dec1 = DecoderBlock(64, 64, 64)
-        self.final_up = nn.ConvTranspose2d(64, 64, kernel_size=2, stride=2)
-        self.head = nn.Sequential(*_conv_bn_relu(64, 32), nn.Conv2d(32, num_classes, kernel_size=1))
+        if encoder_weights is not None and base_channels != 64:
+            raise ValueError(
+                f"encoder_weights need the ResNet34's own widths (base_channels=64), got "
+                f"base_channels={base_channels}; drop one of the two"
+            )
+        self.in_channels, self.num_classes, self.base_channels = in_channels, num_classes, base_channels
+        self.encoder = ResNet34Encoder(
+            in_channels, zero_init_residual=zero_init_residual, base_channels=base_channels
+        )
+        c0, c1, c2, c3, c4 = self.encoder.channels
+        self.dec4 = DecoderBlock(c4, c3, c3)
+        self.dec3 = DecoderBlock(c3, c2, c2)
+        self.dec2 = DecoderBlock(c2, c1, c1)
+        self.dec1 = DecoderBlock(c1, c0, c0)
+        self.final_up = nn.ConvTranspose2d(c0, c0, kernel_size=2, stride=2)
+        self.head = nn.Sequential(*_conv_bn_relu(c0, 32), nn.Conv2d(32, num_classes, kernel_size=1))
         if encoder_weights is not None:
             load_encoder_weights(self.encoder, encoder_weights)
 
