@@ -97,8 +97,8 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
 
 
 def _settings_for(settings: dict[str, Any], owner: str, model: str) -> dict[str, Any]:
-    """A study's `settings` for `model`: its `model_kwargs` are `owner`'s (a width is the UNet's knob), so
-    another model trains with its preset's own."""
+    """A study's `settings` for `model`: its `model_kwargs` are `owner`'s (a width chosen for one model),
+    so another model trains with its preset's own."""
     return settings if model == owner else {k: v for k, v in settings.items() if k != "model_kwargs"}
 
 
@@ -337,12 +337,12 @@ class RecipeStudy:
 RECIPE_STUDIES: dict[str, RecipeStudy] = {
     # the study the recommended presets come from; the original at 128 px, as the issue measured it. The
     # epochs each model needs, whichever CPU buys them (docs/experiments/recipe_study.md, issue 22): the
-    # UNet about 40; the ResNet34-UNet's validation Dice at 96 px is flat from 24 epochs to 69.
+    # UNet about 40; the ResNet34-UNet of width 32 scored alike at 160 px for 45 epochs and 128 px for 65.
     "recommended": RecipeStudy(
         "original+image_size=128,recommended",
         (1, 2, 3, 6, 12),
         every=2,
-        min_epochs={"unet": 40, "resnet34_unet": 20},
+        min_epochs={"unet": 40, "resnet34_unet": 40},
         sizes=(64, 96, 128),
     ),
     # a demonstration in 1.25 minutes of training on any machine: 05's narrow UNet, whose epochs are cheap
@@ -394,7 +394,7 @@ def plan_recipe_study(
     without a schedule one run of the longest budget, read along its kept models. `epochs` > 0 (or an
     `epochs` setting) fixes the epochs instead: one run per recipe. A run whose budget buys fewer than
     `min_epochs` at every size is the recipe's plain settings: without the model's own additions to its
-    profile's recipe (the recommended UNet's zoom and dropout), but with what the item or `common` sets.
+    profile's recipe (the recommended models' zoom, the UNet's dropout), but with what the item or `common` sets.
     `epoch_seconds` maps a recipe label to its timed epoch per image size; missing ones are timed here
     (two real epochs).
     """

@@ -426,31 +426,34 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
     (_, _, zoom), (_, _, no_ema) = plan.jobs
     assert (zoom.image_size, zoom.scale_jitter, zoom.model_kwargs) == (64, 0.1, {"base_channels": 16})
     assert (no_ema.image_size, no_ema.scale_jitter, no_ema.ema_decay) == (64, 0.0, 0.0)
-    # The ResNet34-UNet has no additions to its recipe: a shrunk run changes only its size.
+    # The ResNet34-UNet's addition is its zoom: a shrunk run drops it but keeps its width and the item's.
+    resnet_secs = {160: 30.0, 128: 20.0, 96: 10.0, 64: 6.0}  # 1 minute buys at most 10 epochs
     resnet = plan_recipe_study(
         ws.config,
         study,
         "resnet34_unet",
         "recommended",
-        epoch_seconds={
-            "recommended+scale_jitter=0.1": {96: 10.0, 64: 2.0},
-            "recommended+ema_decay=0": {96: 10.0, 64: 2.0},
-        },
+        epoch_seconds=dict.fromkeys(("recommended+scale_jitter=0.1", "recommended+ema_decay=0"), resnet_secs),
     )
-    (_, _, r), _ = resnet.jobs
-    assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (64, 0.1, {}, 2e-3)
-    # Each model needs its own epochs: at 12 minutes the ResNet34-UNet's 18 at 96 px are short of its 20.
-    assert (study.epochs_needed("unet"), study.epochs_needed("resnet34_unet")) == (40, 20)
+    (_, _, r), (_, _, r_no_ema) = resnet.jobs
+    assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (64, 0.1, {"base_channels": 32}, 2e-3)
+    assert (r_no_ema.image_size, r_no_ema.scale_jitter, r_no_ema.ema_decay) == (64, 0.0, 0.0)
+    # Each model needs its epochs: at 12 minutes the ResNet34-UNet's 36 at 128 px are short of its 40.
+    assert (study.epochs_needed("unet"), study.epochs_needed("resnet34_unet")) == (40, 40)
     assert study.with_params(min_epochs=7).epochs_needed("resnet34_unet") == 7  # the notebook's parameter
     long = plan_recipe_study(
         ws.config,
         study.with_params("recommended", "3,12"),
         "resnet34_unet",
         "recommended",
-        epoch_seconds={"recommended": {96: 40.0, 64: 10.0}},
+        epoch_seconds={"recommended": {160: 30.0, 128: 20.0, 96: 16.0, 64: 10.0}},
     )
-    assert [(c.image_size, c.epochs) for _, _, c in long.jobs] == [(64, 18), (64, 72)]
-    faster = {"recommended": {96: 30.0, 64: 10.0}}
+    # 3 minutes: 18 epochs at most, so the smallest size without the zoom; 12 minutes: 45 at 96 px
+    assert [(c.image_size, c.epochs, c.scale_jitter) for _, _, c in long.jobs] == [
+        (64, 18, 0.0),
+        (96, 45, 0.25),
+    ]
+    faster = {"recommended": {160: 16.0, 128: 12.0}}
     plan = plan_recipe_study(
         ws.config,
         study.with_params("recommended", "12"),
@@ -458,4 +461,4 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         "recommended",
         epoch_seconds=faster,
     )
-    assert [(c.image_size, c.epochs) for _, _, c in plan.jobs] == [(96, 24)]
+    assert [(c.image_size, c.epochs) for _, _, c in plan.jobs] == [(160, 45)]
