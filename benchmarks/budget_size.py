@@ -1,12 +1,15 @@
 """One 12-minute training of a recommended recipe at a chosen image size on this CPU, then its Dice.
 
     env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/budget_size.py unet 128 0 [ROOT] [--test]
+        [--epochs=N] [SETTING=JSON ...]
 
 Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
-12 minutes (`epochs_for_budget`), and scores the best model on the validation images at original
-resolution (the recipe's own TTA), and on the test images with `--test` only: a lever is chosen on
-validation, and the test images are scored once per seed of the final recipe (issue 22). Prints one
-JSON line (docs/experiments/recipe_study.md).
+12 minutes (`epochs_for_budget`; `--epochs=N`: N instead, untimed), and scores the best model on the
+validation images at original resolution (the recipe's own TTA), and on the test images with `--test`
+only: a lever is chosen on validation, and the test images are scored once per seed of the final
+recipe (issue 22). `SETTING=JSON` changes a TrainConfig setting of the recommended preset, e.g.
+`scale_jitter=0`; `base_channels=32` the model's width. Prints one JSON line
+(docs/experiments/recipe_study.md).
 """
 
 from __future__ import annotations
@@ -25,18 +28,23 @@ SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--test"]
+    flags = [a for a in sys.argv[1:] if a.startswith("--")]
+    settings = dict(a.split("=", 1) for a in sys.argv[1:] if "=" in a and not a.startswith("--"))
+    args = [a for a in sys.argv[1:] if a not in flags and "=" not in a]
     model, size, seed = args[0], int(args[1]), int(args[2])
     root = args[3] if len(args) > 3 else SAMPLE
-    splits = ("val", "test") if "--test" in sys.argv else ("val",)
+    splits = ("val", "test") if "--test" in flags else ("val",)
+    epochs = next((int(f.split("=")[1]) for f in flags if f.startswith("--epochs=")), 0)
     cfg = config_from_profile("recommended", model=model, data_root=root, output_dir="results/budget-size")
     cfg = replace(cfg, image_size=size, seed=seed, run_name=f"{model}-{size}-s{seed}", overwrite=True)
-    cfg = replace(cfg, progress=False)
-    seconds = estimate_epoch_seconds(cfg)
-    cfg = replace(cfg, epochs=epochs_for_budget(cfg, 12, seconds))
+    changes = {k: json.loads(v) for k, v in settings.items()}
+    if "base_channels" in changes:
+        changes["model_kwargs"] = {**cfg.model_kwargs, "base_channels": changes.pop("base_channels")}
+    cfg = replace(cfg, progress=False, **changes)
+    cfg = replace(cfg, epochs=epochs or epochs_for_budget(cfg, 12, estimate_epoch_seconds(cfg)))
     t0 = time.perf_counter()
     result = fit(cfg)
-    out = {"model": model, "image_size": size, "seed": seed, "epochs": cfg.epochs}
+    out = {"model": model, "image_size": size, "seed": seed, "epochs": cfg.epochs, **settings}
     out["train_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     best = load_model(result.best_checkpoint)
     for split in splits:
