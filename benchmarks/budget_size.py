@@ -1,14 +1,14 @@
 """One 12-minute training of a recommended recipe at a chosen image size on this CPU, then its Dice.
 
     env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/budget_size.py unet 128 0 [ROOT] [--test]
-        [--epochs=N] [SETTING=JSON ...]
+        [--epochs=N] [SETTING=VALUE ...]
 
 Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
 12 minutes (`epochs_for_budget`; `--epochs=N`: N instead, untimed), and scores the best model on the
 validation images at original resolution (the recipe's own TTA), and on the test images with `--test`
 only: a lever is chosen on validation, and the test images are scored once per seed of the final
-recipe (issue 22). `SETTING=JSON` changes a TrainConfig setting of the recommended preset, e.g.
-`scale_jitter=0`; `base_channels=32` the model's width. Prints one JSON line
+recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
+preset, e.g. `scale_jitter=0`; `base_channels=32` the model's width. Prints one JSON line
 (docs/experiments/recipe_study.md).
 """
 
@@ -22,7 +22,7 @@ from dataclasses import replace
 from seglib.engine import config_from_profile, evaluate, fit, load_model, summarize
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
-from seglib.study import epochs_for_budget, estimate_epoch_seconds
+from seglib.study import epochs_for_budget, estimate_epoch_seconds, json_or_text
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
 
@@ -37,7 +37,7 @@ def main() -> None:
     epochs = next((int(f.split("=")[1]) for f in flags if f.startswith("--epochs=")), 0)
     cfg = config_from_profile("recommended", model=model, data_root=root, output_dir="results/budget-size")
     cfg = replace(cfg, image_size=size, seed=seed, run_name=f"{model}-{size}-s{seed}", overwrite=True)
-    changes = {k: json.loads(v) for k, v in settings.items()}
+    changes = {k: json_or_text(v) for k, v in settings.items()}  # as notebook 06's recipe items
     if "base_channels" in changes:
         changes["model_kwargs"] = {**cfg.model_kwargs, "base_channels": changes.pop("base_channels")}
     cfg = replace(cfg, progress=False, **changes)
