@@ -11,7 +11,7 @@ import torch
 from conftest import REPO, tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
-from seglib.engine.allocator import jemalloc_path
+from seglib.engine.allocator import JEMALLOC_CONF, jemalloc_path, release_idle_memory
 from seglib.engine.fastpath import FORMATS, choose_memory_format, probe_cache_path
 from seglib.engine.train import TrainingInterrupted
 
@@ -137,3 +137,34 @@ def test_the_cli_trains_under_jemalloc_unless_told_not_to(synthetic_root, tmp_pa
     assert "device cpu (jemalloc malloc)" in _run_line(synthetic_root, tmp_path / "je")
     off = _run_line(synthetic_root, tmp_path / "glibc", SEGLIB_JEMALLOC="0")
     assert "device cpu (glibc malloc)" in off
+
+
+_FRAGMENT_AND_RELEASE = """
+import random, torch
+from seglib.engine.allocator import release_idle_memory
+random.seed(0)
+for _ in range(30):  # buffers of many sizes, as a kernel training run after run allocates, then freed
+    kept = [torch.ones(random.randint(1, 40) * 250_000 + random.randint(0, 9999)) for _ in range(20)]
+    del kept
+print(release_idle_memory(1 << 40), release_idle_memory(0), release_idle_memory(0))
+"""
+
+
+@pytest.mark.skipif(
+    jemalloc_path() is None, reason="jemalloc is not installed (apt-get install libjemalloc2)"
+)
+def test_jemalloc_hands_back_freed_pages_only_past_the_bound():
+    """With decay off jemalloc keeps every freed page; past the bound they go back to the OS."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    env |= {"LD_PRELOAD": str(jemalloc_path()), "MALLOC_CONF": JEMALLOC_CONF}
+    cmd = [sys.executable, "-c", _FRAGMENT_AND_RELEASE]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    under_bound, released, again = map(int, out.stdout.split())
+    assert under_bound == 0 and released > 100e6 and again == 0
+
+
+def test_releasing_idle_memory_is_a_no_op_under_glibc():
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        pytest.skip("this process runs under jemalloc")
+    assert release_idle_memory(0) == 0

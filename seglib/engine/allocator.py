@@ -5,17 +5,33 @@ again at the next step; a CPU training step allocates dozens of such activation 
 decay off keeps them (docs/performance.md, "allocator"). An allocator is chosen when a process starts
 (LD_PRELOAD), so the faces choose it for the processes they start: the CLI re-executes itself, the
 workbook and `make lab` start their kernels with it. SEGLIB_JEMALLOC=0 turns it off.
+
+With decay off, jemalloc never hands a freed page back, and in a long-lived process that trains one run
+after another (a notebook kernel running notebook 06's study) its freed pages stop being reused: the
+kernel's memory grew past 20 GB while what it held live stayed under 0.6 GB. `release_idle_memory`, called
+after every epoch and evaluation, hands them back once they pass a bound (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["JEMALLOC_CONF", "jemalloc_path", "allocator_env", "allocator_name", "reexec_with_allocator"]
+__all__ = [
+    "JEMALLOC_CONF",
+    "jemalloc_path",
+    "allocator_env",
+    "allocator_name",
+    "reexec_with_allocator",
+    "release_idle_memory",
+]
 
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true"
+IDLE_BYTES = 1 << 30  # freed memory jemalloc may keep: a step's activations at 256 px fit many times over
+_ALL_ARENAS = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 # Debian/Ubuntu's libjemalloc2 (apt-get install libjemalloc2), then a conda environment's (environment.yml).
 _CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
 
@@ -51,6 +67,39 @@ def reexec_with_allocator(argv: list[str]) -> None:
     env = allocator_env()
     if env and sys.platform.startswith("linux"):
         os.execve(sys.executable, [sys.executable, "-m", "seglib", *argv], {**os.environ, **env})
+
+
+def _mallctl() -> Callable[..., int] | None:
+    """jemalloc's mallctl when jemalloc is this process's allocator (preloaded), else None."""
+    try:
+        return ctypes.CDLL(None).mallctl  # glibc has no mallctl: found only when jemalloc is loaded
+    except (AttributeError, OSError):
+        return None
+
+
+def _jemalloc_stat(mallctl: Callable[..., int], name: str) -> int:
+    value, size = ctypes.c_size_t(0), ctypes.c_size_t(ctypes.sizeof(ctypes.c_size_t))
+    mallctl(name.encode(), ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
+    return value.value
+
+
+def release_idle_memory(keep_bytes: int = IDLE_BYTES) -> int:
+    """Hand the freed pages jemalloc keeps back to the OS when they exceed `keep_bytes`; return how many bytes
+    of resident memory that released (0: under glibc, or below the bound).
+
+    Below the bound nothing is done, so a run's step-to-step reuse of its buffers (why decay is off) stays.
+    """
+    mallctl = _mallctl()
+    if mallctl is None:
+        return 0
+    refresh = ctypes.c_uint64(1)  # the stats are a snapshot, taken anew at each "epoch" write
+    mallctl(b"epoch", None, None, ctypes.byref(refresh), ctypes.c_size_t(ctypes.sizeof(refresh)))
+    resident, allocated = (_jemalloc_stat(mallctl, f"stats.{k}") for k in ("resident", "allocated"))
+    if resident - allocated <= keep_bytes:
+        return 0
+    mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0))
+    mallctl(b"epoch", None, None, ctypes.byref(refresh), ctypes.c_size_t(ctypes.sizeof(refresh)))
+    return max(0, resident - _jemalloc_stat(mallctl, "stats.resident"))
 
 
 if __name__ == "__main__":  # `make lab`: `env $(python -m seglib.engine.allocator) jupyter lab ...`

@@ -33,6 +33,7 @@ from ..metrics import (
     dice_from_counts,
     iou_from_counts,
 )
+from .allocator import release_idle_memory
 from .batches import BatchPrep, resolve_device_data
 from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
@@ -118,6 +119,7 @@ def evaluate(
         warnings.warn(
             f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=2
         )
+    release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
     return pd.DataFrame([row for _, row in rows])
 
 

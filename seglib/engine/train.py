@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from ..data import DeviceAugment, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
-from .allocator import allocator_name
+from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .checkpoint import model_spec
 from .compiled import CompileClock, choose_compile, compile_module
@@ -166,6 +166,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
                 )
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 _report(info, cfg, row, skipped)
+                release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
                 if clock is not None and clock.seconds:  # once, after this process's first epoch
                     _say(info, clock.describe())
                     clock = None
