@@ -48,6 +48,7 @@ __all__ = [
     "fit_to_budget",
     "dice_versus_minutes",
     "dice_at_budgets",
+    "budget_reading",
     "SchedulerStudy",
     "SchedulerPlan",
     "SCHEDULER_STUDIES",
@@ -210,8 +211,8 @@ def dice_at_budgets(
 ) -> pd.DataFrame:
     """Rows: budgets in minutes; columns: recipes; cells: `column` of the model a user with that budget has.
 
-    A curve with a `budget` column holds one run per budget (a schedule fitted to it): the end of the run
-    planned for the budget, if it ended within it. Otherwise (one run, models along it): the last model
+    A curve with a `budget` column holds one run per budget (a schedule fitted to it): the run's reading
+    for its budget (`budget_reading`), if it lies within it. Otherwise (one run, models along it): the last model
     saved within the budget. NaN where there is none: a budget is a budget.
     """
     table = {}
@@ -223,6 +224,15 @@ def dice_at_budgets(
             cells.append(rows[column].iloc[-1] if len(rows) else math.nan)
         table[name] = cells
     return pd.DataFrame(table, index=pd.Index(budgets, name="budget (min)"))
+
+
+def budget_reading(curve: pd.DataFrame, budget: float) -> pd.DataFrame:
+    """The row of `curve` (one run planned for `budget` minutes, a row per kept model) that a user with the
+    budget has: its last model saved within the budget. A run can come out slower than its probe and end
+    past its budget; a model it kept before then still counts. With none kept in time, its last model
+    (which `dice_at_budgets` then leaves out). One row, with a `budget` column."""
+    within = curve[curve.train_minutes <= budget]
+    return (within if len(within) else curve).iloc[[-1]].assign(budget=budget)
 
 
 # --- notebook 05: one training per scheduler ------------------------------------------------------------

@@ -197,6 +197,18 @@ def test_dice_at_budgets_reads_the_last_model_within_each_budget():
     assert dice_at_budgets({"c": per_budget}, [1.0, 2.5])["c"].isna().all()  # overran; none planned
 
 
+def test_a_run_past_its_budget_is_read_at_its_last_model_within_it():
+    from seglib.study import budget_reading, dice_at_budgets
+
+    run = pd.DataFrame({"epoch": [88, 90, 92, 95], "train_minutes": [11.5, 11.74, 12.02, 12.42]})
+    run["dice"] = [0.85, 0.855, 0.856, 0.855]
+    row = budget_reading(run, 12.0)
+    assert row.epoch.tolist() == [90] and row.budget.tolist() == [12.0]
+    assert dice_at_budgets({"r": row}, [12.0])["r"].tolist() == [0.855]
+    late = budget_reading(run.iloc[[-1]], 12.0)  # kept only its last model: over the budget, left out
+    assert late.epoch.tolist() == [95] and dice_at_budgets({"r": late}, [12.0])["r"].isna().all()
+
+
 @pytest.mark.slow
 def test_epochs_for_budget(synthetic_root, tmp_path):
     from seglib.study import epochs_for_budget, estimate_epoch_seconds
