@@ -7,9 +7,9 @@ decay off keeps them (docs/performance.md, "allocator"). An allocator is chosen 
 workbook and `make lab` start their kernels with it. SEGLIB_JEMALLOC=0 turns it off.
 
 With decay off, jemalloc never hands a freed page back, and in a long-lived process that trains one run
-after another (a notebook kernel running notebook 06's study) its freed pages stop being reused: the
-kernel's memory grew past 20 GB while what it held live stayed under 0.6 GB. `release_idle_memory`, called
-after every epoch and evaluation, hands them back once they pass a bound (docs/performance.md).
+after another (a notebook kernel running notebook 06's study) it can stop reusing them: the kernel's
+memory grows while what it holds live does not (docs/performance.md, "The allocator").
+`release_idle_memory`, called after every epoch and evaluation, hands them back once they pass a bound.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,retain:true"
-IDLE_BYTES = 1 << 30  # freed memory jemalloc may keep: a step's activations at 256 px fit many times over
+IDLE_BYTES = 1 << 30  # freed memory jemalloc may keep; past it, one purge per epoch (refaulted once)
 _ALL_ARENAS = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 # Debian/Ubuntu's libjemalloc2 (apt-get install libjemalloc2), then a conda environment's (environment.yml).
 _CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2")
