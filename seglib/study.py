@@ -145,6 +145,7 @@ def fit_to_budget(
     sizes: Sequence[int] = (),
     epoch_seconds: dict[int, float] | None = None,
     shrunk: dict[str, Any] | None = None,
+    replan: bool = True,
 ) -> TrainConfig:
     """`cfg` with the epochs that fit `minutes` here, at the largest image size where they reach `min_epochs`.
 
@@ -154,7 +155,8 @@ def fit_to_budget(
     profile alone. Sizes tried: `cfg.image_size`, then those of `sizes` below it, largest first. Where none
     reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
     few steps underfit). `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
-    timed (`estimate_epoch_seconds`) and added.
+    timed (`estimate_epoch_seconds`) and added. `replan`: the run also re-plans its epochs from its own
+    epochs' times as it trains (`budget_minutes`, seglib/engine/budget.py); False: it trains the epochs planned.
     """
     seconds = {} if epoch_seconds is None else epoch_seconds
     candidates = sorted({cfg.image_size, *(s for s in sizes if s < cfg.image_size)}, reverse=True)
@@ -162,7 +164,10 @@ def fit_to_budget(
         trial = replace(cfg, image_size=size)
         if size not in seconds:
             seconds[size] = estimate_epoch_seconds(trial)
-        fitted = replace(trial, epochs=epochs_for_budget(trial, minutes, seconds[size]))
+        budget = minutes if replan else cfg.budget_minutes
+        fitted = replace(
+            trial, epochs=epochs_for_budget(trial, minutes, seconds[size]), budget_minutes=budget
+        )
         if fitted.epochs >= min_epochs:
             return fitted
     return replace(fitted, **(shrunk or {}))  # the smallest size, short of min_epochs
@@ -433,7 +438,9 @@ def plan_recipe_study(
                 run = replace(cfg, epochs=epochs or cfg.epochs)
             else:
                 least = study.epochs_needed(model) if scheduled and "image_size" not in changes else 0
-                run = fit_to_budget(cfg, b, least, study.sizes, secs, shrunk=shrunk)
+                # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
+                replan = "budget_minutes" not in explicit
+                run = fit_to_budget(cfg, b, least, study.sizes, secs, shrunk=shrunk, replan=replan)
             every = study.every if b == budget else run.epochs  # shorter runs: their last model only
             tag = "fixed" if fixed else f"{b:g}min"
             read_along = fixed or not scheduled

@@ -256,3 +256,16 @@ def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(tiny_config, tmp_
     ha, hb = pd.read_csv(one.run_dir / "history.csv"), pd.read_csv(tmp_path / "runs" / "two" / "history.csv")
     for col in ("train_loss", "val_loss"):
         assert hb[col].tolist() == pytest.approx(ha[col].tolist(), abs=1e-5), col
+
+
+@pytest.mark.slow
+def test_a_budget_run_under_torchrun_replans_the_same_on_every_rank(tiny_config, tmp_path):
+    """Rank 0's epoch times decide the plan for both ranks: both stop after the same epoch (a rank going on
+    alone would wait in its next all-reduce until the timeout)."""
+    cfg = tiny_config(train_limit=16, epochs=6, budget_minutes=1e-4, scheduler="onecycle", run_name="budget")
+    (tmp_path / "fit_script.py").write_text(FIT_SCRIPT)
+    p = torchrun("fit_script.py", json.dumps(cfg.to_dict()), out=tmp_path)
+    assert p.stdout.count("re-planned 6 -> 3 epochs") == 1  # said once, by rank 0
+    run = tmp_path / "runs" / "budget"
+    assert pd.read_csv(run / "history.csv").epoch.tolist() == [1, 2, 3]
+    assert json.loads((run / "config.json").read_text())["epochs"] == 3

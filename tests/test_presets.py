@@ -20,6 +20,7 @@ UNSET = {
     "val_fraction": 0.1,
     "test_fraction": 0.1,
     "split_seed": 0,
+    "budget_minutes": None,
     "min_lr": 0.0,
     "step_size": 10,
     "milestones": None,

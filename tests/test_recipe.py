@@ -237,6 +237,8 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
     fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs)
     assert (fitted.image_size, fitted.epochs) == (64, 120)  # a long budget keeps the profile's size
     assert fitted.lr == cfg.lr and fitted.seed == cfg.seed  # nothing else changes
+    assert fitted.budget_minutes == 12.0  # the run re-plans its epochs within the budget as it trains
+    assert fit_to_budget(cfg, 12.0, epoch_seconds=secs, replan=False).budget_minutes is None
     # `shrunk` is for a run short of min_epochs at every size; a smaller size that gets them keeps the rest
     plain = {"scale_jitter": 0.0, "copy_paste": 0.0}
     cfg = dataclasses.replace(cfg, scale_jitter=0.25)
@@ -413,6 +415,16 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         ("recommended", 12.0, 160, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
     ]
     assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-recommended"
+    assert [c.budget_minutes for _, _, c in plan.jobs] == [12.0, 1.0, 2.0, 3.0, 6.0, 12.0]  # each re-plans
+    item = RECIPE_STUDIES["recommended"].with_params(recipes="recommended+budget_minutes=null", budgets="6")
+    ((_, _, once),) = plan_recipe_study(
+        ws.config,
+        item,
+        "unet",
+        "recommended",
+        epoch_seconds={"recommended+budget_minutes=null": secs["recommended"]},
+    ).jobs
+    assert (once.budget_minutes, once.epochs, once.image_size) == (None, 60, 128)  # planned once, as before
     table = plan.table.reset_index()
     assert table["image size"].tolist() == [128, 64, 64, 96, 128, 160]
     assert table["est. s/epoch"].tolist() == [10.0, 2.0, 2.0, 4.0, 6.0, 10.0]

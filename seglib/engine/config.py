@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ class TrainConfig:
     split_seed: int = 0  # folder data without splits/: seeds the split (each run writes it to <run>/splits/)
     # optimisation
     epochs: int = 50  # passes over the training images
+    budget_minutes: float | None = (
+        None  # train within this many minutes: epochs re-planned as it goes (budget.py)
+    )
     batch_size: int = 8  # images per optimizer step (per process under torchrun)
     lr: float = 1e-4  # AdamW learning rate (the schedulers' peak)
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay
@@ -121,6 +125,16 @@ class TrainConfig:
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"checkpoint_every must be an integer >= 0 (0: off), got {every!r}")
+        budget = self.budget_minutes
+        if budget is not None and not (
+            isinstance(budget, int | float)
+            and not isinstance(budget, bool)
+            and math.isfinite(budget)
+            and budget > 0
+        ):
+            raise ValueError(
+                f"budget_minutes must be None (off) or a positive number of minutes, got {budget!r}"
+            )
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), e.g. 0.99; got {self.ema_decay!r}")
         parse_mask_values(self.mask_values)  # raises naming the item it cannot read

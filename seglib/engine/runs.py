@@ -107,7 +107,10 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
     diff = {
         k: (saved.get(k), v)
         for k, v in cfg.to_dict().items()
-        if k not in RESUME_MAY_DIFFER and saved.get(k) != v and not (k in CHOSEN_BY_MACHINE and v is None)
+        if k not in RESUME_MAY_DIFFER
+        and saved.get(k) != v
+        and not (k in CHOSEN_BY_MACHINE and v is None)
+        and not (k == "epochs" and saved.get("budget_minutes") is not None)  # the run re-plans them
     }
     if diff:
         lines = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
@@ -147,6 +150,12 @@ class RunFolder:
         val_dice = state.history[-1]["val_dice"] if state.history else None
         extra = {k: v for k, v in sd.items() if k != "model"}
         self._save(self.path / "last.pt", state.model, val_dice=val_dice, world_size=self.world_size, **extra)
+
+    def replan(self, cfg: TrainConfig) -> None:
+        """The run goes on with `cfg` (its epochs re-planned under a budget); config.json says so."""
+        self.cfg = cfg
+        if self.writes:
+            cfg.save(self.path / "config.json")
 
     def end_epoch(self, state: TrainState, steps_per_epoch: int, new_best: bool) -> None:
         """After an epoch: history.csv and lr.csv, best.pt if it is the best, the epoch's model if kept."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR, OneCycleLR, StepLR
 
 from .config import SCHEDULERS, TrainConfig
 
-__all__ = ["build_scheduler", "steps_per_batch", "lr_curve", "PER_BATCH"]
+__all__ = ["build_scheduler", "rescheduled", "steps_per_batch", "lr_curve", "PER_BATCH"]
 
 PER_BATCH = frozenset({"onecycle"})  # the others step once per epoch
 
@@ -34,6 +36,24 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
         milestones = cfg.milestones or [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
         return MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+
+
+def rescheduled(
+    cfg: TrainConfig,
+    optimizer: torch.optim.Optimizer,
+    steps_per_epoch: int,
+    steps_done: int,
+    epochs_done: int,
+) -> LRScheduler:
+    """The scheduler of `cfg` advanced past `steps_done` optimizer steps (`epochs_done` epochs): the one a
+    run re-planned to `cfg.epochs` continues with, as if planned so from its start. It sets the optimizer's
+    lr (and OneCycle's momentum) to that schedule's value there."""
+    sched = build_scheduler(cfg, optimizer, steps_per_epoch)
+    with warnings.catch_warnings():  # stepping without optimizer steps is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(steps_done if steps_per_batch(cfg.scheduler) else epochs_done):
+            sched.step()
+    return sched
 
 
 def lr_curve(cfg: TrainConfig, steps_per_epoch: int) -> list[float]:

@@ -27,6 +27,7 @@ from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
+from .budget import planned_epochs, replan_due
 from .checkpoint import model_spec
 from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
@@ -37,6 +38,7 @@ from .distributed import (
     cleanup,
     convert_sync_batchnorm,
     init_distributed,
+    is_main,
     main_first,
     on_main,
     wrap_model,
@@ -63,7 +65,7 @@ from .runtime import (
     prepare_model,
     seed_everything,
 )
-from .schedulers import build_scheduler, steps_per_batch
+from .schedulers import build_scheduler, rescheduled, steps_per_batch
 from .state import EpochStats, TrainState
 from .tracking import WandbLogger
 
@@ -131,6 +133,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         run_dir = on_main(lambda: find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
         ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
     cfg = _device_data(cfg, ckpt)
+    if ckpt is not None and cfg.budget_minutes is not None:  # the epochs it has re-planned to so far
+        cfg = replace(cfg, epochs=int(_saved(ckpt, "epochs", cfg.epochs)))
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
     use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
@@ -160,12 +164,13 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     try:
         with deferred_sigint() as interrupt:
             env = replace(env, interrupt=interrupt)
-            for epoch in range(state.epoch + 1, cfg.epochs + 1):
+            while state.epoch < folder.cfg.epochs:  # a run with a budget re-plans its epochs (folder.cfg)
+                epoch = state.epoch + 1
                 row, skipped = _train_and_validate(
-                    epoch, state, (net, eval_net), loaders, cfg, env, folder, info
+                    epoch, state, (net, eval_net), loaders, folder.cfg, env, folder, info
                 )
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                _report(info, cfg, row, skipped)
+                _report(info, folder.cfg, row, skipped)
                 release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
                 if clock is not None and clock.seconds:  # once, after this process's first epoch
                     _say(info, clock.describe())
@@ -176,7 +181,15 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     history = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
     model_out = state.eval_model.eval()
     return FitResult(
-        run_dir, history, state.best_dice, state.best_epoch, model_out, cfg, kind, train_ds.root, info.is_main
+        run_dir,
+        history,
+        state.best_dice,
+        state.best_epoch,
+        model_out,
+        folder.cfg,
+        kind,
+        train_ds.root,
+        info.is_main,
     )
 
 
@@ -373,9 +386,31 @@ def _end_epoch(
     if new_best:
         state.best_dice, state.best_epoch = row["val_dice"], epoch
     state.epoch, state.partial = epoch, EpochStats()
+    _replan(state, folder, steps)  # before the saves: last.pt holds the plan a resumed run continues
     folder.end_epoch(state, steps, new_best)
     folder.save_last(state)
     return row, skipped
+
+
+def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
+    """Under `budget_minutes`, the run's epochs re-planned from its own epochs' times where `budget.replan_due`
+    says (rank 0's times decide for every rank), and its lr schedule re-made for them."""
+    cfg = folder.cfg
+    if cfg.budget_minutes is None:
+        return
+    seconds = [row["seconds"] for row in state.history]
+    budget = cfg.budget_minutes * 60
+    due = replan_due(seconds, budget, cfg.epochs)
+    epochs = on_main(lambda: planned_epochs(seconds, budget) if due else cfg.epochs)
+    if epochs == cfg.epochs:
+        return
+    folder.replan(replace(cfg, epochs=epochs))
+    state.scheduler = rescheduled(folder.cfg, state.optimizer, steps, state.step, state.epoch)
+    if is_main():
+        print(
+            f"seglib: budget {cfg.budget_minutes:g} min: {len(seconds)} epochs took {sum(seconds) / 60:.2f} min, "
+            f"the last {sum(seconds[-1:]):.1f} s; re-planned {cfg.epochs} -> {epochs} epochs"
+        )
 
 
 def _describe(

@@ -1,0 +1,96 @@
+"""A run with a budget of minutes re-plans its epochs from its own epochs' times (seglib/engine/budget.py)."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_train_config
+
+from seglib.engine import TrainConfig, fit, load_checkpoint
+from seglib.engine.budget import planned_epochs, replan_due
+from seglib.engine.schedulers import lr_curve, rescheduled
+from seglib.engine.train import TrainingInterrupted
+
+
+def test_the_plan_keeps_the_epochs_done_and_adds_what_fits_at_the_recent_pace():
+    # 4 epochs done in 25 s; the later half ran at 5 s each: 75 s left buy 15 more (14 with the margin)
+    assert planned_epochs([10, 5, 5, 5], 100, margin=1.0) == 19
+    assert planned_epochs([10, 5, 5, 5], 100) == 18
+    assert planned_epochs([10, 6, 6, 4, 4, 4], 100, margin=1.0) == 6 + 66 // 4  # the first epochs left out
+    assert planned_epochs([30, 30, 30], 60) == 3  # the budget is spent: stop here
+    with pytest.raises(ValueError, match="at least one epoch"):
+        planned_epochs([], 60)
+
+
+def test_a_run_replans_once_it_has_a_pace_and_as_it_passes_each_share_of_its_budget():
+    budget = 100.0  # re-plans after 25, 60 and 85 s
+    assert not replan_due([5, 5], budget, planned=20)
+    assert replan_due([5, 5, 5], budget, planned=20)  # the first pace
+    assert not replan_due([5, 5, 5, 5], budget, planned=20)
+    assert replan_due([5] * 5, budget, planned=20)  # 25 s
+    assert not replan_due([5] * 6, budget, planned=20)
+    assert replan_due([5] * 12, budget, planned=20)  # 60 s
+    assert replan_due([5] * 17, budget, planned=20)  # 85 s
+    assert not replan_due([5] * 17, budget, planned=17)  # never at the planned end
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "multistep"])
+def test_a_replanned_schedule_goes_on_as_if_planned_so_from_the_start(scheduler):
+    first, steps = TrainConfig(epochs=10, lr=1e-3, scheduler=scheduler), 5
+    new = TrainConfig(epochs=14, lr=1e-3, scheduler=scheduler)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=first.lr)
+    rescheduled(first, opt, steps, 0, 0)  # the run's own scheduler first: the optimizer's state is its
+    sched = rescheduled(new, opt, steps, steps_done=17, epochs_done=3)
+    lrs = []
+    for step in range(17, 14 * steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        if scheduler == "onecycle" or step % steps == steps - 1:
+            sched.step()
+    assert lrs == pytest.approx(lr_curve(new, steps)[17:], rel=1e-12)
+
+
+RUN = dict(epochs=6, train_limit=14, lr=3e-3, scheduler="onecycle", run_name="r", checkpoint_every=2)
+
+
+@pytest.mark.slow
+def test_a_run_whose_budget_is_spent_stops_and_resumes_to_the_same_end(
+    synthetic_root, tmp_path, loss_at_step, capsys
+):
+    spent = 1e-4  # minutes: spent by the first epoch, so the first re-plan (after 3 epochs) ends the run
+    whole = fit(tiny_train_config(synthetic_root, tmp_path / "a", budget_minutes=spent, **RUN))
+    assert len(whole.history) == 3 and whole.config.epochs == 3
+    out = capsys.readouterr().out
+    assert "budget 0.0001 min: 3 epochs took" in out and "re-planned 6 -> 3 epochs" in out
+    assert json.loads((whole.run_dir / "config.json").read_text())["epochs"] == 3
+    assert (whole.run_dir / "epochs" / "epoch_003.pt").is_file()  # the last model is kept as the run's last
+    with pytest.raises(TrainingInterrupted):  # in epoch 2, before the re-plan
+        fit(
+            tiny_train_config(synthetic_root, tmp_path / "b", budget_minutes=spent, **RUN),
+            loss_fn=loss_at_step("ctrl_c", 6),
+        )
+    resumed = fit(tiny_train_config(synthetic_root, tmp_path / "b", budget_minutes=spent, **RUN), resume=True)
+    assert resumed.history.drop(columns="seconds").equals(whole.history.drop(columns="seconds"))
+    a, b = load_checkpoint(whole.run_dir / "last.pt"), load_checkpoint(resumed.run_dir / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    again = fit(tiny_train_config(synthetic_root, tmp_path / "b", budget_minutes=spent, **RUN), resume=True)
+    assert len(again.history) == 3  # a finished run resumed with its first plan trains no more
+
+
+@pytest.mark.slow
+def test_a_run_with_time_left_lengthens_its_plan_and_a_resume_keeps_it(
+    synthetic_root, tmp_path, loss_at_step, capsys
+):
+    cfg = tiny_train_config(synthetic_root, tmp_path, budget_minutes=1.0, **RUN)  # epochs here take < 1 s
+    with pytest.raises(TrainingInterrupted):  # epoch 4, after the re-plan at the end of epoch 3
+        fit(cfg, loss_fn=loss_at_step("ctrl_c", 14))
+    saved = load_checkpoint(tmp_path / "r" / "last.pt")
+    epochs = saved["config"]["epochs"]
+    assert epochs > 6 and json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == epochs
+    with pytest.raises(TrainingInterrupted):  # resumed with the first plan: it goes on with the saved one
+        fit(cfg, resume=True, loss_fn=loss_at_step("ctrl_c", 3))
+    assert f"step 2 of {epochs}" in capsys.readouterr().out
+    lrs = load_checkpoint(tmp_path / "r" / "last.pt")["lr_log"]
+    planned = lr_curve(TrainConfig(**{**cfg.to_dict(), "epochs": epochs}), steps_per_epoch=4)
+    assert len(lrs) > 13 and lrs[12:] == pytest.approx(planned[12 : len(lrs)], rel=1e-12)
