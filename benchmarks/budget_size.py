@@ -4,7 +4,7 @@
         [--epochs=N] [SETTING=VALUE ...]
 
 Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
-12 minutes (`epochs_for_budget`; `--epochs=N`: N instead, untimed), and scores the best model on the
+12 minutes (`epochs_for_budget`, re-planned as it trains: `budget_minutes`; `--epochs=N`: N instead, untimed), and scores the best model on the
 validation images at original resolution (the recipe's own TTA), and on the test images with `--test`
 only: a lever is chosen on validation, and the test images are scored once per seed of the final
 recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
-from seglib.engine import config_from_profile, evaluate, fit, load_model, summarize
+from seglib.engine import TrainConfig, config_from_profile, evaluate, fit, load_model, summarize
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
 from seglib.study import epochs_for_budget, estimate_epoch_seconds, json_or_text
@@ -37,14 +37,23 @@ def main() -> None:
     epochs = next((int(f.split("=")[1]) for f in flags if f.startswith("--epochs=")), 0)
     cfg = config_from_profile("recommended", model=model, data_root=root, output_dir="results/budget-size")
     cfg = replace(cfg, image_size=size, seed=seed, run_name=f"{model}-{size}-s{seed}", overwrite=True)
+    known = {f.name for f in fields(TrainConfig)} | {"base_channels"}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        sys.exit(
+            f"budget_size.py: unknown setting(s) {unknown}; SETTING=VALUE takes a TrainConfig field or base_channels"
+        )
     changes = {k: json_or_text(v) for k, v in settings.items()}  # as notebook 06's recipe items
     if "base_channels" in changes:
         changes["model_kwargs"] = {**cfg.model_kwargs, "base_channels": changes.pop("base_channels")}
     cfg = replace(cfg, progress=False, **changes)
-    cfg = replace(cfg, epochs=epochs or epochs_for_budget(cfg, 12, estimate_epoch_seconds(cfg)))
+    if not epochs:  # as notebook 06: planned from a probe, then re-planned as the run trains
+        cfg = replace(cfg, epochs=epochs_for_budget(cfg, 12, estimate_epoch_seconds(cfg)), budget_minutes=12)
+    else:
+        cfg = replace(cfg, epochs=epochs)
     t0 = time.perf_counter()
     result = fit(cfg)
-    out = {"model": model, "image_size": size, "seed": seed, "epochs": cfg.epochs, **settings}
+    out = {"model": model, "image_size": size, "seed": seed, "epochs": result.config.epochs, **settings}
     out["train_minutes"] = round((time.perf_counter() - t0) / 60, 2)
     best = load_model(result.best_checkpoint)
     for split in splits:

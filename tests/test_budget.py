@@ -7,31 +7,33 @@ import torch
 from conftest import tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
-from seglib.engine.budget import planned_epochs, replan_due
+from seglib.engine.budget import next_plan, planned_epochs
 from seglib.engine.schedulers import lr_curve, rescheduled
 from seglib.engine.train import TrainingInterrupted
 
 
 def test_the_plan_keeps_the_epochs_done_and_adds_what_fits_at_the_recent_pace():
-    # 4 epochs done in 25 s; the later half ran at 5 s each: 75 s left buy 15 more (14 with the margin)
+    # 4 epochs done in 25 s at 5 s each after the first: 75 s left buy 15 more (14 with the margin)
     assert planned_epochs([10, 5, 5, 5], 100, margin=1.0) == 19
     assert planned_epochs([10, 5, 5, 5], 100) == 18
-    assert planned_epochs([10, 6, 6, 4, 4, 4], 100, margin=1.0) == 6 + 66 // 4  # the first epochs left out
+    # slowing down: the later half ran at 6 s an epoch, the last five at 7.4 s: 68 s left buy 9, not 11
+    slowing = [5.0] * 20 + [8.0] * 4
+    assert planned_epochs(slowing, 200, margin=1.0) == 24 + 9
     assert planned_epochs([30, 30, 30], 60) == 3  # the budget is spent: stop here
     with pytest.raises(ValueError, match="at least one epoch"):
         planned_epochs([], 60)
 
 
-def test_a_run_replans_once_it_has_a_pace_and_as_it_passes_each_share_of_its_budget():
-    budget = 100.0  # re-plans after 25, 60 and 85 s
-    assert not replan_due([5, 5], budget, planned=20)
-    assert replan_due([5, 5, 5], budget, planned=20)  # the first pace
-    assert not replan_due([5, 5, 5, 5], budget, planned=20)
-    assert replan_due([5] * 5, budget, planned=20)  # 25 s
-    assert not replan_due([5] * 6, budget, planned=20)
-    assert replan_due([5] * 12, budget, planned=20)  # 60 s
-    assert replan_due([5] * 17, budget, planned=20)  # 85 s
-    assert not replan_due([5] * 17, budget, planned=17)  # never at the planned end
+def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_in_between():
+    budget = 100.0  # marks at 25, 60 and 85 s; at 5 s an epoch, 19 epochs fit
+    assert next_plan([5, 5], budget, planned=30) == 30  # no pace yet
+    assert next_plan([5, 5, 5], budget, planned=30) == 19  # the first pace: shrinks
+    assert next_plan([5, 5, 5], budget, planned=10) == 19  # or grows
+    assert next_plan([5] * 4, budget, planned=10) == 10  # between marks it does not grow
+    assert next_plan([5] * 5, budget, planned=10) == 19  # at 25 s it does
+    # between marks a slower pace shrinks it: 6 s an epoch (the later half), 56 s left buy 9 more, not 11
+    assert next_plan([5] * 7 + [9], budget, planned=19) == 17
+    assert next_plan([5] * 17, budget, planned=17) == 17  # never past the planned end
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "multistep"])
@@ -89,8 +91,13 @@ def test_a_run_with_time_left_lengthens_its_plan_and_a_resume_keeps_it(
     epochs = saved["config"]["epochs"]
     assert epochs > 6 and json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == epochs
     with pytest.raises(TrainingInterrupted):  # resumed with the first plan: it goes on with the saved one
-        fit(cfg, resume=True, loss_fn=loss_at_step("ctrl_c", 3))
+        fit(cfg, resume=True, loss_fn=loss_at_step("ctrl_c", 3))  # epoch 5, step 1
     assert f"step 2 of {epochs}" in capsys.readouterr().out
-    lrs = load_checkpoint(tmp_path / "r" / "last.pt")["lr_log"]
-    planned = lr_curve(TrainConfig(**{**cfg.to_dict(), "epochs": epochs}), steps_per_epoch=4)
-    assert len(lrs) > 13 and lrs[12:] == pytest.approx(planned[12 : len(lrs)], rel=1e-12)
+    last = load_checkpoint(tmp_path / "r" / "last.pt")
+    lrs, now = last["lr_log"], last["config"]["epochs"]  # epoch 4's end may have shrunk the plan again
+
+    def curve(n):
+        return lr_curve(TrainConfig(**{**cfg.to_dict(), "epochs": n}), steps_per_epoch=4)
+
+    assert len(lrs) == 17 and lrs[12:16] == pytest.approx(curve(epochs)[12:16], rel=1e-12)  # epoch 4
+    assert lrs[16] == pytest.approx(curve(now)[16], rel=1e-12)  # epoch 5, on the plan made after epoch 4

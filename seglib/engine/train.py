@@ -27,7 +27,7 @@ from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
-from .budget import planned_epochs, replan_due
+from .budget import next_plan
 from .checkpoint import model_spec
 from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
@@ -393,15 +393,14 @@ def _end_epoch(
 
 
 def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
-    """Under `budget_minutes`, the run's epochs re-planned from its own epochs' times where `budget.replan_due`
-    says (rank 0's times decide for every rank), and its lr schedule re-made for them."""
+    """Under `budget_minutes`, the run's epochs re-planned from its own epochs' times (`budget.next_plan`;
+    rank 0's times decide for every rank), and its lr schedule re-made for them."""
     cfg = folder.cfg
     if cfg.budget_minutes is None:
         return
     seconds = [row["seconds"] for row in state.history]
     budget = cfg.budget_minutes * 60
-    due = replan_due(seconds, budget, cfg.epochs)
-    epochs = on_main(lambda: planned_epochs(seconds, budget) if due else cfg.epochs)
+    epochs = on_main(lambda: next_plan(seconds, budget, cfg.epochs))
     if epochs == cfg.epochs:
         return
     folder.replan(replace(cfg, epochs=epochs))
