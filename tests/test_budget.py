@@ -24,15 +24,17 @@ def test_the_plan_keeps_the_epochs_done_and_adds_what_fits_at_the_recent_pace():
         planned_epochs([], 60)
 
 
-def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_in_between():
+def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_past_the_last():
     budget = 100.0  # marks at 25, 60 and 85 s; at 5 s an epoch, 19 epochs fit
     assert next_plan([5, 5], budget, planned=30) == 30  # no pace yet
     assert next_plan([5, 5, 5], budget, planned=30) == 19  # the first pace: shrinks
     assert next_plan([5, 5, 5], budget, planned=10) == 19  # or grows
     assert next_plan([5] * 4, budget, planned=10) == 10  # between marks it does not grow
     assert next_plan([5] * 5, budget, planned=10) == 19  # at 25 s it does
-    # between marks a slower pace shrinks it: 6 s an epoch (the later half), 56 s left buy 9 more, not 11
-    assert next_plan([5] * 7 + [9], budget, planned=19) == 17
+    assert next_plan([5] * 7 + [9], budget, planned=19) == 19  # a slow epoch before the last mark: kept
+    # past the last mark a slower pace shrinks it: 5.4 s an epoch (the last five), 8 s left buy 1, not 2
+    assert next_plan([5] * 17 + [7], budget, planned=20) == 19
+    assert next_plan([5] * 17 + [4], budget, planned=19) == 19  # 20 would fit: it never grows between marks
     assert next_plan([5] * 17, budget, planned=17) == 17  # never past the planned end
 
 

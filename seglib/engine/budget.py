@@ -5,7 +5,7 @@ either way, because a run's epochs come out faster or slower than the probe's: r
 well before their budget, or past it. With `TrainConfig.budget_minutes` set, `epochs` is the first plan; the
 run re-plans once it has a pace of its own, and each time its training time passes one of `REPLAN_AT`
 (shares of the budget): it keeps the epochs done and adds as many as fit in the rest of the budget at the
-pace of its recent epochs. In between, the plan can only shrink, where the run has slowed down. The learning-rate schedule
+pace of its recent epochs. Past the last share, the plan can still shrink where the run slows down. The learning-rate schedule
 then continues as that of a run planned for the new number of epochs from the start (`schedulers.rescheduled`).
 
 The decision is a function of the run's history (its epochs' seconds), which last.pt keeps; so a resumed
@@ -49,8 +49,8 @@ def next_plan(seconds: Sequence[float], budget_seconds: float, planned: int) -> 
     """The run's epochs after the epoch just done (the last of `seconds`), `planned` so far.
 
     Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess) and at each epoch
-    that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); at every other epoch the plan
-    only shrinks, where the recent pace no longer fits it (a run slowing down near its end would overrun).
+    that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last share, at
+    every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its end).
     Never past the planned last epoch: lengthening a finished schedule would raise the learning rate again.
     """
     done = len(seconds)
@@ -58,5 +58,8 @@ def next_plan(seconds: Sequence[float], budget_seconds: float, planned: int) -> 
         return planned
     fits = planned_epochs(seconds, budget_seconds)
     now, before = sum(seconds), sum(seconds[:-1])
-    at_mark = done == MIN_EPOCHS_TIMED or any(before < share * budget_seconds <= now for share in REPLAN_AT)
-    return fits if at_mark else min(planned, fits)
+    if done == MIN_EPOCHS_TIMED or any(before < share * budget_seconds <= now for share in REPLAN_AT):
+        return fits
+    # Past the last mark, where a slower pace would carry the run past its budget: shrink only. Earlier, a
+    # few slow epochs wait for the next mark (each change of plan moves the lr schedule).
+    return min(planned, fits) if now >= REPLAN_AT[-1] * budget_seconds else planned
