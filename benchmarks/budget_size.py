@@ -4,10 +4,10 @@
         [--epochs=N] [SETTING=VALUE ...]
 
 Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
-12 minutes (`epochs_for_budget`, re-planned as it trains: `budget_minutes`; `--epochs=N`: N instead, untimed), and scores the best model on the
-validation images at original resolution (the recipe's own TTA), and on the test images with `--test`
-only: a lever is chosen on validation, and the test images are scored once per seed of the final
-recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
+12 minutes (`epochs_for_budget`, re-planned as it trains: `budget_minutes`; `--epochs=N`: N instead,
+untimed), and scores the best model on the validation images at original resolution (the recipe's own
+TTA), and on the test images with `--test` only: a lever is chosen on validation, and the test images are
+scored once per seed of the final recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
 preset, e.g. `scale_jitter=0`; `base_channels=32` the model's width. Prints one JSON line
 (docs/experiments/recipe_study.md).
 """

@@ -160,11 +160,11 @@ def fit_to_budget(
     """
     seconds = {} if epoch_seconds is None else epoch_seconds
     candidates = sorted({cfg.image_size, *(s for s in sizes if s < cfg.image_size)}, reverse=True)
+    budget = minutes if replan else cfg.budget_minutes
     for size in candidates:
         trial = replace(cfg, image_size=size)
         if size not in seconds:
             seconds[size] = estimate_epoch_seconds(trial)
-        budget = minutes if replan else cfg.budget_minutes
         fitted = replace(
             trial, epochs=epochs_for_budget(trial, minutes, seconds[size]), budget_minutes=budget
         )

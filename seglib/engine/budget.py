@@ -1,12 +1,13 @@
 """A run with a budget of minutes: it re-plans its epochs from its own epochs' times as it goes.
 
-A plan made before a run (`seglib.study.fit_to_budget`: two probe epochs and a margin) misses by 5-20%
-either way, because a run's epochs come out faster or slower than the probe's: runs planned that way ended
-well before their budget, or past it. With `TrainConfig.budget_minutes` set, `epochs` is the first plan; the
-run re-plans once it has a pace of its own, and each time its training time passes one of `REPLAN_AT`
-(shares of the budget): it keeps the epochs done and adds as many as fit in the rest of the budget at the
-pace of its recent epochs. Past the last share, the plan can still shrink where the run slows down. The learning-rate schedule
-then continues as that of a run planned for the new number of epochs from the start (`schedulers.rescheduled`).
+A plan made before a run (`seglib.study.fit_to_budget`: two probe epochs and a margin) misses either way,
+because a run's epochs come out faster or slower than the probe's: runs planned that way ended well before
+their budget, or past it (docs/experiments/recipe_study_resnet34_unet.md). With `TrainConfig.budget_minutes`
+set, `epochs` is the first plan; the run re-plans once it has a pace of its own, and each time its training
+time passes one of `REPLAN_AT` (shares of the budget): it keeps the epochs done and adds as many as fit in
+the rest of the budget at the pace of its recent epochs. Past the last share, the plan can still shrink
+where the run slows down. The learning-rate schedule then continues as that of a run planned for the new
+number of epochs from the start (`schedulers.rescheduled`).
 
 The decision is a function of the run's history (its epochs' seconds), which last.pt keeps; so a resumed
 run keeps the plan it had. Training time is what history.csv counts: training and validation.

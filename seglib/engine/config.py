@@ -58,9 +58,7 @@ class TrainConfig:
     split_seed: int = 0  # folder data without splits/: seeds the split (each run writes it to <run>/splits/)
     # optimisation
     epochs: int = 50  # passes over the training images
-    budget_minutes: float | None = (
-        None  # train within this many minutes: epochs re-planned as it goes (budget.py)
-    )
+    budget_minutes: float | None = None  # train within this many minutes, re-planning the epochs as it goes
     batch_size: int = 8  # images per optimizer step (per process under torchrun)
     lr: float = 1e-4  # AdamW learning rate (the schedulers' peak)
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay

@@ -408,7 +408,7 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
     if is_main():
         print(
             f"seglib: budget {cfg.budget_minutes:g} min: {len(seconds)} epochs took {sum(seconds) / 60:.2f} min, "
-            f"the last {sum(seconds[-1:]):.1f} s; re-planned {cfg.epochs} -> {epochs} epochs"
+            f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {epochs} epochs"
         )
 
 
