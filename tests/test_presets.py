@@ -21,6 +21,8 @@ UNSET = {
     "test_fraction": 0.1,
     "split_seed": 0,
     "budget_minutes": None,
+    "progressive_sizes": None,
+    "progressive_share": 0.5,
     "min_lr": 0.0,
     "step_size": 10,
     "milestones": None,

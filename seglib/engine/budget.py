@@ -16,7 +16,9 @@ run keeps the plan it had. Training time is what history.csv counts: training an
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+SizeAt = Callable[[int, int], int]  # (epoch, epochs planned) -> the image size that epoch trains at
 
 __all__ = ["REPLAN_AT", "MARGIN", "MIN_EPOCHS_TIMED", "RECENT", "planned_epochs", "next_plan"]
 
@@ -27,37 +29,80 @@ RECENT = 5  # epochs that say how fast the run goes now (a run's epochs can slow
 
 
 def _pace(seconds: Sequence[float]) -> float:
-    """Seconds an epoch of the rest of the run is expected to take: the slower of the mean of the later half
-    of the epochs done and of the last `RECENT`, never counting the first epoch (its one-off costs)."""
-    timed = list(seconds[1:]) or list(seconds)
+    """Seconds an epoch of the rest of the run is expected to take: `_recent` of the epochs done, never
+    counting the first epoch (its one-off costs)."""
+    return _recent(list(seconds[1:]) or list(seconds))
+
+
+def _recent(timed: Sequence[float]) -> float:
+    """The slower of the mean of the later half of `timed` and of its last `RECENT`."""
     half = timed[len(timed) // 2 :] or timed
     last = timed[-RECENT:]
     return max(sum(half) / len(half), sum(last) / len(last))
 
 
-def planned_epochs(seconds: Sequence[float], budget_seconds: float, margin: float = MARGIN) -> int:
+def _paces(seconds: Sequence[float], sizes: Sequence[int]) -> dict[int, float]:
+    """`_pace` of the epochs done at each image size (progressive resizing), the run's first epoch counted
+    only where its size has no other."""
+    paces = {}
+    for size in dict.fromkeys(sizes):
+        at = [t for i, (t, s) in enumerate(zip(seconds, sizes, strict=True)) if s == size and i > 0]
+        paces[size] = _recent(at) if at else seconds[0]
+    return paces
+
+
+def _cost(size: int, paces: dict[int, float]) -> float:
+    """Seconds an epoch at `size` is expected to take: its own pace, else the largest size's scaled by the
+    pixels (an upper bound: part of an epoch, validation among it, does not shrink with the images)."""
+    if size in paces:
+        return paces[size]
+    ref = max(paces)
+    return paces[ref] * (size / ref) ** 2
+
+
+def planned_epochs(
+    seconds: Sequence[float],
+    budget_seconds: float,
+    margin: float = MARGIN,
+    sizes: Sequence[int] | None = None,
+    size_at: SizeAt | None = None,
+) -> int:
     """The epochs a run can have within `budget_seconds`, its epochs so far having taken `seconds`: those
     done, plus as many more as fit at its recent pace (`_pace`) with `margin`. Those done, if the budget
-    is spent."""
+    is spent. With progressive resizing, `sizes` are the sizes of the epochs done and `size_at(epoch,
+    epochs)` the size of a later epoch in a plan of `epochs`: each size at its own pace (`_cost`)."""
     done = len(seconds)
     if done == 0:
         raise ValueError("planned_epochs needs the seconds of at least one epoch")
     left = budget_seconds - sum(seconds)
-    return done + max(0, math.floor(left / (margin * _pace(seconds))))
+    if sizes is None or size_at is None:
+        return done + max(0, math.floor(left / (margin * _pace(seconds))))
+    paces = _paces(seconds, sizes)
+    epochs = done
+    while margin * sum(_cost(size_at(e, epochs + 1), paces) for e in range(done + 1, epochs + 2)) <= left:
+        epochs += 1
+    return epochs
 
 
-def next_plan(seconds: Sequence[float], budget_seconds: float, planned: int) -> int:
+def next_plan(
+    seconds: Sequence[float],
+    budget_seconds: float,
+    planned: int,
+    sizes: Sequence[int] | None = None,
+    size_at: SizeAt | None = None,
+) -> int:
     """The run's epochs after the epoch just done (the last of `seconds`), `planned` so far.
 
     Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess) and at each epoch
     that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last share, at
     every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its end).
+    `sizes`, `size_at`: progressive resizing (`planned_epochs`).
     Never past the planned last epoch: lengthening a finished schedule would raise the learning rate again.
     """
     done = len(seconds)
     if done < MIN_EPOCHS_TIMED or done >= planned:
         return planned
-    fits = planned_epochs(seconds, budget_seconds)
+    fits = planned_epochs(seconds, budget_seconds, MARGIN, sizes, size_at)
     now, before = sum(seconds), sum(seconds[:-1])
     if done == MIN_EPOCHS_TIMED or any(before < share * budget_seconds <= now for share in REPLAN_AT):
         return fits

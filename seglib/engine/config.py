@@ -46,6 +46,8 @@ class TrainConfig:
     dataset: str = "auto"  # "auto" (real, a folder, else synthetic) | "oxford-pet" | "synthetic" | "folder"
     synthetic_root: str = "data/synthetic-pets"  # the synthetic demo set, generated here on first use
     image_size: int = 256  # training and validation side in px (evaluate also scores the original size)
+    progressive_sizes: list[int] | None = None  # the first epochs train at these smaller sizes (ascending)
+    progressive_share: float = 0.5  # the share of the epochs at progressive_sizes (each an equal part)
     border: str = "pet"  # trimap border: "pet" (the original) | "ignore"
     augment: bool = True  # training augmentation: flip, rotation, colour jitter (and zoom, copy-paste)
     shuffle: bool = True  # a new training order every epoch (from seed and epoch); False: dataset order
@@ -145,6 +147,7 @@ class TrainConfig:
             raise ValueError(
                 f"image_size must be at least 32 px (the encoders downsample 32x), got {self.image_size}"
             )
+        _check_progressive(self.progressive_sizes, self.progressive_share, self.image_size)
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr!r}")
         if self.weight_decay < 0:
@@ -177,6 +180,21 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -> None:
+    if not 0 < share < 1:
+        raise ValueError(f"progressive_share must be in (0, 1), e.g. 0.5; got {share!r}")
+    if sizes is None:
+        return
+    ok = isinstance(sizes, list | tuple) and all(
+        isinstance(s, int) and not isinstance(s, bool) for s in sizes
+    )
+    if not ok or not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < 32 or sizes[-1] >= image_size:
+        raise ValueError(
+            f"progressive_sizes must be None (off) or increasing sizes in px from 32 up to below image_size "
+            f"({image_size}), e.g. [64]; got {sizes!r}"
+        )
 
 
 def _choice(name: str, value: Any, choices: Any) -> None:

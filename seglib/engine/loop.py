@@ -24,6 +24,7 @@ from .evaluate import forward_tta
 from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
+from .progressive import shrink_batch
 from .runtime import autocast
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
@@ -141,9 +142,11 @@ def train_one_epoch(
     env: Env,
     total: int,
     desc: str = "",
+    size: int | None = None,
 ) -> EpochStats:
     """Train `net` (the model, or its DDP wrapper) over `loader`, continuing `state.partial` (a resumed
-    epoch starts where it stopped); `total` is the epoch's number of steps. Returns this rank's stats."""
+    epoch starts where it stopped); `total` is the epoch's number of steps; `size`: the batches are shrunk
+    to it (progressive resizing). Returns this rank's stats."""
     stats = state.partial
     net.train()
     meter, bar = _Meter(stats, env.device), _bar(loader, cfg, desc, stats.step, total)
@@ -163,6 +166,8 @@ def train_one_epoch(
             images, masks = copy_paste(
                 images, masks, cfg.copy_paste, mixing_generator(cfg.seed, state.step, get_rank())
             )
+        if size is not None:
+            images, masks = shrink_batch(images, masks, size, env.prep.channels_last)
         timed = env.clock is not None and env.clock.start("first training step")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)

@@ -32,7 +32,17 @@ __all__ = [
     "load_history",
 ]
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_dice", "val_loss", "val_dice", "lr", "seconds", "skipped"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_dice",
+    "val_loss",
+    "val_dice",
+    "lr",
+    "seconds",
+    "skipped",
+    "train_size",
+]
 # Settings a resumed run may change: they do not touch what is computed.
 RESUME_MAY_DIFFER = frozenset(
     {

@@ -27,7 +27,7 @@ from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
-from .budget import next_plan
+from .budget import SizeAt, next_plan
 from .checkpoint import model_spec
 from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
@@ -49,6 +49,7 @@ from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
+from .progressive import epoch_size
 from .runs import (
     HISTORY_COLUMNS,
     RESUME_MAY_DIFFER,
@@ -337,8 +338,10 @@ def _train_and_validate(
     t0 = time.perf_counter() - state.partial.seconds
     train.sampler.set_epoch(epoch, start=state.partial.step * cfg.batch_size)
     desc = f"epoch {epoch}/{cfg.epochs}"
+    size = _size_at(cfg, state.history)(epoch, cfg.epochs)
+    small = f" at {size} px" if size != cfg.image_size else ""
     try:
-        tr = train_one_epoch(net, state, train, cfg, env, steps, f"{desc} train")
+        tr = train_one_epoch(net, state, train, cfg, env, steps, f"{desc} train{small}", size)
         # Rank 0's BatchNorm statistics everywhere: what it saves is what every rank validates.
         broadcast_buffers(state.model)
         if state.ema is not None:
@@ -361,11 +364,18 @@ def _train_and_validate(
             f"{folder.path / 'last.pt'} holds the last good state (end of epoch {epoch - 1}). "
             f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
         ) from None
-    return _end_epoch(epoch, state, tr.reduced(env.device), va.reduced(env.device), t0, steps, folder)
+    return _end_epoch(epoch, state, tr.reduced(env.device), va.reduced(env.device), t0, steps, folder, size)
 
 
 def _end_epoch(
-    epoch: int, state: TrainState, tr: EpochStats, va: EpochStats, t0: float, steps: int, folder: RunFolder
+    epoch: int,
+    state: TrainState,
+    tr: EpochStats,
+    va: EpochStats,
+    t0: float,
+    steps: int,
+    folder: RunFolder,
+    size: int,
 ) -> tuple[dict[str, Any], list[str]]:
     epoch_lr = state.lr_log[-1] if state.lr_log else state.optimizer.param_groups[0]["lr"]
     if not steps_per_batch(folder.cfg.scheduler):
@@ -380,6 +390,7 @@ def _end_epoch(
         "lr": epoch_lr,
         "seconds": time.perf_counter() - t0,
         "skipped": len(skipped),
+        "train_size": size,
     }
     state.history.append(row)
     new_best = row["val_dice"] > state.best_dice
@@ -399,8 +410,10 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
     if cfg.budget_minutes is None:
         return
     seconds = [row["seconds"] for row in state.history]
+    sizes = [row.get("train_size") or cfg.image_size for row in state.history]
     budget = cfg.budget_minutes * 60
-    epochs = on_main(lambda: next_plan(seconds, budget, cfg.epochs))
+    size_at = _size_at(cfg, state.history)
+    epochs = on_main(lambda: next_plan(seconds, budget, cfg.epochs, sizes, size_at))
     if epochs == cfg.epochs:
         return
     folder.replan(replace(cfg, epochs=epochs))
@@ -410,6 +423,14 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
             f"seglib: budget {cfg.budget_minutes:g} min: {len(seconds)} epochs took {sum(seconds) / 60:.2f} min, "
             f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {epochs} epochs"
         )
+
+
+def _size_at(cfg: TrainConfig, history: list[dict[str, Any]]) -> SizeAt:
+    """The size an epoch trains at under a plan of so many epochs (`progressive.epoch_size`), never below
+    the size of the run's last epoch."""
+    reached = (history[-1].get("train_size") or 0) if history else 0
+    sizes, share = cfg.progressive_sizes, cfg.progressive_share
+    return lambda epoch, epochs: epoch_size(sizes, share, cfg.image_size, epoch, epochs, reached)
 
 
 def _describe(
