@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
-from seglib.engine.budget import planned_epochs
+from seglib.engine.budget import next_plan, planned_epochs
 from seglib.engine.progressive import epoch_size, shrink_batch
 from seglib.engine.train import TrainingInterrupted
 
@@ -60,6 +60,19 @@ def test_a_budget_plans_each_size_at_its_own_pace():
     assert planned_epochs(seconds, 112, margin=1.0, sizes=sizes, size_at=lambda e, n: 128) == 12 + 16
 
 
+def test_a_budget_waits_for_a_pace_at_every_size_ahead():
+    def size_at(epoch, epochs, reached=0):
+        return epoch_size([64], 0.5, 128, epoch, epochs, reached)
+
+    # after 3 epochs at 64 px, 128 px has no pace yet: the plan stays
+    assert next_plan([4, 2, 2], 100, 10, sizes=[64] * 3, size_at=size_at) == 10
+    # the first epoch at 128 px (8 s) gives it one: 78 s left buy 9 more at 128 px (74 s with the margin)
+    seconds, sizes = [4, 2, 2, 2, 2, 2, 8], [64] * 6 + [128]
+    assert next_plan(seconds, 100, 10, sizes, lambda e, n: size_at(e, n, reached=128)) == 16
+    # a faster epoch after it (23 s in all, short of the mark at 25 s) waits for the mark
+    assert next_plan([*seconds, 1], 100, 16, [*sizes, 128], lambda e, n: size_at(e, n, reached=128)) == 16
+
+
 RUN = dict(epochs=6, train_limit=14, image_size=64, progressive_sizes=[32, 48], run_name="r", lr=3e-3)
 
 
@@ -85,12 +98,16 @@ def test_a_progressive_run_learns_records_its_sizes_and_resumes_bit_identically(
 
 
 @pytest.mark.slow
-def test_a_lengthened_plan_never_sends_a_run_back_to_a_smaller_size(synthetic_root, tmp_path, loss_at_step):
-    # a budget of 100 minutes lengthens the plan after epoch 3 (the first at 48 px) by far, which moves the
-    # end of the small epochs later: epoch 4 would be at 32 px again, but stays at 48
+def test_a_budgeted_progressive_run_replans_once_it_has_trained_at_every_size(
+    synthetic_root, tmp_path, loss_at_step, capsys
+):
+    # a budget of 100 minutes would lengthen the plan at the first pace (epoch 3, at 48 px), but 64 px has
+    # no pace yet: the plan waits for epoch 4, the first at 64 px, and lengthens there by far
     cfg = tiny_train_config(synthetic_root, tmp_path, budget_minutes=100, scheduler="onecycle", **RUN)
-    with pytest.raises(TrainingInterrupted):  # at the first step of epoch 5 (4 steps an epoch)
-        fit(cfg, loss_fn=loss_at_step("ctrl_c", 17))
+    with pytest.raises(TrainingInterrupted):  # at the first step of epoch 6 (4 steps an epoch)
+        fit(cfg, loss_fn=loss_at_step("ctrl_c", 21))
     history = pd.read_csv(tmp_path / "r" / "history.csv")
-    assert history.train_size.tolist() == [32, 32, 48, 48]
+    assert history.train_size.tolist() == [32, 32, 48, 64, 64]
+    out = capsys.readouterr().out
+    assert out.count("re-planned") == 1 and "4 epochs took" in out
     assert json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] > 100

@@ -78,10 +78,19 @@ def planned_epochs(
     if sizes is None or size_at is None:
         return done + max(0, math.floor(left / (margin * _pace(seconds))))
     paces = _paces(seconds, sizes)
-    epochs = done
-    while margin * sum(_cost(size_at(e, epochs + 1), paces) for e in range(done + 1, epochs + 2)) <= left:
-        epochs += 1
-    return epochs
+
+    def fits(epochs: int) -> bool:
+        return margin * sum(_cost(size_at(e, epochs), paces) for e in range(done + 1, epochs + 1)) <= left
+
+    # A longer plan costs more (its new epoch outweighs the earlier ones it moves to a smaller size): the
+    # last plan that fits is found by doubling, then halving.
+    low, high = done, done + 1
+    while fits(high):
+        low, high = high, done + 2 * (high - done)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
 
 
 def next_plan(
@@ -96,16 +105,29 @@ def next_plan(
     Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess) and at each epoch
     that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last share, at
     every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its end).
-    `sizes`, `size_at`: progressive resizing (`planned_epochs`).
     Never past the planned last epoch: lengthening a finished schedule would raise the learning rate again.
+
+    With progressive resizing (`sizes` of the epochs done, `size_at`), a plan is only re-made before the
+    last share once every size still ahead has a pace of its own (a size not trained yet, scaled from a
+    smaller one by its pixels, would be overestimated: validation and the data work do not shrink), and the
+    first epoch at a new size is a first pace too.
     """
     done = len(seconds)
     if done < MIN_EPOCHS_TIMED or done >= planned:
         return planned
-    fits = planned_epochs(seconds, budget_seconds, MARGIN, sizes, size_at)
+
+    def fits() -> int:
+        return planned_epochs(seconds, budget_seconds, MARGIN, sizes, size_at)
+
     now, before = sum(seconds), sum(seconds[:-1])
-    if done == MIN_EPOCHS_TIMED or any(before < share * budget_seconds <= now for share in REPLAN_AT):
-        return fits
-    # Past the last mark, where a slower pace would carry the run past its budget: shrink only. Earlier, a
-    # few slow epochs wait for the next mark (each change of plan moves the lr schedule).
-    return min(planned, fits) if now >= REPLAN_AT[-1] * budget_seconds else planned
+    if now >= REPLAN_AT[-1] * budget_seconds and not before < REPLAN_AT[-1] * budget_seconds:
+        # Past the last mark, where a slower pace would carry the run past its budget: shrink only. Earlier, a
+        # few slow epochs wait for the next mark (each change of plan moves the lr schedule).
+        return min(planned, fits())
+    progressive = sizes is not None and size_at is not None
+    if progressive and not {size_at(e, planned) for e in range(done + 1, planned + 1)} <= set(sizes[1:]):
+        return planned  # a size ahead has no pace yet
+    first = done == MIN_EPOCHS_TIMED or (progressive and sizes[-1] != sizes[-2])
+    if first or any(before < share * budget_seconds <= now for share in REPLAN_AT):
+        return fits()
+    return planned
