@@ -46,6 +46,7 @@ __all__ = [
     "estimate_epoch_seconds",
     "epochs_for_budget",
     "fit_to_budget",
+    "ladder",
     "dice_versus_minutes",
     "dice_at_budgets",
     "budget_reading",
@@ -146,14 +147,19 @@ def fit_to_budget(
     epoch_seconds: dict[int, float] | None = None,
     shrunk: dict[str, Any] | None = None,
     replan: bool = True,
+    progressive: bool = False,
 ) -> TrainConfig:
     """`cfg` with the epochs that fit `minutes` here, at the largest image size where they reach `min_epochs`.
 
     `min_epochs` is what the schedule needs: with fewer, its warm-up and decay are too short to train the
     model, and smaller images buy more epochs. How many a budget buys depends on the machine (a CPU without
     native bf16 buys a third of the epochs at 160 px), so the size follows from the epochs, not from the
-    profile alone. Sizes tried: `cfg.image_size`, then those of `sizes` below it, largest first. Where none
-    reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
+    profile alone. Sizes tried: `cfg.image_size`, then those of `sizes` below it, largest first. With
+    `progressive`, the size that gets its epochs gives way to the one above it trained with progressive
+    resizing (`ladder`: the smaller `sizes` first, each an equal share of the epochs with the size itself)
+    where that also gets them: with few epochs, a larger final size served better than more epochs at a
+    smaller one (docs/experiments/recipe_study.md), but not two sizes up. Where
+    none reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
     few steps underfit). `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
     timed (`estimate_epoch_seconds`) and added. `replan`: the run also re-plans its epochs from its own
     epochs' times as it trains (`budget_minutes`, seglib/engine/budget.py); False: it trains the epochs planned.
@@ -161,16 +167,43 @@ def fit_to_budget(
     seconds = {} if epoch_seconds is None else epoch_seconds
     candidates = sorted({cfg.image_size, *(s for s in sizes if s < cfg.image_size)}, reverse=True)
     budget = minutes if replan else cfg.budget_minutes
+    larger = None  # the size tried before this one, short of min_epochs
     for size in candidates:
-        trial = replace(cfg, image_size=size)
-        if size not in seconds:
-            seconds[size] = estimate_epoch_seconds(trial)
-        fitted = replace(
-            trial, epochs=epochs_for_budget(trial, minutes, seconds[size]), budget_minutes=budget
-        )
+        own = [s for s in cfg.progressive_sizes or () if s < size] or None  # an item's own, where they fit
+        fitted = _fitted(replace(cfg, image_size=size, progressive_sizes=own), minutes, seconds, budget)
         if fitted.epochs >= min_epochs:
+            if progressive and larger is not None:
+                up = _fitted(ladder(cfg, larger, sizes), minutes, seconds, budget)
+                return up if up.epochs >= min_epochs else fitted
             return fitted
+        larger = size
     return replace(fitted, **(shrunk or {}))  # the smallest size, short of min_epochs
+
+
+def _fitted(cfg: TrainConfig, minutes: float, seconds: dict[int, float], budget: float | None) -> TrainConfig:
+    return replace(
+        cfg, epochs=max(1, math.floor(minutes * 60 / _plan_seconds(cfg, seconds))), budget_minutes=budget
+    )
+
+
+def ladder(cfg: TrainConfig, size: int, sizes: Sequence[int]) -> TrainConfig:
+    """`cfg` at `size`, trained first at the `sizes` below it: each size an equal share of the epochs."""
+    steps = sorted(s for s in set(sizes) if s < size)
+    return replace(
+        cfg, image_size=size, progressive_sizes=steps, progressive_share=len(steps) / (len(steps) + 1)
+    )
+
+
+def _plan_seconds(cfg: TrainConfig, seconds: dict[int, float]) -> float:
+    """The mean seconds of an epoch of `cfg`, each of its sizes at its timed epoch (`seconds`; missing ones
+    timed and added)."""
+    for size in {cfg.image_size, *(cfg.progressive_sizes or ())} - set(seconds):
+        seconds[size] = estimate_epoch_seconds(replace(cfg, image_size=size, progressive_sizes=None))
+    full = seconds[cfg.image_size]
+    if not cfg.progressive_sizes:
+        return full
+    small = sum(seconds[s] for s in cfg.progressive_sizes) / len(cfg.progressive_sizes)
+    return cfg.progressive_share * small + (1 - cfg.progressive_share) * full
 
 
 def dice_versus_minutes(
@@ -329,6 +362,9 @@ class RecipeStudy:
     # the epochs a schedule needs (fewer at the preset's size: smaller images), one for every model or per model
     min_epochs: int | dict[str, int] = 0
     sizes: tuple[int, ...] = ()  # the image sizes it may take instead
+    progressive: bool = (
+        False  # a size short of min_epochs is tried with progressive resizing first (`ladder`)
+    )
     test_limit: int | None = None  # score on the first N test images (None: all)
 
     def with_params(
@@ -359,6 +395,7 @@ RECIPE_STUDIES: dict[str, RecipeStudy] = {
         every=2,
         min_epochs={"unet": 40, "resnet34_unet": 40},
         sizes=(64, 96, 128),
+        progressive=True,
     ),
     # a demonstration in 1.25 minutes of training on any machine: 05's narrow UNet, whose epochs are cheap
     # enough for a curve even on a CPU without native bf16 (a few epochs at 0.25 minutes there)
@@ -440,7 +477,16 @@ def plan_recipe_study(
                 least = study.epochs_needed(model) if scheduled and "image_size" not in changes else 0
                 # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
                 replan = "budget_minutes" not in explicit
-                run = fit_to_budget(cfg, b, least, study.sizes, secs, shrunk=shrunk, replan=replan)
+                run = fit_to_budget(
+                    cfg,
+                    b,
+                    least,
+                    study.sizes,
+                    secs,
+                    shrunk=shrunk,
+                    replan=replan,
+                    progressive=study.progressive,
+                )
             every = study.every if b == budget else run.epochs  # shorter runs: their last model only
             tag = "fixed" if fixed else f"{b:g}min"
             read_along = fixed or not scheduled
@@ -451,8 +497,9 @@ def plan_recipe_study(
                     "recipe": label,
                     "budget (min)": b,
                     "epochs": run.epochs,
-                    "est. s/epoch": secs.get(run.image_size),
+                    "est. s/epoch": None if fixed else _plan_seconds(run, secs),
                     "image size": run.image_size,
+                    "first at": ", ".join(map(str, run.progressive_sizes or ())) or "-",
                     "lr": run.lr,
                     "scheduler": run.scheduler,
                     "loss": run.loss,

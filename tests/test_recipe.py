@@ -248,6 +248,17 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
     assert (fitted.image_size, fitted.epochs, fitted.scale_jitter, fitted.copy_paste) == (48, 15, 0.0, 0.0)
     fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[48], epoch_seconds=secs, shrunk=plain)
     assert (fitted.image_size, fitted.scale_jitter) == (64, 0.25)
+    # progressive: the size that gets its epochs (48 px: 15) gives way to the one above it trained after the
+    # smaller sizes, where that gets them too. At 64 px after 32 and 48, a third each: 3.83 s, 15 in a minute
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs, progressive=True)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (64, 15, [32, 48])
+    assert fitted.progressive_share == pytest.approx(2 / 3)
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=20, sizes=[32, 48], epoch_seconds=secs, progressive=True)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (48, 21, [32])  # 2.75 s an epoch
+    fitted = fit_to_budget(cfg, 1.0, min_epochs=22, sizes=[32, 48], epoch_seconds=secs, progressive=True)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (32, 40, None)  # 48's ladder: 21
+    fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs, progressive=True)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (64, 120, None)  # epochs enough
     probed: dict[int, float] = {}
     fitted = fit_to_budget(cfg, 0.5, min_epochs=1, sizes=[32], epoch_seconds=probed)
     assert list(probed) == [64] and probed[64] > 0  # a missing size is timed (two real epochs), once
@@ -400,19 +411,29 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         0.0,
         {"base_channels": 16},
     )
-    # The recommended recipe: one run per budget, at the largest size that gives 40 epochs; where none
-    # does (1 minute), the smallest without the UNet's zoom and dropout.
+    # The recommended recipe: one run per budget, at the largest size that gives 40 epochs, or the one above
+    # it trained after the smaller sizes where that gives 40 too (2 minutes: 96 px after 64, 3 s an epoch);
+    # where none does (1 minute), the smallest without the UNet's zoom and dropout.
     got = [
-        (lb, b, c.image_size, c.epochs, c.scale_jitter, c.model_kwargs, c.checkpoint_every)
+        (
+            lb,
+            b,
+            c.image_size,
+            c.progressive_sizes,
+            c.epochs,
+            c.scale_jitter,
+            c.model_kwargs,
+            c.checkpoint_every,
+        )
         for lb, b, c in scheduled
     ]
     plain, regular = {"base_channels": 16}, {"base_channels": 16, "dropout": 0.2}
     assert got == [
-        ("recommended", 1.0, 64, 30, 0.0, plain, 30),
-        ("recommended", 2.0, 64, 60, 0.25, regular, 60),
-        ("recommended", 3.0, 96, 45, 0.25, regular, 45),
-        ("recommended", 6.0, 128, 60, 0.25, regular, 60),
-        ("recommended", 12.0, 160, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
+        ("recommended", 1.0, 64, None, 30, 0.0, plain, 30),
+        ("recommended", 2.0, 96, [64], 40, 0.25, regular, 40),
+        ("recommended", 3.0, 128, [64, 96], 45, 0.25, regular, 45),
+        ("recommended", 6.0, 160, [64, 96, 128], 65, 0.25, regular, 65),
+        ("recommended", 12.0, 160, None, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
     ]
     assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-recommended"
     assert [c.budget_minutes for _, _, c in plan.jobs] == [12.0, 1.0, 2.0, 3.0, 6.0, 12.0]  # each re-plans
@@ -424,10 +445,11 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         "recommended",
         epoch_seconds={"recommended+budget_minutes=null": secs["recommended"]},
     ).jobs
-    assert (once.budget_minutes, once.epochs, once.image_size) == (None, 60, 128)  # planned once, as before
+    assert (once.budget_minutes, once.epochs, once.image_size) == (None, 65, 160)  # planned once
     table = plan.table.reset_index()
-    assert table["image size"].tolist() == [128, 64, 64, 96, 128, 160]
-    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 2.0, 4.0, 6.0, 10.0]
+    assert table["image size"].tolist() == [128, 64, 96, 128, 160, 160]
+    assert table["first at"].tolist() == ["-", "-", "64", "64, 96", "64, 96, 128", "-"]
+    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 3.0, 4.0, 5.5, 10.0]  # the plan's mean
     assert table["dropout"].tolist() == [0.0, 0.0, 0.2, 0.2, 0.2, 0.2]
     assert secs["recommended"] == {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}  # the caller's timings, untouched
 
@@ -472,10 +494,11 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         "recommended",
         epoch_seconds={"recommended": {160: 30.0, 128: 20.0, 96: 16.0, 64: 10.0}},
     )
-    # 3 minutes: 18 epochs at most, so the smallest size without the zoom; 12 minutes: 45 at 96 px
+    # 3 minutes: 18 epochs at most, so the smallest size without the zoom; 12 minutes: 45 at 96 px, so 46
+    # at 128 px after 64 and 96 (15.3 s an epoch)
     assert [(c.image_size, c.epochs, c.scale_jitter) for _, _, c in long.jobs] == [
         (64, 18, 0.0),
-        (96, 45, 0.25),
+        (128, 46, 0.25),
     ]
     faster = {"recommended": {160: 16.0, 128: 12.0}}
     plan = plan_recipe_study(
