@@ -8,7 +8,8 @@ Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), tr
 untimed), and scores the best model on the validation images at original resolution (the recipe's own
 TTA), and on the test images with `--test` only: a lever is chosen on validation, and the test images are
 scored once per seed of the final recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
-preset, e.g. `scale_jitter=0`; `base_channels=32` the model's width. Prints one JSON line
+preset, e.g. `scale_jitter=0` or
+`progressive_sizes=[64,96] progressive_share=0.67`; `base_channels=32` the model's width. Prints one JSON line
 (docs/experiments/recipe_study.md).
 """
 
@@ -46,7 +47,7 @@ def main() -> None:
     changes = {k: json_or_text(v) for k, v in settings.items()}  # as notebook 06's recipe items
     if "base_channels" in changes:
         changes["model_kwargs"] = {**cfg.model_kwargs, "base_channels": changes.pop("base_channels")}
-    cfg = replace(cfg, progress=False, **changes)
+    cfg = replace(cfg, **{"progress": False, **changes})  # a setting given wins, progress too
     if not epochs:  # as notebook 06: planned from a probe, then re-planned as the run trains
         cfg = replace(cfg, epochs=epochs_for_budget(cfg, 12, estimate_epoch_seconds(cfg)), budget_minutes=12)
     else:
