@@ -410,9 +410,11 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
     if cfg.budget_minutes is None:
         return
     seconds = [row["seconds"] for row in state.history]
-    sizes = [row.get("train_size") or cfg.image_size for row in state.history]
     budget = cfg.budget_minutes * 60
-    size_at = _size_at(cfg, state.history)
+    sizes, size_at = None, None
+    if cfg.progressive_sizes:  # each size at its own pace
+        sizes = [row.get("train_size") or cfg.image_size for row in state.history]
+        size_at = _size_at(cfg, state.history)
     epochs = on_main(lambda: next_plan(seconds, budget, cfg.epochs, sizes, size_at))
     if epochs == cfg.epochs:
         return
