@@ -181,9 +181,8 @@ def fit_to_budget(
 
 
 def _fitted(cfg: TrainConfig, minutes: float, seconds: dict[int, float], budget: float | None) -> TrainConfig:
-    return replace(
-        cfg, epochs=max(1, math.floor(minutes * 60 / _plan_seconds(cfg, seconds))), budget_minutes=budget
-    )
+    epochs = epochs_for_budget(cfg, minutes, _plan_seconds(cfg, seconds))
+    return replace(cfg, epochs=epochs, budget_minutes=budget)
 
 
 def ladder(cfg: TrainConfig, size: int, sizes: Sequence[int]) -> TrainConfig:
@@ -362,9 +361,7 @@ class RecipeStudy:
     # the epochs a schedule needs (fewer at the preset's size: smaller images), one for every model or per model
     min_epochs: int | dict[str, int] = 0
     sizes: tuple[int, ...] = ()  # the image sizes it may take instead
-    progressive: bool = (
-        False  # a size short of min_epochs is tried with progressive resizing first (`ladder`)
-    )
+    progressive: bool = False  # the size that gets min_epochs gives way to the `ladder` one size up
     test_limit: int | None = None  # score on the first N test images (None: all)
 
     def with_params(

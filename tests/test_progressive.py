@@ -9,6 +9,7 @@ from conftest import tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.budget import next_plan, planned_epochs
+from seglib.engine.losses import build_loss
 from seglib.engine.progressive import epoch_size, shrink_batch
 from seglib.engine.train import TrainingInterrupted
 
@@ -81,8 +82,16 @@ def test_a_progressive_run_learns_records_its_sizes_and_resumes_bit_identically(
     synthetic_root, tmp_path, loss_at_step
 ):
     cfg = tiny_train_config(synthetic_root, tmp_path / "a", scheduler="onecycle", **RUN)
-    whole = fit(cfg)
+    loss, seen = build_loss(cfg.loss), []
+
+    def recording(logits, target):  # the run's own loss; it notes what size each training step saw
+        if torch.is_grad_enabled():
+            seen.append((logits.shape[-1], target.shape[-1]))
+        return loss(logits, target)
+
+    whole = fit(cfg, loss_fn=recording)
     assert whole.history.train_size.tolist() == [32, 32, 48, 64, 64, 64]
+    assert seen == [(s, s) for s in [32, 32, 48, 64, 64, 64] for _ in range(4)]  # 4 steps an epoch
     assert whole.history.train_loss.iloc[-1] < whole.history.train_loss.iloc[0]
     with pytest.raises(TrainingInterrupted):  # in epoch 3, the first at 48 px
         fit(

@@ -15,7 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["epoch_size", "shrink_batch", "size_cost"]
+__all__ = ["epoch_size", "shrink_batch"]
 
 
 def epoch_size(
@@ -42,8 +42,3 @@ def shrink_batch(
     m = F.interpolate(masks.float(), size=(size, size), mode="nearest-exact")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.contiguous(memory_format=fmt), m.to(masks.dtype)
-
-
-def size_cost(size: int, image_size: int) -> float:
-    """An epoch's training work at `size` relative to one at `image_size`: its pixels."""
-    return (size / image_size) ** 2
