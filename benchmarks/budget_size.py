@@ -3,8 +3,8 @@
     env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/budget_size.py unet 128 0 [ROOT] [--test]
         [--epochs=N] [SETTING=VALUE ...]
 
-Times two epochs as notebook 06 does (`seglib.study.estimate_epoch_seconds`), trains the epochs that fit
-12 minutes (`epochs_for_budget`, re-planned as it trains: `budget_minutes`; `--epochs=N`: N instead,
+Times two epochs of each size as notebook 06 does (`seglib.study.fit_to_budget`), trains the epochs that fit
+12 minutes (re-planned as it trains: `budget_minutes`; `--epochs=N`: N instead,
 untimed), and scores the best model on the validation images at original resolution (the recipe's own
 TTA), and on the test images with `--test` only: a lever is chosen on validation, and the test images are
 scored once per seed of the final recipe (issue 22). `SETTING=VALUE` (JSON, else text) changes a TrainConfig setting of the recommended
@@ -23,7 +23,7 @@ from dataclasses import fields, replace
 from seglib.engine import TrainConfig, config_from_profile, evaluate, fit, load_model, summarize
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
-from seglib.study import epochs_for_budget, estimate_epoch_seconds, json_or_text
+from seglib.study import fit_to_budget, json_or_text
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
 
@@ -48,10 +48,8 @@ def main() -> None:
     if "base_channels" in changes:
         changes["model_kwargs"] = {**cfg.model_kwargs, "base_channels": changes.pop("base_channels")}
     cfg = replace(cfg, **{"progress": False, **changes})  # a setting given wins, progress too
-    if not epochs:  # as notebook 06: planned from a probe, then re-planned as the run trains
-        cfg = replace(cfg, epochs=epochs_for_budget(cfg, 12, estimate_epoch_seconds(cfg)), budget_minutes=12)
-    else:
-        cfg = replace(cfg, epochs=epochs)
+    # as notebook 06: planned from a probe of each size, then re-planned as the run trains
+    cfg = replace(cfg, epochs=epochs) if epochs else fit_to_budget(cfg, 12)
     t0 = time.perf_counter()
     result = fit(cfg)
     out = {"model": model, "image_size": size, "seed": seed, "epochs": result.config.epochs, **settings}
