@@ -37,7 +37,7 @@ def test_probe_times_both_formats_then_reads_the_cache(fresh_cache):
         again.source == "cache" and again.rates == first.rates and again.channels_last == first.channels_last
     )
     (key,) = json.loads(fresh_cache.read_text())
-    assert "unet(base_channels=4) 32px b2" in key and torch.__version__ in key
+    assert "unet(base_channels=4) 32px b4" in key and torch.__version__ in key
     assert probe_cache_path() == fresh_cache
 
 
