@@ -33,8 +33,9 @@ FORMATS = ("channels_last", "nchw")
 # A probe's rates differ by a few per cent from run to run; NCHW must win by more to replace today's
 # default, so that a machine where channels_last is as good keeps it.
 MARGIN = 1.05
-# The probe trains at the run's own batch, up to this: the ranking can flip at a smaller one (the
-# ResNet34-UNet at width 32, 160 px, on Zen 4: NCHW ahead at batch 2, channels_last 1.15x at batch 8).
+# The probe trains at the run's own batch, up to this. At batch 2 a step is short and the two formats'
+# rates moved by up to 20% between processes, so one probe picked the slower format for a whole run
+# (benchmarks/probe_batch.py; docs/performance.md, "The probe at the run's batch").
 PROBE_BATCH = 8
 PROBE_ROUNDS = 3  # timed rounds after the warm-up, formats interleaved; the best of each counts
 
