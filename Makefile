@@ -52,7 +52,7 @@ docs: $(STAMP)  ## regenerate the tables in README.md and docs/ from their CSV f
 LAB_ARGS ?=
 lab: $(STAMP)  ## JupyterLab on notebooks/ (also as root); it prints its URL
 	JUPYTER_CONFIG_PATH="$(CURDIR)/.jupyter$${JUPYTER_CONFIG_PATH:+:$$JUPYTER_CONFIG_PATH}" \
-		env $$($(PY) -m seglib.engine.allocator) $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)/notebooks" $(LAB_ARGS)
+		env $$($(PY) -m seglib.jemalloc) $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)/notebooks" $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

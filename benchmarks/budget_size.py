@@ -1,6 +1,6 @@
 """One 12-minute training of a recommended recipe at a chosen image size on this CPU, then its Dice.
 
-    env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/budget_size.py unet 128 0 [ROOT] [--test]
+    env $(.venv/bin/python -m seglib.jemalloc) .venv/bin/python benchmarks/budget_size.py unet 128 0 [ROOT] [--test]
         [--epochs=N] [SETTING=VALUE ...]
 
 Times two epochs of each size as notebook 06 does (`seglib.study.fit_to_budget`), trains the epochs that fit

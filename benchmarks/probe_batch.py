@@ -2,7 +2,7 @@
 process with an empty cache, at batch 2 (what the probe used to train at) and at the run's batch of 8,
 taking turns, and prints both formats' images/s and the choice.
 
-    env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/probe_batch.py \
+    env $(.venv/bin/python -m seglib.jemalloc) .venv/bin/python benchmarks/probe_batch.py \
         [MODEL] [SIZE] [KWARGS_JSON] [REPEATS]
 
 Defaults: the recommended ResNet34-UNet (width 32, 160 px), 3 repeats.

@@ -1,6 +1,6 @@
 """Recipe variants at a short budget, scored on the validation images only (issue 22: choose on val).
 
-    env $(.venv/bin/python -m seglib.engine.allocator) .venv/bin/python benchmarks/short_budget.py \
+    env $(.venv/bin/python -m seglib.jemalloc) .venv/bin/python benchmarks/short_budget.py \
         unet 1 42,7,1 "recommended,recommended+batch_size=4,recommended+lr=0.004" [160=10.9,128=6.2,96=4.1,64=2.9]
 
 Plans each variant as notebook 06 does (`seglib.study.plan_recipe_study`: the size from the epochs the

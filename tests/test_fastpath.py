@@ -139,6 +139,22 @@ def test_the_cli_trains_under_jemalloc_unless_told_not_to(synthetic_root, tmp_pa
     assert "device cpu (glibc malloc)" in off
 
 
+@pytest.mark.skipif(
+    jemalloc_path() is None, reason="jemalloc is not installed (apt-get install libjemalloc2)"
+)
+def test_the_allocator_entry_prints_its_environment_without_a_warning():
+    """`env $(python -m seglib.jemalloc) CMD` (make lab, the benchmarks' commands): the two variables on
+    stdout, nothing on stderr (the allocator's own module under `-m` drew runpy's RuntimeWarning); nothing
+    at all with SEGLIB_JEMALLOC=0."""
+    cmd = [sys.executable, "-m", "seglib.jemalloc"]
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "SEGLIB_JEMALLOC")}
+    on = subprocess.run(cmd, env=clean, capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert on.returncode == 0 and on.stderr == ""
+    assert on.stdout.split() == [f"LD_PRELOAD={jemalloc_path()}", f"MALLOC_CONF={JEMALLOC_CONF}"]
+    off = subprocess.run(cmd, env={**clean, "SEGLIB_JEMALLOC": "0"}, capture_output=True, text=True, cwd=REPO)
+    assert off.returncode == 0 and off.stdout.strip() == ""
+
+
 _FRAGMENT_AND_RELEASE = """
 import random, torch
 from seglib.engine.allocator import release_idle_memory

@@ -100,7 +100,3 @@ def release_idle_memory(keep_bytes: int = IDLE_BYTES) -> int:
     mallctl(f"arena.{_ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0))
     mallctl(b"epoch", None, None, ctypes.byref(refresh), ctypes.c_size_t(ctypes.sizeof(refresh)))
     return max(0, resident - _jemalloc_stat(mallctl, "stats.resident"))
-
-
-if __name__ == "__main__":  # `make lab`: `env $(python -m seglib.engine.allocator) jupyter lab ...`
-    print(" ".join(f"{k}={v}" for k, v in allocator_env().items()))
