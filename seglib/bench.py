@@ -175,44 +175,54 @@ def bench_train_step(
         return batch * steps / dt
 
     ref, fst = interleaved(reference, fast, reps)
-    tuned = None
-    if device.type == "cuda":  # fit(deterministic=False): cuDNN picks its fastest kernels per shape
-        torch.backends.cudnn.benchmark = True
-        fast()  # the autotuning itself is not timed
-        tuned = [fast() for _ in range(reps)]
-        torch.backends.cudnn.benchmark = False
-    compiled, compile_seconds = None, None
-    if device.type == "cuda" and compile_too:  # torch.compile: is it worth its compile time?
-        compiled_model = torch.compile(fast_model)  # shares the parameters, so fast_opt still steps them
-        _sync(device)
-        t0 = time.perf_counter()
-        try:
-            fast_step(compiled_model, fast_opt, x_cl, y, amp).item()
-            compile_seconds = time.perf_counter() - t0
-            compiled = [fast(compiled_model) for _ in range(reps)]
-        except Exception as e:  # a machine without a working compiler toolchain: report, go on
-            print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); no compiled row")
+    tuned, compiled, compile_seconds = None, None, None
+    if device.type == "cuda":
+        tuned, compiled, compile_seconds = _cuda_variants(
+            fast, fast_model, fast_opt, (x_cl, y), amp, reps, compile_too
+        )
     what = _step_what(name, kwargs, size, batch)
     rows = [_row(what, "images/s", ref, fst), _achieved_row(what, ref, fst, flops / batch)]
     if tuned:
         rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
     if compiled:
         rows.append(_row(f"{what} torch.compile", "images/s", ref, compiled))
-        rows.append(
-            {
-                "what": f"{what} torch.compile: first step (compiling)",
-                "unit": "s",
-                "reference": None,
-                "seglib": compile_seconds,
-                "ratio": None,
-            }
-        )
+        rows.append(_info_row(f"{what} torch.compile: first step (compiling)", "s", compile_seconds))
     if roofline is not None:
         bound = roofline_images_per_s(step_traffic(fast_model, x_cl, y, amp), batch, *roofline)
         rows += _roofline_rows(what, bound, fst, compiled)
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
     rows.append(_memory_row(what, mem_unit, peaks["reference"], peaks["seglib"]))
     return rows
+
+
+def _cuda_variants(
+    fast: Callable[..., float],
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    amp: bool,
+    reps: int,
+    compile_too: bool,
+) -> tuple[list[float], list[float] | None, float | None]:
+    """On CUDA, seglib's step (`fast(model)`: images/s) again with cuDNN autotuning, and with `compile_too`
+    under torch.compile: (tuned rates, compiled rates or None, the first compiled step's seconds or None)."""
+    x, y = batch
+    torch.backends.cudnn.benchmark = True  # as fit(deterministic=False): cuDNN's fastest kernels per shape
+    fast()  # the autotuning itself is not timed
+    tuned = [fast() for _ in range(reps)]
+    torch.backends.cudnn.benchmark = False
+    if not compile_too:  # torch.compile: is it worth its compile time?
+        return tuned, None, None
+    compiled_model = torch.compile(model)  # shares the parameters, so `opt` still steps them
+    _sync(x.device)
+    t0 = time.perf_counter()
+    try:
+        fast_step(compiled_model, opt, x, y, amp).item()
+        seconds = time.perf_counter() - t0
+        return tuned, [fast(compiled_model) for _ in range(reps)], seconds
+    except Exception as e:  # a machine without a working compiler toolchain: report, go on
+        print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); no compiled row")
+        return tuned, None, None
 
 
 def _roofline_rows(what: str, bound: float, eager: list[float], compiled: list[float] | None) -> list[dict]:
@@ -389,8 +399,26 @@ def run_benchmark(
     """Run every measurement; returns {"rows": [...], machine facts}."""
     dev = resolve_device(device)
     reps = reps or (3 if quick else 5)
-    rows: list[dict] = []
-    out: dict[str, Any] = {
+    out = _machine_facts(dev, quick)
+    rows, choices = out["rows"], out["choices"]
+    fast_ceiling = _ceiling_rows(rows, dev, 2048 if quick else 4096, reps, log)
+    bandwidth = _bandwidth_rows(rows, dev, reps, log) if dev.type == "cuda" else 0.0
+    rows += _train_step_rows(
+        _step_specs(dev, quick), reps, dev, compile_models, fast_ceiling, choices, log, bandwidth
+    )
+    with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
+        # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
+        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 384 if dev.type == "cuda" else 96)
+        cache = Path(tmp) / "cache"
+        rows += _data_path_rows(root, cache, dev, reps, log)
+        rows += _epoch_rows(root, cache, dev, reps, choices, log)
+        rows += _eval_rows(root, cache, dev, reps, log)
+    return out
+
+
+def _machine_facts(dev: torch.device, quick: bool) -> dict[str, Any]:
+    """The result's frame: what ran where, with empty `rows` and `choices`."""
+    return {
         "machine": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
@@ -400,180 +428,161 @@ def run_benchmark(
         "quick": quick,
         "amp": default_amp(dev),
         "native_bf16": native_bf16(dev),
-        "rows": rows,
+        "rows": [],
         "choices": {},  # the memory format seglib trained in, per step row and for the epoch
     }
-    n = 2048 if quick else 4096
+
+
+def _info_row(what: str, unit: str, seglib: float) -> dict:
+    """A row with seglib's figure only (no reference to compare with)."""
+    return {"what": what, "unit": unit, "reference": None, "seglib": seglib, "ratio": None}
+
+
+def _ceiling_rows(rows: list[dict], dev: torch.device, n: int, reps: int, log: Callable) -> float:
+    """Adds the matmul ceiling rows; returns the ceiling seglib's steps compare with: bf16's where seglib
+    trains in bf16 (the device has it natively), else fp32's."""
     ceiling = matmul_ceiling(dev, n, reps)
     rows.append(
-        {
-            "what": f"fp32 matmul {n}x{n} ceiling",
-            "unit": "GFLOP/s",
-            "reference": ceiling,
-            "seglib": ceiling,
-            "ratio": 1.0,
-        }
+        {**_info_row(f"fp32 matmul {n}x{n} ceiling", "GFLOP/s", ceiling), "reference": ceiling, "ratio": 1.0}
     )
     log(f"fp32 matmul ceiling {ceiling:.0f} GFLOP/s")
-    # seglib trains in bf16 where the device has it natively: its achieved FLOP/s compare with bf16's ceiling.
-    fast_ceiling = ceiling
-    if default_amp(dev) and amp_dtype(dev) == torch.bfloat16:
-        fast_ceiling = matmul_ceiling(dev, n, reps, torch.bfloat16)
-        rows.append(
-            {
-                "what": f"bf16 matmul {n}x{n} ceiling",
-                "unit": "GFLOP/s",
-                "reference": None,
-                "seglib": fast_ceiling,
-                "ratio": None,
-            }
-        )
-        log(f"bf16 matmul ceiling {fast_ceiling:.0f} GFLOP/s")
+    if not (default_amp(dev) and amp_dtype(dev) == torch.bfloat16):
+        return ceiling
+    fast_ceiling = matmul_ceiling(dev, n, reps, torch.bfloat16)
+    rows.append(_info_row(f"bf16 matmul {n}x{n} ceiling", "GFLOP/s", fast_ceiling))
+    log(f"bf16 matmul ceiling {fast_ceiling:.0f} GFLOP/s")
+    return fast_ceiling
 
-    if quick:
-        steps = [("unet", {"base_channels": 16}, 128, 4), ("resnet34_unet", {}, 64, 4)]
-    else:
-        steps = [
-            ("unet", {}, 256, 8),
-            ("resnet34_unet", {}, 256, 8),
-            ("unet", {"base_channels": 16}, 128, 8),
-            ("resnet34_unet", {}, 96, 8),
-        ]
+
+def _bandwidth_rows(rows: list[dict], dev: torch.device, reps: int, log: Callable) -> float:
+    """Adds the copy bandwidth row (the roofline's other side: the step rows give their bound and share)."""
+    bandwidth = memory_bandwidth(dev, reps)
+    rows.append(_info_row("memory bandwidth (copy)", "GB/s", bandwidth))
+    log(f"memory bandwidth {bandwidth:.0f} GB/s")
+    return bandwidth
+
+
+def _step_specs(dev: torch.device, quick: bool) -> list[tuple[str, dict, int, int]]:
+    """The training steps timed: (model, kwargs, image size, batch)."""
     if dev.type == "cuda":
-        steps = [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
-    bandwidth = 0.0
-    if dev.type == "cuda":  # the roofline's other side: the step rows give their bound and share
-        bandwidth = memory_bandwidth(dev, reps)
-        rows.append(
-            {"what": "memory bandwidth (copy)", "unit": "GB/s", "reference": None, "seglib": bandwidth}
-        )
-        rows[-1]["ratio"] = None
-        log(f"memory bandwidth {bandwidth:.0f} GB/s")
-    rows += _train_step_rows(steps, reps, dev, compile_models, fast_ceiling, out["choices"], log, bandwidth)
+        return [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
+    if quick:
+        return [("unet", {"base_channels": 16}, 128, 4), ("resnet34_unet", {}, 64, 4)]
+    return [
+        ("unet", {}, 256, 8),
+        ("resnet34_unet", {}, 256, 8),
+        ("unet", {"base_channels": 16}, 128, 8),
+        ("resnet34_unet", {}, 96, 8),
+    ]
 
-    with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
-        # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
-        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 384 if dev.type == "cuda" else 96)
-        size, batch = 256, 8
-        ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
-        fast_ds = OxfordPetDataset(root, "trainval", train_transform(size))
-        t0 = time.perf_counter()
-        fast_ds.use_cache(Path(tmp) / "cache", size)
-        build = time.perf_counter() - t0
-        ref_rate = _loader_rate(
-            lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
-        )
-        fast_rate = _loader_rate(lambda: train_loader(fast_ds, batch, dev, seed=0))  # fit's training loader
-        ref, fst = interleaved(ref_rate, fast_rate, reps)
-        rows.append(
-            _row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)
-        )
-        rows.append(
-            {
-                "what": "cache build (once per data set and size)",
-                "unit": "s",
-                "reference": None,
-                "seglib": build,
-                "ratio": None,
-            }
-        )
-        log(_fmt(rows[-2]) + f" (cache built once in {build:.1f} s)")
 
-        # A whole epoch, data + steps: the quick profile's model and size on a CPU; on a GPU the full
-        # UNet at 256 px, batch 32, over the set 4 times (does the data path keep the GPU busy?).
-        if dev.type == "cuda":
-            esize, ebatch, ekw, passes = 256, 32, {}, 4
-        else:
-            esize, ebatch, ekw, passes = 128, 8, {"base_channels": 16}, 1
-        ref_ds = OxfordPetDataset(root, "trainval", train_transform(esize))
-        fast_ds = OxfordPetDataset(root, "trainval", train_transform(esize)).use_cache(
-            Path(tmp) / "cache", esize
-        )
-        epoch_len = len(ref_ds) * passes
-        ewhat = f"whole epoch unet{'-w' + str(ekw['base_channels']) if ekw else ''} {esize}px b{ebatch}, "
-        ewhat += f"{epoch_len} images"
-        amp = default_amp(dev)
-        fmt = _epoch_format(ekw, esize, ebatch, dev, ewhat, out["choices"], log)
-        ref_model = build_model("unet", **ekw).to(dev)
-        fast_model = build_model("unet", **ekw).to(dev).to(memory_format=fmt)
-        ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
-        waits: list[float] = []
+def _data_path_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+    """JPEGs to augmented 256 px batches: the original's loader against fit's (the cache), and the cache's
+    build time."""
+    size, batch = 256, 8
+    ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+    fast_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+    t0 = time.perf_counter()
+    fast_ds.use_cache(cache, size)
+    build = time.perf_counter() - t0
+    ref_rate = _loader_rate(
+        lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
+    )
+    fast_rate = _loader_rate(lambda: train_loader(fast_ds, batch, dev, seed=0))  # fit's training loader
+    ref, fst = interleaved(ref_rate, fast_rate, reps)
+    rows = [_row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)]
+    rows.append(_info_row("cache build (once per data set and size)", "s", build))
+    log(_fmt(rows[0]) + f" (cache built once in {build:.1f} s)")
+    return rows
 
-        def sampler(ds: OxfordPetDataset) -> RandomSampler:
-            return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
 
-        def ref_epoch() -> float:
+def _epoch_rows(
+    root: Path, cache: Path, dev: torch.device, reps: int, choices: dict[str, Any], log: Callable
+) -> list[dict]:
+    """A whole epoch, data + steps, the original's way against fit's (host and device data paths): the
+    quick profile's model and size on a CPU; on a GPU the full UNet at 256 px, batch 32, over the set 4
+    times (does the data path keep the GPU busy?)."""
+    if dev.type == "cuda":
+        size, batch, kwargs, passes = 256, 32, {}, 4
+    else:
+        size, batch, kwargs, passes = 128, 8, {"base_channels": 16}, 1
+    ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+    fast_ds = OxfordPetDataset(root, "trainval", train_transform(size)).use_cache(cache, size)
+    epoch_len = len(ref_ds) * passes
+    what = f"whole epoch unet{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}, "
+    what += f"{epoch_len} images"
+    fmt = _epoch_format(kwargs, size, batch, dev, what, choices, log)
+    ref_model = build_model("unet", **kwargs).to(dev)
+    fast_model = build_model("unet", **kwargs).to(dev).to(memory_format=fmt)
+    ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
+    waits: list[float] = []
+
+    def sampler(ds: OxfordPetDataset) -> RandomSampler:
+        return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
+
+    def ref_epoch() -> float:
+        t, n = time.perf_counter(), 0
+        for b in DataLoader(
+            ref_ds, batch_size=batch, sampler=sampler(ref_ds), num_workers=2, collate_fn=collate
+        ):
+            x, y = b["image"].to(dev), b["mask"].to(dev)
+            reference_step(ref_model, ref_opt, x, y)
+            n += x.shape[0]
+        return n / (time.perf_counter() - t)
+
+    # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
+    fast_loader = make_loader(fast_ds, batch, sampler(fast_ds), dev)
+
+    def to_input(b: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
+        return x, b["mask"].to(dev, non_blocking=True)
+
+    def fast_epoch() -> float:
+        return _timed_epoch(fast_loader, to_input, fast_model, fast_opt, default_amp(dev), waits)
+
+    ref, fst = interleaved(ref_epoch, fast_epoch, reps)
+    rows = [_row(what, "images/s", ref, fst)]
+    rows.append(
+        _info_row("seglib epoch: share of time waiting for data", "fraction", statistics.median(waits))
+    )
+    log(_fmt(rows[0]) + f" (loader wait {statistics.median(waits):.1%})")
+    epoch = (root, cache, size, batch, kwargs, passes, fmt)
+    return rows + _device_epoch_rows(epoch, dev, reps, ref_epoch, what, log)
+
+
+def _eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+    """Evaluation at original resolution (256 px model input, scored against the full-size trimaps): the
+    original's per-image loop against `evaluate`, reading JPEGs and then a cached test set."""
+    test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
+    model = build_model("resnet34_unet").to(dev).eval()
+    model_cl = build_model("resnet34_unet").to(dev).to(memory_format=torch.channels_last).eval()
+
+    @torch.no_grad()
+    def ref_eval() -> float:
+        t = time.perf_counter()
+        for b in DataLoader(test, batch_size=8, num_workers=2, collate_fn=collate):
+            logits = model(b["image"].to(dev))
+            for j, full in enumerate(b["mask_full"]):
+                up = torch.nn.functional.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear")
+                dice_from_counts(*confusion_counts(up[:, 0], full[None].to(dev))).item()
+        return len(test) / (time.perf_counter() - t)
+
+    def timed_eval(ds: OxfordPetDataset) -> Callable[[], float]:
+        def run() -> float:
             t = time.perf_counter()
-            n = 0
-            for b in DataLoader(
-                ref_ds, batch_size=ebatch, sampler=sampler(ref_ds), num_workers=2, collate_fn=collate
-            ):
-                x, y = b["image"].to(dev), b["mask"].to(dev)
-                reference_step(ref_model, ref_opt, x, y)
-                n += x.shape[0]
-            return n / (time.perf_counter() - t)
+            evaluate(model_cl, ds, device=str(dev), batch_size=8, progress=False)
+            return len(ds) / (time.perf_counter() - t)
 
-        # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
-        fast_loader = make_loader(fast_ds, ebatch, sampler(fast_ds), dev)
+        return run
 
-        def to_input(b: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
-            return x, b["mask"].to(dev, non_blocking=True)
-
-        def fast_epoch() -> float:
-            return _timed_epoch(fast_loader, to_input, fast_model, fast_opt, amp, waits)
-
-        ref, fst = interleaved(ref_epoch, fast_epoch, reps)
-        rows.append(_row(ewhat, "images/s", ref, fst))
-        rows.append(
-            {
-                "what": "seglib epoch: share of time waiting for data",
-                "unit": "fraction",
-                "reference": None,
-                "seglib": statistics.median(waits),
-                "ratio": None,
-            }
-        )
-        log(_fmt(rows[-2]) + f" (loader wait {statistics.median(waits):.1%})")
-        epoch = (root, Path(tmp) / "cache", esize, ebatch, ekw, passes, fmt)
-        rows += _device_epoch_rows(epoch, dev, reps, ref_epoch, ewhat, log)
-
-        # Evaluation at original resolution: 256 px model input, scored against the full-size trimaps.
-        test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
-        model = build_model("resnet34_unet").to(dev).eval()
-        model_cl = build_model("resnet34_unet").to(dev).to(memory_format=torch.channels_last).eval()
-
-        @torch.no_grad()
-        def ref_eval() -> float:
-            t = time.perf_counter()
-            for b in DataLoader(test, batch_size=8, num_workers=2, collate_fn=collate):
-                logits = model(b["image"].to(dev))
-                for j, full in enumerate(b["mask_full"]):
-                    up = torch.nn.functional.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear")
-                    dice_from_counts(*confusion_counts(up[:, 0], full[None].to(dev))).item()
-            return len(test) / (time.perf_counter() - t)
-
-        def fast_eval() -> float:
-            t = time.perf_counter()
-            evaluate(model_cl, test, device=str(dev), batch_size=8, progress=False)
-            return len(test) / (time.perf_counter() - t)
-
-        ref, fst = interleaved(ref_eval, fast_eval, reps)
-        ewhat = f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images"
-        rows.append(_row(ewhat, "images/s", ref, fst))
+    # The same with the test set decoded once (dataset.use_cache): pre-resized images, no JPEG decode.
+    cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(cache, 256)
+    what = f"evaluation resnet34_unet 256px, original-resolution scoring, {len(test)} images"
+    rows = []
+    for label, ds in ((what, test), (f"{what}, test set cached", cached)):
+        rows.append(_row(label, "images/s", *interleaved(ref_eval, timed_eval(ds), reps)))
         log(_fmt(rows[-1]))
-        # The same with the test set decoded once (dataset.use_cache): pre-resized images, no JPEG decode.
-        cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(Path(tmp) / "cache", 256)
-
-        def cached_eval() -> float:
-            t = time.perf_counter()
-            evaluate(model_cl, cached, device=str(dev), batch_size=8, progress=False)
-            return len(cached) / (time.perf_counter() - t)
-
-        ref, fst = interleaved(ref_eval, cached_eval, reps)
-        rows.append(_row(f"{ewhat}, test set cached", "images/s", ref, fst))
-        log(_fmt(rows[-1]))
-    return out
+    return rows
 
 
 def _timed_epoch(
@@ -631,13 +640,11 @@ def _device_epoch_rows(
     how = "cache resident" if resident else "loader"
     rows = [_row(f"{what}, device data path ({how})", "images/s", ref, fst)]
     rows.append(
-        {
-            "what": "seglib epoch, device data path: share of time waiting for data",
-            "unit": "fraction",
-            "reference": None,
-            "seglib": statistics.median(waits),
-            "ratio": None,
-        }
+        _info_row(
+            "seglib epoch, device data path: share of time waiting for data",
+            "fraction",
+            statistics.median(waits),
+        )
     )
     log(_fmt(rows[0]) + f" (loader wait {statistics.median(waits):.1%})")
     return rows
