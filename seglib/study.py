@@ -136,7 +136,8 @@ def epochs_for_budget(cfg: TrainConfig, minutes: float, epoch_seconds: float | N
     if not minutes > 0:
         raise ValueError(f"budget minutes must be positive, got {minutes!r}")
     epoch_seconds = epoch_seconds or estimate_epoch_seconds(cfg)
-    return max(1, math.floor(minutes * 60 / epoch_seconds))
+    # the epsilon: a budget of exactly N epochs (minutes = N * seconds / 60) can divide to N - 1e-15
+    return max(1, math.floor(minutes * 60 / epoch_seconds + 1e-9))
 
 
 def fit_to_budget(
@@ -428,6 +429,28 @@ def _plain_recipe(cfg: TrainConfig, recipe: str, keep: dict[str, Any]) -> dict[s
     return {k: plain[k] for k in owned if plain[k] != getattr(cfg, k) and k not in keep}
 
 
+def _plan_row(
+    label: str, budget: float | None, run: TrainConfig, epoch_seconds: float | None
+) -> dict[str, Any]:
+    """A run's row in notebook 06's plan table: its epochs, sizes and the recipe's settings."""
+    return {
+        "recipe": label,
+        "budget (min)": budget,
+        "epochs": run.epochs,
+        "est. s/epoch": epoch_seconds,
+        "image size": run.image_size,
+        "first at": ", ".join(map(str, run.progressive_sizes or ())) or "-",
+        "lr": run.lr,
+        "scheduler": run.scheduler,
+        "loss": run.loss,
+        "EMA": run.ema_decay,
+        "zoom": run.scale_jitter,
+        "dropout": run.model_kwargs.get("dropout", 0.0),
+        "TTA": run.tta,
+        "border": run.border,
+    }
+
+
 def plan_recipe_study(
     config: ConfigFn,
     study: RecipeStudy,
@@ -489,22 +512,5 @@ def plan_recipe_study(
             read_along = fixed or not scheduled
             run = replace(run, checkpoint_every=every, run_name=f"{name}-{tag}-{profile}")
             jobs.append((label, None if read_along else b, run))
-            rows.append(
-                {
-                    "recipe": label,
-                    "budget (min)": b,
-                    "epochs": run.epochs,
-                    "est. s/epoch": None if fixed else _plan_seconds(run, secs),
-                    "image size": run.image_size,
-                    "first at": ", ".join(map(str, run.progressive_sizes or ())) or "-",
-                    "lr": run.lr,
-                    "scheduler": run.scheduler,
-                    "loss": run.loss,
-                    "EMA": run.ema_decay,
-                    "zoom": run.scale_jitter,
-                    "dropout": run.model_kwargs.get("dropout", 0.0),
-                    "TTA": run.tta,
-                    "border": run.border,
-                }
-            )
+            rows.append(_plan_row(label, b, run, None if fixed else _plan_seconds(run, secs)))
     return RecipePlan(jobs, pd.DataFrame(rows).set_index(["recipe", "budget (min)"]), marks, budget)

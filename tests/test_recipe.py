@@ -222,6 +222,14 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
         epochs_for_budget(cfg, 0.0, epoch_seconds=secs)
 
 
+def test_a_budget_of_exactly_n_epochs_buys_n():
+    """minutes = N * seconds / 60 can divide back to N - 1e-15 in floats (seconds 3.4536...: 9.999...)."""
+    from seglib.study import epochs_for_budget
+
+    for secs in (3.4536082474226806, 3.4742268041237114, 6.0, 0.1):
+        assert epochs_for_budget(TrainConfig(), 10 * secs / 60, epoch_seconds=secs) == 10
+
+
 @pytest.mark.slow
 def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(synthetic_root, tmp_path):
     from seglib.study import fit_to_budget
