@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from seglib.study import model_at_budget, recipe_run_prefix
+
 DOCS = Path("docs/experiments")
 DATA = "real sample, 3 breeds: 270 train / 30 val / 100 test"
 STUDY = (
@@ -47,19 +49,9 @@ def machine(out: Path) -> tuple[str, bool]:
     return f"2-core {kind}", bf16
 
 
-def reading(curve: pd.DataFrame, recipe: str, budget: float) -> pd.Series | None:
-    """The model a user with `budget` minutes has (as `seglib.study.dice_at_budgets` picks it): the budget's
-    own run where the recipe has one per budget, else the last model along its one run within the budget."""
-    rows = curve[curve.recipe == recipe]
-    if rows.budget.notna().any():
-        rows = rows[rows.budget == budget]
-    rows = rows[rows.train_minutes <= budget]
-    return rows.iloc[-1] if len(rows) else None
-
-
 def run_config(study: Path, recipe: str, budget: float) -> dict:
     """config.json of the recipe's run for `budget` (the read-along recipe's one run otherwise)."""
-    name = "recipe-" + recipe.replace("+", "_").replace("=", "-")  # as seglib.study.plan_recipe_study
+    name = recipe_run_prefix(recipe)
     found = sorted(study.glob(f"runs/{name}-{budget:g}min-*/config.json")) or sorted(
         study.glob(f"runs/{name}-*/config.json")
     )
@@ -74,7 +66,7 @@ def study_runs(study: Path, seed: int) -> list[dict]:
     runs = []
     for recipe in recipes:
         for b in (float(x) for x in budgets.dropna()):
-            row = reading(curve, recipe, b)
+            row = model_at_budget(curve[curve.recipe == recipe], b)
             if row is None:
                 continue
             cfg = run_config(study, recipe, b)

@@ -58,6 +58,8 @@ __all__ = [
     "RecipePlan",
     "RECIPE_STUDIES",
     "plan_recipe_study",
+    "model_at_budget",
+    "recipe_run_prefix",
 ]
 
 # A config for (model, recipe, **overrides) on the notebook's data and profile: `Workspace.config`.
@@ -255,13 +257,19 @@ def dice_at_budgets(
     """
     table = {}
     for name, curve in curves.items():
-        cells = []
-        for b in budgets:
-            rows = curve[curve.budget == b] if "budget" in curve else curve
-            rows = rows[rows.train_minutes <= b]
-            cells.append(rows[column].iloc[-1] if len(rows) else math.nan)
-        table[name] = cells
+        rows = [model_at_budget(curve, b) for b in budgets]
+        table[name] = [math.nan if row is None else row[column] for row in rows]
     return pd.DataFrame(table, index=pd.Index(budgets, name="budget (min)"))
+
+
+def model_at_budget(curve: pd.DataFrame, budget: float) -> pd.Series | None:
+    """The row of `curve` a user with `budget` minutes has (`dice_at_budgets`' rule): the budget's own run
+    where the curve has a run per budget (a `budget` column), else the last model along the one run;
+    in either, the last saved within the budget. None where there is none."""
+    if "budget" in curve and curve.budget.notna().any():
+        curve = curve[curve.budget == budget]
+    within = curve[curve.train_minutes <= budget]
+    return within.iloc[-1] if len(within) else None
 
 
 def budget_reading(curve: pd.DataFrame, budget: float) -> pd.DataFrame:
@@ -451,6 +459,12 @@ def _plan_row(
     }
 
 
+def recipe_run_prefix(label: str) -> str:
+    """The start of the run folders' names of a recipe item, e.g. "recipe-original_image_size-128" (its runs
+    are <prefix>-<budget>min-<profile>, or -fixed-)."""
+    return "recipe-" + label.replace("+", "_").replace("=", "-")
+
+
 def plan_recipe_study(
     config: ConfigFn,
     study: RecipeStudy,
@@ -476,7 +490,7 @@ def plan_recipe_study(
     jobs: list[tuple[str, float | None, TrainConfig]] = []
     rows = []
     for label, (recipe, changes) in parse_recipes(study.recipes).items():
-        name = "recipe-" + label.replace("+", "_").replace("=", "-")
+        name = recipe_run_prefix(label)
         explicit = {**common, **changes}
         cfg = config(model, recipe, **{**common, "seed": seed, "overwrite": True, **changes})
         fixed = bool(epochs) or "epochs" in explicit
