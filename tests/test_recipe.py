@@ -222,6 +222,24 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
         epochs_for_budget(cfg, 0.0, epoch_seconds=secs)
 
 
+def test_the_model_at_a_budget_is_the_last_saved_within_it():
+    """One run per budget: that run's last model within its budget; one run read along (no budget, or a
+    budget column left empty as in dice_vs_minutes.csv): its last model within the budget; else None."""
+    from seglib.study import model_at_budget
+
+    per_budget = pd.DataFrame(
+        {"budget": [1.0, 1.0, 2.0, 2.0], "train_minutes": [0.5, 0.9, 1.0, 2.1], "dice": [0.1, 0.2, 0.3, 0.4]}
+    )
+    assert model_at_budget(per_budget, 1.0).dice == 0.2
+    assert model_at_budget(per_budget, 2.0).dice == 0.3  # 2.1 minutes is past the budget
+    along = pd.DataFrame(
+        {"budget": [float("nan")] * 3, "train_minutes": [0.5, 1.0, 2.0], "dice": [0.1, 0.2, 0.3]}
+    )
+    assert model_at_budget(along, 1.5).dice == 0.2
+    assert model_at_budget(along.drop(columns="budget"), 2.0).dice == 0.3
+    assert model_at_budget(along, 0.25) is None
+
+
 def test_a_budget_of_exactly_n_epochs_buys_n():
     """minutes = N * seconds / 60 can divide back to N - 1e-15 in floats (seconds 3.4536...: 9.999...)."""
     from seglib.study import epochs_for_budget
