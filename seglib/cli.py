@@ -196,16 +196,27 @@ def _shown(value: Any) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m seglib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for add in (_train_parser, _evaluate_parser, _predict_parser, _export_parser, _download_parser):
+        add(sub)
+    return p
+
+
+def _defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _data_args(sp: argparse.ArgumentParser) -> None:
+    """The data options evaluate and predict share with train (TrainConfig's defaults and comments)."""
+    defaults = _defaults()
     docs = {name: _help(comment) for name, (_, comment) in field_comments(TrainConfig).items()}
+    sp.add_argument("--data_path", default=defaults["data_root"], help=docs.get("data_root"))
+    sp.add_argument(
+        "--dataset", default=defaults["dataset"], choices=CHOICES["dataset"], help=docs.get("dataset")
+    )
+    sp.add_argument("--device", default=defaults["device"], help=docs.get("device"))
 
-    def data_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--data_path", default=defaults["data_root"], help=docs.get("data_root"))
-        sp.add_argument(
-            "--dataset", default=defaults["dataset"], choices=CHOICES["dataset"], help=docs.get("dataset")
-        )
-        sp.add_argument("--device", default=defaults["device"], help=docs.get("device"))
 
+def _train_parser(sub: Any) -> None:
     t = sub.add_parser(
         "train",
         help="train a model; the run lands in --output_dir/<run_name>",
@@ -237,8 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--base_channels", type=int, help="model width (64 in the original, both models), into model_kwargs"
     )
 
+
+def _evaluate_parser(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")
-    data_args(e)
+    _data_args(e)
     e.add_argument("--model_path", required=True, help="a best.pt or last.pt")
     e.add_argument("--split", default="test", choices=SPLITS)
     e.add_argument("--image_size", type=int, help="default: the checkpoint's training size")
@@ -250,12 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output_dir", default="results/evaluation")
     e.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
+
+def _predict_parser(sub: Any) -> None:
     r = sub.add_parser(
         "predict",
         help="segment images (a file or a folder), or a data split with its truth: per image a 0/255 mask "
         "PNG at the original size, an overlay PNG, and a row of predictions.csv",
     )
-    data_args(r)
+    _data_args(r)
     r.add_argument("--model_path", required=True)
     r.add_argument("--input", help="an image or a folder of images; without it, the --split of --data_path")
     r.add_argument(
@@ -269,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output_dir", default="results/predictions")
     r.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
 
+
+def _export_parser(sub: Any) -> None:
     x = sub.add_parser(
         "export",
         help="export a checkpoint's model to ONNX (onnxruntime) or a torch.export program (.pt2)",
@@ -284,9 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, help="the ONNX opset; default: the exporter's")
     x.add_argument("--no_check", action="store_true", help="skip comparing the file with the checkpoint")
 
+
+def _download_parser(sub: Any) -> None:
     d = sub.add_parser("download", help="download the real data set (with MD5 checks) into --data_path")
-    d.add_argument("--data_path", default=defaults["data_root"])
-    return p
+    d.add_argument("--data_path", default=_defaults()["data_root"])
 
 
 def train_config(a: argparse.Namespace) -> TrainConfig:

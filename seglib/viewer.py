@@ -63,7 +63,20 @@ class MaskViewer:
         self._logit_cache: dict[int, torch.Tensor] = {}
         self._upload: tuple[str, Prediction] | None = None  # your photo (file name, prediction) on show
 
-        has_model, n = model is not None, len(dataset)
+        self._make_widgets(threshold, model is not None, len(dataset))
+        self._wire()
+        self.widget = self._layout()
+        if sort not in self.sort.options:
+            raise ValueError(
+                f"sort={sort!r}; choose one of {list(self.sort.options)} (Dice needs a model or a table)"
+            )
+        self.sort.value = sort
+        if sort != "name":
+            self.index.value = 0  # start at the worst image
+        self.refresh()
+
+    def _make_widgets(self, threshold: float, has_model: bool, n: int) -> None:
+        """The controls; those that need a model (or a table of Dice) are disabled without one."""
         self.index = widgets.IntSlider(0, 0, n - 1, description="index", continuous_update=False)
         self.prev_button = widgets.Button(description="◀ previous", layout=widgets.Layout(width="110px"))
         self.next_button = widgets.Button(description="next ▶", layout=widgets.Layout(width="110px"))
@@ -88,6 +101,8 @@ class MaskViewer:
         self.status = widgets.HTML()
         self.order = list(range(n))
 
+    def _wire(self) -> None:
+        """Each control to what it changes."""
         self.index.observe(lambda _: self._on_index(), "value")
         for w in (self.opacity, self.threshold, self.show_truth, self.show_pred, self.show_errors):
             w.observe(lambda _: self.refresh(), "value")
@@ -97,6 +112,7 @@ class MaskViewer:
         self.next_button.on_click(lambda _: self.step(+1))
         self.name_box.observe(lambda change: self.jump_to(change["new"]), "value")
 
+    def _layout(self) -> widgets.VBox:
         controls = widgets.VBox(
             [
                 widgets.HBox([self.prev_button, self.index, self.next_button]),
@@ -105,15 +121,7 @@ class MaskViewer:
                 widgets.HBox([self.show_truth, self.show_pred, self.show_errors, self.upload]),
             ]
         )
-        self.widget = widgets.VBox([controls, self.status, self.image])
-        if sort not in self.sort.options:
-            raise ValueError(
-                f"sort={sort!r}; choose one of {list(self.sort.options)} (Dice needs a model or a table)"
-            )
-        self.sort.value = sort
-        if sort != "name":
-            self.index.value = 0  # start at the worst image
-        self.refresh()
+        return widgets.VBox([controls, self.status, self.image])
 
     # --- navigation ---------------------------------------------------------------------------------
     @property

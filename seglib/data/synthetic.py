@@ -55,9 +55,19 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
 
 def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image (uint8 HxWx3) and its trimap (uint8 HxW, 1 pet / 2 background / 3 border)."""
+    image = _background(rng, h, w)
+    pet = _silhouette(rng, h, w)
+    image[pet] = _fur(rng, h, w)[pet]
+    image += rng.normal(0, 6, size=image.shape)  # sensor noise
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))))
+    return image, _trimap(rng, pet)
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth colour field with flat angular distractors in the pets' own colours (float32 HxWx3)."""
     s = min(h, w)
     image = _smooth_field(rng, h, w, int(rng.integers(2, 5)))
-    # Flat angular distractors in the pets' own colours.
     canvas = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     for _ in range(int(rng.integers(2, 6))):
@@ -68,9 +78,12 @@ def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
         else:
             pts = [(cx + rw * np.cos(a), cy + rh * np.sin(a)) for a in rng.uniform(0, 2 * np.pi, 3)]
             draw.polygon(pts, fill=tuple(int(c) for c in _colour(rng)))
-    image = np.asarray(canvas, dtype=np.float32)
+    return np.asarray(canvas, dtype=np.float32)
 
-    # The pet's silhouette: body ellipse, head, two ears, tail.
+
+def _silhouette(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The pet's shape (bool HxW): body ellipse, head, two ears, tail."""
+    s = min(h, w)
     sil = Image.new("L", (w, h), 0)
     d = ImageDraw.Draw(sil)
     cx, cy = rng.uniform(0.35, 0.65) * w, rng.uniform(0.4, 0.65) * h
@@ -88,23 +101,22 @@ def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
     d.ellipse([hx - hr, hy - hr, hx + hr, hy + hr], fill=255)
     for side in (-1, 1):
         ex = hx + side * 0.6 * hr
-        d.polygon(
-            [
-                (ex - 0.4 * hr, hy - 0.5 * hr),
-                (ex + 0.4 * hr, hy - 0.5 * hr),
-                (ex + side * 0.2 * hr, hy - 1.5 * hr),
-            ],
-            fill=255,
-        )
+        ear = [
+            (ex - 0.4 * hr, hy - 0.5 * hr),
+            (ex + 0.4 * hr, hy - 0.5 * hr),
+            (ex + side * 0.2 * hr, hy - 1.5 * hr),
+        ]
+        d.polygon(ear, fill=255)
     tx, ty = cx - 0.9 * a * ct, cy - 0.9 * a * st
-    d.line(
-        [(tx, ty), (tx - 0.5 * a * ct, ty - rng.uniform(0.3, 0.9) * a)], fill=255, width=max(2, int(0.12 * b))
-    )
-    pet = np.asarray(sil) > 127
+    tail = [(tx, ty), (tx - 0.5 * a * ct, ty - rng.uniform(0.3, 0.9) * a)]
+    d.line(tail, fill=255, width=max(2, int(0.12 * b)))
+    return np.asarray(sil) > 127
 
-    # Fur: the pet's base colour modulated by stripes or spots at a scale relative to the image.
+
+def _fur(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """The pet's base colour modulated by stripes or spots at a scale relative to the image (float HxWx3)."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    period = rng.uniform(0.05, 0.1) * s
+    period = rng.uniform(0.05, 0.1) * min(h, w)
     if rng.random() < 0.6:
         phi = rng.uniform(0, np.pi)
         pattern = np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / period)
@@ -112,22 +124,20 @@ def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray,
         pattern = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
     base, second = _colour(rng), _colour(rng)
     mix = (0.5 + 0.5 * pattern)[..., None] * rng.uniform(0.5, 1.0)
-    fur = base * (1 - mix) + second * mix
-    image[pet] = fur[pet]
-    image += rng.normal(0, 6, size=image.shape)  # sensor noise
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))))
+    return base * (1 - mix) + second * mix
 
-    # Trimap: eroded pet = 1, background = 2, a 1-3 px band across the outline = 3.
+
+def _trimap(rng: np.random.Generator, pet: np.ndarray) -> np.ndarray:
+    """Eroded pet = 1, background = 2, a 1-3 px band across the outline = 3 (uint8 HxW)."""
     band = int(rng.integers(1, 4))
     grow, shrink = (band + 1) // 2, band // 2
     m = Image.fromarray(pet.astype(np.uint8) * 255)
     outer = np.asarray(m.filter(ImageFilter.MaxFilter(2 * grow + 1))) > 127
     inner = np.asarray(m.filter(ImageFilter.MinFilter(2 * shrink + 1))) > 127 if shrink else pet
-    trimap = np.full((h, w), 2, np.uint8)
+    trimap = np.full(pet.shape, 2, np.uint8)
     trimap[outer] = 3
     trimap[inner] = 1
-    return image, trimap
+    return trimap
 
 
 def make_synthetic_pets(

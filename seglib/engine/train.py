@@ -163,19 +163,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
     )
     try:
-        with deferred_sigint() as interrupt:
-            env = replace(env, interrupt=interrupt)
-            while state.epoch < folder.cfg.epochs:  # a run with a budget re-plans its epochs (folder.cfg)
-                epoch = state.epoch + 1
-                row, skipped = _train_and_validate(
-                    epoch, state, (net, eval_net), loaders, folder.cfg, env, folder, info
-                )
-                tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                _report(info, folder.cfg, row, skipped)
-                release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
-                if clock is not None and clock.seconds:  # once, after this process's first epoch
-                    _say(info, clock.describe())
-                    clock = None
+        _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
@@ -192,6 +180,31 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         train_ds.root,
         info.is_main,
     )
+
+
+def _epochs(
+    state: TrainState,
+    nets: tuple[nn.Module, nn.Module],
+    loaders: tuple[DataLoader, DataLoader],
+    folder: RunFolder,
+    env: Env,
+    info: DistInfo,
+    tracker: WandbLogger,
+) -> None:
+    """Train and validate epoch after epoch until the run's epochs are done (a run with a budget re-plans
+    them: `folder.cfg`) or Ctrl+C, which ends the epoch under way first (`deferred_sigint`)."""
+    clock = env.clock
+    with deferred_sigint() as interrupt:
+        env = replace(env, interrupt=interrupt)
+        while state.epoch < folder.cfg.epochs:
+            epoch = state.epoch + 1
+            row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
+            tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+            _report(info, folder.cfg, row, skipped)
+            release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
+            if clock is not None and clock.seconds:  # once, after this process's first epoch
+                _say(info, clock.describe())
+                clock = None
 
 
 def _memory_format(
