@@ -163,7 +163,8 @@ def fit_to_budget(
     where that also gets them: with few epochs, a larger final size served better than more epochs at a
     smaller one (docs/experiments/recipe_study.md), but not two sizes up. Where
     none reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
-    few steps underfit). `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
+    few steps underfit); with `progressive`, as the first step of the ladder to the size above it (half the
+    epochs each), which served better there too. `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
     timed (`estimate_epoch_seconds`) and added. `replan`: the run also re-plans its epochs from its own
     epochs' times as it trains (`budget_minutes`, seglib/engine/budget.py); False: it trains the epochs planned.
     """
@@ -180,7 +181,9 @@ def fit_to_budget(
                 return up if up.epochs >= min_epochs else fitted
             return fitted
         larger = size
-    return replace(fitted, **(shrunk or {}))  # the smallest size, short of min_epochs
+    if progressive and len(candidates) > 1:
+        fitted = _fitted(ladder(cfg, candidates[-2], candidates[-1:]), minutes, seconds, budget)
+    return replace(fitted, **(shrunk or {}))  # the smallest size (or its ladder), short of min_epochs
 
 
 def _fitted(cfg: TrainConfig, minutes: float, seconds: dict[int, float], budget: float | None) -> TrainConfig:
@@ -503,7 +506,7 @@ def plan_recipe_study(
         shrunk = _plain_recipe(cfg, recipe, keep=explicit)
         # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
         # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs, and
-        # where none does, the smallest without the model's additions (so few steps underfit).
+        # where none does, the two smallest (a ladder) without the model's additions (so few steps underfit).
         for b in marks if scheduled and not fixed else [budget]:
             if fixed:
                 run = replace(cfg, epochs=epochs or cfg.epochs)

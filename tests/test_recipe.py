@@ -283,6 +283,12 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
     assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (48, 21, [32])  # 2.75 s an epoch
     fitted = fit_to_budget(cfg, 1.0, min_epochs=22, sizes=[32, 48], epoch_seconds=secs, progressive=True)
     assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (32, 40, None)  # 48's ladder: 21
+    # none gets 50: the smallest first, the size above it last (half the epochs each), with `shrunk`
+    fitted = fit_to_budget(cfg, 1.0, 50, sizes=[32, 48], epoch_seconds=secs, shrunk=plain, progressive=True)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (48, 21, [32])
+    assert (fitted.progressive_share, fitted.scale_jitter) == (0.5, 0.0)
+    fitted = fit_to_budget(cfg, 1.0, 50, sizes=[32, 48], epoch_seconds=secs, shrunk=plain)
+    assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (32, 40, None)  # not progressive
     fitted = fit_to_budget(cfg, 12.0, min_epochs=12, sizes=[32, 48], epoch_seconds=secs, progressive=True)
     assert (fitted.image_size, fitted.epochs, fitted.progressive_sizes) == (64, 120, None)  # epochs enough
     probed: dict[int, float] = {}
@@ -439,7 +445,8 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
     )
     # The recommended recipe: one run per budget, at the largest size that gives 40 epochs, or the one above
     # it trained after the smaller sizes where that gives 40 too (2 minutes: 96 px after 64, 3 s an epoch);
-    # where none does (1 minute), the smallest without the UNet's zoom and dropout.
+    # where none does (1 minute), the smallest and the size above it (half the epochs each), without the UNet's
+    # zoom and dropout.
     got = [
         (
             lb,
@@ -455,7 +462,7 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
     ]
     plain, regular = {"base_channels": 16}, {"base_channels": 16, "dropout": 0.2}
     assert got == [
-        ("recommended", 1.0, 64, None, 30, 0.0, plain, 30),
+        ("recommended", 1.0, 96, [64], 20, 0.0, plain, 20),
         ("recommended", 2.0, 96, [64], 40, 0.25, regular, 40),
         ("recommended", 3.0, 128, [64, 96], 45, 0.25, regular, 45),
         ("recommended", 6.0, 160, [64, 96, 128], 65, 0.25, regular, 65),
@@ -473,9 +480,9 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
     ).jobs
     assert (once.budget_minutes, once.epochs, once.image_size) == (None, 65, 160)  # planned once
     table = plan.table.reset_index()
-    assert table["image size"].tolist() == [128, 64, 96, 128, 160, 160]
-    assert table["first at"].tolist() == ["-", "-", "64", "64, 96", "64, 96, 128", "-"]
-    assert table["est. s/epoch"].tolist() == [10.0, 2.0, 3.0, 4.0, 5.5, 10.0]  # the plan's mean
+    assert table["image size"].tolist() == [128, 96, 96, 128, 160, 160]
+    assert table["first at"].tolist() == ["-", "64", "64", "64, 96", "64, 96, 128", "-"]
+    assert table["est. s/epoch"].tolist() == [10.0, 3.0, 3.0, 4.0, 5.5, 10.0]  # the plan's mean
     assert table["dropout"].tolist() == [0.0, 0.0, 0.2, 0.2, 0.2, 0.2]
     assert secs["recommended"] == {160: 10.0, 128: 6.0, 96: 4.0, 64: 2.0}  # the caller's timings, untouched
 
@@ -496,8 +503,8 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         epoch_seconds=dict.fromkeys(("recommended+scale_jitter=0.1", "recommended+ema_decay=0"), secs),
     )
     (_, _, zoom), (_, _, no_ema) = plan.jobs
-    assert (zoom.image_size, zoom.scale_jitter, zoom.model_kwargs) == (64, 0.1, {"base_channels": 16})
-    assert (no_ema.image_size, no_ema.scale_jitter, no_ema.ema_decay) == (64, 0.0, 0.0)
+    assert (zoom.image_size, zoom.scale_jitter, zoom.model_kwargs) == (96, 0.1, {"base_channels": 16})
+    assert (no_ema.image_size, no_ema.scale_jitter, no_ema.ema_decay) == (96, 0.0, 0.0)
     # The ResNet34-UNet's addition is its zoom: a shrunk run drops it but keeps its width and the item's.
     resnet_secs = {160: 30.0, 128: 20.0, 96: 10.0, 64: 6.0}  # 1 minute buys at most 10 epochs
     resnet = plan_recipe_study(
@@ -508,8 +515,8 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         epoch_seconds=dict.fromkeys(("recommended+scale_jitter=0.1", "recommended+ema_decay=0"), resnet_secs),
     )
     (_, _, r), (_, _, r_no_ema) = resnet.jobs
-    assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (64, 0.1, {"base_channels": 32}, 2e-3)
-    assert (r_no_ema.image_size, r_no_ema.scale_jitter, r_no_ema.ema_decay) == (64, 0.0, 0.0)
+    assert (r.image_size, r.scale_jitter, r.model_kwargs, r.lr) == (96, 0.1, {"base_channels": 32}, 2e-3)
+    assert (r_no_ema.image_size, r_no_ema.scale_jitter, r_no_ema.ema_decay) == (96, 0.0, 0.0)
     # Each model needs its epochs: at 12 minutes the ResNet34-UNet's 36 at 128 px are short of its 40.
     assert (study.epochs_needed("unet"), study.epochs_needed("resnet34_unet")) == (40, 40)
     assert study.with_params(min_epochs=7).epochs_needed("resnet34_unet") == 7  # the notebook's parameter
@@ -520,10 +527,10 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         "recommended",
         epoch_seconds={"recommended": {160: 30.0, 128: 20.0, 96: 16.0, 64: 10.0}},
     )
-    # 3 minutes: 18 epochs at most, so the smallest size without the zoom; 12 minutes: 45 at 96 px, so 46
-    # at 128 px after 64 and 96 (15.3 s an epoch)
+    # 3 minutes: 18 epochs at most, so the two smallest sizes without the zoom (13 at 96 px after 64); 12
+    # minutes: 45 at 96 px, so 46 at 128 px after 64 and 96 (15.3 s an epoch)
     assert [(c.image_size, c.epochs, c.scale_jitter) for _, _, c in long.jobs] == [
-        (64, 18, 0.0),
+        (96, 13, 0.0),
         (128, 46, 0.25),
     ]
     faster = {"recommended": {160: 16.0, 128: 12.0}}
