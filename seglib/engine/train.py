@@ -185,7 +185,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
 def _epochs(
     state: TrainState,
     nets: tuple[nn.Module, nn.Module],
-    loaders: tuple[DataLoader, DataLoader],
+    loaders: tuple[Loader, Loader],
     folder: RunFolder,
     env: Env,
     info: DistInfo,
