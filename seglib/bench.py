@@ -150,29 +150,23 @@ def bench_train_step(
     x_cl = x.contiguous(memory_format=torch.channels_last)
     amp = default_amp(device)
     flops = train_step_flops(build_model(name, **kwargs).to(device), x[:1], y[:1]) * batch
-    peaks = {}
+    peaks: dict[str, float] = {}
 
     def reference() -> float:
-        with PeakRSS(device) as mem:
-            _sync(device)
-            t = time.perf_counter()
+        def run() -> None:
             for _ in range(steps):
                 reference_step(ref_model, ref_opt, x, y)
-            dt = time.perf_counter() - t
-        peaks["reference"] = max(peaks.get("reference", 0), mem.peak)
-        return batch * steps / dt
+
+        return batch * steps / _timed(run, device, peaks, "reference")
 
     def fast(model: torch.nn.Module = fast_model) -> float:
-        with PeakRSS(device) as mem:
-            _sync(device)
-            t = time.perf_counter()
+        def run() -> None:
             total = torch.zeros((), device=device)
             for _ in range(steps):
                 total += fast_step(model, fast_opt, x_cl, y, amp)
-            total.item()
-            dt = time.perf_counter() - t
-        peaks["seglib"] = max(peaks.get("seglib", 0), mem.peak)
-        return batch * steps / dt
+            total.item()  # one host sync for all the steps
+
+        return batch * steps / _timed(run, device, peaks, "seglib")
 
     ref, fst = interleaved(reference, fast, reps)
     tuned, compiled, compile_seconds = None, None, None
@@ -193,6 +187,17 @@ def bench_train_step(
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
     rows.append(_memory_row(what, mem_unit, peaks["reference"], peaks["seglib"]))
     return rows
+
+
+def _timed(run: Callable[[], None], device: torch.device, peaks: dict[str, float], key: str) -> float:
+    """Seconds `run` takes; the highest memory it reached (`PeakRSS`) is kept in `peaks[key]`."""
+    with PeakRSS(device) as mem:
+        _sync(device)
+        t = time.perf_counter()
+        run()
+        dt = time.perf_counter() - t
+    peaks[key] = max(peaks.get(key, 0), mem.peak)
+    return dt
 
 
 def _cuda_variants(
