@@ -305,7 +305,7 @@ def _sample_part(a: argparse.Namespace, work: Path, profile: str, left: float) -
     return sample_rows(sample, work / "results", profile, a.device, a.sample_epochs, models)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m seglib.fullscale",
         description=__doc__,
@@ -334,7 +334,11 @@ def main(argv: list[str] | None = None) -> None:
         "seconds (counted from the start) are left for it (0: no deadline)",
     )
     p.add_argument("--sample_min_s", type=float, default=240)
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = _parser().parse_args(argv)
     t0 = time.perf_counter()
     profile = a.profile or ("tiny" if a.mode == "cpu" else "gpu")
     work = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="seglib-fullscale-"))

@@ -43,7 +43,7 @@ def download(
     deleted and fetched again. Each archive is extracted once (a stamp file records it). Returns `root`.
     """
     # imported here: torchvision takes about 3 s to import on a 2-core CPU, and every process imports seglib
-    from torchvision.datasets.utils import check_integrity, extract_archive
+    from torchvision.datasets.utils import extract_archive
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -51,30 +51,7 @@ def download(
         name = url.rsplit("/", 1)[-1]
         archive = root / name
         stamp = root / f".{name}.extracted"
-        if archive.exists():
-            if check_integrity(str(archive), md5):
-                log(f"{archive}: present, MD5 verified")
-            else:
-                log(f"{archive}: present but its MD5 is not {md5}; deleting it and downloading again")
-                archive.unlink()
-                stamp.unlink(missing_ok=True)
-        if not archive.exists():
-            log(f"downloading {url} -> {archive}")
-            try:
-                _fetch(url, archive, md5)
-            except RuntimeError as e:  # torchvision's word for an MD5 mismatch after download
-                archive.unlink(missing_ok=True)
-                raise RuntimeError(
-                    f"{url}: the downloaded file's MD5 is not {md5} (a broken transfer or a changed file); "
-                    f"it was deleted, run the download again ({e})"
-                ) from e
-            except OSError as e:  # URLError, HTTPError, timeouts, DNS failures
-                archive.unlink(missing_ok=True)
-                raise RuntimeError(
-                    f"could not download {url}: {e}. Are you offline? Fetch the file by hand on a machine with "
-                    f"internet, put it at {archive} and run this again (it is checked against MD5 {md5})"
-                ) from e
-            log(f"{archive}: downloaded, MD5 verified")
+        _verified_archive(url, md5, archive, stamp, log)
         if stamp.exists():
             log(f"{archive}: already extracted")
         else:
@@ -82,3 +59,33 @@ def download(
             stamp.write_text(md5 + "\n")
             log(f"{archive}: extracted into {root}")
     return root
+
+
+def _verified_archive(url: str, md5: str, archive: Path, stamp: Path, log: Callable[[str], None]) -> None:
+    """`archive` with MD5 `md5`: kept where it is and good, else (re)downloaded from `url`; a deleted one
+    loses its extraction `stamp` too. Raises RuntimeError saying what to do when that fails."""
+    from torchvision.datasets.utils import check_integrity  # see download
+
+    if archive.exists():
+        if check_integrity(str(archive), md5):
+            log(f"{archive}: present, MD5 verified")
+            return
+        log(f"{archive}: present but its MD5 is not {md5}; deleting it and downloading again")
+        archive.unlink()
+        stamp.unlink(missing_ok=True)
+    log(f"downloading {url} -> {archive}")
+    try:
+        _fetch(url, archive, md5)
+    except RuntimeError as e:  # torchvision's word for an MD5 mismatch after download
+        archive.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"{url}: the downloaded file's MD5 is not {md5} (a broken transfer or a changed file); "
+            f"it was deleted, run the download again ({e})"
+        ) from e
+    except OSError as e:  # URLError, HTTPError, timeouts, DNS failures
+        archive.unlink(missing_ok=True)
+        raise RuntimeError(
+            f"could not download {url}: {e}. Are you offline? Fetch the file by hand on a machine with "
+            f"internet, put it at {archive} and run this again (it is checked against MD5 {md5})"
+        ) from e
+    log(f"{archive}: downloaded, MD5 verified")

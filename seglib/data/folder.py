@@ -321,6 +321,22 @@ def seeded_split(
     }
 
 
+def _splits(
+    root: Path,
+    pairs: dict[str, tuple[Path, Path]],
+    on_missing: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict[str, list[str]], str]:
+    """The folder's split (its splits/*.txt where it has them, else a seeded one) and where it comes from."""
+    if (root / "splits").is_dir():
+        return _read_split_files(root / "splits", pairs, on_missing), f"the split files in {root / 'splits'}"
+    share = f"{1 - val_fraction - test_fraction:.0%} / {val_fraction:.0%} / {test_fraction:.0%}"
+    splits = seeded_split(list(pairs), val_fraction, test_fraction, seed)
+    return splits, f"a seeded split (seed {seed}): train / val / test {share} of the pairs"
+
+
 def _read_split_files(
     folder: Path, pairs: dict[str, tuple[Path, Path]], on_missing: str
 ) -> dict[str, list[str]]:
@@ -426,13 +442,9 @@ class FolderDataset(SegmentationDataset):
         self.rule = parse_mask_values(mask_values)
         self.cache_tag = f"mask_values={self.rule}" if not self.rule.auto else ""
         pairs = find_pairs(self.root, on_missing)
-        if (self.root / "splits").is_dir():
-            self.splits = _read_split_files(self.root / "splits", pairs, on_missing)
-            self.split_source = f"the split files in {self.root / 'splits'}"
-        else:
-            self.splits = seeded_split(list(pairs), val_fraction, test_fraction, split_seed)
-            share = f"{1 - val_fraction - test_fraction:.0%} / {val_fraction:.0%} / {test_fraction:.0%}"
-            self.split_source = f"a seeded split (seed {split_seed}): train / val / test {share} of the pairs"
+        self.splits, self.split_source = _splits(
+            self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
+        )
         names = self.splits["train"] + self.splits["val"] if split == "trainval" else self.splits[split]
         names = sorted(names)[:limit] if limit is not None else sorted(names)
         if not names:

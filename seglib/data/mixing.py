@@ -46,18 +46,7 @@ def copy_paste(
     b = images.shape[0]
     if b < 2 or p == 0:
         return images, masks
-    lo, hi = scale
-    apply = torch.rand(b, generator=generator) < p
-    source = (torch.arange(b) + torch.randint(1, b, (b,), generator=generator)) % b  # never the image itself
-    s = lo + (hi - lo) * torch.rand(b, generator=generator)
-    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-    centre = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
-    # affine_grid maps output to input coordinates: x_in = flip * (x_out - cx) / s, y_in = (y_out - cy) / s.
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = flip / s
-    theta[:, 0, 2] = -flip * centre[:, 0] / s
-    theta[:, 1, 1] = 1 / s
-    theta[:, 1, 2] = -centre[:, 1] / s
+    apply, source, theta = _placements(b, p, scale, generator)
     device = images.device
     source, apply = source.to(device), apply.to(device)
     grid = F.affine_grid(theta.to(device), [b, 1, *images.shape[2:]], align_corners=False)
@@ -72,3 +61,23 @@ def copy_paste(
     if images.is_contiguous(memory_format=torch.channels_last):
         out_images = out_images.contiguous(memory_format=torch.channels_last)
     return out_images, out_masks
+
+
+def _placements(
+    b: int, p: float, scale: tuple[float, float], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image of a batch of `b`: whether a pet is pasted onto it, from which other image, and the
+    affine map (flip, scale, place; `F.affine_grid`'s theta, Bx2x3) that puts it there."""
+    lo, hi = scale
+    apply = torch.rand(b, generator=generator) < p
+    source = (torch.arange(b) + torch.randint(1, b, (b,), generator=generator)) % b  # never the image itself
+    s = lo + (hi - lo) * torch.rand(b, generator=generator)
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    centre = (torch.rand(b, 2, generator=generator) * 2 - 1) * (1 - s)[:, None]
+    # affine_grid maps output to input coordinates: x_in = flip * (x_out - cx) / s, y_in = (y_out - cy) / s.
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = flip / s
+    theta[:, 0, 2] = -flip * centre[:, 0] / s
+    theta[:, 1, 1] = 1 / s
+    theta[:, 1, 2] = -centre[:, 1] / s
+    return apply, source, theta

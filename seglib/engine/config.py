@@ -105,6 +105,12 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the parameter and the valid choices."""
+        self._check_kinds()
+        self._check_ranges()
+        return self
+
+    def _check_kinds(self) -> None:
+        """The named choices, and each setting of the right kind (an int is not a bool, a bool not an int)."""
         for name, choices in CHOICES.items():
             _choice(name, getattr(self, name), choices)
         for name in ("epochs", "batch_size", "image_size", "step_size", "log_every"):
@@ -135,6 +141,9 @@ class TrainConfig:
             raise ValueError(
                 f"budget_minutes must be None (off) or a positive number of minutes, got {budget!r}"
             )
+
+    def _check_ranges(self) -> None:
+        """Each number within what it means (a probability, a decay, a size the encoders can take)."""
         if not (self.ema_decay == 0 or 0 < self.ema_decay < 1):
             raise ValueError(f"ema_decay must be 0 (off) or in (0, 1), e.g. 0.99; got {self.ema_decay!r}")
         parse_mask_values(self.mask_values)  # raises naming the item it cannot read
@@ -158,7 +167,6 @@ class TrainConfig:
             raise ValueError(f"num_workers must be None or >= 0, got {self.num_workers!r}")
         if self.milestones is not None and sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"milestones must be increasing epochs, got {self.milestones!r}")
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
