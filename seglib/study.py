@@ -18,6 +18,7 @@ import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -507,23 +508,19 @@ def plan_recipe_study(
         # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
         # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs, and
         # where none does, the two smallest (a ladder) without the model's additions (so few steps underfit).
+        fitted = partial(
+            fit_to_budget,
+            cfg,
+            min_epochs=study.epochs_needed(model) if scheduled and "image_size" not in changes else 0,
+            sizes=study.sizes,
+            epoch_seconds=secs,
+            shrunk=shrunk,
+            # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
+            replan="budget_minutes" not in explicit,
+            progressive=study.progressive,
+        )
         for b in marks if scheduled and not fixed else [budget]:
-            if fixed:
-                run = replace(cfg, epochs=epochs or cfg.epochs)
-            else:
-                least = study.epochs_needed(model) if scheduled and "image_size" not in changes else 0
-                # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
-                replan = "budget_minutes" not in explicit
-                run = fit_to_budget(
-                    cfg,
-                    b,
-                    least,
-                    study.sizes,
-                    secs,
-                    shrunk=shrunk,
-                    replan=replan,
-                    progressive=study.progressive,
-                )
+            run = replace(cfg, epochs=epochs or cfg.epochs) if fixed else fitted(minutes=b)
             every = study.every if b == budget else run.epochs  # shorter runs: their last model only
             tag = "fixed" if fixed else f"{b:g}min"
             read_along = fixed or not scheduled
