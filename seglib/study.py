@@ -165,8 +165,8 @@ def fit_to_budget(
     smaller one (docs/experiments/recipe_study.md), but not two sizes up. Where
     none reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
     few steps underfit); with `progressive`, as the first step of the ladder to the size above it (half the
-    epochs each), which served better there too. `epoch_seconds` maps a size to its timed epoch: given ones are used, missing ones
-    timed (`estimate_epoch_seconds`) and added. `replan`: the run also re-plans its epochs from its own
+    epochs each), which served better there too. `epoch_seconds` maps a size to its timed epoch: given ones
+    are used, missing ones timed (`estimate_epoch_seconds`) and added. `replan`: the run also re-plans its epochs from its own
     epochs' times as it trains (`budget_minutes`, seglib/engine/budget.py); False: it trains the epochs planned.
     """
     seconds = {} if epoch_seconds is None else epoch_seconds
