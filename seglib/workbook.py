@@ -193,8 +193,6 @@ def run_workbook(
     Stops at the first failing notebook with an error naming it and its cell. `extra` adds
     parameters per notebook. Returns the folder of the executed notebooks.
     """
-    from papermill.exceptions import PapermillExecutionError
-
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     out = Path(results_dir).resolve() / "notebooks"
@@ -212,20 +210,25 @@ def run_workbook(
         t0 = time.perf_counter()
         print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
         data = folder_params(data_root, dataset) if name in FOLDER_NOTEBOOKS else {}
-        try:
-            execute_notebook(
-                REPO / "notebooks" / name, out / name, {**params, **data, **(extra or {}).get(name, {})}
-            )
-        except PapermillExecutionError as e:
-            raise RuntimeError(
-                f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}; "
-                f"the executed copy with the traceback is {out / name}"
-            ) from None
+        _execute(name, out, {**params, **data, **(extra or {}).get(name, {})})
         print(f"workbook: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(
         f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
     return out
+
+
+def _execute(name: str, out: Path, params: dict[str, Any]) -> None:
+    """Run notebook `name` into `out` with `params`; a failure names the notebook and its cell."""
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        execute_notebook(REPO / "notebooks" / name, out / name, params)
+    except PapermillExecutionError as e:
+        raise RuntimeError(
+            f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}; "
+            f"the executed copy with the traceback is {out / name}"
+        ) from None
 
 
 def folder_params(data_root: str | Path, dataset: str) -> dict[str, str]:

@@ -134,6 +134,33 @@ def _optimizer_step(state: TrainState, loss: torch.Tensor, cfg: TrainConfig) -> 
         state.scheduler.step()
 
 
+def _unusable(batch: dict[str, Any]) -> bool:
+    """True where every sample of `batch` was unreadable (the loader skipped them all)."""
+    if batch["image"] is not None:
+        return False
+    if is_distributed():  # the other ranks would wait for this rank's gradients
+        raise CorruptSampleError(
+            f"every sample of a batch on rank {get_rank()} is unreadable "
+            f"({'; '.join(batch['skipped'][:3])}); a distributed run cannot skip a whole batch: "
+            "remove the files or use a larger batch_size"
+        )
+    return True
+
+
+def _training_batch(
+    batch: dict[str, Any], state: TrainState, cfg: TrainConfig, env: Env, size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`batch` on the device, augmented there for this step, mixed (copy-paste) and shrunk to `size`."""
+    images, masks = env.prep(batch, state.step if cfg.augment else None)
+    if cfg.augment and cfg.copy_paste > 0:
+        images, masks = copy_paste(
+            images, masks, cfg.copy_paste, mixing_generator(cfg.seed, state.step, get_rank())
+        )
+    if size is not None:
+        images, masks = shrink_batch(images, masks, size, env.prep.channels_last)
+    return images, masks
+
+
 def train_one_epoch(
     net: nn.Module,
     state: TrainState,
@@ -152,22 +179,10 @@ def train_one_epoch(
     meter, bar = _Meter(stats, env.device), _bar(loader, cfg, desc, stats.step, total)
     for batch in bar:
         stats.skipped += batch["skipped"]
-        if batch["image"] is None:
-            if is_distributed():  # the other ranks would wait for this rank's gradients
-                raise CorruptSampleError(
-                    f"every sample of a batch on rank {get_rank()} is unreadable "
-                    f"({'; '.join(batch['skipped'][:3])}); a distributed run cannot skip a whole batch: "
-                    "remove the files or use a larger batch_size"
-                )
+        if _unusable(batch):
             stats.step += 1
             continue
-        images, masks = env.prep(batch, state.step if cfg.augment else None)
-        if cfg.augment and cfg.copy_paste > 0:
-            images, masks = copy_paste(
-                images, masks, cfg.copy_paste, mixing_generator(cfg.seed, state.step, get_rank())
-            )
-        if size is not None:
-            images, masks = shrink_batch(images, masks, size, env.prep.channels_last)
+        images, masks = _training_batch(batch, state, cfg, env, size)
         timed = env.clock is not None and env.clock.start("first training step")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)
