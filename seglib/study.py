@@ -160,9 +160,9 @@ def fit_to_budget(
     native bf16 buys a third of the epochs at 160 px), so the size follows from the epochs, not from the
     profile alone. Sizes tried: `cfg.image_size`, then those of `sizes` below it, largest first. With
     `progressive`, the size that gets its epochs gives way to the one above it trained with progressive
-    resizing (`ladder`: the smaller `sizes` first, each an equal share of the epochs with the size itself)
-    where that also gets them: with few epochs, a larger final size served better than more epochs at a
-    smaller one (docs/experiments/recipe_study.md), but not two sizes up. Where
+    resizing (`ladder`: the smaller `sizes` first, each an equal share of the epochs with the size itself),
+    even where that gets a few epochs fewer than `min_epochs`: with few epochs, a larger final size served
+    better than more epochs at a smaller one (docs/experiments/recipe_study.md), but not two sizes up. Where
     none reaches `min_epochs`, the smallest trains, with the settings in `shrunk` (e.g. no regularisation: so
     few steps underfit); with `progressive`, as the first step of the ladder to the size above it (half the
     epochs each), which served better there too. `epoch_seconds` maps a size to its timed epoch: given ones
@@ -177,9 +177,8 @@ def fit_to_budget(
         own = [s for s in cfg.progressive_sizes or () if s < size] or None  # an item's own, where they fit
         fitted = _fitted(replace(cfg, image_size=size, progressive_sizes=own), minutes, seconds, budget)
         if fitted.epochs >= min_epochs:
-            if progressive and larger is not None:
-                up = _fitted(ladder(cfg, larger, sizes), minutes, seconds, budget)
-                return up if up.epochs >= min_epochs else fitted
+            if progressive and larger is not None:  # even short of min_epochs: it served better
+                return _fitted(ladder(cfg, larger, sizes), minutes, seconds, budget)
             return fitted
         larger = size
     if progressive and len(candidates) > 1:
