@@ -14,6 +14,7 @@ to check and append there (profile, run and headline are left for you).
 from __future__ import annotations
 
 import csv
+import glob
 import json
 import re
 import statistics
@@ -51,7 +52,7 @@ def machine(out: Path) -> tuple[str, bool]:
 
 def run_config(study: Path, recipe: str, budget: float) -> dict:
     """config.json of the recipe's run for `budget` (the read-along recipe's one run otherwise)."""
-    name = recipe_run_prefix(recipe)
+    name = glob.escape(recipe_run_prefix(recipe))  # an item such as progressive_sizes=[64] has brackets
     found = sorted(study.glob(f"runs/{name}-{budget:g}min-*/config.json")) or sorted(
         study.glob(f"runs/{name}-*/config.json")
     )
