@@ -505,8 +505,9 @@ def plan_recipe_study(
         scheduled = cfg.scheduler != "none"
         shrunk = _plain_recipe(cfg, recipe, keep=explicit)
         # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
-        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs, and
-        # where none does, the two smallest (a ladder) without the model's additions (so few steps underfit).
+        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs (with the
+        # study's `progressive`, the ladder one size up), and where none does, the two smallest (a ladder)
+        # without the model's additions (so few steps underfit).
         fitted = partial(
             fit_to_budget,
             cfg,
