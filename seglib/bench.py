@@ -143,10 +143,8 @@ def bench_train_step(
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
-    ref_model = build_model(name, **kwargs).to(device)
-    fast_model = build_model(name, **kwargs).to(device).to(memory_format=torch.channels_last)
-    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-4)
-    fast_opt = torch.optim.AdamW(fast_model.parameters(), lr=1e-4)
+    ref_model, ref_opt = _model_and_optimizer(name, kwargs, device, torch.contiguous_format)
+    fast_model, fast_opt = _model_and_optimizer(name, kwargs, device, torch.channels_last)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     amp = default_amp(device)
     flops = train_step_flops(build_model(name, **kwargs).to(device), x[:1], y[:1]) * batch
@@ -176,16 +174,36 @@ def bench_train_step(
         )
     what = _step_what(name, kwargs, size, batch)
     rows = [_row(what, "images/s", ref, fst), _achieved_row(what, ref, fst, flops / batch)]
-    if tuned:
-        rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
-    if compiled:
-        rows.append(_row(f"{what} torch.compile", "images/s", ref, compiled))
-        rows.append(_info_row(f"{what} torch.compile: first step (compiling)", "s", compile_seconds))
+    rows += _cuda_variant_rows(what, ref, tuned, compiled, compile_seconds)
     if roofline is not None:
         bound = roofline_images_per_s(step_traffic(fast_model, x_cl, y, amp), batch, *roofline)
         rows += _roofline_rows(what, bound, fst, compiled)
     mem_unit = "MB max allocated" if device.type == "cuda" else "MB peak RSS"
     rows.append(_memory_row(what, mem_unit, peaks["reference"], peaks["seglib"]))
+    return rows
+
+
+def _model_and_optimizer(
+    name: str, kwargs: dict, device: torch.device, fmt: torch.memory_format
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = build_model(name, **kwargs).to(device).to(memory_format=fmt)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _cuda_variant_rows(
+    what: str,
+    ref: list[float],
+    tuned: list[float] | None,
+    compiled: list[float] | None,
+    compile_s: float | None,
+) -> list[dict]:
+    """The cudnn.benchmark and torch.compile steps against the reference, where they ran (CUDA)."""
+    rows = []
+    if tuned:
+        rows.append(_row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
+    if compiled:
+        rows.append(_row(f"{what} torch.compile", "images/s", ref, compiled))
+        rows.append(_info_row(f"{what} torch.compile: first step (compiling)", "s", compile_s))
     return rows
 
 
@@ -517,23 +535,18 @@ def _epoch_rows(
     what = f"whole epoch unet{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}, "
     what += f"{epoch_len} images"
     fmt = _epoch_format(kwargs, size, batch, dev, what, choices, log)
-    ref_model = build_model("unet", **kwargs).to(dev)
-    fast_model = build_model("unet", **kwargs).to(dev).to(memory_format=fmt)
-    ref_opt, fast_opt = (torch.optim.AdamW(m.parameters(), lr=1e-4) for m in (ref_model, fast_model))
+    ref_model, ref_opt = _model_and_optimizer("unet", kwargs, dev, torch.contiguous_format)
+    fast_model, fast_opt = _model_and_optimizer("unet", kwargs, dev, fmt)
     waits: list[float] = []
 
     def sampler(ds: OxfordPetDataset) -> RandomSampler:
         return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
 
     def ref_epoch() -> float:
-        t, n = time.perf_counter(), 0
-        for b in DataLoader(
+        loader = DataLoader(
             ref_ds, batch_size=batch, sampler=sampler(ref_ds), num_workers=2, collate_fn=collate
-        ):
-            x, y = b["image"].to(dev), b["mask"].to(dev)
-            reference_step(ref_model, ref_opt, x, y)
-            n += x.shape[0]
-        return n / (time.perf_counter() - t)
+        )
+        return _reference_epoch(loader, ref_model, ref_opt, dev)
 
     # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
     fast_loader = make_loader(fast_ds, batch, sampler(fast_ds), dev)
@@ -553,6 +566,18 @@ def _epoch_rows(
     log(_fmt(rows[0]) + f" (loader wait {statistics.median(waits):.1%})")
     epoch = (root, cache, size, batch, kwargs, passes, fmt)
     return rows + _device_epoch_rows(epoch, dev, reps, ref_epoch, what, log)
+
+
+def _reference_epoch(
+    loader: DataLoader, model: torch.nn.Module, opt: torch.optim.Optimizer, dev: torch.device
+) -> float:
+    """Images/s of one pass over `loader` the original's way (`reference_step`, a host sync every batch)."""
+    t, n = time.perf_counter(), 0
+    for b in loader:
+        x, y = b["image"].to(dev), b["mask"].to(dev)
+        reference_step(model, opt, x, y)
+        n += x.shape[0]
+    return n / (time.perf_counter() - t)
 
 
 def _eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:

@@ -468,6 +468,37 @@ def recipe_run_prefix(label: str) -> str:
     return "recipe-" + label.replace("+", "_").replace("=", "-")
 
 
+def _budget_fitter(
+    study: RecipeStudy,
+    model: str,
+    cfg: TrainConfig,
+    recipe: str,
+    changes: dict[str, Any],
+    explicit: dict[str, Any],
+    secs: dict[int, float],
+) -> Callable[..., TrainConfig]:
+    """`fit_to_budget(minutes=...)` for one recipe item (`changes`: what the item sets; `explicit`: that
+    and what `common` sets).
+
+    A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
+    run. A schedule on a short budget: the largest size that still gives it min_epochs epochs (with the
+    study's `progressive`, the ladder one size up), and where none does, the two smallest (a ladder)
+    without the model's additions (so few steps underfit). An item that sets its size keeps it.
+    """
+    scheduled = cfg.scheduler != "none"
+    return partial(
+        fit_to_budget,
+        cfg,
+        min_epochs=study.epochs_needed(model) if scheduled and "image_size" not in changes else 0,
+        sizes=study.sizes,
+        epoch_seconds=secs,
+        shrunk=_plain_recipe(cfg, recipe, keep=explicit),
+        # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
+        replan="budget_minutes" not in explicit,
+        progressive=study.progressive,
+    )
+
+
 def plan_recipe_study(
     config: ConfigFn,
     study: RecipeStudy,
@@ -503,22 +534,7 @@ def plan_recipe_study(
         if not fixed and cfg.image_size not in secs:
             secs[cfg.image_size] = estimate_epoch_seconds(cfg)
         scheduled = cfg.scheduler != "none"
-        shrunk = _plain_recipe(cfg, recipe, keep=explicit)
-        # A schedule is fitted to each budget (one run each); without one, a run stopped early is the shorter
-        # run. A schedule on a short budget: the largest size that still gives it min_epochs epochs (with the
-        # study's `progressive`, the ladder one size up), and where none does, the two smallest (a ladder)
-        # without the model's additions (so few steps underfit).
-        fitted = partial(
-            fit_to_budget,
-            cfg,
-            min_epochs=study.epochs_needed(model) if scheduled and "image_size" not in changes else 0,
-            sizes=study.sizes,
-            epoch_seconds=secs,
-            shrunk=shrunk,
-            # an item that sets budget_minutes keeps it (null: trains the epochs planned, no re-plans)
-            replan="budget_minutes" not in explicit,
-            progressive=study.progressive,
-        )
+        fitted = _budget_fitter(study, model, cfg, recipe, changes, explicit, secs)
         for b in marks if scheduled and not fixed else [budget]:
             run = replace(cfg, epochs=epochs or cfg.epochs) if fixed else fitted(minutes=b)
             every = study.every if b == budget else run.epochs  # shorter runs: their last model only

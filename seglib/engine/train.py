@@ -129,13 +129,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
 
 
 def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: LossFn) -> FitResult:
-    ckpt, run_dir = None, None
-    if resume:
-        run_dir = on_main(lambda: find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
-        ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
-    cfg = _device_data(cfg, ckpt)
-    if ckpt is not None and cfg.budget_minutes is not None:  # the epochs it has re-planned to so far
-        cfg = replace(cfg, epochs=int(_saved(ckpt, "epochs", cfg.epochs)))
+    cfg, ckpt, run_dir = _resumed(cfg, resume, info)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
     use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
@@ -150,9 +144,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         _resume(state, ckpt, info, run_dir, cfg)
     else:
         run_dir = on_main(lambda: new_run_dir(cfg))
-    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main)
-    if kind == "folder" and info.is_main:  # the split, whatever images the folder gains later
-        write_splits(train_ds.splits, run_dir / "splits")
+    folder = _open_folder(run_dir, cfg, spec, kind, train_ds, info)
     clock = CompileClock(info.device) if cfg.compile else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
@@ -180,6 +172,36 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         train_ds.root,
         info.is_main,
     )
+
+
+def _resumed(
+    cfg: TrainConfig, resume: bool | str | Path, info: DistInfo
+) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
+    """The run to continue (its config as the checkpoint left it, its last.pt and folder), or none."""
+    ckpt, run_dir = None, None
+    if resume:
+        run_dir = on_main(lambda: find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
+        ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
+    cfg = _device_data(cfg, ckpt)
+    if ckpt is not None and cfg.budget_minutes is not None:  # the epochs it has re-planned to so far
+        cfg = replace(cfg, epochs=int(_saved(ckpt, "epochs", cfg.epochs)))
+    return cfg, ckpt, run_dir
+
+
+def _open_folder(
+    run_dir: Path,
+    cfg: TrainConfig,
+    spec: dict[str, Any],
+    kind: str,
+    train_ds: SegmentationDataset,
+    info: DistInfo,
+) -> RunFolder:
+    """The run folder that rank 0 writes; a folder data set's split goes in it, whatever images the
+    folder gains later."""
+    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main)
+    if kind == "folder" and info.is_main:
+        write_splits(train_ds.splits, run_dir / "splits")
+    return folder
 
 
 def _epochs(
