@@ -38,6 +38,25 @@ def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_past_the_last()
     assert next_plan([5] * 17, budget, planned=17) == 17  # never past the planned end
 
 
+def _run_out(seconds_of, budget: float, planned: int) -> list[float]:
+    """The epochs' seconds of a run that re-plans after each epoch as `fit` does."""
+    seconds: list[float] = []
+    while len(seconds) < planned:
+        seconds.append(seconds_of(len(seconds)))
+        planned = next_plan(seconds, budget, planned)
+    return seconds
+
+
+def test_a_stall_costs_its_own_time_but_does_not_slow_the_pace_ahead():
+    # 90 s spent, a 30 s stall among 5 s epochs: the 110 s left buy 22 more at 5 s, not 11 at the stall's mean
+    assert planned_epochs([10] + [5] * 10 + [30], 200, margin=1.0) == 12 + 22
+    # a 12 s stall as the run crosses its last mark (85 of 100 s): it goes on to 97 s, it used to stop at 92
+    done = _run_out(lambda epoch: 12.0 if epoch == 15 else 5.0, 100, planned=20)
+    assert len(done) == 18 and sum(done) == 97
+    # a slowdown that lasts is no stall: three epochs of 11 s past the last mark shrink the plan (36 at 5 s)
+    assert next_plan([5] * 30 + [11] * 3, 200, planned=40) == 34
+
+
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "multistep"])
 def test_a_replanned_schedule_goes_on_as_if_planned_so_from_the_start(scheduler):
     first, steps = TrainConfig(epochs=10, lr=1e-3, scheduler=scheduler), 5

@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 
 SizeAt = Callable[[int, int], int]  # (epoch, epochs planned) -> the image size that epoch trains at
 
-__all__ = ["REPLAN_AT", "MARGIN", "MIN_EPOCHS_TIMED", "RECENT", "planned_epochs", "next_plan"]
+__all__ = ["REPLAN_AT", "MARGIN", "MIN_EPOCHS_TIMED", "RECENT", "STALL", "planned_epochs", "next_plan"]
 
 REPLAN_AT = (0.25, 0.6, 0.85)  # shares of the budget where the plan may grow as well as shrink
 MARGIN = 1.03  # the run's own recent epochs vary little; a small margin keeps its end within the budget
 MIN_EPOCHS_TIMED = 3  # the first epoch carries one-off costs; two more give a pace
 RECENT = 5  # epochs that say how fast the run goes now (a run's epochs can slow down as it goes)
+STALL = 2.0  # an epoch this many times the median is a stall; a slowdown that lasts soon moves the median
 
 
 def _pace(seconds: Sequence[float]) -> float:
@@ -35,10 +36,20 @@ def _pace(seconds: Sequence[float]) -> float:
 
 
 def _recent(timed: Sequence[float]) -> float:
-    """The slower of the mean of the later half of `timed` and of its last `RECENT`."""
+    """The slower of the mean of the later half of `timed` and of its last `RECENT`, each without a stall."""
     half = timed[len(timed) // 2 :] or timed
     last = timed[-RECENT:]
-    return max(sum(half) / len(half), sum(last) / len(last))
+    return max(_steady_mean(half), _steady_mean(last))
+
+
+def _steady_mean(timed: Sequence[float]) -> float:
+    """The mean of `timed`, without its slowest epoch where that took over `STALL` times the median: a
+    one-off stall (the host busy elsewhere) is counted in the time spent, but not in the pace of the
+    epochs ahead. Counted, it would shrink a plan past the last mark for good, and the run end early."""
+    ordered = sorted(timed)
+    if len(ordered) >= 3 and ordered[-1] > STALL * ordered[len(ordered) // 2]:
+        ordered.pop()
+    return sum(ordered) / len(ordered)
 
 
 def _paces(seconds: Sequence[float], sizes: Sequence[int]) -> dict[int, float]:
