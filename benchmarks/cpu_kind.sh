@@ -49,6 +49,7 @@ model_part() {  # model_part unet|resnet34_unet
 }
 
 "$PY" -c 'from seglib.engine.runtime import cpu_kind; print("cpu_kind:", cpu_kind())' | tee "$OUT/machine.txt"
+echo "flags: $(grep -m1 -o -w 'avx512_bf16\|amx_bf16' /proc/cpuinfo | tr '\n' ' ')" >>"$OUT/machine.txt"
 # the code measured: this commit, "+changes" where the tree differs from it
 echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" >>"$OUT/log.txt"
 for part in "${@:-epochs unet bench workbook resnet}"; do

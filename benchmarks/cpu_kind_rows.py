@@ -39,7 +39,8 @@ GOAL_MEAN, GOAL_EACH, GOAL_WORKBOOK_S = 0.85, 0.84, 600
 
 def machine(out: Path) -> tuple[str, bool]:
     """The docs' name for the CPU that ran (as the CSVs name this workplace's kinds) and whether it has bf16."""
-    kind = (out / "machine.txt").read_text().split("cpu_kind:", 1)[-1].strip()
+    text = (out / "machine.txt").read_text()
+    kind = re.search(r"cpu_kind: (.*)", text).group(1).strip()
     bf16 = "without" not in kind
     if kind.startswith("AMD EPYC"):
         return (
@@ -47,6 +48,8 @@ def machine(out: Path) -> tuple[str, bool]:
             if bf16
             else "2-core AMD EPYC Zen 3 kind (without native bf16)"
         ), bf16
+    if kind.startswith("Intel(R) Xeon(R)") and "amx_bf16" in text:  # the flags line cpu_kind.sh adds
+        return "2-core Intel Xeon with AMX (native bf16)", bf16
     return f"2-core {kind}", bf16
 
 
