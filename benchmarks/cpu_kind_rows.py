@@ -40,7 +40,12 @@ GOAL_MEAN, GOAL_EACH, GOAL_WORKBOOK_S = 0.85, 0.84, 600
 def machine(out: Path) -> tuple[str, bool]:
     """The docs' name for the CPU that ran (as the CSVs name this workplace's kinds) and whether it has bf16."""
     text = (out / "machine.txt").read_text()
-    kind = re.search(r"cpu_kind: (.*)", text).group(1).strip()
+    found = re.search(r"cpu_kind: (.*)", text)
+    if found is None:
+        raise SystemExit(
+            f"{out / 'machine.txt'} has no 'cpu_kind:' line; run benchmarks/cpu_kind.sh into {out}"
+        )
+    kind = found.group(1).strip()
     bf16 = "without" not in kind
     if kind.startswith("AMD EPYC"):
         return (
