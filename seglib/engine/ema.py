@@ -14,6 +14,9 @@ from torch import nn
 
 __all__ = ["ModelEMA"]
 
+# (EMA tensors, source tensors) averaged in one foreach call, and the (EMA, source) pairs that are not
+_Pairs = tuple[list[torch.Tensor], list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]
+
 
 class ModelEMA:
     """`ema = d * ema + (1 - d) * weights` after every optimizer step, on parameters and float buffers.
@@ -33,7 +36,7 @@ class ModelEMA:
         self.warmup = warmup
         self.updates = 0
         self._source: nn.Module | None = None
-        self._pair_list: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._lists: _Pairs = ([], [], [])
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -43,20 +46,27 @@ class ModelEMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = self.current_decay()
-        for ema_t, t in self._pairs(model):
+        lerp_ema, lerp_src, rest = self._pairs(model)
+        if lerp_ema:  # ema + (1 - d) * (t - ema), every tensor in one call: this runs after every step
+            torch._foreach_lerp_(lerp_ema, lerp_src, 1.0 - d)
+        for ema_t, t in rest:
             if ema_t.dtype.is_floating_point:
-                ema_t.lerp_(t.to(ema_t.dtype), 1.0 - d)  # ema + (1 - d) * (t - ema)
+                ema_t.lerp_(t.to(ema_t.dtype), 1.0 - d)
             else:
                 ema_t.copy_(t)
         self.updates += 1
 
-    def _pairs(self, model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(EMA tensor, source tensor) by name, built once per source: it runs after every optimizer step."""
+    def _pairs(self, model: nn.Module) -> _Pairs:
+        """The EMA's float tensors and the source's of the same dtype (averaged together), and the other
+        (EMA, source) pairs; built once per source, by name."""
         if self._source is not model:
             src = model.state_dict()
-            self._pair_list = [(e, src[name].detach()) for name, e in self.module.state_dict().items()]
+            pairs = [(e, src[name].detach()) for name, e in self.module.state_dict().items()]
+            same = [(e, t) for e, t in pairs if e.dtype.is_floating_point and e.dtype == t.dtype]
+            rest = [(e, t) for e, t in pairs if not (e.dtype.is_floating_point and e.dtype == t.dtype)]
+            self._lists = ([e for e, _ in same], [t for _, t in same], rest)
             self._source = model
-        return self._pair_list
+        return self._lists
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay}
