@@ -1,6 +1,6 @@
 """Where one training step's device time goes, by torch.profiler: kernel categories, top kernels, modules.
 
-It builds the model (`seglib.models.build_model`), AdamW (lr 1e-4) and the training loss
+It builds the model (`seglib.models.build_model`), AdamW (lr 1e-4, fused as `fit` trains) and the training loss
 (`seglib.engine.losses.bce_loss`, BCEWithLogits), feeds one random batch of the given size again and
 again (no data loading: this is the model's step alone), warms up, then profiles `--steps` full steps
 (zero_grad, forward, loss, backward, optimizer.step) with `torch.profiler.profile`. On CUDA the model
@@ -454,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cudnn.benchmark = True
         model = model.to(memory_format=torch.channels_last)
     labels = [] if args.compile else label_modules(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    from seglib.engine.optimizer import build_optimizer  # fit's AdamW: fused on the CPU and CUDA
+
+    opt = build_optimizer(model.parameters(), 1e-4, 1e-4)
     net = torch.compile(model) if args.compile else model
     size, batch = args.image_size, args.batch_size
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)

@@ -61,6 +61,7 @@ from .engine.batches import BatchPrep, ResidentLoader, resident_fits
 from .engine.fastpath import FORMATS, choose_memory_format
 from .engine.loaders import make_loader, train_loader
 from .engine.losses import bce_loss
+from .engine.optimizer import build_optimizer
 from .engine.runtime import amp_dtype, cpu_name, default_amp, native_bf16, resolve_device
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
@@ -143,8 +144,8 @@ def bench_train_step(
     torch.manual_seed(0)
     x = torch.randn(batch, 3, size, size, device=device)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
-    ref_model, ref_opt = _model_and_optimizer(name, kwargs, device, torch.contiguous_format)
-    fast_model, fast_opt = _model_and_optimizer(name, kwargs, device, torch.channels_last)
+    ref_model, ref_opt = _model_and_optimizer(name, kwargs, device, torch.contiguous_format, seglib=False)
+    fast_model, fast_opt = _model_and_optimizer(name, kwargs, device, torch.channels_last, seglib=True)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     amp = default_amp(device)
     flops = train_step_flops(build_model(name, **kwargs).to(device), x[:1], y[:1]) * batch
@@ -184,9 +185,12 @@ def bench_train_step(
 
 
 def _model_and_optimizer(
-    name: str, kwargs: dict, device: torch.device, fmt: torch.memory_format
+    name: str, kwargs: dict, device: torch.device, fmt: torch.memory_format, seglib: bool
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The model in `fmt` and its AdamW: seglib's (`fit`'s, fused where it can be) or the original's."""
     model = build_model(name, **kwargs).to(device).to(memory_format=fmt)
+    if seglib:
+        return model, build_optimizer(model.parameters(), 1e-4, 1e-4)
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
 
@@ -535,8 +539,8 @@ def _epoch_rows(
     what = f"whole epoch unet{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}, "
     what += f"{epoch_len} images"
     fmt = _epoch_format(kwargs, size, batch, dev, what, choices, log)
-    ref_model, ref_opt = _model_and_optimizer("unet", kwargs, dev, torch.contiguous_format)
-    fast_model, fast_opt = _model_and_optimizer("unet", kwargs, dev, fmt)
+    ref_model, ref_opt = _model_and_optimizer("unet", kwargs, dev, torch.contiguous_format, seglib=False)
+    fast_model, fast_opt = _model_and_optimizer("unet", kwargs, dev, fmt, seglib=True)
     waits: list[float] = []
 
     def sampler(ds: OxfordPetDataset) -> RandomSampler:
@@ -653,8 +657,7 @@ def _device_epoch_rows(
     sampler = EpochSampler(len(ds), seed=0)
     resident = resident_fits(dev, ds)
     loader = ResidentLoader(ds, batch, sampler, dev) if resident else make_loader(ds, batch, sampler, dev)
-    model = build_model("unet", **kwargs).to(dev).to(memory_format=fmt)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model, opt = _model_and_optimizer("unet", kwargs, dev, fmt, seglib=True)
     prep = BatchPrep(dev, fmt == torch.channels_last, DeviceAugment(), seed=0)
     amp, waits = default_amp(dev), []
 

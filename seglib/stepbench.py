@@ -39,6 +39,7 @@ import torch
 from .engine.allocator import allocator_name
 from .engine.fastpath import FORMATS, FormatChoice, choose_memory_format
 from .engine.losses import bce_loss
+from .engine.optimizer import build_optimizer
 from .engine.runtime import autocast, default_amp
 from .metrics import confusion_counts, dice_from_counts
 from .models import build_model
@@ -156,9 +157,10 @@ def build_stepper(spec: dict[str, Any], fmt: str) -> Callable[[], torch.Tensor |
     x = torch.randn(b, 3, s, s).contiguous(memory_format=memory_format)
     y = (torch.rand(b, 1, s, s) > 0.5).float()
     model = build_model(spec["model"], **spec["model_kwargs"]).to(memory_format=memory_format)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     if spec["mode"] == "reference":
-        return lambda: reference_step(model, opt, x, y)
+        ref_opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        return lambda: reference_step(model, ref_opt, x, y)
+    opt = build_optimizer(model.parameters(), 1e-4, 1e-4)  # as fit() trains
     amp = default_amp(CPU)
     return lambda: fast_step(model, opt, x, y, amp)
 

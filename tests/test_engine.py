@@ -101,6 +101,7 @@ def test_the_run_names_every_folder_it_writes(tiny_config, tmp_path, capsys):
     said = capsys.readouterr().out.splitlines()
     first = next(line for line in said if line.startswith("seglib: unet"))  # after the cache's build lines
     assert f"run folder {run.run_dir}; cache folder {tmp_path / 'cache'}" in first
+    assert first.endswith("; AdamW (fused)")  # what it trains with (engine/optimizer.py)
     written = [p for p in tmp_path.iterdir() if p.name != "runs"] + list((tmp_path / "runs").iterdir())
     assert written and all(str(p) in first for p in written), (written, first)
 

@@ -25,6 +25,7 @@ from ..models import build_model
 from .allocator import allocator_name
 from .io import atomic_write_text
 from .losses import bce_loss
+from .optimizer import build_optimizer
 from .runtime import autocast, cpu_name, native_bf16
 
 __all__ = ["FormatChoice", "choose_memory_format", "probe_cache_path", "probe_step_rate", "FORMATS"]
@@ -70,7 +71,7 @@ def probe_step_rate(
     model = model.to(memory_format=fmt)
     x = torch.randn(batch, 3, size, size).contiguous(memory_format=fmt)
     y = (torch.rand(batch, 1, size, size) > 0.5).float()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = build_optimizer(model.parameters(), 1e-4, 1e-4)  # as fit() trains
     t = time.perf_counter()
     for _ in range(steps):
         with autocast(x.device, amp):

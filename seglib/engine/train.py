@@ -49,6 +49,7 @@ from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
+from .optimizer import build_optimizer, optimizer_name
 from .progressive import epoch_size
 from .runs import (
     HISTORY_COLUMNS,
@@ -148,7 +149,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     clock = CompileClock(info.device) if cfg.compile else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
-    _say(info, f"{described}; {layout}; {feed}; {compiling}")
+    _say(info, f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}")
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
     tracker = WandbLogger(
@@ -335,7 +336,7 @@ def _loaders(
 
 
 def _new_state(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int, use_amp: bool) -> TrainState:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model.parameters(), cfg.lr, cfg.weight_decay)
     device = next(model.parameters()).device
     # Loss scaling is for fp16 only; bf16 has fp32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype(device) == torch.float16)
