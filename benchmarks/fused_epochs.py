@@ -2,7 +2,7 @@
 default, in one process, taking turns.
 
     env $(.venv/bin/python -m seglib.jemalloc) .venv/bin/python benchmarks/fused_epochs.py \
-        [--rounds 3] [--sizes 64,96,128,160] [--root DATA_ROOT] [--csv PATH]
+        [--rounds 3] [--sizes 64,96,128,160] [--fp32] [--root DATA_ROOT] [--csv PATH]
 
 For each recommended model and image size, each round times one epoch of each optimizer as
 `seglib.study.estimate_epoch_seconds` does (two real epochs on the real sample, the second timed; data,
@@ -10,12 +10,15 @@ augmentation, EMA and validation included; no margin), the two in turn. "default
 before `seglib/engine/optimizer.py`: this script empties its FUSED_DEVICES for those epochs (a
 benchmark's switch, put back after). Prints and writes the median seconds an epoch and the epochs a
 12-minute budget buys with the notebook's margin (docs/performance.md, "The fused optimizer").
+`--fp32` trains without autocast, as on a CPU without native bf16.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import statistics
 import subprocess
 import tempfile
@@ -39,17 +42,18 @@ def _epoch_seconds(cfg, variant: str) -> float:
     saved = optim.FUSED_DEVICES
     optim.FUSED_DEVICES = VARIANTS[variant]
     try:
-        return estimate_epoch_seconds(cfg, margin=1.0)
+        with contextlib.redirect_stdout(io.StringIO()):  # the probe run's own lines
+            return estimate_epoch_seconds(cfg, margin=1.0)
     finally:
         optim.FUSED_DEVICES = saved
 
 
-def _rows(root: str, sizes: list[int], rounds: int, tmp: str) -> list[dict]:
+def _rows(root: str, sizes: list[int], rounds: int, amp: bool, tmp: str) -> list[dict]:
     rows = []
     for model in ("unet", "resnet34_unet"):
         for size in sizes:
             cfg = config_from_profile("recommended", model=model, data_root=root, output_dir=f"{tmp}/runs")
-            cfg = replace(cfg, image_size=size, cache_dir=f"{tmp}/cache")
+            cfg = replace(cfg, image_size=size, cache_dir=f"{tmp}/cache", amp=amp)
             times: dict[str, list[float]] = {v: [] for v in VARIANTS}
             for r in range(rounds):
                 order = list(VARIANTS) if r % 2 == 0 else list(reversed(VARIANTS))
@@ -57,7 +61,8 @@ def _rows(root: str, sizes: list[int], rounds: int, tmp: str) -> list[dict]:
                     times[v].append(_epoch_seconds(cfg, v))
             for v, ts in times.items():
                 med = statistics.median(ts)
-                row = {"model": model, "image_size": size, "optimizer": v, "epoch_seconds": round(med, 2)}
+                row = {"model": model, "image_size": size, "precision": "bf16" if amp else "fp32"}
+                row |= {"optimizer": v, "epoch_seconds": round(med, 2)}
                 row |= {"epoch_seconds_min": round(min(ts), 2), "epoch_seconds_max": round(max(ts), 2)}
                 row["epochs_in_12_min"] = epochs_for_budget(cfg, 12, MARGIN * med)
                 rows.append(row)
@@ -73,6 +78,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--sizes", default="64,96,128,160")
+    ap.add_argument("--fp32", action="store_true", help="no autocast (a CPU without native bf16 trains so)")
     ap.add_argument("--root", default=SAMPLE)
     ap.add_argument("--csv", default="")
     args = ap.parse_args()
@@ -87,7 +93,10 @@ def main() -> None:
     print(facts, flush=True)
     with tempfile.TemporaryDirectory(prefix="seglib-fused-") as tmp:
         rows = [
-            facts | r for r in _rows(args.root, [int(s) for s in args.sizes.split(",")], args.rounds, tmp)
+            facts | r
+            for r in _rows(
+                args.root, [int(s) for s in args.sizes.split(",")], args.rounds, not args.fp32, tmp
+            )
         ]
     if args.csv:
         with open(args.csv, "w", newline="") as f:
