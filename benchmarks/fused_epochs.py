@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import statistics
 import subprocess
@@ -25,11 +24,13 @@ import tempfile
 from dataclasses import replace
 from datetime import date
 
+import pandas as pd
 import torch
 
 from seglib.engine import config_from_profile
 from seglib.engine import optimizer as optim
 from seglib.engine.allocator import allocator_name
+from seglib.engine.io import atomic_write_csv
 from seglib.engine.runtime import cpu_kind
 from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
@@ -99,10 +100,7 @@ def main() -> None:
             )
         ]
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_csv(pd.DataFrame(rows), args.csv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""Multi-scale test-time augmentation, scored on the validation images of trained runs (issue 22's levers).
+
+    .venv/bin/python benchmarks/tta_scales.py 'RUNS_GLOB' [--ratio 1.2] [--root DATA_ROOT] [--csv PATH]
+
+For each run folder (its config.json and best.pt), every validation image at original resolution is
+scored three ways, each with the flip TTA of the recommended recipe: at the run's size s alone (what
+`evaluate` does); with the logits at a second size s2 = s x ratio (to a multiple of 32) averaged in,
+the image resized from the original ("original"); and the same with the s-size input tensor resized to
+s2 ("tensor", what a batched evaluation could do). Validation only: the test images are not read.
+Prints one line a run and writes the mean Dice of each (docs/experiments/recipe_study.md, "Multi-scale
+test-time augmentation").
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import subprocess
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from seglib.data.transforms import eval_transform
+from seglib.engine import TrainConfig, load_model
+from seglib.engine.evaluate import forward_tta
+from seglib.engine.io import atomic_write_csv
+from seglib.engine.loaders import split_dataset
+from seglib.engine.runtime import cpu_kind
+from seglib.metrics import confusion_counts, dice_from_counts
+
+SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
+
+
+def _up(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def _dice(logits: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(dice_from_counts(*confusion_counts(logits, mask))[0])
+
+
+@torch.no_grad()
+def score_run(run: Path, root: str, ratio: float) -> dict:
+    cfg = replace(TrainConfig.load(run / "config.json"), data_root=root)
+    model = load_model(run / "best.pt").eval()
+    ds = split_dataset(cfg, "val")
+    s = cfg.image_size
+    s2 = round(s * ratio / 32) * 32
+    sums = dict.fromkeys(("single", "original", "tensor"), 0.0)
+    for i in range(len(ds)):
+        image, mask = ds.load_image(i), torch.as_tensor(ds.load_mask(i))[None, None]
+        hw = tuple(mask.shape[-2:])
+        x = eval_transform(s)(image=image)["image"][None]
+        one = forward_tta(model, x, True)
+        two = forward_tta(model, eval_transform(s2)(image=image)["image"][None], True)
+        resized = forward_tta(model, _up(x, (s2, s2)), True)
+        sums["single"] += _dice(_up(one, hw), mask)
+        sums["original"] += _dice((_up(one, hw) + _up(two, hw)) / 2, mask)
+        sums["tensor"] += _dice(_up((one + _up(resized, (s, s))) / 2, hw), mask)
+    row = {
+        "run": f"{run.parent.parent.name}/{run.name}",
+        "model": cfg.model,
+        "image_size": s,
+        "second_size": s2,
+    }
+    row |= {"epochs": cfg.epochs} | {f"val_dice_{k}": round(v / len(ds), 4) for k, v in sums.items()}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", help="a glob of run folders, quoted")
+    ap.add_argument("--ratio", type=float, default=1.2)
+    ap.add_argument("--root", default=SAMPLE)
+    ap.add_argument("--csv", default="")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    facts = {"date": date.today().isoformat(), "commit": commit.strip(), "machine": cpu_kind()}
+    rows = []
+    for run in sorted(Path(p) for p in glob.glob(args.runs)):
+        rows.append(facts | score_run(run, args.root, args.ratio))
+        print(rows[-1], flush=True)
+    if args.csv and rows:
+        atomic_write_csv(pd.DataFrame(rows), args.csv)
+
+
+if __name__ == "__main__":
+    main()
