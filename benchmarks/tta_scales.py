@@ -3,10 +3,12 @@
     .venv/bin/python benchmarks/tta_scales.py 'RUNS_GLOB' [--ratio 1.2] [--root DATA_ROOT] [--csv PATH]
 
 For each run folder (its config.json and best.pt), every validation image at original resolution is
-scored three ways, each with the flip TTA of the recommended recipe: at the run's size s alone (what
-`evaluate` does); with the logits at a second size s2 = s x ratio (to a multiple of 32) averaged in,
-the image resized from the original ("original"); and the same with the s-size input tensor resized to
-s2 ("tensor", what a batched evaluation could do). Validation only: the test images are not read.
+scored five ways: at the run's size s alone, without TTA ("plain": the recipes' evaluation, `tta`
+False) and with flip TTA ("flip": `evaluate(..., tta=True)`); with the logits at a second size
+s2 = s x ratio (to a multiple of 32) averaged in, each with flip TTA, the second input resized from
+the original image ("flip_original") or from the s-size input tensor ("flip_tensor", what a batched
+evaluation could do); and the tensor's two sizes without flip ("tensor"). Validation only: the test
+images are not read.
 Prints one line a run and writes the mean Dice of each (docs/experiments/recipe_study.md, "Multi-scale
 test-time augmentation").
 """
@@ -50,17 +52,21 @@ def score_run(run: Path, root: str, ratio: float) -> dict:
     ds = split_dataset(cfg, "val")
     s = cfg.image_size
     s2 = round(s * ratio / 32) * 32
-    sums = dict.fromkeys(("single", "original", "tensor"), 0.0)
+    sums = dict.fromkeys(("plain", "flip", "flip_original", "flip_tensor", "tensor"), 0.0)
     for i in range(len(ds)):
         image, mask = ds.load_image(i), torch.as_tensor(ds.load_mask(i))[None, None]
         hw = tuple(mask.shape[-2:])
         x = eval_transform(s)(image=image)["image"][None]
+        x2 = _up(x, (s2, s2))
+        plain, resized = forward_tta(model, x, False), _up(forward_tta(model, x2, False), (s, s))
         one = forward_tta(model, x, True)
         two = forward_tta(model, eval_transform(s2)(image=image)["image"][None], True)
-        resized = forward_tta(model, _up(x, (s2, s2)), True)
-        sums["single"] += _dice(_up(one, hw), mask)
-        sums["original"] += _dice((_up(one, hw) + _up(two, hw)) / 2, mask)
-        sums["tensor"] += _dice(_up((one + _up(resized, (s, s))) / 2, hw), mask)
+        flip_resized = _up(forward_tta(model, x2, True), (s, s))
+        sums["plain"] += _dice(_up(plain, hw), mask)
+        sums["flip"] += _dice(_up(one, hw), mask)
+        sums["flip_original"] += _dice((_up(one, hw) + _up(two, hw)) / 2, mask)
+        sums["flip_tensor"] += _dice(_up((one + flip_resized) / 2, hw), mask)
+        sums["tensor"] += _dice(_up((plain + resized) / 2, hw), mask)
     row = {
         "run": f"{run.parent.parent.name}/{run.name}",
         "model": cfg.model,
