@@ -61,10 +61,15 @@ class ModelEMA:
         (EMA, source) pairs; built once per source, by name."""
         if self._source is not model:
             src = model.state_dict()
-            pairs = [(e, src[name].detach()) for name, e in self.module.state_dict().items()]
-            same = [(e, t) for e, t in pairs if e.dtype.is_floating_point and e.dtype == t.dtype]
-            rest = [(e, t) for e, t in pairs if not (e.dtype.is_floating_point and e.dtype == t.dtype)]
-            self._lists = ([e for e, _ in same], [t for _, t in same], rest)
+            lerp_ema, lerp_src, rest = [], [], []
+            for name, e in self.module.state_dict().items():
+                t = src[name].detach()
+                if e.dtype.is_floating_point and e.dtype == t.dtype:
+                    lerp_ema.append(e)
+                    lerp_src.append(t)
+                else:
+                    rest.append((e, t))
+            self._lists = (lerp_ema, lerp_src, rest)
             self._source = model
         return self._lists
 
