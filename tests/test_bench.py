@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from seglib.bench.workers import StepWorker, StepWorkerError, run_rounds, step_workers
 from seglib.engine.fastpath import FORMATS
-from seglib.stepbench import StepWorker, StepWorkerError, run_rounds, step_workers
 
 EXPECTED = [
     "matmul",

@@ -118,8 +118,6 @@ FACES = (
     "seglib.workbook",
     "seglib.viewer",
     "seglib.bench",
-    "seglib.stepbench",
-    "seglib.roofline",
     "seglib.study",
     "seglib.doctables",
     "seglib.fullscale",

@@ -1,10 +1,10 @@
-"""The roofline bound of a training step (seglib.roofline), on the CPU."""
+"""The roofline bound of a training step (seglib.bench.roofline), on the CPU."""
 
 import torch
 
 from seglib.bench import bench_train_step, train_step_flops
+from seglib.bench.roofline import StepTraffic, memory_bandwidth, roofline_images_per_s, step_traffic
 from seglib.models import build_model
-from seglib.roofline import StepTraffic, memory_bandwidth, roofline_images_per_s, step_traffic
 
 
 def _batch(n: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:

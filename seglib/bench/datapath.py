@@ -1,0 +1,60 @@
+"""The data-path rows: JPEGs to augmented batches, the original's loader against fit's, on a set of JPEGs
+with the real release's spread of sizes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ..data import OxfordPetDataset, collate, make_synthetic_pets, synthetic_pet, train_transform
+from ..engine.loaders import train_loader
+from .timing import info_row, interleaved, row, row_text
+
+
+def make_oxford_sized(root: Path, n: int, seed: int = 0) -> Path:
+    """A data set of `n` JPEGs with the real set's spread of sizes (widths 150-1600 px), official layout."""
+    root = make_synthetic_pets(root, n_trainval=n, n_test=max(2, n // 4), seed=seed)
+    rng = np.random.default_rng(seed)
+    for jpg in sorted((root / "images").glob("*.jpg")):
+        w = int(np.clip(rng.lognormal(np.log(480), 0.45), 150, 1600))
+        h = int(np.clip(w * rng.uniform(0.6, 1.4), 120, 1600))
+        image, trimap = synthetic_pet(rng, h, w)
+        Image.fromarray(image).save(jpg, quality=90)
+        Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{jpg.stem}.png")
+    return root
+
+
+def _loader_rate(loader_factory: Callable[[], DataLoader]) -> Callable[[], float]:
+    def run() -> float:
+        loader = loader_factory()
+        t = time.perf_counter()
+        n = sum(b["image"].shape[0] for b in loader)
+        return n / (time.perf_counter() - t)
+
+    return run
+
+
+def data_path_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+    """JPEGs to augmented 256 px batches: the original's loader against fit's (the cache), and the cache's
+    build time."""
+    size, batch = 256, 8
+    ref_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+    fast_ds = OxfordPetDataset(root, "trainval", train_transform(size))
+    t0 = time.perf_counter()
+    fast_ds.use_cache(cache, size)
+    build = time.perf_counter() - t0
+    ref_rate = _loader_rate(
+        lambda: DataLoader(ref_ds, batch_size=batch, shuffle=True, num_workers=2, collate_fn=collate)
+    )
+    fast_rate = _loader_rate(lambda: train_loader(fast_ds, batch, dev, seed=0))  # fit's training loader
+    ref, fst = interleaved(ref_rate, fast_rate, reps)
+    rows = [row(f"data path {len(ref_ds)} JPEGs (150-1600 px) -> {size}px batches", "images/s", ref, fst)]
+    rows.append(info_row("cache build (once per data set and size)", "s", build))
+    log(row_text(rows[0]) + f" (cache built once in {build:.1f} s)")
+    return rows
