@@ -18,11 +18,10 @@ import csv
 import math
 import random
 import statistics
-import subprocess
 from collections.abc import Callable
-from datetime import date
 
 from seglib.engine import budget
+from seglib.provenance import stamp
 
 Scenario = Callable[[random.Random, int], list[float]]
 MACHINE = "none: made-up epoch times, no training (the same on every machine)"
@@ -89,8 +88,7 @@ def main() -> None:
                 print(", ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
     budget.STALL = today
     if args.csv:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-        where = {"date": date.today().isoformat(), "commit": commit.stdout.strip(), "machine": MACHINE}
+        where = stamp() | {"machine": MACHINE}
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=[*where, *rows[0]], lineterminator="\n")
             writer.writeheader()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import time
 from collections import OrderedDict
 
@@ -20,6 +19,7 @@ from torch import nn
 
 from seglib.engine.runtime import cpu_name, native_bf16
 from seglib.models import build_model
+from seglib.provenance import stamp
 
 aten = torch.ops.aten
 
@@ -115,16 +115,12 @@ def main() -> None:
             print(f"{name} {size}px {fmt}: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
     if a.csv:
         with open(a.csv, "w", newline="") as f:
-            commit = subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-            ).stdout
             w = csv.DictWriter(f, fieldnames=["date", "commit", "machine", "torch", *rows[0]])
             w.writeheader()
             for r in rows:
                 w.writerow(
                     {
-                        "date": time.strftime("%Y-%m-%d"),
-                        "commit": commit.strip(),
+                        **stamp(),
                         "machine": machine,
                         "torch": torch.__version__,
                         **r,

@@ -18,13 +18,13 @@ import glob
 import json
 import re
 import statistics
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from seglib.provenance import git_commit
 from seglib.study import model_at_budget, recipe_run_prefix
 
 DOCS = Path("docs/experiments")
@@ -228,8 +228,7 @@ def measured_commit(out: Path) -> str:
     found = re.findall(r"^start \S+ commit (\S+)", log.read_text(), re.M) if log.is_file() else []
     if found:
         return found[-1]  # the latest invocation's (parts split over sessions: check each part's commit)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return git.stdout.strip()
+    return git_commit()
 
 
 def main() -> None:

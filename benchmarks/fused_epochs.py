@@ -19,10 +19,8 @@ import argparse
 import contextlib
 import io
 import statistics
-import subprocess
 import tempfile
 from dataclasses import replace
-from datetime import date
 
 import pandas as pd
 import torch
@@ -32,6 +30,7 @@ from seglib.engine import optimizer as optim
 from seglib.engine.allocator import allocator_name
 from seglib.engine.io import atomic_write_csv
 from seglib.engine.runtime import cpu_kind
+from seglib.provenance import stamp
 from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
@@ -83,14 +82,7 @@ def main() -> None:
     ap.add_argument("--root", default=SAMPLE)
     ap.add_argument("--csv", default="")
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    facts = {
-        "date": date.today().isoformat(),
-        "commit": commit.strip(),
-        "machine": cpu_kind(),
-        "torch": torch.__version__,
-        "allocator": allocator_name(),
-    }
+    facts = stamp() | {"machine": cpu_kind(), "torch": torch.__version__, "allocator": allocator_name()}
     print(facts, flush=True)
     with tempfile.TemporaryDirectory(prefix="seglib-fused-") as tmp:
         rows = [

@@ -59,7 +59,6 @@ import argparse
 import csv
 import datetime as dt
 import re
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -80,6 +79,7 @@ except ImportError:  # run from a checkout that is not installed: python benchma
     sys.path.insert(0, str(REPO))
 
 from seglib.models import MODELS, build_model  # noqa: E402  (torch only; seglib.engine loads in main)
+from seglib.provenance import git_commit  # noqa: E402  (standard library only)
 
 CATEGORIES = ("conv", "batchnorm", "elementwise", "copy/cat/pad", "pool/upsample", "optimizer", "loss/other")
 PHASES = ("zero_grad", "forward", "loss", "backward", "optimizer")
@@ -417,16 +417,6 @@ def print_table(title: str, rows: list[dict], cols: list[tuple[str, str, str]], 
 
 
 # --- run ---------------------------------------------------------------------------------------------
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def machine(device: torch.device) -> str:

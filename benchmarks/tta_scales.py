@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import glob
-import subprocess
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +31,7 @@ from seglib.engine.io import atomic_write_csv
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
 from seglib.metrics import confusion_counts, dice_from_counts
+from seglib.provenance import stamp
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"
 
@@ -84,8 +83,7 @@ def main() -> None:
     ap.add_argument("--root", default=SAMPLE)
     ap.add_argument("--csv", default="")
     args = ap.parse_args()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
-    facts = {"date": date.today().isoformat(), "commit": commit.strip(), "machine": cpu_kind()}
+    facts = stamp() | {"machine": cpu_kind()}
     rows = []
     for run in sorted(Path(p) for p in glob.glob(args.runs)):
         rows.append(facts | score_run(run, args.root, args.ratio))

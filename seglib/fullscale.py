@@ -28,14 +28,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from .bench import PeakRSS
+from .bench.timing import PeakRSS
 from .data import OxfordPetDataset, is_oxford_pet_root, make_fullsize_pets
 from .data.cache import build_cache
 from .data.synthetic import RELEASE_SIZES
@@ -43,7 +42,8 @@ from .engine import evaluate
 from .engine.runs import latest_run, load_history
 from .engine.runtime import cpu_name, native_bf16, resolve_device
 from .models import build_model
-from .workbook import REPO, run_workbook
+from .provenance import stamp
+from .workbook import run_workbook
 
 __all__ = [
     "GpuMemory",
@@ -109,14 +109,8 @@ def _gpu_name(device: torch.device) -> str | None:
 
 def machine(device: torch.device) -> Row:
     """Where the figures come from: CPU kind and cores, GPU, torch, Python, date, commit."""
-    try:  # a copy of the tree without .git (a device run's) has no commit to name
-        git = ["git", "rev-parse", "--short", "HEAD"]
-        commit = subprocess.run(git, capture_output=True, text=True, cwd=REPO).stdout.strip() or None
-    except OSError:
-        commit = None
     return {
-        "date": date.today().isoformat(),
-        "commit": commit,
+        **stamp(),  # a copy of the tree without .git (a device run's) has commit "unknown"
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -1,0 +1,32 @@
+"""Where a measured figure comes from: the date and the commit of the checkout that measured it.
+
+Every CSV of measured figures starts with these columns (and the machine's kind), so a table in the
+docs can say which code and which day its numbers are from. Standard library only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import date
+from pathlib import Path
+
+__all__ = ["REPO", "git_commit", "stamp"]
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git_commit(repo: str | Path = REPO) -> str:
+    """The short commit of `repo`'s checkout (seglib's own by default, not the current directory's), or
+    "unknown" where there is none: a copy of the tree without .git, as a device run has, or no git."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def stamp() -> dict[str, str]:
+    """{"date": today in ISO form, "commit": `git_commit()`}: the first columns of a measured CSV."""
+    return {"date": date.today().isoformat(), "commit": git_commit()}
