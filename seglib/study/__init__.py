@@ -1,0 +1,38 @@
+"""The studies of notebooks 05 and 06 as named plans, and the recipe study's measures.
+
+`SCHEDULER_STUDIES[profile]` and `RECIPE_STUDIES[profile]` say what each notebook trains for a profile;
+`plan_scheduler_study` and `plan_recipe_study` turn one into the runs' configs (training nothing).
+The recipe study: Dice versus minutes of training, per recipe, at a budget set in minutes.
+
+`settings` (recipe items, a study's settings), `budgets` (the epochs a budget buys, and at which size),
+`curves` (Dice against minutes, the model a budget buys), `schedulers` (notebook 05), `recipes`
+(notebook 06). This is a face: the engine never imports it.
+"""
+
+from .budgets import epochs_for_budget, estimate_epoch_seconds, fit_to_budget, ladder
+from .curves import budget_reading, dice_at_budgets, dice_versus_minutes, model_at_budget
+from .recipes import RECIPE_STUDIES, RecipePlan, RecipeStudy, plan_recipe_study, recipe_run_prefix
+from .schedulers import SCHEDULER_STUDIES, SchedulerPlan, SchedulerStudy, plan_scheduler_study
+from .settings import json_or_text, parse_recipes
+
+__all__ = [
+    "json_or_text",
+    "parse_recipes",
+    "estimate_epoch_seconds",
+    "epochs_for_budget",
+    "fit_to_budget",
+    "ladder",
+    "dice_versus_minutes",
+    "dice_at_budgets",
+    "budget_reading",
+    "SchedulerStudy",
+    "SchedulerPlan",
+    "SCHEDULER_STUDIES",
+    "plan_scheduler_study",
+    "RecipeStudy",
+    "RecipePlan",
+    "RECIPE_STUDIES",
+    "plan_recipe_study",
+    "model_at_budget",
+    "recipe_run_prefix",
+]

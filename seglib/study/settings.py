@@ -1,0 +1,56 @@
+"""What a study's runs are made of: the notebook's config function, recipe items with their changes
+("recommended+ema_decay=0"), and a study's settings for the model it trains."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from ..engine import RECIPES, TrainConfig
+
+__all__ = ["ConfigFn", "json_or_text", "parse_recipes", "settings_for"]
+
+# A config for (model, recipe, **overrides) on the notebook's data and profile: `Workspace.config`.
+ConfigFn = Callable[..., TrainConfig]
+
+
+def json_or_text(text: str) -> Any:
+    """A command-line value: JSON where it parses (7, 0.99, true, "x"), else the text itself (unet, 3,6,12)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """ "original,recommended+ema_decay=0+image_size=128" -> {label: (recipe, overrides)}.
+
+    Each comma-separated item is a recipe of `RECIPES`, optionally with `+key=value` changes (values are
+    read as JSON where they parse: 0.99, true, "x"; else as text): an ablation is one item per lever.
+    """
+    known = {f.name for f in fields(TrainConfig)}
+    out: dict[str, tuple[str, dict[str, Any]]] = {}
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        name, *changes = item.split("+")
+        if name not in RECIPES:
+            raise ValueError(f"recipes: unknown recipe {name!r} in {item!r}; choose one of {list(RECIPES)}")
+        over: dict[str, Any] = {}
+        for change in changes:
+            key, sep, value = change.partition("=")
+            if not sep or key not in known:
+                raise ValueError(f"recipes: {change!r} in {item!r} is not key=value with a TrainConfig key")
+            over[key] = json_or_text(value)
+        out[item] = (name, over)
+    if not out:
+        raise ValueError(f"recipes: no recipe in {spec!r}; e.g. 'original,recommended'")
+    return out
+
+
+def settings_for(settings: dict[str, Any], owner: str, model: str) -> dict[str, Any]:
+    """A study's `settings` for `model`: its `model_kwargs` are `owner`'s (a width chosen for one model),
+    so another model trains with its preset's own."""
+    return settings if model == owner else {k: v for k, v in settings.items() if k != "model_kwargs"}
