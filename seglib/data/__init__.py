@@ -1,5 +1,6 @@
 """Oxford-IIIT Pet: list files, trimaps, transforms, copy-paste, the dataset, the synthetic set and the
-download; and a folder of your own images and masks (folder.py).
+download; and a folder of your own images and masks (folder.py: the data set; masks.py, pairs.py,
+splits.py: its masks, pairs and split; demo_folder.py).
 
 This package never imports the models or the engine.
 """
@@ -12,26 +13,17 @@ from typing import Any
 
 from .base import SegmentationDataset
 from .dataset import EmptySplitError, OxfordPetDataset, collate
+from .demo_folder import make_synthetic_folder
 from .device import DeviceAugment, augment_seed, normalize_table, normalize_uint8
 from .download import RESOURCES, download
 from .files import CorruptSampleError, find_root, is_oxford_pet_root, open_rgb
-from .folder import (
-    FolderDataset,
-    MaskValueError,
-    check_split_fractions,
-    find_masks,
-    find_pairs,
-    image_files,
-    is_folder_root,
-    make_synthetic_folder,
-    parse_mask_values,
-    read_folder_mask,
-    seeded_split,
-    write_splits,
-)
+from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
+from .masks import MaskValueError, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
+from .pairs import find_masks, find_pairs, image_files, is_folder_root
 from .sampling import EpochSampler
+from .splits import check_split_fractions, seeded_split, write_splits
 from .stats import describe
 from .synthetic import make_fullsize_pets, make_synthetic_pets, synthetic_pet
 from .transforms import (

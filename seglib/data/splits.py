@@ -1,0 +1,116 @@
+"""A folder data set's split: its `splits/{train,val,test}.txt` where it has them, else a seeded one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import EmptySplitError
+from .masks import shown
+
+__all__ = ["SPLIT_FILES", "check_split_fractions", "folder_split", "seeded_split", "write_splits"]
+
+SPLIT_FILES = ("train", "val", "test")
+
+
+def _count(n: int, fraction: float) -> int:
+    return max(1, round(n * fraction)) if fraction > 0 else 0
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """ValueError unless both fractions are in [0, 1) and leave images to train on."""
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(
+            f"val_fraction={val_fraction} and test_fraction={test_fraction} must each be in [0, 1) and "
+            "add up to less than 1 (e.g. 0.1 and 0.1: 80% of the images train)"
+        )
+
+
+def seeded_split(
+    names: list[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> dict[str, list[str]]:
+    """{"train", "val", "test": names}: a permutation of the sorted names from `seed`, cut at the fractions
+    (a split with a fraction above 0 gets at least one image); each split in name order."""
+    check_split_fractions(val_fraction, test_fraction)
+    names = sorted(names)
+    n = len(names)
+    n_test, n_val = _count(n, test_fraction), _count(n, val_fraction)
+    if n - n_test - n_val < 1:
+        raise EmptySplitError(
+            f"{n} image pair(s) are too few for val_fraction={val_fraction} and "
+            f"test_fraction={test_fraction}: "
+            "no training image would be left; add images, or lower the fractions"
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    test, val = set(order[:n_test].tolist()), set(order[n_test : n_test + n_val].tolist())
+    return {
+        "train": [m for i, m in enumerate(names) if i not in test and i not in val],
+        "val": [m for i, m in enumerate(names) if i in val],
+        "test": [m for i, m in enumerate(names) if i in test],
+    }
+
+
+def folder_split(
+    root: Path,
+    pairs: dict[str, tuple[Path, Path]],
+    on_missing: str,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+) -> tuple[dict[str, list[str]], str]:
+    """The folder's split (its splits/*.txt where it has them, else a seeded one) and where it comes from."""
+    if (root / "splits").is_dir():
+        return _read_split_files(root / "splits", pairs, on_missing), f"the split files in {root / 'splits'}"
+    share = f"{1 - val_fraction - test_fraction:.0%} / {val_fraction:.0%} / {test_fraction:.0%}"
+    splits = seeded_split(list(pairs), val_fraction, test_fraction, seed)
+    return splits, f"a seeded split (seed {seed}): train / val / test {share} of the pairs"
+
+
+def _read_split_files(
+    folder: Path, pairs: dict[str, tuple[Path, Path]], on_missing: str
+) -> dict[str, list[str]]:
+    """The names in splits/{train,val,test}.txt (a split without its file is empty); checked."""
+    splits: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for split in SPLIT_FILES:
+        path = folder / f"{split}.txt"
+        names = []
+        lines = path.read_text().splitlines() if path.is_file() else []
+        for lineno, line in enumerate(lines, start=1):
+            name = line.strip()
+            if not name or name.startswith("#"):
+                continue
+            name = name if name in pairs else Path(name).stem  # a file name works too
+            if name in pairs:
+                names.append(name)
+            else:
+                unknown.append(f"{path.name}:{lineno} {line.strip()!r}")
+        splits[split] = names
+    if unknown and on_missing == "raise":
+        raise FileNotFoundError(
+            f"{folder}: {len(unknown)} name(s) have no image and mask pair in images/ and masks/: "
+            f"{shown(unknown)}; fix the names (one file stem a line), add the files, or pass "
+            "on_missing='skip'"
+        )
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = sorted(set(splits[a]) & set(splits[b]))
+        if both:
+            raise ValueError(
+                f"{folder}: {len(both)} name(s) are in both {a}.txt and {b}.txt: {shown(both)}; an image "
+                "must be in one split only (a validation or test image must not be trained on)"
+            )
+    return splits
+
+
+def write_splits(splits: dict[str, list[str]], folder: str | Path) -> Path:
+    """Write {split: names} as `folder`/train.txt, val.txt, test.txt (a name a line); returns `folder`.
+
+    Copied to a data folder's `splits/`, they fix its split whatever images are added later.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in SPLIT_FILES:
+        names = splits.get(split, [])
+        (folder / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    return folder
