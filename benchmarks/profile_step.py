@@ -57,12 +57,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import re
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +78,7 @@ except ImportError:  # run from a checkout that is not installed: python benchma
     sys.path.insert(0, str(REPO))
 
 from seglib.models import MODELS, build_model  # noqa: E402  (torch only; seglib.engine loads in main)
-from seglib.provenance import git_commit  # noqa: E402  (standard library only)
+from seglib.provenance import stamp  # noqa: E402  (standard library only)
 
 CATEGORIES = ("conv", "batchnorm", "elementwise", "copy/cat/pad", "pool/upsample", "optimizer", "loss/other")
 PHASES = ("zero_grad", "forward", "loss", "backward", "optimizer")
@@ -431,11 +430,30 @@ def machine(device: torch.device) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device here; use --device cpu", file=sys.stderr)
         return 2
     device = torch.device(args.device)
+    step, sync, labels = build(args, device)
+    prof, wall = profiled(step, sync, args.warmup, args.steps, device.type == "cuda")
+    tables, busy_ms = summarize(prof, labels, args)
+    meta = report(tables, busy_ms, wall, machine(device), args)
+    if args.csv:
+        write_csv(args.csv, meta, tables)
+        print(f"wrote {args.csv}")
+    if args.trace:
+        args.trace.parent.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(args.trace))
+        print(f"wrote {args.trace}")
+    return 0
+
+
+def build(
+    args: argparse.Namespace, device: torch.device
+) -> tuple[Callable[[], None], Callable[[], None], list]:
+    """The step to profile (seglib's GPU path on CUDA, fp32 NCHW on the CPU), a device sync, and the
+    module labels (none under --compile)."""
+    cuda = device.type == "cuda"
     torch.manual_seed(0)
     kwargs = {} if args.base_channels is None else {"base_channels": args.base_channels}
     model = build_model(args.model, **kwargs).to(device).train()
@@ -451,32 +469,49 @@ def main(argv: list[str] | None = None) -> int:
     size, batch = args.image_size, args.batch_size
     x = torch.randn(batch, 3, size, size, device=device).contiguous(memory_format=fmt)
     y = (torch.rand(batch, 1, size, size, device=device) > 0.5).float()
-    step = make_step(net, opt, x, y, cuda)
     sync = torch.cuda.synchronize if cuda else (lambda: None)
+    return make_step(net, opt, x, y, cuda), sync, labels
 
-    for _ in range(args.warmup):
+
+def profiled(
+    step: Callable[[], None], sync: Callable[[], None], warmup: int, steps: int, cuda: bool
+) -> tuple[profile, float]:
+    """`warmup` steps, then `steps` steps under torch.profiler: the profile and its wall seconds."""
+    for _ in range(warmup):
         step()
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(steps):
             step()
         sync()
         wall = time.perf_counter() - start
+    return prof, wall
 
-    steps = args.steps
+
+def summarize(prof: profile, labels: list, args: argparse.Namespace) -> tuple[dict[str, list[dict]], float]:
+    """The tables of a profile, per step (by category, phase, top op and module), and the profiled
+    time of a step in ms."""
+    cuda, steps = args.device == "cuda", args.steps
     units = attribute(prof.events(), cuda)
-    categories = grouped(units, lambda u: category(u.name, u.phase, u.module), CATEGORIES, steps)
-    phases = grouped(units, lambda u: u.phase, PHASES, steps)
-    tops = top_ops(prof, cuda, steps, args.top, units)
-    modules = module_rows(units, labels, steps) if labels else []
-    busy_ms = sum(u.us for u in units) / 1e3 / steps
-    wall_ms, images_s = wall * 1e3 / steps, batch * steps / wall
+    tables = {
+        "category": grouped(units, lambda u: category(u.name, u.phase, u.module), CATEGORIES, steps),
+        "phase": grouped(units, lambda u: u.phase, PHASES, steps),
+        "op": top_ops(prof, cuda, steps, args.top, units),
+        "module": module_rows(units, labels, steps) if labels else [],
+    }
+    return tables, sum(u.us for u in units) / 1e3 / steps
 
+
+def report(
+    tables: dict[str, list[dict]], busy_ms: float, wall: float, where: str, args: argparse.Namespace
+) -> dict[str, object]:
+    """Print the tables; return the CSV's columns that every row shares."""
+    cuda, steps, size, batch = args.device == "cuda", args.steps, args.image_size, args.batch_size
+    wall_ms, images_s = wall * 1e3 / steps, batch * steps / wall
     what = "GPU kernel time" if cuda else "self CPU time"
     mode = "channels_last bf16 autocast" if cuda else "fp32 NCHW"
-    where = machine(device)
     print(
         f"{args.model} {size}px batch {batch} on {where}, {mode}{', torch.compile' if args.compile else ''}, "
         f"torch {torch.__version__}; {args.warmup} warm-up steps, {steps} profiled"
@@ -486,25 +521,18 @@ def main(argv: list[str] | None = None) -> int:
         ("share", "share", ".1%"),
         ("calls_per_step", "calls/step", ".1f"),
     ]
-    print_table(f"By category ({what}):", categories, cols)
-    print_table("By phase:", phases, cols)
+    print_table(f"By category ({what}):", tables["category"], cols)
+    print_table("By phase:", tables["phase"], cols)
+    tops = tables["op"]
     kind = "kernels" if cuda else "ops"
     print_table(f"Top {len(tops)} {kind} by self {'device' if cuda else 'CPU'} time:", tops, cols, width=80)
     if cuda:
-        print(
-            "\n  launched by: "
-            + "; ".join(f"{_short(t['name'], 40)} <- {t['launched_by']}" for t in tops[:5])
-        )
-    if modules:
-        mcols = [
-            ("forward_ms", "fwd ms", ".3f"),
-            ("backward_ms", "bwd ms", ".3f"),
-            ("ms_per_step", "ms/step", ".3f"),
-            ("share", "share", ".1%"),
-        ]
-        print_table(
-            "By module (forward ops by module; backward ops by the forward op of their node):", modules, mcols
-        )
+        launched = "; ".join(f"{_short(t['name'], 40)} <- {t['launched_by']}" for t in tops[:5])
+        print("\n  launched by: " + launched)
+    if tables["module"]:
+        mcols = [("forward_ms", "fwd ms", ".3f"), ("backward_ms", "bwd ms", ".3f"), *cols[:2]]
+        title = "By module (forward ops by module; backward ops by the forward op of their node):"
+        print_table(title, tables["module"], mcols)
     else:
         print("\nBy module: not with --compile (inductor fuses across modules)")
     busy = f" (the GPU busy {busy_ms / wall_ms:.0%} of the wall time)" if cuda else ""
@@ -512,51 +540,32 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{what} {busy_ms:.2f} ms/step; wall {wall_ms:.2f} ms/step{busy}, {images_s:.1f} images/s over "
         "the profiled steps (the profiler adds overhead: an unprofiled step is faster)"
     )
+    return {
+        **stamp(),
+        "machine": where,
+        "torch": torch.__version__,
+        "device": args.device,
+        "model": args.model,
+        "image_size": size,
+        "batch_size": batch,
+        "compile": args.compile,
+        "steps": steps,
+        "wall_ms_per_step": round(wall_ms, 3),
+        "images_per_s": round(images_s, 3),
+    }
 
-    if args.csv:
-        meta = {
-            "date": dt.date.today().isoformat(),
-            "commit": git_commit(),
-            "machine": where,
-            "torch": torch.__version__,
-            "device": args.device,
-            "model": args.model,
-            "image_size": size,
-            "batch_size": batch,
-            "compile": args.compile,
-            "steps": steps,
-            "wall_ms_per_step": round(wall_ms, 3),
-            "images_per_s": round(images_s, 3),
-        }
-        fields = [
-            *meta,
-            "table",
-            "name",
-            "ms_per_step",
-            "share",
-            "calls_per_step",
-            "forward_ms",
-            "backward_ms",
-        ]
-        fields.append("launched_by")
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            for table, rows in (
-                ("category", categories),
-                ("phase", phases),
-                ("op", tops),
-                ("module", modules),
-            ):
-                for r in rows:
-                    w.writerow({**meta, "table": table, **{k: _round(v) for k, v in r.items()}})
-        print(f"wrote {args.csv}")
-    if args.trace:
-        args.trace.parent.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(args.trace))
-        print(f"wrote {args.trace}")
-    return 0
+
+def write_csv(path: Path, meta: dict[str, object], tables: dict[str, list[dict]]) -> None:
+    """One row per category, phase, top op and module (column `table`), each with `meta`'s columns."""
+    fields = [*meta, "table", "name", "ms_per_step", "share", "calls_per_step", "forward_ms", "backward_ms"]
+    fields.append("launched_by")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        for table in ("category", "phase", "op", "module"):
+            for r in tables[table]:
+                w.writerow({**meta, "table": table, **{k: _round(v) for k, v in r.items()}})
 
 
 def _round(v):
