@@ -1,14 +1,18 @@
 """Multi-scale test-time augmentation, scored on the validation images of trained runs (issue 22's levers).
 
     .venv/bin/python benchmarks/tta_scales.py 'RUNS_GLOB' [--ratio 1.2] [--root DATA_ROOT] [--csv PATH]
+        [--evaluate]
 
 For each run folder (its config.json and best.pt), every validation image at original resolution is
 scored five ways: at the run's size s alone, without TTA ("plain": the recipes' evaluation, `tta`
 False) and with flip TTA ("flip": `evaluate(..., tta=True)`); with the logits at a second size
 s2 = s x ratio (to a multiple of 32) averaged in, each with flip TTA, the second input resized from
 the original image ("flip_original") or from the s-size input tensor ("flip_tensor", what a batched
-evaluation could do); and the tensor's two sizes without flip ("tensor"). Validation only: the test
-images are not read.
+evaluation could do); and the tensor's two sizes without flip ("tensor"). `--evaluate` adds what
+seglib's `evaluate` gives with its defaults (bf16 autocast where the CPU has it), without TTA
+("evaluate_plain") and with `TTA(flip=True, scales=(ratio,))` ("evaluate_flip_scale": the second size
+from the original image, averaged at s), with the median seconds of three calls each. Validation only:
+the test images are not read.
 Prints one line a run and writes the mean Dice of each (docs/experiments/recipe_study.md, "Multi-scale
 test-time augmentation").
 """
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import glob
+import statistics
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,11 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from seglib.data.transforms import eval_transform
-from seglib.engine import TrainConfig, load_model
-from seglib.engine.evaluate import forward_tta
+from seglib.engine import TTA, TrainConfig, evaluate, load_model
 from seglib.engine.io import atomic_write_csv
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
+from seglib.engine.tta import forward_tta
 from seglib.metrics import confusion_counts, dice_from_counts
 from seglib.provenance import stamp
 
@@ -45,7 +51,7 @@ def _dice(logits: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def score_run(run: Path, root: str, ratio: float) -> dict:
+def score_run(run: Path, root: str, ratio: float, library: bool = False) -> dict:
     cfg = replace(TrainConfig.load(run / "config.json"), data_root=root)
     model = load_model(run / "best.pt").eval()
     ds = split_dataset(cfg, "val")
@@ -73,7 +79,24 @@ def score_run(run: Path, root: str, ratio: float) -> dict:
         "second_size": s2,
     }
     row |= {"epochs": cfg.epochs} | {f"val_dice_{k}": round(v / len(ds), 4) for k, v in sums.items()}
+    if library:
+        row |= _library_rows(model, ds, ratio)
     return row
+
+
+def _library_rows(model: torch.nn.Module, ds, ratio: float, rounds: int = 3) -> dict:
+    """seglib's `evaluate` without TTA and with flip and the second size: the mean Dice, and the median
+    seconds of `rounds` calls each (taken in turn)."""
+    ttas = {"plain": False, "flip_scale": TTA(flip=True, scales=(ratio,))}
+    seconds: dict[str, list[float]] = {name: [] for name in ttas}
+    row = {}
+    for _ in range(rounds):
+        for name, tta in ttas.items():
+            t0 = time.perf_counter()
+            df = evaluate(model, ds, device="cpu", progress=False, tta=tta)
+            seconds[name].append(time.perf_counter() - t0)
+            row[f"val_dice_evaluate_{name}"] = round(float(df.dice.mean()), 4)
+    return row | {f"evaluate_{name}_s": round(statistics.median(s), 3) for name, s in seconds.items()}
 
 
 def main() -> None:
@@ -82,11 +105,12 @@ def main() -> None:
     ap.add_argument("--ratio", type=float, default=1.2)
     ap.add_argument("--root", default=SAMPLE)
     ap.add_argument("--csv", default="")
+    ap.add_argument("--evaluate", action="store_true", help="also score with seglib's evaluate and TTA")
     args = ap.parse_args()
     facts = stamp() | {"machine": cpu_kind()}
     rows = []
     for run in sorted(Path(p) for p in glob.glob(args.runs)):
-        rows.append(facts | score_run(run, args.root, args.ratio))
+        rows.append(facts | score_run(run, args.root, args.ratio, args.evaluate))
         print(rows[-1], flush=True)
     if args.csv and rows:
         atomic_write_csv(pd.DataFrame(rows), args.csv)

@@ -18,6 +18,7 @@ from torch import nn
 from .data import IGNORE_INDEX, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
+from .engine.tta import TTA
 from .metrics import dice_per_image
 
 __all__ = [
@@ -114,7 +115,7 @@ def save_prediction_figures(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
 ) -> list[Path]:
     """For each index: image / truth / prediction / errors at the original resolution, saved as PNG."""
     paths = []
@@ -207,7 +208,7 @@ def plot_prediction_grid(
     image_size: int,
     threshold: float = 0.5,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
 ) -> Figure:
     """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
     fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)

@@ -285,7 +285,7 @@ def test_bce_dice_training_runs_and_differs(tiny_config):
 
 
 def test_tta_is_flip_symmetric():
-    from seglib.engine.evaluate import forward_tta
+    from seglib.engine.tta import forward_tta
 
     model = build_model("unet", base_channels=4).eval()
     x = torch.randn(2, 3, 40, 56)

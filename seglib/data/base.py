@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from .cache import PairReader, ResizedCache, build_cache
 from .files import CorruptSampleError, read_image, read_pair
-from .transforms import seed_transform
+from .transforms import eval_transform, seed_transform
 from .trimaps import trimap_to_mask
 
 __all__ = ["SegmentationDataset"]
@@ -28,7 +28,9 @@ __all__ = ["SegmentationDataset"]
 class SegmentationDataset(Dataset):
     """Images and binary masks. Samples are dicts: `image` (float 3xHxW, normalised), `mask` (float
     1xHxW: 1 object, 0 background, IGNORE_INDEX on the border band with `border="ignore"`), `name`,
-    `index` (with `uint8_transform` both uint8, for `seglib.data.device`); with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution).
+    `index` (with `uint8_transform` both uint8, for `seglib.data.device`); with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution);
+    with `extra_sizes` also `images_at`, the image resized from its original to each of those sizes
+    (`eval_transform`: multi-scale test-time augmentation).
 
     A subclass sets `root`, `split`, `border`, `entries` (each with `name`, `breed`, `species`),
     `transform`, `return_full_mask`, `on_corrupt`, `cache` (None) and `_sizes` ({}), and gives
@@ -45,6 +47,7 @@ class SegmentationDataset(Dataset):
     cache: ResizedCache | None
     _sizes: dict[int, tuple[int, int]]
     cache_tag: str = ""  # what else the cached labels depend on (a folder's mask_values)
+    extra_sizes: tuple[int, ...] = ()  # evaluation's other input sizes (`images_at`)
 
     # --- what a subclass gives ------------------------------------------------------------------
     def image_path(self, name: str) -> Path:
@@ -128,4 +131,7 @@ class SegmentationDataset(Dataset):
         if self.return_full_mask:
             full = self.load_mask(i) if self.cache is not None else mask
             sample["mask_full"] = torch.from_numpy(full)
+        if self.extra_sizes:  # from the original image: a cached one is already resized
+            original = self.load_image(i) if self.cache is not None else image
+            sample["images_at"] = [eval_transform(s)(image=original)["image"] for s in self.extra_sizes]
         return sample

@@ -20,6 +20,7 @@ from .runs import HISTORY_COLUMNS, latest_run, load_history
 from .schedulers import build_scheduler, lr_curve, steps_per_batch
 from .state import EpochStats, TrainState
 from .train import FitResult, TrainingInterrupted, fit
+from .tta import TTA
 
 __all__ = [
     "CHOICES",
@@ -30,6 +31,7 @@ __all__ = [
     "PROFILES",
     "RECIPES",
     "SCHEDULERS",
+    "TTA",
     "CheckpointError",
     "EpochStats",
     "FitResult",

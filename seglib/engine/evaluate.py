@@ -40,8 +40,9 @@ from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
 from .runtime import autocast, default_amp, default_num_workers, resolve_device
+from .tta import TTA, as_tta, forward_tta, tta_sizes
 
-__all__ = ["evaluate", "forward_tta", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
+__all__ = ["evaluate", "predict", "predict_logits", "summarize", "checkpoint_image_size"]
 
 # Sets of at most this many images (per process) are read without loader workers: starting up to 8
 # worker processes on every call costs more than they save on so few images.
@@ -71,7 +72,7 @@ def evaluate(
     channels_last: bool = True,
     amp: bool | None = None,
     progress: bool = True,
-    tta: bool = False,
+    tta: bool | TTA = False,
     device_data: bool | None = None,
 ) -> pd.DataFrame:
     """One row per image: name, breed, species, size, Dice and IoU at original and model resolution.
@@ -79,7 +80,8 @@ def evaluate(
     Columns `dice`, `iou` (and the counts `tp`, `fp`, `fn`) are at the original resolution;
     `dice_model`, `iou_model` at the model's input resolution; `fg_fraction` is the share of pet
     pixels in the truth, `pred_fraction` in the prediction. `tta=True` averages each image's logits
-    with those of its mirror image (horizontal-flip test-time augmentation).
+    with those of its mirror image (horizontal-flip test-time augmentation); `tta=TTA(flip, scales)`
+    also with the image at other sizes, resized from its original (`seglib.engine.tta`).
 
     `num_workers=None`: none for a set of at most `SMALL_EVAL` images, else `default_num_workers`.
     `device_data=True` reads uint8 samples (`uint8_transform` at the size of the dataset's `A.Resize`)
@@ -95,12 +97,14 @@ def evaluate(
     model = _as_model(model_or_checkpoint, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev))
+    sizes = tta_sizes(_input_size(dataset.transform, "tta scales"), tta) if as_tta(tta).scales else ()
+    ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev), sizes)
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
     workers = _eval_workers(num_workers, len(ds), dev, world)
     loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world)
     prep = BatchPrep(dev, channels_last)  # float batches are moved, uint8 ones normalised on the device
+    fmt = torch.channels_last if channels_last else torch.contiguous_format  # of the TTA's other sizes
     rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
     skipped: list[str] = []
     for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
@@ -108,19 +112,29 @@ def evaluate(
         if batch["image"] is None:
             continue
         images, masks = prep(batch)
+        extra = [
+            e.to(dev, non_blocking=True).contiguous(memory_format=fmt) for e in batch.get("images_at", [])
+        ]
         with autocast(dev, use_amp):
-            logits = forward_tta(model, images, tta)  # (B, 1, h, w)
+            logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
         rows += _image_rows(ds, batch, logits, masks, threshold)
+    rows = _gathered(rows, skipped, world)
+    release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
+    return pd.DataFrame(rows)
+
+
+def _gathered(rows: list[tuple[int, dict[str, Any]]], skipped: list[str], world: int) -> list[dict[str, Any]]:
+    """The rows of every rank in dataset order (one process: its own); a warning names the images left
+    out as unreadable."""
     if world > 1:
         parts = all_gather_object((rows, skipped))
         rows = sorted((r for part, _ in parts for r in part), key=lambda r: r[0])
         skipped = [s for _, part in parts for s in part]
     if skipped:
         warnings.warn(
-            f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=2
+            f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=3
         )
-    release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
-    return pd.DataFrame([row for _, row in rows])
+    return [row for _, row in rows]
 
 
 def _eval_workers(num_workers: int | None, n_images: int, device: torch.device, world_size: int) -> int:
@@ -137,16 +151,19 @@ def _pipeline(transform: Any) -> list[tuple[type, dict[str, Any]]] | None:
     return [(type(t), t.get_transform_init_args()) for t in transform.transforms]
 
 
-def _input_size(transform: Any) -> int:
-    """The model input size: that of the (square) `A.Resize` in an Albumentations Compose."""
+def _input_size(transform: Any, needs: str = "device_data=True") -> int:
+    """The model input size: that of the (square) `A.Resize` in an Albumentations Compose; `needs`
+    names the option that asks for it."""
     children = list(getattr(transform, "transforms", []))
     sizes = [(t.height, t.width) for t in children if isinstance(t, A.Resize)]
     if not sizes or sizes[0][0] != sizes[0][1]:
         steps = ", ".join(type(t).__name__ for t in children) or type(transform).__name__
+        drop = "pass device_data=False to use the dataset's own transform"
+        if needs != "device_data=True":
+            drop = f"give the dataset eval_transform(size), or evaluate without {needs}"
         raise ValueError(
-            "evaluate(device_data=True) reads the model input size from a square A.Resize in the "
-            f"dataset's transform (an Albumentations Compose), and this one ({steps}) has none; "
-            "pass device_data=False to use the dataset's own transform"
+            f"evaluate({needs}) reads the model input size from a square A.Resize in the "
+            f"dataset's transform (an Albumentations Compose), and this one ({steps}) has none; {drop}"
         )
     return sizes[0][0]
 
@@ -164,10 +181,13 @@ def _eval_device_data(device_data: bool | None, transform: Any, device: torch.de
     return _pipeline(transform) in (_pipeline(eval_transform(size)), _pipeline(uint8_transform(size)))
 
 
-def _eval_dataset(dataset: SegmentationDataset, device_data: bool) -> SegmentationDataset:
-    """A copy of `dataset` that returns full-resolution masks, on the device path uint8 samples."""
+def _eval_dataset(
+    dataset: SegmentationDataset, device_data: bool, sizes: tuple[int, ...] = ()
+) -> SegmentationDataset:
+    """A copy of `dataset` that returns full-resolution masks (and the images at `sizes`), on the device
+    path uint8 samples."""
     ds = copy.copy(dataset)
-    ds.return_full_mask = True
+    ds.return_full_mask, ds.extra_sizes = True, sizes
     if device_data:
         ds.transform = uint8_transform(_input_size(dataset.transform))
     return ds
@@ -284,28 +304,24 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     return arr
 
 
-def forward_tta(model: nn.Module, x: torch.Tensor, tta: bool) -> torch.Tensor:
-    """model(x), or with test-time augmentation the mean of the logits of x and of its mirror image."""
-    logits = model(x).float()
-    if tta:
-        logits = (logits + model(x.flip(-1)).float().flip(-1)) / 2
-    return logits
-
-
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
     image: np.ndarray | Image.Image | str | Path,
     image_size: int = 256,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
 ) -> torch.Tensor:
-    """Logits (H, W) at the image's original size, on the CPU (`tta`: averaged with the mirror image's)."""
+    """Logits (H, W) at the image's original size, on the CPU (`tta`: averaged with the mirror image's,
+    and with a TTA's scales the image's at other sizes, as `evaluate` does)."""
     dev = resolve_device(device)
     rgb = _as_rgb_array(image)
-    x = eval_transform(image_size)(image=rgb)["image"].unsqueeze(0).to(dev)
+    x, *extra = (
+        eval_transform(s)(image=rgb)["image"].unsqueeze(0).to(dev)
+        for s in (image_size, *tta_sizes(image_size, tta))
+    )
     model = model.to(dev).eval()
-    logits = forward_tta(model, x, tta)
+    logits = forward_tta(model, x, tta, extra)
     up = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
     return up[0, 0].cpu()
 
@@ -316,7 +332,7 @@ def predict(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
 ) -> np.ndarray:
     """The predicted mask (uint8 0/1, HxW) at the image's original size."""
     logits = predict_logits(model, image, image_size, device, tta)

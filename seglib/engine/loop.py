@@ -20,7 +20,6 @@ from .batches import BatchPrep, ResidentLoader
 from .compiled import CompileClock
 from .config import TrainConfig
 from .distributed import agree_to_stop, get_rank, is_distributed, is_main
-from .evaluate import forward_tta
 from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
@@ -28,6 +27,7 @@ from .progressive import shrink_batch
 from .runtime import autocast
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
+from .tta import forward_tta
 
 __all__ = ["Env", "StopRequested", "NonFiniteLossError", "train_one_epoch", "evaluate_epoch"]
 

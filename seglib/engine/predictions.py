@@ -22,6 +22,7 @@ from ..data import SegmentationDataset, open_rgb
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write_csv
+from .tta import TTA
 
 __all__ = [
     "PREDICTION_COLOUR",
@@ -91,7 +92,7 @@ def predict_image(
     name: str | None = None,
     image_size: int = 256,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
 ) -> Prediction:
     """`model`'s prediction for one image (an RGB array, a PIL image or a file) at its original size."""
     if isinstance(image, str | Path):
@@ -122,7 +123,7 @@ def predict_files(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
     truths: dict[str, Path] | None = None,
     read_truth: Callable[[Path], np.ndarray] | None = None,
 ) -> pd.DataFrame:
@@ -147,7 +148,7 @@ def predict_dataset(
     image_size: int = 256,
     threshold: float = 0.5,
     device: str = "auto",
-    tta: bool = False,
+    tta: bool | TTA = False,
     indices: Iterable[int] | None = None,
 ) -> pd.DataFrame:
     """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and

@@ -1,0 +1,74 @@
+"""Test-time augmentation: the mirror image, and the image at other input sizes.
+
+`TTA(flip=True)` (or `tta=True`) averages each image's logits with those of its mirror image.
+`TTA(scales=(1.2,))` also averages in the logits of the image resized from its original to each other
+size, the model's size s times the scale to a multiple of 32 (`tta_sizes`: 160 -> 192, 96 -> 128),
+each up-sampled back to s (with `flip`, each size flipped too). Every path that scores or predicts
+(`evaluate`, `predict`, the command line) takes one; validation during training uses `cfg.tta` (flip
+only), so a run's epochs cost the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["TTA", "as_tta", "forward_tta", "tta_sizes"]
+
+
+@dataclass(frozen=True)
+class TTA:
+    """What `forward_tta` averages: the mirror image (`flip`) and the image at `scales` x the model's size."""
+
+    flip: bool = False
+    scales: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"TTA flip must be True or False, got {self.flip!r}")
+        bad = [s for s in self.scales if not (isinstance(s, int | float) and s > 0 and s != 1)]
+        if bad or len(set(self.scales)) < len(self.scales):
+            raise ValueError(
+                f"TTA scales {self.scales!r}: give distinct positive factors other than 1 (the model's own "
+                "size always counts), e.g. scales=(1.2,) for 192 px beside 160"
+            )
+
+
+def as_tta(tta: bool | TTA) -> TTA:
+    """`tta` as a TTA: True is the mirror image alone, False none."""
+    if isinstance(tta, TTA):
+        return tta
+    if isinstance(tta, bool):
+        return TTA(flip=tta)
+    raise ValueError(f"tta must be True, False or a TTA(flip=..., scales=(...)), got {tta!r}")
+
+
+def tta_sizes(size: int, tta: bool | TTA) -> tuple[int, ...]:
+    """The other input sizes of `tta` for a model input of `size`: size x scale to a multiple of 32 (at
+    least 32), without `size` itself or repeats."""
+    sizes = (max(32, round(size * s / 32) * 32) for s in as_tta(tta).scales)
+    return tuple(dict.fromkeys(s for s in sizes if s != size))
+
+
+def _flipped(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
+    logits = model(x).float()
+    if flip:
+        logits = (logits + model(x.flip(-1)).float().flip(-1)) / 2
+    return logits
+
+
+def forward_tta(
+    model: nn.Module, x: torch.Tensor, tta: bool | TTA, extra: Sequence[torch.Tensor] = ()
+) -> torch.Tensor:
+    """Logits at x's size: model(x), with `flip` averaged with the mirror image's; `extra` (the same
+    images at `tta_sizes`) each adds its logits, up-sampled to x's size, to the mean."""
+    flip = as_tta(tta).flip
+    logits = _flipped(model, x, flip)
+    for e in extra:
+        other = _flipped(model, e, flip)
+        logits = logits + F.interpolate(other, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return logits / (1 + len(extra)) if extra else logits
