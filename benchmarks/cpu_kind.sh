@@ -10,6 +10,8 @@
 #   bench     python -m seglib.bench, full (issue 23's table), ~15-25 min
 #   workbook  the quick workbook (make workbook's command) with a fresh probe cache, ~5-15 min
 #   resnet    as unet, for the ResNet34-UNet, ~70 min
+#   tta       the recommended runs of unet and resnet scored on validation with and without multi-scale
+#             TTA (benchmarks/tta_scales.py --evaluate: $OUT/tta.csv; the test images not read), ~2 min
 # Usage from the repository root, on a quiet machine (budgets are minutes of this machine's time):
 #   bash benchmarks/cpu_kind.sh [PART ...]
 # Settings (environment): OUT (results/cpu-kind), SAMPLE (../shared/data/oxford-pet-sample),
@@ -52,7 +54,7 @@ model_part() {  # model_part unet|resnet34_unet
 echo "flags: $(grep -m1 -o -w 'avx512_bf16\|amx_bf16' /proc/cpuinfo | tr '\n' ' ')" >>"$OUT/machine.txt"
 # the code measured: this commit, "+changes" where the tree differs from it
 echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" >>"$OUT/log.txt"
-for part in "${@:-epochs unet bench workbook resnet}"; do
+for part in "${@:-epochs unet bench workbook resnet tta}"; do
   for p in $part; do
     case $p in
       epochs) step epochs "$PY" benchmarks/budget_epochs.py auto "$SAMPLE/oxford-iiit-pet" ;;
@@ -62,7 +64,10 @@ for part in "${@:-epochs unet bench workbook resnet}"; do
       workbook) rm -f "$OUT/probe.json"
         step workbook env SEGLIB_PROBE_CACHE="$OUT/probe.json" "$PY" -m seglib.workbook --profile quick \
           --results_dir "$OUT/workbook" ;;
-      *) echo "cpu_kind: unknown part $p (epochs, unet, bench, workbook, resnet)" >&2; exit 2 ;;
+      tta) step tta "$PY" benchmarks/tta_scales.py "$OUT/*-study/runs/recipe-recommended-*/" \
+          "$OUT/*-seed*/runs/recipe-recommended-*/" \
+          --root "$SAMPLE/oxford-iiit-pet" --evaluate --csv "$OUT/tta.csv" ;;
+      *) echo "cpu_kind: unknown part $p (epochs, unet, bench, workbook, resnet, tta)" >&2; exit 2 ;;
     esac
   done
 done

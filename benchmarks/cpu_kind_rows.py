@@ -6,7 +6,8 @@ Prints, and writes to OUT/summary.md: per model, notebook 06's test Dice at each
 recipe beside the recommended one, and the recommended 12-minute runs of the three seeds (goals: ahead
 at every budget; mean >= 0.85, every seed >= 0.84); the epochs a 12-minute budget buys; the quick
 workbook's seconds (goal: 600 in all); the benchmark's training steps (goals: every one >= 1.0x the
-reference; without native bf16 also UNet at 256 px >= 1.2x and >= 75% of the fp32 matmul ceiling).
+reference; without native bf16 also UNet at 256 px >= 1.2x and >= 75% of the fp32 matmul ceiling);
+multi-scale TTA on the validation images of the recommended runs (the `tta` part), per model.
 Writes OUT/recipe_<model>.csv: each run as a row with the columns of docs/experiments/recipe_<model>.csv,
 to check and append there (profile, run and headline are left for you).
 """
@@ -231,6 +232,24 @@ def measured_commit(out: Path) -> str:
     return git_commit()
 
 
+def tta_lines(out: Path) -> list[str]:
+    """Per model: what `evaluate` with TTA(flip=True, scales=(1.2,)) gains on the validation images over
+    no TTA, from the tta part's CSV (docs/experiments/recipe_study.md, "Multi-scale test-time augmentation")."""
+    path = out / "tta.csv"
+    if not path.is_file():
+        return []
+    df = pd.read_csv(path)
+    lines = ["## Multi-scale TTA on validation (evaluate, flip + 1.2x, against no TTA)", ""]
+    for model, g in df.groupby("model"):
+        gain = g.val_dice_evaluate_flip_scale - g.val_dice_evaluate_plain
+        slower = (g.evaluate_flip_scale_s / g.evaluate_plain_s).median()
+        lines.append(
+            f"- {model}: {gain.mean():+.4f} over {len(g)} runs, {(gain > 0).sum()} ahead; "
+            f"evaluation {slower:.1f}x as long"
+        )
+    return lines + [""]
+
+
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/cpu-kind")
     name, bf16 = machine(out)
@@ -245,7 +264,7 @@ def main() -> None:
     if (out / "epochs.log").is_file():
         bought = re.findall(r"^(\w+ \d+ px, .*epochs)$", (out / "epochs.log").read_text(), re.M)
         lines += ["## Epochs a 12-minute budget buys", "", *[f"- {b}" for b in bought], ""]
-    lines += workbook_lines(out) + bench_lines(out, bf16)
+    lines += workbook_lines(out) + bench_lines(out, bf16) + tta_lines(out)
     (out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

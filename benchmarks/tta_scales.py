@@ -1,6 +1,6 @@
 """Multi-scale test-time augmentation, scored on the validation images of trained runs (issue 22's levers).
 
-    .venv/bin/python benchmarks/tta_scales.py 'RUNS_GLOB' [--ratio 1.2] [--root DATA_ROOT] [--csv PATH]
+    .venv/bin/python benchmarks/tta_scales.py 'RUNS_GLOB' [...] [--ratio 1.2] [--root DATA_ROOT] [--csv PATH]
         [--evaluate]
 
 For each run folder (its config.json and best.pt), every validation image at original resolution is
@@ -101,7 +101,7 @@ def _library_rows(model: torch.nn.Module, ds, ratio: float, rounds: int = 3) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", help="a glob of run folders, quoted")
+    ap.add_argument("runs", nargs="+", help="globs of run folders, quoted")
     ap.add_argument("--ratio", type=float, default=1.2)
     ap.add_argument("--root", default=SAMPLE)
     ap.add_argument("--csv", default="")
@@ -109,7 +109,7 @@ def main() -> None:
     args = ap.parse_args()
     facts = stamp() | {"machine": cpu_kind()}
     rows = []
-    for run in sorted(Path(p) for p in glob.glob(args.runs)):
+    for run in sorted({Path(p) for pattern in args.runs for p in glob.glob(pattern)}):
         rows.append(facts | score_run(run, args.root, args.ratio, args.evaluate))
         print(rows[-1], flush=True)
     if args.csv and rows:
