@@ -71,7 +71,7 @@ def test_evaluate_scores_the_mean_of_the_sizes(model, synthetic_root, flip):
     assert not np.allclose(df.dice, plain.dice)  # the other sizes changed the scores
 
 
-def test_cached_and_channels_last_evaluation_score_alike(model, synthetic_root, tmp_path):
+def test_cached_channels_last_and_device_data_evaluation_score_alike(model, synthetic_root, tmp_path):
     """A cached set's images are resized already: the other sizes still come from the original."""
     tta = TTA(flip=True, scales=(1.5,))
     ds = OxfordPetDataset(synthetic_root, "val", image_size=64, limit=5)
@@ -79,6 +79,8 @@ def test_cached_and_channels_last_evaluation_score_alike(model, synthetic_root, 
     cached = OxfordPetDataset(synthetic_root, "val", image_size=64, limit=5).use_cache(tmp_path, 64)
     fast = evaluate(model, cached, batch_size=3, tta=tta, channels_last=True, **FAST)
     assert np.allclose(fast.dice, plain.dice, atol=1e-5)
+    device_path = evaluate(model, ds, batch_size=2, tta=tta, channels_last=False, device_data=True, **FAST)
+    assert np.allclose(device_path.dice, plain.dice, atol=1e-6)  # uint8 at s, the other sizes as on the host
 
 
 def test_predict_logits_is_evaluates_prediction(model, synthetic_root):
