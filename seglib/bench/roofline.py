@@ -12,13 +12,15 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import nullcontext
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+
+from ..engine.optimizer import build_optimizer
 
 __all__ = ["StepTraffic", "memory_bandwidth", "roofline_images_per_s", "step_traffic"]
 
@@ -47,7 +49,8 @@ VIEWS = {
 
 
 class _Bytes(TorchDispatchMode):
-    """Sums the bytes of every op's tensor inputs and outputs (views left out)."""
+    """Sums the bytes of every op's tensor inputs and outputs (views left out); a tensor an op writes in
+    place without returning it (the fused optimizer's weights and moments) counts as an output too."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -57,8 +60,26 @@ class _Bytes(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func.overloadpacket.__name__.rstrip("_") not in VIEWS:
             tensors = [t for t in tree_flatten((args, kwargs, out))[0] if isinstance(t, torch.Tensor)]
-            self.total += sum(t.numel() * t.element_size() for t in tensors)
+            self.total += sum(_nbytes(t) for t in tensors) + sum(
+                _nbytes(t) for t in _unreturned(func, args, out)
+            )
         return out
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _unreturned(func: Any, args: tuple, out: Any) -> list[torch.Tensor]:
+    """The tensors of `args` that `func`'s schema marks as written and that it does not return."""
+    returned = {id(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)}
+    written = [
+        a
+        for a, spec in zip(args, func._schema.arguments, strict=False)
+        if spec.alias_info and spec.alias_info.is_write
+    ]
+    tensors = [t for t in tree_flatten(written)[0] if isinstance(t, torch.Tensor)]
+    return [t for t in tensors if id(t) not in returned]
 
 
 class StepTraffic(NamedTuple):
@@ -70,9 +91,10 @@ class StepTraffic(NamedTuple):
 
 def step_traffic(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool) -> StepTraffic:
     """FLOPs and bytes of one step of a copy of `model` (forward under bf16 autocast when `amp`, BCE
-    loss, backward, AdamW step) on the batch `x`, `y`; the model itself is left as it was."""
+    loss, backward, the step of fit's AdamW: fused where torch has the kernel) on the batch `x`, `y`; the
+    model itself is left as it was."""
     net = copy.deepcopy(model)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    opt = build_optimizer(net.parameters(), 1e-4, 1e-4)
     cast = torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else nullcontext()
     with FlopCounterMode(display=False) as flops, _Bytes() as moved:
         with cast:
