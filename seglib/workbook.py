@@ -13,9 +13,11 @@ checkout's data.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,19 +205,37 @@ def run_workbook(
         "profile": profile,
         "results_dir": str(Path(results_dir).resolve()),
     }
-    os.environ["SEGLIB_PROGRESS"] = "text"  # papermill cannot show widget bars (papermill issues 617, 765)
-    os.environ.update(allocator_env())  # the kernels inherit it; this process is already running
+    # The kernels inherit these (this process is already running): text bars, as papermill cannot show
+    # widget ones (papermill issues 617, 765), and jemalloc where installed.
+    kernel_env = {"SEGLIB_PROGRESS": "text", **allocator_env()}
     t_all = time.perf_counter()
-    for name in notebooks:
-        t0 = time.perf_counter()
-        print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
-        data = folder_params(data_root, dataset) if name in FOLDER_NOTEBOOKS else {}
-        _execute(name, out, {**params, **data, **(extra or {}).get(name, {})})
-        print(f"workbook: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    with _environ(kernel_env):
+        for name in notebooks:
+            t0 = time.perf_counter()
+            print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
+            data = folder_params(data_root, dataset) if name in FOLDER_NOTEBOOKS else {}
+            _execute(name, out, {**params, **data, **(extra or {}).get(name, {})})
+            print(f"workbook: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(
         f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
     return out
+
+
+@contextlib.contextmanager
+def _environ(changes: dict[str, str]) -> Iterator[None]:
+    """This process's environment with `changes` while inside, as it was after: a caller's later
+    processes do not inherit the kernels' allocator."""
+    before = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _execute(name: str, out: Path, params: dict[str, Any]) -> None:

@@ -111,7 +111,9 @@ def workbook(synthetic_root, tmp_path_factory):
     data_root = synthetic_root.parent / "oxford-iiit-pet"  # absent: "auto" takes ../synthetic-pets
     extra = {name: {"device": "cpu"} for name in NOTEBOOKS}  # the CPU in CI; the same path as a GPU's
     extra["04_evaluation.ipynb"]["tta_scales"] = "1.5"  # its multi-scale TTA path runs too
+    before = dict(os.environ)
     run_workbook("tiny", data_root=data_root, dataset="auto", results_dir=results, extra=extra)
+    assert dict(os.environ) == before  # the kernels' settings (text bars, jemalloc) stayed theirs
     return results
 
 
