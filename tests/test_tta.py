@@ -94,6 +94,9 @@ def test_bad_scales_and_transforms_say_what_to_pass(model, synthetic_root):
     for scales in [(1.0,), (0,), (-1.2,), (1.2, 1.2), ("2",)]:
         with pytest.raises(ValueError, match="distinct positive factors other than 1"):
             TTA(scales=scales)
+    with pytest.raises(ValueError, match=r"a tuple of factors, e.g. scales=\(1.2,\), got 1.2"):
+        TTA(scales=1.2)
+    assert TTA(scales=[1.2]) == TTA(scales=(1.2,))
     with pytest.raises(ValueError, match="tta must be True, False or a TTA"):
         as_tta("flip")
     wide = A.Compose([A.Resize(64, 96), A.Normalize(), ToTensorV2()])  # no square size to scale

@@ -30,6 +30,11 @@ class TTA:
     def __post_init__(self) -> None:
         if not isinstance(self.flip, bool):
             raise ValueError(f"TTA flip must be True or False, got {self.flip!r}")
+        if not isinstance(self.scales, tuple | list):
+            raise ValueError(
+                f"TTA scales must be a tuple of factors, e.g. scales=(1.2,), got {self.scales!r}"
+            )
+        object.__setattr__(self, "scales", tuple(self.scales))  # frozen, hashable
         bad = [s for s in self.scales if not (isinstance(s, int | float) and s > 0 and s != 1)]
         if bad or len(set(self.scales)) < len(self.scales):
             raise ValueError(
