@@ -63,7 +63,9 @@ def free_port() -> int:
 
 def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
     """Run `args` (a script or `-m module` and its arguments) in 2 processes; fail with their output."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(out)}
+    # faulthandler: a rank that dies by a signal (a rare SIGABRT after the last epoch, seen twice) prints
+    # every thread's Python stack into the output this assertion shows
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(out), "PYTHONFAULTHANDLER": "1"}
     cmd = [
         sys.executable,
         "-m",
