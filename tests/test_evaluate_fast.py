@@ -157,3 +157,16 @@ def test_auto_keeps_a_transform_it_cannot_swap(synthetic_root, model):
     custom = A.Compose([A.Resize(32, 32), A.Normalize(mean=(0.5,) * 3, std=(0.5,) * 3), ToTensorV2()])
     assert ev._eval_device_data(None, custom, torch.device("cuda")) is False  # its own normalisation
     assert ev._eval_device_data(True, custom, torch.device("cpu")) is True  # asked for
+
+
+def test_an_unreadable_image_is_left_out_with_a_warning_at_the_callers_line(model, tmp_path):
+    from seglib.data import make_synthetic_pets
+
+    root = make_synthetic_pets(tmp_path / "pets", n_trainval=20, n_test=2, seed=0)
+    ds = OxfordPetDataset(root, "val", image_size=32, on_corrupt="skip")
+    bad = ds.entries[0].name
+    Path(ds.image_path(bad)).write_bytes(b"not a jpeg")
+    with pytest.warns(UserWarning, match=f"1 unreadable image\\(s\\) left out: {bad}") as caught:
+        df = evaluate(model, ds, batch_size=2, **FAST)
+    assert bad not in set(df.name) and len(df) == len(ds) - 1
+    assert caught[0].filename == __file__  # the caller's line, not evaluate's or torch's

@@ -97,7 +97,7 @@ def evaluate(
     model = _as_model(model_or_checkpoint, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    sizes = tta_sizes(_input_size(dataset.transform, "tta scales"), tta) if as_tta(tta).scales else ()
+    sizes = tta_sizes(_input_size(dataset.transform, *TTA_SIZE), tta) if as_tta(tta).scales else ()
     ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev), sizes)
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
@@ -132,7 +132,8 @@ def _gathered(rows: list[tuple[int, dict[str, Any]]], skipped: list[str], world:
         skipped = [s for _, part in parts for s in part]
     if skipped:
         warnings.warn(
-            f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}", stacklevel=3
+            f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}",
+            stacklevel=4,  # past evaluate and torch.no_grad's wrapper: the caller's line
         )
     return [row for _, row in rows]
 
@@ -151,19 +152,21 @@ def _pipeline(transform: Any) -> list[tuple[type, dict[str, Any]]] | None:
     return [(type(t), t.get_transform_init_args()) for t in transform.transforms]
 
 
-def _input_size(transform: Any, needs: str = "device_data=True") -> int:
-    """The model input size: that of the (square) `A.Resize` in an Albumentations Compose; `needs`
-    names the option that asks for it."""
+# What asks `_input_size` for the model's size, and what to do where the transform does not say it.
+DEVICE_DATA_SIZE = ("device_data=True", "pass device_data=False to use the dataset's own transform")
+TTA_SIZE = ("tta scales", "give the dataset eval_transform(size), or evaluate without tta scales")
+
+
+def _input_size(transform: Any, needs: str, hint: str) -> int:
+    """The model input size: that of the (square) `A.Resize` in an Albumentations Compose; else a
+    ValueError naming the option that `needs` it and the `hint`."""
     children = list(getattr(transform, "transforms", []))
     sizes = [(t.height, t.width) for t in children if isinstance(t, A.Resize)]
     if not sizes or sizes[0][0] != sizes[0][1]:
         steps = ", ".join(type(t).__name__ for t in children) or type(transform).__name__
-        drop = "pass device_data=False to use the dataset's own transform"
-        if needs != "device_data=True":
-            drop = f"give the dataset eval_transform(size), or evaluate without {needs}"
         raise ValueError(
             f"evaluate({needs}) reads the model input size from a square A.Resize in the "
-            f"dataset's transform (an Albumentations Compose), and this one ({steps}) has none; {drop}"
+            f"dataset's transform (an Albumentations Compose), and this one ({steps}) has none; {hint}"
         )
     return sizes[0][0]
 
@@ -175,7 +178,7 @@ def _eval_device_data(device_data: bool | None, transform: Any, device: torch.de
     if device_data is not None or not on:
         return on
     try:
-        size = _input_size(transform)
+        size = _input_size(transform, *DEVICE_DATA_SIZE)
     except ValueError:
         return False
     return _pipeline(transform) in (_pipeline(eval_transform(size)), _pipeline(uint8_transform(size)))
@@ -189,7 +192,7 @@ def _eval_dataset(
     ds = copy.copy(dataset)
     ds.return_full_mask, ds.extra_sizes = True, sizes
     if device_data:
-        ds.transform = uint8_transform(_input_size(dataset.transform))
+        ds.transform = uint8_transform(_input_size(dataset.transform, *DEVICE_DATA_SIZE))
     return ds
 
 
