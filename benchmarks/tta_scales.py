@@ -35,7 +35,7 @@ from seglib.engine import TTA, TrainConfig, evaluate, load_model
 from seglib.engine.io import atomic_write_csv
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
-from seglib.engine.tta import forward_tta
+from seglib.engine.tta import forward_tta, tta_sizes
 from seglib.metrics import confusion_counts, dice_from_counts
 from seglib.provenance import stamp
 
@@ -56,7 +56,7 @@ def score_run(run: Path, root: str, ratio: float, library: bool = False) -> dict
     model = load_model(run / "best.pt").eval()
     ds = split_dataset(cfg, "val")
     s = cfg.image_size
-    s2 = round(s * ratio / 32) * 32
+    (s2,) = tta_sizes(s, TTA(scales=(ratio,))) or (s,)  # what evaluate takes; s itself where it rounds back
     sums = dict.fromkeys(("plain", "flip", "flip_original", "flip_tensor", "tensor"), 0.0)
     for i in range(len(ds)):
         image, mask = ds.load_image(i), torch.as_tensor(ds.load_mask(i))[None, None]

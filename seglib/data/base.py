@@ -7,6 +7,7 @@ into the trimap convention (1 object, 2 background, 3 border band), and the rest
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -133,5 +134,11 @@ class SegmentationDataset(Dataset):
             sample["mask_full"] = torch.from_numpy(full)
         if self.extra_sizes:  # from the original image: a cached one is already resized
             original = self.load_image(i) if self.cache is not None else image
-            sample["images_at"] = [eval_transform(s)(image=original)["image"] for s in self.extra_sizes]
+            sample["images_at"] = [_resized(s)(image=original)["image"] for s in self.extra_sizes]
         return sample
+
+
+@functools.lru_cache(maxsize=8)
+def _resized(size: int) -> A.Compose:
+    """`eval_transform(size)`, made once per size rather than once per sample (it has no random part)."""
+    return eval_transform(size)
