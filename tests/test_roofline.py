@@ -26,6 +26,27 @@ def test_step_traffic_counts_the_steps_flops_and_more_bytes_than_adamw_alone_mov
     assert step_traffic(model, *_batch(4), amp=False).bytes > traffic.bytes
 
 
+class _OneBigWeight(torch.nn.Module):
+    """A 1x1 convolution and a weight of a million floats that the output takes one element of: the
+    step's bytes are mostly the optimizer's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 1, 1)
+        self.big = torch.nn.Parameter(torch.zeros(1_000_000))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) + self.big[:1].sum()
+
+
+def test_the_fused_optimizers_in_place_writes_count():
+    x, y = torch.randn(1, 3, 4, 4), torch.zeros(1, 1, 4, 4)
+    big = 4_000_000  # bytes of the big weight
+    # fit's AdamW reads weights, gradients and both moments and writes weights and moments in place
+    # (7 x); the backward writes the gradient of the whole weight and copies the slice's into it
+    assert step_traffic(_OneBigWeight(), x, y, amp=False).bytes >= 12 * big
+
+
 def test_the_bound_is_the_slower_of_compute_and_memory():
     traffic = StepTraffic(flops=2 * 10**9, bytes=10**9)
     assert roofline_images_per_s(traffic, 8, gflops=100, gbs=50) == 8 / 0.02
