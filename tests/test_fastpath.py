@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from conftest import REPO, tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.allocator import JEMALLOC_CONF, jemalloc_path, release_idle_memory
-from seglib.engine.fastpath import FORMATS, choose_memory_format, probe_cache_path
+from seglib.engine.fastpath import BUSY_CORES, FORMATS, choose_memory_format, probe_cache_path
 from seglib.engine.train import TrainingInterrupted
 
 CPU = torch.device("cpu")
@@ -36,9 +37,50 @@ def test_probe_times_both_formats_then_reads_the_cache(fresh_cache):
     assert (
         again.source == "cache" and again.rates == first.rates and again.channels_last == first.channels_last
     )
-    (key,) = json.loads(fresh_cache.read_text())
+    ((key, entry),) = json.loads(fresh_cache.read_text()).items()
     assert "unet(base_channels=4) 32px b4" in key and torch.__version__ in key
+    assert entry["others"] is None or entry["others"] >= 0  # cores other programs used meanwhile
     assert probe_cache_path() == fresh_cache
+
+
+@pytest.fixture
+def busy_cpu():
+    """Another program keeping a CPU busy for the length of the test."""
+    spin = subprocess.Popen(
+        [sys.executable, "-c", "import sys; print(flush=True)\nwhile True: pass"], stdout=subprocess.PIPE
+    )
+    spin.stdout.readline()  # it is spinning from here on
+    yield
+    spin.kill()
+    spin.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="the busy check reads Linux's /proc/stat")
+def test_a_probe_beside_a_busy_program_decides_its_run_only(fresh_cache, busy_cpu, capsys, monkeypatch):
+    monkeypatch.delenv("SEGLIB_PROBE_BUSY_CORES")  # the default rule (conftest caches every probe)
+    choice = choose_memory_format("unet", {"base_channels": 8}, 64, 4, CPU, amp=False)
+    assert choice.source == "probe" and set(choice.rates) == set(FORMATS)
+    assert choice.others > BUSY_CORES  # the spinning program, seen
+    assert "other programs used" in capsys.readouterr().out
+    assert not fresh_cache.exists()  # the next run probes again
+
+
+@pytest.mark.parametrize("value", ["-1", "many", "nan"])
+def test_a_bad_busy_limit_is_named_before_the_probe(fresh_cache, monkeypatch, value):
+    monkeypatch.setenv("SEGLIB_PROBE_BUSY_CORES", value)
+    with pytest.raises(ValueError, match=r"SEGLIB_PROBE_BUSY_CORES=.*as a number >= 0"):
+        choose_memory_format(*TINY_MODEL, CPU, amp=False)
+    assert not fresh_cache.exists()
+
+
+def test_an_entry_from_before_the_busy_check_is_probed_again(fresh_cache):
+    choose_memory_format(*TINY_MODEL, CPU, amp=False)
+    data = json.loads(fresh_cache.read_text())
+    for entry in data.values():
+        del entry["others"]
+    fresh_cache.write_text(json.dumps(data))
+    assert choose_memory_format(*TINY_MODEL, CPU, amp=False).source == "probe"
+    assert all("others" in entry for entry in json.loads(fresh_cache.read_text()).values())
 
 
 def test_asked_for_format_and_cuda_are_not_probed(fresh_cache):

@@ -85,6 +85,7 @@ def choice_dict(choice: FormatChoice) -> dict[str, Any]:
         "format": "channels_last" if choice.channels_last else "nchw",
         "source": choice.source,
         "rates": dict(choice.rates),
+        "others": choice.others,  # cores other programs used during the probe
         "allocator": allocator_name(),
         "describe": choice.describe(),
     }

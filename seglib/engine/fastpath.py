@@ -7,6 +7,7 @@ bf16 such as AMD Zen 3, oneDNN's backward-weights pass in NHWC runs at a fractio
 steps each, interleaved, on random data, with every random generator put back afterwards. The answer is
 cached per CPU model, torch version, threads, allocator, model, size, batch and precision in
 `$SEGLIB_PROBE_CACHE` (default ~/.cache/seglib/fastpath.json); CUDA keeps channels_last unprobed.
+A probe taken while other programs used this process's CPUs decides its run only and is not cached.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from .losses import bce_loss
 from .optimizer import build_optimizer
 from .runtime import autocast, cpu_name, native_bf16
 
-__all__ = ["FormatChoice", "choose_memory_format", "probe_cache_path", "probe_step_rate", "FORMATS"]
+__all__ = [
+    "FormatChoice",
+    "busy_cores_limit",
+    "choose_memory_format",
+    "probe_cache_path",
+    "probe_step_rate",
+    "FORMATS",
+]
 
 FORMATS = ("channels_last", "nchw")
 # A probe's rates differ by a few per cent from run to run; NCHW must win by more to replace today's
@@ -39,6 +47,27 @@ MARGIN = 1.05
 # (benchmarks/probe_batch.py; docs/performance.md, "The probe at the run's batch").
 PROBE_BATCH = 8
 PROBE_ROUNDS = 3  # timed rounds after the warm-up, formats interleaved; the best of each counts
+# Other programs' use of this process's CPUs during a probe, in cores, above which its reading is not
+# cached. One busy process beside a 2-core probe slowed both formats to 40% and can turn their order;
+# a cached reading taken so kept a run in the slower format on every later run (docs/performance.md,
+# "A probe on a busy machine"). Idle, the reading is 0.00-0.04 cores. SEGLIB_PROBE_BUSY_CORES moves it
+# (`inf`: cache every probe, e.g. in a container whose host's other tenants always show).
+BUSY_CORES = 0.25
+
+
+def busy_cores_limit() -> float:
+    """The cores other programs may use during a probe whose answer is then cached."""
+    value = os.environ.get("SEGLIB_PROBE_BUSY_CORES", str(BUSY_CORES))
+    try:
+        limit = float(value)
+    except ValueError:
+        limit = -1.0
+    if not limit >= 0:  # also NaN
+        raise ValueError(
+            f"SEGLIB_PROBE_BUSY_CORES={value!r}: give the CPU cores other programs may use during the "
+            f"memory-format probe as a number >= 0 (default {BUSY_CORES}; inf caches every probe)"
+        )
+    return limit
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,7 @@ class FormatChoice:
     channels_last: bool
     source: str
     rates: dict[str, float] = field(default_factory=dict)  # images/s per format, when probed
+    others: float | None = None  # cores other programs used during this probe (None: not probed, unknown)
 
     def describe(self) -> str:
         name = "channels_last" if self.channels_last else "NCHW"
@@ -96,6 +126,42 @@ def _probe(name: str, kwargs: dict[str, Any], size: int, batch: int, amp: bool) 
     return best
 
 
+def _cpus_busy_seconds() -> float | None:
+    """CPU seconds all programs have used on this process's CPUs since boot (Linux's /proc/stat; None
+    elsewhere). Steal time counts: on a shared virtual machine it is the neighbours' use of the cores."""
+    try:
+        mine = {f"cpu{i}" for i in os.sched_getaffinity(0)}
+        lines = Path("/proc/stat").read_text().splitlines()
+    except (AttributeError, OSError):  # no affinity call (macOS) or no /proc
+        return None
+    rows = [line.split() for line in lines]
+    # per CPU: user nice system idle iowait irq softirq steal ...; busy is all of the first 8 but idle, iowait
+    ticks = [list(map(int, r[1:9])) for r in rows if r and r[0] in mine]
+    if not ticks:
+        return None
+    return sum(sum(t) - t[3] - t[4] for t in ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def _others_cores(busy: float | None, own: float, wall: float, busy_before: float | None) -> float | None:
+    """Cores other programs used during `wall` seconds: the CPUs' busy time less this process's.
+
+    /proc/stat counts in clock ticks: two ticks are taken off so that a short idle probe reads 0."""
+    if busy is None or busy_before is None or wall <= 0:
+        return None
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    return max(0.0, busy - busy_before - own - 2 * tick) / wall
+
+
+def _timed_probe(
+    name: str, kwargs: dict[str, Any], size: int, batch: int, amp: bool
+) -> tuple[dict[str, float], float | None]:
+    """`_probe`'s rates and the cores other programs used meanwhile (None where that is unknown)."""
+    busy, own, t = _cpus_busy_seconds(), time.process_time(), time.perf_counter()
+    rates = _probe(name, kwargs, size, batch, amp)
+    own, wall = time.process_time() - own, time.perf_counter() - t
+    return rates, _others_cores(_cpus_busy_seconds(), own, wall, busy)
+
+
 def _cache_key(name: str, kwargs: dict[str, Any], size: int, batch: int, amp: bool) -> str:
     bf16 = "bf16" if native_bf16(torch.device("cpu")) else "no-bf16"
     args = ",".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
@@ -128,22 +194,31 @@ def choose_memory_format(
         return FormatChoice(bool(requested), "config")
     if device.type != "cpu":
         return FormatChoice(True, device.type)
+    busy_limit = busy_cores_limit()  # a bad setting is named before the probe takes its seconds
     batch = min(batch_size, PROBE_BATCH)
     key = _cache_key(model, model_kwargs, image_size, batch, amp)
     path = probe_cache_path()
     cached = _read_cache(path).get(key)
-    if isinstance(cached, dict) and set(cached.get("rates", {})) == set(FORMATS):
-        return FormatChoice(bool(cached["channels_last"]), "cache", dict(cached["rates"]))
+    # an entry without "others" predates the busy check (it may have been read on a busy machine)
+    if isinstance(cached, dict) and set(cached.get("rates", {})) == set(FORMATS) and "others" in cached:
+        return FormatChoice(bool(cached["channels_last"]), "cache", dict(cached["rates"]), cached["others"])
     with torch.random.fork_rng(devices=[]):  # the run's own random numbers are left as they were
-        rates = _probe(model, model_kwargs, image_size, batch, amp)
+        rates, others = _timed_probe(model, model_kwargs, image_size, batch, amp)
     channels_last = rates["nchw"] <= MARGIN * rates["channels_last"]
+    if others is not None and others > busy_limit:
+        print(
+            f"seglib: other programs used {others:.2f} CPU cores during the memory-format probe; its "
+            "answer holds for this run and is not cached (the next run probes again)"
+        )
+        return FormatChoice(channels_last, "probe", rates, others)
     entry = {
         "channels_last": channels_last,
         "rates": rates,
+        "others": others,
         "date": datetime.now().isoformat(timespec="seconds"),
     }
     try:
         atomic_write_text(path, json.dumps({**_read_cache(path), key: entry}, indent=1) + "\n")
     except OSError as e:  # a read-only home: the choice still holds for this run
         print(f"seglib: could not cache the memory-format probe in {path} ({e}); set SEGLIB_PROBE_CACHE")
-    return FormatChoice(channels_last, "probe", rates)
+    return FormatChoice(channels_last, "probe", rates, others)
