@@ -44,16 +44,21 @@ def same_run(a_dir, b_dir):
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
 @pytest.mark.parametrize("stop_at", [5, 8], ids=["mid-epoch", "end-of-epoch"])  # 4 steps an epoch
 def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, loss_at_step, scheduler, stop_at):
-    whole = fit(cfg_for(synthetic_root, tmp_path / "a", scheduler=scheduler))
+    # with dropout (the recommended UNet's): the model's own random numbers must resume where they stopped
+    model = {"base_channels": 4, "dropout": 0.2}
+    whole = fit(cfg_for(synthetic_root, tmp_path / "a", scheduler=scheduler, model_kwargs=model))
     with pytest.raises(TrainingInterrupted, match=r"Resume with fit\(cfg, resume="):
         fit(
-            cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler),
+            cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler, model_kwargs=model),
             loss_fn=loss_at_step("ctrl_c", stop_at),
         )
     saved = load_checkpoint(tmp_path / "b" / "r" / "last.pt")
     assert saved["global_step"] == stop_at
     assert (saved["partial"] or {}).get("step") == stop_at - 4 * saved["epoch"]
-    resumed = fit(cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler, num_workers=1), resume=True)
+    resumed = fit(
+        cfg_for(synthetic_root, tmp_path / "b", scheduler=scheduler, model_kwargs=model, num_workers=1),
+        resume=True,
+    )
     assert resumed.run_dir == tmp_path / "b" / "r"
     same_run(whole.run_dir, resumed.run_dir)
 

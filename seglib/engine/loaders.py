@@ -132,6 +132,10 @@ def make_loader(
         prefetch_factor=4 if workers > 0 else None,
         collate_fn=collate,
         drop_last=drop_last,
+        # Its own generator for the one number each iterator draws (the workers' base seed; seglib seeds
+        # every sample itself). Drawn from torch's global generator, which dropout uses, it shifted the
+        # masks with the number of workers and on resume: a resumed run differed from an uninterrupted one.
+        generator=torch.Generator().manual_seed(0),
     )
 
 

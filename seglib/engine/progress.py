@@ -7,18 +7,27 @@ and 765), so the workbook runner sets SEGLIB_PROGRESS=text for its kernels.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 __all__ = ["progress_bar"]
 
 
 def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
-    """A tqdm bar: `tqdm.auto` normally, `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text."""
+    """A tqdm bar over `iterable`, which it iterates once: tqdm.autonotebook's (widgets in a notebook,
+    text elsewhere), or `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text."""
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text":
         from tqdm.std import tqdm
 
         kwargs.setdefault("mininterval", 10.0)
         return tqdm(iterable, **kwargs)
-    from tqdm.auto import tqdm
+    # Not tqdm.auto: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
+    # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
+    # one resets the first and throws its prefetched batches away.
+    from tqdm.std import TqdmExperimentalWarning
+
+    with warnings.catch_warnings():  # the warning tqdm.auto also silences
+        warnings.simplefilter("ignore", category=TqdmExperimentalWarning)
+        from tqdm.autonotebook import tqdm
 
     return tqdm(iterable, **kwargs)
