@@ -181,8 +181,16 @@ def _stop_and_resume(root, tmp_path, loss_at_step, **kw) -> tuple:
 
 @pytest.mark.slow
 def test_a_device_path_run_resumes_bit_identically(synthetic_root, tmp_path, loss_at_step):
+    # with dropout: the model's own random numbers resume on the device path too
+    model = {"base_channels": 4, "dropout": 0.2}
     whole, resumed = _stop_and_resume(
-        synthetic_root, tmp_path, loss_at_step, device_data=True, scale_jitter=0.2, border="ignore"
+        synthetic_root,
+        tmp_path,
+        loss_at_step,
+        device_data=True,
+        scale_jitter=0.2,
+        border="ignore",
+        model_kwargs=model,
     )
     assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["device_data"] is True
     same_run(whole.run_dir, resumed.run_dir)
