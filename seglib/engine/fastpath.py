@@ -48,9 +48,9 @@ MARGIN = 1.05
 PROBE_BATCH = 8
 PROBE_ROUNDS = 3  # timed rounds after the warm-up, formats interleaved; the best of each counts
 # Other programs' use of this process's CPUs during a probe, in cores, above which its reading is not
-# cached. One busy process beside a 2-core probe slowed both formats to 40% and can turn their order;
-# a cached reading taken so kept a run in the slower format on every later run (docs/performance.md,
-# "A probe on a busy machine"). Idle, the reading is 0.00-0.04 cores. SEGLIB_PROBE_BUSY_CORES moves it
+# cached. A busy program beside the probe slows both formats several-fold and can turn their order; a
+# cached reading taken so kept runs in the slower format on every later run (docs/performance.md, "A
+# probe on a busy machine", which also gives the idle reading). SEGLIB_PROBE_BUSY_CORES moves it
 # (`inf`: cache every probe, e.g. in a container whose host's other tenants always show).
 BUSY_CORES = 0.25
 
@@ -142,24 +142,24 @@ def _cpus_busy_seconds() -> float | None:
     return sum(sum(t) - t[3] - t[4] for t in ticks) / os.sysconf("SC_CLK_TCK")
 
 
-def _others_cores(busy: float | None, own: float, wall: float, busy_before: float | None) -> float | None:
-    """Cores other programs used during `wall` seconds: the CPUs' busy time less this process's.
-
-    /proc/stat counts in clock ticks: two ticks are taken off so that a short idle probe reads 0."""
-    if busy is None or busy_before is None or wall <= 0:
+def _others_cores(before: float | None, after: float | None, own: float, wall: float) -> float | None:
+    """Cores other programs used during `wall` seconds: the CPUs' busy seconds (`before`, `after`) less
+    this process's `own` CPU seconds. /proc/stat counts in clock ticks: two are taken off, so that a
+    short probe on an idle machine reads 0."""
+    if before is None or after is None or wall <= 0:
         return None
     tick = 1 / os.sysconf("SC_CLK_TCK")
-    return max(0.0, busy - busy_before - own - 2 * tick) / wall
+    return max(0.0, after - before - own - 2 * tick) / wall
 
 
 def _timed_probe(
     name: str, kwargs: dict[str, Any], size: int, batch: int, amp: bool
 ) -> tuple[dict[str, float], float | None]:
     """`_probe`'s rates and the cores other programs used meanwhile (None where that is unknown)."""
-    busy, own, t = _cpus_busy_seconds(), time.process_time(), time.perf_counter()
+    before, own, t = _cpus_busy_seconds(), time.process_time(), time.perf_counter()
     rates = _probe(name, kwargs, size, batch, amp)
     own, wall = time.process_time() - own, time.perf_counter() - t
-    return rates, _others_cores(_cpus_busy_seconds(), own, wall, busy)
+    return rates, _others_cores(before, _cpus_busy_seconds(), own, wall)
 
 
 def _cache_key(name: str, kwargs: dict[str, Any], size: int, batch: int, amp: bool) -> str:
