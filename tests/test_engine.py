@@ -127,6 +127,18 @@ def test_same_seed_same_result(tiny_config):
         assert torch.equal(p, q), n
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_evaluate_leaves_torchs_random_numbers_alone(synthetic_root, workers):
+    """A notebook's evaluate between two draws must not move them (its loaders have their own generator)."""
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=5)
+    model = build_model("unet", base_channels=4).eval()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    evaluate(model, ds, batch_size=2, progress=False, num_workers=workers)
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("mode", ["auto", "text"])
 def test_the_progress_bar_iterates_its_loader_once(monkeypatch, mode):
     """A second iter() of a DataLoader with persistent workers throws its prefetched batches away."""
