@@ -13,14 +13,13 @@ checkout's data.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import torch
 
@@ -209,7 +208,9 @@ def run_workbook(
     # widget ones (papermill issues 617, 765), and jemalloc where installed.
     kernel_env = {"SEGLIB_PROGRESS": "text", **allocator_env()}
     t_all = time.perf_counter()
-    with _environ(kernel_env):
+    # patch.dict: set while inside, the caller's environment as it was after (later processes of the
+    # caller must not inherit the kernels' allocator)
+    with patch.dict(os.environ, kernel_env):
         for name in notebooks:
             t0 = time.perf_counter()
             print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
@@ -220,22 +221,6 @@ def run_workbook(
         f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
     return out
-
-
-@contextlib.contextmanager
-def _environ(changes: dict[str, str]) -> Iterator[None]:
-    """This process's environment with `changes` while inside, as it was after: a caller's later
-    processes do not inherit the kernels' allocator."""
-    before = {k: os.environ.get(k) for k in changes}
-    os.environ.update(changes)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _execute(name: str, out: Path, params: dict[str, Any]) -> None:
