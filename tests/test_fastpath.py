@@ -66,11 +66,16 @@ def test_a_probe_beside_a_busy_program_decides_its_run_only(fresh_cache, busy_cp
 
 
 @pytest.mark.parametrize("value", ["-1", "many", "nan"])
-def test_a_bad_busy_limit_is_named_before_the_probe(fresh_cache, monkeypatch, value):
+def test_a_bad_busy_limit_is_named_even_where_an_answer_is_cached(fresh_cache, monkeypatch, value):
     monkeypatch.setenv("SEGLIB_PROBE_BUSY_CORES", value)
     with pytest.raises(ValueError, match=r"SEGLIB_PROBE_BUSY_CORES=.*as a number >= 0"):
         choose_memory_format(*TINY_MODEL, CPU, amp=False)
     assert not fresh_cache.exists()
+    monkeypatch.setenv("SEGLIB_PROBE_BUSY_CORES", "inf")
+    choose_memory_format(*TINY_MODEL, CPU, amp=False)  # cached now
+    monkeypatch.setenv("SEGLIB_PROBE_BUSY_CORES", value)
+    with pytest.raises(ValueError, match=r"SEGLIB_PROBE_BUSY_CORES="):  # checked before any work
+        choose_memory_format(*TINY_MODEL, CPU, amp=False)
 
 
 def test_an_entry_from_before_the_busy_check_is_probed_again(fresh_cache):
