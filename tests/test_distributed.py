@@ -112,6 +112,44 @@ from seglib.engine import TrainConfig, fit
 fit(TrainConfig(**json.loads(sys.argv[1])))
 """
 
+# fit with observers: each training step's dropout masks on this rank (which channels Dropout2d zeroed),
+# and Ctrl-C sent to rank 0 at training step `stop_at` (0: never); an interrupted run exits cleanly.
+DROPOUT_SCRIPT = """
+import json, os, signal, sys
+from pathlib import Path
+import torch
+from seglib.engine import TrainConfig, fit
+from seglib.engine.losses import build_loss
+from seglib.engine.train import TrainingInterrupted
+
+out, rank = Path(os.environ["SEGLIB_TEST_OUT"]), int(os.environ["RANK"])
+cfg, stop_at, tag = TrainConfig(**json.loads(sys.argv[1])), int(sys.argv[2]), sys.argv[3]
+masks, bce, steps = [], build_loss("bce"), {"n": 0}
+
+def record(module, inputs, output):
+    if module.training:
+        masks.append((output == 0).all(dim=(2, 3)) & (inputs[0] != 0).any(dim=(2, 3)))
+
+def loss_fn(logits, target):
+    if torch.is_grad_enabled():
+        steps["n"] += 1
+        if steps["n"] == stop_at and rank == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+    return bce(logits, target)
+
+import seglib.models.unet as unet
+real_init = unet.UNet.__init__
+def init(self, *a, **k):
+    real_init(self, *a, **k)
+    self.dropout.register_forward_hook(record)
+unet.UNet.__init__ = init
+try:
+    fit(cfg, resume=tag == "resumed", loss_fn=loss_fn)
+except TrainingInterrupted:
+    pass
+torch.save(masks, out / f"masks-{tag}-{rank}.pt")
+"""
+
 EVALUATE_SCRIPT = """
 import os, sys
 from seglib.data import OxfordPetDataset
@@ -271,3 +309,41 @@ def test_a_budget_run_under_torchrun_replans_the_same_on_every_rank(tiny_config,
     run = tmp_path / "runs" / "budget"
     assert pd.read_csv(run / "history.csv").epoch.tolist() == [1, 2, 3]
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_ranks_draw_their_own_dropout_masks_and_resume_them(tiny_config, tmp_path):
+    """Every rank drops other channels (the same masks on all ranks would thin the regularisation of the
+    global batch), and a run stopped by Ctrl-C mid-epoch and resumed equals the uninterrupted run, bit for
+    bit: rank 0's generator comes back from last.pt, the other ranks' follow (seed, step, rank)."""
+    model = {"base_channels": 4, "dropout": 0.5}
+    # 2 steps an epoch; the memory format given, so that no probe runs a UNet besides the run's
+    cfg = tiny_config(train_limit=16, epochs=3, log_every=1, model_kwargs=model, channels_last=False)
+    (tmp_path / "dropout_script.py").write_text(DROPOUT_SCRIPT)
+
+    def run(name: str, stop_at: int, tag: str) -> Path:
+        c = json.dumps(replace(cfg, run_name=name).to_dict())
+        torchrun("dropout_script.py", c, stop_at, tag, out=tmp_path)
+        return tmp_path / "runs" / name
+
+    whole = run("whole", 0, "whole")
+    stopped = run("stopped", 3, "stopped")
+    assert load_checkpoint(stopped / "last.pt")["global_step"] == 3
+    resumed = run("stopped", 0, "resumed")
+    masks = {
+        (t, r): torch.load(tmp_path / f"masks-{t}-{r}.pt")
+        for t in ("whole", "stopped", "resumed")
+        for r in (0, 1)
+    }
+    assert len(masks["whole", 0]) == len(masks["whole", 1]) == 12  # 6 steps, 2 dropout layers
+    for a, b in zip(masks["whole", 0], masks["whole", 1], strict=True):
+        assert not torch.equal(a, b)  # 4 images, about half of their channels dropped
+    for r in (0, 1):  # the interrupted run drew the uninterrupted run's masks before and after the stop
+        both = masks["stopped", r] + masks["resumed", r]
+        assert len(both) == 12 and all(
+            torch.equal(a, b) for a, b in zip(both, masks["whole", r], strict=True)
+        ), r
+    a, b = load_checkpoint(whole / "last.pt")["model"], load_checkpoint(resumed / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = pd.read_csv(whole / "history.csv"), pd.read_csv(resumed / "history.csv")
+    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"), check_exact=True)

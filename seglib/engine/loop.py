@@ -24,7 +24,7 @@ from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
 from .progressive import shrink_batch
-from .runtime import autocast
+from .runtime import autocast, seed_rank_step
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
 from .tta import forward_tta
@@ -183,6 +183,7 @@ def train_one_epoch(
             stats.step += 1
             continue
         images, masks = _training_batch(batch, state, cfg, env, size)
+        seed_rank_step(cfg.seed, state.step, get_rank())  # each rank its own dropout masks
         timed = env.clock is not None and env.clock.start("first training step")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)

@@ -17,6 +17,7 @@ __all__ = [
     "apply_determinism",
     "resolve_device",
     "seed_everything",
+    "seed_rank_step",
     "rng_state",
     "set_rng_state",
     "autocast",
@@ -62,6 +63,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_rank_step(seed: int, step: int, rank: int) -> None:
+    """Before training step `step` on a rank after the first: seed torch's generators from (seed, step, rank).
+
+    Dropout draws from torch's generator, which `seed_everything` seeds alike on every rank, so without this
+    every rank would drop the same channels of its share of the batch. Rank 0 (and a single process) keeps
+    the one stream that last.pt saves, so its results stay as they were; the other ranks' draws are a
+    function of the step, so a resumed run makes them again without saving them. Rank 0: nothing.
+    """
+    if rank:
+        state = np.random.SeedSequence([seed, step, rank, 0xD80]).generate_state(1, dtype=np.uint64)[0]
+        torch.manual_seed(int(state >> 1))
 
 
 def rng_state() -> dict[str, Any]:
