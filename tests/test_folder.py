@@ -243,6 +243,43 @@ def test_a_mask_of_another_size_gives_both_sizes(tmp_path, demo):
     assert "skipped" in skipping[0]
 
 
+def phone_photo(path: Path, upright: np.ndarray) -> None:
+    """`upright` (HxWx3) saved as phones save a portrait photo: the pixels stored a quarter turn off, and
+    the EXIF orientation 6 that tells viewers to turn them back."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90).save(path, exif=exif)
+
+
+def test_a_phone_photo_is_read_upright_beside_its_mask(tmp_path):
+    """An image stored sideways with an EXIF orientation is read as viewers (and annotation tools) show
+    it beside a mask of that size, and as stored beside a mask drawn on the stored pixels."""
+    picture = np.zeros((48, 64, 3), np.uint8)
+    picture[OBJECT == 1] = 255  # the object white, where the mask has it
+    write_pair(tmp_path, "shown", Image.fromarray(OBJECT))
+    phone_photo(tmp_path / "images" / "shown.png", picture)
+    write_pair(tmp_path, "stored", Image.fromarray(np.rot90(OBJECT)))  # ROTATE_90's quarter turn
+    phone_photo(tmp_path / "images" / "stored.png", picture)
+
+    def folder() -> FolderDataset:
+        return FolderDataset(tmp_path, "trainval", image_size=32, val_fraction=0, test_fraction=0)
+
+    ds, cached = folder(), folder().use_cache(tmp_path / "cache", 32)
+    assert ds.names == ["shown", "stored"]
+    assert ds.original_size(0) == (48, 64) and ds.original_size(1) == (64, 48)
+    for i in range(2):
+        image, mask = ds.load_image(i), ds.load_mask(i)
+        assert image.shape[:2] == mask.shape == ds.original_size(i)
+        assert np.array_equal(image[..., 0] == 255, mask == 1)  # aligned, pixel for pixel
+        a, b = ds[i], cached[i]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    # A mask of neither size: the message gives the image's size both ways.
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(tmp_path / "masks" / "shown.png")
+    message = r"mask size 40x30 differs from its image's 64x48 .*stored as 48x64 and shown turned to 64x48"
+    with pytest.raises(CorruptSampleError, match=message):
+        folder().load_mask(0)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

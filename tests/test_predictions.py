@@ -16,7 +16,14 @@ from torch import nn
 
 from seglib.cli import main
 from seglib.data import FolderDataset, make_synthetic_folder
-from seglib.engine import evaluate, predict_dataset, predict_image, save_checkpoint, save_prediction
+from seglib.engine import (
+    evaluate,
+    predict_dataset,
+    predict_files,
+    predict_image,
+    save_checkpoint,
+    save_prediction,
+)
 from seglib.engine.checkpoint import model_spec
 from seglib.models import build_model
 from seglib.viewer import MaskViewer
@@ -68,6 +75,32 @@ def test_a_prediction_is_written_as_files_you_can_open(tmp_path):
     assert scored["dice"] == pytest.approx(1.0) and scored["iou"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"my_cat: the truth mask is 60x40, its image 120x90"):
         pred.row(0.5, np.zeros((40, 60), np.uint8))
+
+
+def test_a_phone_photo_is_predicted_upright(tmp_path):
+    """A photo stored sideways with EXIF orientation 6 (as phones store portraits) is predicted as viewers
+    show it, so that its mask lies on the photo one sees; beside a truth of the stored size, as stored."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait.jpg"
+    Image.new("RGB", (120, 90), (90, 60, 30)).save(path, exif=exif)  # stored 120x90, shown 90x120
+    pred = predict_image(Ramp(), path, image_size=64, device="cpu")
+    assert pred.image.shape == (120, 90, 3) and pred.mask().shape == (120, 90)
+    df = predict_files(Ramp(), [path], tmp_path / "shown", 64, device="cpu")
+    assert (df.width[0], df.height[0]) == (90, 120)
+    assert Image.open(tmp_path / "shown" / "portrait_mask.png").size == (90, 120)
+    truth = np.zeros((90, 120), np.uint8)  # drawn on the stored pixels: their right half, as Ramp predicts
+    truth[:, 60:] = 1
+    df = predict_files(
+        Ramp(),
+        [path],
+        tmp_path / "stored",
+        64,
+        device="cpu",
+        truths={"portrait": path},
+        read_truth=lambda p: truth,
+    )
+    assert (df.width[0], df.height[0]) == (120, 90) and df.dice[0] == pytest.approx(1.0)
 
 
 def test_predictions_of_a_split_score_as_evaluate_does(folder, checkpoint, tmp_path):

@@ -16,7 +16,14 @@ from .dataset import EmptySplitError, OxfordPetDataset, collate
 from .demo_folder import make_synthetic_folder
 from .device import DeviceAugment, augment_seed, normalize_table, normalize_uint8
 from .download import RESOURCES, download
-from .files import CorruptSampleError, find_root, is_oxford_pet_root, open_rgb
+from .files import (
+    CorruptSampleError,
+    find_root,
+    is_oxford_pet_root,
+    open_rgb,
+    stored_and_upright_size,
+    upright_for,
+)
 from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
 from .masks import MaskValueError, parse_mask_values, read_folder_mask
@@ -76,6 +83,8 @@ __all__ = [
     "normalize_table",
     "normalize_uint8",
     "open_rgb",
+    "stored_and_upright_size",
+    "upright_for",
     "open_split",
     "parse_mask_values",
     "read_folder_mask",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .trimaps import check_trimap
 
@@ -21,7 +21,11 @@ __all__ = [
     "read_image",
     "read_pair",
     "read_trimap",
+    "stored_and_upright_size",
+    "upright_for",
 ]
+
+_ORIENTATION = 0x0112  # the EXIF tag: how a camera's stored pixels turn to be seen upright (1: as stored)
 
 HOW_TO_GET = (
     "download the real data with `make data` (or `python -m seglib download --data_path DIR`, "
@@ -52,17 +56,42 @@ def is_oxford_pet_root(root: str | Path) -> bool:
     return True
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image whatever its real format (the release has PNG and GIF files named .jpg) as RGB."""
+def open_rgb(path: str | Path, upright: bool = False) -> Image.Image:
+    """Open an image whatever its real format (the release has PNG and GIF files named .jpg) as RGB.
+
+    `upright`: turned as its EXIF orientation says, as photo viewers show it (a phone's portrait photo is
+    often stored sideways); False: the pixels as stored, which the Oxford set's trimaps follow."""
     with Image.open(path) as im:
         im.seek(0)  # first frame of a GIF
-        return im.convert("RGB")
+        return (ImageOps.exif_transpose(im) if upright else im).convert("RGB")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """The image at `path` as uint8 HxWx3 RGB at its original resolution."""
+def stored_and_upright_size(path: str | Path) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(height, width) of the image at `path` as stored and as shown upright (EXIF orientation 5-8 turn
+    it a quarter), read from its header."""
+    with Image.open(path) as im:
+        turns = im.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
+        return (im.height, im.width), ((im.width, im.height) if turns else (im.height, im.width))
+
+
+def upright_for(path: str | Path, mask_shape: tuple[int, int] | None) -> bool:
+    """Whether to read the image at `path` upright (EXIF orientation applied) beside a mask of `mask_shape`.
+
+    Upright, as viewers and annotation tools show it, unless the mask has the stored size only: then it
+    was drawn on the stored pixels. Without a mask (prediction): upright."""
+    if mask_shape is None:
+        return True
     try:
-        return np.asarray(open_rgb(path))
+        stored, shown = stored_and_upright_size(path)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return True  # unreadable: reading the image says so, naming the file
+    return not (tuple(mask_shape) == stored and stored != shown)
+
+
+def read_image(path: Path, upright: bool = False) -> np.ndarray:
+    """The image at `path` as uint8 HxWx3 RGB at its original resolution (`upright`: as `open_rgb`)."""
+    try:
+        return np.asarray(open_rgb(path, upright))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .base import SegmentationDataset
 from .cache import PairReader, ResizedCache
 from .dataset import EmptySplitError
+from .files import read_image, stored_and_upright_size, upright_for
 from .lists import SPLITS
 from .masks import check_mask_size, parse_mask_values, read_folder_mask, read_folder_pair
 from .pairs import find_pairs
@@ -87,7 +89,8 @@ class FolderDataset(SegmentationDataset):
             on_corrupt,
         )
         self.rule = parse_mask_values(mask_values)
-        self.cache_tag = f"mask_values={self.rule}" if not self.rule.auto else ""
+        # "upright": the cache of images read as stored, before EXIF orientation counted, is not reused
+        self.cache_tag = "upright" + (f";mask_values={self.rule}" if not self.rule.auto else "")
         pairs = find_pairs(self.root, on_missing)
         self.splits, self.split_source = folder_split(
             self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
@@ -105,6 +108,7 @@ class FolderDataset(SegmentationDataset):
         self.transform = transform if transform is not None else eval_transform(image_size)
         self.return_full_mask = return_full_mask
         self._sizes: dict[int, tuple[int, int]] = {}
+        self._upright: dict[int, bool] = {}
         self.cache: ResizedCache | None = None
 
     def image_path(self, name: str) -> Path:
@@ -116,6 +120,29 @@ class FolderDataset(SegmentationDataset):
 
     def pair_reader(self) -> PairReader:
         return functools.partial(read_folder_pair, rule=self.rule)
+
+    def upright(self, i: int) -> bool:
+        """Whether image i is read upright (EXIF orientation applied): unless its mask has the image's
+        stored size only (`files.upright_for`)."""
+        if i not in self._upright:
+            e = self.entries[i]
+            try:
+                with Image.open(e.mask) as m:
+                    shape: tuple[int, int] | None = (m.height, m.width)
+            except (OSError, SyntaxError, ValueError):
+                shape = None  # unreadable: reading the mask says so, naming the file
+            self._upright[i] = upright_for(e.image, shape)
+        return self._upright[i]
+
+    def original_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image i as read (upright or as stored, `upright`), from the headers."""
+        if i not in self._sizes:
+            stored, shown = stored_and_upright_size(self.entries[i].image)
+            self._sizes[i] = shown if self.upright(i) else stored
+        return self._sizes[i]
+
+    def load_image(self, i: int) -> np.ndarray:
+        return read_image(self.entries[i].image, self.upright(i))
 
     def load_trimap(self, i: int) -> np.ndarray:
         """Mask i as a trimap (uint8 HxW: 1 object, 2 background), checked against its image's size."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .files import CorruptSampleError, read_image
+from .files import CorruptSampleError, read_image, stored_and_upright_size, upright_for
 from .trimaps import BACKGROUND, PET
 
 __all__ = [
@@ -153,17 +153,26 @@ def check_mask_size(expected: tuple[int, int], mask: np.ndarray, image_path: Pat
     """CorruptSampleError giving both sizes (width x height) when a mask and its image differ."""
     if mask.shape != expected:
         (h, w), (mh, mw) = expected, mask.shape
+        stored, shown = stored_and_upright_size(image_path)
+        turned = (
+            f"; the image is stored as {stored[1]}x{stored[0]} and shown turned to {shown[1]}x{shown[0]} by "
+            "its EXIF orientation: a mask of either size is taken"
+            if stored != shown
+            else ""
+        )
         raise CorruptSampleError(
-            f"{mask_path}: mask size {mw}x{mh} differs from its image's {w}x{h} ({image_path}); a mask must "
-            "have its image's size: resize the mask to it with nearest-neighbour sampling (which keeps its "
-            "values), or pass on_corrupt='skip' to leave the pair out"
+            f"{mask_path}: mask size {mw}x{mh} differs from its image's {w}x{h} ({image_path}){turned}; a mask "
+            "must have its image's size: resize the mask to it with nearest-neighbour sampling (which keeps "
+            "its values), or pass on_corrupt='skip' to leave the pair out"
         )
 
 
 def read_folder_pair(
     image_path: Path, mask_path: Path, rule: MaskRule = MaskRule()
 ) -> tuple[np.ndarray, np.ndarray]:
-    """An image (uint8 HxWx3) and its mask as a trimap (uint8 HxW), checked to agree in size."""
-    image, trimap = read_image(image_path), read_folder_mask(mask_path, rule)
+    """An image (uint8 HxWx3) and its mask as a trimap (uint8 HxW), checked to agree in size; the image
+    upright (EXIF orientation applied) unless the mask has its stored size only (`files.upright_for`)."""
+    trimap = read_folder_mask(mask_path, rule)
+    image = read_image(image_path, upright_for(image_path, trimap.shape))
     check_mask_size(image.shape[:2], trimap, image_path, mask_path)
     return image, trimap

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from ..data import SegmentationDataset, eval_transform, open_rgb, uint8_transform
@@ -297,10 +297,11 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
+    """A file or PIL image upright (EXIF orientation applied, as viewers show it); an array as it is."""
     if isinstance(image, str | Path):
-        return np.asarray(open_rgb(image))
+        return np.asarray(open_rgb(image, upright=True))
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be uint8 HxWx3 RGB, got dtype {arr.dtype} shape {arr.shape}")

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import SegmentationDataset, open_rgb
+from ..data import SegmentationDataset, open_rgb, upright_for
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write_csv
@@ -94,10 +94,13 @@ def predict_image(
     device: str = "auto",
     tta: bool | TTA = False,
 ) -> Prediction:
-    """`model`'s prediction for one image (an RGB array, a PIL image or a file) at its original size."""
+    """`model`'s prediction for one image (an RGB array, a PIL image or a file) at its original size; a
+    file or PIL image upright, as viewers show it (EXIF orientation applied)."""
     if isinstance(image, str | Path):
         name = name or Path(image).stem
-        image = open_rgb(image)
+        image = open_rgb(image, upright=True)
+    elif isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(image)
     rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
     logits = predict_logits(model, rgb, image_size, device, tta)
     return Prediction(name or "image", rgb, logits)
@@ -130,13 +133,16 @@ def predict_files(
     """Predict each image file: masks and overlays in `out_dir`, and `out_dir`/predictions.csv.
 
     `truths` maps an image's stem to its mask file, which `read_truth(path)` reads into a uint8 0/1
-    mask; an image with one gets Dice and IoU.
+    mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
+    the mask has the image's stored size only, as a folder data set reads them (`data.upright_for`).
     """
     rows = []
-    for f in files:
-        pred = predict_image(model, f, None, image_size, device, tta)
-        mask_file = (truths or {}).get(pred.name)
+    for f in map(Path, files):
+        mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
+        # an array: predict_image would turn a PIL image upright, which the stored pixels are not
+        image = np.asarray(open_rgb(f, upright_for(f, None if truth is None else truth.shape)))
+        pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth))
     return _write_table(rows, out_dir)
 
