@@ -280,6 +280,23 @@ def test_a_phone_photo_is_read_upright_beside_its_mask(tmp_path):
         folder().load_mask(0)
 
 
+def test_a_16_bit_image_keeps_its_range_and_a_float_image_is_named(tmp_path):
+    """16-bit grey images (scans, microscopy) keep their top 8 bits: PIL's convert("RGB") clips them at
+    255, which made 99.6% of this one white. A float image has no one scale: the error says what to do."""
+    deep = np.linspace(0, 65535, 48 * 64).reshape(48, 64).astype(np.uint16)
+    write_pair(tmp_path, "deep", Image.fromarray(OBJECT))
+    Image.fromarray(deep).save(tmp_path / "images" / "deep.png")  # PIL mode I;16
+    write_pair(tmp_path, "float", Image.fromarray(OBJECT))
+    (tmp_path / "images" / "float.png").unlink()
+    Image.fromarray(deep.astype(np.float32) / 65535).save(tmp_path / "images" / "float.tif")  # mode F
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    image = ds.load_image(0)
+    assert np.array_equal(image, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=2))
+    message = r"float.tif: a floating-point image .* save it as 8- or 16-bit, or pass on_corrupt='skip'"
+    with pytest.raises(CorruptSampleError, match=message):
+        ds[1]
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -103,6 +103,12 @@ def test_a_phone_photo_is_predicted_upright(tmp_path):
     assert (df.width[0], df.height[0]) == (120, 90) and df.dice[0] == pytest.approx(1.0)
 
 
+def test_a_16_bit_photo_is_predicted_on_its_range():
+    deep = np.linspace(0, 65535, 30 * 40).reshape(30, 40).astype(np.uint16)
+    pred = predict_image(Ramp(), Image.fromarray(deep), image_size=32, device="cpu")  # PIL mode I;16
+    assert np.array_equal(pred.image[..., 1], (deep >> 8).astype(np.uint8))
+
+
 def test_predictions_of_a_split_score_as_evaluate_does(folder, checkpoint, tmp_path):
     from seglib.engine import load_model
 

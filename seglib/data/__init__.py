@@ -21,6 +21,7 @@ from .files import (
     find_root,
     is_oxford_pet_root,
     open_rgb,
+    rgb_image,
     stored_and_upright_size,
     upright_for,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "normalize_table",
     "normalize_uint8",
     "open_rgb",
+    "rgb_image",
     "stored_and_upright_size",
     "upright_for",
     "open_split",

@@ -13,6 +13,7 @@ from .trimaps import check_trimap
 
 __all__ = [
     "CorruptSampleError",
+    "UnsupportedImageError",
     "HOW_TO_GET",
     "check_pair",
     "find_root",
@@ -21,6 +22,7 @@ __all__ = [
     "read_image",
     "read_pair",
     "read_trimap",
+    "rgb_image",
     "stored_and_upright_size",
     "upright_for",
 ]
@@ -35,6 +37,10 @@ HOW_TO_GET = (
 
 class CorruptSampleError(ValueError):
     """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
+
+
+class UnsupportedImageError(ValueError):
+    """An image PIL reads but seglib cannot turn into 8-bit RGB unambiguously; the message says what to do."""
 
 
 def find_root(root: str | Path) -> Path:
@@ -56,6 +62,19 @@ def is_oxford_pet_root(root: str | Path) -> bool:
     return True
 
 
+def rgb_image(im: Image.Image) -> Image.Image:
+    """`im` as 8-bit RGB. A 16-bit grey image (PIL modes I;16 and I) keeps its top 8 bits, the full range
+    as viewers show it: PIL's own convert clips it at 255, which turns most of such an image white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        deep = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        return Image.fromarray((deep >> 8).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        raise UnsupportedImageError(
+            "a floating-point image (PIL mode F) has no one scale to 8 bits; save it as 8- or 16-bit"
+        )
+    return im.convert("RGB")
+
+
 def open_rgb(path: str | Path, upright: bool = False) -> Image.Image:
     """Open an image whatever its real format (the release has PNG and GIF files named .jpg) as RGB.
 
@@ -63,7 +82,10 @@ def open_rgb(path: str | Path, upright: bool = False) -> Image.Image:
     often stored sideways); False: the pixels as stored, which the Oxford set's trimaps follow."""
     with Image.open(path) as im:
         im.seek(0)  # first frame of a GIF
-        return (ImageOps.exif_transpose(im) if upright else im).convert("RGB")
+        try:
+            return rgb_image(ImageOps.exif_transpose(im) if upright else im)
+        except UnsupportedImageError as e:
+            raise UnsupportedImageError(f"{path}: {e}") from None
 
 
 def stored_and_upright_size(path: str | Path) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -92,6 +114,8 @@ def read_image(path: Path, upright: bool = False) -> np.ndarray:
     """The image at `path` as uint8 HxWx3 RGB at its original resolution (`upright`: as `open_rgb`)."""
     try:
         return np.asarray(open_rgb(path, upright))
+    except UnsupportedImageError as e:
+        raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' to leave such samples out") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import SegmentationDataset, eval_transform, open_rgb, uint8_transform
+from ..data import SegmentationDataset, eval_transform, open_rgb, rgb_image, uint8_transform
 from ..metrics import (
     IGNORE_INDEX,
     confusion_counts,
@@ -301,7 +301,7 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     if isinstance(image, str | Path):
         return np.asarray(open_rgb(image, upright=True))
     if isinstance(image, Image.Image):
-        return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
+        return np.asarray(rgb_image(ImageOps.exif_transpose(image)))
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be uint8 HxWx3 RGB, got dtype {arr.dtype} shape {arr.shape}")

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import SegmentationDataset, open_rgb, upright_for
+from ..data import SegmentationDataset, open_rgb, rgb_image, upright_for
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write_csv
@@ -101,7 +101,7 @@ def predict_image(
         image = open_rgb(image, upright=True)
     elif isinstance(image, Image.Image):
         image = ImageOps.exif_transpose(image)
-    rgb = np.asarray(image.convert("RGB")) if isinstance(image, Image.Image) else np.asarray(image)
+    rgb = np.asarray(rgb_image(image)) if isinstance(image, Image.Image) else np.asarray(image)
     logits = predict_logits(model, rgb, image_size, device, tta)
     return Prediction(name or "image", rgb, logits)
 
