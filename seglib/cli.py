@@ -384,6 +384,8 @@ def _predict(a: argparse.Namespace) -> None:
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
     files = image_files(src) if src.is_dir() else [src]
+    if not files:
+        sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...)")
     truths, read = None, None
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
         saved = load_checkpoint(a.model_path).get("config", {}).get("mask_values", "")

@@ -175,6 +175,20 @@ def test_the_command_line_predicts_a_folder_with_its_truth(folder, checkpoint, t
     ]  # fmt: skip
 
 
+def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "IMG_0001.HEIC").write_bytes(b"not opened here")  # an iPhone's default format
+    (photos / "notes.txt").write_text("left out quietly")
+    args = ["predict", "--model_path", str(checkpoint), "--input", str(photos), "--output_dir", str(tmp_path)]
+    with (
+        pytest.warns(UserWarning, match=r"1 photo\(s\) in a format PIL cannot open here are left out "
+                     r"\(IMG_0001.HEIC\); convert them to JPEG or PNG"),
+        pytest.raises(SystemExit, match=r"photos holds no image file that PIL opens"),
+    ):  # fmt: skip
+        main(args)
+
+
 def test_the_command_line_predicts_a_split_of_a_folder(folder, checkpoint, tmp_path):
     main(
         ["predict", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(folder),

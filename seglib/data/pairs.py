@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,15 +24,25 @@ def is_folder_root(root: str | Path) -> bool:
     return (root / "images").is_dir() and (root / "masks").is_dir()
 
 
+# Photo formats PIL does not open without a plugin: left out, but said (an iPhone saves HEIC by default).
+PHOTO_SUFFIXES = frozenset({".heic", ".heif", ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".jxl"})
+
+
 def image_files(folder: str | Path) -> list[Path]:
-    """The image files of a folder (the formats PIL opens; hidden files and others, e.g. notes, left out)."""
+    """The image files of a folder (the formats PIL opens; hidden files and others, e.g. notes, left out).
+
+    Photos in a format PIL cannot open here (HEIC, camera raw) are left out with a warning naming them."""
     folder = Path(folder)
     known = set(Image.registered_extensions())
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in known
-    )
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    lacking = sorted(p.name for p in files if p.suffix.lower() in PHOTO_SUFFIXES - known)
+    if lacking:
+        warnings.warn(
+            f"{folder}: {len(lacking)} photo(s) in a format PIL cannot open here are left out "
+            f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); convert them to JPEG or PNG",
+            stacklevel=2,
+        )
+    return sorted(p for p in files if p.suffix.lower() in known)
 
 
 def _by_stem(files: list[Path], stem: Callable[[Path], str], what: str) -> dict[str, Path]:
