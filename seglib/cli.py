@@ -36,6 +36,7 @@ from .engine import (
     PROFILES,
     RECIPES,
     TrainConfig,
+    atomic_write_csv,
     checkpoint_image_size,
     config_from_profile,
     evaluate,
@@ -355,9 +356,9 @@ def _evaluate(a: argparse.Namespace) -> None:
     df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=tta)
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out / "per_image.csv", index=False)
+    atomic_write_csv(df, out / "per_image.csv")
     table = summarize(df)
-    table.to_csv(out / "summary.csv")
+    atomic_write_csv(table.reset_index(), out / "summary.csv")
     save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
     worst = df.sort_values("dice").index[: a.num_figures].tolist()
     save_prediction_figures(model, ds, worst, out / "worst", size, device=a.device, tta=tta)

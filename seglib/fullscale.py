@@ -38,7 +38,7 @@ from .bench.timing import PeakRSS
 from .data import OxfordPetDataset, is_oxford_pet_root, make_fullsize_pets
 from .data.cache import build_cache
 from .data.synthetic import RELEASE_SIZES
-from .engine import evaluate
+from .engine import atomic_write_text, evaluate
 from .engine.runs import latest_run, load_history
 from .engine.runtime import cpu_name, native_bf16, resolve_device
 from .models import build_model
@@ -282,8 +282,8 @@ def _report(result: dict[str, Any], out: Path | None) -> None:
     print("\n" + text, flush=True)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "fullscale.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-        (out / "fullscale.md").write_text(text)
+        atomic_write_text(out / "fullscale.json", json.dumps(result, indent=2, default=str) + "\n")
+        atomic_write_text(out / "fullscale.md", text)
 
 
 def _sample_part(a: argparse.Namespace, work: Path, profile: str, left: float) -> list[Row] | None:

@@ -15,6 +15,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
+from .atomic import atomic_write
 from .data import IGNORE_INDEX, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
@@ -43,8 +44,8 @@ __all__ = [
 def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     """Save and close a figure (creating the folder)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    with atomic_write(path) as f:
+        fig.savefig(f, format=path.suffix.lstrip(".") or None, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
 

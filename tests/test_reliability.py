@@ -13,6 +13,7 @@ import torch
 from conftest import tiny_train_config
 from PIL import Image
 
+from seglib.atomic import atomic_path
 from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
 from seglib.engine.io import atomic_torch_save
@@ -177,6 +178,20 @@ def test_atomic_write_error_removes_the_temporary_file(tmp_path):
         atomic_torch_save({"v": lambda: 0}, tmp_path / "c.pt")  # cannot be pickled
     assert torch.load(tmp_path / "c.pt")["v"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_writer_that_takes_a_file_name_keeps_the_previous_file_when_it_fails(tmp_path):
+    """The exporters write by file name (atomic_path): a failure halfway leaves the previous file."""
+    target = tmp_path / "best.onnx"
+    target.write_bytes(b"the previous export")
+    with pytest.raises(RuntimeError, match="the exporter failed"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half of a")
+        raise RuntimeError("the exporter failed")
+    assert target.read_bytes() == b"the previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["best.onnx"]
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"the new export")
+    assert target.read_bytes() == b"the new export" and len(list(tmp_path.iterdir())) == 1
 
 
 # --- bad data ------------------------------------------------------------------------------------------

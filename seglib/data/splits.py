@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from .dataset import EmptySplitError
 from .masks import shown
 
@@ -112,5 +113,6 @@ def write_splits(splits: dict[str, list[str]], folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split in SPLIT_FILES:
         names = splits.get(split, [])
-        (folder / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+        with atomic_write(folder / f"{split}.txt", "w") as f:
+            f.write("".join(f"{n}\n" for n in names))
     return folder

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, atomic_write
 from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
 from .checkpoint import load_checkpoint, load_model
 from .evaluate import evaluate
@@ -70,10 +71,19 @@ def export_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on internals a user cannot act on
         if fmt == "pt2":
-            torch.export.save(torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name)), path)
+            program = torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name))
+            with atomic_write(path) as f:  # a kill mid-save leaves the previous file, not half of one
+                torch.export.save(program, f)
             return path
-        _export_onnx(model, example, path, name, opset)
-    meta = {
+        with atomic_path(path) as tmp:
+            _export_onnx(model, example, tmp, name, opset)
+            _set_metadata(tmp, _metadata(name, image_size, checkpoint))
+    return path
+
+
+def _metadata(name: str, image_size: int, checkpoint: str | Path) -> dict[str, str]:
+    """The ONNX file's metadata_props: what an inference script needs besides the graph."""
+    return {
         "model": name,
         "image_size": str(image_size),
         "mean": json.dumps(list(IMAGENET_MEAN)),
@@ -82,8 +92,6 @@ def export_model(
         "output": "logits: float32 N x 1 x H x W; object where logits > 0",
         "source": str(Path(checkpoint).resolve()),
     }
-    _set_metadata(path, meta)
-    return path
 
 
 def _export_onnx(

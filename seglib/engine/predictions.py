@@ -21,7 +21,7 @@ from torch import nn
 from ..data import SegmentationDataset, open_rgb, rgb_image, upright_for
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
-from .io import atomic_write_csv
+from .io import atomic_write, atomic_write_csv
 from .tta import TTA
 
 __all__ = [
@@ -114,8 +114,9 @@ def save_prediction(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     mask_file, overlay_file = f"{pred.name}_mask.png", f"{pred.name}_overlay.png"
-    Image.fromarray(pred.mask(threshold) * 255).save(out / mask_file)
-    Image.fromarray(pred.overlay(threshold)).save(out / overlay_file)
+    for file, pixels in ((mask_file, pred.mask(threshold) * 255), (overlay_file, pred.overlay(threshold))):
+        with atomic_write(out / file) as f:
+            Image.fromarray(pixels).save(f, format="PNG")
     return pred.row(threshold, truth) | {"mask": mask_file, "overlay": overlay_file}
 
 

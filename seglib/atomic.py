@@ -1,0 +1,55 @@
+"""Atomic file writes: a temporary file in the same folder, flush, fsync, os.replace.
+
+A crash or a kill at any moment leaves either the previous complete file or the new complete file. The
+temporary file's name carries its writer (`.<file>.HOST-PID.<random>.tmp`): the next write into the
+folder removes those of killed processes (`seglib.leftovers`). Standard library only: the data layer,
+the engine and the faces all write through here (the engine's torch and pandas writers: `engine.io`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .leftovers import owner_tag, remove_leftovers
+
+__all__ = ["atomic_path", "atomic_write"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file's path beside `path`, for writers that take a file name (exporters); on success
+    it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path.parent, ".*.tmp", _tmp_tag, what="unfinished save")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+
+
+def _tmp_tag(name: str) -> str:
+    """The writer of `.<file>.HOST-PID.<random>.tmp` (mkstemp's random part has no dot)."""
+    parts = name.removesuffix(".tmp").rsplit(".", 2)
+    return parts[1] if len(parts) == 3 else ""
