@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from .data import (
     SPLITS,
@@ -47,7 +48,7 @@ from .engine import (
 )
 from .engine.allocator import reexec_with_allocator
 from .engine.config import CHOICES
-from .engine.export import EXPORT_FORMATS, check_export, export_model
+from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, export_model, load_exported
 from .engine.loaders import checkpoint_split
 from .engine.predictions import predict_dataset, predict_files
 from .engine.tta import TTA
@@ -368,19 +369,38 @@ def _evaluate(a: argparse.Namespace) -> None:
 
 
 def _predict(a: argparse.Namespace) -> None:
+    if a.input is not None:
+        _predict_files(a)
+        return
     size = a.image_size or checkpoint_image_size(a.model_path)
     model, tta = load_model(a.model_path), _tta(a)
     out = Path(a.output_dir)
-    if a.input is None:
-        ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
-        df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta)
-        save_prediction_figures(model, ds, range(len(ds)), out / "figures", size, a.threshold, a.device, tta)
-        print(
-            f"{len(df)} masks and overlays of the {a.split} split (mean Dice {df.dice.mean():.4f} at "
-            f"original resolution) in {out}, one row each in predictions.csv; image / truth / prediction "
-            "in figures/"
-        )
-        return
+    ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
+    df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta)
+    save_prediction_figures(model, ds, range(len(ds)), out / "figures", size, a.threshold, a.device, tta)
+    print(
+        f"{len(df)} masks and overlays of the {a.split} split (mean Dice {df.dice.mean():.4f} at "
+        f"original resolution) in {out}, one row each in predictions.csv; image / truth / prediction "
+        "in figures/"
+    )
+
+
+def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, str]:
+    """predict --input's model, image size, device and the mask values of its run: a checkpoint's, or an
+    exported file's (.onnx, .pt2: on the CPU, the size from its metadata)."""
+    if Path(a.model_path).suffix not in EXPORTED_SUFFIXES:
+        saved = load_checkpoint(a.model_path).get("config", {}).get("mask_values", "")
+        return load_model(a.model_path), a.image_size or checkpoint_image_size(a.model_path), a.device, saved
+    model = load_exported(a.model_path)
+    size = a.image_size or int(model.metadata.get("image_size", 0))
+    if not size:
+        sys.exit(f"{a.model_path} does not say the size its model was trained at; pass --image_size")
+    return model, size, "cpu", ""
+
+
+def _predict_files(a: argparse.Namespace) -> None:
+    model, size, device, saved = _predict_model(a)
+    tta, out = _tta(a), Path(a.output_dir)
     src = Path(a.input)
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
@@ -389,14 +409,13 @@ def _predict(a: argparse.Namespace) -> None:
         sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...)")
     truths, read = None, None
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
-        saved = load_checkpoint(a.model_path).get("config", {}).get("mask_values", "")
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
         truths = find_masks(a.masks, [f.stem for f in files])
 
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))
 
-    df = predict_files(model, files, out, size, a.threshold, a.device, tta, truths, read)
+    df = predict_files(model, files, out, size, a.threshold, device, tta, truths, read)
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )

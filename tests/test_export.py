@@ -156,3 +156,52 @@ def test_without_the_export_extra_the_message_says_what_to_install(tmp_path, mon
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
     with pytest.raises(ImportError, match=r"no onnxscript package: .*pip install -e '\.\[export\]'"):
         export_model(checkpoint)
+
+
+@pytest.mark.slow
+def test_the_command_line_predicts_photos_with_an_exported_file(trained, tmp_path):
+    """`predict --input` takes the .onnx or .pt2 file (the size from its metadata) and writes the masks the
+    checkpoint gives; a split needs the run's settings, which only the checkpoint holds."""
+    checkpoint, data = trained
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in data.names[:3]:
+        Image.fromarray(data.load_image(data.names.index(name))).save(photos / f"{name}.png")
+    outputs = {}
+    for model in (
+        checkpoint,
+        export_model(checkpoint, tmp_path / "best.onnx"),
+        export_model(checkpoint, tmp_path / "best.pt2", fmt="pt2"),
+    ):
+        out = tmp_path / Path(model).suffix.lstrip(".")
+        main(
+            [
+                "predict",
+                "--model_path",
+                str(model),
+                "--input",
+                str(photos),
+                "--output_dir",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        outputs[out.name] = [np.asarray(Image.open(out / f"{n}_mask.png")) for n in data.names[:3]]
+    assert load_exported(tmp_path / "best.pt2").metadata["image_size"] == "64"
+    assert any(0 < m.mean() < 255 for m in outputs["pt"])  # masks with object and background: a real check
+    for fmt in ("onnx", "pt2"):  # logits within 1e-4 of the checkpoint's: a pixel at the threshold may flip
+        for a, b in zip(outputs["pt"], outputs[fmt], strict=True):
+            assert a.shape == b.shape and (a == b).mean() > 0.999, fmt
+    with pytest.raises(SystemExit, match=r"best.onnx is an exported model, not a checkpoint: .*best.pt"):
+        main(
+            [
+                "evaluate",
+                "--model_path",
+                str(tmp_path / "best.onnx"),
+                "--dataset",
+                "folder",
+                "--data_path",
+                str(data.root),
+            ]
+        )

@@ -11,9 +11,18 @@ from torch import nn
 from ..models import MODELS, build_model
 from .io import atomic_torch_save
 
-__all__ = ["FORMAT", "model_spec", "save_checkpoint", "load_checkpoint", "load_model", "CheckpointError"]
+__all__ = [
+    "EXPORTED_SUFFIXES",
+    "FORMAT",
+    "model_spec",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "CheckpointError",
+]
 
 FORMAT = "seglib-checkpoint-v1"
+EXPORTED_SUFFIXES = (".onnx", ".pt2")  # what export_model writes: models without a run's settings
 
 
 class CheckpointError(ValueError):
@@ -41,6 +50,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {str(path)!r} does not exist; runs keep theirs in results/runs/<run>/"
+        )
+    if path.suffix in EXPORTED_SUFFIXES:
+        raise CheckpointError(
+            f"{path} is an exported model, not a checkpoint: it holds no run settings (split, mask values). "
+            "`predict --input` takes it; for a split, point at the checkpoint it was exported from (best.pt)"
         )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)

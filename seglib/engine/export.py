@@ -21,16 +21,25 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write
 from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import EXPORTED_SUFFIXES, load_checkpoint, load_model
 from .evaluate import evaluate
 
-__all__ = ["EXPORT_FORMATS", "OnnxModel", "ProgramModel", "check_export", "export_model", "load_exported"]
+__all__ = [
+    "EXPORTED_SUFFIXES",
+    "EXPORT_FORMATS",
+    "OnnxModel",
+    "ProgramModel",
+    "check_export",
+    "export_model",
+    "load_exported",
+]
 
 EXPORT_FORMATS = ("onnx", "pt2")
 # The smallest height and width the exported graph takes. At 32 px the ResNet34-UNet's deepest map is
 # 1 x 1, a size torch.export treats as a special case rather than as one value of the dimension.
 MIN_SIDE = {"resnet34_unet": 33}
 MAX_SIDE = 8192
+PT2_METADATA = "seglib.json"  # the .pt2 archive's extra file with the ONNX file's metadata, as JSON
 EXTRA_HINT = "pip install -e '.[export]' (onnx, onnxruntime, onnxscript)"
 
 
@@ -70,14 +79,15 @@ def export_model(
     example = (torch.randn(2, 3, side, side),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on internals a user cannot act on
+        meta = _metadata(name, image_size, checkpoint)
         if fmt == "pt2":
             program = torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name))
             with atomic_write(path) as f:  # a kill mid-save leaves the previous file, not half of one
-                torch.export.save(program, f)
+                torch.export.save(program, f, extra_files={PT2_METADATA: json.dumps(meta)})
             return path
         with atomic_path(path) as tmp:
             _export_onnx(model, example, tmp, name, opset)
-            _set_metadata(tmp, _metadata(name, image_size, checkpoint))
+            _set_metadata(tmp, meta)
     return path
 
 
@@ -146,7 +156,10 @@ class ProgramModel(nn.Module):
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)
-        object.__setattr__(self, "program", torch.export.load(self.path).module())
+        extra = {PT2_METADATA: ""}
+        object.__setattr__(self, "program", torch.export.load(self.path, extra_files=extra).module())
+        # the ONNX file's metadata (image_size, mean, std, ...); empty for files of older seglib versions
+        self.metadata: dict[str, str] = json.loads(extra[PT2_METADATA] or "{}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.program(x)
