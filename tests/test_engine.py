@@ -30,6 +30,23 @@ from seglib.models import build_model
 
 # --- config ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("xpu", r"device='xpu': seglib runs on 'cpu' or 'cuda\[:N\]'"),
+        ("meta", r"device='meta': seglib runs on"),
+        ("gpu", r"device='gpu' is not a device name"),
+        ("mps", r"device='mps' but Apple's MPS is not available here"),
+    ],
+)
+def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp_path, device, message):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match=message):
+        fit(tiny_config(device=device))
+    assert not (tmp_path / "runs").exists()  # no run folder, no cache
+
+
+@pytest.mark.parametrize(
     ("kw", "message"),
     [
         ({"model": "segnet"}, r"unknown model 'segnet'; choose one of \['resnet34_unet', 'unet'\]"),

@@ -31,7 +31,8 @@ __all__ = [
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """ "auto" -> CUDA when available, else CPU. An unavailable CUDA device raises ValueError."""
+    """ "auto" -> CUDA when available, else CPU. A device this machine lacks, or one that seglib does not
+    train on (only cpu, cuda and, untested, Apple's mps), raises ValueError."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -40,6 +41,12 @@ def resolve_device(device: str = "auto") -> torch.device:
         raise ValueError(f"device={device!r} is not a device name; use 'auto', 'cpu' or 'cuda[:N]'") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device={device!r} but Apple's MPS is not available here; use device='cpu' or 'auto'"
+        )
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r}: seglib runs on 'cpu' or 'cuda[:N]' ('auto' picks one)")
     return dev
 
 
