@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from seglib.cli import main
-from seglib.data import FolderDataset, make_synthetic_folder
+from seglib.data import FolderDataset, image_files, make_synthetic_folder
 from seglib.engine import (
     evaluate,
     predict_dataset,
@@ -173,6 +173,16 @@ def test_the_command_line_predicts_a_folder_with_its_truth(folder, checkpoint, t
     assert list(pd.read_csv(tmp_path / "one" / "predictions.csv").columns) == [
         "name", "width", "height", "pred_fraction", "mask", "overlay"
     ]  # fmt: skip
+
+
+def test_two_photos_of_one_name_are_refused_before_either_is_written(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for suffix in (".jpg", ".png"):
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / f"cat{suffix}")
+    with pytest.raises(ValueError, match=r"cat.jpg and .*cat.png would both write cat_mask.png; rename one"):
+        predict_files(Ramp(), image_files(photos), tmp_path / "out", 32, device="cpu")
+    assert not (tmp_path / "out").exists()
 
 
 def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint, tmp_path):

@@ -137,8 +137,10 @@ def predict_files(
     mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
     the mask has the image's stored size only, as a folder data set reads them (`data.upright_for`).
     """
+    files = [Path(f) for f in files]
+    _check_unique_names(files)
     rows = []
-    for f in map(Path, files):
+    for f in files:
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
         # an array: predict_image would turn a PIL image upright, which the stored pixels are not
@@ -146,6 +148,18 @@ def predict_files(
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth))
     return _write_table(rows, out_dir)
+
+
+def _check_unique_names(files: list[Path]) -> None:
+    """Outputs are named after the file's stem: two files of one stem would write over each other."""
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise ValueError(
+                f"{seen[f.stem]} and {f} would both write {f.stem}_mask.png; rename one of them, or "
+                "predict them into different --output_dir folders"
+            )
+        seen[f.stem] = f
 
 
 def predict_dataset(
