@@ -10,6 +10,7 @@ browser: change a widget's value and the picture changes.
 
 from __future__ import annotations
 
+import html
 import io
 from pathlib import Path
 
@@ -197,10 +198,18 @@ class MaskViewer:
         if not files or self.model is None:
             return
         f = files[0]
-        photo = Image.open(io.BytesIO(bytes(f["content"])))
-        # The same prediction as `python -m seglib predict`: save_prediction(viewer.upload_prediction, DIR)
-        # writes the files that command writes.
-        pred = predict_image(self.model, photo, Path(f["name"]).stem, self.image_size, self.device)
+        try:
+            photo = Image.open(io.BytesIO(bytes(f["content"])))
+            # The same prediction as `python -m seglib predict`: save_prediction(viewer.upload_prediction,
+            # DIR) writes the files that command writes.
+            pred = predict_image(self.model, photo, Path(f["name"]).stem, self.image_size, self.device)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            # a callback's exception reaches no one in a notebook: the status line says it
+            self.status.value = (
+                f"<b>cannot segment {html.escape(f['name'])}</b>: {html.escape(str(e))}. An image PIL "
+                "opens (jpg, png, webp, ...) works; export an iPhone's HEIC photo as JPEG"
+            )
+            return
         self._upload = (f["name"], pred)
         self.refresh()
 

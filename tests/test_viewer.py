@@ -117,3 +117,7 @@ def test_upload_segments_your_photo(ds):
     assert not np.array_equal(shown[:, :10], shown[:, -10:])  # left: background, right: pet
     v.index.value = 2  # back to the data set
     assert v.render().shape == (*ds.original_size(2), 3)
+    # A file that is no image: the status line says so (a callback's error would reach no one).
+    v.upload.value = ({**v.upload.value[0], "name": "IMG_1.HEIC", "content": memoryview(b"ftypheic")},)
+    assert "cannot segment IMG_1.HEIC</b>: cannot identify image file" in v.status.value
+    assert v.upload_prediction is None and v.render().shape == (*ds.original_size(2), 3)
