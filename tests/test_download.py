@@ -1,4 +1,5 @@
-"""download() against local archives served from file URLs (the real site is not reachable here)."""
+"""download() against local archives served from file URLs and local HTTP servers (the real site is not
+reachable here)."""
 
 import hashlib
 import tarfile
@@ -62,7 +63,7 @@ def test_offline_fails_with_a_clear_message(tmp_path):
 
 
 def test_download_over_http_from_a_local_server(archives, tmp_path):
-    """The http path goes through torchvision's downloader; the server listens on 127.0.0.1 only."""
+    """The http path; the server (Python's own, which ignores Range requests) listens on 127.0.0.1 only."""
     import functools
     import http.server
     import threading
@@ -78,7 +79,65 @@ def test_download_over_http_from_a_local_server(archives, tmp_path):
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         resources = tuple((f"{base}/{url.rsplit('/', 1)[1]}", md5) for url, md5 in archives)
+        # a part left by an earlier try: this server ignores Range requests and sends the whole file,
+        # which then replaces the part instead of following it
+        (tmp_path / "pets").mkdir()
+        (tmp_path / "pets" / "images.tar.gz.part").write_bytes(b"x" * 1000)
         root = download(tmp_path / "pets", resources=resources, log=lambda s: None)
+        assert len(OxfordPetDataset(root, "train")) == 180
+        assert _md5(root / "images.tar.gz") == archives[0][1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_broken_transfer_continues_where_it_stopped(archives, tmp_path):
+    """A server that supports Range requests (as the release's does) and breaks the first transfer of
+    images.tar.gz halfway: the bytes fetched stay in images.tar.gz.part, and the next call asks for the
+    rest only, checks the whole file's MD5 and extracts it."""
+    import http.server
+    import threading
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    folder = Path(urlparse(archives[0][0]).path).parent
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            data = (folder / self.path.lstrip("/")).read_bytes()
+            asked = self.headers.get("Range")
+            seen.append(asked)
+            start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
+            self.send_response(206 if asked else 200)
+            if asked:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            first_images = self.path.endswith("images.tar.gz") and not asked and seen.count(None) == 1
+            # the first transfer of images.tar.gz breaks after half of its bytes
+            self.wfile.write(data[start : len(data) // 2] if first_images else data[start:])
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        resources = tuple((f"{base}/{url.rsplit('/', 1)[1]}", md5) for url, md5 in archives)
+        root = tmp_path / "pets"
+        with pytest.raises(
+            RuntimeError, match=r"could not download .*images.tar.gz: .* Run this again: it continues after"
+        ):
+            download(root, resources=resources, log=lambda s: None)
+        half = (root / "images.tar.gz.part").stat().st_size
+        assert half > 0 and not (root / "images.tar.gz").exists()
+        said = []
+        download(root, resources=resources, log=said.append)
+        assert seen[-2] == f"bytes={half}-"  # the rest of images.tar.gz only; then annotations whole
+        assert any(f"continuing after the {half / 1e6:.1f} MB" in s for s in said)
+        assert _md5(root / "images.tar.gz") == archives[0][1] and not (root / "images.tar.gz.part").exists()
         assert len(OxfordPetDataset(root, "train")) == 180
     finally:
         server.shutdown()

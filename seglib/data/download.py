@@ -1,8 +1,11 @@
-"""Download the real Oxford-IIIT Pet release, with MD5 checks, through torchvision's downloader."""
+"""Download the real Oxford-IIIT Pet release, with MD5 checks; a broken transfer continues where it stopped."""
 
 from __future__ import annotations
 
+import http.client
+import os
 import shutil
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -20,16 +23,64 @@ RESOURCES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _fetch(url: str, archive: Path, md5: str) -> None:
-    """torchvision's downloader for http(s); a plain copy for file:// URLs (a local mirror), MD5-checked."""
-    from torchvision.datasets.utils import check_integrity, download_url
+CHUNK = 1 << 20
+USER_AGENT = "seglib"  # some servers refuse Python's default agent
 
-    if urllib.parse.urlparse(url).scheme != "file":
-        download_url(url, str(archive.parent), filename=archive.name, md5=md5)
+
+def _fetch(url: str, archive: Path, md5: str, log: Callable[[str], None]) -> None:
+    """`url` into `archive`, MD5-checked: over http(s) through `<archive>.part`, which a broken transfer
+    leaves for the next call to continue (an HTTP Range request); a plain copy for file:// URLs."""
+    from torchvision.datasets.utils import check_integrity
+
+    if urllib.parse.urlparse(url).scheme == "file":
+        shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), archive)
+        if not check_integrity(str(archive), md5):
+            raise RuntimeError("MD5 mismatch")
         return
-    shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), archive)
-    if not check_integrity(str(archive), md5):
-        raise RuntimeError("File not found or corrupted.")
+    part = _part(archive)
+    _http_download(url, part, log)
+    if not check_integrity(str(part), md5):
+        part.unlink()
+        raise RuntimeError("MD5 mismatch")
+    os.replace(part, archive)
+
+
+def _part(archive: Path) -> Path:
+    """Where an http download of `archive` collects its bytes until they are whole and checked."""
+    return archive.with_name(archive.name + ".part")
+
+
+def _http_download(url: str, part: Path, log: Callable[[str], None]) -> None:
+    """Fetch `url` into `part`, continuing after the bytes already there where the server allows it."""
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT} | ({"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not have:  # 416: nothing after `have`: the part is whole or stale; start over
+            raise
+        part.unlink()
+        _http_download(url, part, log)
+        return
+    with response:
+        if have and response.status != 206:  # the server sends the whole file: start over
+            have = 0
+        if have:
+            log(f"{part}: continuing after the {have / 1e6:.1f} MB already fetched")
+        total = have + (response.length or 0) or None
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part")
+            ) as bar,
+        ):
+            while chunk := response.read(CHUNK):
+                f.write(chunk)
+                bar.update(len(chunk))
+        if response.length is not None and total is not None and part.stat().st_size < total:
+            raise OSError(f"the transfer broke after {part.stat().st_size} of {total} bytes")
 
 
 def download(
@@ -75,17 +126,21 @@ def _verified_archive(url: str, md5: str, archive: Path, stamp: Path, log: Calla
         stamp.unlink(missing_ok=True)
     log(f"downloading {url} -> {archive}")
     try:
-        _fetch(url, archive, md5)
-    except RuntimeError as e:  # torchvision's word for an MD5 mismatch after download
+        _fetch(url, archive, md5, log)
+    except RuntimeError as e:  # _fetch's MD5 mismatch
         archive.unlink(missing_ok=True)
         raise RuntimeError(
             f"{url}: the downloaded file's MD5 is not {md5} (a broken transfer or a changed file); "
             f"it was deleted, run the download again ({e})"
         ) from e
-    except OSError as e:  # URLError, HTTPError, timeouts, DNS failures
+    except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, DNS, a broken transfer
         archive.unlink(missing_ok=True)
+        part = _part(archive)
+        kept = part.stat().st_size if part.exists() else 0
+        again = f"Run this again: it continues after the {kept / 1e6:.1f} MB in {part}" if kept else ""
+        again = again or "Are you offline?"
         raise RuntimeError(
-            f"could not download {url}: {e}. Are you offline? Fetch the file by hand on a machine with "
+            f"could not download {url}: {e}. {again}; or fetch the file by hand on a machine with "
             f"internet, put it at {archive} and run this again (it is checked against MD5 {md5})"
         ) from e
     log(f"{archive}: downloaded, MD5 verified")
