@@ -18,6 +18,7 @@ import textwrap
 import tokenize
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -430,8 +431,15 @@ def _export(a: argparse.Namespace) -> None:
         print(f"check: the largest logit difference from the checkpoint on random images is {diff:.2e}")
 
 
+def _plain_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    """A warning as the command line says it: one line, without the source line that raised it."""
+    return f"seglib: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
+    if argv is None:  # the command line's process, not a caller's (tests, notebooks)
+        warnings.formatwarning = _plain_warning
     if argv is None and a.command in ("train", "evaluate", "predict"):
         # From the command line: start again under jemalloc when installed (engine/allocator.py); it
         # keeps the big activation buffers that glibc gives back to the OS at every step.

@@ -185,6 +185,23 @@ def test_two_photos_of_one_name_are_refused_before_either_is_written(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_damaged_photo_is_named_and_the_others_are_predicted(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / "good.jpg")
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / "cut.jpg")
+    (photos / "cut.jpg").write_bytes((photos / "cut.jpg").read_bytes()[:200])  # a transfer that broke
+    with pytest.warns(
+        UserWarning, match=r"1 of 2 image\(s\) could not be read: cut.jpg \(.*\); they are left"
+    ):
+        df = predict_files(Ramp(), image_files(photos), tmp_path / "out", 32, device="cpu")
+    assert df.name.tolist() == ["good"] and (tmp_path / "out" / "good_mask.png").exists()
+    with pytest.raises(
+        ValueError, match=r"1 of 1 image\(s\) could not be read: cut.jpg .*nothing was predicted"
+    ):
+        predict_files(Ramp(), [photos / "cut.jpg"], tmp_path / "none", 32, device="cpu")
+
+
 def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint, tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -7,6 +7,7 @@ The command line's `predict`, the viewer's upload box and notebook 07 all predic
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,15 +140,30 @@ def predict_files(
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
-    rows = []
+    rows, unread = [], []
     for f in files:
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
-        # an array: predict_image would turn a PIL image upright, which the stored pixels are not
-        image = np.asarray(open_rgb(f, upright_for(f, None if truth is None else truth.shape)))
+        try:  # an array: predict_image would turn a PIL image upright, which the stored pixels are not
+            image = np.asarray(open_rgb(f, upright_for(f, None if truth is None else truth.shape)))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            unread.append(f"{f.name} ({e})")  # one damaged photo does not stop the others
+            continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth))
+    _report_unread(unread, len(files))
     return _write_table(rows, out_dir)
+
+
+def _report_unread(unread: list[str], n: int) -> None:
+    """A warning naming the files that could not be read; an error when none could."""
+    if not unread:
+        return
+    what = f"{len(unread)} of {n} image(s) could not be read: {'; '.join(unread[:3])}"
+    what += "; ..." if len(unread) > 3 else ""
+    if len(unread) == n:
+        raise ValueError(f"{what}; nothing was predicted")
+    warnings.warn(f"{what}; they are left out (save them again as JPEG or PNG)", stacklevel=3)
 
 
 def _check_unique_names(files: list[Path]) -> None:
