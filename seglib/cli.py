@@ -27,6 +27,7 @@ from torch import nn
 
 from .data import (
     SPLITS,
+    SegmentationDataset,
     download,
     find_masks,
     image_files,
@@ -46,6 +47,7 @@ from .engine import (
     load_checkpoint,
     load_model,
     summarize,
+    worst_indices,
 )
 from .engine.allocator import reexec_with_allocator
 from .engine.config import CHOICES
@@ -218,6 +220,12 @@ def _data_args(sp: argparse.ArgumentParser) -> None:
         "--dataset", default=defaults["dataset"], choices=CHOICES["dataset"], help=docs.get("dataset")
     )
     sp.add_argument("--device", default=defaults["device"], help=docs.get("device"))
+    sp.add_argument(
+        "--on_corrupt",
+        choices=CHOICES["on_corrupt"],
+        help="an unreadable image or mask of the split: raise (naming it) or skip (named, left out); "
+        "default: the run's",
+    )
 
 
 def _train_parser(sub: Any) -> None:
@@ -351,9 +359,17 @@ def _train(a: argparse.Namespace) -> None:
     )
 
 
+def _split(a: argparse.Namespace, size: int) -> SegmentationDataset:
+    """The --split of the checkpoint's data (or of --data_path), read as its run read it."""
+    skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
+    return checkpoint_split(
+        a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit, **skip
+    )
+
+
 def _evaluate(a: argparse.Namespace) -> None:
     size = a.image_size or checkpoint_image_size(a.model_path)
-    ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
+    ds = _split(a, size)
     model, tta = load_model(a.model_path), _tta(a)
     df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=tta)
     out = Path(a.output_dir)
@@ -362,7 +378,7 @@ def _evaluate(a: argparse.Namespace) -> None:
     table = summarize(df)
     atomic_write_csv(table.reset_index(), out / "summary.csv")
     save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
-    worst = df.sort_values("dice").index[: a.num_figures].tolist()
+    worst = worst_indices(df, ds, a.num_figures)
     save_prediction_figures(model, ds, worst, out / "worst", size, device=a.device, tta=tta)
     print(
         f"{ds.root} {a.split}: {len(df)} images at original resolution\n{table.round(4).to_string()}\nsaved in {out}"
@@ -376,7 +392,7 @@ def _predict(a: argparse.Namespace) -> None:
     size = a.image_size or checkpoint_image_size(a.model_path)
     model, tta = load_model(a.model_path), _tta(a)
     out = Path(a.output_dir)
-    ds = checkpoint_split(a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit)
+    ds = _split(a, size)
     df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta)
     save_prediction_figures(model, ds, range(len(ds)), out / "figures", size, a.threshold, a.device, tta)
     print(

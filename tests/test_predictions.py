@@ -224,3 +224,20 @@ def test_the_command_line_predicts_a_split_of_a_folder(folder, checkpoint, tmp_p
     table = pd.read_csv(tmp_path / "split" / "predictions.csv")
     assert list(table.name) == FolderDataset(folder, "test").names and table.dice.notna().all()
     assert len(list((tmp_path / "split" / "figures").glob("*.png"))) == len(table)
+
+
+def test_evaluate_leaves_out_a_damaged_image_and_shows_the_worst_of_the_rest(checkpoint, tmp_path):
+    root = make_synthetic_folder(tmp_path / "mine", n=30, seed=3)
+    test = FolderDataset(root, "test")
+    assert len(test) == 3
+    damaged = test.image_path(test.names[0])
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    args = ["evaluate", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(root),
+            "--output_dir", str(tmp_path / "eval"), "--device", "cpu", "--num_figures", "2"]  # fmt: skip
+    with pytest.raises(SystemExit, match=r"cannot read the image .*\(--on_corrupt skip\)"):
+        main(args)
+    with pytest.warns(UserWarning, match=rf"1 unreadable image\(s\) left out: {test.names[0]}"):
+        main([*args, "--on_corrupt", "skip"])
+    assert list(pd.read_csv(tmp_path / "eval" / "per_image.csv").name) == test.names[1:]
+    # the worst images' figures: the two scored ones, found by name (not the damaged one at row 0)
+    assert sorted(p.stem for p in (tmp_path / "eval" / "worst").glob("*.png")) == sorted(test.names[1:])

@@ -115,12 +115,12 @@ def read_image(path: Path, upright: bool = False) -> np.ndarray:
     try:
         return np.asarray(open_rgb(path, upright))
     except UnsupportedImageError as e:
-        raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' to leave such samples out") from e
+        raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' (--on_corrupt skip) to leave it out") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
-            "Re-download the data, or pass on_corrupt='skip' to leave such samples out (they are counted "
-            "and reported at the end of each epoch)"
+            "Re-download the data, or pass on_corrupt='skip' (--on_corrupt skip) to leave such samples out "
+            "(they are counted and reported at the end of each epoch)"
         ) from e
 
 
