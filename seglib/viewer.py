@@ -153,7 +153,9 @@ class MaskViewer:
         shown = self.current
         if self.sort.value == "dice ascending":
             dice = self._table_dice if self._table_dice is not None else self._model_dice()
-            self.order = sorted(range(len(self.dataset)), key=lambda i: (dice[i], i))
+            # images without a Dice (not in the table: left out as unreadable) go last; NaN would
+            # scramble the order, since it compares false with everything
+            self.order = sorted(range(len(self.dataset)), key=lambda i: (np.isnan(dice[i]), dice[i], i))
         else:
             self.order = list(range(len(self.dataset)))
         if self.index.value != self.order.index(shown):
@@ -256,7 +258,8 @@ class MaskViewer:
         if self.model is not None:
             parts.append(f"Dice {self.dice(i):.4f} at threshold {self.threshold.value:.2f}")
         elif self._table_dice is not None:
-            parts.append(f"Dice {self._table_dice[i]:.4f} (from the table)")
+            d = self._table_dice[i]
+            parts.append("not in the table" if np.isnan(d) else f"Dice {d:.4f} (from the table)")
         legend = "truth green, prediction orange, false positives red, false negatives blue"
         return " · ".join(parts) + f"<br><small>{legend}</small>"
 

@@ -92,6 +92,12 @@ def test_sort_from_an_evaluation_table(ds):
     assert "Dice 0.9000 (from the table)" in v.status.value  # the image on show stays
     worst_first = MaskViewer(ds, table=pd.DataFrame(table), sort="dice ascending")
     assert worst_first.current == 1 and "Dice 0.1000 (from the table)" in worst_first.status.value
+    # an image the table lacks (left out as unreadable) goes last, the others stay in Dice order
+    partial = pd.DataFrame(table).drop(index=2)
+    v = MaskViewer(ds, table=partial, sort="dice ascending")
+    assert [ds.names[i] for i in v.order] == [ds.names[i] for i in (1, 4, 3, 5, 0, 2)]
+    v.index.value = 5
+    assert "not in the table" in v.status.value
     with pytest.raises(ValueError, match="Dice needs a model or a table"):
         MaskViewer(ds, sort="dice ascending")
     with pytest.raises(ValueError, match="columns 'name' and 'dice'"):
