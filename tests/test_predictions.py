@@ -241,3 +241,7 @@ def test_evaluate_leaves_out_a_damaged_image_and_shows_the_worst_of_the_rest(che
     assert list(pd.read_csv(tmp_path / "eval" / "per_image.csv").name) == test.names[1:]
     # the worst images' figures: the two scored ones, found by name (not the damaged one at row 0)
     assert sorted(p.stem for p in (tmp_path / "eval" / "worst").glob("*.png")) == sorted(test.names[1:])
+    for name in test.names[1:]:  # every image damaged: nothing to score, said as such
+        test.image_path(name).write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"evaluate: all 3 image\(s\) are unreadable, nothing to score"):
+        main([*args, "--on_corrupt", "skip"])

@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import SegmentationDataset, eval_transform, open_rgb, rgb_image, uint8_transform
+from ..data import (
+    CorruptSampleError,
+    SegmentationDataset,
+    eval_transform,
+    open_rgb,
+    rgb_image,
+    uint8_transform,
+)
 from ..metrics import (
     IGNORE_INDEX,
     confusion_counts,
@@ -130,6 +137,11 @@ def _gathered(rows: list[tuple[int, dict[str, Any]]], skipped: list[str], world:
         parts = all_gather_object((rows, skipped))
         rows = sorted((r for part, _ in parts for r in part), key=lambda r: r[0])
         skipped = [s for _, part in parts for s in part]
+    if skipped and not rows:
+        raise CorruptSampleError(
+            f"evaluate: all {len(skipped)} image(s) are unreadable, nothing to score: "
+            f"{'; '.join(skipped[:5])}; replace them, or point at another split"
+        )
     if skipped:
         warnings.warn(
             f"evaluate: {len(skipped)} unreadable image(s) left out: {'; '.join(skipped[:5])}",
