@@ -226,6 +226,22 @@ def test_corrupt_image_skip_is_counted_and_reported(damaged_root, tmp_path, caps
     assert f"skipped 1 unreadable sample(s): {name}" in capsys.readouterr().out
 
 
+def test_a_split_with_no_readable_image_stops_the_run(tmp_path):
+    """Every image skipped as unreadable: the epoch's loss and Dice would be zeros, and a best.pt of an
+    untrained model would be saved; the run stops naming the files instead."""
+    from seglib.data import make_synthetic_folder
+
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=0)
+    for image in (root / "images").iterdir():
+        image.write_bytes(image.read_bytes()[:200])  # every transfer broke
+    cfg = tiny_train_config(root, tmp_path / "runs", dataset="folder", on_corrupt="skip", run_name="r")
+    with pytest.raises(
+        CorruptSampleError, match=r"epoch 1: none of the training images could be read \(10 skipped: photo_"
+    ):
+        fit(cfg)
+    assert not (tmp_path / "runs" / "r" / "best.pt").exists()
+
+
 def test_fit_on_an_empty_split_stops_before_any_work(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root, tmp_path / "copy")
     (root / "annotations" / "trainval.txt").write_text("")

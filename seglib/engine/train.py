@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import DeviceAugment, SegmentationDataset, write_splits
+from ..data import CorruptSampleError, DeviceAugment, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
@@ -400,7 +400,14 @@ def _train_and_validate(
             f"{folder.path / 'last.pt'} holds the last good state (end of epoch {epoch - 1}). "
             f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
         ) from None
-    return _end_epoch(epoch, state, tr.reduced(env.device), va.reduced(env.device), t0, steps, folder, size)
+    tr, va = tr.reduced(env.device), va.reduced(env.device)
+    for what, stats in (("training", tr), ("validation", va)):
+        if not stats.n_images:  # every sample skipped as unreadable: the epoch's figures would be zeros
+            raise CorruptSampleError(
+                f"epoch {epoch}: none of the {what} images could be read ({len(stats.skipped)} skipped: "
+                f"{'; '.join(stats.skipped[:3])}); replace the files, or point data_root at other data"
+            )
+    return _end_epoch(epoch, state, tr, va, t0, steps, folder, size)
 
 
 def _end_epoch(
