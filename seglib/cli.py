@@ -46,6 +46,7 @@ from .engine import (
     fit,
     load_checkpoint,
     load_model,
+    scored_indices,
     summarize,
     worst_indices,
 )
@@ -394,7 +395,8 @@ def _predict(a: argparse.Namespace) -> None:
     out = Path(a.output_dir)
     ds = _split(a, size)
     df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta)
-    save_prediction_figures(model, ds, range(len(ds)), out / "figures", size, a.threshold, a.device, tta)
+    shown = scored_indices(df, ds)  # the images predicted: not those left out as unreadable
+    save_prediction_figures(model, ds, shown, out / "figures", size, a.threshold, a.device, tta)
     print(
         f"{len(df)} masks and overlays of the {a.split} split (mean Dice {df.dice.mean():.4f} at "
         f"original resolution) in {out}, one row each in predictions.csv; image / truth / prediction "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .atomic import atomic_write
-from .data import IGNORE_INDEX, OxfordPetDataset
+from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
 from .engine.tta import TTA
@@ -38,6 +39,7 @@ __all__ = [
     "plot_model_comparison",
     "error_map",
     "overlay",
+    "readable",
 ]
 
 
@@ -108,6 +110,28 @@ def plot_prediction(
     return fig
 
 
+def readable(dataset: OxfordPetDataset, indices: Sequence[int]) -> list[int]:
+    """`indices` without the images that cannot be read, when the data set skips those
+    (`on_corrupt="skip"`; a warning names them); otherwise all of them, and reading one raises."""
+    if getattr(dataset, "on_corrupt", "raise") != "skip":
+        return list(indices)
+    kept, unread = [], []
+    for i in indices:
+        try:
+            dataset.load_pair(i)
+        except CorruptSampleError as e:
+            unread.append(f"{dataset.entries[i].name} ({e})")
+            continue
+        kept.append(i)
+    if unread and not kept:
+        raise CorruptSampleError(
+            f"none of the {len(unread)} image(s) to show can be read: {'; '.join(unread[:3])}"
+        )
+    if unread:
+        warnings.warn(f"{len(unread)} unreadable image(s) not shown: {'; '.join(unread[:3])}", stacklevel=3)
+    return kept
+
+
 def save_prediction_figures(
     model: nn.Module,
     dataset: OxfordPetDataset,
@@ -120,7 +144,7 @@ def save_prediction_figures(
 ) -> list[Path]:
     """For each index: image / truth / prediction / errors at the original resolution, saved as PNG."""
     paths = []
-    for i in indices:
+    for i in readable(dataset, indices):
         image, truth = dataset.load_image(i), dataset.load_mask(i)
         logits = predict_logits(model, image, image_size, device, tta)  # (H, W) at the original size
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
@@ -151,6 +175,7 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:
     """Images with their pet mask overlaid (green), titled by name and breed."""
+    indices = readable(dataset, indices)
     rows = -(-len(indices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
@@ -212,6 +237,7 @@ def plot_prediction_grid(
     tta: bool | TTA = False,
 ) -> Figure:
     """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
+    indices = readable(dataset, indices)
     fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)
     for row, i in zip(axes, indices, strict=True):
         image, truth = dataset.load_image(i), dataset.load_mask(i)

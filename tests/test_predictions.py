@@ -26,6 +26,7 @@ from seglib.engine import (
 )
 from seglib.engine.checkpoint import model_spec
 from seglib.models import build_model
+from seglib.plots import plot_overlay_grid, readable
 from seglib.viewer import MaskViewer
 
 
@@ -241,6 +242,18 @@ def test_evaluate_leaves_out_a_damaged_image_and_shows_the_worst_of_the_rest(che
     assert list(pd.read_csv(tmp_path / "eval" / "per_image.csv").name) == test.names[1:]
     # the worst images' figures: the two scored ones, found by name (not the damaged one at row 0)
     assert sorted(p.stem for p in (tmp_path / "eval" / "worst").glob("*.png")) == sorted(test.names[1:])
+    # predict --split and the figures of the notebooks likewise
+    pred_args = ["predict", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(root),
+                 "--output_dir", str(tmp_path / "pred"), "--split", "test", "--on_corrupt", "skip"]  # fmt: skip
+    with pytest.warns(UserWarning, match=rf"1 of 3 image\(s\) could not be read: {test.names[0]}"):
+        main(pred_args)
+    assert list(pd.read_csv(tmp_path / "pred" / "predictions.csv").name) == test.names[1:]
+    assert sorted(p.stem for p in (tmp_path / "pred" / "figures").glob("*.png")) == sorted(test.names[1:])
+    skipping = FolderDataset(root, "test", on_corrupt="skip")
+    with pytest.warns(UserWarning, match=rf"1 unreadable image\(s\) not shown: {test.names[0]}"):
+        assert readable(skipping, [0, 1, 2]) == [1, 2]
+    with pytest.warns(UserWarning):
+        assert len([a for a in plot_overlay_grid(skipping, [0, 1, 2]).axes if a.images]) == 2
     for name in test.names[1:]:  # every image damaged: nothing to score, said as such
         test.image_path(name).write_bytes(b"")
     with pytest.raises(SystemExit, match=r"evaluate: all 3 image\(s\) are unreadable, nothing to score"):

@@ -8,7 +8,15 @@ workbook runner, studies). docs/design.md maps its modules.
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from .config import CHOICES, SCHEDULERS, TrainConfig
 from .ema import ModelEMA
-from .evaluate import checkpoint_image_size, evaluate, predict, predict_logits, summarize, worst_indices
+from .evaluate import (
+    checkpoint_image_size,
+    evaluate,
+    predict,
+    predict_logits,
+    scored_indices,
+    summarize,
+    worst_indices,
+)
 from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
 from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
@@ -71,6 +79,7 @@ __all__ = [
     "save_prediction",
     "split_dataset",
     "steps_per_batch",
+    "scored_indices",
     "summarize",
     "worst_indices",
     "train_one_epoch",

@@ -49,7 +49,15 @@ from .progress import progress_bar
 from .runtime import autocast, default_amp, default_num_workers, resolve_device
 from .tta import TTA, as_tta, forward_tta, tta_sizes
 
-__all__ = ["evaluate", "predict", "predict_logits", "summarize", "checkpoint_image_size", "worst_indices"]
+__all__ = [
+    "evaluate",
+    "predict",
+    "predict_logits",
+    "summarize",
+    "checkpoint_image_size",
+    "scored_indices",
+    "worst_indices",
+]
 
 # Sets of at most this many images (per process) are read without loader workers: starting up to 8
 # worker processes on every call costs more than they save on so few images.
@@ -273,11 +281,16 @@ def _image_rows(
     return rows
 
 
-def worst_indices(df: pd.DataFrame, dataset: SegmentationDataset, n: int) -> list[int]:
-    """The dataset indices of the `n` images with the lowest Dice in `df` (`evaluate`'s table of that
-    dataset), worst first. By name: images left out as unreadable are not rows of `df`."""
+def scored_indices(df: pd.DataFrame, dataset: SegmentationDataset) -> list[int]:
+    """The dataset indices of `df`'s rows (`evaluate`'s or `predict_dataset`'s table of that dataset), in
+    row order. By name: images left out as unreadable are not rows, so row numbers are not indices."""
     index_of = {name: i for i, name in enumerate(dataset.names)}
-    return [index_of[name] for name in df.sort_values("dice", kind="stable")["name"].iloc[:n]]
+    return [index_of[name] for name in df["name"]]
+
+
+def worst_indices(df: pd.DataFrame, dataset: SegmentationDataset, n: int) -> list[int]:
+    """The dataset indices of the `n` images with the lowest Dice in `df`, worst first (`scored_indices`)."""
+    return scored_indices(df.sort_values("dice", kind="stable"), dataset)[:n]
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

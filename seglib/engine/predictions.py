@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from ..data import SegmentationDataset, open_rgb, rgb_image, upright_for
+from ..data import CorruptSampleError, SegmentationDataset, open_rgb, rgb_image, upright_for
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
@@ -190,11 +190,20 @@ def predict_dataset(
 ) -> pd.DataFrame:
     """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and
     predictions.csv with Dice and IoU, in `out_dir`."""
-    rows = []
-    for i in range(len(dataset)) if indices is None else indices:
+    indices = list(range(len(dataset)) if indices is None else indices)
+    rows, unread = [], []
+    for i in indices:
         name = dataset.entries[i].name
-        pred = predict_image(model, dataset.load_image(i), name, image_size, device, tta)
-        rows.append(save_prediction(pred, out_dir, threshold, dataset.load_mask(i)))
+        try:
+            image, truth = dataset.load_image(i), dataset.load_mask(i)
+        except CorruptSampleError as e:
+            if getattr(dataset, "on_corrupt", "raise") != "skip":
+                raise
+            unread.append(f"{name} ({e})")
+            continue
+        pred = predict_image(model, image, name, image_size, device, tta)
+        rows.append(save_prediction(pred, out_dir, threshold, truth))
+    _report_unread(unread, len(indices))
     return _write_table(rows, out_dir)
 
 
