@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data import IGNORE_INDEX, OxfordPetDataset
+from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import PREDICTION_COLOUR, Prediction, predict_image
 from .metrics import confusion_counts, dice_from_counts
@@ -264,8 +264,14 @@ class MaskViewer:
         return " · ".join(parts) + f"<br><small>{legend}</small>"
 
     def refresh(self) -> None:
-        """Redraw the picture and the status line."""
-        rgb = self.render()
+        """Redraw the picture and the status line (an image that cannot be read: the line says so)."""
+        try:
+            rgb = self.render()
+        except CorruptSampleError as e:  # a widget callback's exception would reach no one
+            self.image.value = b""
+            name = html.escape(self.dataset.entries[self.current].name)
+            self.status.value = f"<b>cannot show {name}</b>: {html.escape(str(e))}"
+            return
         scale = self.max_side / max(rgb.shape[:2])
         pil = Image.fromarray(rgb)
         if scale < 1:

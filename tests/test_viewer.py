@@ -127,3 +127,17 @@ def test_upload_segments_your_photo(ds):
     v.upload.value = ({**v.upload.value[0], "name": "IMG_1.HEIC", "content": memoryview(b"ftypheic")},)
     assert "cannot segment IMG_1.HEIC</b>: cannot identify image file" in v.status.value
     assert v.upload_prediction is None and v.render().shape == (*ds.original_size(2), 3)
+
+
+def test_an_image_that_cannot_be_read_is_named_and_the_others_shown(synthetic_root, tmp_path):
+    import shutil
+
+    root = shutil.copytree(synthetic_root, tmp_path / "copy")
+    ds = OxfordPetDataset(root, "test", image_size=64, limit=6, on_corrupt="skip")
+    damaged = ds.image_path(ds.names[1])
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    v = MaskViewer(ds)
+    v.index.value = 1  # a widget callback: its exception would reach no one, so the status line says it
+    assert f"cannot show {ds.names[1]}</b>: " in v.status.value and "truncated" in v.status.value
+    v.index.value = 2
+    assert ds.names[2] in v.status.value and png(v).shape[2] in (3, 4)
