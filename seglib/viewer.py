@@ -187,7 +187,14 @@ class MaskViewer:
         return self._logit_cache[i]
 
     def _model_dice(self) -> np.ndarray:
-        return np.array([self.dice(i) for i in range(len(self.dataset))])
+        """Every image's Dice; NaN for one that cannot be read (sorted last)."""
+        return np.array([self._dice_or_nan(i) for i in range(len(self.dataset))])
+
+    def _dice_or_nan(self, i: int) -> float:
+        try:
+            return self.dice(i)
+        except CorruptSampleError:
+            return float("nan")
 
     def dice(self, i: int) -> float:
         """Dice of image i at the current threshold (original resolution)."""

@@ -141,3 +141,5 @@ def test_an_image_that_cannot_be_read_is_named_and_the_others_shown(synthetic_ro
     assert f"cannot show {ds.names[1]}</b>: " in v.status.value and "truncated" in v.status.value
     v.index.value = 2
     assert ds.names[2] in v.status.value and png(v).shape[2] in (3, 4)
+    worst_first = MaskViewer(ds, model=Ramp(), sort="dice ascending")  # the damaged image sorts last
+    assert worst_first.order[-1] == 1 and sorted(worst_first.order) == list(range(6))
