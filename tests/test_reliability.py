@@ -14,7 +14,7 @@ from conftest import tiny_train_config
 from PIL import Image
 
 from seglib.atomic import atomic_path
-from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset
+from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset, describe
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
 from seglib.engine.io import atomic_torch_save
 from seglib.engine.train import NonFiniteLossError, TrainingInterrupted
@@ -256,4 +256,7 @@ def test_trimap_with_foreign_values(synthetic_root, tmp_path):
     Image.fromarray((ds.load_trimap(0) * 50).astype("uint8")).save(ds.trimap_path(ds.names[0]))
     with pytest.raises(CorruptSampleError, match=rf"{ds.names[0]}\.png: trimap values must be 1 \(pet\), 2"):
         ds[0]
-    assert "skipped" in OxfordPetDataset(root, "val", on_corrupt="skip")[0]
+    skipping = OxfordPetDataset(root, "val", on_corrupt="skip")
+    assert "skipped" in skipping[0]
+    with pytest.warns(UserWarning, match=rf"describe: 1 unreadable mask\(s\) left out: {ds.names[0]}"):
+        assert describe(skipping).name.tolist() == ds.names[1:]  # notebook 01's table of the rest

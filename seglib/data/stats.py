@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pandas as pd
 
 from .dataset import OxfordPetDataset
+from .files import CorruptSampleError
 from .trimaps import BACKGROUND, BORDER
 
 __all__ = ["describe"]
@@ -14,11 +17,18 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
     """One row per image: name, breed, species, width, height, aspect, fg_fraction, border_fraction.
 
     `fg_fraction` is the pet's share of the image as the original counts it (trimap 1 and 3);
-    `border_fraction` is the share of the trimap's border band (3).
+    `border_fraction` is the share of the trimap's border band (3). A data set that skips unreadable
+    samples (`on_corrupt="skip"`) leaves out those whose mask cannot be read, naming them in a warning.
     """
-    rows = []
+    rows, unread = [], []
     for i, e in enumerate(dataset.entries):
-        trimap = dataset.load_trimap(i)
+        try:
+            trimap = dataset.load_trimap(i)
+        except CorruptSampleError as err:
+            if dataset.on_corrupt != "skip":
+                raise
+            unread.append(f"{e.name} ({err})")
+            continue
         h, w = trimap.shape
         rows.append(
             {
@@ -31,5 +41,9 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
                 "fg_fraction": float((trimap != BACKGROUND).mean()),
                 "border_fraction": float((trimap == BORDER).mean()),
             }
+        )
+    if unread:
+        warnings.warn(
+            f"describe: {len(unread)} unreadable mask(s) left out: {'; '.join(unread[:3])}", stacklevel=2
         )
     return pd.DataFrame(rows)
