@@ -42,9 +42,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
         yield f
         f.flush()
 

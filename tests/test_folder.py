@@ -156,7 +156,7 @@ def test_split_files_fix_the_split(demo, tmp_path):
     (root / "splits" / "test.txt").write_text(f"{names[0]}\nno_such_photo\n")
     with pytest.raises(FileNotFoundError, match=r"test.txt:2 'no_such_photo'.*fix the names"):
         FolderDataset(root, "train")
-    (root / "splits" / "test.txt").write_text(f"{names[0]}\n")
+    (root / "splits" / "test.txt").write_text(f"\ufeff{names[0]}\r\n")  # Notepad: a byte-order mark, CRLF
     with pytest.raises(
         ValueError, match=rf"in both train.txt and test.txt: {names[0]}; an image must be in one split"
     ):

@@ -77,7 +77,8 @@ def _read_split_files(
     for split in SPLIT_FILES:
         path = folder / f"{split}.txt"
         names = []
-        lines = path.read_text().splitlines() if path.is_file() else []
+        # utf-8-sig: a file saved by Windows Notepad starts with a byte-order mark, not part of a name
+        lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []
         for lineno, line in enumerate(lines, start=1):
             name = line.strip()
             if not name or name.startswith("#"):
@@ -113,6 +114,6 @@ def write_splits(splits: dict[str, list[str]], folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for split in SPLIT_FILES:
         names = splits.get(split, [])
-        with atomic_write(folder / f"{split}.txt", "w") as f:
+        with atomic_write(folder / f"{split}.txt", "w", encoding="utf-8") as f:
             f.write("".join(f"{n}\n" for n in names))
     return folder
