@@ -70,6 +70,11 @@ def test_every_mask_form_reads_as_the_same_object(tmp_path):
         "rgb": rgb(OBJECT, {1: (255, 0, 0)}),
         "grey_as_rgb": rgb(OBJECT, {1: (255, 255, 255)}),
         "bilevel": Image.fromarray(OBJECT * 255).convert("1"),
+        "rgba": Image.fromarray(
+            np.dstack([np.asarray(rgb(OBJECT, {1: (0, 0, 255)}))] + [np.full((48, 64), 255, np.uint8)])
+        ),
+        # a cut-out saved as the mask: one flat colour (white, even where transparent), the object opaque
+        "alpha_cutout": Image.fromarray(np.dstack([np.full((48, 64, 3), 255, np.uint8), OBJECT * 255])),
     }
     for name, mask in forms.items():
         write_pair(tmp_path, name, mask)

@@ -130,14 +130,22 @@ def _object_pixels(path: Path, arr: np.ndarray, rule: MaskRule) -> np.ndarray:
     return np.zeros(arr.shape, bool) if obj is None else arr == obj
 
 
+def _mask_layer(im: Image.Image) -> Image.Image:
+    """What says the object: the colours (alpha is not the mask), unless they are one flat colour and
+    only the alpha varies, as in a cut-out saved as the mask: then the alpha."""
+    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"))
+        if (rgba[..., :3] == rgba[0, 0, :3]).all() and (rgba[..., 3] != rgba[0, 0, 3]).any():
+            return Image.fromarray(np.ascontiguousarray(rgba[..., 3]))
+    return im.convert("RGB") if im.mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV") else im
+
+
 def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
     """The mask at `path` as a trimap (uint8 HxW: 1 object, 2 background) under `rule`."""
     try:
         with Image.open(path) as im:
             im.seek(0)  # first frame of a GIF
-            if im.mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGB")  # alpha is not the mask: the colours are
-            arr = np.asarray(im)
+            arr = np.asarray(_mask_layer(im))
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the mask ({type(e).__name__}: {e}); the file is truncated or not an "
