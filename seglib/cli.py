@@ -425,7 +425,13 @@ def _predict_files(a: argparse.Namespace) -> None:
         sys.exit(f"--input {src} does not exist")
     files = image_files(src) if src.is_dir() else [src]
     if not files:
-        sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...)")
+        subfolders = [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        hint = (
+            f"; its subfolders ({', '.join(subfolders[:3])}) are not searched: point --input at one"
+            if subfolders
+            else ""
+        )
+        sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...){hint}")
     truths, read = None, None
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)

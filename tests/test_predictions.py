@@ -212,8 +212,14 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
     with (
         pytest.warns(UserWarning, match=r"1 photo\(s\) in a format PIL cannot open here are left out "
                      r"\(IMG_0001.HEIC\); convert them to JPEG or PNG"),
-        pytest.raises(SystemExit, match=r"photos holds no image file that PIL opens"),
+        pytest.raises(SystemExit, match=r"photos holds no image file that PIL opens \(jpg, [^;]*\)$"),
     ):  # fmt: skip
+        main(args)
+    (photos / "2024").mkdir()  # photos sorted into folders: they are not searched, and the message says so
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(SystemExit, match=r"its subfolders \(2024\) are not searched"),
+    ):
         main(args)
 
 
