@@ -24,6 +24,7 @@ from .files import (
     rgb_image,
     stored_and_upright_size,
     upright_for,
+    upright_image,
 )
 from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
@@ -87,6 +88,7 @@ __all__ = [
     "rgb_image",
     "stored_and_upright_size",
     "upright_for",
+    "upright_image",
     "open_split",
     "parse_mask_values",
     "read_folder_mask",

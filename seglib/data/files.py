@@ -25,6 +25,7 @@ __all__ = [
     "rgb_image",
     "stored_and_upright_size",
     "upright_for",
+    "upright_image",
 ]
 
 _ORIENTATION = 0x0112  # the EXIF tag: how a camera's stored pixels turn to be seen upright (1: as stored)
@@ -83,16 +84,33 @@ def open_rgb(path: str | Path, upright: bool = False) -> Image.Image:
     with Image.open(path) as im:
         im.seek(0)  # first frame of a GIF
         try:
-            return rgb_image(ImageOps.exif_transpose(im) if upright else im)
+            return rgb_image(upright_image(im) if upright else im)
         except UnsupportedImageError as e:
             raise UnsupportedImageError(f"{path}: {e}") from None
+
+
+def upright_image(im: Image.Image) -> Image.Image:
+    """`im` turned as its EXIF orientation says; as stored where the EXIF cannot be parsed (Pillow has
+    raised assorted errors on phones' malformed EXIF, e.g. python-pillow/Pillow#8348 and #8605)."""
+    try:
+        return ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - whatever the parser raised, the pixels are still good
+        return im
+
+
+def _orientation(im: Image.Image) -> int | None:
+    """The EXIF orientation tag; None where there is none or the EXIF cannot be parsed (`upright_image`)."""
+    try:
+        return im.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def stored_and_upright_size(path: str | Path) -> tuple[tuple[int, int], tuple[int, int]]:
     """(height, width) of the image at `path` as stored and as shown upright (EXIF orientation 5-8 turn
     it a quarter), read from its header."""
     with Image.open(path) as im:
-        turns = im.getexif().get(_ORIENTATION) in (5, 6, 7, 8)
+        turns = _orientation(im) in (5, 6, 7, 8)
         return (im.height, im.width), ((im.width, im.height) if turns else (im.height, im.width))
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
 from ..data import (
@@ -31,6 +31,7 @@ from ..data import (
     open_rgb,
     rgb_image,
     uint8_transform,
+    upright_image,
 )
 from ..metrics import (
     IGNORE_INDEX,
@@ -333,7 +334,7 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     if isinstance(image, str | Path):
         return np.asarray(open_rgb(image, upright=True))
     if isinstance(image, Image.Image):
-        return np.asarray(rgb_image(ImageOps.exif_transpose(image)))
+        return np.asarray(rgb_image(upright_image(image)))
     arr = np.asarray(image)
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
         raise ValueError(f"image must be uint8 HxWx3 RGB, got dtype {arr.dtype} shape {arr.shape}")

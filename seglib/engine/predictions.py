@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from ..data import CorruptSampleError, SegmentationDataset, open_rgb, rgb_image, upright_for
+from ..data import CorruptSampleError, SegmentationDataset, open_rgb, rgb_image, upright_for, upright_image
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
@@ -101,7 +101,7 @@ def predict_image(
         name = name or Path(image).stem
         image = open_rgb(image, upright=True)
     elif isinstance(image, Image.Image):
-        image = ImageOps.exif_transpose(image)
+        image = upright_image(image)
     rgb = np.asarray(rgb_image(image)) if isinstance(image, Image.Image) else np.asarray(image)
     logits = predict_logits(model, rgb, image_size, device, tta)
     return Prediction(name or "image", rgb, logits)
