@@ -315,6 +315,11 @@ def _predict_parser(sub: Any) -> None:
     r.add_argument("--limit", type=int, default=10, help="images of the split to show")
     r.add_argument("--image_size", type=int)
     r.add_argument("--threshold", type=float, default=0.5)
+    r.add_argument(
+        "--cutout",
+        action="store_true",
+        help="also write NAME_cutout.png: the image, its background transparent",
+    )
     r.add_argument("--output_dir", default="results/predictions")
     _tta_args(r)
 
@@ -394,7 +399,7 @@ def _predict(a: argparse.Namespace) -> None:
     model, tta = load_model(a.model_path), _tta(a)
     out = Path(a.output_dir)
     ds = _split(a, size)
-    df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta)
+    df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
     shown = scored_indices(df, ds)  # the images predicted: not those left out as unreadable
     save_prediction_figures(model, ds, shown, out / "figures", size, a.threshold, a.device, tta)
     print(
@@ -440,7 +445,7 @@ def _predict_files(a: argparse.Namespace) -> None:
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))
 
-    df = predict_files(model, files, out, size, a.threshold, device, tta, truths, read)
+    df = predict_files(model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout)
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )

@@ -73,7 +73,7 @@ def test_every_mask_form_reads_as_the_same_object(tmp_path):
         "rgba": Image.fromarray(
             np.dstack([np.asarray(rgb(OBJECT, {1: (0, 0, 255)}))] + [np.full((48, 64), 255, np.uint8)])
         ),
-        # a cut-out saved as the mask: one flat colour (white, even where transparent), the object opaque
+        # a cut-out saved as the mask: white even where transparent, the object opaque
         "alpha_cutout": Image.fromarray(np.dstack([np.full((48, 64, 3), 255, np.uint8), OBJECT * 255])),
     }
     for name, mask in forms.items():

@@ -15,7 +15,7 @@ from PIL import Image
 from torch import nn
 
 from seglib.cli import main
-from seglib.data import FolderDataset, image_files, make_synthetic_folder
+from seglib.data import FolderDataset, image_files, make_synthetic_folder, read_folder_mask, trimap_to_mask
 from seglib.engine import (
     evaluate,
     predict_dataset,
@@ -76,6 +76,20 @@ def test_a_prediction_is_written_as_files_you_can_open(tmp_path):
     assert scored["dice"] == pytest.approx(1.0) and scored["iou"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"my_cat: the truth mask is 60x40, its image 120x90"):
         pred.row(0.5, np.zeros((40, 60), np.uint8))
+
+
+def test_a_cutout_keeps_the_object_and_reads_back_as_its_mask(tmp_path):
+    """`--cutout`: the photo with a transparent background; read as a folder mask (by its alpha) it gives
+    the predicted mask back, so cutouts can serve as training masks."""
+    photo = np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8)
+    pred = predict_image(Ramp(), photo, "my_cat", image_size=64, device="cpu")
+    row = save_prediction(pred, tmp_path, cutout=True)
+    assert row["cutout"] == "my_cat_cutout.png"
+    cut = np.asarray(Image.open(tmp_path / "my_cat_cutout.png"))
+    assert cut.shape == (90, 120, 4) and np.array_equal(cut[..., :3], photo)
+    assert np.array_equal(cut[..., 3], pred.mask() * 255)
+    assert np.array_equal(trimap_to_mask(read_folder_mask(tmp_path / "my_cat_cutout.png")), pred.mask())
+    assert "cutout" not in save_prediction(pred, tmp_path / "plain")  # only when asked
 
 
 def test_a_phone_photo_is_predicted_upright(tmp_path):

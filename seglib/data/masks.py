@@ -130,13 +130,14 @@ def _object_pixels(path: Path, arr: np.ndarray, rule: MaskRule) -> np.ndarray:
     return np.zeros(arr.shape, bool) if obj is None else arr == obj
 
 
-def _mask_layer(im: Image.Image) -> Image.Image:
-    """What says the object: the colours (alpha is not the mask), unless they are one flat colour and
-    only the alpha varies, as in a cut-out saved as the mask: then the alpha."""
-    if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
-        rgba = np.asarray(im.convert("RGBA"))
-        if (rgba[..., :3] == rgba[0, 0, :3]).all() and (rgba[..., 3] != rgba[0, 0, 3]).any():
-            return Image.fromarray(np.ascontiguousarray(rgba[..., 3]))
+def _mask_layer(im: Image.Image, rule: MaskRule) -> Image.Image:
+    """What says the object: the colours, unless the alpha varies (a cut-out, or an object painted on a
+    transparent background): then the alpha, 0 (transparent) the background. Colours in `rule` always
+    read the colours."""
+    if not rule.colours and (im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info):
+        alpha = np.asarray(im.convert("RGBA"))[..., 3]
+        if (alpha != alpha.flat[0]).any():
+            return Image.fromarray(np.ascontiguousarray(alpha))
     return im.convert("RGB") if im.mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV") else im
 
 
@@ -145,7 +146,7 @@ def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.seek(0)  # first frame of a GIF
-            arr = np.asarray(_mask_layer(im))
+            arr = np.asarray(_mask_layer(im, rule))
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the mask ({type(e).__name__}: {e}); the file is truncated or not an "

@@ -65,6 +65,10 @@ class Prediction:
         """The image with the predicted object in orange (uint8 HxWx3)."""
         return overlay(self.image, [(self.mask(threshold) == 1, PREDICTION_COLOUR)], opacity)
 
+    def cutout(self, threshold: float = 0.5) -> np.ndarray:
+        """The image with the background transparent: uint8 HxWx4, alpha 255 on the object, 0 elsewhere."""
+        return np.dstack([self.image, self.mask(threshold) * 255])
+
     def row(self, threshold: float = 0.5, truth: np.ndarray | None = None) -> dict[str, Any]:
         """name, width, height, pred_fraction; with the truth (uint8 0/1 HxW, IGNORE_INDEX left out) also
         fg_fraction, dice and iou at the original resolution."""
@@ -108,17 +112,23 @@ def predict_image(
 
 
 def save_prediction(
-    pred: Prediction, out_dir: str | Path, threshold: float = 0.5, truth: np.ndarray | None = None
+    pred: Prediction,
+    out_dir: str | Path,
+    threshold: float = 0.5,
+    truth: np.ndarray | None = None,
+    cutout: bool = False,
 ) -> dict[str, Any]:
-    """Write NAME_mask.png (0/255, the original size) and NAME_overlay.png into `out_dir`; return the
-    CSV row (`Prediction.row`, with the two file names)."""
+    """Write NAME_mask.png (0/255, the original size) and NAME_overlay.png into `out_dir` (with `cutout`
+    also NAME_cutout.png, `Prediction.cutout`); return the CSV row (`Prediction.row` and the file names)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    mask_file, overlay_file = f"{pred.name}_mask.png", f"{pred.name}_overlay.png"
-    for file, pixels in ((mask_file, pred.mask(threshold) * 255), (overlay_file, pred.overlay(threshold))):
-        with atomic_write(out / file) as f:
+    files = {"mask": pred.mask(threshold) * 255, "overlay": pred.overlay(threshold)}
+    if cutout:
+        files["cutout"] = pred.cutout(threshold)
+    for kind, pixels in files.items():
+        with atomic_write(out / f"{pred.name}_{kind}.png") as f:
             Image.fromarray(pixels).save(f, format="PNG")
-    return pred.row(threshold, truth) | {"mask": mask_file, "overlay": overlay_file}
+    return pred.row(threshold, truth) | {kind: f"{pred.name}_{kind}.png" for kind in files}
 
 
 def predict_files(
@@ -131,8 +141,9 @@ def predict_files(
     tta: bool | TTA = False,
     truths: dict[str, Path] | None = None,
     read_truth: Callable[[Path], np.ndarray] | None = None,
+    cutout: bool = False,
 ) -> pd.DataFrame:
-    """Predict each image file: masks and overlays in `out_dir`, and `out_dir`/predictions.csv.
+    """Predict each image file: masks and overlays (and cutouts) in `out_dir`, and predictions.csv.
 
     `truths` maps an image's stem to its mask file, which `read_truth(path)` reads into a uint8 0/1
     mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
@@ -150,7 +161,7 @@ def predict_files(
             unread.append(f"{f.name} ({e})")  # one damaged photo does not stop the others
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
-        rows.append(save_prediction(pred, out_dir, threshold, truth))
+        rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
     _report_unread(unread, len(files))
     return _write_table(rows, out_dir)
 
@@ -187,6 +198,7 @@ def predict_dataset(
     device: str = "auto",
     tta: bool | TTA = False,
     indices: Iterable[int] | None = None,
+    cutout: bool = False,
 ) -> pd.DataFrame:
     """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and
     predictions.csv with Dice and IoU, in `out_dir`."""
@@ -202,7 +214,7 @@ def predict_dataset(
             unread.append(f"{name} ({e})")
             continue
         pred = predict_image(model, image, name, image_size, device, tta)
-        rows.append(save_prediction(pred, out_dir, threshold, truth))
+        rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
     _report_unread(unread, len(indices))
     return _write_table(rows, out_dir)
 
