@@ -21,19 +21,16 @@ __all__ = ["atomic_path", "atomic_write"]
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary file's path beside `path`, for writers that take a file name (exporters); on success
-    it replaces `path`, on error it is removed."""
+def _replacing(path: str | Path) -> Iterator[tuple[int, Path]]:
+    """A new temporary file beside `path` (its open descriptor and path); it replaces `path` when the block
+    ends without error and is removed otherwise. The block syncs it to disk first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path.parent, ".*.tmp", _tmp_tag, what="unfinished save")
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -42,11 +39,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary file's path beside `path`, for writers that take a file name (exporters); on success
+    it replaces `path`, on error it is removed."""
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)
+        yield tmp
+        with open(tmp, "rb+") as f:  # the writer closed its own handle: sync the file by name
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
-    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as f:
+    with _replacing(path) as (fd, _), os.fdopen(fd, mode, encoding=encoding) as f:
         yield f
         f.flush()
+        os.fsync(f.fileno())
 
 
 def _tmp_tag(name: str) -> str:
