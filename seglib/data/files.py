@@ -24,6 +24,7 @@ __all__ = [
     "read_trimap",
     "rgb_image",
     "stored_and_upright_size",
+    "upright_beside",
     "upright_for",
     "upright_image",
 ]
@@ -122,10 +123,17 @@ def upright_for(path: str | Path, mask_shape: tuple[int, int] | None) -> bool:
     if mask_shape is None:
         return True
     try:
-        stored, shown = stored_and_upright_size(path)
+        sizes = stored_and_upright_size(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return True  # unreadable: reading the image says so, naming the file
-    return not (tuple(mask_shape) == stored and stored != shown)
+    return upright_beside(*sizes, mask_shape)
+
+
+def upright_beside(
+    stored: tuple[int, int], shown: tuple[int, int], mask_shape: tuple[int, int] | None
+) -> bool:
+    """`upright_for` from the image's two sizes (`stored_and_upright_size`)."""
+    return mask_shape is None or not (tuple(mask_shape) == stored and stored != shown)
 
 
 def read_image(path: Path, upright: bool = False) -> np.ndarray:

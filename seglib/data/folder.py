@@ -24,7 +24,7 @@ from PIL import Image
 from .base import SegmentationDataset
 from .cache import PairReader, ResizedCache
 from .dataset import EmptySplitError
-from .files import read_image, stored_and_upright_size, upright_for
+from .files import read_image, stored_and_upright_size, upright_beside
 from .lists import SPLITS
 from .masks import check_mask_size, parse_mask_values, read_folder_mask, read_folder_pair
 from .pairs import find_pairs
@@ -121,24 +121,33 @@ class FolderDataset(SegmentationDataset):
     def pair_reader(self) -> PairReader:
         return functools.partial(read_folder_pair, rule=self.rule)
 
+    def _read_as(self, i: int) -> None:
+        """Whether image i is read upright and its size so, from one read of each header (an unreadable
+        image's header raises as it did)."""
+        e = self.entries[i]
+        try:
+            with Image.open(e.mask) as m:
+                shape: tuple[int, int] | None = (m.height, m.width)
+        except (OSError, SyntaxError, ValueError):
+            shape = None  # unreadable: reading the mask says so, naming the file
+        stored, shown = stored_and_upright_size(e.image)
+        self._upright[i] = upright_beside(stored, shown, shape)
+        self._sizes[i] = shown if self._upright[i] else stored
+
     def upright(self, i: int) -> bool:
         """Whether image i is read upright (EXIF orientation applied): unless its mask has the image's
         stored size only (`files.upright_for`)."""
         if i not in self._upright:
-            e = self.entries[i]
             try:
-                with Image.open(e.mask) as m:
-                    shape: tuple[int, int] | None = (m.height, m.width)
-            except (OSError, SyntaxError, ValueError):
-                shape = None  # unreadable: reading the mask says so, naming the file
-            self._upright[i] = upright_for(e.image, shape)
+                self._read_as(i)
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                return True  # an unreadable image: reading it says so, naming the file
         return self._upright[i]
 
     def original_size(self, i: int) -> tuple[int, int]:
         """(height, width) of image i as read (upright or as stored, `upright`), from the headers."""
         if i not in self._sizes:
-            stored, shown = stored_and_upright_size(self.entries[i].image)
-            self._sizes[i] = shown if self.upright(i) else stored
+            self._read_as(i)
         return self._sizes[i]
 
     def load_image(self, i: int) -> np.ndarray:
