@@ -113,7 +113,7 @@ def plot_prediction(
 def readable(dataset: OxfordPetDataset, indices: Sequence[int]) -> list[int]:
     """`indices` without the images that cannot be read, when the data set skips those
     (`on_corrupt="skip"`; a warning names them); otherwise all of them, and reading one raises."""
-    if getattr(dataset, "on_corrupt", "raise") != "skip":
+    if dataset.on_corrupt != "skip":
         return list(indices)
     kept, unread = [], []
     for i in indices:

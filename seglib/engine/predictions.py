@@ -209,7 +209,7 @@ def predict_dataset(
         try:
             image, truth = dataset.load_image(i), dataset.load_mask(i)
         except CorruptSampleError as e:
-            if getattr(dataset, "on_corrupt", "raise") != "skip":
+            if dataset.on_corrupt != "skip":
                 raise
             unread.append(f"{name} ({e})")
             continue
