@@ -21,11 +21,13 @@ from seglib.data import (
     eval_transform,
     normalize_table,
     normalize_uint8,
+    train_transform,
     uint8_transform,
 )
 from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.batches import BatchPrep, ResidentLoader
 from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
+from seglib.engine.loaders import ThreadLoader
 from seglib.engine.train import TrainingInterrupted
 
 CPU = torch.device("cpu")
@@ -68,8 +70,8 @@ def test_device_augmentation_is_a_function_of_its_seed_and_leaves_the_rng_alone(
 
 
 def test_device_augmentation_keeps_image_and_mask_aligned():
-    aug, masks = DeviceAugment(scale_jitter=0.25), _masks(16)
-    aug.colour.p = 0.0  # geometry only: the image is its mask, in white
+    aug, masks = DeviceAugment(scale_jitter=0.25, colour_p=0.0), _masks(16)  # geometry only: the image
+    # is its mask, in white
     for seed in range(3):
         x, m = aug(masks.repeat(1, 3, 1, 1) * 255, masks, seed)
         agree = ((_pixels(x) > 0.5).float() == m[:, 0]).float().mean(dim=(1, 2))
@@ -79,8 +81,7 @@ def test_device_augmentation_keeps_image_and_mask_aligned():
 
 @pytest.mark.parametrize("fill", [0, 255])
 def test_warped_in_corners_take_the_mask_fill(fill):
-    aug = DeviceAugment(mask_fill=fill)
-    aug.colour.p = 0.0
+    aug = DeviceAugment(mask_fill=fill, colour_p=0.0)
     ones = torch.ones(16, 1, 48, 48, dtype=torch.uint8)
     _, m = aug(torch.full((16, 3, 48, 48), 255, dtype=torch.uint8), ones, 3)
     values = set(m.unique().tolist())
@@ -122,6 +123,49 @@ def test_the_resident_loader_skips_or_names_unreadable_images(synthetic_root, tm
     strict.cache = skip.cache  # the same cache, read by a dataset that raises
     with pytest.raises(CorruptSampleError, match=first.names[1]):
         next(iter(ResidentLoader(strict, 4, sampler, CPU)))
+
+
+def test_the_thread_loader_gives_the_dataloaders_batches_in_order(synthetic_root, tmp_path):
+    root = tmp_path / "pets"
+    shutil.copytree(synthetic_root, root)
+    first = OxfordPetDataset(root, "trainval")
+    jpg = first.image_path(first.names[5])
+    jpg.write_bytes(jpg.read_bytes()[:300])  # a damaged image: named in `skipped` in the same batch
+    # A random transform, seeded per sample by the sampler: each thread must read with its own copy.
+    ds = OxfordPetDataset(root, "trainval", train_transform(32), on_corrupt="skip", return_full_mask=True)
+    sampler = EpochSampler(len(ds), shuffle=True, seed=3)
+    sampler.set_epoch(1)
+    loader = DataLoader(ds, batch_size=5, sampler=sampler, collate_fn=collate)
+    threads = ThreadLoader(ds, 5, sampler, threads=4)
+    assert len(threads) == len(loader) == -(-len(ds) // 5)
+    skipped = []
+    for a, b in zip(loader, threads, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+        assert a["name"] == b["name"] and a["skipped"] == b["skipped"]
+        assert all(torch.equal(x, y) for x, y in zip(a["mask_full"], b["mask_full"], strict=True))
+        skipped += b["skipped"]
+    assert len(skipped) == 1 and skipped[0].startswith(first.names[5])
+    strict = OxfordPetDataset(root, "trainval", eval_transform(32))
+    with pytest.raises(CorruptSampleError, match=first.names[5]):
+        list(ThreadLoader(strict, 5, range(len(strict)), threads=4))
+
+
+def test_device_augmentation_draws_the_recipes_odds_and_leaves_undrawn_images_as_they_are():
+    aug = DeviceAugment(scale_jitter=0.25)
+    table, order = aug.parameters(4000, 48, 48, seed=5)
+    flip, warp, jitter = table[:, :3].mean(0).tolist()
+    assert abs(flip - 0.5) < 0.03 and abs(jitter - 0.5) < 0.03
+    assert abs(warp - (1 - 0.7 * 0.5)) < 0.03  # rotated (0.3) or zoomed (0.5)
+    assert sorted(order) == [0, 1, 2, 3]
+    images, masks = torch.randint(0, 256, (64, 3, 48, 48), dtype=torch.uint8), _masks(64)
+    x, m = aug(images, masks, 9)
+    table, _ = aug.parameters(64, 48, 48, 9)
+    untouched, jittered_only = (table[:, :3] == 0).all(1), (table[:, :3] == torch.tensor([0, 0, 1])).all(1)
+    assert untouched.any() and jittered_only.any()
+    plain = normalize_uint8(images, normalize_table())
+    assert torch.allclose(x[untouched], plain[untouched], atol=1e-5)
+    assert torch.equal(m[untouched | jittered_only], masks[untouched | jittered_only].float())
+    assert (x[jittered_only] - plain[jittered_only]).abs().amax(dim=(1, 2, 3)).min() > 0.01
 
 
 def test_settings_are_checked():

@@ -3,20 +3,22 @@
 A batch travels as bytes, a quarter of float32's, and the per-pixel work runs where the model runs (as
 timm's PrefetchLoader does). Normalisation reads a table that Albumentations' own Normalize makes from
 the 256 byte values, so a normalised image is bit-identical to the host pipeline's (`eval_transform`).
-Training augmentation is `train_transform`'s recipe (flip, zoom, rotation, colour jitter), done by
-kornia on the whole batch with parameters per image; its random numbers are a pure function of a seed,
-so a resumed run augments its batches as the uninterrupted run did.
+Training augmentation is `train_transform`'s recipe (flip, zoom, rotation, colour jitter) on the whole
+batch with parameters per image, drawn on the CPU from a seed alone (so a resumed run augments its batches
+as the uninterrupted run did) and sent in one asynchronous copy: the GPU path has no host sync.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import warnings
 from types import ModuleType
 
 import albumentations as A
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -46,52 +48,101 @@ def augment_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence([seed, step, rank, 0xA06]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _kornia() -> tuple[ModuleType, ModuleType]:
-    """kornia.augmentation and kornia.constants, imported on first use: only the device path needs them.
-    kornia 0.8 still decorates with torch.jit.script, which torch 2.14 warns about at import."""
+def _kornia() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """kornia's geometry transforms, conversions and enhance modules, imported on first use: only the device
+    path needs them. kornia 0.8 still decorates with torch.jit.script, which torch 2.14 warns about."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", r".*torch\.jit\.script", FutureWarning)
-        return importlib.import_module("kornia.augmentation"), importlib.import_module("kornia.constants")
+        names = ("kornia.geometry.transform", "kornia.geometry.conversions", "kornia.enhance")
+        return tuple(importlib.import_module(name) for name in names)  # type: ignore[return-value]
+
+
+# Columns of the per-image parameter table that travels to the device in one copy.
+_FLIP, _WARP, _JITTER, _BRIGHT, _CONTRAST, _SAT, _HUE, _THETA = 0, 1, 2, 3, 4, 5, 6, 7
 
 
 class DeviceAugment:
     """`train_transform`'s augmentation on a uint8 batch, on its device: HorizontalFlip 0.5, with
     `scale_jitter` j > 0 a zoom in [1 - j, 1 + j] and shift up to j / 2 (p 0.5), Rotate +-15 deg p 0.3,
-    ColorJitter 0.2 p 0.5, then ImageNet normalisation.
+    ColorJitter 0.2 p `colour_p` (0.5; kornia's ColorJitter: brightness, contrast, saturation and hue in
+    an order drawn per batch), then ImageNet normalisation.
 
-    Image and mask share each image's geometry (the mask with nearest interpolation); corners the warps
-    bring in are black in the image and `mask_fill` in the mask (0, or the ignore value).
+    Image and mask share each image's geometry (zoom and rotation as one warp; the mask with nearest
+    interpolation); corners the warp brings in are black in the image and `mask_fill` in the mask.
+
+    The parameters are drawn on the CPU from the seed alone and travel in one copy; the device runs the
+    same kernels for every batch, whatever was drawn, and never waits for the host (kornia's augmentation
+    modules pick the images to change with a host-side test per module: a GPU sync each).
     """
 
-    def __init__(self, mask_fill: int = 0, scale_jitter: float = 0.0) -> None:
-        K, constants = _kornia()
-        geometric = [K.RandomHorizontalFlip(p=0.5)]
-        if scale_jitter > 0:
-            j = scale_jitter
-            zoom = {"translate": (j / 2, j / 2), "scale": (1 - j, 1 + j)}
-            geometric.append(K.RandomAffine(degrees=0.0, **zoom, p=0.5, align_corners=False))
-        geometric.append(K.RandomRotation(degrees=15.0, p=0.3, align_corners=False))
-        # Masks take the images' geometry with nearest interpolation: labels stay labels.
-        nearest = {constants.DataKey.MASK: {"resample": constants.Resample.NEAREST, "align_corners": False}}
-        self.geometry = K.AugmentationSequential(*geometric, data_keys=["input", "mask"], extra_args=nearest)
-        self.colour = K.ColorJitter(JITTER, JITTER, JITTER, JITTER, p=0.5)
-        self.mask_fill = mask_fill
+    def __init__(self, mask_fill: int = 0, scale_jitter: float = 0.0, colour_p: float = 0.5) -> None:
+        self.transform, self.conversions, self.enhance = _kornia()
+        self.mask_fill, self.scale_jitter, self.colour_p = mask_fill, scale_jitter, colour_p
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def parameters(self, n: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+        """(n, 13) float32 per-image parameters on the CPU (flip, warp, jitter flags, the four colour
+        factors, the warp's normalised inverse 2x3 matrix) and the batch's colour order: from `seed` alone."""
+        g = torch.Generator().manual_seed(seed)
+
+        def uniform(lo: float, hi: float) -> torch.Tensor:
+            return lo + (hi - lo) * torch.rand(n, generator=g)
+
+        def chance(p: float) -> torch.Tensor:
+            return torch.rand(n, generator=g) < p
+
+        flip, rotate = chance(0.5), chance(0.3)
+        angle = torch.where(rotate, uniform(-15.0, 15.0), 0.0)
+        j = self.scale_jitter
+        zoom = chance(0.5) & (j > 0)
+        scale = torch.where(zoom, uniform(1 - j, 1 + j), 1.0)
+        shift = torch.stack([uniform(-j / 2, j / 2) * width, uniform(-j / 2, j / 2) * height], 1)
+        shift = torch.where(zoom[:, None], shift, 0.0)
+        jitter = chance(self.colour_p)
+        factors = [uniform(1 - JITTER, 1 + JITTER) for _ in range(3)] + [uniform(-JITTER, JITTER)]
+        order = torch.randperm(4, generator=g).tolist()
+        centre = torch.tensor([(width - 1) / 2, (height - 1) / 2]).expand(n, 2)
+        forward = self.transform.get_affine_matrix2d(shift, centre, scale[:, None].expand(n, 2), angle)
+        normalised = self.conversions.normalize_homography(forward, (height, width), (height, width))
+        theta = torch.linalg.inv(normalised)[:, :2].reshape(n, 6)
+        flags = torch.stack([flip, zoom | rotate, jitter], 1).float()
+        return torch.cat([flags, torch.stack(factors, 1), theta], 1).float(), order
 
     def __call__(
         self, images: torch.Tensor, masks: torch.Tensor, seed: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images (B, 3, H, W) and masks (B, 1, H, W) -> normalised float images, float masks."""
+        n, _, h, w = images.shape
+        table, order = self.parameters(n, h, w, seed)
+        if images.device.type == "cuda":  # one asynchronous copy: the host does not wait for the GPU
+            table = table.pin_memory()
+        p = table.to(images.device, non_blocking=True)
         x = images.float() / 255
-        # The warps pad with zeros: masks go in shifted by one, so 0 marks what they brought in.
+        # The warp pads with zeros: masks go in shifted by one, so 0 marks what it brought in.
         m = masks.float() + 1
-        with torch.random.fork_rng(devices=[]):  # kornia draws its parameters from the CPU generator
-            torch.random.default_generator.manual_seed(seed)
-            x, m = self.geometry(x, m)
-            x = self.colour(x)
+        flip = p[:, _FLIP, None, None, None] > 0
+        x, m = torch.where(flip, x.flip(-1), x), torch.where(flip, m.flip(-1), m)
+        grid = F.affine_grid(p[:, _THETA:].view(n, 2, 3), [n, 1, h, w], align_corners=False)
+        warp = p[:, _WARP, None, None, None] > 0
+        x = torch.where(warp, F.grid_sample(x, grid, "bilinear", "zeros", align_corners=False), x)
+        m = torch.where(warp, F.grid_sample(m, grid, "nearest", "zeros", align_corners=False), m)
+        x = torch.where(p[:, _JITTER, None, None, None] > 0, self._jitter(x, p, order), x)
         m = torch.where(m == 0, float(self.mask_fill), m - 1)
         mean, std = self._mean_std(x.device)
         return (x - mean) / std, m
+
+    def _jitter(self, x: torch.Tensor, p: torch.Tensor, order: list[int]) -> torch.Tensor:
+        """kornia's ColorJitter with every image's own factors, in the batch's order."""
+        e = self.enhance
+        steps = (
+            lambda y: e.adjust_brightness_accumulative(y, p[:, _BRIGHT]),
+            lambda y: e.adjust_contrast_with_mean_subtraction(y, p[:, _CONTRAST]),
+            lambda y: e.adjust_saturation_with_gray_subtraction(y, p[:, _SAT]),
+            lambda y: e.adjust_hue(y, p[:, _HUE] * 2 * math.pi),
+        )
+        for k in order:
+            x = steps[k](x)
+        return x
 
     def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if device not in self._stats:

@@ -146,7 +146,10 @@ class ResidentLoader:
         keep = [i for i in indices if cache.valid[i]]
         if not keep:
             return {"image": None, "skipped": skipped}
-        where = torch.tensor(keep, device=self.device)
+        where = torch.tensor(keep)
+        if self.device.type == "cuda":  # a pageable copy would wait for the GPU: the host could not run ahead
+            where = where.pin_memory()
+        where = where.to(self.device, non_blocking=True)
         # NHWC bytes viewed as NCHW: the channels_last layout, made contiguous (if asked) after normalising
         images = self.images.index_select(0, where).permute(0, 3, 1, 2)
         masks = self.masks.index_select(0, where).unsqueeze(1)
