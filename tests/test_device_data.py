@@ -21,13 +21,11 @@ from seglib.data import (
     eval_transform,
     normalize_table,
     normalize_uint8,
-    train_transform,
     uint8_transform,
 )
 from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.batches import BatchPrep, ResidentLoader
 from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
-from seglib.engine.loaders import ThreadLoader
 from seglib.engine.train import TrainingInterrupted
 
 CPU = torch.device("cpu")
@@ -123,31 +121,6 @@ def test_the_resident_loader_skips_or_names_unreadable_images(synthetic_root, tm
     strict.cache = skip.cache  # the same cache, read by a dataset that raises
     with pytest.raises(CorruptSampleError, match=first.names[1]):
         next(iter(ResidentLoader(strict, 4, sampler, CPU)))
-
-
-def test_the_thread_loader_gives_the_dataloaders_batches_in_order(synthetic_root, tmp_path):
-    root = tmp_path / "pets"
-    shutil.copytree(synthetic_root, root)
-    first = OxfordPetDataset(root, "trainval")
-    jpg = first.image_path(first.names[5])
-    jpg.write_bytes(jpg.read_bytes()[:300])  # a damaged image: named in `skipped` in the same batch
-    # A random transform, seeded per sample by the sampler: each thread must read with its own copy.
-    ds = OxfordPetDataset(root, "trainval", train_transform(32), on_corrupt="skip", return_full_mask=True)
-    sampler = EpochSampler(len(ds), shuffle=True, seed=3)
-    sampler.set_epoch(1)
-    loader = DataLoader(ds, batch_size=5, sampler=sampler, collate_fn=collate)
-    threads = ThreadLoader(ds, 5, sampler, threads=4)
-    assert len(threads) == len(loader) == -(-len(ds) // 5)
-    skipped = []
-    for a, b in zip(loader, threads, strict=True):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
-        assert a["name"] == b["name"] and a["skipped"] == b["skipped"]
-        assert all(torch.equal(x, y) for x, y in zip(a["mask_full"], b["mask_full"], strict=True))
-        skipped += b["skipped"]
-    assert len(skipped) == 1 and skipped[0].startswith(first.names[5])
-    strict = OxfordPetDataset(root, "trainval", eval_transform(32))
-    with pytest.raises(CorruptSampleError, match=first.names[5]):
-        list(ThreadLoader(strict, 5, range(len(strict)), threads=4))
 
 
 def test_device_augmentation_draws_the_recipes_odds_and_leaves_undrawn_images_as_they_are():

@@ -3,14 +3,9 @@ evaluation share."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
-import os
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +37,6 @@ __all__ = [
     "make_loader",
     "train_loader",
     "eval_loader",
-    "ThreadLoader",
     "train_steps_per_epoch",
 ]
 
@@ -182,70 +176,4 @@ def eval_loader(
     sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world_size=world_size, pad=False)
     if resident:
         return ResidentLoader(dataset, batch_size, sampler, device)
-    if num_workers == 0 and device.type == "cuda":  # read ahead of the GPU, without starting processes
-        return ThreadLoader(dataset, batch_size, sampler, min(8, os.cpu_count() or 1), pin_memory=True)
     return make_loader(dataset, batch_size, sampler, device, num_workers)
-
-
-class ThreadLoader:
-    """A worker-less DataLoader's batches (the same samples, order and collate), with the samples read
-    by `threads` threads, ahead of the batch being used.
-
-    For sets too small to pay for starting worker processes (evaluation on a GPU machine): in the main
-    thread alone the GPU waits while each image is decoded, and decoding (PIL) and resizing (OpenCV)
-    release the GIL, so threads read in parallel. Each thread reads through its own copy of the dataset's
-    transform, which the dataset seeds per sample: random transforms stay a function of the sampler's seeds.
-    """
-
-    def __init__(
-        self,
-        dataset: Dataset,
-        batch_size: int,
-        sampler: Iterable[Any],
-        threads: int,
-        pin_memory: bool = False,
-    ) -> None:
-        self.dataset, self.batch_size, self.sampler = dataset, batch_size, sampler
-        self.threads, self.pin_memory = max(1, threads), pin_memory
-        self._local = threading.local()
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.batch_size)  # type: ignore[arg-type]
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        keys = iter(self.sampler)
-        pool = ThreadPoolExecutor(self.threads, thread_name_prefix="seglib-read")
-        pending: deque[Future] = deque()
-        try:
-            for _ in range(2 * max(self.threads, self.batch_size)):  # samples in flight
-                self._submit(pool, pending, keys)
-            batch: list[dict[str, Any]] = []
-            while pending:
-                batch.append(pending.popleft().result())  # a reading error is raised here, in order
-                self._submit(pool, pending, keys)
-                if len(batch) == self.batch_size or not pending:
-                    yield self._pinned(collate(batch))
-                    batch = []
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-    def _submit(self, pool: ThreadPoolExecutor, pending: deque[Future], keys: Iterator[Any]) -> None:
-        key = next(keys, None)
-        if key is not None:
-            pending.append(pool.submit(self._read, key))
-
-    def _read(self, key: Any) -> dict[str, Any]:
-        """One sample, through this thread's copy of the dataset (its own transform object)."""
-        if not hasattr(self._local, "dataset"):
-            self._local.dataset = copy.copy(self.dataset)
-            if hasattr(self.dataset, "transform"):
-                self._local.dataset.transform = copy.deepcopy(self.dataset.transform)
-        return self._local.dataset[key]
-
-    def _pinned(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Images and masks in pinned memory, so that their copies to the GPU need not wait."""
-        if self.pin_memory:
-            for key in ("image", "mask"):
-                if isinstance(batch.get(key), torch.Tensor):
-                    batch[key] = batch[key].pin_memory()
-        return batch
