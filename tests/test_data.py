@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import numpy as np
@@ -58,6 +59,10 @@ def test_trimap_rules():
         trimap_to_mask(tri, border="background")
     with pytest.raises(ValueError, match=r"x\.png.*\[0, 7\]"):
         check_trimap(np.array([[0, 1, 7]], np.uint8), "x.png")
+    check_trimap(np.array([[1, 2], [3, 3]], np.uint8))  # valid: no error
+    for bad, found in (([[1, 4]], "[4]"), ([[0, 3]], "[0]"), ([[1.5, 2.0]], "[1.5]")):
+        with pytest.raises(ValueError, match=re.escape(found)):
+            check_trimap(np.array(bad, np.float32 if isinstance(bad[0][0], float) else np.int32), "y.png")
 
 
 # --- the synthetic set ----------------------------------------------------------------------------
