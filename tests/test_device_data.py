@@ -27,6 +27,7 @@ from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.batches import BatchPrep, ResidentLoader
 from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
 from seglib.engine.train import TrainingInterrupted
+from seglib.metrics import IGNORE_INDEX
 
 CPU = torch.device("cpu")
 
@@ -65,6 +66,14 @@ def test_device_augmentation_is_a_function_of_its_seed_and_leaves_the_rng_alone(
     # Parameters per image, not per batch: eight copies of one mask come out in several ways.
     _, same = aug(images, masks[:1].repeat(8, 1, 1, 1), 7)
     assert len({tuple(m.flatten().tolist()) for m in same}) > 1
+
+
+def test_the_gpus_all_images_way_augments_as_the_cpus_chosen_images_way():
+    images, masks = torch.randint(0, 256, (16, 3, 40, 48), dtype=torch.uint8), _masks(16)[..., :40, :48]
+    for seed in range(3):  # subset=False: every image computed and the drawn ones kept (no host sync)
+        a = DeviceAugment(IGNORE_INDEX, scale_jitter=0.25, subset=True)(images, masks, seed)
+        b = DeviceAugment(IGNORE_INDEX, scale_jitter=0.25, subset=False)(images, masks, seed)
+        assert torch.allclose(a[0], b[0], atol=1e-5) and torch.equal(a[1], b[1])
 
 
 def test_device_augmentation_keeps_image_and_mask_aligned():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 import warnings
+from collections.abc import Callable
 from types import ModuleType
 
 import albumentations as A
@@ -70,14 +71,22 @@ class DeviceAugment:
     Image and mask share each image's geometry (zoom and rotation as one warp; the mask with nearest
     interpolation); corners the warp brings in are black in the image and `mask_fill` in the mask.
 
-    The parameters are drawn on the CPU from the seed alone and travel in one copy; the device runs the
-    same kernels for every batch, whatever was drawn, and never waits for the host (kornia's augmentation
-    modules pick the images to change with a host-side test per module: a GPU sync each).
+    The parameters are drawn on the CPU from the seed alone and travel in one copy. On a GPU every step
+    runs on every image and `torch.where` keeps the drawn results, so the GPU never waits for the host
+    (kornia's augmentation modules pick the images with a host-side test per module: a GPU sync each); on
+    the CPU only the drawn images are computed (`subset`: None chooses by device; both give one result).
     """
 
-    def __init__(self, mask_fill: int = 0, scale_jitter: float = 0.0, colour_p: float = 0.5) -> None:
+    def __init__(
+        self, mask_fill: int = 0, scale_jitter: float = 0.0, colour_p: float = 0.5, subset: bool | None = None
+    ) -> None:
         self.transform, self.conversions, self.enhance = _kornia()
-        self.mask_fill, self.scale_jitter, self.colour_p = mask_fill, scale_jitter, colour_p
+        self.mask_fill, self.scale_jitter, self.colour_p, self.subset = (
+            mask_fill,
+            scale_jitter,
+            colour_p,
+            subset,
+        )
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def parameters(self, n: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, list[int]]:
@@ -117,16 +126,21 @@ class DeviceAugment:
         if images.device.type == "cuda":  # one asynchronous copy: the host does not wait for the GPU
             table = table.pin_memory()
         p = table.to(images.device, non_blocking=True)
+        subset = images.device.type == "cpu" if self.subset is None else self.subset
+        pick = _pick_rows if subset else _where_rows
         x = images.float() / 255
         # The warp pads with zeros: masks go in shifted by one, so 0 marks what it brought in.
         m = masks.float() + 1
-        flip = p[:, _FLIP, None, None, None] > 0
-        x, m = torch.where(flip, x.flip(-1), x), torch.where(flip, m.flip(-1), m)
-        grid = F.affine_grid(p[:, _THETA:].view(n, 2, 3), [n, 1, h, w], align_corners=False)
-        warp = p[:, _WARP, None, None, None] > 0
-        x = torch.where(warp, F.grid_sample(x, grid, "bilinear", "zeros", align_corners=False), x)
-        m = torch.where(warp, F.grid_sample(m, grid, "nearest", "zeros", align_corners=False), m)
-        x = torch.where(p[:, _JITTER, None, None, None] > 0, self._jitter(x, p, order), x)
+        flip, warp, jitter = (p[:, k] > 0 for k in (_FLIP, _WARP, _JITTER))
+        x, m = pick(flip, x, lambda s: x[s].flip(-1)), pick(flip, m, lambda s: m[s].flip(-1))
+
+        def grid(s: slice | torch.Tensor) -> torch.Tensor:
+            theta = p[s, _THETA:].reshape(-1, 2, 3)
+            return F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=False)
+
+        x = pick(warp, x, lambda s: F.grid_sample(x[s], grid(s), "bilinear", "zeros", align_corners=False))
+        m = pick(warp, m, lambda s: F.grid_sample(m[s], grid(s), "nearest", "zeros", align_corners=False))
+        x = pick(jitter, x, lambda s: self._jitter(x[s], p[s], order))
         m = torch.where(m == 0, float(self.mask_fill), m - 1)
         mean, std = self._mean_std(x.device)
         return (x - mean) / std, m
@@ -149,3 +163,20 @@ class DeviceAugment:
             mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
             self._stats[device] = mean, torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
         return self._stats[device]
+
+
+def _where_rows(chosen: torch.Tensor, x: torch.Tensor, fn: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """`fn` of every image where `chosen` (B,) holds, else `x`: computed for all, no host sync."""
+    return torch.where(chosen.view(-1, 1, 1, 1), fn(slice(None)), x)
+
+
+def _pick_rows(
+    chosen: torch.Tensor, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """`fn` of the chosen images only, the others as they are (reads `chosen` on the host)."""
+    rows = chosen.nonzero().flatten()
+    if rows.numel() == 0:
+        return x
+    out = x.clone()
+    out[rows] = fn(rows)
+    return out
