@@ -56,14 +56,12 @@ def bench_train_step(
         return batch * steps / timed(run, device, peaks, "seglib")
 
     ref, fst = interleaved(reference, fast, reps)
-    tuned, compiled, compile_seconds = None, None, None
+    tuned, compiled = None, {}
     if device.type == "cuda":
-        tuned, compiled, compile_seconds = _cuda_variants(
-            fast, fast_model, fast_opt, (x_cl, y), amp, reps, compile_too
-        )
+        tuned, compiled = _cuda_variants(fast, fast_model, fast_opt, (x_cl, y), amp, reps, compile_too)
     what = step_what(name, kwargs, size, batch)
     rows = [row(what, "images/s", ref, fst), achieved_row(what, ref, fst, flops / batch)]
-    rows += _cuda_variant_rows(what, ref, tuned, compiled, compile_seconds)
+    rows += _cuda_variant_rows(what, ref, tuned, compiled)
     if roofline is not None:
         bound = roofline_images_per_s(step_traffic(fast_model, x_cl, y, amp), batch, *roofline)
         rows += _roofline_rows(what, bound, fst, compiled)
@@ -72,21 +70,37 @@ def bench_train_step(
     return rows
 
 
+# torch.compile's modes timed on CUDA, with the label their rows carry: the default (kernels fused), and
+# CUDA graphs on top (the profile of the ResNet34-UNet's compiled step leaves the GPU idle between launches).
+COMPILE_MODES = {"default": "torch.compile", "reduce-overhead": "torch.compile reduce-overhead"}
+
+Compiled = dict[str, tuple[list[float], float]]  # label -> (rates, first step's seconds)
+
+
 def _cuda_variant_rows(
-    what: str,
-    ref: list[float],
-    tuned: list[float] | None,
-    compiled: list[float] | None,
-    compile_s: float | None,
+    what: str, ref: list[float], tuned: list[float] | None, compiled: Compiled
 ) -> list[dict]:
     """The cudnn.benchmark and torch.compile steps against the reference, where they ran (CUDA)."""
     rows = []
     if tuned:
         rows.append(row(f"{what} cudnn.benchmark", "images/s", ref, tuned))
-    if compiled:
-        rows.append(row(f"{what} torch.compile", "images/s", ref, compiled))
-        rows.append(info_row(f"{what} torch.compile: first step (compiling)", "s", compile_s))
+    for label, (rates, seconds) in compiled.items():
+        rows.append(row(f"{what} {label}", "images/s", ref, rates))
+        rows.append(info_row(f"{what} {label}: first step (compiling)", "s", seconds))
     return rows
+
+
+class _GraphSteps(torch.nn.Module):
+    """A compiled model under CUDA graphs that tells torch each call starts a new step, so that a replay
+    may overwrite the last step's outputs (the step reads its loss before the next one starts)."""
+
+    def __init__(self, compiled: torch.nn.Module) -> None:
+        super().__init__()
+        self.compiled = compiled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled(x)
 
 
 def _cuda_variants(
@@ -97,33 +111,36 @@ def _cuda_variants(
     amp: bool,
     reps: int,
     compile_too: bool,
-) -> tuple[list[float], list[float] | None, float | None]:
+) -> tuple[list[float], Compiled]:
     """On CUDA, seglib's step (`fast(model)`: images/s) again with cuDNN autotuning, and with `compile_too`
-    under torch.compile: (tuned rates, compiled rates or None, the first compiled step's seconds or None)."""
+    under each of `COMPILE_MODES`: (tuned rates, {label: (rates, the first compiled step's seconds)})."""
     x, y = batch
     torch.backends.cudnn.benchmark = True  # as fit(deterministic=False): cuDNN's fastest kernels per shape
     fast()  # the autotuning itself is not timed
     tuned = [fast() for _ in range(reps)]
     torch.backends.cudnn.benchmark = False
-    if not compile_too:  # torch.compile: is it worth its compile time?
-        return tuned, None, None
-    compiled_model = torch.compile(model)  # shares the parameters, so `opt` still steps them
-    sync(x.device)
-    t0 = time.perf_counter()
-    try:
-        fast_step(compiled_model, opt, x, y, amp).item()
-        seconds = time.perf_counter() - t0
-        return tuned, [fast(compiled_model) for _ in range(reps)], seconds
-    except Exception as e:  # a machine without a working compiler toolchain: report, go on
-        print(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); no compiled row")
-        return tuned, None, None
+    compiled: Compiled = {}
+    for mode, label in COMPILE_MODES.items() if compile_too else ():  # worth its compile time?
+        torch._dynamo.reset()  # each mode compiles afresh
+        step_model = torch.compile(model, mode=mode)  # shares the parameters: `opt` still steps them
+        if mode == "reduce-overhead":
+            step_model = _GraphSteps(step_model)
+        sync(x.device)
+        t0 = time.perf_counter()
+        try:
+            fast_step(step_model, opt, x, y, amp).item()
+            seconds = time.perf_counter() - t0
+            compiled[label] = [fast(step_model) for _ in range(reps)], seconds
+        except Exception as e:  # a machine without a working compiler toolchain: report, go on
+            print(f"torch.compile mode={mode} failed ({type(e).__name__}: {str(e)[:200]}); no row for it")
+    torch._dynamo.reset()
+    return tuned, compiled
 
 
-def _roofline_rows(what: str, bound: float, eager: list[float], compiled: list[float] | None) -> list[dict]:
+def _roofline_rows(what: str, bound: float, eager: list[float], compiled: Compiled) -> list[dict]:
     """The step's roofline bound (images/s) and the share of it seglib's step reaches, eager and compiled."""
     rows = [{"what": f"{what} roofline bound", "unit": "images/s", "reference": None, "seglib": bound}]
-    for how, rates in (("", eager), (" torch.compile", compiled)):
-        if rates:
-            share = statistics.median(rates) / bound
-            rows.append({"what": f"{what}{how} share of roofline bound", "unit": "fraction", "seglib": share})
+    for how, rates in [("", eager)] + [(f" {label}", r) for label, (r, _) in compiled.items()]:
+        share = statistics.median(rates) / bound
+        rows.append({"what": f"{what}{how} share of roofline bound", "unit": "fraction", "seglib": share})
     return [{"reference": None, "ratio": None, **r} for r in rows]
