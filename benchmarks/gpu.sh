@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmark, for a machine with CUDA (never needed by the tests): about 5-7 minutes.
+# The GPU benchmark, for a machine with CUDA (never needed by the tests): about 7 minutes (H200:
+# 351 s with the profiles on 2026-12-04, before the CUDA-graphs rows, which add about a minute).
 # Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json and
 # results/profile-*.csv; PROFILE=0 leaves the profiles out)
 # Python: .venv if there is one; else a python3 that already has CUDA PyTorch (an offline GPU box),
