@@ -2,7 +2,8 @@
 # The GPU benchmark, for a machine with CUDA (never needed by the tests): about 7 minutes (H200:
 # 351 s with the profiles on 2026-12-04, before the CUDA-graphs rows, which add about a minute).
 # Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json and
-# results/profile-*.csv; PROFILE=0 leaves the profiles out)
+# results/profile-*.csv; PROFILE=0 leaves the profiles out; on a device machine set SEGLIB_COMMIT to the
+# commit the tree holds, which the profiles' CSV rows name)
 # Python: .venv if there is one; else a python3 that already has CUDA PyTorch (an offline GPU box),
 # with seglib taken from this tree and any missing pure dependencies installed from SEGLIB_WHEELS
 # (a folder of wheels, e.g. albumentations and its needs); else a new .venv from the package index.

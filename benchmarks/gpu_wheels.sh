@@ -2,7 +2,7 @@
 # The wheels that benchmarks/gpu_workbook.sh (and gpu.sh) install on an offline GPU machine whose image has
 # CUDA PyTorch, OpenCV, pandas, matplotlib and seaborn but not albumentations, papermill, ipykernel or
 # ipywidgets (or kornia). Run here (where the package index is reached), from the repository root:
-#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), about 13 MB
+#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), 43 wheels, 19 MB
 # Each package at the version .venv has (the versions the tests run with), for CPython 3.12 on x86-64
 # Linux (GPU_PYTHON=3.11 for another). The list is the four packages and what they need, less what that
 # image already holds (docs/gpu.md).

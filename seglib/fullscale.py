@@ -110,7 +110,7 @@ def _gpu_name(device: torch.device) -> str | None:
 def machine(device: torch.device) -> Row:
     """Where the figures come from: CPU kind and cores, GPU, torch, Python, date, commit."""
     return {
-        **stamp(),  # a copy of the tree without .git (a device run's) has commit "unknown"
+        **stamp(),  # on a device run, give SEGLIB_COMMIT: its copy of .git may be older than the tree
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),

@@ -6,6 +6,8 @@ docs can say which code and which day its numbers are from. Standard library onl
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 from datetime import date
 from pathlib import Path
@@ -17,7 +19,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 def git_commit(repo: str | Path = REPO) -> str:
     """The short commit of `repo`'s checkout (seglib's own by default, not the current directory's), or
-    "unknown" where there is none: a copy of the tree without .git, as a device run has, or no git."""
+    "unknown" where there is none: a copy of the tree without .git, or no git.
+
+    `SEGLIB_COMMIT` in the environment names it instead: a copy of the tree run on another machine may
+    carry a .git whose HEAD is not the commit it holds (a device run's did, 2026-12-04).
+    """
+    given = os.environ.get("SEGLIB_COMMIT", "").strip()
+    if given:
+        if not re.fullmatch(r"[0-9a-f]{7,40}", given):
+            raise ValueError(f"SEGLIB_COMMIT={given!r} is not a commit: give `git rev-parse --short HEAD`")
+        return given
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10

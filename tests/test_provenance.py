@@ -2,6 +2,8 @@
 
 import subprocess
 
+import pytest
+
 from seglib.provenance import REPO, git_commit, stamp
 
 
@@ -27,3 +29,11 @@ def test_stamp_is_seglibs_own_commit_whatever_the_current_directory(tmp_path, mo
     monkeypatch.chdir(tmp_path)  # not a checkout: the commit still comes from seglib's tree
     assert stamp()["commit"] == git_commit(REPO)
     assert len(stamp()["date"]) == 10
+
+
+def test_a_commit_given_in_the_environment_wins_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGLIB_COMMIT", "4b0dc51")
+    assert git_commit(tmp_path) == "4b0dc51" and stamp()["commit"] == "4b0dc51"
+    monkeypatch.setenv("SEGLIB_COMMIT", "main")
+    with pytest.raises(ValueError, match="SEGLIB_COMMIT='main' is not a commit"):
+        git_commit()
