@@ -365,18 +365,19 @@ def _train(a: argparse.Namespace) -> None:
     )
 
 
-def _split(a: argparse.Namespace, size: int) -> SegmentationDataset:
-    """The --split of the checkpoint's data (or of --data_path), read as its run read it."""
+def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Module, int]:
+    """The --split of the checkpoint's data (or of --data_path), read as its run read it, the model and
+    its image size: the checkpoint file read once."""
+    ckpt = load_checkpoint(a.model_path)
+    size = a.image_size or checkpoint_image_size(ckpt)
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
-    return checkpoint_split(
-        a.model_path, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit, **skip
-    )
+    ds = checkpoint_split(ckpt, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit, **skip)
+    return ds, load_model(a.model_path, checkpoint=ckpt), size
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    size = a.image_size or checkpoint_image_size(a.model_path)
-    ds = _split(a, size)
-    model, tta = load_model(a.model_path), _tta(a)
+    ds, model, size = _split_and_model(a)
+    tta = _tta(a)
     df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=tta)
     out = Path(a.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,10 +396,8 @@ def _predict(a: argparse.Namespace) -> None:
     if a.input is not None:
         _predict_files(a)
         return
-    size = a.image_size or checkpoint_image_size(a.model_path)
-    model, tta = load_model(a.model_path), _tta(a)
-    out = Path(a.output_dir)
-    ds = _split(a, size)
+    ds, model, size = _split_and_model(a)
+    tta, out = _tta(a), Path(a.output_dir)
     df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
     shown = scored_indices(df, ds)  # the images predicted: not those left out as unreadable
     save_prediction_figures(model, ds, shown, out / "figures", size, a.threshold, a.device, tta)
@@ -413,8 +412,10 @@ def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, str]:
     """predict --input's model, image size, device and the mask values of its run: a checkpoint's, or an
     exported file's (.onnx, .pt2: on the CPU, the size from its metadata)."""
     if Path(a.model_path).suffix not in EXPORTED_SUFFIXES:
-        saved = load_checkpoint(a.model_path).get("config", {}).get("mask_values", "")
-        return load_model(a.model_path), a.image_size or checkpoint_image_size(a.model_path), a.device, saved
+        ckpt = load_checkpoint(a.model_path)  # read once: size, mask values, weights
+        saved = ckpt.get("config", {}).get("mask_values", "")
+        model = load_model(a.model_path, checkpoint=ckpt)
+        return model, a.image_size or checkpoint_image_size(ckpt), a.device, saved
     model = load_exported(a.model_path)
     size = a.image_size or int(model.metadata.get("image_size", 0))
     if not size:

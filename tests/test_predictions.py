@@ -278,3 +278,18 @@ def test_evaluate_leaves_out_a_damaged_image_and_shows_the_worst_of_the_rest(che
         test.image_path(name).write_bytes(b"")
     with pytest.raises(SystemExit, match=r"evaluate: all 3 image\(s\) are unreadable, nothing to score"):
         main([*args, "--on_corrupt", "skip"])
+
+
+@pytest.mark.parametrize("command", ["predict --input", "predict --split", "evaluate"])
+def test_the_command_line_reads_the_checkpoint_once(command, checkpoint, folder, tmp_path, monkeypatch):
+    reads: list[str] = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: reads.append(str(f)) or real(f, *a, **k))
+    verb, *how = command.split()
+    args = [verb, "--model_path", str(checkpoint), "--output_dir", str(tmp_path / "out"), "--device", "cpu"]
+    if how == ["--input"]:
+        args += ["--input", str(folder / "images")]
+    else:  # the folder's test split, as the checkpoint's run would read it
+        args += ["--dataset", "folder", "--data_path", str(folder), "--split", "test"]
+    main(args)
+    assert reads == [str(checkpoint)]  # size, mask values, data settings and weights from one read

@@ -81,12 +81,14 @@ def load_model(
     map_location: str | torch.device = "cpu",
     expect_model: str | None = None,
     expect_num_classes: int | None = None,
+    checkpoint: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Rebuild the model a checkpoint was saved for, load its weights, and return it in eval mode.
 
     `expect_model` / `expect_num_classes`, when given, must match what the checkpoint was saved for.
+    `checkpoint`: what `load_checkpoint(path)` already returned, so that the file is read once.
     """
-    ckpt = load_checkpoint(path, map_location)
+    ckpt = load_checkpoint(path, map_location) if checkpoint is None else checkpoint
     spec = ckpt["model_spec"]
     name, kwargs = spec["name"], spec["kwargs"]
     saved_for = f"model {name!r} with {kwargs}"

@@ -65,9 +65,10 @@ __all__ = [
 SMALL_EVAL = 256
 
 
-def checkpoint_image_size(path: str | Path, default: int = 256) -> int:
-    """The image size a checkpoint's model was trained at."""
-    return int(load_checkpoint(path).get("config", {}).get("image_size", default))
+def checkpoint_image_size(path: str | Path | dict[str, Any], default: int = 256) -> int:
+    """The image size a checkpoint's model was trained at (`path`: its file, or the loaded checkpoint)."""
+    ckpt = path if isinstance(path, dict) else load_checkpoint(path)
+    return int(ckpt.get("config", {}).get("image_size", default))
 
 
 def _as_model(model_or_checkpoint: nn.Module | str | Path, device: torch.device) -> nn.Module:

@@ -56,15 +56,17 @@ def split_dataset(
 
 
 def checkpoint_split(
-    checkpoint: str | Path,
+    checkpoint: str | Path | dict[str, Any],
     split: str,
     data_root: str | Path | None = None,
     dataset: str | None = None,
     **kwargs: Any,
 ) -> SegmentationDataset:
-    """The `split` of the data a checkpoint was trained on, read as its run read it (border, a folder's
-    mask_values and seeded split); `data_root` and `dataset` point elsewhere when given."""
-    saved = load_checkpoint(checkpoint).get("config", {})
+    """The `split` of the data a checkpoint (its file, or the loaded checkpoint) was trained on, read as its
+    run read it (border, a folder's mask_values and seeded split); `data_root` and `dataset` point
+    elsewhere when given."""
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    saved = ckpt.get("config", {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     over = {k: str(v) for k, v in {"data_root": data_root, "dataset": dataset}.items() if v is not None}
     cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **over})
