@@ -173,10 +173,9 @@ def _where_rows(chosen: torch.Tensor, x: torch.Tensor, fn: Callable[[slice], tor
 def _pick_rows(
     chosen: torch.Tensor, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]
 ) -> torch.Tensor:
-    """`fn` of the chosen images only, the others as they are (reads `chosen` on the host)."""
+    """`fn` of the chosen images only, written into `x` (a batch `__call__` made), the others as they are
+    (reads `chosen` on the host)."""
     rows = chosen.nonzero().flatten()
-    if rows.numel() == 0:
-        return x
-    out = x.clone()
-    out[rows] = fn(rows)
-    return out
+    if rows.numel():
+        x[rows] = fn(rows)
+    return x
