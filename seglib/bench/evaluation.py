@@ -16,15 +16,12 @@ from ..models import build_model
 from .timing import interleaved, row, row_text
 
 
-def eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
-    """Evaluation at original resolution (256 px model input, scored against the full-size trimaps): the
-    original's per-image loop against `evaluate`, reading JPEGs and then a cached test set."""
-    test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
-    model = build_model("resnet34_unet").to(dev).eval()
-    model_cl = build_model("resnet34_unet").to(dev).to(memory_format=torch.channels_last).eval()
+def reference_eval(model: torch.nn.Module, test: OxfordPetDataset, dev: torch.device) -> Callable[[], float]:
+    """The original's evaluation (DataLoader with 2 workers, a host sync per image) of `test` (returning
+    full-size masks): a function giving its images/s."""
 
     @torch.no_grad()
-    def ref_eval() -> float:
+    def run() -> float:
         t = time.perf_counter()
         for b in DataLoader(test, batch_size=8, num_workers=2, collate_fn=collate):
             logits = model(b["image"].to(dev))
@@ -32,6 +29,18 @@ def eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callab
                 up = torch.nn.functional.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear")
                 dice_from_counts(*confusion_counts(up[:, 0], full[None].to(dev))).item()
         return len(test) / (time.perf_counter() - t)
+
+    return run
+
+
+def eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+    """Evaluation at original resolution (256 px model input, scored against the full-size trimaps): the
+    original's per-image loop against `evaluate`, reading JPEGs and then a cached test set."""
+    test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
+    model = build_model("resnet34_unet").to(dev).eval()
+    model_cl = build_model("resnet34_unet").to(dev).to(memory_format=torch.channels_last).eval()
+
+    ref_eval = reference_eval(model, test, dev)
 
     def timed_eval(ds: OxfordPetDataset) -> Callable[[], float]:
         def run() -> float:

@@ -48,6 +48,7 @@ from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
 from .runtime import autocast, default_amp, default_num_workers, resolve_device
+from .threadloader import default_read_threads
 from .tta import TTA, as_tta, forward_tta, tta_sizes
 
 __all__ = [
@@ -91,6 +92,7 @@ def evaluate(
     progress: bool = True,
     tta: bool | TTA = False,
     device_data: bool | None = None,
+    read_threads: int | None = None,
 ) -> pd.DataFrame:
     """One row per image: name, breed, species, size, Dice and IoU at original and model resolution.
 
@@ -101,6 +103,8 @@ def evaluate(
     also with the image at other sizes, resized from its original (`seglib.engine.tta`).
 
     `num_workers=None`: none for a set of at most `SMALL_EVAL` images, else `default_num_workers`.
+    Without workers, `read_threads` threads read the images (None: `default_read_threads`, none on a
+    CPU); the table is the same with any number.
     `device_data=True` reads uint8 samples (`uint8_transform` at the size of the dataset's `A.Resize`)
     and normalises them on the device, False uses the dataset's transform; None takes True on CUDA when
     that gives the same samples (the transform is `eval_transform` or `uint8_transform`). The table is
@@ -119,7 +123,8 @@ def evaluate(
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
     workers = _eval_workers(num_workers, len(ds), dev, world)
-    loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world)
+    threads = default_read_threads(dev) if read_threads is None else read_threads  # used without workers
+    loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world, read_threads=threads)
     prep = BatchPrep(dev, channels_last)  # float batches are moved, uint8 ones normalised on the device
     fmt = torch.channels_last if channels_last else torch.contiguous_format  # of the TTA's other sizes
     rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)

@@ -27,6 +27,7 @@ from .batches import ResidentLoader, resolve_device_data
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
 from .runtime import default_num_workers, resolve_device
+from .threadloader import ThreadLoader
 
 __all__ = [
     "FOLDER_SETTINGS",
@@ -172,10 +173,15 @@ def eval_loader(
     rank: int = 0,
     world_size: int = 1,
     resident: bool = False,
-) -> DataLoader | ResidentLoader:
+    read_threads: int = 0,
+) -> DataLoader | ResidentLoader | ThreadLoader:
     """This rank's evaluation loader: images rank, rank + W, ... in order, none padded or repeated, so
-    that sums over the ranks count every image once (`resident` as for `train_loader`)."""
+    that sums over the ranks count every image once (`resident` as for `train_loader`). Without worker
+    processes, `read_threads` threads read the samples (`ThreadLoader`)."""
     sampler = EpochSampler(len(dataset), shuffle=False, rank=rank, world_size=world_size, pad=False)
     if resident:
         return ResidentLoader(dataset, batch_size, sampler, device)
+    if num_workers == 0 and read_threads > 0:
+        on_gpu = device.type == "cuda"  # the CPU's cores only read: one torch thread (ThreadLoader)
+        return ThreadLoader(dataset, batch_size, sampler, read_threads, on_gpu, 1 if on_gpu else None)
     return make_loader(dataset, batch_size, sampler, device, num_workers)
