@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The wheels that benchmarks/gpu_workbook.sh (and gpu.sh) install on an offline GPU machine whose image has
 # CUDA PyTorch, OpenCV, pandas, matplotlib and seaborn but not albumentations, papermill, ipykernel or
-# ipywidgets (or kornia). Run here (where the package index is reached), from the repository root:
-#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), 43 wheels, 19 MB
+# ipywidgets (or kornia, torchcodec). Run here (where the package index is reached), from the repository root:
+#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), 44 wheels, 28 MB
 # Each package at the version .venv has (the versions the tests run with), for CPython 3.12 on x86-64
 # Linux (GPU_PYTHON=3.11 for another). The list is the four packages and what they need, less what that
 # image already holds (docs/gpu.md).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${DEST:-.whl}
 PACKAGES="albumentations albucore pydantic pydantic-core annotated-types typing-inspection typing-extensions
-simsimd stringzilla kornia kornia-rs
+simsimd stringzilla kornia kornia-rs torchcodec
 papermill nbclient nbformat fastjsonschema jsonschema jsonschema-specifications referencing rpds-py
 jupyter-client jupyter-core platformdirs pyzmq tornado traitlets entrypoints tenacity
 ipykernel comm ipython ipython-pygments-lexers matplotlib-inline nest-asyncio2 pexpect

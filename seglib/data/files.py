@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .decode import jpeg_rgb, png_8bit
 from .trimaps import check_trimap
 
 __all__ = [
@@ -139,6 +140,11 @@ def upright_beside(
 def read_image(path: Path, upright: bool = False) -> np.ndarray:
     """The image at `path` as uint8 HxWx3 RGB at its original resolution (`upright`: as `open_rgb`)."""
     try:
+        if not upright:
+            with Image.open(path) as im:
+                pixels = jpeg_rgb(path, im)  # most files: TorchCodec decodes them (decode.py)
+            if pixels is not None:
+                return pixels
         return np.asarray(open_rgb(path, upright))
     except UnsupportedImageError as e:
         raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' (--on_corrupt skip) to leave it out") from e
@@ -154,7 +160,9 @@ def read_trimap(path: Path) -> np.ndarray:
     """The trimap at `path` as uint8 HxW, its values checked to be in {1, 2, 3}."""
     try:
         with Image.open(path) as im:
-            trimap = np.asarray(im)
+            trimap = png_8bit(path, im)  # most files: TorchCodec decodes them (decode.py)
+            if trimap is None:
+                trimap = np.asarray(im)
     except (OSError, SyntaxError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the trimap ({e}); re-download the data or pass on_corrupt='skip'"
