@@ -30,6 +30,7 @@ import torch
 from seglib.bench.datapath import make_oxford_sized
 from seglib.bench.evaluation import reference_eval
 from seglib.data import OxfordPetDataset, eval_transform, uint8_transform
+from seglib.data.decode import DECODER
 from seglib.engine import evaluate
 from seglib.engine.loaders import eval_loader
 from seglib.engine.runtime import resolve_device
@@ -81,7 +82,8 @@ def main() -> None:
     for _ in range(a.reps):
         for k, run in runs.items():
             rates[k].append(run())
-    print(f"{len(test)} test images, {torch.cuda.get_device_name() if dev.type == 'cuda' else dev}")
+    where = torch.cuda.get_device_name() if dev.type == "cuda" else dev
+    print(f"{len(test)} test images, {where}, images decoded by {DECODER}")
     for k, r in rates.items():
         print(f"{k}: {statistics.median(r):.0f} images/s ({min(r):.0f}-{max(r):.0f})")
     prof = cProfile.Profile()

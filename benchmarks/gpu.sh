@@ -3,7 +3,7 @@
 # 351 s with the profiles on 2026-12-04, before the CUDA-graphs rows, which add about a minute).
 # Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json and
 # results/profile-*.csv; PROFILE=0 leaves the profiles out; on a device machine set SEGLIB_COMMIT to the
-# commit the tree holds, which the profiles' CSV rows name)
+# commit the tree holds, which the profiles' CSV rows name; ONLY=eval (or steps,data,epochs) runs those rows)
 # Python: .venv if there is one; else a python3 that already has CUDA PyTorch (an offline GPU box),
 # with seglib taken from this tree and any missing pure dependencies installed from SEGLIB_WHEELS
 # (a folder of wheels, e.g. albumentations and its needs); else a new .venv from the package index.
@@ -24,7 +24,8 @@ if [ ! -x "$PY" ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
-"$PY" -m seglib.bench --device cuda --compile --reps "${REPS:-5}" --json "${JSON:-results/bench-gpu.json}"
+"$PY" -m seglib.bench --device cuda --compile --reps "${REPS:-5}" --json "${JSON:-results/bench-gpu.json}" \
+  --only "${ONLY:-steps,data,epochs,eval}"
 # Where the step's time goes (torch.profiler), at the bench's batch sizes: about a minute for both.
 if [ "${PROFILE:-1}" = 1 ]; then
   for spec in "resnet34_unet 64" "unet 32"; do

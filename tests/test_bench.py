@@ -127,3 +127,16 @@ def test_step_worker_rejects_a_reference_in_channels_last():
         StepWorker({**TINY, "mode": "reference", "formats": ["channels_last"]}) as worker,
     ):
         worker.start()
+
+
+@pytest.mark.slow
+def test_only_runs_the_groups_asked_for(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "-m", "seglib.bench", "--quick", "--reps", "1", "--json", str(out), "--only"]
+    p = subprocess.run([*cmd, "eval"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    whats = [r["what"] for r in json.loads(out.read_text())["rows"]]
+    assert any(w.startswith("evaluation ") for w in whats)
+    assert not any(w.startswith(("train step", "data path", "whole epoch")) for w in whats)
+    p = subprocess.run([*cmd, "eval,steps2"], capture_output=True, text=True)
+    assert p.returncode != 0 and "--only eval,steps2: unknown steps2" in p.stderr

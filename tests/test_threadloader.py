@@ -67,4 +67,4 @@ def test_evaluate_scores_the_same_with_reading_threads(synthetic_root, monkeypat
     pd.testing.assert_frame_equal(threads, alone, check_exact=True)
     assert [type(x).__name__ for x in loaders] == ["DataLoader", "ThreadLoader"]
     assert default_read_threads(torch.device("cpu")) == 0  # a CPU's cores run the model
-    assert 1 <= default_read_threads(torch.device("cuda")) <= 8
+    assert 1 <= default_read_threads(torch.device("cuda")) <= 4

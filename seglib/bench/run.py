@@ -47,6 +47,9 @@ from .evaluation import eval_rows
 from .machine import bandwidth_rows, ceiling_rows, machine_facts
 from .timing import row_text
 
+# The groups of rows, in the order they run: training steps, data path, whole epochs, evaluation.
+PARTS = ("steps", "data", "epochs", "eval")
+
 
 def run_benchmark(
     quick: bool = False,
@@ -54,24 +57,29 @@ def run_benchmark(
     reps: int | None = None,
     log=print,
     compile_models: bool = False,
+    only: tuple[str, ...] = PARTS,
 ) -> dict[str, Any]:
-    """Run every measurement; returns {"rows": [...], machine facts}."""
+    """Run the measurements of `only` (of `PARTS`; the ceilings always); returns {"rows": [...], machine
+    facts}."""
     dev = resolve_device(device)
     reps = reps or (3 if quick else 5)
     out = machine_facts(dev, quick)
     rows, choices = out["rows"], out["choices"]
     fast_ceiling = ceiling_rows(rows, dev, 2048 if quick else 4096, reps, log)
     bandwidth = bandwidth_rows(rows, dev, reps, log) if dev.type == "cuda" else 0.0
-    rows += train_step_rows(
-        _step_specs(dev, quick), reps, dev, compile_models, fast_ceiling, choices, log, bandwidth
-    )
+    if "steps" in only:
+        rows += train_step_rows(
+            _step_specs(dev, quick), reps, dev, compile_models, fast_ceiling, choices, log, bandwidth
+        )
+    if not {"data", "epochs", "eval"} & set(only):
+        return out
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
         # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
         root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 384 if dev.type == "cuda" else 96)
         cache = Path(tmp) / "cache"
-        rows += data_path_rows(root, cache, dev, reps, log)
-        rows += epoch_rows(root, cache, dev, reps, choices, log)
-        rows += eval_rows(root, cache, dev, reps, log)
+        rows += data_path_rows(root, cache, dev, reps, log) if "data" in only else []
+        rows += epoch_rows(root, cache, dev, reps, choices, log) if "epochs" in only else []
+        rows += eval_rows(root, cache, dev, reps, log) if "eval" in only else []
     return out
 
 
@@ -152,8 +160,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, help="timed repetitions (default 5, quick 3)")
     p.add_argument("--json", help="write the results to this file")
     p.add_argument("--compile", action="store_true", help="on CUDA, also time the step under torch.compile")
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated groups of rows to run, of {','.join(PARTS)} (default all; the ceilings always)",
+    )
     a = p.parse_args(argv)
-    result = run_benchmark(a.quick, a.device, a.reps, compile_models=a.compile)
+    only = tuple(a.only.split(","))
+    if unknown := set(only) - set(PARTS):
+        p.error(f"--only {a.only}: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PARTS)}")
+    result = run_benchmark(a.quick, a.device, a.reps, compile_models=a.compile, only=only)
     print("\n" + markdown_table(result))
     print(
         f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads"
