@@ -1,14 +1,14 @@
 """Evaluation against the number of reading threads: what `evaluate`'s `read_threads` buys on a machine.
 
-    python benchmarks/eval_threads.py --device cuda [--threads 0,2,4,8] [--reps 3]
+    python benchmarks/eval_threads.py --device cuda [--threads 0,2,4,8] [--workers 4] [--reps 3]
 
 On the benchmark's Oxford-sized synthetic set (384 images, 96 in test, 150-1600 px;
 `seglib.bench.datapath.make_oxford_sized`) with an untrained ResNet34-UNet at 256 px, rounds in turn of:
-the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring), `evaluate`
-with each number of reading threads, and the reading alone (no model, `eval_loader` as `evaluate`
-reads) with none and the
-most threads. Prints each one's median images/s with its range, then where the main thread's time goes in
-one `evaluate` at the default number of threads (cProfile, by own time). The figures go to
+the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring); `evaluate`
+with each number of reading threads, and of worker processes (started by each call, as
+`evaluate(num_workers=N)` does); `evaluate` of the test set cached, with no and the default number of
+threads; and the reading alone (no model; `eval_loader`, as `evaluate` reads) with no and the most
+threads. Prints which decoder reads, then each one's median images/s with its range. The figures go to
 docs/performance.md with the machine and date.
 """
 
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import cProfile
-import io
-import pstats
 import statistics
 import tempfile
 import time
@@ -55,9 +52,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", default="0,2,4,8")
+    p.add_argument("--workers", default="4", help="worker processes, started by each evaluate call")
     p.add_argument("--reps", type=int, default=3)
     a = p.parse_args()
     dev = resolve_device(a.device)
+    print(f"images decoded by {DECODER}", flush=True)  # first: a run cut short still says it
     counts = [int(t) for t in a.threads.split(",")]
     torch.manual_seed(0)
     model = build_model("resnet34_unet").to(dev).eval()
@@ -65,16 +64,21 @@ def main() -> None:
     root = make_oxford_sized(Path(tempfile.mkdtemp()) / "pets", 384)
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
 
-    def ours(threads: int) -> Callable[[], float]:
+    cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(root.parent / "cache", 256)
+
+    def ours(threads: int, workers: int = 0, ds: OxfordPetDataset = test) -> Callable[[], float]:
         def run() -> float:
             t = time.perf_counter()
-            evaluate(model_cl, test, device=str(dev), batch_size=8, progress=False, read_threads=threads)
-            return len(test) / (time.perf_counter() - t)
+            evaluate(model_cl, ds, device=str(dev), progress=False, read_threads=threads, num_workers=workers)
+            return len(ds) / (time.perf_counter() - t)
 
         return run
 
     runs = {"reference (2 workers)": reference_eval(model, test, dev)}
     runs |= {f"evaluate, {t} reading threads": ours(t) for t in counts}
+    runs |= {f"evaluate, {w} worker processes": ours(0, int(w)) for w in a.workers.split(",") if w}
+    default = default_read_threads(dev)
+    runs |= {f"evaluate, test set cached, {t} reading threads": ours(t, 0, cached) for t in (0, default)}
     runs |= {f"reading alone, {t} threads": reading(test, t, dev) for t in (0, max(counts))}
     for run in runs.values():  # warm-up: cuDNN, allocator, page cache
         run()
@@ -83,15 +87,9 @@ def main() -> None:
         for k, run in runs.items():
             rates[k].append(run())
     where = torch.cuda.get_device_name() if dev.type == "cuda" else dev
-    print(f"{len(test)} test images, {where}, images decoded by {DECODER}")
+    print(f"{len(test)} test images, {where}")
     for k, r in rates.items():
         print(f"{k}: {statistics.median(r):.0f} images/s ({min(r):.0f}-{max(r):.0f})")
-    prof = cProfile.Profile()
-    prof.runcall(ours(default_read_threads(dev)))
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(14)
-    print(f"main thread, one evaluate with {default_read_threads(dev)} reading threads:")
-    print(out.getvalue()[-3000:])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ if [ ! -x "$PY" ]; then
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+"$PY" -c 'from seglib.data.decode import DECODER; print("images decoded by", DECODER)'
 "$PY" -m seglib.bench --device cuda --compile --reps "${REPS:-5}" --json "${JSON:-results/bench-gpu.json}" \
   --only "${ONLY:-steps,data,epochs,eval}"
 # Where the step's time goes (torch.profiler), at the bench's batch sizes: about a minute for both.

@@ -2,7 +2,9 @@
 # The wheels that benchmarks/gpu_workbook.sh (and gpu.sh) install on an offline GPU machine whose image has
 # CUDA PyTorch, OpenCV, pandas, matplotlib and seaborn but not albumentations, papermill, ipykernel or
 # ipywidgets (or kornia, torchcodec). Run here (where the package index is reached), from the repository root:
-#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), 44 wheels, 28 MB
+#   bash benchmarks/gpu_wheels.sh            # -> .whl/ (git-ignored), 44 wheels, 29 MB
+#   SKIP=torchcodec bash benchmarks/gpu_wheels.sh   # 43 wheels, 19.5 MB: room for the real sample (38 MB)
+#                                                   # in a run's 64 MiB; Pillow then decodes every file
 # Each package at the version .venv has (the versions the tests run with), for CPython 3.12 on x86-64
 # Linux (GPU_PYTHON=3.11 for another). The list is the four packages and what they need, less what that
 # image already holds (docs/gpu.md).
@@ -19,6 +21,7 @@ ptyprocess prompt-toolkit wcwidth stack-data asttokens executing pure-eval ipywi
 # widgetsnbextension (12 MB together), which ipykernel, IPython and ipywidgets import only when present.
 pins=()
 for name in $PACKAGES; do
+  case " ${SKIP:-} " in *" $name "*) continue ;; esac
   version=$(.venv/bin/python -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name")
   pins+=("$name==$version")
 done

@@ -48,7 +48,8 @@ def test_quick_benchmark_writes_complete_json(tmp_path):
     )
     assert p.returncode == 0, p.stderr
     result = json.loads(out.read_text())
-    assert {"machine", "torch", "device", "threads", "rows", "choices"} <= set(result)
+    assert {"machine", "torch", "device", "threads", "decoder", "rows", "choices"} <= set(result)
+    assert result["decoder"] == "torchcodec"  # installed with seglib
     whats = [r["what"] for r in result["rows"]]
     for key in EXPECTED:
         assert any(key in w for w in whats), key

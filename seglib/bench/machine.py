@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..data.decode import DECODER
 from ..engine.runtime import amp_dtype, cpu_name, default_amp, native_bf16
 from .roofline import memory_bandwidth
 from .timing import info_row, sync
@@ -41,6 +42,7 @@ def machine_facts(dev: torch.device, quick: bool) -> dict[str, Any]:
         "quick": quick,
         "amp": default_amp(dev),
         "native_bf16": native_bf16(dev),
+        "decoder": DECODER,  # what decodes the JPEGs and PNGs: TorchCodec, or Pillow where it is missing
         "rows": [],
         "choices": {},  # the memory format seglib trained in, per step row and for the epoch
     }

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     result = run_benchmark(a.quick, a.device, a.reps, compile_models=a.compile, only=only)
     print("\n" + markdown_table(result))
     print(
-        f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads"
+        f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads, "
+        f"images decoded by {result['decoder']}"
     )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
