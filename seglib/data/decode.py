@@ -2,9 +2,9 @@
 
 TorchCodec's decoders (libjpeg-turbo and libpng, as Pillow's) give the same pixels as Pillow, faster and
 without holding the GIL, so that threads reading an evaluation set read in parallel (docs/performance.md,
-"Evaluation on a GPU"). Anything else (another format, mode or depth, a damaged file) returns None and
-Pillow reads it, naming any fault; so does everything where TorchCodec is missing or does not load
-(`DECODER` says which reads).
+"On one H200, later the same day"). Anything else (another format, mode or depth, a damaged file)
+returns None and Pillow reads it, naming any fault; so does everything where TorchCodec is missing or
+does not load (`DECODER` says which reads).
 """
 
 from __future__ import annotations

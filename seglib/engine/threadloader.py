@@ -1,8 +1,9 @@
 """`ThreadLoader`: a worker-less DataLoader's batches, with the samples read by threads.
 
 For sets too small to pay for starting worker processes (evaluation on a GPU machine): in the main thread
-alone the GPU waits while each image is decoded. Decoding (Pillow) and resizing (OpenCV) release the GIL,
-so threads read in parallel (docs/performance.md, "Evaluation on a GPU").
+alone the GPU waits while each image is decoded. Decoding (TorchCodec; Pillow in part) and resizing
+(OpenCV) release the GIL, so threads read in parallel (docs/performance.md, "On one H200, later the
+same day").
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ class ThreadLoader:
 
     `torch_threads`: torch's intra-op threads while the batches are read (restored after; None leaves
     them). 1 where the model runs on a GPU: the copies that collate and pinning make would otherwise start
-    OpenMP teams whose idle spinning takes the cores the readers need (2-core Zen 4: 2 threads read 270
-    images/s with torch's 2 intra-op threads, 430 with one).
+    OpenMP teams whose idle spinning takes the cores the readers need, most on a machine of few cores
+    (docs/performance.md).
     """
 
     def __init__(
