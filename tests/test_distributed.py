@@ -63,8 +63,8 @@ def free_port() -> int:
 
 def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
     """Run `args` (a script or `-m module` and its arguments) in 2 processes; fail with their output."""
-    # faulthandler: a rank that dies by a signal (a rare SIGABRT after the last epoch, seen twice) prints
-    # every thread's Python stack into the output this assertion shows
+    # faulthandler: a rank that dies by a signal (a rare SIGABRT after the last epoch, seen three times in
+    # full suites, never alone) prints every thread's Python stack, which this assertion shows
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(out), "PYTHONFAULTHANDLER": "1"}
     cmd = [
         sys.executable,
@@ -76,7 +76,9 @@ def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
         *map(str, args),
     ]
     p = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, f"{p.stdout[-4000:]}\n{p.stderr[-4000:]}"
+    fatal = p.stderr.find("Fatal Python error")  # the stacks come before a long list of extension modules
+    stacks = p.stderr[fatal : fatal + 6000] if fatal >= 0 else ""
+    assert p.returncode == 0, f"{p.stdout[-4000:]}\n{stacks}\n{p.stderr[-4000:]}"
     return p
 
 
