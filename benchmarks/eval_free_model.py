@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from seglib.bench.datapath import make_oxford_sized
-from seglib.data import OxfordPetDataset, collate, eval_transform
+from seglib.bench.evaluation import reference_eval
+from seglib.data import OxfordPetDataset, eval_transform
 from seglib.engine import evaluate
-from seglib.metrics import confusion_counts, dice_from_counts
 
 
 def main() -> None:
@@ -37,15 +36,7 @@ def main() -> None:
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
     cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(tmp / "cache", 256)
 
-    @torch.no_grad()
-    def reference() -> float:
-        t = time.perf_counter()
-        for b in DataLoader(test, batch_size=8, num_workers=2, collate_fn=collate):
-            logits = model(b["image"])
-            for j, full in enumerate(b["mask_full"]):
-                up = torch.nn.functional.interpolate(logits[j : j + 1], size=full.shape, mode="bilinear")
-                dice_from_counts(*confusion_counts(up[:, 0], full[None])).item()
-        return len(test) / (time.perf_counter() - t)
+    reference = reference_eval(model, test, torch.device("cpu"))
 
     def seglib(ds: OxfordPetDataset) -> float:
         t = time.perf_counter()
