@@ -24,6 +24,7 @@ from seglib.engine.threadloader import ThreadLoader, default_read_threads
 from seglib.models import build_model
 
 ev = importlib.import_module("seglib.engine.evaluate")  # the module, not the function
+threadloader = importlib.import_module("seglib.engine.threadloader")
 
 
 def test_the_thread_loader_gives_the_dataloaders_batches_in_order(synthetic_root, tmp_path):
@@ -66,5 +67,13 @@ def test_evaluate_scores_the_same_with_reading_threads(synthetic_root, monkeypat
     assert len(alone) == 7 and alone.name.tolist() == ds.names
     pd.testing.assert_frame_equal(threads, alone, check_exact=True)
     assert [type(x).__name__ for x in loaders] == ["DataLoader", "ThreadLoader"]
+    with pytest.raises(ValueError, match="read_threads=-1"):
+        evaluate(model, ds, read_threads=-1, **fast)
+
+
+def test_reading_threads_by_default(monkeypatch):
+    monkeypatch.setattr(threadloader.os, "cpu_count", lambda: 16)
     assert default_read_threads(torch.device("cpu")) == 0  # a CPU's cores run the model
-    assert 1 <= default_read_threads(torch.device("cuda")) <= 4
+    assert default_read_threads(torch.device("cuda")) == 4  # more contend for the GIL
+    monkeypatch.setattr(threadloader.os, "cpu_count", lambda: 3)
+    assert default_read_threads(torch.device("cuda")) == 2  # a core left to the main thread

@@ -123,6 +123,8 @@ def evaluate(
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
     workers = _eval_workers(num_workers, len(ds), dev, world)
+    if read_threads is not None and read_threads < 0:
+        raise ValueError(f"evaluate: read_threads={read_threads}; give 0 or more, or None for the default")
     threads = default_read_threads(dev) if read_threads is None else read_threads  # used without workers
     loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world, read_threads=threads)
     prep = BatchPrep(dev, channels_last)  # float batches are moved, uint8 ones normalised on the device
