@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,13 +28,17 @@ import torch
 
 from seglib.bench.datapath import make_oxford_sized
 from seglib.bench.evaluation import reference_eval
-from seglib.data import OxfordPetDataset, eval_transform, uint8_transform
+from seglib.data import EpochSampler, OxfordPetDataset, eval_transform, uint8_transform
 from seglib.data.decode import DECODER
 from seglib.engine import evaluate
-from seglib.engine.loaders import eval_loader
+from seglib.engine.loaders import eval_loader, make_loader
 from seglib.engine.runtime import resolve_device
 from seglib.engine.threadloader import default_read_threads
 from seglib.models import build_model
+
+evaluate_module = importlib.import_module(
+    "seglib.engine.evaluate"
+)  # the module; seglib.engine.evaluate is the function
 
 
 def reading(test: OxfordPetDataset, threads: int, dev: torch.device) -> Callable[[], float]:
@@ -48,12 +54,75 @@ def reading(test: OxfordPetDataset, threads: int, dev: torch.device) -> Callable
     return run
 
 
+class Waits:
+    """`eval_loader` as `evaluate` calls it, timing how long its caller waits for each batch; with
+    `persistent`, a DataLoader of that many worker processes started once and reused by every call
+    (what reader processes kept between calls would give)."""
+
+    def __init__(self, dev: torch.device, persistent: int = 0) -> None:
+        self.dev, self.persistent, self.loader, self.waited = dev, persistent, None, 0.0
+
+    def __call__(self, ds, batch_size, device, workers, **kw):  # noqa: ANN001, ANN003, ANN204
+        if self.persistent and self.loader is None:
+            sampler = EpochSampler(len(ds), shuffle=False, pad=False)
+            self.loader = make_loader(ds, batch_size, sampler, device, self.persistent)
+        loader = self.loader or eval_loader(ds, batch_size, device, workers, **kw)
+        it = iter(loader)
+        while True:
+            t = time.perf_counter()
+            batch = next(it, None)
+            self.waited += time.perf_counter() - t
+            if batch is None:
+                return
+            yield batch
+
+
+def breakdown(model_cl, test, dev: torch.device, threads: int, reps: int) -> None:  # noqa: ANN001
+    """Where evaluate's time goes: the share its loop waits for batches, with `threads` reading threads,
+    persistent worker processes, and a smaller GIL switch interval."""
+    original = evaluate_module.eval_loader
+    for label, waits, interval in (
+        (f"{threads} reading threads", Waits(dev), None),
+        (f"{threads} reading threads, switch interval 0.5 ms", Waits(dev), 0.0005),
+        ("8 persistent worker processes", Waits(dev, 8), None),
+        ("15 persistent worker processes", Waits(dev, 15), None),
+    ):
+        saved = sys.getswitchinterval()
+        evaluate_module.eval_loader = waits
+        try:
+            if interval:
+                sys.setswitchinterval(interval)
+            rates, total = [], 0.0
+            for rep in range(reps + 1):  # the first: warm-up (and the persistent workers' start)
+                waits.waited, t = 0.0, time.perf_counter()
+                evaluate(model_cl, test, device=str(dev), progress=False, read_threads=threads)
+                took = time.perf_counter() - t
+                if rep:
+                    rates.append(len(test) / took)
+                    total += waits.waited / took
+        finally:
+            evaluate_module.eval_loader = original
+            sys.setswitchinterval(saved)
+        print(f"breakdown, {label}: {statistics.median(rates):.0f} images/s, waiting {total / reps:.0%}")
+
+
+def profiled(model_cl, ds, dev: torch.device, threads: int) -> None:  # noqa: ANN001
+    """torch.profiler's table of one `evaluate` of `ds`: which operators take the main thread's time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        evaluate(model_cl, ds, device=str(dev), progress=False, read_threads=threads)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=18, max_name_column_width=40))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", default="0,2,4,8")
     p.add_argument("--workers", default="4", help="worker processes, started by each evaluate call")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--breakdown", action="store_true", help="first: the share of time waiting for data")
     a = p.parse_args()
     dev = resolve_device(a.device)
     print(f"images decoded by {DECODER}", flush=True)  # first: a run cut short still says it
@@ -65,6 +134,11 @@ def main() -> None:
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
 
     cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(root.parent / "cache", 256)
+    if a.breakdown:
+        for ds in (test, cached):
+            print(f"{'cached' if ds is cached else 'read'}:", flush=True)
+            breakdown(model_cl, ds, dev, default_read_threads(dev), a.reps)
+        profiled(model_cl, cached, dev, default_read_threads(dev))
 
     def ours(threads: int, workers: int = 0, ds: OxfordPetDataset = test) -> Callable[[], float]:
         def run() -> float:
