@@ -18,6 +18,7 @@ __all__ = [
     "IGNORE_INDEX",
     "SMOOTH",
     "confusion_counts",
+    "segment_counts",
     "dice_from_counts",
     "iou_from_counts",
     "dice_per_image",
@@ -56,6 +57,33 @@ def confusion_counts(
     fp = (pred & ~truth).sum(dims).float()
     fn = (~pred & truth).sum(dims).float()
     return tp, fp, fn
+
+
+def segment_counts(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    lengths: list[int],
+    threshold: float = 0.5,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> torch.Tensor:
+    """(S, 4) int64: true positives, false positives, false negatives and valid (not ignored) pixels of
+    each of S images laid end to end, image s being the next `lengths[s]` values of the flat `logits`
+    and `target`. The counts `confusion_counts` gives each image alone, in a fixed number of operations
+    for any S (images of different sizes are scored together: a GPU then waits for few launches)."""
+    if logits.shape != target.shape or logits.ndim != 1 or sum(lengths) != logits.numel():
+        raise ValueError(
+            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must be flat, of the same "
+            f"length, and that length the sum of lengths ({sum(lengths)})"
+        )
+    pred = torch.sigmoid(logits.float()) > threshold
+    truth = target == 1
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(truth)
+    pred, truth = pred & valid, truth & valid
+    # Running totals of the four indicators, read at each image's end: a count is a difference of two.
+    totals = torch.stack([pred & truth, pred & ~truth, ~pred & truth, valid]).cumsum(1)
+    ends = torch.tensor(lengths, dtype=torch.long).cumsum(0).sub_(1).to(logits.device, non_blocking=True)
+    at_ends = totals[:, ends]
+    return at_ends.diff(dim=1, prepend=at_ends.new_zeros(4, 1)).T  # the first image's from 0
 
 
 def dice_from_counts(

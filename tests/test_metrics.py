@@ -14,6 +14,7 @@ from seglib.metrics import (
     dice_score,
     iou_per_image,
     iou_score,
+    segment_counts,
 )
 
 BIG = 20.0  # a logit that is surely positive after the sigmoid
@@ -89,3 +90,30 @@ def test_properties(a_bits, b_bits):
     # Dice and IoU agree: D = 2J / (1 + J)
     j = iou_per_image(logits_of(a), b).item()
     assert dice_per_image(logits_of(a), b).item() == pytest.approx(2 * j / (1 + j), abs=1e-5)
+
+
+@pytest.mark.parametrize("ignore_index", [METRICS_IGNORE, None])
+def test_segment_counts_equal_each_images_own_counts(ignore_index):
+    torch.manual_seed(0)
+    shapes = [(37, 50), (1, 1), (120, 90), (3, 200)]
+    logits = [torch.randn(*s) * 3 for s in shapes]
+    targets = [torch.randint(0, 3, s, dtype=torch.uint8) for s in shapes]
+    for t in targets:
+        t[t == 2] = METRICS_IGNORE
+    counts = segment_counts(
+        torch.cat([x.flatten() for x in logits]),
+        torch.cat([t.flatten() for t in targets]),
+        [x.numel() for x in logits],
+        threshold=0.3,
+        ignore_index=ignore_index,
+    )
+    assert counts.shape == (4, 4) and counts.dtype == torch.int64
+    for x, t, got in zip(logits, targets, counts, strict=True):
+        tp, fp, fn = confusion_counts(x[None], t[None], 0.3, ignore_index=ignore_index)
+        valid = (t != METRICS_IGNORE).sum() if ignore_index is not None else t.numel()
+        assert got.tolist() == [tp.item(), fp.item(), fn.item(), int(valid)]
+
+
+def test_segment_counts_lengths_must_cover_the_values():
+    with pytest.raises(ValueError, match="sum of lengths"):
+        segment_counts(torch.zeros(10), torch.zeros(10, dtype=torch.uint8), [4, 5])

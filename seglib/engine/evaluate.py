@@ -34,12 +34,12 @@ from ..data import (
     upright_image,
 )
 from ..metrics import (
-    IGNORE_INDEX,
     confusion_counts,
     dataset_dice,
     dataset_iou,
     dice_from_counts,
     iou_from_counts,
+    segment_counts,
 )
 from .allocator import release_idle_memory
 from .batches import BatchPrep, resolve_device_data
@@ -129,7 +129,7 @@ def evaluate(
     loader = eval_loader(ds, batch_size, dev, workers, rank=rank, world_size=world, read_threads=threads)
     prep = BatchPrep(dev, channels_last)  # float batches are moved, uint8 ones normalised on the device
     fmt = torch.channels_last if channels_last else torch.contiguous_format  # of the TTA's other sizes
-    rows: list[tuple[int, dict[str, Any]]] = []  # (dataset index, row)
+    scored: list[tuple[list[int], list[tuple[int, int]], torch.Tensor]] = []  # (indices, sizes, scores)
     skipped: list[str] = []
     for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
         skipped += batch["skipped"]
@@ -141,8 +141,10 @@ def evaluate(
         ]
         with autocast(dev, use_amp):
             logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
-        rows += _image_rows(ds, batch, logits, masks, threshold)
-    rows = _gathered(rows, skipped, world)
+        fulls = _full_masks_to(batch["mask_full"], dev)
+        sizes = [(m.shape[0], m.shape[1]) for m in fulls]
+        scored.append((batch["index"].tolist(), sizes, _batch_scores(logits, masks, fulls, threshold)))
+    rows = _gathered(_image_rows(ds, scored), skipped, world)
     release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
     return pd.DataFrame(rows)
 
@@ -232,50 +234,45 @@ def _full_masks_to(masks: list[torch.Tensor], device: torch.device) -> list[torc
     return [m.to(device, non_blocking=True) for m in masks]
 
 
-def _full_counts(logits: torch.Tensor, full: torch.Tensor, threshold: float) -> torch.Tensor:
-    """(4,) float64 on the device: tp, fp, fn of one image's logits (1, 1, h, w) up-sampled to its
-    trimap `full` (H, W), and its valid (not ignored) pixels. float64 holds fp32 counts and the integer
-    pixel count exactly."""
-    up = F.interpolate(logits, size=full.shape, mode="bilinear", align_corners=False)
-    tp, fp, fn = confusion_counts(up[:, 0], full[None], threshold)
-    valid = (full != IGNORE_INDEX).sum()[None]
-    return torch.cat([torch.cat([tp, fp, fn]).double(), valid.double()])
-
-
 def _batch_scores(
     logits: torch.Tensor, masks: torch.Tensor, fulls: list[torch.Tensor], threshold: float
-) -> list[list[float]]:
-    """Per image [tp, fp, fn, valid, dice, iou, dice_model, iou_model]: computed on the device, copied
-    to the host in one transfer. Counts and Dice are the fp32 values the per-image code gave, exactly."""
+) -> torch.Tensor:
+    """(B, 8) float64 on the device, per image: tp, fp, fn, valid, dice, iou, dice_model, iou_model.
+    Each image's logits (1, 1, h, w) are up-sampled to its trimap's (H, W) on their own (the same
+    interpolation as one image alone), then all are scored in one pass (`segment_counts`): a fixed
+    number of operations per batch. Counts and Dice are the fp32 values the per-image code gave."""
     tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
-    full = torch.stack([_full_counts(logits[j : j + 1], m, threshold) for j, m in enumerate(fulls)])
-    tp, fp, fn = full[:, :3].float().unbind(1)  # back to fp32: Dice as fp32 counts give it
+    ups = [
+        F.interpolate(logits[j : j + 1], size=m.shape, mode="bilinear", align_corners=False).flatten()
+        for j, m in enumerate(fulls)
+    ]
+    full = segment_counts(
+        torch.cat(ups), torch.cat([m.flatten() for m in fulls]), [u.numel() for u in ups], threshold
+    )
+    tp, fp, fn = full[:, :3].float().unbind(1)  # fp32 counts: Dice as the per-image code gave it
     scores = [dice_from_counts(tp, fp, fn), iou_from_counts(tp, fp, fn)]
     scores += [dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)]
-    return torch.cat([full, torch.stack(scores, 1).double()], 1).cpu().tolist()
+    return torch.cat([full.double(), torch.stack(scores, 1).double()], 1)
 
 
 def _image_rows(
-    ds: SegmentationDataset,
-    batch: dict[str, Any],
-    logits: torch.Tensor,
-    masks: torch.Tensor,
-    threshold: float,
+    ds: SegmentationDataset, scored: list[tuple[list[int], list[tuple[int, int]], torch.Tensor]]
 ) -> list[tuple[int, dict[str, Any]]]:
-    """(dataset index, row) for each image of a batch: its logits up-sampled to the original trimap."""
-    fulls = _full_masks_to(batch["mask_full"], logits.device)
-    scores = _batch_scores(logits, masks, fulls, threshold)
+    """(dataset index, row) for each image of the batches `scored` ((indices, original sizes, scores)):
+    every batch's scores copied to the host in one transfer, after the last batch (no sync per batch)."""
+    if not scored:
+        return []
+    table = torch.cat([s for _, _, s in scored]).cpu().tolist()
+    keys = [(i, size) for indices, sizes, _ in scored for i, size in zip(indices, sizes, strict=True)]
     rows = []
-    for i, full, (tp, fp, fn, valid, dice, iou, dice_m, iou_m) in zip(
-        batch["index"].tolist(), fulls, scores, strict=True
-    ):
+    for (i, (height, width)), (tp, fp, fn, valid, dice, iou, dice_m, iou_m) in zip(keys, table, strict=True):
         entry = ds.entries[i]
         row = {
             "name": entry.name,
             "breed": entry.breed,
             "species": entry.species,
-            "height": full.shape[0],
-            "width": full.shape[1],
+            "height": height,
+            "width": width,
             "dice": dice,
             "iou": iou,
             "dice_model": dice_m,
