@@ -18,7 +18,6 @@ from ..engine.batches import BatchPrep, ResidentLoader, resident_fits
 from ..engine.fastpath import choose_memory_format
 from ..engine.loaders import make_loader
 from ..engine.runtime import default_amp
-from .sidestream import side_stream_batches
 from .steps import choice_dict, fast_step, model_and_optimizer, reference_step
 from .timing import info_row, interleaved, row, row_text
 
@@ -156,31 +155,4 @@ def _device_epoch_rows(
         )
     )
     log(row_text(rows[0]) + f" (loader wait {statistics.median(waits):.1%})")
-
-    def side_epoch() -> float:  # the batches prepared one ahead, on a stream of their own
-        batches = side_stream_batches(all_passes(), prep, dev)
-        return _timed_epoch(batches, _as_is, model, opt, amp, [])
-
-    if dev.type == "cuda":
-        rows += _side_stream_row(
-            f"{what}, device data path ({how}), side stream", ref_epoch, reps, log, side_epoch
-        )
     return rows
-
-
-def _as_is(xy: tuple[torch.Tensor, torch.Tensor], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return xy
-
-
-def _side_stream_row(
-    what: str, ref_epoch: Callable[[], float], reps: int, log: Callable, side_epoch: Callable[[], float]
-) -> list[dict]:
-    """The device-path epoch with its batches prepared one ahead on a stream of their own
-    (`sidestream`), against the reference; no row (and a line in the log) where it fails."""
-    try:
-        ref, fst = interleaved(ref_epoch, side_epoch, reps)
-    except Exception as e:  # written without a GPU to try it on: report, go on
-        log(f"side-stream epoch failed ({type(e).__name__}: {str(e)[:200]}); no row for it")
-        return []
-    log(row_text(r := row(what, "images/s", ref, fst)))
-    return [r]
