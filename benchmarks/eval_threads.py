@@ -1,15 +1,18 @@
 """Evaluation against the number of reading threads: what `evaluate`'s `read_threads` buys on a machine.
 
     python benchmarks/eval_threads.py --device cuda [--threads 0,2,4,8] [--workers 4] [--reps 3]
+        [--test 96] [--breakdown]
 
-On the benchmark's Oxford-sized synthetic set (384 images, 96 in test, 150-1600 px;
-`seglib.bench.datapath.make_oxford_sized`) with an untrained ResNet34-UNet at 256 px, rounds in turn of:
-the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring); `evaluate`
-with each number of reading threads, and of worker processes (started by each call, as
+On the benchmark's Oxford-sized synthetic set (384 images, `--test` in test (the bench's 96), 150-1600
+px; `seglib.bench.datapath.make_oxford_sized`) with an untrained ResNet34-UNet at 256 px, rounds in turn
+of: the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring);
+`evaluate` with its defaults (threads for at most `SMALL_EVAL` images, else worker processes); with each number of reading threads, and of worker processes (started by each call, as
 `evaluate(num_workers=N)` does); `evaluate` of the test set cached, with no and the default number of
 threads; and the reading alone (no model; `eval_loader`, as `evaluate` reads) with no and the most
-threads. Prints which decoder reads, then each one's median images/s with its range. The figures go to
-docs/performance.md with the machine and date.
+threads. Prints which decoder reads, then each one's median images/s with its range. `--breakdown`
+first gives the share of time `evaluate`'s loop waits for batches (threads, a 0.5 ms GIL switch
+interval, worker processes kept between calls) and torch.profiler's table of one evaluation. The
+figures go to docs/performance.md with the machine and date.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def main() -> None:
     p.add_argument("--threads", default="0,2,4,8")
     p.add_argument("--workers", default="4", help="worker processes, started by each evaluate call")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--test", type=int, default=96, help="test images (the bench's set: 96)")
     p.add_argument("--breakdown", action="store_true", help="first: the share of time waiting for data")
     a = p.parse_args()
     dev = resolve_device(a.device)
@@ -130,7 +134,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model("resnet34_unet").to(dev).eval()
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    root = make_oxford_sized(Path(tempfile.mkdtemp()) / "pets", 384)
+    root = make_oxford_sized(Path(tempfile.mkdtemp()) / "pets", 384, n_test=a.test)
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
 
     cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(root.parent / "cache", 256)
@@ -140,7 +144,9 @@ def main() -> None:
             breakdown(model_cl, ds, dev, default_read_threads(dev), a.reps)
         profiled(model_cl, cached, dev, default_read_threads(dev))
 
-    def ours(threads: int, workers: int = 0, ds: OxfordPetDataset = test) -> Callable[[], float]:
+    def ours(
+        threads: int | None, workers: int | None = 0, ds: OxfordPetDataset = test
+    ) -> Callable[[], float]:
         def run() -> float:
             t = time.perf_counter()
             evaluate(model_cl, ds, device=str(dev), progress=False, read_threads=threads, num_workers=workers)
@@ -148,7 +154,10 @@ def main() -> None:
 
         return run
 
-    runs = {"reference (2 workers)": reference_eval(model, test, dev)}
+    runs = {
+        "reference (2 workers)": reference_eval(model, test, dev),
+        "evaluate, its defaults": ours(None, None),
+    }
     runs |= {f"evaluate, {t} reading threads": ours(t) for t in counts}
     runs |= {f"evaluate, {w} worker processes": ours(0, int(w)) for w in a.workers.split(",") if w}
     default = default_read_threads(dev)

@@ -17,9 +17,11 @@ from ..engine.loaders import train_loader
 from .timing import info_row, interleaved, row, row_text
 
 
-def make_oxford_sized(root: Path, n: int, seed: int = 0) -> Path:
-    """A data set of `n` JPEGs with the real set's spread of sizes (widths 150-1600 px), official layout."""
-    root = make_synthetic_pets(root, n_trainval=n, n_test=max(2, n // 4), seed=seed)
+def make_oxford_sized(root: Path, n: int, seed: int = 0, n_test: int | None = None) -> Path:
+    """A data set of `n` trainval JPEGs and `n_test` test ones (None: a quarter of n) with the real set's
+    spread of sizes (widths 150-1600 px), official layout."""
+    n_test = max(2, n // 4) if n_test is None else n_test
+    root = make_synthetic_pets(root, n_trainval=n, n_test=n_test, seed=seed)
     rng = np.random.default_rng(seed)
     for jpg in sorted((root / "images").glob("*.jpg")):
         w = int(np.clip(rng.lognormal(np.log(480), 0.45), 150, 1600))
