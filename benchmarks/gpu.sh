@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmark, for a machine with CUDA (never needed by the tests): about 8 minutes, 5 with
-# PROFILE=0 (H200, 2026-12-04: about 300 s with the CUDA-graphs rows, before the side-stream epoch row).
+# PROFILE=0 (H200, 2026-12-04: about 300 s with the CUDA-graphs rows; ONLY=eval about 90 s).
 # Usage from the repository root: bash benchmarks/gpu.sh   (writes results/bench-gpu.json and
 # results/profile-*.csv; PROFILE=0 leaves the profiles out; on a device machine set SEGLIB_COMMIT to the
 # commit the tree holds, which the profiles' CSV rows name; ONLY=eval (or steps,data,epochs) runs those rows)
