@@ -43,14 +43,21 @@ def val_set(root: Path, border: str = "pet", limit: int | None = 7) -> OxfordPet
 
 @torch.no_grad()
 def reference_evaluate(
-    model: nn.Module, dataset: OxfordPetDataset, batch_size: int, tta: bool, threshold: float = 0.5
+    model: nn.Module,
+    dataset: OxfordPetDataset,
+    batch_size: int,
+    tta: bool,
+    threshold: float = 0.5,
+    amp: bool = False,
 ) -> pd.DataFrame:
-    """The per-image code path `evaluate` had before (fp32 on the CPU): each image's logits up-sampled to
-    its trimap's size, then four `.item()` calls per image."""
+    """The per-image code path `evaluate` had before (on the CPU, fp32 or each batch's forward under its
+    own bf16 autocast): each image's logits up-sampled to its trimap's size, then four `.item()` calls per
+    image."""
     dataset.return_full_mask = True
     rows = []
     for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
-        logits = model(batch["image"]).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = model(batch["image"]).float()
         if tta:
             logits = (logits + model(batch["image"].flip(-1)).float().flip(-1)) / 2
         tp_m, fp_m, fn_m = confusion_counts(logits, batch["mask"], threshold)
@@ -87,6 +94,22 @@ def assert_same_table(new: pd.DataFrame, old: pd.DataFrame, atol: float = 1e-6) 
     assert new[["name", "breed", "species"]].equals(old[["name", "breed", "species"]])
     assert (new[COUNTS].to_numpy() == old[COUNTS].to_numpy()).all()
     pd.testing.assert_frame_equal(new[SCORES], old[SCORES], check_exact=False, rtol=0, atol=atol)
+
+
+def test_bf16_evaluation_matches_its_reference_and_sees_changed_weights(synthetic_root):
+    """Under autocast the weights are cast once per call (not per batch): the table is the per-batch
+    reference's, and a later call casts the weights as they are then."""
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4).eval()
+    bf16 = {**FAST, "amp": True}
+    first = evaluate(model, val_set(synthetic_root), batch_size=3, device_data=False, **bf16)
+    assert_same_table(first, reference_evaluate(model, val_set(synthetic_root), 3, False, amp=True))
+    with torch.no_grad():  # the head's logits negated: every prediction flips
+        for p in model.outc.parameters():
+            p.neg_()
+    second = evaluate(model, val_set(synthetic_root), batch_size=3, device_data=False, **bf16)
+    assert_same_table(second, reference_evaluate(model, val_set(synthetic_root), 3, False, amp=True))
+    assert (second.pred_fraction - (1 - first.pred_fraction)).abs().max() < 0.05
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])

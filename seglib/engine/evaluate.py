@@ -47,7 +47,7 @@ from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
-from .runtime import autocast, default_amp, default_num_workers, resolve_device
+from .runtime import autocast, autocast_cache, default_amp, default_num_workers, resolve_device
 from .threadloader import default_read_threads
 from .tta import TTA, as_tta, forward_tta, tta_sizes
 
@@ -131,19 +131,20 @@ def evaluate(
     fmt = torch.channels_last if channels_last else torch.contiguous_format  # of the TTA's other sizes
     scored: list[tuple[list[int], list[tuple[int, int]], torch.Tensor]] = []  # (indices, sizes, scores)
     skipped: list[str] = []
-    for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
-        skipped += batch["skipped"]
-        if batch["image"] is None:
-            continue
-        images, masks = prep(batch)
-        extra = [
-            e.to(dev, non_blocking=True).contiguous(memory_format=fmt) for e in batch.get("images_at", [])
-        ]
-        with autocast(dev, use_amp):
-            logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
-        fulls = _full_masks_to(batch["mask_full"], dev)
-        sizes = [(m.shape[0], m.shape[1]) for m in fulls]
-        scored.append((batch["index"].tolist(), sizes, _batch_scores(logits, masks, fulls, threshold)))
+    with autocast_cache(dev):  # each weight cast to bf16 once, not once a batch
+        for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
+            skipped += batch["skipped"]
+            if batch["image"] is None:
+                continue
+            images, masks = prep(batch)
+            extra = [
+                e.to(dev, non_blocking=True).contiguous(memory_format=fmt) for e in batch.get("images_at", [])
+            ]
+            with autocast(dev, use_amp):
+                logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
+            fulls = _full_masks_to(batch["mask_full"], dev)
+            sizes = [(m.shape[0], m.shape[1]) for m in fulls]
+            scored.append((batch["index"].tolist(), sizes, _batch_scores(logits, masks, fulls, threshold)))
     rows = _gathered(_image_rows(ds, scored), skipped, world)
     release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
     return pd.DataFrame(rows)

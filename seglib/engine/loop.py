@@ -24,7 +24,7 @@ from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
 from .progressive import shrink_batch
-from .runtime import autocast, seed_rank_step
+from .runtime import autocast, autocast_cache, seed_rank_step
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
 from .tta import forward_tta
@@ -207,19 +207,20 @@ def evaluate_epoch(
     stats = EpochStats()
     model.eval()
     meter, bar = _Meter(stats, env.device), _bar(loader, cfg, desc, 0, len(loader))
-    for batch in bar:
-        stats.skipped += batch["skipped"]
-        if batch["image"] is None:
-            stats.step += 1
-            continue
-        images, masks = env.prep(batch)
-        timed = env.clock is not None and env.clock.start("first validation batch")
-        with autocast(env.device, env.use_amp):
-            logits = forward_tta(model, images, cfg.tta)
-        meter.add(env.loss_fn(logits, masks), logits, masks, cfg.threshold)
-        if timed:
-            env.clock.stop("first validation batch")
-        # The ranks' validation shares may differ by one batch: only the final read is agreed.
-        _after_step(meter, env, cfg, len(loader), False, bar, None)
+    with autocast_cache(env.device):  # each weight cast to bf16 once, not once a batch
+        for batch in bar:
+            stats.skipped += batch["skipped"]
+            if batch["image"] is None:
+                stats.step += 1
+                continue
+            images, masks = env.prep(batch)
+            timed = env.clock is not None and env.clock.start("first validation batch")
+            with autocast(env.device, env.use_amp):
+                logits = forward_tta(model, images, cfg.tta)
+            meter.add(env.loss_fn(logits, masks), logits, masks, cfg.threshold)
+            if timed:
+                env.clock.stop("first validation batch")
+            # The ranks' validation shares may differ by one batch: only the final read is agreed.
+            _after_step(meter, env, cfg, len(loader), False, bar, None)
     _finish(meter, env, bar)
     return stats

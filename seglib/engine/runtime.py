@@ -21,6 +21,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "autocast",
+    "autocast_cache",
     "cpu_name",
     "cpu_kind",
     "default_amp",
@@ -161,6 +162,15 @@ def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
     """Mixed-precision autocast when enabled: bf16 (or fp16) on CUDA, bf16 on a CPU."""
     if enabled and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=amp_dtype(device))
+    return nullcontext()
+
+
+def autocast_cache(device: torch.device) -> AbstractContextManager:
+    """A region (autocast disabled) within which nested `autocast` regions keep the weights they cast to
+    bf16 for the next: autocast drops its casts only when its outermost region exits. For inference
+    loops, whose weights do not change; one forward casts every weight (a kernel each on a GPU)."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, enabled=False)
     return nullcontext()
 
 
