@@ -4,7 +4,7 @@
 
 The model is one 1x1 convolution, so nearly all the time is reading the images and full-size trimaps and
 scoring at original resolution. On the benchmark's Oxford-sized synthetic set (384 images, 96 in test,
-150-1600 px; `seglib.bench.datapath.make_oxford_sized`), five rounds in turn of: the reference loop
+150-1600 px; `seglib.bench.datapath.oxford_sized_set`), five rounds in turn of: the reference loop
 (DataLoader with 2 workers, per-image scoring, as `seglib.bench.evaluation`), `evaluate` on the JPEGs,
 and `evaluate` on the test set cached at 256 px. Prints LABEL and each one's median images/s with its
 range. Run it from two checkouts in turn (PYTHONPATH=checkout) to compare commits; the figures go to
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from seglib.bench.datapath import make_oxford_sized
+from seglib.bench.datapath import oxford_sized_set
 from seglib.bench.evaluation import reference_eval
 from seglib.data import OxfordPetDataset, eval_transform
 from seglib.engine import evaluate
@@ -32,7 +32,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = torch.nn.Conv2d(3, 1, 1).eval()
     tmp = Path(tempfile.mkdtemp())
-    root = make_oxford_sized(tmp / "pets", 384)
+    root = oxford_sized_set(384)
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
     cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(tmp / "cache", 256)
 

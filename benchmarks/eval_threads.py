@@ -4,8 +4,8 @@
         [--test 96] [--breakdown]
 
 On the benchmark's Oxford-sized synthetic set (384 images, `--test` in test (the bench's 96), 150-1600
-px; `seglib.bench.datapath.make_oxford_sized`) with an untrained ResNet34-UNet at 256 px, rounds in turn
-of: the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring);
+px; `seglib.bench.datapath.oxford_sized_set`, made once and reused) with an untrained ResNet34-UNet
+at 256 px, rounds in turn of: the reference loop (`seglib.bench.evaluation`: DataLoader with 2 workers, per-image scoring);
 `evaluate` with its defaults (threads for at most `SMALL_EVAL` images, else worker processes); with each number of reading threads, and of worker processes (started by each call, as
 `evaluate(num_workers=N)` does); `evaluate` of the test set cached, with no and the default number of
 threads; and the reading alone (no model; `eval_loader`, as `evaluate` reads) with no and the most
@@ -25,11 +25,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from seglib.bench.datapath import make_oxford_sized
+from seglib.bench.datapath import oxford_sized_set
 from seglib.bench.evaluation import reference_eval
 from seglib.data import EpochSampler, OxfordPetDataset, eval_transform, uint8_transform
 from seglib.data.decode import DECODER
@@ -134,10 +133,11 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model("resnet34_unet").to(dev).eval()
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
-    root = make_oxford_sized(Path(tempfile.mkdtemp()) / "pets", 384, n_test=a.test)
+    # The bench's set; for another test split no more than 8 trainval images (the reading never uses them)
+    root = oxford_sized_set(384 if a.test == 96 else 8, n_test=a.test)
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)
 
-    cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(root.parent / "cache", 256)
+    cached = OxfordPetDataset(root, "test", eval_transform(256)).use_cache(tempfile.mkdtemp(), 256)
     if a.breakdown:
         for ds in (test, cached):
             print(f"{'cached' if ds is cached else 'read'}:", flush=True)

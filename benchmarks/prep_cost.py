@@ -2,8 +2,8 @@
 
     python benchmarks/prep_cost.py --device cuda [--batch 32] [--size 256] [--steps 40]
 
-On the benchmark's Oxford-sized synthetic set (`seglib.bench.datapath.make_oxford_sized`, 384 images)
-cached and held on the device (`ResidentLoader`), with the UNet and seglib's step
+On the benchmark's Oxford-sized synthetic set (`seglib.bench.datapath.oxford_sized_set`, 384 images,
+made once and reused) cached and held on the device (`ResidentLoader`), with the UNet and seglib's step
 (`seglib.bench.steps.fast_step`, bf16 autocast where native) as `seglib.bench`'s epoch rows run them,
 it times `--steps` batches of: the step alone on one prepared batch; the batches alone (gathered from
 the resident cache, normalised and augmented by `BatchPrep` + `DeviceAugment`); and both, as an epoch
@@ -18,11 +18,10 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from seglib.bench.datapath import make_oxford_sized
+from seglib.bench.datapath import oxford_sized_set
 from seglib.bench.steps import fast_step, model_and_optimizer
 from seglib.data import DeviceAugment, EpochSampler, OxfordPetDataset, uint8_transform
 from seglib.engine.batches import BatchPrep, ResidentLoader
@@ -51,8 +50,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     a = p.parse_args()
     dev = resolve_device(a.device)
-    root = make_oxford_sized(Path(tempfile.mkdtemp()) / "pets", 384)
-    ds = OxfordPetDataset(root, "trainval", uint8_transform(a.size)).use_cache(root.parent / "cache", a.size)
+    root = oxford_sized_set(384)
+    ds = OxfordPetDataset(root, "trainval", uint8_transform(a.size)).use_cache(tempfile.mkdtemp(), a.size)
     sampler = EpochSampler(len(ds), seed=0)
     loader = ResidentLoader(ds, a.batch, sampler, dev)
     batches = [b for _ in range(1 + a.steps // len(loader)) for b in loader][: a.steps + 3]

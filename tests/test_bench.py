@@ -141,3 +141,26 @@ def test_only_runs_the_groups_asked_for(tmp_path):
     assert not any(w.startswith(("train step", "data path", "whole epoch")) for w in whats)
     p = subprocess.run([*cmd, "eval,steps2"], capture_output=True, text=True)
     assert p.returncode != 0 and "--only eval,steps2: unknown steps2" in p.stderr
+
+
+def test_the_oxford_sized_set_is_made_once_and_renamed_into_place(tmp_path, monkeypatch):
+    from seglib.bench import datapath
+
+    made = []
+    real = datapath.make_oxford_sized
+
+    def counted(*args, **kwargs):
+        made.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(datapath, "make_oxford_sized", counted)
+    first = datapath.oxford_sized_set(4, n_test=2, under=tmp_path)
+    again = datapath.oxford_sized_set(4, n_test=2, under=tmp_path)
+    other = datapath.oxford_sized_set(4, n_test=3, under=tmp_path)
+    assert first == again != other and len(made) == 2
+    assert (
+        len(list((first / "images").glob("*.jpg"))) == 6 and len(list((other / "images").glob("*.jpg"))) == 7
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [first.name, other.name]
+    )  # no half-made folder

@@ -40,7 +40,7 @@ import torch
 
 from ..engine.runtime import resolve_device
 from .cpu_steps import cpu_train_step
-from .datapath import data_path_rows, make_oxford_sized
+from .datapath import data_path_rows, oxford_sized_set
 from .device_steps import bench_train_step
 from .epochs import epoch_rows
 from .evaluation import eval_rows
@@ -75,7 +75,7 @@ def run_benchmark(
         return out
     with tempfile.TemporaryDirectory(prefix="seglib-bench-") as tmp:
         # The test split is a quarter of the set; a GPU gets more images, so worker start-up does not dominate.
-        root = make_oxford_sized(Path(tmp) / "pets", 24 if quick else 384 if dev.type == "cuda" else 96)
+        root = oxford_sized_set(24 if quick else 384 if dev.type == "cuda" else 96)  # made once, then reused
         cache = Path(tmp) / "cache"
         rows += data_path_rows(root, cache, dev, reps, log) if "data" in only else []
         rows += epoch_rows(root, cache, dev, reps, choices, log) if "epochs" in only else []
