@@ -112,10 +112,14 @@ def test_bf16_evaluation_matches_its_reference_and_sees_changed_weights(syntheti
     assert (second.pred_fraction - (1 - first.pred_fraction)).abs().max() < 0.05
 
 
+@pytest.mark.parametrize("batched", [False, True])  # True: CUDA's one-pass scoring, here on the CPU
 @pytest.mark.parametrize("batch_size", [1, 3])
 @pytest.mark.parametrize("border", ["pet", "ignore"])
 @pytest.mark.parametrize("tta", [False, True])
-def test_evaluate_matches_the_per_image_reference(synthetic_root, model, tta, border, batch_size):
+def test_evaluate_matches_the_per_image_reference(
+    synthetic_root, model, tta, border, batch_size, batched, monkeypatch
+):
+    monkeypatch.setattr(ev, "BATCHED_SCORING", ("cuda", "cpu") if batched else ("cuda",))
     ds = val_set(synthetic_root, border)
     new = evaluate(model, ds, batch_size=batch_size, tta=tta, device_data=False, **FAST)
     old = reference_evaluate(model, val_set(synthetic_root, border), batch_size, tta)

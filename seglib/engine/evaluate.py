@@ -34,6 +34,7 @@ from ..data import (
     upright_image,
 )
 from ..metrics import (
+    IGNORE_INDEX,
     confusion_counts,
     dataset_dice,
     dataset_iou,
@@ -235,21 +236,37 @@ def _full_masks_to(masks: list[torch.Tensor], device: torch.device) -> list[torc
     return [m.to(device, non_blocking=True) for m in masks]
 
 
+# Score a batch's images in one pass (`segment_counts`): on CUDA, where each operation is a kernel
+# launch. On the CPU image by image: one pass holds the whole batch at original resolution in its
+# temporaries (about 25 bytes a pixel), which made the peak memory grow with the set.
+BATCHED_SCORING = ("cuda",)
+
+
+def _full_counts(logits: torch.Tensor, fulls: list[torch.Tensor], threshold: float) -> torch.Tensor:
+    """(B, 4) int64 on the device: tp, fp, fn and valid pixels of each image's logits (1, 1, h, w)
+    up-sampled on their own to its trimap's (H, W)."""
+
+    def up(j: int) -> torch.Tensor:
+        return F.interpolate(logits[j : j + 1], size=fulls[j].shape, mode="bilinear", align_corners=False)
+
+    if logits.device.type in BATCHED_SCORING:
+        ups = [up(j).flatten() for j in range(len(fulls))]
+        flat = torch.cat([m.flatten() for m in fulls])
+        return segment_counts(torch.cat(ups), flat, [u.numel() for u in ups], threshold, scan=True)
+    counts = []
+    for j, full in enumerate(fulls):
+        tp, fp, fn = confusion_counts(up(j)[:, 0], full[None], threshold)
+        counts.append(torch.cat([torch.cat([tp, fp, fn]).long(), (full != IGNORE_INDEX).sum()[None]]))
+    return torch.stack(counts)
+
+
 def _batch_scores(
     logits: torch.Tensor, masks: torch.Tensor, fulls: list[torch.Tensor], threshold: float
 ) -> torch.Tensor:
     """(B, 8) float64 on the device, per image: tp, fp, fn, valid, dice, iou, dice_model, iou_model.
-    Each image's logits (1, 1, h, w) are up-sampled to its trimap's (H, W) on their own (the same
-    interpolation as one image alone), then all are scored in one pass (`segment_counts`): a fixed
-    number of operations per batch. Counts and Dice are the fp32 values the per-image code gave."""
+    Counts and Dice are the fp32 values the per-image code gave."""
     tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
-    ups = [
-        F.interpolate(logits[j : j + 1], size=m.shape, mode="bilinear", align_corners=False).flatten()
-        for j, m in enumerate(fulls)
-    ]
-    full = segment_counts(
-        torch.cat(ups), torch.cat([m.flatten() for m in fulls]), [u.numel() for u in ups], threshold
-    )
+    full = _full_counts(logits, fulls, threshold)
     tp, fp, fn = full[:, :3].float().unbind(1)  # fp32 counts: Dice as the per-image code gave it
     scores = [dice_from_counts(tp, fp, fn), iou_from_counts(tp, fp, fn)]
     scores += [dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)]
