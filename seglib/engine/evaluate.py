@@ -3,9 +3,11 @@
 Predictions are up-sampled (bilinear, on the logits) back to each image's original size before the
 threshold, and compared with the original trimap: what a user of the mask actually gets.
 
-`evaluate` keeps every count on the device and copies a batch's scores to the host once (no sync per
-image); a small set is read without loader workers; on the "device" data path (CUDA's default) uint8
-batches travel and are normalised there (`batches.BatchPrep`), with the same table as on the host.
+`evaluate` keeps every count on the device and copies all scores to the host once, after the last
+batch (no sync per image or batch); on CUDA it scores a batch's images in one pass, and casts the
+weights to bf16 once per call; a small set is read without loader workers; on the "device" data path
+(CUDA's default) uint8 batches travel and are normalised there (`batches.BatchPrep`), with the same
+table as on the host.
 """
 
 from __future__ import annotations
