@@ -8,15 +8,21 @@ made once and reused) cached and held on the device (`ResidentLoader`), with the
 it times `--steps` batches of: the step alone on one prepared batch; the batches alone (gathered from
 the resident cache, normalised and augmented by `BatchPrep` + `DeviceAugment`); and both, as an epoch
 runs them. Each is timed from a synchronised start to a synchronised end, so a figure is the slower of
-the host's and the device's time. Then torch.profiler's top CUDA kernels of the batches alone.
-Prints milliseconds per batch; the figures go to docs/performance.md with the machine and date.
+the host's and the device's time. Then torch.profiler's top CUDA kernels of the batches alone. With
+`--compile`, the batches and the epoch again with DeviceAugment's four colour steps each compiled
+(`torch.compile` fuses their elementwise chains; one function a step, so the order drawn per batch
+needs no recompile), and the time the first compiled batch took. An experiment: `fit` does not
+compile the augmentation. Prints milliseconds per batch; the figures go to docs/performance.md with
+the machine and date.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
+import types
 from collections.abc import Callable
 
 import torch
@@ -42,12 +48,31 @@ def per_batch(run: Callable[[int], None], steps: int, dev: torch.device) -> floa
     return (time.perf_counter() - t) * 1000 / steps
 
 
+COLOUR_STEPS = (
+    "adjust_brightness_accumulative",
+    "adjust_contrast_with_mean_subtraction",
+    "adjust_saturation_with_gray_subtraction",
+    "adjust_hue",
+)
+
+
+def colour_compiled(augment: DeviceAugment) -> DeviceAugment:
+    """A copy of `augment` whose four colour steps (kornia's, as `DeviceAugment._jitter` calls them) are
+    each compiled."""
+    out = copy.copy(augment)
+    out.enhance = types.SimpleNamespace(
+        **{n: torch.compile(getattr(augment.enhance, n)) for n in COLOUR_STEPS}
+    )
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--compile", action="store_true", help="also with the colour steps compiled")
     a = p.parse_args()
     dev = resolve_device(a.device)
     root = oxford_sized_set(384)
@@ -73,6 +98,15 @@ def main() -> None:
     print(f"UNet {a.size} px, batch {a.batch}, {where}, torch {torch.__version__}")
     for label, run in (("step alone", step), ("batches alone", batch), ("both (an epoch)", both)):
         print(f"{label}: {per_batch(run, a.steps, dev):.2f} ms per batch", flush=True)
+    if a.compile:
+        plain = prep.augment
+        prep.augment = colour_compiled(plain)
+        t = time.perf_counter()
+        batch(0)
+        print(f"first batch, colour steps compiled: {time.perf_counter() - t:.1f} s", flush=True)
+        for label, run in (("batches alone, colour compiled", batch), ("both, colour compiled", both)):
+            print(f"{label}: {per_batch(run, a.steps, dev):.2f} ms per batch", flush=True)
+        prep.augment = plain
     if dev.type == "cuda":
         from torch.profiler import ProfilerActivity, profile
 
