@@ -65,15 +65,11 @@ def segment_counts(
     lengths: list[int],
     threshold: float = 0.5,
     ignore_index: int | None = IGNORE_INDEX,
-    scan: bool | None = None,
 ) -> torch.Tensor:
     """(S, 4) int64: true positives, false positives, false negatives and valid (not ignored) pixels of
     each of S images laid end to end, image s being the next `lengths[s]` values of the flat `logits`
-    and `target`: the counts `confusion_counts` gives each image alone.
-
-    `scan=True` sums by running totals, a fixed number of operations for any S (on a GPU, where each
-    operation is a kernel launch); False by one sum per image (on a CPU, where that is cheaper than the
-    totals' passes); None: True on CUDA. The counts are the same either way."""
+    and `target`: the counts `confusion_counts` gives each image alone, in a fixed number of operations
+    for any S (on a GPU each operation is a kernel launch; on a CPU a sum per image costs less)."""
     if logits.shape != target.shape or logits.ndim != 1 or sum(lengths) != logits.numel():
         raise ValueError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must be flat, of the same "
@@ -84,8 +80,6 @@ def segment_counts(
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(truth)
     pred, truth = pred & valid, truth & valid
     indicators = (pred & truth, pred & ~truth, ~pred & truth, valid)
-    if not (logits.device.type == "cuda" if scan is None else scan):
-        return torch.stack([torch.stack([s.sum() for s in x.split(lengths)]) for x in indicators], 1)
     # Running totals of each indicator, read at each image's end: a count is a difference of two. One
     # 1-D scan each (CUDA scans a 1-D tensor with CUB, the rows of a 2-D one a block each), in int32
     # where the total fits: half the bytes of int64.

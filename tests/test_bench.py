@@ -158,9 +158,6 @@ def test_the_oxford_sized_set_is_made_once_and_renamed_into_place(tmp_path, monk
     again = datapath.oxford_sized_set(4, n_test=2, under=tmp_path)
     other = datapath.oxford_sized_set(4, n_test=3, under=tmp_path)
     assert first == again != other and len(made) == 2
-    assert (
-        len(list((first / "images").glob("*.jpg"))) == 6 and len(list((other / "images").glob("*.jpg"))) == 7
-    )
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [first.name, other.name]
-    )  # no half-made folder
+    assert [len(list((d / "images").glob("*.jpg"))) for d in (first, other)] == [6, 7]
+    # renamed into place: no half-made folder is left beside the sets
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])

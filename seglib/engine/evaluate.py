@@ -254,7 +254,7 @@ def _full_counts(logits: torch.Tensor, fulls: list[torch.Tensor], threshold: flo
     if logits.device.type in BATCHED_SCORING:
         ups = [up(j).flatten() for j in range(len(fulls))]
         flat = torch.cat([m.flatten() for m in fulls])
-        return segment_counts(torch.cat(ups), flat, [u.numel() for u in ups], threshold, scan=True)
+        return segment_counts(torch.cat(ups), flat, [u.numel() for u in ups], threshold)
     counts = []
     for j, full in enumerate(fulls):
         tp, fp, fn = confusion_counts(up(j)[:, 0], full[None], threshold)
