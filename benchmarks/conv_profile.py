@@ -3,6 +3,11 @@ memory formats, forward, backward-data (dx) and backward-weights (dw), with the 
 
     .venv/bin/python benchmarks/conv_profile.py --csv docs/performance/conv_profile_zen3.csv
 
+`machine` names the instruction sets the kernels were allowed: ATen's CPU capability and oneDNN's
+`ONEDNN_MAX_CPU_ISA`. An AVX-512 CPU run with `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2` takes
+the kernels an AVX2-only CPU (the Zen 3 kind) takes: their relative speeds, not that CPU's absolute ones.
+`--totals-csv` also writes each model's seconds per format and pass.
+
 Run it under the allocator seglib trains with (LD_PRELOAD=... jemalloc, see docs/performance.md), on a
 quiet machine. Each pass is the best of 2 timed calls after a warm-up, on random tensors at batch 8.
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import time
 from collections import OrderedDict
 
@@ -89,10 +95,15 @@ def main() -> None:
     p.add_argument("--models", default="unet:256,resnet34_unet:256,resnet34_unet:96")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--csv", help="also write the rows to this CSV file")
+    p.add_argument("--totals-csv", help="also write each model's totals (seconds per format and pass)")
     a = p.parse_args()
     machine = f"{cpu_name()} ({'native bf16' if native_bf16(torch.device('cpu')) else 'without native bf16'})"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    machine += f", ATen {torch.backends.cpu.get_cpu_capability()}" + (
+        f", oneDNN at most {isa}" if isa else ""
+    )
     print(f"{machine}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {a.batch}")
-    rows = []
+    rows, total_rows = [], []
     for spec in a.models.split(","):
         name, size = spec.split(":")
         totals = {f: dict.fromkeys(("fwd", "dx", "dw"), 0.0) for f in ("nchw", "channels_last")}
@@ -113,19 +124,22 @@ def main() -> None:
             print(" | ".join(str(v) for v in row.values()), flush=True)
         for fmt, t in totals.items():
             print(f"{name} {size}px {fmt}: " + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()))
-    if a.csv:
-        with open(a.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["date", "commit", "machine", "torch", *rows[0]])
-            w.writeheader()
-            for r in rows:
-                w.writerow(
-                    {
-                        **stamp(),
-                        "machine": machine,
-                        "torch": torch.__version__,
-                        **r,
-                    }
-                )
+            total = {f"{k}_s": round(v, 2) for k, v in t.items()}
+            total_rows.append(
+                {"model": name, "size": size, "format": fmt, **total, "total_s": round(sum(t.values()), 2)}
+            )
+    for path, table in ((a.csv, rows), (a.totals_csv, total_rows)):
+        if path:
+            write_rows(path, table, machine)
+
+
+def write_rows(path: str, rows: list[dict], machine: str) -> None:
+    """The rows, each stamped with the date, commit, machine and torch version."""
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["date", "commit", "machine", "torch", *rows[0]])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**stamp(), "machine": machine, "torch": torch.__version__, **r})
 
 
 if __name__ == "__main__":
