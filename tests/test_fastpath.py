@@ -231,3 +231,27 @@ def test_releasing_idle_memory_is_a_no_op_under_glibc():
     if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
         pytest.skip("this process runs under jemalloc")
     assert release_idle_memory(0) == 0
+
+
+def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
+    # benchmarks/avx2_proxy.sh: the Zen 3 kind's kernels and fp32 on any x86 CPU, its probe cache apart
+    code = (
+        "import json, torch; from seglib.engine.runtime import default_amp, native_bf16; "
+        "from seglib.engine.fastpath import probe_cache_path; cpu = torch.device('cpu'); "
+        "print(json.dumps([native_bf16(cpu), default_amp(cpu), torch.backends.cpu.get_cpu_capability(), "
+        "str(probe_cache_path())]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SEGLIB_PROBE_CACHE"} | {
+        "XDG_CACHE_HOME": str(tmp_path)
+    }
+    out = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "avx2_proxy.sh"), sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+        env=env,
+    )
+    bf16, amp, capability, cache = json.loads(out.stdout)
+    assert (bf16, amp, capability) == (False, False, "AVX2")
+    assert cache == str(tmp_path / "seglib" / "fastpath-avx2-proxy.json")
