@@ -5,6 +5,8 @@
 # Parts, in the order given (default: all, most wanted first; about 3 hours on the fp32 kind, so split
 # them over sessions where needed):
 #   epochs    the epochs a 12-minute budget buys per model (benchmarks/budget_epochs.py), ~5 min
+#   pace      an epoch's seconds per model and size, 64-160 px (benchmarks/epoch_pace.py): what the
+#             fp32 proxy rows of docs/experiments/recipe_study.md assumed, ~6 min
 #   unet      notebook 06 for the UNet: the study side by side (seed 42, budgets 1-12 min), then the
 #             recommended 12-minute run of seeds 7 and 1, ~70 min
 #   bench     python -m seglib.bench, full (issue 23's table), ~15-25 min
@@ -54,10 +56,11 @@ model_part() {  # model_part unet|resnet34_unet
 echo "flags: $(grep -m1 -o -w 'avx512_bf16\|amx_bf16' /proc/cpuinfo | tr '\n' ' ')" >>"$OUT/machine.txt"
 # the code measured: this commit, "+changes" where the tree differs from it
 echo "start $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD || echo +changes)" >>"$OUT/log.txt"
-for part in "${@:-epochs unet bench workbook resnet tta}"; do
+for part in "${@:-epochs pace unet bench workbook resnet tta}"; do
   for p in $part; do
     case $p in
       epochs) step epochs "$PY" benchmarks/budget_epochs.py auto "$SAMPLE/oxford-iiit-pet" ;;
+      pace) step pace "$PY" benchmarks/epoch_pace.py "$SAMPLE/oxford-iiit-pet" ;;
       unet) model_part unet ;;
       resnet) model_part resnet34_unet ;;
       bench) step bench "$PY" -m seglib.bench ${BENCH_ARGS:-} --json "$OUT/bench.json" ;;
@@ -67,7 +70,7 @@ for part in "${@:-epochs unet bench workbook resnet tta}"; do
       tta) step tta "$PY" benchmarks/tta_scales.py "$OUT/*-study/runs/recipe-recommended-*/" \
           "$OUT/*-seed*/runs/recipe-recommended-*/" \
           --root "$SAMPLE/oxford-iiit-pet" --evaluate --csv "$OUT/tta.csv" ;;
-      *) echo "cpu_kind: unknown part $p (epochs, unet, bench, workbook, resnet, tta)" >&2; exit 2 ;;
+      *) echo "cpu_kind: unknown part $p (epochs, pace, unet, bench, workbook, resnet, tta)" >&2; exit 2 ;;
     esac
   done
 done
