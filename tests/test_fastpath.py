@@ -239,7 +239,7 @@ def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
         "import json, torch; from seglib.engine.runtime import default_amp, native_bf16; "
         "from seglib.engine.fastpath import probe_cache_path; cpu = torch.device('cpu'); "
         "print(json.dumps([native_bf16(cpu), default_amp(cpu), torch.backends.cpu.get_cpu_capability(), "
-        "str(probe_cache_path())]))"
+        "str(probe_cache_path()), __import__('os').environ.get('ONEDNN_MAX_CPU_ISA')]))"
     )
     env = {k: v for k, v in os.environ.items() if k != "SEGLIB_PROBE_CACHE"} | {
         "XDG_CACHE_HOME": str(tmp_path)
@@ -252,6 +252,6 @@ def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
         cwd=REPO,
         env=env,
     )
-    bf16, amp, capability, cache = json.loads(out.stdout)
-    assert (bf16, amp, capability) == (False, False, "AVX2")
+    bf16, amp, capability, cache, onednn = json.loads(out.stdout)
+    assert (bf16, amp, capability, onednn) == (False, False, "AVX2", "AVX2")
     assert cache == str(tmp_path / "seglib" / "fastpath-avx2-proxy.json")
