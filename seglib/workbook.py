@@ -36,7 +36,7 @@ from .data import (
 from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
 from .engine.allocator import allocator_env
 from .engine.runtime import cpu_kind, resolve_device
-from .kernels import kernel_manager_settings
+from .kernels import end_kernel_quickly, kernel_manager_settings
 from .study import json_or_text
 
 __all__ = [
@@ -145,6 +145,7 @@ def start(
     parse_mask_values(folder.get("mask_values", ""))
     check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
     resolve_device(device)  # an unknown or absent device fails here, before any work
+    end_kernel_quickly()  # the notebook's kernel; papermill counts the notebook done when it has exited
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     if dataset not in DATASETS:

@@ -275,3 +275,51 @@ def test_papermill_by_hand_uses_the_repositorys_folders_from_any_folder(checkout
         "repo",
     ]  # nothing beside the repo
     assert [p.name for p in elsewhere.iterdir()] == ["out.ipynb"] and not (elsewhere.parent / "data").exists()
+
+
+ENDING = """
+import sys, types
+from seglib.kernels import end_kernel_quickly
+def a_function():  # the user namespace in a cycle with its functions, as in any notebook
+    pass
+log = open(folder + "/global.txt", "w")
+log.write("kept" * 1000)
+class Holder:
+    pass
+h = Holder()
+h.me = h  # a file held only by a reference cycle of the notebook's
+h.file = open(folder + "/cycle.txt", "w")
+h.file.write("kept" * 1000)
+lib = types.ModuleType("a_library")  # a library's object in a cycle, with a finalizer
+sys.modules["a_library"] = lib
+lib.mark = folder + "/library_collected.txt"
+exec(  # the finalizer binds what it needs: at exit the module's globals may be gone
+    "class C:\\n    def __del__(self, touch=open, mark=mark):\\n        touch(mark, 'w').close()\\nc = C()\\nc.me = c\\n",
+    lib.__dict__,
+)
+del lib
+if quick:
+    end_kernel_quickly()
+"""
+
+
+@pytest.mark.slow
+def test_a_kernel_ends_quickly_and_loses_nothing(tmp_path, capfd):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("folder, quick = '', False", metadata={"tags": ["parameters"]})]
+    nb.cells.append(nbformat.v4.new_code_cell(ENDING))
+    nbformat.write(nb, tmp_path / "ending.ipynb")
+    for quick in (False, True):
+        folder = tmp_path / f"quick-{quick}"
+        folder.mkdir()
+        execute_notebook(
+            tmp_path / "ending.ipynb", tmp_path / "out.ipynb", {"folder": str(folder), "quick": quick}
+        )
+        # the kernel has exited: the notebook's open files were flushed and closed either way
+        assert (folder / "global.txt").read_text() == "kept" * 1000
+        assert (folder / "cycle.txt").read_text() == "kept" * 1000
+        # Python's final collection finds the library's cycle; the quick ending leaves it to the OS
+        assert (folder / "library_collected.txt").exists() is not quick
+    said = capfd.readouterr()
+    assert "Exception ignored" not in said.err and "Traceback" not in said.err
