@@ -11,7 +11,6 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 from torch import nn
@@ -157,6 +156,8 @@ def save_prediction_figures(
 
 def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | None = None) -> Figure:
     """Histogram of the per-image Dice (one colour per `by` group, e.g. model or species) and a box plot."""
+    import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
     axes[0].axvline(df[column].mean(), color="k", ls="--", lw=1)
@@ -282,6 +283,8 @@ def plot_metric_by_run(histories: dict[str, pd.DataFrame], column: str = "val_di
 
 def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "model") -> Figure:
     """Per-image `column` of several models: overlaid histograms and a violin plot."""
+    import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
