@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
@@ -49,6 +50,14 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
         fig.savefig(f, format=path.suffix.lstrip(".") or None, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _image_axes(ax: Axes) -> None:
+    """Axes that show an image: no frame, no ticks. (`axis("off")` alone hides the ticks, yet
+    matplotlib still lays their labels out to place the title and to find the tight bounding box.)"""
+    ax.axis("off")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 # What each `TrainConfig.loss` (seglib.engine.losses.LOSSES) is called on a plot; another name shows as it is.
@@ -102,7 +111,7 @@ def plot_prediction(
     for ax, (name, arr, cmap) in zip(axes, panels, strict=True):
         ax.imshow(arr, cmap=cmap, vmin=0, vmax=1 if cmap else None, interpolation="nearest")
         ax.set_title(name, fontsize=9)
-        ax.axis("off")
+        _image_axes(ax)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -180,7 +189,7 @@ def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: i
     rows = -(-len(indices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
-        ax.axis("off")
+        _image_axes(ax)
     for ax, i in zip(axes.flat, indices, strict=False):
         ax.imshow(_overlay(dataset.load_image(i), dataset.load_mask(i) == 1))
         ax.set_title(f"{dataset.entries[i].name}\n{dataset.entries[i].species}", fontsize=8)
@@ -206,7 +215,7 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
     axes[2].imshow(trimap[window], cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
     axes[2].set_title("zoom on the border band")
     for ax in axes:
-        ax.axis("off")
+        _image_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -223,7 +232,7 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
         img = out["image"].numpy().transpose(1, 2, 0) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
         ax.imshow(_overlay((img.clip(0, 1) * 255).astype(np.uint8), np.asarray(out["mask"]) == 1))
         ax.set_title(f"draw {k}", fontsize=8)
-        ax.axis("off")
+        _image_axes(ax)
     fig.tight_layout()
     return fig
 
@@ -254,7 +263,7 @@ def plot_prediction_grid(
         for ax, (arr, cmap, title) in zip(row, panels, strict=True):
             ax.imshow(arr, cmap=cmap, vmin=0, vmax=1 if cmap else None, interpolation="nearest")
             ax.set_title(title, fontsize=8)
-            ax.axis("off")
+            _image_axes(ax)
     fig.tight_layout()
     return fig
 

@@ -1,11 +1,12 @@
 """The workbook's figures: what they say about a run."""
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 
 from seglib.engine.losses import LOSSES
-from seglib.plots import LOSS_TITLES, plot_history
+from seglib.plots import LOSS_TITLES, plot_history, plot_prediction
 
 HISTORY = pd.DataFrame(
     {
@@ -30,3 +31,19 @@ def test_history_names_the_runs_loss(loss, title):
 
 def test_every_loss_has_a_title():
     assert set(LOSS_TITLES) == set(LOSSES)
+
+
+def test_image_panels_have_no_ticks_to_lay_out():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (150, 200, 3), dtype=np.uint8)
+    truth, pred = rng.integers(0, 2, (2, 150, 200), dtype=np.uint8)
+    fig = plot_prediction(image, truth, pred, title="Abyssinian_1", dice=0.5)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "image",
+        "ground truth",
+        "prediction (Dice 0.500)",
+        "errors: FP red, FN blue",
+    ]
+    for ax in fig.axes:  # hidden and empty: matplotlib has no tick labels to measure when it draws
+        assert not ax.axison and len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0
+    plt.close(fig)
