@@ -14,7 +14,9 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +57,27 @@ def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.nd
 
 def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic image (uint8 HxWx3) and its trimap (uint8 HxW, 1 pet / 2 background / 3 border)."""
+    return _draw_pet(rng, h, w)()
+
+
+def _draw_pet(rng: np.random.Generator, h: int, w: int) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """Draw one pet from `rng`, in the generator's fixed order; returns what renders it. The rendering
+    (most of the time) no longer needs the generator, so several can run at once in threads."""
     image = _background(rng, h, w)
     pet = _silhouette(rng, h, w)
-    image[pet] = _fur(rng, h, w)[pet]
-    image += rng.normal(0, 6, size=image.shape)  # sensor noise
-    image = np.clip(image, 0, 255).astype(np.uint8)
-    image = np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0))))
-    return image, _trimap(rng, pet)
+    fur = _fur(rng, h, w)
+    noise = rng.normal(0, 6, size=image.shape)  # sensor noise
+    radius = rng.uniform(0.3, 1.0)
+    band = int(rng.integers(1, 4))  # the trimap's border band, 1-3 px
+
+    def render() -> tuple[np.ndarray, np.ndarray]:
+        image[pet] = fur()[pet]
+        image[...] += noise
+        out = np.clip(image, 0, 255).astype(np.uint8)
+        out = np.asarray(Image.fromarray(out).filter(ImageFilter.GaussianBlur(radius)))
+        return out, _trimap(band, pet)
+
+    return render
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -113,23 +129,29 @@ def _silhouette(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.asarray(sil) > 127
 
 
-def _fur(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """The pet's base colour modulated by stripes or spots at a scale relative to the image (float HxWx3)."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+def _fur(rng: np.random.Generator, h: int, w: int) -> Callable[[], np.ndarray]:
+    """The pet's base colour modulated by stripes or spots at a scale relative to the image: drawn now,
+    rendered (float HxWx3) by the function returned."""
     period = rng.uniform(0.05, 0.1) * min(h, w)
-    if rng.random() < 0.6:
-        phi = rng.uniform(0, np.pi)
-        pattern = np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / period)
-    else:
-        pattern = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
+    stripes = rng.random() < 0.6
+    phi = rng.uniform(0, np.pi) if stripes else 0.0
     base, second = _colour(rng), _colour(rng)
-    mix = (0.5 + 0.5 * pattern)[..., None] * rng.uniform(0.5, 1.0)
-    return base * (1 - mix) + second * mix
+    strength = rng.uniform(0.5, 1.0)
+
+    def render() -> np.ndarray:
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        if stripes:
+            pattern = np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / period)
+        else:
+            pattern = np.sin(2 * np.pi * xx / period) * np.sin(2 * np.pi * yy / period)
+        mix = (0.5 + 0.5 * pattern)[..., None] * strength
+        return base * (1 - mix) + second * mix
+
+    return render
 
 
-def _trimap(rng: np.random.Generator, pet: np.ndarray) -> np.ndarray:
-    """Eroded pet = 1, background = 2, a 1-3 px band across the outline = 3 (uint8 HxW)."""
-    band = int(rng.integers(1, 4))
+def _trimap(band: int, pet: np.ndarray) -> np.ndarray:
+    """Eroded pet = 1, background = 2, a `band` px band across the outline = 3 (uint8 HxW)."""
     grow, shrink = (band + 1) // 2, band // 2
     m = Image.fromarray(pet.astype(np.uint8) * 255)
     outer = np.asarray(m.filter(ImageFilter.MaxFilter(2 * grow + 1))) > 127
@@ -152,16 +174,32 @@ def make_synthetic_pets(
     rng = np.random.default_rng(seed)
     counters = [0] * len(BREEDS)
     lists: dict[str, list[str]] = {"trainval": [], "test": []}
-    for split, n in (("trainval", n_trainval), ("test", n_test)):
-        for _ in range(n):
-            c = int(rng.integers(len(BREEDS)))
-            counters[c] += 1
-            name = f"{BREEDS[c]}_{counters[c]}"
-            image, trimap = synthetic_pet(rng, *_image_size(rng))
-            Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=jpeg_quality)
-            Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
-            lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+    threads = min(8, os.cpu_count() or 1)
+    # One generator draws every image in turn (the set depends on that order); the threads render
+    # and write them, which numpy and Pillow do mostly without holding the GIL.
+    with ThreadPoolExecutor(threads) as pool:
+        pending: deque[Future[None]] = deque()
+        for split, n in (("trainval", n_trainval), ("test", n_test)):
+            for _ in range(n):
+                c = int(rng.integers(len(BREEDS)))
+                counters[c] += 1
+                name = f"{BREEDS[c]}_{counters[c]}"
+                render = _draw_pet(rng, *_image_size(rng))
+                pending.append(pool.submit(_write_pet, render, root, name, jpeg_quality))
+                lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+                if len(pending) > 2 * threads:  # a few drawn images at a time, not the whole set
+                    pending.popleft().result()
+        for done in pending:
+            done.result()
     return _finish_folder(root, final, lists)
+
+
+def _write_pet(
+    render: Callable[[], tuple[np.ndarray, np.ndarray]], root: Path, name: str, quality: int
+) -> None:
+    image, trimap = render()
+    Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=quality)
+    Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
 
 
 def _start_folder(root: str | Path) -> tuple[Path, Path]:
@@ -238,9 +276,7 @@ def _render(root: Path, seed: int, jpeg_quality: int, jobs: list[tuple[int, str,
     for index, name, slot in jobs:
         rng = np.random.default_rng([seed, index])
         size = _EXTREMES[slot] if 0 <= slot < len(_EXTREMES) else release_image_size(rng)
-        image, trimap = synthetic_pet(rng, *size)
-        Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=jpeg_quality)
-        Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
+        _write_pet(_draw_pet(rng, *size), root, name, jpeg_quality)
 
 
 def make_fullsize_pets(
