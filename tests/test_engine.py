@@ -1,4 +1,5 @@
 import dataclasses
+import io
 import json
 import math
 
@@ -169,6 +170,17 @@ def test_the_progress_bar_iterates_its_loader_once(monkeypatch, mode):
 
     assert list(progress_bar(Loader(), disable=True)) == [0, 1, 2]
     assert len(calls) == 1
+
+
+def test_text_bars_of_short_loops_print_nothing(monkeypatch):
+    """Under papermill (SEGLIB_PROGRESS=text) a loop of a few seconds leaves no bar in the notebook."""
+    monkeypatch.setenv("SEGLIB_PROGRESS", "text")
+    out = io.StringIO()
+    assert list(progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=out)) == [0, 1, 2]
+    assert out.getvalue() == ""
+    shown = io.StringIO()  # a caller's own delay still wins
+    list(progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=shown, delay=0))
+    assert "epoch 1/2 train" in shown.getvalue()
 
 
 @pytest.mark.slow

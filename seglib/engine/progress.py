@@ -15,11 +15,14 @@ __all__ = ["progress_bar"]
 
 def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
     """A tqdm bar over `iterable`, which it iterates once: tqdm.autonotebook's (widgets in a notebook,
-    text elsewhere), or `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text."""
+    text elsewhere), or `tqdm.std` (text, from 10 s on and every 10 s at most) when SEGLIB_PROGRESS=text."""
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text":
         from tqdm.std import tqdm
 
         kwargs.setdefault("mininterval", 10.0)
+        # A loop shorter than that prints nothing: an executed notebook would otherwise keep a "0%" line
+        # (and the blank one that cleared it) for every short loop, two an epoch in a training.
+        kwargs.setdefault("delay", 10.0)
         return tqdm(iterable, **kwargs)
     # Not tqdm.auto: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
