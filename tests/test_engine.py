@@ -172,15 +172,16 @@ def test_the_progress_bar_iterates_its_loader_once(monkeypatch, mode):
     assert len(calls) == 1
 
 
-def test_text_bars_of_short_loops_print_nothing(monkeypatch):
-    """Under papermill (SEGLIB_PROGRESS=text) a loop of a few seconds leaves no bar in the notebook."""
+def test_text_bars_of_short_summarised_loops_print_nothing(monkeypatch):
+    """Under papermill (SEGLIB_PROGRESS=text) an epoch's loop of a few seconds leaves no bar in the
+    notebook (its epoch line follows); other loops, an evaluation's, still show theirs."""
     monkeypatch.setenv("SEGLIB_PROGRESS", "text")
-    out = io.StringIO()
-    assert list(progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=out)) == [0, 1, 2]
-    assert out.getvalue() == ""
-    shown = io.StringIO()  # a caller's own delay still wins
-    list(progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=shown, delay=0))
-    assert "epoch 1/2 train" in shown.getvalue()
+    epoch, evaluation = io.StringIO(), io.StringIO()
+    bar = progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=epoch, summarised=True)
+    assert list(bar) == [0, 1, 2]
+    assert epoch.getvalue() == ""
+    assert list(progress_bar(range(3), desc="evaluate", leave=False, file=evaluation)) == [0, 1, 2]
+    assert "evaluate" in evaluation.getvalue()
 
 
 @pytest.mark.slow

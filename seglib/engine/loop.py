@@ -91,7 +91,14 @@ class _Meter:
 def _bar(loader: DataLoader | ResidentLoader, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
     show = cfg.progress and is_main()
     return progress_bar(
-        loader, desc=desc, leave=False, disable=not show, dynamic_ncols=True, initial=initial, total=total
+        loader,
+        desc=desc,
+        leave=False,
+        disable=not show,
+        dynamic_ncols=True,
+        initial=initial,
+        total=total,
+        summarised=True,  # by the epoch's line
     )
 
 

@@ -13,16 +13,19 @@ from typing import Any
 __all__ = ["progress_bar"]
 
 
-def progress_bar(iterable: Any = None, **kwargs: Any) -> Any:
+def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
     """A tqdm bar over `iterable`, which it iterates once: tqdm.autonotebook's (widgets in a notebook,
-    text elsewhere), or `tqdm.std` (text, from 10 s on and every 10 s at most) when SEGLIB_PROGRESS=text."""
+    text elsewhere), or `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text.
+
+    `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
+    loop shorter than 10 s then prints no bar at all.
+    """
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text":
         from tqdm.std import tqdm
 
         kwargs.setdefault("mininterval", 10.0)
-        # A loop shorter than that prints nothing: an executed notebook would otherwise keep a "0%" line
-        # (and the blank one that cleared it) for every short loop, two an epoch in a training.
-        kwargs.setdefault("delay", 10.0)
+        if summarised:  # else an executed notebook keeps a "0%" bar, and the blank line that cleared it, each
+            kwargs.setdefault("delay", 10.0)
         return tqdm(iterable, **kwargs)
     # Not tqdm.auto: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
