@@ -278,7 +278,7 @@ def test_papermill_by_hand_uses_the_repositorys_folders_from_any_folder(checkout
 
 
 ENDING = """
-import sys, types
+import gc, sys, types
 from seglib.kernels import end_kernel_quickly
 def a_function():  # the user namespace in a cycle with its functions, as in any notebook
     pass
@@ -290,36 +290,39 @@ h = Holder()
 h.me = h  # a file held only by a reference cycle of the notebook's
 h.file = open(folder + "/cycle.txt", "w")
 h.file.write("kept" * 1000)
-lib = types.ModuleType("a_library")  # a library's object in a cycle, with a finalizer
+lib = types.ModuleType("a_library")  # a library's objects in cycles, with a finalizer
 sys.modules["a_library"] = lib
-lib.mark = folder + "/library_collected.txt"
 exec(  # the finalizer binds what it needs: at exit the module's globals may be gone
-    "class C:\\n    def __del__(self, touch=open, mark=mark):\\n        touch(mark, 'w').close()\\nc = C()\\nc.me = c\\n",
+    "class C:\\n    def __del__(self, touch=open):\\n        touch(self.mark, 'w').close()\\n",
     lib.__dict__,
 )
-del lib
-if quick:
-    end_kernel_quickly()
+for name in ("collected_now", "left_at_exit"):
+    c = lib.C()
+    c.me, c.mark = c, f"{folder}/{name}.txt"
+    setattr(lib, name, c)
+del lib.collected_now, c, lib
+gc.collect()  # the control: this cycle's finalizer writes its mark when the collector finds it
+end_kernel_quickly()
 """
 
 
 @pytest.mark.slow
 def test_a_kernel_ends_quickly_and_loses_nothing(tmp_path, capfd):
+    """The quick ending finalizes the notebook's objects (cycles too) and leaves the libraries' to the
+    OS. (Python's own exit is no reference to compare with: where it outlasts half of jupyter_client's
+    shutdown_wait_time the kernel is terminated, and a file held by a cycle lost its buffer in 2 of 25
+    such runs here.)"""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell("folder, quick = '', False", metadata={"tags": ["parameters"]})]
+    nb.cells = [nbformat.v4.new_code_cell('folder = ""', metadata={"tags": ["parameters"]})]
     nb.cells.append(nbformat.v4.new_code_cell(ENDING))
     nbformat.write(nb, tmp_path / "ending.ipynb")
-    for quick in (False, True):
-        folder = tmp_path / f"quick-{quick}"
-        folder.mkdir()
-        execute_notebook(
-            tmp_path / "ending.ipynb", tmp_path / "out.ipynb", {"folder": str(folder), "quick": quick}
-        )
-        # the kernel has exited: the notebook's open files were flushed and closed either way
-        assert (folder / "global.txt").read_text() == "kept" * 1000
-        assert (folder / "cycle.txt").read_text() == "kept" * 1000
-        # Python's final collection finds the library's cycle; the quick ending leaves it to the OS
-        assert (folder / "library_collected.txt").exists() is not quick
+    execute_notebook(tmp_path / "ending.ipynb", tmp_path / "out.ipynb", {"folder": str(tmp_path)})
+    # the kernel has exited: the notebook's open files were flushed and closed, the cycle's too
+    assert (tmp_path / "global.txt").read_text() == "kept" * 1000
+    assert (tmp_path / "cycle.txt").read_text() == "kept" * 1000
+    # a library's cycle: its finalizer writes when collected (the control), but not at the quick exit
+    assert (tmp_path / "collected_now.txt").exists()
+    assert not (tmp_path / "left_at_exit.txt").exists()
     said = capfd.readouterr()
     assert "Exception ignored" not in said.err and "Traceback" not in said.err
