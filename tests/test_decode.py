@@ -71,3 +71,18 @@ def test_what_torchcodec_does_not_take_pillow_reads(tmp_path):
     (tmp_path / "cut.jpg").write_bytes((tmp_path / "cut.jpg").read_bytes()[: len(whole) // 2])
     with pytest.raises(CorruptSampleError, match="cut.jpg"):
         read_image(tmp_path / "cut.jpg")
+
+
+@pytest.mark.parametrize("orientation", [3, 6])  # a half turn (the same shape) and a quarter turn
+def test_a_file_with_an_exif_orientation_gives_its_stored_pixels(tmp_path, orientation):
+    """TorchCodec turns such files upright; the readers give the stored pixels, which masks and trimaps
+    drawn on them match (the folder data set turns both upright where it must)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rng = np.random.default_rng(orientation)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "a.jpg", exif=exif)
+    values = rng.integers(1, 4, (40, 56), dtype=np.uint8)
+    Image.fromarray(values, "L").save(tmp_path / "a.png", exif=exif)
+    image = read_image(tmp_path / "a.jpg")
+    assert image.shape == (40, 56, 3) and np.array_equal(image, pillow_image(tmp_path / "a.jpg"))
+    assert np.array_equal(read_trimap(tmp_path / "a.png"), values)
