@@ -9,6 +9,7 @@ the engine and the faces all write through here (the engine's torch and pandas w
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ def _replacing(path: str | Path) -> Iterator[tuple[int, Path]]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
     tmp = Path(name)
     try:
+        os.chmod(tmp, _new_file_mode())  # mkstemp's 0600 would keep the results from other users
         yield fd, tmp
         os.replace(tmp, path)
     except BaseException:
@@ -56,6 +58,19 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+@functools.cache
+def _new_file_mode() -> int:
+    """The mode `open` gives a new file: 0666 less the process's umask (read once; setting it to read it
+    is not thread-safe, so Linux's /proc is asked first)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        umask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _tmp_tag(name: str) -> str:

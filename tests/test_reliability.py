@@ -194,6 +194,20 @@ def test_a_writer_that_takes_a_file_name_keeps_the_previous_file_when_it_fails(t
     assert target.read_bytes() == b"the new export" and len(list(tmp_path.iterdir())) == 1
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_saved_files_get_the_mode_open_gives(tmp_path, umask):
+    """Others may read what a run saves as they may read any file the user makes (mkstemp alone: 0600)."""
+    code = (
+        f"import os; os.umask({umask}); from pathlib import Path; from seglib.atomic import atomic_path, atomic_write\n"
+        f"d = Path({str(tmp_path)!r}); open(d / 'plain', 'w').close()\n"
+        "with atomic_write(d / 'written') as f: f.write(b'x')\n"
+        "with atomic_path(d / 'named') as p: p.write_bytes(b'x')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"plain": 0o666 & ~umask, "written": 0o666 & ~umask, "named": 0o666 & ~umask}
+
+
 # --- bad data ------------------------------------------------------------------------------------------
 @pytest.fixture
 def damaged_root(synthetic_root, tmp_path):
