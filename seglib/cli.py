@@ -46,7 +46,6 @@ from .engine import (
     fit,
     load_checkpoint,
     load_model,
-    scored_indices,
     summarize,
     worst_indices,
 )
@@ -312,7 +311,13 @@ def _predict_parser(sub: Any) -> None:
     )
     r.add_argument("--mask_values", help="how --masks read (see train --mask_values); default: the run's")
     r.add_argument("--split", default="test", choices=SPLITS)
-    r.add_argument("--limit", type=int, default=10, help="images of the split to show")
+    r.add_argument("--limit", type=int, help="only the first N images of the split (default: all)")
+    r.add_argument(
+        "--num_figures",
+        type=int,
+        default=10,
+        help="image/truth/prediction figures of the split's worst images",
+    )
     r.add_argument("--image_size", type=int)
     r.add_argument("--threshold", type=float, default=0.5)
     r.add_argument(
@@ -399,11 +404,14 @@ def _predict(a: argparse.Namespace) -> None:
     ds, model, size = _split_and_model(a)
     tta, out = _tta(a), Path(a.output_dir)
     df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
-    shown = scored_indices(df, ds)  # the images predicted: not those left out as unreadable
-    save_prediction_figures(model, ds, shown, out / "figures", size, a.threshold, a.device, tta)
+    worst = worst_indices(df, ds, a.num_figures)  # of the images predicted, not those left out as unreadable
+    save_prediction_figures(model, ds, worst, out / "figures", size, a.threshold, a.device, tta)
+    which = (
+        f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
+    )
     print(
-        f"{len(df)} masks and overlays of the {a.split} split (mean Dice {df.dice.mean():.4f} at "
-        f"original resolution) in {out}, one row each in predictions.csv; image / truth / prediction "
+        f"{len(df)} masks and overlays of {which} (mean Dice {df.dice.mean():.4f} at original resolution) "
+        f"in {out}, one row each in predictions.csv; image / truth / prediction of the {len(worst)} worst "
         "in figures/"
     )
 

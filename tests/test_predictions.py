@@ -237,14 +237,19 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
         main(args)
 
 
-def test_the_command_line_predicts_a_split_of_a_folder(folder, checkpoint, tmp_path):
-    main(
-        ["predict", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(folder),
-         "--split", "test", "--output_dir", str(tmp_path / "split"), "--device", "cpu"]
-    )  # fmt: skip
+def test_the_command_line_predicts_a_split_of_a_folder(checkpoint, tmp_path):
+    """Every image of the split (it predicted the first 10 by default), figures of the worst --num_figures."""
+    root = make_synthetic_folder(tmp_path / "many", n=16, seed=2)
+    train = FolderDataset(root, "train")
+    args = ["predict", "--model_path", str(checkpoint), "--dataset", "folder", "--data_path", str(root),
+            "--split", "train", "--device", "cpu", "--num_figures", "2"]  # fmt: skip
+    main([*args, "--output_dir", str(tmp_path / "split")])
     table = pd.read_csv(tmp_path / "split" / "predictions.csv")
-    assert list(table.name) == FolderDataset(folder, "test").names and table.dice.notna().all()
-    assert len(list((tmp_path / "split" / "figures").glob("*.png"))) == len(table)
+    assert list(table.name) == train.names and len(train) > 10 and table.dice.notna().all()
+    worst = table.sort_values("dice", kind="stable").name[:2]
+    assert sorted(p.stem for p in (tmp_path / "split" / "figures").glob("*.png")) == sorted(worst)
+    main([*args, "--output_dir", str(tmp_path / "first"), "--limit", "3"])
+    assert list(pd.read_csv(tmp_path / "first" / "predictions.csv").name) == train.names[:3]
 
 
 def test_evaluate_leaves_out_a_damaged_image_and_shows_the_worst_of_the_rest(checkpoint, tmp_path):
