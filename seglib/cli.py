@@ -215,10 +215,9 @@ def _data_args(sp: argparse.ArgumentParser) -> None:
     """The data options evaluate and predict share with train (TrainConfig's defaults and comments)."""
     defaults = _defaults()
     docs = {name: _help(comment) for name, (_, comment) in field_comments(TrainConfig).items()}
-    sp.add_argument("--data_path", default=defaults["data_root"], help=docs.get("data_root"))
-    sp.add_argument(
-        "--dataset", default=defaults["dataset"], choices=CHOICES["dataset"], help=docs.get("dataset")
-    )
+    run_s = "; default: the data the checkpoint's run trained on"
+    sp.add_argument("--data_path", help=f"{docs.get('data_root')}{run_s}")
+    sp.add_argument("--dataset", choices=CHOICES["dataset"], help=f"{docs.get('dataset')}{run_s}")
     sp.add_argument("--device", default=defaults["device"], help=docs.get("device"))
     sp.add_argument(
         "--on_corrupt",
@@ -355,6 +354,7 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     """The config `train` runs: the profile (and recipe), then the options given, and only those."""
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OPTIONS]
     over = {name: getattr(a, name) for name in names if getattr(a, name) is not None}
+    _given_data_exists(over.get("data_root"), over.get("dataset"))
     if a.base_channels is not None:  # as before: the UNet's kwargs are these, not the profile's plus these
         over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
     return config_from_profile(a.profile, recipe=a.recipe, **over)
@@ -370,9 +370,17 @@ def _train(a: argparse.Namespace) -> None:
     )
 
 
+def _given_data_exists(path: str | None, dataset: str | None) -> None:
+    """A --data_path given must be there: "auto" would train or score the synthetic set in its place (the
+    other kinds say so themselves)."""
+    if path is not None and dataset in (None, "auto") and not Path(path).exists():
+        sys.exit(f"--data_path {path} does not exist; point it at the data's folder (or leave it out)")
+
+
 def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Module, int]:
     """The --split of the checkpoint's data (or of --data_path), read as its run read it, the model and
     its image size: the checkpoint file read once."""
+    _given_data_exists(a.data_path, a.dataset)
     ckpt = load_checkpoint(a.model_path)
     size = a.image_size or checkpoint_image_size(ckpt)
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}

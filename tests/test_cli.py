@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from seglib.cli import NOT_OPTIONS, build_parser, field_comments, main, train_config, train_options
-from seglib.data import BORDER_MODES, DATASETS, SPLITS, FolderDataset, make_synthetic_folder
+from seglib.data import BORDER_MODES, DATASETS, SPLITS, FolderDataset, OxfordPetDataset, make_synthetic_folder
 from seglib.engine import SCHEDULERS, TrainConfig, config_from_profile
 from seglib.engine.config import CHOICES, ON_CORRUPT
+from seglib.engine.loaders import checkpoint_split
 from seglib.engine.losses import LOSSES
 from seglib.models import MODELS
 
@@ -137,6 +138,17 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     assert len(list((tmp_path / "own").glob("*_overlay.png"))) == 3
     assert len(pd.read_csv(tmp_path / "own" / "predictions.csv")) == 3
 
+    # Without --data_path, from another folder: the run's own data (it scored a new synthetic set there).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "eval_run_data"
+    p = seglib("evaluate", "--model_path", run / "best.pt", "--limit", 4, "--output_dir", out, cwd=elsewhere)
+    assert p.returncode == 0, p.stderr
+    names = OxfordPetDataset(synthetic_root, "test").names[:4]
+    assert list(pd.read_csv(out / "per_image.csv").name) == names and not list(elsewhere.iterdir())
+    p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", "nowhere", cwd=elsewhere)
+    assert p.returncode != 0 and "--data_path nowhere does not exist" in p.stderr
+
 
 @pytest.mark.slow
 def test_train_and_evaluate_on_a_folder(tmp_path):
@@ -175,6 +187,8 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
             "data root 'nowhere' does not exist",
         ),
         (["evaluate", "--model_path", "none.pt"], "none.pt' does not exist"),
+        (["train", "--data_path", "nowhere"], "--data_path nowhere does not exist"),
+        (["evaluate", "--model_path", ".", "--split", "test"], "'.' is a folder; pass a checkpoint in it"),
         (["train", "--ema_decay", "1.5"], "ema_decay must be 0 (off) or in (0, 1)"),
         (["train", "--recipe", "best"], "invalid choice: 'best'"),
         (["train", "--loss", "dice"], "invalid choice: 'dice'"),
@@ -337,3 +351,12 @@ def test_a_new_setting_is_an_option_with_no_other_edit():
     assert option.kwargs["help"] == "epochs of linear warm-up before the schedule (full: 0)"
     with pytest.raises(TypeError, match="NOT_OPTIONS"):  # says where to add a reader or the exclusion
         train_options(_Odd)
+
+
+def test_a_run_whose_data_has_moved_is_named(tmp_path):
+    """A checkpoint's data that is not there: one message naming it, not a synthetic set in its place."""
+    ckpt = {"config": TrainConfig().to_dict(), "data": "oxford-pet", "data_root": str(tmp_path / "gone")}
+    with pytest.raises(
+        FileNotFoundError, match=r"oxford-pet data at '.*gone', which is not there .*--data_path"
+    ):
+        checkpoint_split(ckpt, "test")

@@ -47,6 +47,12 @@ def save_checkpoint(path: str | Path, model: nn.Module, spec: dict[str, Any], **
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load and check a seglib checkpoint; raise CheckpointError saying what the file is otherwise."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pt"))
+        raise FileNotFoundError(
+            f"{str(path)!r} is a folder; pass a checkpoint in it ({', '.join(found) or 'it holds none'}), "
+            "e.g. best.pt of a run folder"
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"checkpoint {str(path)!r} does not exist; runs keep theirs in results/runs/<run>/"

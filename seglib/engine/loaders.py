@@ -65,13 +65,32 @@ def checkpoint_split(
 ) -> SegmentationDataset:
     """The `split` of the data a checkpoint (its file, or the loaded checkpoint) was trained on, read as its
     run read it (border, a folder's mask_values and seeded split); `data_root` and `dataset` point
-    elsewhere when given."""
+    elsewhere when given (`dataset` None there: "auto" on `data_root`)."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     saved = ckpt.get("config", {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
-    over = {k: str(v) for k, v in {"data_root": data_root, "dataset": dataset}.items() if v is not None}
+    if data_root is None and dataset is None:
+        over = _run_data(ckpt)
+    else:
+        over = {"data_root": str(data_root or saved.get("data_root")), "dataset": dataset or "auto"}
     cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **over})
     return split_dataset(cfg, split, **kwargs)
+
+
+def _run_data(ckpt: dict[str, Any]) -> dict[str, str]:
+    """The data the checkpoint's run trained on: its folder and kind as the run resolved them, never
+    "auto" (which would score a synthetic set where the folder is missing). Checkpoints before the
+    absolute folder was saved give their config's path, relative to where the run was started."""
+    saved, kind = ckpt.get("config", {}), ckpt.get("data")
+    if kind is None:  # older still: the config as it was
+        return {}
+    root = ckpt.get("data_root") or saved.get("synthetic_root" if kind == "synthetic" else "data_root", "")
+    if not Path(root).exists():
+        raise FileNotFoundError(
+            f"the checkpoint's run trained on {kind} data at {root!r}, which is not there from "
+            f"{Path.cwd()}; pass --data_path (data_root=) with the data's folder"
+        )
+    return {"data_root": root, "synthetic_root": root, "dataset": kind}
 
 
 def run_device_data(cfg: TrainConfig) -> bool:

@@ -148,9 +148,11 @@ class RunFolder:
     data: str  # "oxford-pet" | "synthetic" | "folder"
     world_size: int = 1
     writes: bool = True
+    data_root: str = ""  # the data's folder, absolute: what evaluate and predict read from any folder
 
     def _save(self, path: Path, model: nn.Module, **extra: Any) -> None:
-        save_checkpoint(path, model, self.spec, config=self.cfg.to_dict(), data=self.data, **extra)
+        saved = {"config": self.cfg.to_dict(), "data": self.data, "data_root": self.data_root}
+        save_checkpoint(path, model, self.spec, **saved, **extra)
 
     def save_last(self, state: TrainState) -> None:
         """last.pt: the whole state, so that the run resumes from here."""

@@ -199,7 +199,8 @@ def _open_folder(
 ) -> RunFolder:
     """The run folder that rank 0 writes; a folder data set's split goes in it, whatever images the
     folder gains later."""
-    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main)
+    root = str(Path(train_ds.root).resolve())
+    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main, data_root=root)
     if kind == "folder" and info.is_main:
         write_splits(train_ds.splits, run_dir / "splits")
     return folder
