@@ -28,7 +28,7 @@ from .files import (
 )
 from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
-from .masks import MaskValueError, parse_mask_values, read_folder_mask
+from .masks import MaskValueError, MaskValueWarning, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
 from .pairs import find_masks, find_pairs, image_files, is_folder_root
 from .sampling import EpochSampler
@@ -57,6 +57,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "MaskValueError",
+    "MaskValueWarning",
     "RESOURCES",
     "SegmentationDataset",
     "SPLITS",

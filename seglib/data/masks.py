@@ -4,6 +4,7 @@ of the Oxford set (1 object, 2 background; a folder mask has no border band)."""
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +15,10 @@ from .files import CorruptSampleError, read_image, stored_and_upright_size, upri
 from .trimaps import BACKGROUND, PET
 
 __all__ = [
+    "LOSSY_TOLERANCE",
     "MaskRule",
     "MaskValueError",
+    "MaskValueWarning",
     "check_mask_size",
     "parse_mask_values",
     "read_folder_mask",
@@ -24,18 +27,38 @@ __all__ = [
 ]
 
 
+# How far (RGB distance) a colour in a JPEG or lossy-WebP mask may stray from the colour drawn. Measured
+# on saturated colours at JPEG quality 50-95 and WebP 30-80: chroma subsampling moves a box's edge
+# pixels 50-80 from it (at 48, 3% of a 120x180 box is lost; at 80, none); the colours of a label map
+# lie 128 and more apart, so it merges none of them.
+LOSSY_TOLERANCE = 80
+# Lossy files tint grey a little: an RGB mask whose channels differ by no more than this is grey.
+GREY_SPREAD = 16
+# A lossy file's black stays this near black (RGB distance) away from an object's edges: an all-black
+# mask's noise is no object, a dark object's colour is more than noise.
+LOSSY_NOISE = 24
+
+
 class MaskValueError(ValueError):
     """A mask whose values do not say which pixels are the object: pass `mask_values`."""
+
+
+class MaskValueWarning(UserWarning):
+    """`mask_values` matches no pixel of a mask that is not all background (given once per mask folder)."""
 
 
 @dataclass(frozen=True)
 class MaskRule:
     """Which mask pixels are the object: grey (or palette) `values`, RGB `colours`, values `above` N;
-    none of them: the one value besides 0 (the one colour besides black)."""
+    none of them: the one value besides 0 (the one colour besides black). In a lossy file a colour
+    takes the pixels within `lossy_tolerance` of it (`_colour_pixels`)."""
 
     values: tuple[int, ...] = ()
     colours: tuple[tuple[int, int, int], ...] = ()
     above: int | None = None
+    # a field, not only a constant: the rule's repr keys the decode cache, which must not keep masks
+    # read before lossy colours matched within it
+    lossy_tolerance: int = LOSSY_TOLERANCE
 
     @property
     def auto(self) -> bool:
@@ -66,6 +89,13 @@ def parse_mask_values(text: str) -> MaskRule:
     return MaskRule(tuple(values), tuple(colours), above)
 
 
+def _text(rule: MaskRule) -> str:
+    """The `mask_values` text of a (non-auto) rule."""
+    if rule.above is not None:
+        return f">{rule.above}"
+    return ",".join([str(v) for v in rule.values] + [_hex(c) for c in rule.colours])
+
+
 def _hex(colour: np.ndarray | tuple[int, ...]) -> str:
     return "#" + "".join(f"{int(c):02x}" for c in colour)
 
@@ -74,14 +104,18 @@ def shown(values: list[str]) -> str:
     return ", ".join(values[:10]) + (f", ... ({len(values)} in all)" if len(values) > 10 else "")
 
 
-def _auto_object(path: Path, found: list, labels: list[str], background: object) -> object:
-    """The one value besides the background, or MaskValueError listing the values and what to pass."""
+def _auto_object(
+    path: Path, found: list, labels: list[str], background: object, named: list[str] | None = None
+) -> object:
+    """The one value besides the background, or MaskValueError listing the values and what to pass
+    (`named`: the values to suggest, else those found besides the background)."""
     others = [v for v in found if v != background]
     if len(others) <= 1:
         return others[0] if others else None
     kind = "colours" if isinstance(background, tuple) else "values"
     bg = "black" if kind == "colours" else "0"
-    named = [t for v, t in zip(found, labels, strict=True) if v != background]
+    if named is None:
+        named = [t for v, t in zip(found, labels, strict=True) if v != background]
     if len(found) == 2:  # two values and neither is the background
         hint = " or ".join(f'mask_values="{t}"' for t in named)
         what = f"neither is {bg}, so which one is the object is unclear; pass {hint}"
@@ -89,8 +123,9 @@ def _auto_object(path: Path, found: list, labels: list[str], background: object)
         soft = ', or ">127" for a soft or JPEG-compressed mask' if kind == "values" else ""
         what = (
             f"a mask needs {bg} for the background and one {kind[:-1]} for the object; pass mask_values with "
-            f'the object\'s {kind}, e.g. mask_values="{named[0]}" or "{",".join(named[:2])}" (the rest is '
-            f"background){soft}"
+            f'the object\'s {kind}, e.g. mask_values="{named[0]}"'
+            + (f' or "{",".join(named[:2])}"' if len(named) > 1 else "")
+            + f" (the rest is background){soft}"
         )
     raise MaskValueError(f"{path}: the mask has {len(found)} {kind} ({shown(labels)}); {what}")
 
@@ -100,34 +135,150 @@ def _packed(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., 0].astype(np.int32) << 16 | rgb[..., 1].astype(np.int32) << 8 | rgb[..., 2]
 
 
-def _object_pixels(path: Path, arr: np.ndarray, rule: MaskRule) -> np.ndarray:
-    """The object's pixels (bool HxW) of a mask array (HxW values or HxWx3 colours) under `rule`."""
-    if arr.ndim == 3 and (rule.values or rule.above is not None):
-        if (arr == arr[..., :1]).all():  # a grey mask saved as RGB
-            arr = arr[..., 0]
-        else:
+def _distance(arr: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """RGB distance of each pixel (HxWx3, or HxW grey as r=g=b) from `colour`."""
+    rgb = arr[..., None] if arr.ndim == 2 else arr
+    return np.sqrt(((rgb.astype(np.float32) - np.array(colour, np.float32)) ** 2).sum(-1))
+
+
+def _background(arr: np.ndarray, lossy: bool) -> np.ndarray:
+    """The pixels that are background, 0 or black: exactly, or within a lossy file's noise."""
+    if not lossy:
+        return (arr == 0).all(-1) if arr.ndim == 3 else arr == 0
+    return _distance(arr, (0, 0, 0)) <= LOSSY_NOISE
+
+
+def _colour_pixels(arr: np.ndarray, colours: tuple[tuple[int, int, int], ...], tol: int) -> np.ndarray:
+    """Pixels of these colours: exactly (tol 0), or within `tol` of one and nearer it than black, so
+    that a dark colour does not take the background's noise."""
+    if tol == 0:
+        return np.isin(_packed(arr), [r << 16 | g << 8 | b for r, g, b in colours])
+    nearest = np.min([_distance(arr, c) for c in colours], axis=0)
+    black = np.inf if (0, 0, 0) in colours else _distance(arr, (0, 0, 0))
+    return (nearest <= tol) & (nearest < black)
+
+
+def _common(arr: np.ndarray, tol: int, k: int = 3) -> list[str]:
+    """Up to k of the mask's values (colours) besides the background, most common first: what a hint
+    names. In a lossy file (tol > 0) each gathers the pixels within `tol` of it, and only those with a
+    tenth of the first one's pixels count: a box's blurred edge is not a colour of its own."""
+    keys, counts = np.unique(_packed(arr) if arr.ndim == 3 else arr, return_counts=True)
+    cols = np.stack([keys >> 16 & 255, keys >> 8 & 255, keys & 255] if arr.ndim == 3 else [keys] * 3, -1)
+    keep = np.linalg.norm(cols, axis=1) > (LOSSY_NOISE if tol else 0)
+    cols, counts = cols[keep].astype(np.int64), counts[keep]
+    picked: list[tuple[tuple[int, ...], int]] = []  # (colour, its pixels)
+    while len(cols) and len(picked) < 4 * k:
+        near = np.linalg.norm(cols - cols[np.argmax(counts)], axis=1) <= tol
+        picked.append((tuple(int(c) for c in cols[np.argmax(counts)]), int(counts[near].sum())))
+        cols, counts = cols[~near], counts[~near]
+    if not picked:  # only faint colours in a lossy file: name them as a lossless file's
+        return _common(arr, 0, k) if tol else []
+    picked.sort(key=lambda p: -p[1])
+    chosen = [c for c, n in picked if not tol or n >= picked[0][1] / 10][:k]
+    return [_hex(c) if arr.ndim == 3 else str(c[0]) for c in chosen]
+
+
+def _as_grey(arr: np.ndarray, tol: int) -> np.ndarray | None:
+    """An RGB mask whose channels agree (within GREY_SPREAD in a lossy file) as grey, else None."""
+    spread = arr.max(-1).astype(np.int16) - arr.min(-1)
+    if (spread <= (GREY_SPREAD if tol else 0)).all():
+        return arr.mean(-1).round().astype(np.uint8) if tol else arr[..., 0]
+    return None
+
+
+_warned: set[tuple[str, MaskRule]] = set()
+
+
+def _warn_unmatched(path: Path, arr: np.ndarray, rule: MaskRule, tol: int) -> None:
+    """MaskValueWarning, once per mask folder and rule, for a mask that `rule` leaves empty although it
+    is not all background: mask_values that name no value of the file (a typo, a JPEG's shifted
+    colour). Not an error: a label map's image without the chosen classes is rightly empty."""
+    key = (str(path.parent), rule)
+    if key in _warned or _background(arr, tol > 0).all():
+        return
+    _warned.add(key)
+    kind = "colours" if arr.ndim == 3 else "values"
+    common = _common(arr, tol)
+    warnings.warn(
+        f'{path}: mask_values="{_text(rule)}" matches no pixel, yet the mask is not all background (its '
+        f"most common {kind} besides the background: {', '.join(common)}); it reads as all background. If "
+        f'it holds the object, pass its {kind[:-1]}, e.g. mask_values="{common[0]}" (said once for '
+        f"{path.parent})",
+        MaskValueWarning,
+        stacklevel=2,
+    )
+
+
+def _object_pixels(path: Path, arr: np.ndarray, rule: MaskRule, tol: int = 0) -> np.ndarray:
+    """The object's pixels (bool HxW) of a mask array (HxW values or HxWx3 colours) under `rule`; `tol`:
+    how far a colour may stray in a lossy file (0: lossless, exact)."""
+    if arr.ndim == 3 and not rule.colours:
+        grey = _as_grey(arr, tol)  # a grey mask saved as RGB
+        if grey is not None:
+            arr = grey
+        elif not rule.auto:
+            common = _common(arr, tol)
             raise MaskValueError(
                 f"{path}: an RGB mask with colours, but mask_values gives grey values; give the object's "
-                f'colour instead, e.g. mask_values="{_hex(arr.reshape(-1, 3).max(0))}"'
+                f'colour instead, e.g. mask_values="{common[0]}" (its most common colours besides black: '
+                f"{', '.join(common)})"
             )
     if arr.ndim == 2 and rule.colours:
         raise MaskValueError(
             f"{path}: a single-channel mask (values {shown([str(v) for v in np.unique(arr)])}), but "
             'mask_values gives RGB colours; give the object\'s values instead, e.g. mask_values="255"'
         )
+    if rule.auto:
+        return _auto_pixels(path, arr, tol)
     if rule.above is not None:
-        return arr > rule.above
-    if rule.values:
-        return np.isin(arr, rule.values)
-    if rule.colours:
-        return np.isin(_packed(arr), [r << 16 | g << 8 | b for r, g, b in rule.colours])
+        pixels = arr > rule.above
+    elif rule.values:
+        pixels = np.isin(arr, rule.values)
+    else:
+        pixels = _colour_pixels(arr, rule.colours, tol)
+    if not pixels.any():
+        _warn_unmatched(path, arr, rule, tol)
+    return pixels
+
+
+def _auto_pixels(path: Path, arr: np.ndarray, tol: int) -> np.ndarray:
+    """The object's pixels without `mask_values`: the one value (colour) besides 0 (black)."""
+    if tol and _background(arr, True).all():
+        return np.zeros(arr.shape[:2], bool)  # a lossy file's all-black mask: its noise is no object
     if arr.ndim == 3:
-        found = [((int(v) >> 16) & 255, (int(v) >> 8) & 255, int(v) & 255) for v in np.unique(_packed(arr))]
-        obj = _auto_object(path, found, [_hex(c) for c in found], (0, 0, 0))
+        keys, counts = np.unique(_packed(arr), return_counts=True)
+        if tol:  # thousands of noise colours: list the most common first
+            keys = keys[np.argsort(-counts, kind="stable")]
+        found = [((int(v) >> 16) & 255, (int(v) >> 8) & 255, int(v) & 255) for v in keys]
+        named = _common(arr, tol) if tol else None
+        obj = _auto_object(path, found, [_hex(c) for c in found], (0, 0, 0), named)
         return np.zeros(arr.shape[:2], bool) if obj is None else (arr == np.array(obj)).all(-1)
     found = [int(v) for v in np.unique(arr)]
     obj = _auto_object(path, found, [str(v) for v in found], 0)
     return np.zeros(arr.shape, bool) if obj is None else arr == obj
+
+
+def _webp_lossy(path: Path) -> bool:
+    """Whether a WebP file holds a lossy (VP8) picture rather than a lossless (VP8L) one: PIL does not
+    say, the RIFF chunks do (an animation's first frame counts)."""
+    with open(path, "rb") as f:
+        pos = 12  # after "RIFF", the size and "WEBP"
+        for _ in range(64):
+            f.seek(pos)
+            head = f.read(8)
+            if len(head) < 8:
+                return False
+            tag, size = head[:4], int.from_bytes(head[4:], "little")
+            if tag in (b"VP8 ", b"VP8L"):
+                return tag == b"VP8 "
+            # an ANMF frame's chunks start after its 16-byte header; other chunks are skipped (even-padded)
+            pos += 8 + (16 if tag == b"ANMF" else size + size % 2)
+    return False
+
+
+def _lossy(im: Image.Image, path: Path) -> bool:
+    """Whether the mask file is lossy-compressed (JPEG, lossy WebP): its colours stray from those drawn."""
+    return im.format in ("JPEG", "MPO") or (im.format == "WEBP" and _webp_lossy(path))
 
 
 def _mask_layer(im: Image.Image, rule: MaskRule) -> Image.Image:
@@ -147,6 +298,7 @@ def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
         with Image.open(path) as im:
             im.seek(0)  # first frame of a GIF
             arr = np.asarray(_mask_layer(im, rule))
+            tol = rule.lossy_tolerance if _lossy(im, path) else 0
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the mask ({type(e).__name__}: {e}); the file is truncated or not an "
@@ -154,7 +306,7 @@ def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
         ) from e
     if arr.ndim == 3 and arr.shape[2] == 2:  # grey or palette with alpha: the first channel
         arr = arr[..., 0]
-    pixels = _object_pixels(path, arr.astype(np.uint8) if arr.dtype == bool else arr, rule)
+    pixels = _object_pixels(path, arr.astype(np.uint8) if arr.dtype == bool else arr, rule, tol)
     return np.where(pixels, PET, BACKGROUND).astype(np.uint8)
 
 
