@@ -19,6 +19,7 @@ import tokenize
 import types
 import typing
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -265,14 +266,38 @@ def _evaluate_parser(sub: Any) -> None:
     _data_args(e)
     e.add_argument("--model_path", required=True, help="a best.pt or last.pt")
     e.add_argument("--split", default="test", choices=SPLITS)
-    e.add_argument("--image_size", type=int, help="default: the checkpoint's training size")
-    e.add_argument("--batch_size", type=int, default=8)
-    e.add_argument("--limit", type=int, help="only the first N images")
+    e.add_argument("--image_size", type=_at_least(32), help="default: the checkpoint's training size")
+    e.add_argument("--batch_size", type=_at_least(1), default=8)
+    e.add_argument("--limit", type=_at_least(1), help="only the first N images")
     e.add_argument(
-        "--num_figures", type=int, default=10, help="image/truth/prediction figures of the worst images"
+        "--num_figures",
+        type=_at_least(0),
+        default=10,
+        help="image/truth/prediction figures of the worst images",
     )
     e.add_argument("--output_dir", default="results/evaluation")
     _tta_args(e)
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low` (argparse names the option in the error)."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = "int"  # argparse's "invalid int value" for text that is no number
+    return parse
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a number in (0, 1), as TrainConfig's threshold."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1)")
+    return value
 
 
 def _tta_args(p: argparse.ArgumentParser) -> None:
@@ -310,15 +335,17 @@ def _predict_parser(sub: Any) -> None:
     )
     r.add_argument("--mask_values", help="how --masks read (see train --mask_values); default: the run's")
     r.add_argument("--split", default="test", choices=SPLITS)
-    r.add_argument("--limit", type=int, help="only the first N images of the split (default: all)")
+    r.add_argument("--limit", type=_at_least(1), help="only the first N images of the split (default: all)")
     r.add_argument(
         "--num_figures",
-        type=int,
+        type=_at_least(0),
         default=10,
         help="image/truth/prediction figures of the split's worst images",
     )
-    r.add_argument("--image_size", type=int)
-    r.add_argument("--threshold", type=float, default=0.5)
+    r.add_argument("--image_size", type=_at_least(32), help="default: the model's training size")
+    r.add_argument(
+        "--threshold", type=_probability, default=0.5, help="probability above which a pixel is object"
+    )
     r.add_argument(
         "--cutout",
         action="store_true",

@@ -59,7 +59,7 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"border": "edge"}, r"unknown border 'edge'"),
         ({"epochs": 0}, r"epochs must be a positive integer, got 0"),
         ({"batch_size": -8}, r"batch_size must be a positive integer, got -8"),
-        ({"image_size": 16}, r"image_size must be at least 32"),
+        ({"image_size": 16}, r"image_size must be from 32 px"),
         ({"lr": 0.0}, r"lr must be positive"),
         ({"milestones": [30, 10]}, r"milestones must be increasing"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ __all__ = [
 ]
 
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "multistep")
+MAX_IMAGE_SIZE = 4096  # far above any pet photo's side; a typo's 10**6 px would size a cache of terabytes
 ON_CORRUPT = ("raise", "skip")
 # The settings that name one of a few options, and the constant each is checked against: validate() and
 # the command line both read this map, so a new model, loss or scheduler reaches both.
@@ -152,9 +154,10 @@ class TrainConfig:
             raise ValueError(f"scale_jitter must be in [0, 1), e.g. 0.25; got {self.scale_jitter!r}")
         if not 0 <= self.copy_paste <= 1:
             raise ValueError(f"copy_paste must be a probability in [0, 1], e.g. 0.5; got {self.copy_paste!r}")
-        if self.image_size < 32:
+        if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(
-                f"image_size must be at least 32 px (the encoders downsample 32x), got {self.image_size}"
+                f"image_size must be from 32 px (the encoders downsample 32x) to {MAX_IMAGE_SIZE}, "
+                f"got {self.image_size}"
             )
         _check_progressive(self.progressive_sizes, self.progressive_share, self.image_size)
         if not self.lr > 0:
@@ -167,6 +170,23 @@ class TrainConfig:
             raise ValueError(f"num_workers must be None or >= 0, got {self.num_workers!r}")
         if self.milestones is not None and sorted(self.milestones) != list(self.milestones):
             raise ValueError(f"milestones must be increasing epochs, got {self.milestones!r}")
+        self._check_schedule()
+        _check_model_kwargs(self.model, self.model_kwargs)
+
+    def _check_schedule(self) -> None:
+        """The schedulers' settings as they mean: a decay, a floor below the peak, a warm-up share."""
+        if not 0 < self.gamma <= 1:
+            raise ValueError(
+                f"gamma (the step schedulers' decay factor) must be in (0, 1], got {self.gamma!r}"
+            )
+        if not 0 <= self.min_lr < self.lr:
+            raise ValueError(f"min_lr (cosine's floor) must be in [0, lr={self.lr}), got {self.min_lr!r}")
+        if not 0 < self.pct_start < 1:
+            raise ValueError(
+                f"pct_start (onecycle's warm-up share) must be in (0, 1), got {self.pct_start!r}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -188,6 +208,18 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:
+    """model_kwargs the model takes, checked before any work (not as a TypeError once the data is ready)."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"model_kwargs must be a dict, e.g. {{'base_channels': 16}}; got {kwargs!r}")
+    takes = [
+        p for p in inspect.signature(MODELS[model]).parameters if p not in ("in_channels", "num_classes")
+    ]
+    unknown = sorted(set(kwargs) - set(takes))
+    if unknown:
+        raise ValueError(f"model_kwargs {unknown} are not options of model {model!r}; it takes {takes}")
 
 
 def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -> None:
