@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -264,7 +265,9 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     assert 1 <= done < 40
     p = seglib(*args, "--resume", tmp_path / "r", cwd=tmp_path)
     assert p.returncode == 0, p.stderr
-    assert "resuming" in p.stdout
+    assert re.search(
+        r"resuming .* at (step \d+ of epoch \d+|the start of epoch \d+) \(of 40 epochs\)", p.stdout
+    )
     assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))
 
 

@@ -350,11 +350,9 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
     state.load_state_dict(ckpt)
     if not info.is_main:  # the saved sums are all ranks' (EpochStats.reduced): rank 0 carries them
         state.partial = EpochStats(step=state.partial.step, seconds=state.partial.seconds)
-    epoch = state.epoch + 1
-    where = (
-        f"epoch {epoch}, step {state.partial.step}" if state.partial.step else f"the start of epoch {epoch}"
-    )
-    _say(info, f"seglib: resuming {run_dir} at {where} of {cfg.epochs}")
+    epoch, step = state.epoch + 1, state.partial.step
+    where = f"step {step} of epoch {epoch}" if step else f"the start of epoch {epoch}"
+    _say(info, f"seglib: resuming {run_dir} at {where} (of {cfg.epochs} epochs)")
 
 
 def _train_and_validate(
