@@ -145,6 +145,14 @@ def test_unknown_formats_and_files_are_named(tmp_path):
         ValueError, match=r"model.txt: not an exported model; export_model writes .onnx and .pt2"
     ):
         load_exported(tmp_path / "model.txt")
+    with pytest.raises(FileNotFoundError, match=r"gone.onnx does not exist; `python -m seglib export`"):
+        load_exported(tmp_path / "gone.onnx")
+    for name, what in (("bad.onnx", "an ONNX file onnxruntime"), ("bad.pt2", "a program torch.export")):
+        (tmp_path / name).write_bytes(b"not a model")  # or another format under this name
+        with pytest.raises(ValueError, match=rf"bad.{name[4:]} is not {what} can read .*seglib export"):
+            load_exported(tmp_path / name)
+    with pytest.raises(ValueError, match=r"best.onnx: format pt2 writes a .pt2 file; name it so"):
+        export_model(tmp_path / "best.pt", tmp_path / "best.onnx", fmt="pt2")
 
 
 def test_without_the_export_extra_the_message_says_what_to_install(tmp_path, monkeypatch):

@@ -69,11 +69,13 @@ def export_model(
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {list(EXPORT_FORMATS)}")
+    path = Path(path) if path is not None else Path(checkpoint).with_suffix(f".{fmt}")
+    if path.suffix != f".{fmt}":  # predict and check_export tell the formats apart by the suffix
+        raise ValueError(f"{path}: format {fmt} writes a .{fmt} file; name it so, or pick the other --format")
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
     image_size = int(ckpt.get("config", {}).get("image_size", 256))
     model = load_model(checkpoint).float().eval()
-    path = Path(path) if path is not None else Path(checkpoint).with_suffix(f".{fmt}")
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
     example = (torch.randn(2, 3, side, side),)
@@ -168,11 +170,24 @@ class ProgramModel(nn.Module):
 def load_exported(path: str | Path) -> nn.Module:
     """An exported file as a module: an `OnnxModel` for .onnx, a `ProgramModel` for .pt2."""
     path = Path(path)
-    if path.suffix == ".onnx":
-        return OnnxModel(path)
-    if path.suffix == ".pt2":
-        return ProgramModel(path)
-    raise ValueError(f"{path}: not an exported model; export_model writes .onnx and .pt2 files")
+    kinds = {
+        ".onnx": (OnnxModel, "an ONNX file onnxruntime"),
+        ".pt2": (ProgramModel, "a program torch.export"),
+    }
+    if path.suffix not in kinds:
+        raise ValueError(f"{path}: not an exported model; export_model writes .onnx and .pt2 files")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; `python -m seglib export` writes one beside best.pt")
+    build, what = kinds[path.suffix]
+    try:
+        return build(path)
+    except ImportError:
+        raise
+    except Exception as e:  # protobuf, zip and pickle errors: the user needs one message
+        raise ValueError(
+            f"{path} is not {what} can read ({type(e).__name__}: {str(e)[:200]}); export it again with "
+            f"`python -m seglib export --model_path <run>/best.pt --format {path.suffix[1:]}`"
+        ) from e
 
 
 @torch.no_grad()
