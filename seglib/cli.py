@@ -473,14 +473,17 @@ def _predict_files(a: argparse.Namespace) -> None:
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
     files = image_files(src) if src.is_dir() else [src]
+    subfolders = (
+        [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+        if src.is_dir()
+        else []
+    )
+    named = f"its subfolders ({', '.join(subfolders[:3])}{', ...' if len(subfolders) > 3 else ''}) are not searched"
     if not files:
-        subfolders = [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        hint = (
-            f"; its subfolders ({', '.join(subfolders[:3])}) are not searched: point --input at one"
-            if subfolders
-            else ""
-        )
+        hint = f"; {named}: point --input at one" if subfolders else ""
         sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...){hint}")
+    if subfolders:
+        print(f"seglib: --input {src}: {named}")
     truths, read = None, None
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
@@ -489,7 +492,10 @@ def _predict_files(a: argparse.Namespace) -> None:
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))
 
-    df = predict_files(model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout)
+    skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
+    df = predict_files(
+        model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout, **skip
+    )
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )

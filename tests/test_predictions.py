@@ -15,7 +15,14 @@ from PIL import Image
 from torch import nn
 
 from seglib.cli import main
-from seglib.data import FolderDataset, image_files, make_synthetic_folder, read_folder_mask, trimap_to_mask
+from seglib.data import (
+    CorruptSampleError,
+    FolderDataset,
+    image_files,
+    make_synthetic_folder,
+    read_folder_mask,
+    trimap_to_mask,
+)
 from seglib.engine import (
     evaluate,
     predict_dataset,
@@ -190,6 +197,33 @@ def test_the_command_line_predicts_a_folder_with_its_truth(folder, checkpoint, t
     ]  # fmt: skip
 
 
+def test_a_truth_mask_of_another_size_stops_before_anything_is_written(tmp_path):
+    """It stopped after writing the earlier photos' files (and none of the table), naming only the stem;
+    now the mask file is named first, or with on_corrupt="skip" its photo is left out and named."""
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for name, mask_size in (("a", (40, 30)), ("b", (20, 10)), ("c", (40, 30))):
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / f"{name}.png")
+        Image.new("L", mask_size, 1).save(masks / f"{name}.png")
+    truths = {f.stem: f for f in masks.iterdir()}
+
+    def read(path: Path) -> np.ndarray:
+        return np.asarray(Image.open(path))
+
+    args = (Ramp(), image_files(photos), tmp_path / "out", 32, 0.5, "cpu", False, truths, read)
+    with pytest.raises(
+        CorruptSampleError, match=r"masks/b.png: mask size 20x10 differs from its image's 40x30"
+    ):
+        predict_files(*args)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(
+        UserWarning, match=r"1 of 3 image\(s\) could not be read: b.png \(.*masks/b.png: mask size"
+    ):
+        table = predict_files(*args, on_corrupt="skip")
+    assert list(table.name) == ["a", "c"] and table.dice.notna().all()
+    assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == ["a_mask.png", "c_mask.png"]
+
+
 def test_two_photos_of_one_name_are_refused_before_either_is_written(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -217,7 +251,7 @@ def test_a_damaged_photo_is_named_and_the_others_are_predicted(tmp_path):
         predict_files(Ramp(), [photos / "cut.jpg"], tmp_path / "none", 32, device="cpu")
 
 
-def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint, tmp_path):
+def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint, tmp_path, capsys):
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "IMG_0001.HEIC").write_bytes(b"not opened here")  # an iPhone's default format
@@ -235,6 +269,10 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
         pytest.raises(SystemExit, match=r"its subfolders \(2024\) are not searched"),
     ):
         main(args)
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / "cat.png")  # beside photos: said, not silent
+    with pytest.warns(UserWarning):
+        main([*args, "--device", "cpu"])
+    assert f"--input {photos}: its subfolders (2024) are not searched" in capsys.readouterr().out
 
 
 def test_the_command_line_predicts_a_split_of_a_folder(checkpoint, tmp_path):

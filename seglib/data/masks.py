@@ -20,6 +20,7 @@ __all__ = [
     "MaskValueError",
     "MaskValueWarning",
     "check_mask_size",
+    "mask_size_message",
     "parse_mask_values",
     "read_folder_mask",
     "read_folder_pair",
@@ -313,19 +314,26 @@ def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
 def check_mask_size(expected: tuple[int, int], mask: np.ndarray, image_path: Path, mask_path: Path) -> None:
     """CorruptSampleError giving both sizes (width x height) when a mask and its image differ."""
     if mask.shape != expected:
-        (h, w), (mh, mw) = expected, mask.shape
-        stored, shown = stored_and_upright_size(image_path)
-        turned = (
-            f"; the image is stored as {stored[1]}x{stored[0]} and shown turned to {shown[1]}x{shown[0]} by "
-            "its EXIF orientation: a mask of either size is taken"
-            if stored != shown
-            else ""
-        )
-        raise CorruptSampleError(
-            f"{mask_path}: mask size {mw}x{mh} differs from its image's {w}x{h} ({image_path}){turned}; a mask "
-            "must have its image's size: resize the mask to it with nearest-neighbour sampling (which keeps "
-            "its values), or pass on_corrupt='skip' to leave the pair out"
-        )
+        raise CorruptSampleError(mask_size_message(expected, mask.shape, image_path, mask_path))
+
+
+def mask_size_message(
+    expected: tuple[int, int], mask_shape: tuple[int, ...], image_path: Path, mask_path: Path
+) -> str:
+    """What `check_mask_size` says: both sizes (width x height), the EXIF turn if any, what to do."""
+    (h, w), (mh, mw) = expected, mask_shape[:2]
+    stored, shown = stored_and_upright_size(image_path)
+    turned = (
+        f"; the image is stored as {stored[1]}x{stored[0]} and shown turned to {shown[1]}x{shown[0]} by "
+        "its EXIF orientation: a mask of either size is taken"
+        if stored != shown
+        else ""
+    )
+    return (
+        f"{mask_path}: mask size {mw}x{mh} differs from its image's {w}x{h} ({image_path}){turned}; a mask "
+        "must have its image's size: resize the mask to it with nearest-neighbour sampling (which keeps "
+        "its values), or pass on_corrupt='skip' to leave the pair out"
+    )
 
 
 def read_folder_pair(

@@ -19,7 +19,16 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..data import CorruptSampleError, SegmentationDataset, open_rgb, rgb_image, upright_for, upright_image
+from ..data import (
+    CorruptSampleError,
+    SegmentationDataset,
+    open_rgb,
+    rgb_image,
+    stored_and_upright_size,
+    upright_for,
+    upright_image,
+)
+from ..data.masks import mask_size_message
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
@@ -82,7 +91,7 @@ class Prediction:
                 f"{self.name}: the truth mask is {truth.shape[1]}x{truth.shape[0]}, its image {w}x{h}; "
                 "a mask must have its image's size"
             )
-        t = torch.from_numpy(np.asarray(truth))
+        t = torch.tensor(np.asarray(truth))  # a copy: a read-only array (PIL's) makes torch warn
         tp, fp, fn = (c.item() for c in confusion_counts(self.logits[None], t[None], threshold))
         counts = torch.tensor(tp), torch.tensor(fp), torch.tensor(fn)
         valid = max(int((t != IGNORE_INDEX).sum()), 1)
@@ -142,17 +151,21 @@ def predict_files(
     truths: dict[str, Path] | None = None,
     read_truth: Callable[[Path], np.ndarray] | None = None,
     cutout: bool = False,
+    on_corrupt: str = "raise",
 ) -> pd.DataFrame:
     """Predict each image file: masks and overlays (and cutouts) in `out_dir`, and predictions.csv.
 
     `truths` maps an image's stem to its mask file, which `read_truth(path)` reads into a uint8 0/1
     mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
     the mask has the image's stored size only, as a folder data set reads them (`data.upright_for`).
+    A mask of neither size raises before anything is written, or with `on_corrupt="skip"` leaves its
+    image out (named in a warning); an unreadable image is always left out so.
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
-    rows, unread = [], []
-    for f in files:
+    faults = _truth_size_faults(files, truths or {}, on_corrupt)
+    rows, unread = [], [f"{f.name} ({why})" for f, why in faults.items()]
+    for f in [f for f in files if f not in faults]:
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
         try:  # an array: predict_image would turn a PIL image upright, which the stored pixels are not
@@ -164,6 +177,27 @@ def predict_files(
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
     _report_unread(unread, len(files))
     return _write_table(rows, out_dir)
+
+
+def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: str) -> dict[Path, str]:
+    """The images whose truth mask has neither their stored nor their upright size, from the files'
+    headers, and why: an error before any prediction is written, unless `on_corrupt` is "skip"."""
+    faults = {}
+    for f in files:
+        if f.stem not in truths:
+            continue
+        try:
+            with Image.open(truths[f.stem]) as m:
+                mask_shape = (m.height, m.width)
+            stored, shown = stored_and_upright_size(f)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            continue  # reading the file says what is wrong with it, naming it
+        if mask_shape not in (stored, shown):
+            message = mask_size_message(shown, mask_shape, f, truths[f.stem])
+            if on_corrupt != "skip":
+                raise CorruptSampleError(f"{message} (--on_corrupt skip); nothing was predicted")
+            faults[f] = message
+    return faults
 
 
 def _report_unread(unread: list[str], n: int) -> None:
