@@ -27,7 +27,9 @@ from .data import (
     DATASETS,
     SegmentationDataset,
     check_split_fractions,
+    find_root,
     is_folder_root,
+    is_oxford_pet_root,
     make_synthetic_folder,
     open_split,
     parse_mask_values,
@@ -36,7 +38,7 @@ from .data import (
 from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
 from .engine.allocator import allocator_env
 from .engine.runtime import cpu_kind, resolve_device
-from .kernels import end_kernel_quickly, kernel_manager_settings
+from .kernels import AskFirstKernelManager, end_kernel_quickly, kernel_manager_settings
 from .study import json_or_text
 
 __all__ = [
@@ -46,9 +48,11 @@ __all__ = [
     "run_workbook",
     "execute_notebook",
     "notebook_params",
+    "select_notebooks",
     "NOTEBOOKS",
     "FOLDER_NOTEBOOKS",
     "folder_params",
+    "synthetic_root",
     "main",
 ]
 
@@ -65,13 +69,15 @@ NOTEBOOKS = (
 # Notebooks about a folder data set: the runner gives them the folder it was given, else a demo folder.
 FOLDER_NOTEBOOKS = ("07_your_own_data.ipynb",)
 FOLDER_DEMO = "folder-demo"  # beside the data root, like synthetic-pets
+SYNTHETIC_DEMO = "synthetic-pets"  # the synthetic demo set, beside the data root
+REAL_DATA = "oxford-iiit-pet"  # the real data's folder (data/oxford-iiit-pet): never taken as a synthetic set
 
 
 @dataclass
 class Workspace:
     """What a notebook runs on: the data folder and kind, the profile and where results go."""
 
-    data_root: str  # the real data's place, absolute (see `project_path`)
+    data_root: str  # as given, absolute (see `project_path`)
     dataset: str  # as given: "auto" | "oxford-pet" | "synthetic" | "folder"
     root: Path  # the folder actually used (images/, annotations/; a folder data set's images/, masks/)
     kind: str  # "oxford-pet" | "synthetic" | "folder"
@@ -87,7 +93,8 @@ class Workspace:
 
     @property
     def synthetic_root(self) -> Path:
-        return Path(self.data_root).parent / "synthetic-pets"
+        """Where the runs' configs find the synthetic set: the one `start` chose (see `synthetic_root`)."""
+        return synthetic_root(self.data_root, self.dataset)
 
     @property
     def runs(self) -> Path:
@@ -135,6 +142,11 @@ def start(
 ) -> Workspace:
     """Check a notebook's common parameters (ValueError before any work), resolve the data, say what runs.
 
+    The data: "auto" takes the real data at `data_root`, else a folder data set there, else the
+    synthetic demo set beside it (`data_root`'s parent/synthetic-pets, generated on first use).
+    "synthetic" takes the synthetic set at `data_root` when `data_root` holds one (the official layout)
+    and is not the real data's folder (named oxford-iiit-pet, as the default data/oxford-iiit-pet),
+    else the demo set beside it, as "auto" does: the defaults read data/synthetic-pets either way.
     `device` is where the notebook's models train, predict and are scored: "auto" takes the GPU when
     there is one. `folder`: a folder data set's settings (mask_values, val_fraction, test_fraction,
     split_seed; TrainConfig's defaults otherwise).
@@ -151,10 +163,9 @@ def start(
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
     data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
-    synthetic_root = Path(data_root).parent / "synthetic-pets"
     if Path(data_root).name == FOLDER_DEMO and not is_folder_root(data_root):  # 07's default, made once
         make_synthetic_folder(data_root)
-    root, kind = resolve_data_root(data_root, dataset, synthetic_root)
+    root, kind = resolve_data_root(data_root, dataset, synthetic_root(data_root, dataset))
     results.mkdir(parents=True, exist_ok=True)
     ws = Workspace(data_root, dataset, root, kind, profile, results, device, folder)
     what = (
@@ -167,6 +178,17 @@ def start(
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
     print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
+
+
+def synthetic_root(data_root: str | Path, dataset: str) -> Path:
+    """The synthetic set a notebook reads: `data_root` itself for "synthetic" when it holds a set in the
+    official layout outside a folder named oxford-iiit-pet (the real data's), else the demo set beside
+    `data_root`, generated there on first use."""
+    if dataset == "synthetic" and is_oxford_pet_root(data_root):
+        given = find_root(data_root)  # data_root, or its oxford-iiit-pet/ folder
+        if given.name != REAL_DATA:
+            return given
+    return Path(data_root).parent / SYNTHETIC_DEMO
 
 
 def device_label(dev: torch.device) -> str:
@@ -192,11 +214,13 @@ def run_workbook(
 ) -> Path:
     """Execute the notebooks in order with papermill; executed copies land in results/notebooks/.
 
-    Stops at the first failing notebook with an error naming it and its cell. `extra` adds
-    parameters per notebook. Returns the folder of the executed notebooks.
+    Stops at the first failing notebook with an error naming it and its cell. `notebooks` are named
+    as `select_notebooks` takes them, all checked before the first runs. `extra` adds parameters per
+    notebook. Returns the folder of the executed notebooks.
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
+    notebooks = select_notebooks(notebooks)
     out = Path(results_dir).resolve() / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     params = {
@@ -250,8 +274,9 @@ def folder_params(data_root: str | Path, dataset: str) -> dict[str, str]:
 
 def execute_notebook(source: str | Path, executed: str | Path, parameters: dict[str, Any]) -> None:
     """Run the notebook `source` with papermill into `executed`, in notebooks/, on a quiet kernel
-    (`seglib.kernels`: no "running over TCP without encryption" at its start). Raises papermill's
-    PapermillExecutionError when a cell fails; the executed copy then holds the traceback."""
+    (`seglib.kernels`: no "running over TCP without encryption" at its start, no "KeyboardInterrupt
+    caught in kernel" at its end). Raises papermill's PapermillExecutionError when a cell fails; the
+    executed copy then holds the traceback."""
     import papermill as pm
     from traitlets.config import Config
 
@@ -263,7 +288,32 @@ def execute_notebook(source: str | Path, executed: str | Path, parameters: dict[
         progress_bar=False,
         kernel_name="python3",
         config=Config({"KernelManager": kernel_manager_settings()}),  # nbclient hands it to its manager
+        kernel_manager_class=AskFirstKernelManager,  # papermill hands it to nbclient
     )
+
+
+def select_notebooks(names: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """The workbook's notebooks that `names` name, in the order given, each once.
+
+    A name is a notebook's file name, the same without `.ipynb`, or its number ("02"). Every name is
+    checked before any notebook runs: one that names no notebook is a ValueError naming it and the
+    notebooks there are.
+    """
+    found = {name: _notebook_named(name) for name in names}
+    unknown = [name for name, notebook in found.items() if notebook is None]
+    if unknown:
+        raise ValueError(
+            f"no notebook {', '.join(map(repr, unknown))} in the workbook; choose from {', '.join(NOTEBOOKS)} "
+            "(the .ipynb may be left out, or all but the number)"
+        )
+    return tuple(dict.fromkeys(notebook for notebook in found.values() if notebook))
+
+
+def _notebook_named(name: str) -> str | None:
+    """The one notebook called `name` (with or without .ipynb) or numbered `name`, else None."""
+    stem = name.removesuffix(".ipynb")
+    matches = [nb for nb in NOTEBOOKS if stem in (nb.removesuffix(".ipynb"), nb.split("_", 1)[0])]
+    return matches[0] if len(matches) == 1 else None
 
 
 def notebook_params(
@@ -303,7 +353,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data_root", default=str(REPO / "data" / "oxford-iiit-pet"))
     p.add_argument("--dataset", default="auto", choices=DATASETS)
     p.add_argument("--results_dir", default=str(REPO / "results"))
-    p.add_argument("--only", nargs="*", help="run only these notebooks (file names)")
+    p.add_argument(
+        "--only",
+        nargs="*",
+        metavar="NOTEBOOK",
+        help="run only these notebooks: file names, with or without .ipynb, or numbers (02)",
+    )
     p.add_argument(
         "--param",
         action="append",
@@ -312,8 +367,8 @@ def main(argv: list[str] | None = None) -> None:
         help="a papermill parameter for the notebooks that have it, e.g. model_name=unet (repeatable)",
     )
     a = p.parse_args(argv)
-    notebooks = tuple(a.only) if a.only else NOTEBOOKS
     try:
+        notebooks = select_notebooks(a.only) if a.only else NOTEBOOKS  # every name, before any runs
         extra = notebook_params(a.param, notebooks)
         run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, notebooks, extra)
     except (RuntimeError, ValueError, FileNotFoundError) as e:

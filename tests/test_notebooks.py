@@ -14,16 +14,24 @@ import papermill as pm
 import pytest
 import torch
 
-from seglib.data import FolderDataset, make_synthetic_folder, seeded_split
+from seglib.data import (
+    FolderDataset,
+    make_synthetic_folder,
+    make_synthetic_pets,
+    resolve_data_root,
+    seeded_split,
+)
 from seglib.workbook import (
     FOLDER_NOTEBOOKS,
     NOTEBOOKS,
     REPO,
     execute_notebook,
     folder_params,
+    main,
     notebook_params,
     project_path,
     run_workbook,
+    select_notebooks,
     start,
 )
 
@@ -87,6 +95,61 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
         notebook_params(["model_name=unet"], NOTEBOOKS[:1])
     with pytest.raises(ValueError, match=r"--param 'model_name' is not NAME=VALUE"):
         notebook_params(["model_name"])
+
+
+def test_only_takes_names_without_ipynb_and_numbers(tmp_path):
+    names = ["02_train_unet.ipynb", "02_train_unet", "02", "07_your_own_data", "03"]
+    assert select_notebooks(names) == (
+        "02_train_unet.ipynb",
+        "07_your_own_data.ipynb",
+        "03_train_resnet34_unet.ipynb",
+    )
+    with pytest.raises(
+        ValueError, match=r"no notebook '2', 'unet' in the workbook; choose from 01_data_exploration"
+    ):
+        select_notebooks(["2", "unet", "01"])
+
+
+def test_an_unknown_only_name_stops_the_runner_before_any_notebook_runs(tmp_path):
+    results = tmp_path / "results"
+    with pytest.raises(SystemExit) as stop:  # 02 first: it must not train before nonsense is found
+        main(
+            [
+                "--only",
+                "02_train_unet.ipynb",
+                "nonsense.ipynb",
+                "--profile",
+                "tiny",
+                "--results_dir",
+                str(results),
+            ]
+        )
+    said = str(stop.value.code)
+    assert said.startswith("workbook: error: no notebook 'nonsense.ipynb' in the workbook; choose from ")
+    assert "\n" not in said and all(name in said for name in NOTEBOOKS)  # one line, the valid names
+    assert not results.exists()  # nothing ran, nothing was written
+
+
+def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path):
+    mine = make_synthetic_pets(tmp_path / "mine", n_trainval=8, n_test=4)
+    ws = start("t", str(mine), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
+    cfg = ws.config("unet")
+    assert (ws.kind, ws.root) == ("synthetic", mine)
+    assert resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root) == (
+        mine,
+        "synthetic",
+    )  # runs too
+    assert not (tmp_path / "synthetic-pets").exists()  # no demo set made beside it
+    # No set at data_root (the default data/oxford-iiit-pet without the real data), or the real data's
+    # folder: the demo set beside it, as before.
+    demo = make_synthetic_pets(tmp_path / "data" / "synthetic-pets", n_trainval=8, n_test=4)
+    real = tmp_path / "data" / "oxford-iiit-pet"
+    assert start("t", str(real), "synthetic", "tiny", str(tmp_path / "r"), "cpu").root == demo
+    make_synthetic_pets(real, n_trainval=8, n_test=4)  # stands in for the real data
+    ws = start("t", str(real), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
+    cfg = ws.config("unet")
+    assert ws.root == demo and resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)[0] == demo
+    assert start("t", str(real), "auto", "tiny", str(tmp_path / "r"), "cpu").kind == "oxford-pet"
 
 
 def test_start_takes_a_folder_and_its_settings(tmp_path):
@@ -208,16 +271,30 @@ warnings.warn("a warning the user should see")
 print("ran")
 """
 
+# A kernel that a busy machine keeps from finishing a request after its reply went out: papermill shuts
+# it down on the reply to its last request (kernel_info), while ipykernel still takes SIGINT.
+STALLS = """
+import time
+kernel = get_ipython().kernel
+answer = kernel.shell_handlers["kernel_info_request"]
+async def answer_then_stall(*args):
+    await answer(*args)
+    time.sleep(0.5)
+kernel.shell_handlers["kernel_info_request"] = answer_then_stall
+"""
+
 
 @pytest.mark.slow
 def test_workbook_kernels_are_quiet_but_warnings_stay_visible(tmp_path, capfd):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(WARNS)]
+    nb.cells = [nbformat.v4.new_code_cell(WARNS), nbformat.v4.new_code_cell(STALLS)]
     nbformat.write(nb, tmp_path / "warns.ipynb")
     execute_notebook(tmp_path / "warns.ipynb", tmp_path / "out.ipynb", {})
     said = capfd.readouterr()
     assert "Kernel is running over TCP without encryption" not in said.err + said.out
+    # a notebook that ran clean ends without an interrupt: no "ERROR | KeyboardInterrupt caught in kernel."
+    assert "ERROR" not in said.err + said.out and "KeyboardInterrupt" not in said.err + said.out
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
     assert any(o.get("name") == "stderr" and "a warning the user should see" in o.text for o in outputs)
     assert any(o.get("name") == "stdout" and o.text == "ran\n" for o in outputs)
