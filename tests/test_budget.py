@@ -113,7 +113,7 @@ def test_a_run_with_time_left_lengthens_its_plan_and_a_resume_keeps_it(
     assert epochs > 6 and json.loads((tmp_path / "r" / "config.json").read_text())["epochs"] == epochs
     with pytest.raises(TrainingInterrupted):  # resumed with the first plan: it goes on with the saved one
         fit(cfg, resume=True, loss_fn=loss_at_step("ctrl_c", 3))  # epoch 5, step 1
-    assert f"step 2 of {epochs}" in capsys.readouterr().out
+    assert f"at step 2 of epoch 4 (of {epochs} epochs)" in capsys.readouterr().out
     last = load_checkpoint(tmp_path / "r" / "last.pt")
     lrs, now = last["lr_log"], last["config"]["epochs"]  # epoch 4's end may have shrunk the plan again
 
