@@ -214,9 +214,10 @@ def _check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:
     """model_kwargs the model takes, checked before any work (not as a TypeError once the data is ready)."""
     if not isinstance(kwargs, dict):
         raise ValueError(f"model_kwargs must be a dict, e.g. {{'base_channels': 16}}; got {kwargs!r}")
-    takes = [
-        p for p in inspect.signature(MODELS[model]).parameters if p not in ("in_channels", "num_classes")
-    ]
+    params = inspect.signature(MODELS[model]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return  # a model built by a function taking any keyword (a wrapper): it says so itself
+    takes = [p for p in params if p not in ("in_channels", "num_classes")]
     unknown = sorted(set(kwargs) - set(takes))
     if unknown:
         raise ValueError(f"model_kwargs {unknown} are not options of model {model!r}; it takes {takes}")
