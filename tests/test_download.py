@@ -6,7 +6,11 @@ import tarfile
 
 import pytest
 
-from seglib.data import OxfordPetDataset, download
+from seglib.data import OxfordPetDataset, download, is_oxford_pet_root
+from seglib.data.download import DownloadInterrupted
+
+# The release's archive names at an address nothing listens on: whatever is fetched fails.
+OFFLINE = tuple((f"http://127.0.0.1:9/{n}", "0" * 32) for n in ("images.tar.gz", "annotations.tar.gz"))
 
 
 def _md5(path):
@@ -32,8 +36,39 @@ def test_download_verify_extract_and_rerun(archives, tmp_path):
     assert sum("extracted" in s for s in said) == 2
     said.clear()
     download(root, resources=archives, log=said.append)  # nothing fetched or extracted twice
-    assert sum("present, MD5 verified" in s for s in said) == 2
-    assert sum("already extracted" in s for s in said) == 2
+    assert sum("already extracted" in s for s in said) == 2 and len(said) == 2
+    for name in ("images.tar.gz", "annotations.tar.gz"):  # archives deleted to save space: not fetched
+        (root / name).unlink()
+    download(root, resources=OFFLINE, log=said.append)
+    assert len(OxfordPetDataset(root, "test")) == 20
+    (root / "images").rename(root / "gone")  # the images deleted, the stamp kept: fetched and extracted
+    download(root, resources=archives, log=said.append)
+    assert len(OxfordPetDataset(root, "test")) == 20 and "downloaded, MD5 verified" in said[-2]
+
+
+def test_a_data_set_in_torchvisions_layout_is_taken_as_it_is(synthetic_root, tmp_path):
+    import shutil
+
+    shutil.copytree(synthetic_root / "images", tmp_path / "oxford-iiit-pet" / "images")
+    shutil.copytree(synthetic_root / "annotations", tmp_path / "oxford-iiit-pet" / "annotations")
+    assert download(tmp_path, resources=OFFLINE, log=lambda s: None) == tmp_path / "oxford-iiit-pet"
+
+
+def test_an_interrupted_extraction_leaves_no_data_set_and_is_done_again(archives, tmp_path, monkeypatch):
+    real = tarfile.TarFile.extractall
+
+    def cut(self, path, *args, **kwargs):  # half the members, then Ctrl-C
+        real(self, path, members=self.getmembers()[: len(self.getmembers()) // 2], filter="data")
+        raise KeyboardInterrupt
+
+    root = tmp_path / "pets"
+    with monkeypatch.context() as m:
+        m.setattr(tarfile.TarFile, "extractall", cut)
+        with pytest.raises(DownloadInterrupted, match="run it again: a download continues"):
+            download(root, resources=archives, log=lambda s: None)
+    assert not is_oxford_pet_root(root) and not list(root.glob(".*.extracting"))
+    download(root, resources=archives, log=lambda s: None)
+    assert len(OxfordPetDataset(root, "train")) == 180
 
 
 def test_corrupted_local_archive_is_fetched_again(archives, tmp_path):
@@ -55,11 +90,14 @@ def test_corrupted_download_fails_and_leaves_nothing(archives, tmp_path):
 
 
 def test_offline_fails_with_a_clear_message(tmp_path):
-    offline = (("http://127.0.0.1:9/images.tar.gz", "5c4f3ee8e5d25df40f4fd59a7f44e54c"),)
+    message = r"could not download http://127\.0\.0\.1:9/images\.tar\.gz: .* Are you offline\? Or fetch images\.tar\.gz"
+    with pytest.raises(RuntimeError, match=message + r" and annotations\.tar\.gz from http://127.0.0.1:9/"):
+        download(tmp_path / "pets", resources=OFFLINE, log=lambda s: None)
+    (tmp_path / "afile").write_text("")
     with pytest.raises(
-        RuntimeError, match=r"could not download http://127\.0\.0\.1:9/images\.tar\.gz.*offline"
+        RuntimeError, match=r"cannot make the data folder .*afile.*pass a --data_path that is a folder"
     ):
-        download(tmp_path / "pets", resources=offline, log=lambda s: None)
+        download(tmp_path / "afile" / "pets", resources=OFFLINE, log=lambda s: None)
 
 
 def test_download_over_http_from_a_local_server(archives, tmp_path):
@@ -86,6 +124,8 @@ def test_download_over_http_from_a_local_server(archives, tmp_path):
         root = download(tmp_path / "pets", resources=resources, log=lambda s: None)
         assert len(OxfordPetDataset(root, "train")) == 180
         assert _md5(root / "images.tar.gz") == archives[0][1]
+        with pytest.raises(RuntimeError, match=r"missing.tar.gz: .* The server answered HTTP 404 .*moved"):
+            download(tmp_path / "other", resources=((f"{base}/missing.tar.gz", "0" * 32),), log=print)
     finally:
         server.shutdown()
         server.server_close()

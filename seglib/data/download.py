@@ -1,17 +1,26 @@
-"""Download the real Oxford-IIIT Pet release, with MD5 checks; a broken transfer continues where it stopped."""
+"""Download the real Oxford-IIIT Pet release, with MD5 checks; a broken transfer continues where it stopped.
+
+What an archive holds is extracted into a hidden folder beside it and moved into place whole, so an
+interrupted extraction leaves nothing that looks like a data set. What is already in place (extracted by
+an earlier run, or copied by hand) is not fetched again, with or without its archive.
+"""
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
 import shutil
+import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["RESOURCES", "download"]
+from .files import find_root, is_oxford_pet_root
+
+__all__ = ["RESOURCES", "DownloadInterrupted", "download"]
 
 # The two archives of the official release and their MD5 sums (as torchvision's OxfordIIITPet has them).
 RESOURCES: tuple[tuple[str, str], ...] = (
@@ -21,10 +30,18 @@ RESOURCES: tuple[tuple[str, str], ...] = (
         "95a8c909bbe2e81eed6a22bccdf3f68f",
     ),
 )
-
+# What each archive puts in place, by name: present, the archive is not needed (others: its stamp file).
+CONTENTS = {
+    "images.tar.gz": ("images/*.jpg",),
+    "annotations.tar.gz": ("annotations/trainval.txt", "annotations/test.txt", "annotations/trimaps/*.png"),
+}
 
 CHUNK = 1 << 20
 USER_AGENT = "seglib"  # some servers refuse Python's default agent
+
+
+class DownloadInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a download: the message says that running it again continues."""
 
 
 def _fetch(url: str, archive: Path, md5: str, log: Callable[[str], None]) -> None:
@@ -32,12 +49,13 @@ def _fetch(url: str, archive: Path, md5: str, log: Callable[[str], None]) -> Non
     leaves for the next call to continue (an HTTP Range request); a plain copy for file:// URLs."""
     from torchvision.datasets.utils import check_integrity
 
+    part = _part(archive)
     if urllib.parse.urlparse(url).scheme == "file":
+        part.unlink(missing_ok=True)
         shutil.copyfile(urllib.request.url2pathname(urllib.parse.urlparse(url).path), archive)
         if not check_integrity(str(archive), md5):
             raise RuntimeError("MD5 mismatch")
         return
-    part = _part(archive)
     _http_download(url, part, log)
     if not check_integrity(str(part), md5):
         part.unlink()
@@ -59,11 +77,9 @@ def _http_download(url: str, part: Path, log: Callable[[str], None]) -> None:
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
     except urllib.error.HTTPError as e:
-        if e.code != 416 or not have:  # 416: nothing after `have`: the part is whole or stale; start over
+        if e.code != 416 or not have:
             raise
-        part.unlink()
-        _http_download(url, part, log)
-        return
+        return  # 416: nothing after `have`: the part is whole (its MD5 says) or stale (deleted, then)
     with response:
         if have and response.status != 206:  # the server sends the whole file: start over
             have = 0
@@ -90,40 +106,90 @@ def download(
 ) -> Path:
     """Fetch, verify (MD5) and extract the archives into `root` (giving `root/images`, `root/annotations`).
 
-    Archives already in `root` are verified too: a good one is not fetched again, a corrupted one is
-    deleted and fetched again. Each archive is extracted once (a stamp file records it). Returns `root`.
+    What an archive holds already in place is kept and its archive not needed; a complete data set in
+    torchvision's layout (`root/oxford-iiit-pet`) is taken as it is. Archives already in `root` are
+    verified: a good one is not fetched again, a bad one is fetched again (continuing its bytes over
+    http). Returns the data set's root.
     """
-    # imported here: torchvision takes about 3 s to import on a 2-core CPU, and every process imports seglib
-    from torchvision.datasets.utils import extract_archive
-
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if is_oxford_pet_root(root) and find_root(root) != root:
+        log(f"{find_root(root)}: the data set is already there")
+        return find_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(
+            f"cannot make the data folder {root} ({e}); pass a --data_path that is a folder"
+        ) from e
+    todo = [(url, md5) for url, md5 in resources if not _in_place(root, _name(url))]
     for url, md5 in resources:
-        name = url.rsplit("/", 1)[-1]
-        archive = root / name
-        stamp = root / f".{name}.extracted"
-        _verified_archive(url, md5, archive, stamp, log)
-        if stamp.exists():
-            log(f"{archive}: already extracted")
-        else:
-            extract_archive(str(archive), str(root))
-            stamp.write_text(md5 + "\n")
+        if (url, md5) not in todo:
+            log(f"{root / _name(url)}: already extracted into {root}; the archive is not needed")
+    needed = [_name(url) for url, _ in todo]
+    try:
+        for url, md5 in todo:
+            archive = root / _name(url)
+            _verified_archive(url, md5, archive, needed, log)
+            _extract(archive, root)
+            (root / f".{archive.name}.extracted").write_text(md5 + "\n")
             log(f"{archive}: extracted into {root}")
+    except KeyboardInterrupt:
+        raise DownloadInterrupted(
+            f"run it again: a download continues after the bytes in {root}/*.part, an extraction starts over"
+        ) from None
     return root
 
 
-def _verified_archive(url: str, md5: str, archive: Path, stamp: Path, log: Callable[[str], None]) -> None:
-    """`archive` with MD5 `md5`: kept where it is and good, else (re)downloaded from `url`; a deleted one
-    loses its extraction `stamp` too. Raises RuntimeError saying what to do when that fails."""
-    from torchvision.datasets.utils import check_integrity  # see download
+def _name(url: str) -> str:
+    return url.rsplit("/", 1)[-1]
+
+
+def _in_place(root: Path, name: str) -> bool:
+    """Whether what the archive `name` holds is in `root` (for an archive CONTENTS does not know: its
+    stamp file, written once its extraction finished)."""
+    if name not in CONTENTS:
+        return (root / f".{name}.extracted").exists()
+    return all(next(root.glob(pattern), None) is not None for pattern in CONTENTS[name])
+
+
+def _extract(archive: Path, root: Path) -> None:
+    """Extract `archive` into a hidden folder in `root`, then move each of its top folders into `root`
+    (replacing what an older, interrupted extraction left). Only plain files and folders come out of it
+    (tarfile's "data" filter: no links out of `root`, no absolute paths)."""
+    tmp = root / f".{archive.name}.extracting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(tmp, filter="data")
+        for entry in sorted(tmp.iterdir()):
+            dest = root / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                shutil.rmtree(dest)
+            elif dest.exists() or dest.is_symlink():
+                dest.unlink()
+            os.replace(entry, dest)
+    except (OSError, tarfile.TarError) as e:
+        full = isinstance(e, OSError) and e.errno == errno.ENOSPC
+        hint = f"free space on the disk of {root}, then run this again" if full else "run this again"
+        raise RuntimeError(f"could not extract {archive} into {root} ({e}); {hint}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _verified_archive(
+    url: str, md5: str, archive: Path, needed: list[str], log: Callable[[str], None]
+) -> None:
+    """`archive` with MD5 `md5`: kept where it is and good, else downloaded from `url` (a bad one's bytes
+    continued as its .part). Raises RuntimeError saying what went wrong and what to do (`needed`: the
+    archives a user would bring by hand)."""
+    from torchvision.datasets.utils import check_integrity  # imported here: about 3 s on a 2-core CPU
 
     if archive.exists():
         if check_integrity(str(archive), md5):
             log(f"{archive}: present, MD5 verified")
             return
-        log(f"{archive}: present but its MD5 is not {md5}; deleting it and downloading again")
-        archive.unlink()
-        stamp.unlink(missing_ok=True)
+        log(f"{archive}: present but its MD5 is not {md5}; continuing its download")
+        os.replace(archive, _part(archive))  # a copy cut short goes on where it stopped
     log(f"downloading {url} -> {archive}")
     try:
         _fetch(url, archive, md5, log)
@@ -135,12 +201,28 @@ def _verified_archive(url: str, md5: str, archive: Path, stamp: Path, log: Calla
         ) from e
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, DNS, a broken transfer
         archive.unlink(missing_ok=True)
-        part = _part(archive)
-        kept = part.stat().st_size if part.exists() else 0
-        again = f"Run this again: it continues after the {kept / 1e6:.1f} MB in {part}" if kept else ""
-        again = again or "Are you offline?"
         raise RuntimeError(
-            f"could not download {url}: {e}. {again}; or fetch the file by hand on a machine with "
-            f"internet, put it at {archive} and run this again (it is checked against MD5 {md5})"
+            f"could not download {url}: {e}. {_what_to_do(e, archive)} Or fetch "
+            f"{' and '.join(needed)} from {url.rsplit('/', 1)[0]}/ by hand on a machine with internet, put "
+            f"{'them' if len(needed) > 1 else 'it'} in {archive.parent} and run this again (each is checked "
+            "against its MD5)"
         ) from e
     log(f"{archive}: downloaded, MD5 verified")
+
+
+def _what_to_do(e: BaseException, archive: Path) -> str:
+    """The advice for a failed download, from what failed: a sentence."""
+    part = _part(archive)
+    kept = part.stat().st_size if part.exists() else 0
+    again = (
+        f"run this again: it continues after the {kept / 1e6:.1f} MB in {part}" if kept else "run this again"
+    )
+    if isinstance(e, urllib.error.HTTPError):
+        return f"The server answered HTTP {e.code} ({e.reason}): the file may have moved."
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"The disk of {archive.parent} is full: free space, then {again}."
+    if isinstance(e, PermissionError):
+        return f"No permission to write in {archive.parent}: pass a --data_path you may write to."
+    if kept:
+        return again[0].upper() + again[1:] + "."
+    return "Are you offline?"
