@@ -19,6 +19,7 @@ from seglib.engine import (
     load_checkpoint,
     load_model,
     lr_curve,
+    number_list,
     predict,
     save_checkpoint,
     summarize,
@@ -62,6 +63,10 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"image_size": 16}, r"image_size must be from 32 px"),
         ({"lr": 0.0}, r"lr must be positive"),
         ({"milestones": [30, 10]}, r"milestones must be increasing"),
+        ({"lr": "abc"}, r"lr must be a finite number, got 'abc'"),  # a recipe's "+lr=abc": a TypeError before
+        ({"gamma": "0.1"}, r"gamma must be a finite number"),
+        ({"weight_decay": float("nan")}, r"weight_decay must be a finite number, got nan"),
+        ({"milestones": [3, "a"]}, r"milestones must be epochs \(integers\)"),
     ],
 )
 def test_config_rejects_bad_values_before_any_work(kw, message):
@@ -392,3 +397,13 @@ def test_bf16_training_on_a_cpu_is_reproducible_and_differs_from_fp32(tiny_confi
     assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True))
     assert a.history.train_loss.iloc[0] != c.history.train_loss.iloc[0]  # bf16 really was used
     assert abs(a.history.train_loss.iloc[0] - c.history.train_loss.iloc[0]) < 0.05  # and stays close to fp32
+
+
+def test_list_parameters_take_text_one_number_or_a_list():
+    """papermill's -p passes `budgets 12` as a number: notebook 06 (and 04's tta_scales) split text only."""
+    assert number_list("1, 2,3", "budgets") == (1.0, 2.0, 3.0)
+    assert number_list(12, "budgets") == (12.0,) and number_list(1.2, "tta_scales") == (1.2,)
+    assert number_list([0.5, 1], "budgets") == (0.5, 1.0) and number_list("", "tta_scales") == ()
+    for bad in ("1,x", True, "inf"):
+        with pytest.raises(ValueError, match=r"budgets=.*: give numbers separated by commas"):
+            number_list(bad, "budgets")

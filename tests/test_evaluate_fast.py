@@ -197,3 +197,9 @@ def test_an_unreadable_image_is_left_out_with_a_warning_at_the_callers_line(mode
         df = evaluate(model, ds, batch_size=2, **FAST)
     assert bad not in set(df.name) and len(df) == len(ds) - 1
     assert caught[0].filename == __file__  # the caller's line, not evaluate's or torch's
+
+
+def test_a_threshold_outside_0_1_is_named(synthetic_root, model):
+    """Notebook 04 with threshold 1.5 scored every image 0 and still named the better model."""
+    with pytest.raises(ValueError, match=r"evaluate: threshold=1.5; give a probability in \(0, 1\)"):
+        evaluate(model, val_set(synthetic_root, limit=2), threshold=1.5, **FAST)

@@ -6,7 +6,7 @@ workbook runner, studies). docs/design.md maps its modules.
 """
 
 from .checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from .config import CHOICES, SCHEDULERS, TrainConfig
+from .config import CHOICES, SCHEDULERS, TrainConfig, number_list
 from .ema import ModelEMA
 from .evaluate import (
     checkpoint_image_size,
@@ -48,6 +48,7 @@ __all__ = [
     "OnnxModel",
     "Prediction",
     "TrainConfig",
+    "number_list",
     "TrainState",
     "TrainingInterrupted",
     "atomic_torch_save",

@@ -19,9 +19,15 @@ __all__ = [
     "CHOICES",
     "ON_CORRUPT",
     "SCHEDULERS",
+    "number_list",
 ]
 
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "multistep")
+# The settings that are decimal numbers, each checked to be one (and finite) before its range.
+NUMBERS = (
+    "lr", "weight_decay", "min_lr", "gamma", "pct_start", "ema_decay", "scale_jitter", "copy_paste",
+    "threshold", "val_fraction", "test_fraction", "progressive_share",
+)  # fmt: skip
 MAX_IMAGE_SIZE = 4096  # far above any pet photo's side; a typo's 10**6 px would size a cache of terabytes
 ON_CORRUPT = ("raise", "skip")
 # The settings that name one of a few options, and the constant each is checked against: validate() and
@@ -119,6 +125,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in NUMBERS:  # before the ranges compare them: "abc" < 0 is a TypeError naming nothing
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        ms = self.milestones
+        if ms is not None and not all(isinstance(m, int) and not isinstance(m, bool) for m in ms):
+            raise ValueError(f"milestones must be epochs (integers), got {ms!r}")
         for name in ("shuffle", "sync_bn", "cache", "tta", "augment"):
             value = getattr(self, name)
             if not isinstance(value, bool):
@@ -208,6 +221,21 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def number_list(value: str | float | list[float] | tuple[float, ...], name: str) -> tuple[float, ...]:
+    """A list parameter as numbers: "1,2,3" (a notebook's or the command line's text), one number (papermill's
+    `-p budgets 12` passes it as a number) or a list; a ValueError naming `name` otherwise."""
+    items = (
+        value.split(",") if isinstance(value, str) else value if isinstance(value, list | tuple) else [value]
+    )
+    try:
+        numbers = tuple(float(v) for v in items if not isinstance(v, str) or v.strip())
+    except (TypeError, ValueError):
+        raise ValueError(f'{name}={value!r}: give numbers separated by commas, e.g. "1,2,3"') from None
+    if any(isinstance(v, bool) for v in items) or not all(math.isfinite(n) for n in numbers):
+        raise ValueError(f'{name}={value!r}: give numbers separated by commas, e.g. "1,2,3"')
+    return numbers
 
 
 def _check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:

@@ -117,6 +117,8 @@ def evaluate(
     scores the images r, r + W, ... and every rank returns all rows, in dataset order: the same table as
     one process, each image scored once.
     """
+    if not 0 < threshold < 1:  # 1.5 scored every image 0 and still named a better model (notebook 04)
+        raise ValueError(f"evaluate: threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
     dev = resolve_device(device)
     model = _as_model(model_or_checkpoint, dev)
     if channels_last:

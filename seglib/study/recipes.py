@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..engine import TrainConfig, with_recipe
+from ..engine import TrainConfig, number_list, with_recipe
 from ..engine.presets import RECIPE_KEYS
 from .budgets import estimate_epoch_seconds, fit_to_budget, plan_seconds
 from .settings import ConfigFn, parse_recipes, settings_for
@@ -42,7 +42,7 @@ class RecipeStudy:
         return replace(
             self,
             recipes=recipes or self.recipes,
-            budgets=tuple(float(b) for b in budgets.split(",") if b.strip()) if budgets else self.budgets,
+            budgets=number_list(budgets, "budgets") if budgets not in ("", None) else self.budgets,
             min_epochs=self.min_epochs if min_epochs < 0 else min_epochs,
             every=every or self.every,
             test_limit=test_limit or self.test_limit,
