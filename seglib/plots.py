@@ -183,9 +183,16 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return overlay(image, [(mask, (40, 200, 60))])
 
 
+def _some(indices: Sequence[int], what: str) -> Sequence[int]:
+    """`indices`, or a ValueError where there are none (matplotlib's own says "Number of rows")."""
+    if not len(indices):
+        raise ValueError(f"{what}: no images to show; ask for at least one (a notebook's grid_images, worst)")
+    return indices
+
+
 def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:
     """Images with their pet mask overlaid (green), titled by name and breed."""
-    indices = readable(dataset, indices)
+    indices = _some(readable(dataset, indices), "plot_overlay_grid")
     rows = -(-len(indices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
@@ -224,9 +231,10 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
     """`n` draws of a training transform on one image, mask outline overlaid (seeded: reproducible)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD, seed_transform
 
+    _some(range(n), "plot_augmentations")
     image, mask = dataset.load_image(index), dataset.load_mask(index)
-    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8))
-    for k, ax in enumerate(axes):
+    fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.8), squeeze=False)
+    for k, ax in enumerate(axes[0]):
         seed_transform(transform, k)
         out = transform(image=image, mask=mask)
         img = out["image"].numpy().transpose(1, 2, 0) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
@@ -247,7 +255,7 @@ def plot_prediction_grid(
     tta: bool | TTA = False,
 ) -> Figure:
     """One row per image: image / truth / prediction / error map (FP red, FN blue), at original resolution."""
-    indices = readable(dataset, indices)
+    indices = _some(readable(dataset, indices), "plot_prediction_grid")
     fig, axes = plt.subplots(len(indices), 4, figsize=(12, 2.9 * len(indices)), squeeze=False)
     for row, i in zip(axes, indices, strict=True):
         image, truth = dataset.load_image(i), dataset.load_mask(i)

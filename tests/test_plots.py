@@ -5,8 +5,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seglib.data import OxfordPetDataset, eval_transform, train_transform
 from seglib.engine.losses import LOSSES
-from seglib.plots import LOSS_TITLES, plot_history, plot_prediction
+from seglib.plots import (
+    LOSS_TITLES,
+    plot_augmentations,
+    plot_history,
+    plot_overlay_grid,
+    plot_prediction,
+)
 
 HISTORY = pd.DataFrame(
     {
@@ -47,3 +54,17 @@ def test_image_panels_have_no_ticks_to_lay_out():
     for ax in fig.axes:  # hidden and empty: matplotlib has no tick labels to measure when it draws
         assert not ax.axison and len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0
     plt.close(fig)
+
+
+def test_one_draw_and_no_images_are_said_plainly(synthetic_root):
+    """n=1 gave "'Axes' object is not iterable"; zero images matplotlib's "Number of rows must be ..."."""
+    ds = OxfordPetDataset(synthetic_root, "train")
+    fig = plot_augmentations(ds, 0, train_transform(64), n=1)
+    assert [ax.get_title() for ax in fig.axes] == ["draw 0"]
+    plt.close(fig)
+    for draw in (
+        lambda: plot_overlay_grid(ds, []),
+        lambda: plot_augmentations(ds, 0, eval_transform(64), n=0),
+    ):
+        with pytest.raises(ValueError, match=r"no images to show; ask for at least one"):
+            draw()
