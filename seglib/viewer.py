@@ -85,9 +85,12 @@ class MaskViewer:
             placeholder="image name, Enter to jump", description="name", continuous_update=False
         )
         self.opacity = widgets.FloatSlider(0.45, min=0.0, max=1.0, step=0.05, description="opacity")
-        self.threshold = widgets.FloatSlider(
-            threshold, min=0.05, max=0.95, step=0.05, description="threshold", disabled=not has_model
-        )
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
+        self.threshold = widgets.FloatSlider(  # the range holds the threshold given (0.97 was set to 0.95)
+            threshold, min=min(0.05, threshold), max=max(0.95, threshold), step=0.05,
+            description="threshold", disabled=not has_model,
+        )  # fmt: skip
         self.show_truth = widgets.ToggleButton(True, description="truth")
         self.show_pred = widgets.ToggleButton(has_model, description="prediction", disabled=not has_model)
         self.show_errors = widgets.ToggleButton(False, description="errors", disabled=not has_model)
@@ -170,6 +173,12 @@ class MaskViewer:
         if missing:
             raise ValueError(
                 f"table needs columns 'name' and 'dice' (evaluate()'s output); missing {sorted(missing)}"
+            )
+        twice = table["name"][table["name"].duplicated()].unique()
+        if len(twice):  # two models' rows: the last one's Dice would win, unsaid
+            raise ValueError(
+                f"table holds more than one row for {', '.join(map(str, twice[:3]))} (two models' rows?); "
+                "pass one model's rows, e.g. table[table.model == 'unet']"
             )
         by_name = dict(zip(table["name"], table["dice"], strict=True))
         return np.array([by_name.get(n, np.nan) for n in self.dataset.names], dtype=np.float64)

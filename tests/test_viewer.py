@@ -102,6 +102,17 @@ def test_sort_from_an_evaluation_table(ds):
         MaskViewer(ds, sort="dice ascending")
     with pytest.raises(ValueError, match="columns 'name' and 'dice'"):
         MaskViewer(ds, table=pd.DataFrame({"name": ds.names}))
+    both = pd.concat([pd.DataFrame(table).assign(model=m) for m in ("unet", "resnet34_unet")])
+    with pytest.raises(
+        ValueError, match=r"more than one row for .* \(two models' rows\?\); pass one model's"
+    ):
+        MaskViewer(ds, table=both)  # the last model's Dice was shown, unsaid
+
+
+def test_a_threshold_beyond_the_sliders_steps_is_kept(ds):
+    assert MaskViewer(ds, threshold=0.97).threshold.value == 0.97  # it was set to 0.95, unsaid
+    with pytest.raises(ValueError, match=r"threshold=1.5; give a probability in \(0, 1\)"):
+        MaskViewer(ds, threshold=1.5)
 
 
 def test_upload_segments_your_photo(ds):
