@@ -150,6 +150,8 @@ class MaskViewer:
 
     def _on_index(self) -> None:
         self._upload = None
+        if self.name_box.value.strip() not in ("", self.dataset.names[self.current]):
+            self.name_box.value = ""  # moved away: the same name entered again is a change, and jumps back
         self.refresh()
 
     def _on_sort(self) -> None:

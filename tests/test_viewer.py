@@ -74,6 +74,9 @@ def test_name_box_and_sort_by_dice(ds):
     v = MaskViewer(ds, model=Ramp(), image_size=64)
     v.name_box.value = ds.names[4]
     assert v.current == 4
+    v.step(-1)
+    v.name_box.value = ds.names[4]  # the same name again, after moving away: it jumped nowhere
+    assert v.current == 4
     assert not v.jump_to("no_such_pet_1") and "no image named" in v.status.value
     v.sort.value = "dice ascending"
     dice = [v.dice(i) for i in v.order]
