@@ -61,6 +61,7 @@ class MaskViewer:
         self.max_side = max_side
         self._index_of = {n: i for i, n in enumerate(dataset.names)}
         self._table_dice = self._dice_from_table(table)
+        self._table_names = set() if table is None else set(table["name"])
         self._logit_cache: dict[int, torch.Tensor] = {}
         self._upload: tuple[str, Prediction] | None = None  # your photo (file name, prediction) on show
 
@@ -277,7 +278,10 @@ class MaskViewer:
             parts.append(f"Dice {self.dice(i):.4f} at threshold {self.threshold.value:.2f}")
         elif self._table_dice is not None:
             d = self._table_dice[i]
-            parts.append("not in the table" if np.isnan(d) else f"Dice {d:.4f} (from the table)")
+            if not np.isnan(d):
+                parts.append(f"Dice {d:.4f} (from the table)")
+            else:  # a row without a Dice is in the table all the same
+                parts.append("no Dice in the table" if e.name in self._table_names else "not in the table")
         legend = "truth green, prediction orange, false positives red, false negatives blue"
         return " · ".join(parts) + f"<br><small>{legend}</small>"
 

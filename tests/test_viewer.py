@@ -101,6 +101,8 @@ def test_sort_from_an_evaluation_table(ds):
     assert [ds.names[i] for i in v.order] == [ds.names[i] for i in (1, 4, 3, 5, 0, 2)]
     v.index.value = 5
     assert "not in the table" in v.status.value
+    blank = pd.DataFrame(table).assign(dice=lambda t: t.dice.where(t.index != 0))  # its row, without a Dice
+    assert "no Dice in the table" in MaskViewer(ds, table=blank).status.value
     with pytest.raises(ValueError, match="Dice needs a model or a table"):
         MaskViewer(ds, sort="dice ascending")
     with pytest.raises(ValueError, match="columns 'name' and 'dice'"):
