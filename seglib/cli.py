@@ -265,18 +265,23 @@ def _evaluate_parser(sub: Any) -> None:
     e = sub.add_parser("evaluate", help="score a checkpoint on a split at original resolution; save figures")
     _data_args(e)
     e.add_argument("--model_path", required=True, help="a best.pt or last.pt")
-    e.add_argument("--split", default="test", choices=SPLITS)
-    e.add_argument("--image_size", type=_at_least(32), help="default: the checkpoint's training size")
+    _split_args(e)
     e.add_argument("--batch_size", type=_at_least(1), default=8)
-    e.add_argument("--limit", type=_at_least(1), help="only the first N images")
-    e.add_argument(
+    e.add_argument("--output_dir", default="results/evaluation")
+    _tta_args(e)
+
+
+def _split_args(sp: argparse.ArgumentParser) -> None:
+    """The split options evaluate and predict share: which split, how many of its images, the figures."""
+    sp.add_argument("--split", default="test", choices=SPLITS)
+    sp.add_argument("--image_size", type=_at_least(32), help="default: the model's training size")
+    sp.add_argument("--limit", type=_at_least(1), help="only the first N images of the split (default: all)")
+    sp.add_argument(
         "--num_figures",
         type=_at_least(0),
         default=10,
         help="image/truth/prediction figures of the worst images",
     )
-    e.add_argument("--output_dir", default="results/evaluation")
-    _tta_args(e)
 
 
 def _at_least(low: int) -> Callable[[str], int]:
@@ -334,15 +339,7 @@ def _predict_parser(sub: Any) -> None:
         "--masks", help="a folder of --input's true masks (NAME.* or NAME_mask.*): Dice and IoU in the CSV"
     )
     r.add_argument("--mask_values", help="how --masks read (see train --mask_values); default: the run's")
-    r.add_argument("--split", default="test", choices=SPLITS)
-    r.add_argument("--limit", type=_at_least(1), help="only the first N images of the split (default: all)")
-    r.add_argument(
-        "--num_figures",
-        type=_at_least(0),
-        default=10,
-        help="image/truth/prediction figures of the split's worst images",
-    )
-    r.add_argument("--image_size", type=_at_least(32), help="default: the model's training size")
+    _split_args(r)
     r.add_argument(
         "--threshold", type=_probability, default=0.5, help="probability above which a pixel is object"
     )
