@@ -182,3 +182,39 @@ def test_a_broken_transfer_continues_where_it_stopped(archives, tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_download_into_the_same_folder_waits_for_the_first(archives, tmp_path):
+    import threading
+
+    from seglib.data.download import _one_at_a_time
+
+    root = tmp_path / "pets"
+    root.mkdir()
+    said, done = [], threading.Event()
+
+    def second():
+        download(root, resources=archives, log=said.append)
+        done.set()
+
+    with _one_at_a_time(root, log=lambda s: None):  # the first download, still running
+        worker = threading.Thread(target=second)
+        worker.start()
+        assert not done.wait(2) and said == [
+            f"{root}: another download into this folder is running; waiting for it to finish"
+        ]
+        # the first one finishes its work while the second waits: the second then finds it in place
+        download(tmp_path / "elsewhere", resources=archives, log=lambda s: None)
+        for name in ("images", "annotations"):
+            (tmp_path / "elsewhere" / name).rename(root / name)
+    worker.join(60)
+    assert done.is_set() and sum("already extracted" in s for s in said) == 2
+    assert not any("downloaded" in s for s in said)
+
+
+def test_a_complete_data_set_whose_lock_cannot_be_opened_is_taken(archives, tmp_path):
+    # as in a shared folder no one may write to (the tests may run as root, whom chmod does not stop)
+    root = download(tmp_path / "pets", resources=archives, log=lambda s: None)
+    (root / ".download.lock").unlink()
+    (root / ".download.lock").mkdir()  # open() fails on it as on a read-only folder
+    assert download(root, resources=OFFLINE, log=lambda s: None) == root

@@ -7,6 +7,7 @@ an earlier run, or copied by hand) is not fetched again, with or without its arc
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import http.client
 import os
@@ -15,8 +16,13 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: downloads there are not guarded against each other
+    fcntl = None  # type: ignore[assignment]
 
 from .files import find_root, is_oxford_pet_root
 
@@ -121,23 +127,48 @@ def download(
         raise RuntimeError(
             f"cannot make the data folder {root} ({e}); pass a --data_path that is a folder"
         ) from e
-    todo = [(url, md5) for url, md5 in resources if not _in_place(root, _name(url))]
-    for url, md5 in resources:
-        if (url, md5) not in todo:
-            log(f"{root / _name(url)}: already extracted into {root}; the archive is not needed")
-    needed = [_name(url) for url, _ in todo]
     try:
-        for url, md5 in todo:
-            archive = root / _name(url)
-            _verified_archive(url, md5, archive, needed, log)
-            _extract(archive, root)
-            (root / f".{archive.name}.extracted").write_text(md5 + "\n")
-            log(f"{archive}: extracted into {root}")
+        with _one_at_a_time(root, log):  # what is in place is read after the wait: the other may have it
+            todo = [(url, md5) for url, md5 in resources if not _in_place(root, _name(url))]
+            for url, md5 in resources:
+                if (url, md5) not in todo:
+                    log(f"{root / _name(url)}: already extracted into {root}; the archive is not needed")
+            needed = [_name(url) for url, _ in todo]
+            for url, md5 in todo:
+                archive = root / _name(url)
+                _verified_archive(url, md5, archive, needed, log)
+                _extract(archive, root)
+                (root / f".{archive.name}.extracted").write_text(md5 + "\n")
+                log(f"{archive}: extracted into {root}")
     except KeyboardInterrupt:
         raise DownloadInterrupted(
             f"run it again: a download continues after the bytes in {root}/*.part, an extraction starts over"
         ) from None
     return root
+
+
+@contextlib.contextmanager
+def _one_at_a_time(root: Path, log: Callable[[str], None]) -> Iterator[None]:
+    """Hold `root`'s download lock: a second download into the same folder (another notebook, `make
+    data` in another terminal) waits for the first instead of appending to the same .part. The lock is
+    the operating system's (flock): a process that dies releases it."""
+    try:
+        f = open(root / ".download.lock", "a") if fcntl is not None else None  # noqa: SIM115 (closed below)
+    except OSError:  # a folder no one may write to (a shared, complete data set): nothing to guard
+        f = None
+    if f is None:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"{root}: another download into this folder is running; waiting for it to finish")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _name(url: str) -> str:
