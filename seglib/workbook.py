@@ -168,10 +168,12 @@ def start(
     root, kind = resolve_data_root(data_root, dataset, synthetic_root(data_root, dataset))
     results.mkdir(parents=True, exist_ok=True)
     ws = Workspace(data_root, dataset, root, kind, profile, results, device, folder)
+    demo = root == Path(data_root).parent / SYNTHETIC_DEMO
     what = (
         "the real Oxford-IIIT Pet data"
         if kind == "oxford-pet"
-        else "the SYNTHETIC demo set" + (f" (no real data at {data_root})" if dataset == "auto" else "")
+        else ("the SYNTHETIC demo set" if demo else "a SYNTHETIC set")
+        + (f" (no real data at {data_root})" if dataset == "auto" else "")
     )
     if kind == "folder":
         pairs = ws.data_split("trainval")

@@ -130,9 +130,10 @@ def test_an_unknown_only_name_stops_the_runner_before_any_notebook_runs(tmp_path
     assert not results.exists()  # nothing ran, nothing was written
 
 
-def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path):
+def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path, capsys):
     mine = make_synthetic_pets(tmp_path / "mine", n_trainval=8, n_test=4)
     ws = start("t", str(mine), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
+    assert capsys.readouterr().out.startswith(f"t: a SYNTHETIC set at {mine};")  # the user's, not the demo
     cfg = ws.config("unet")
     assert (ws.kind, ws.root) == ("synthetic", mine)
     assert resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root) == (
@@ -145,6 +146,7 @@ def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_pa
     demo = make_synthetic_pets(tmp_path / "data" / "synthetic-pets", n_trainval=8, n_test=4)
     real = tmp_path / "data" / "oxford-iiit-pet"
     assert start("t", str(real), "synthetic", "tiny", str(tmp_path / "r"), "cpu").root == demo
+    assert capsys.readouterr().out.startswith(f"t: the SYNTHETIC demo set at {demo};")
     make_synthetic_pets(real, n_trainval=8, n_test=4)  # stands in for the real data
     ws = start("t", str(real), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
     cfg = ws.config("unet")
