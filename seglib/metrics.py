@@ -1,6 +1,6 @@
 """Dice and IoU for binary segmentation: pure tensor functions, no state.
 
-Definitions (per image, the original's): prediction = sigmoid(logits) > threshold;
+Definitions (per image, the original's): prediction = sigmoid(logits) > threshold (`foreground`);
 Dice = (2|A∩B| + smooth) / (|A| + |B| + smooth), IoU = (|A∩B| + smooth) / (|A∪B| + smooth).
 With the tiny default smoothing, an image where prediction and truth are both empty scores 1
 (nothing to find, nothing found). Pixels whose target is `ignore_index` count for neither.
@@ -12,11 +12,14 @@ Reductions, named as segmentation_models_pytorch names them:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = [
     "IGNORE_INDEX",
     "SMOOTH",
+    "foreground",
     "confusion_counts",
     "segment_counts",
     "dice_from_counts",
@@ -33,6 +36,18 @@ SMOOTH = 1e-6
 IGNORE_INDEX = 255  # a target pixel to leave out (the trimap border with border="ignore")
 
 
+def foreground(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Where sigmoid(logits) > `threshold`, as a bool tensor: `logits` against the threshold's logit.
+
+    Exact where the sigmoid is not: in float32 it rounds logits up to about 9e-8 to 0.5 (so they would
+    not pass 0.5) and any threshold above 1 - 6e-8 to 1 (nothing would pass). At 0.5 this is
+    `logits > 0`, as an exported model's users test it.
+    """
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
+    return logits.float() > math.log(threshold / (1 - threshold))  # the logit in float64
+
+
 def confusion_counts(
     logits: torch.Tensor,
     target: torch.Tensor,
@@ -47,7 +62,7 @@ def confusion_counts(
         raise ValueError(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must have the same shape"
         )
-    pred = torch.sigmoid(logits.float()) > threshold
+    pred = foreground(logits, threshold)
     truth = target == 1
     if ignore_index is not None:
         valid = target != ignore_index
@@ -75,7 +90,7 @@ def segment_counts(
             f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must be flat, of the same "
             f"length, and that length the sum of lengths ({sum(lengths)})"
         )
-    pred = torch.sigmoid(logits.float()) > threshold
+    pred = foreground(logits, threshold)
     truth = target == 1
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(truth)
     pred, truth = pred & valid, truth & valid

@@ -21,7 +21,7 @@ from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
 from .engine.tta import TTA
-from .metrics import dice_per_image
+from .metrics import dice_per_image, foreground
 
 __all__ = [
     "plot_history",
@@ -156,7 +156,7 @@ def save_prediction_figures(
         image, truth = dataset.load_image(i), dataset.load_mask(i)
         logits = predict_logits(model, image, image_size, device, tta)  # (H, W) at the original size
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
-        pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
+        pred = foreground(logits, threshold).numpy().astype(np.uint8)
         name = dataset.entries[i].name
         fig = plot_prediction(image, truth, pred, title=name, dice=dice)
         paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
@@ -261,7 +261,7 @@ def plot_prediction_grid(
         image, truth = dataset.load_image(i), dataset.load_mask(i)
         logits = predict_logits(model, image, image_size, device, tta)
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
-        pred = (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
+        pred = foreground(logits, threshold).numpy().astype(np.uint8)
         panels = [
             (image, None, dataset.entries[i].name),
             (truth, "gray", "truth"),

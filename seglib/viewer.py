@@ -24,7 +24,7 @@ from torch import nn
 from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
 from .engine.predictions import PREDICTION_COLOUR, Prediction, predict_image
-from .metrics import confusion_counts, dice_from_counts
+from .metrics import confusion_counts, dice_from_counts, foreground
 from .plots import overlay
 
 __all__ = ["MaskViewer", "SORT_ORDERS"]
@@ -249,7 +249,7 @@ class MaskViewer:
         i = self.current
         image, truth = self.dataset.load_image(i), self.dataset.load_mask(i)
         layers: list[tuple[np.ndarray, np.ndarray]] = []
-        pred = self.probabilities(i).numpy() > t if self.model is not None else None
+        pred = foreground(self.logits(i), t).numpy() if self.model is not None else None
         if self.show_truth.value:
             layers.append((truth == 1, TRUTH_COLOUR))
         if pred is not None and self.show_pred.value:

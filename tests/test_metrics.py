@@ -12,6 +12,7 @@ from seglib.metrics import (
     dataset_dice,
     dice_per_image,
     dice_score,
+    foreground,
     iou_per_image,
     iou_score,
     segment_counts,
@@ -41,6 +42,20 @@ def test_threshold_applies_to_the_sigmoid():
     logits = torch.tensor([[[0.1, -0.1]]])  # sigmoid 0.525 and 0.475
     assert dice_score(logits, target, threshold=0.5).item() == pytest.approx(2 / 3)
     assert dice_score(logits, target, threshold=0.6).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_threshold_is_exact_where_a_float32_sigmoid_is_not():
+    # sigmoid(5e-8) is 0.5 in float32, and 1 - 1e-8 is 1.0: a positive logit must still pass 0.5, and
+    # a logit of 30 (p = 1 - 9e-14) the threshold 1 - 1e-8, as they do for sigmoid in exact arithmetic
+    small, big = torch.tensor([[5e-8, -5e-8]]), torch.tensor([[30.0, 18.0]])
+    assert foreground(small).tolist() == [[True, False]]
+    assert foreground(big, 1 - 1e-8).tolist() == [[True, False]]
+    tp, fp, fn = confusion_counts(small, torch.tensor([[1.0, 0.0]]))
+    assert (tp.item(), fp.item(), fn.item()) == (1, 0, 0)
+    assert foreground(torch.tensor([0.0, 1e-30]), 0.5).tolist() == [False, True]  # exported: logits > 0
+    for bad in (0, 1, 1.5, -0.1):
+        with pytest.raises(ValueError, match=f"threshold={bad!r}; give a probability in"):
+            foreground(small, bad)
 
 
 def test_ignore_region_is_excluded():

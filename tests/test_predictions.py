@@ -336,3 +336,13 @@ def test_the_command_line_reads_the_checkpoint_once(command, checkpoint, folder,
         args += ["--dataset", "folder", "--data_path", str(folder), "--split", "test"]
     main(args)
     assert reads == [str(checkpoint)]  # size, mask values, data settings and weights from one read
+
+
+def test_a_predictions_mask_and_row_agree_with_the_metrics_at_tiny_logits():
+    # logits of +-5e-8: a float32 sigmoid makes both 0.5; the mask, its row and the Dice take the sign
+    from seglib.engine import Prediction
+
+    pred = Prediction("x", np.zeros((1, 2, 3), np.uint8), torch.tensor([[5e-8, -5e-8]]))
+    assert pred.mask().tolist() == [[1, 0]]
+    row = pred.row(truth=np.array([[1, 0]], np.uint8))
+    assert row["dice"] == pytest.approx(1.0) and row["pred_fraction"] == 0.5

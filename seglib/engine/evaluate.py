@@ -41,6 +41,7 @@ from ..metrics import (
     dataset_dice,
     dataset_iou,
     dice_from_counts,
+    foreground,
     iou_from_counts,
     segment_counts,
 )
@@ -400,4 +401,4 @@ def predict(
 ) -> np.ndarray:
     """The predicted mask (uint8 0/1, HxW) at the image's original size."""
     logits = predict_logits(model, image, image_size, device, tta)
-    return (torch.sigmoid(logits) > threshold).numpy().astype(np.uint8)
+    return foreground(logits, threshold).numpy().astype(np.uint8)

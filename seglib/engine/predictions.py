@@ -29,7 +29,7 @@ from ..data import (
     upright_image,
 )
 from ..data.masks import mask_size_message
-from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, iou_from_counts
+from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, foreground, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
 from .tta import TTA
@@ -68,7 +68,7 @@ class Prediction:
 
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """uint8 HxW: 1 object, 0 background."""
-        return (self.probabilities() > threshold).numpy().astype(np.uint8)
+        return foreground(self.logits, threshold).numpy().astype(np.uint8)
 
     def overlay(self, threshold: float = 0.5, opacity: float = 0.45) -> np.ndarray:
         """The image with the predicted object in orange (uint8 HxWx3)."""
