@@ -56,7 +56,8 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return len(range(self.rank, self.n, self.world_size))
 
     def __len__(self) -> int:
-        return self.num_samples - self.start
+        # a run stopped after an epoch's last step resumes with `start` past a short last batch's end
+        return max(0, self.num_samples - self.start)
 
     def epoch_order(self) -> list[tuple[int, int]]:
         """The whole epoch's (index, seed) pairs, all ranks' shares together."""
