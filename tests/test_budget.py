@@ -57,21 +57,24 @@ def test_a_stall_costs_its_own_time_but_does_not_slow_the_pace_ahead():
     assert next_plan([5] * 30 + [11] * 3, 200, planned=40) == 34
 
 
-@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "multistep"])
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine", "multistep", "step"])
 def test_a_replanned_schedule_goes_on_as_if_planned_so_from_the_start(scheduler):
-    first, steps = TrainConfig(epochs=10, lr=1e-3, scheduler=scheduler), 5
-    new = TrainConfig(epochs=14, lr=1e-3, scheduler=scheduler)
+    first, steps = TrainConfig(epochs=10, lr=1e-3, scheduler=scheduler, step_size=2), 5
+    new = TrainConfig(epochs=14, lr=1e-3, scheduler=scheduler, step_size=2)
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([param], lr=first.lr)
-    rescheduled(first, opt, steps, 0, 0)  # the run's own scheduler first: the optimizer's state is its
-    sched = rescheduled(new, opt, steps, steps_done=17, epochs_done=3)
+    # the run's own schedule for 6 epochs first: the optimizer's lr has decayed under it (cosine, step
+    # and multistep go on from the optimizer's lr, so the re-plan must not decay it a second time)
+    rescheduled(first, opt, steps, steps_done=30, epochs_done=6)
+    assert opt.param_groups[0]["lr"] < first.lr
+    sched = rescheduled(new, opt, steps, steps_done=30, epochs_done=6)
     lrs = []
-    for step in range(17, 14 * steps):
+    for step in range(30, 14 * steps):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         if scheduler == "onecycle" or step % steps == steps - 1:
             sched.step()
-    assert lrs == pytest.approx(lr_curve(new, steps)[17:], rel=1e-12)
+    assert lrs == pytest.approx(lr_curve(new, steps)[30:], rel=1e-12)
 
 
 RUN = dict(epochs=6, train_limit=14, lr=3e-3, scheduler="onecycle", run_name="r", checkpoint_every=2)

@@ -48,6 +48,8 @@ def rescheduled(
     """The scheduler of `cfg` advanced past `steps_done` optimizer steps (`epochs_done` epochs): the one a
     run re-planned to `cfg.epochs` continues with, as if planned so from its start. It sets the optimizer's
     lr (and OneCycle's momentum) to that schedule's value there."""
+    for group in optimizer.param_groups:  # cosine, step and multistep go on from the group's lr: from the
+        group["lr"] = group.get("initial_lr", group["lr"])  # start, not where the old plan had taken it
     sched = build_scheduler(cfg, optimizer, steps_per_epoch)
     with warnings.catch_warnings():  # stepping without optimizer steps is the point here
         warnings.simplefilter("ignore", UserWarning)
