@@ -13,6 +13,7 @@ alone writes the run folder.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -371,7 +372,8 @@ def _train_and_validate(
     net, eval_net = nets
     steps = train_steps_per_epoch(len(train.dataset), cfg.batch_size, info.world_size)
     t0 = time.perf_counter() - state.partial.seconds
-    train.sampler.set_epoch(epoch, start=state.partial.step * cfg.batch_size)
+    resumed_at = state.partial.step  # where last.pt stands in this epoch (0: its start)
+    train.sampler.set_epoch(epoch, start=resumed_at * cfg.batch_size)
     desc = f"epoch {epoch}/{cfg.epochs}"
     size = _size_at(cfg, state.history)(epoch, cfg.epochs)
     small = f" at {size} px" if size != cfg.image_size else ""
@@ -396,7 +398,8 @@ def _train_and_validate(
     except NonFiniteLossError as e:
         raise NonFiniteLossError(
             f"the loss became NaN or infinite in epoch {epoch} at step {e.args[0]}; training stopped. "
-            f"{folder.path / 'last.pt'} holds the last good state (end of epoch {epoch - 1}). "
+            f"{folder.path / 'last.pt'} holds the last good state "
+            f"({f'step {resumed_at} of epoch {epoch}' if resumed_at else f'end of epoch {epoch - 1}'}). "
             f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
         ) from None
     tr, va = tr.reduced(env.device), va.reduced(env.device)
@@ -421,7 +424,9 @@ def _end_epoch(
 ) -> tuple[dict[str, Any], list[str]]:
     epoch_lr = state.lr_log[-1] if state.lr_log else state.optimizer.param_groups[0]["lr"]
     if not steps_per_batch(folder.cfg.scheduler):
-        state.scheduler.step()
+        with warnings.catch_warnings():  # resumed after epoch 1's last step, no optimizer step came first
+            warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler.step\(\)` before", UserWarning)
+            state.scheduler.step()
     skipped = tr.skipped + va.skipped
     row = {
         "epoch": epoch,
