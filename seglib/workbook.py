@@ -318,6 +318,9 @@ def _notebook_named(name: str) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
+RUNNER_OPTIONS = ("profile", "data_root", "dataset", "results_dir")  # main()'s own, not --param's
+
+
 def notebook_params(
     assignments: list[str], notebooks: tuple[str, ...] = NOTEBOOKS
 ) -> dict[str, dict[str, Any]]:
@@ -331,6 +334,12 @@ def notebook_params(
 
     if not assignments:
         return {}
+    own = [key for key in (item.partition("=")[0] for item in assignments) if key in RUNNER_OPTIONS]
+    if own:  # as --param they would reach the notebooks, not the runner: its folder and line would differ
+        raise ValueError(
+            f"--param {own[0]!r} is the runner's own option: pass it as --{own[0]} "
+            f"(the runner's {', '.join('--' + k for k in RUNNER_OPTIONS)} reach every notebook)"
+        )
     declared = {name: pm.inspect_notebook(REPO / "notebooks" / name) for name in notebooks}
     extra: dict[str, dict[str, Any]] = {}
     for item in assignments:
@@ -352,9 +361,10 @@ def notebook_params(
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m seglib.workbook", description=__doc__)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
-    p.add_argument("--data_root", default=str(REPO / "data" / "oxford-iiit-pet"))
+    here = "a relative path is taken from the current folder"
+    p.add_argument("--data_root", default=str(REPO / "data" / "oxford-iiit-pet"), help=here)
     p.add_argument("--dataset", default="auto", choices=DATASETS)
-    p.add_argument("--results_dir", default=str(REPO / "results"))
+    p.add_argument("--results_dir", default=str(REPO / "results"), help=here)
     p.add_argument(
         "--only",
         nargs="*",

@@ -85,9 +85,14 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
         "06_recipe_study.ipynb": {"model_name": "unet", "budgets": "12", "seed": 7, "keep_epoch_models": True}
     }
     assert set(notebook_params(["budgets=3"])) == {"06_recipe_study.ipynb"}  # only 06 has budgets
-    assert notebook_params(["profile=tiny"], NOTEBOOKS[:2]) == {
-        name: {"profile": "tiny"} for name in NOTEBOOKS[:2]
-    }
+    for own in ("profile=tiny", "results_dir=elsewhere", "data_root=x", "dataset=synthetic"):
+        # the runner's own options: as --param they reached the notebooks only (results_dir: the runs went
+        # to one folder, the executed notebooks to another)
+        key = own.split("=")[0]
+        with pytest.raises(
+            ValueError, match=f"--param '{key}' is the runner's own option: pass it as --{key}"
+        ):
+            notebook_params(["seed=1", own], NOTEBOOKS[:2])
     assert notebook_params([]) == {}
     with pytest.raises(
         ValueError, match=r"--param 'model_name': no notebook of \['01_data_exploration.ipynb'\]"
