@@ -22,7 +22,7 @@ lock: $(STAMP)  ## refresh requirements-dev.lock after a change to the dependenc
 	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --extra dev --unsafe-package pip \
 		--strip-extras --no-emit-index-url --no-emit-find-links -q $(LOCK_ARGS) -o $(LOCK) pyproject.toml
 
-workbook: $(STAMP)  ## run notebooks 01-07 with papermill (PROFILE=quick|gpu|full|tiny) into results/notebooks/
+workbook: $(STAMP)  ## run notebooks 01-07 with papermill (PROFILE=quick|recommended|gpu|full|tiny) into results/notebooks/
 	$(PY) -m seglib.workbook --profile $(PROFILE)
 
 test: $(STAMP)  ## the whole test suite

@@ -1,7 +1,8 @@
 """The workbook's own JupyterLab: `make lab` and tests/test_browser.py put this folder on JUPYTER_CONFIG_PATH.
 
-Quiet and project-local: nothing here is written to the user's home, and the user's own settings
-(~/.jupyter) still win over these. The JupyterLab settings are in labconfig/default_setting_overrides.json.
+Quiet and project-local: nothing here is written to the user's home. These server settings win over the
+user's own (~/.jupyter: this folder comes first on the path); options on the command line win over both.
+The JupyterLab defaults are in labconfig/default_setting_overrides.json (the user's JupyterLab settings win).
 """
 
 from seglib.kernels import kernel_manager_settings
