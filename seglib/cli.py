@@ -19,7 +19,8 @@ import tokenize
 import types
 import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +53,11 @@ from .engine import (
 )
 from .engine.allocator import reexec_with_allocator
 from .engine.config import CHOICES
+from .engine.evaluate import scoring_precision
 from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, export_model, load_exported
 from .engine.loaders import checkpoint_split
 from .engine.predictions import predict_dataset, predict_files
-from .engine.tta import TTA
+from .engine.tta import TTA, UnusedScaleWarning, warn_unused_scales
 from .plots import plot_dice_distribution, plot_history, save_figure, save_prediction_figures
 
 __all__ = [
@@ -267,6 +269,19 @@ def _evaluate_parser(sub: Any) -> None:
     e.add_argument("--model_path", required=True, help="a best.pt or last.pt")
     _split_args(e)
     e.add_argument("--batch_size", type=_at_least(1), default=8)
+    e.add_argument(
+        "--threshold",
+        type=_probability,
+        help="probability above which a pixel is object; default: the checkpoint's run's (0.5 for a "
+        "checkpoint that has none)",
+    )
+    e.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        help="run the model in bf16 autocast (--amp) or in fp32 (--no-amp); default: bf16 on CUDA and on "
+        "CPUs with native bf16, else fp32. fp32 gives the exact scores; bf16 may differ by about 1e-3 "
+        "per image. The summary and summary.csv say which scored",
+    )
     e.add_argument("--output_dir", default="results/evaluation")
     _tta_args(e)
 
@@ -318,12 +333,23 @@ def _tta_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _tta(a: argparse.Namespace) -> TTA:
-    """--tta and --tta_scales as one TTA; a bad scale exits with the reason."""
+def _tta(a: argparse.Namespace, size: int) -> TTA:
+    """--tta and --tta_scales as one TTA for a model input of `size`; a bad scale exits with the reason,
+    a scale that adds no size is named in a warning (`_scales_said` keeps it to this one)."""
     try:
-        return TTA(flip=a.tta, scales=tuple(a.tta_scales))
+        tta = TTA(flip=a.tta, scales=tuple(a.tta_scales))
     except ValueError as e:
         sys.exit(f"--tta_scales: {e}")
+    warn_unused_scales(size, tta, "--tta_scales")
+    return tta
+
+
+@contextmanager
+def _scales_said() -> Iterator[None]:
+    """A region without `UnusedScaleWarning`: `_tta` said it once; every image's prediction would again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnusedScaleWarning)
+        yield
 
 
 def _predict_parser(sub: Any) -> None:
@@ -401,31 +427,40 @@ def _given_data_exists(path: str | None, dataset: str | None) -> None:
         sys.exit(f"--data_path {path} does not exist; point it at the data's folder (or leave it out)")
 
 
-def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Module, int]:
-    """The --split of the checkpoint's data (or of --data_path), read as its run read it, the model and
-    its image size: the checkpoint file read once."""
+def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Module, int, dict[str, Any]]:
+    """The --split of the checkpoint's data (or of --data_path), read as its run read it, the model, its
+    image size and its run's config: the checkpoint file read once."""
     _given_data_exists(a.data_path, a.dataset)
     ckpt = load_checkpoint(a.model_path)
     size = a.image_size or checkpoint_image_size(ckpt)
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
     ds = checkpoint_split(ckpt, a.split, a.data_path, a.dataset, image_size=size, limit=a.limit, **skip)
-    return ds, load_model(a.model_path, checkpoint=ckpt), size
+    return ds, load_model(a.model_path, checkpoint=ckpt), size, ckpt.get("config", {})
 
 
 def _evaluate(a: argparse.Namespace) -> None:
-    ds, model, size = _split_and_model(a)
-    tta = _tta(a)
-    df = evaluate(model, ds, device=a.device, batch_size=a.batch_size, tta=tta)
-    out = Path(a.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_csv(df, out / "per_image.csv")
-    table = summarize(df)
-    atomic_write_csv(table.reset_index(), out / "summary.csv")
-    save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
-    worst = worst_indices(df, ds, a.num_figures)
-    save_prediction_figures(model, ds, worst, out / "worst", size, device=a.device, tta=tta)
+    ds, model, size, config = _split_and_model(a)
+    tta = _tta(a, size)
+    # the threshold the run validated (and picked best.pt) at; checkpoints from before it was saved: 0.5
+    threshold = a.threshold if a.threshold is not None else float(config.get("threshold", 0.5))
+    precision = scoring_precision(a.device, a.amp)
+    with _scales_said():
+        df = evaluate(
+            model, ds, device=a.device, batch_size=a.batch_size, threshold=threshold, amp=a.amp, tta=tta
+        )
+        out = Path(a.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_csv(df, out / "per_image.csv")
+        table = summarize(df)
+        saved = table.reset_index().assign(precision=precision, threshold=threshold)  # how it was scored
+        atomic_write_csv(saved, out / "summary.csv")
+        save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
+        worst = worst_indices(df, ds, a.num_figures)
+        save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
+    exact = "" if precision == "fp32" else " (--no-amp scores in fp32, exactly)"
     print(
-        f"{ds.root} {a.split}: {len(df)} images at original resolution\n{table.round(4).to_string()}\nsaved in {out}"
+        f"{ds.root} {a.split}: {len(df)} images at original resolution, scored in {precision}{exact} at "
+        f"threshold {threshold:g}\n{table.round(4).to_string()}\nsaved in {out}"
     )
 
 
@@ -433,11 +468,13 @@ def _predict(a: argparse.Namespace) -> None:
     if a.input is not None:
         _predict_files(a)
         return
-    ds, model, size = _split_and_model(a)
-    tta, out = _tta(a), Path(a.output_dir)
-    df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
-    worst = worst_indices(df, ds, a.num_figures)  # of the images predicted, not those left out as unreadable
-    save_prediction_figures(model, ds, worst, out / "figures", size, a.threshold, a.device, tta)
+    ds, model, size, _ = _split_and_model(a)
+    tta, out = _tta(a, size), Path(a.output_dir)
+    with _scales_said():
+        df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
+        # of the images predicted, not those left out as unreadable
+        worst = worst_indices(df, ds, a.num_figures)
+        save_prediction_figures(model, ds, worst, out / "figures", size, a.threshold, a.device, tta)
     which = (
         f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
     )
@@ -465,7 +502,7 @@ def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, str]:
 
 def _predict_files(a: argparse.Namespace) -> None:
     model, size, device, saved = _predict_model(a)
-    tta, out = _tta(a), Path(a.output_dir)
+    tta, out = _tta(a, size), Path(a.output_dir)
     src = Path(a.input)
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
@@ -490,9 +527,10 @@ def _predict_files(a: argparse.Namespace) -> None:
             return trimap_to_mask(read_folder_mask(path, rule))
 
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
-    df = predict_files(
-        model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout, **skip
-    )
+    with _scales_said():
+        df = predict_files(
+            model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout, **skip
+        )
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )

@@ -375,3 +375,91 @@ def test_a_run_whose_data_has_moved_is_named(tmp_path):
         FileNotFoundError, match=r"oxford-pet data at '.*gone', which is not there .*--data_path"
     ):
         checkpoint_split(ckpt, "test")
+
+
+# ------------------------------------------------------------------ evaluate: precision and threshold
+
+
+def _evaluate_checkpoint(path, config):
+    """A width-4 UNet (untrained: its logits sit near 0, so thresholds change its masks) saved at `path`
+    with `config`."""
+    import torch
+
+    from seglib.engine import save_checkpoint
+    from seglib.engine.checkpoint import model_spec
+    from seglib.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4).eval()
+    save_checkpoint(path, model, model_spec(model, "unet", {"base_channels": 4}), config=config)
+    return path
+
+
+def _evaluate_args(ckpt, root, out, *more):
+    return ["evaluate", "--model_path", str(ckpt), "--data_path", str(root), "--split", "val", "--limit",
+            "4", "--num_figures", "1", "--device", "cpu", "--output_dir", str(out), *more]  # fmt: skip
+
+
+def _scored(ckpt, root, **kwargs):
+    """The API's per-image Dice of the checkpoint on the split the command scores."""
+    from seglib.engine import evaluate, load_model
+
+    ds = checkpoint_split(str(ckpt), "val", str(root), None, image_size=32, limit=4)
+    return evaluate(load_model(ckpt), ds, device="cpu", progress=False, **kwargs).dice.tolist()
+
+
+def test_evaluate_takes_and_says_its_precision(synthetic_root, tmp_path, capsys):
+    """It scored in bf16 autocast wherever bf16 is native, could not be switched and did not say so."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    for flag, amp, precision in (("--no-amp", False, "fp32"), ("--amp", True, "bf16 autocast")):
+        main(_evaluate_args(ckpt, synthetic_root, tmp_path / flag, flag))
+        said = capsys.readouterr().out
+        assert f"4 images at original resolution, scored in {precision}" in said
+        assert ("--no-amp scores in fp32, exactly" in said) == (precision != "fp32")
+        assert set(pd.read_csv(tmp_path / flag / "summary.csv").precision) == {precision}
+        scored = pd.read_csv(tmp_path / flag / "per_image.csv").dice.tolist()
+        assert scored == pytest.approx(_scored(ckpt, synthetic_root, amp=amp), abs=1e-12)
+    main(_evaluate_args(ckpt, synthetic_root, tmp_path / "default"))  # as before: the machine's default
+    from seglib.engine.evaluate import scoring_precision  # here: the options above are what it is about
+
+    default = scoring_precision("cpu", None)
+    assert f"scored in {default}" in capsys.readouterr().out
+    assert set(pd.read_csv(tmp_path / "default" / "summary.csv").precision) == {default}
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--amp, --no-amp" in helped and "fp32 gives the exact scores; bf16 may differ by about 1e-3" in helped
+    )
+
+
+def test_evaluate_scores_at_the_runs_threshold(synthetic_root, tmp_path, capsys, monkeypatch):
+    """It scored (and drew the worst images) at 0.5 whatever threshold the run validated at."""
+    import inspect
+
+    import seglib.cli
+
+    drawn = []  # the threshold of each save_prediction_figures call
+    real = seglib.cli.save_prediction_figures
+
+    def spy(*a, **k):
+        drawn.append(inspect.signature(real).bind(*a, **k).arguments["threshold"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(seglib.cli, "save_prediction_figures", spy)
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32, "threshold": 0.3})
+    at = {t: _scored(ckpt, synthetic_root, amp=False, threshold=t) for t in (0.3, 0.5, 0.7)}
+    assert at[0.3] != at[0.5] != at[0.7]  # else the test could not tell the thresholds apart
+    for more, threshold in (((), 0.3), (("--threshold", "0.7"), 0.7)):
+        out = tmp_path / str(threshold)
+        main(_evaluate_args(ckpt, synthetic_root, out, "--no-amp", *more))
+        assert f"at threshold {threshold:g}" in capsys.readouterr().out
+        assert pd.read_csv(out / "per_image.csv").dice.tolist() == pytest.approx(at[threshold], abs=1e-12)
+        assert set(pd.read_csv(out / "summary.csv").threshold) == {threshold}
+        assert drawn.pop() == threshold
+    old = _evaluate_checkpoint(tmp_path / "old.pt", {"image_size": 32})  # saved before the threshold was
+    main(_evaluate_args(old, synthetic_root, tmp_path / "old_eval", "--no-amp"))
+    assert set(pd.read_csv(tmp_path / "old_eval" / "summary.csv").threshold) == {0.5}
+    with pytest.raises(SystemExit):
+        main(_evaluate_args(ckpt, synthetic_root, tmp_path / "bad", "--threshold", "1.5"))
+    assert "--threshold: 1.5 is not in (0, 1)" in capsys.readouterr().err

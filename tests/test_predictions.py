@@ -216,12 +216,39 @@ def test_a_truth_mask_of_another_size_stops_before_anything_is_written(tmp_path)
     ):
         predict_files(*args)
     assert not (tmp_path / "out").exists()
-    with pytest.warns(
-        UserWarning, match=r"1 of 3 image\(s\) could not be read: b.png \(.*masks/b.png: mask size"
-    ):
+    with pytest.warns(UserWarning) as said:
         table = predict_files(*args, on_corrupt="skip")
     assert list(table.name) == ["a", "c"] and table.dice.notna().all()
     assert sorted(p.name for p in (tmp_path / "out").glob("*_mask.png")) == ["a_mask.png", "c_mask.png"]
+    _says_the_mask_has_the_wrong_size(str(said[0].message), masks / "b.png", "b.png")
+    b_only = (Ramp(), [photos / "b.png"], tmp_path / "none", 32, 0.5, "cpu", False, truths, read)
+    with pytest.raises(
+        ValueError, match=r"1 of 1 mask file\(s\) have the wrong size: .*nothing was predicted"
+    ):
+        predict_files(*b_only, on_corrupt="skip")
+
+
+def _says_the_mask_has_the_wrong_size(message: str, mask: Path, photo: str) -> None:
+    """The mask named with both sizes and the photo left out; not an unreadable photo to save again, nor
+    on_corrupt='skip' advised to one who passed it."""
+    assert (
+        f"1 of 3 mask file(s) have the wrong size: {mask} is 20x10, its photo {photo} 40x30; their photos are "
+        "left out (resize each mask to its photo's size" in message
+    ), message
+    assert not any(s in message for s in ("could not be read", "save them again", "on_corrupt")), message
+
+
+def test_the_command_line_names_a_mask_of_the_wrong_size_it_skips(checkpoint, tmp_path):
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for name, mask_size in (("a", (40, 30)), ("b", (20, 10)), ("c", (40, 30))):
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / f"{name}.jpg")
+        Image.new("L", mask_size, 255).save(masks / f"{name}.png")
+    with pytest.warns(UserWarning) as said:
+        main(["predict", "--model_path", str(checkpoint), "--input", str(photos), "--masks", str(masks),
+              "--on_corrupt", "skip", "--output_dir", str(tmp_path / "out"), "--device", "cpu"])  # fmt: skip
+    _says_the_mask_has_the_wrong_size(str(said[0].message), masks / "b.png", "b.jpg")
+    assert list(pd.read_csv(tmp_path / "out" / "predictions.csv").name) == ["a", "c"]
 
 
 def test_two_photos_of_one_name_are_refused_before_either_is_written(tmp_path):

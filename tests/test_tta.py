@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import albumentations as A
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from albumentations.pytorch import ToTensorV2
 
+from seglib.cli import main
 from seglib.data import OxfordPetDataset, eval_transform
 from seglib.engine import TTA, evaluate, predict_logits, save_checkpoint
 from seglib.engine.checkpoint import model_spec
@@ -118,3 +120,44 @@ def test_the_command_line_takes_tta_scales(model, synthetic_root, tmp_path):
     assert (out / "per_image.csv").is_file()
     p = subprocess.run([*base, "--output_dir", str(out), "--tta_scales", "1"], capture_output=True, text=True)
     assert p.returncode != 0 and "--tta_scales: TTA scales (1.0,)" in p.stderr
+
+
+def _unused_scale_warnings(run) -> list[warnings.WarningMessage]:
+    """The warnings `run()` gives that name TTA scales adding no size, every one recorded."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        run()
+    return [w for w in said if "no input size beside this model's" in str(w.message)]
+
+
+def test_scales_that_add_no_size_are_named_once(model, synthetic_root):
+    """1.2 and 0.8 round back to 64 px: they did nothing, and nothing said so."""
+    ds = OxfordPetDataset(synthetic_root, "val", image_size=64, limit=3)
+    said = _unused_scale_warnings(
+        lambda: evaluate(model, ds, batch_size=2, tta=TTA(scales=(1.2, 1.5, 0.8)), **FAST)
+    )
+    assert len(said) == 1 and issubclass(said[0].category, UserWarning)
+    assert str(said[0].message).startswith("TTA scales 1.2, 0.8: no input size beside this model's 64 px")
+    assert "e.g. 1.5 (96 px) or 0.5 (32 px)" in str(said[0].message)
+    assert said[0].filename == __file__  # the caller's line, not seglib's
+    assert not _unused_scale_warnings(lambda: evaluate(model, ds, tta=TTA(scales=(1.5,)), **FAST))
+    said = _unused_scale_warnings(
+        lambda: predict_logits(model, ds.load_image(0), 64, "cpu", TTA(scales=(1.2,)))
+    )
+    assert len(said) == 1 and said[0].filename == __file__
+    from seglib.engine.tta import unused_scales  # here: the warnings above are what it is about
+
+    assert unused_scales(64, TTA(scales=(1.2, 1.5, 0.8, 1.4))) == (1.2, 0.8, 1.4)  # 1.4: 96 px, as 1.5
+    assert unused_scales(160, TTA(scales=(1.2, 0.8))) == ()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_the_command_line_names_tta_scales_that_add_nothing_once(command, model, synthetic_root, tmp_path):
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 64})
+    args = [command, "--model_path", str(ckpt), "--data_path", str(synthetic_root), "--split", "val",
+            "--limit", "3", "--num_figures", "2", "--device", "cpu", "--output_dir", str(tmp_path / "out"),
+            "--tta_scales", "1.2", "1.5"]  # fmt: skip
+    said = _unused_scale_warnings(lambda: main(args))  # not again for each image or figure
+    assert len(said) == 1
+    assert str(said[0].message).startswith("--tta_scales 1.2: no input size beside this model's 64 px")

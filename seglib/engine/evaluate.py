@@ -51,9 +51,9 @@ from .checkpoint import load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
-from .runtime import autocast, autocast_cache, default_amp, default_num_workers, resolve_device
+from .runtime import amp_dtype, autocast, autocast_cache, default_amp, default_num_workers, resolve_device
 from .threadloader import default_read_threads
-from .tta import TTA, as_tta, forward_tta, tta_sizes
+from .tta import TTA, as_tta, forward_tta, tta_sizes, warn_unused_scales
 
 __all__ = [
     "evaluate",
@@ -62,6 +62,7 @@ __all__ = [
     "summarize",
     "checkpoint_image_size",
     "scored_indices",
+    "scoring_precision",
     "worst_indices",
 ]
 
@@ -74,6 +75,15 @@ def checkpoint_image_size(path: str | Path | dict[str, Any], default: int = 256)
     """The image size a checkpoint's model was trained at (`path`: its file, or the loaded checkpoint)."""
     ckpt = path if isinstance(path, dict) else load_checkpoint(path)
     return int(ckpt.get("config", {}).get("image_size", default))
+
+
+def scoring_precision(device: str | torch.device = "auto", amp: bool | None = None) -> str:
+    """What `evaluate(..., device=device, amp=amp)` runs the model in: "bf16 autocast" ("fp16 autocast" on
+    a GPU without bf16) or "fp32", which gives the exact scores."""
+    dev = resolve_device(device) if isinstance(device, str) else device
+    if not (default_amp(dev) if amp is None else amp) or dev.type not in ("cuda", "cpu"):
+        return "fp32"  # `autocast` casts on CUDA and CPUs only
+    return f"{'bf16' if amp_dtype(dev) == torch.bfloat16 else 'fp16'} autocast"
 
 
 def _as_model(model_or_checkpoint: nn.Module | str | Path, device: torch.device) -> nn.Module:
@@ -106,6 +116,9 @@ def evaluate(
     with those of its mirror image (horizontal-flip test-time augmentation); `tta=TTA(flip, scales)`
     also with the image at other sizes, resized from its original (`seglib.engine.tta`).
 
+    `amp=None` runs the model in bf16 autocast where `default_amp` says so (CUDA, CPUs with native bf16),
+    which can move the scores slightly; `amp=False` scores in fp32, exactly (`scoring_precision`).
+
     `num_workers=None`: none for a set of at most `SMALL_EVAL` images, else `default_num_workers`.
     Without workers, `read_threads` threads read the images (None: `default_read_threads`, none on a
     CPU); the table is the same with any number.
@@ -124,8 +137,12 @@ def evaluate(
     model = _as_model(model_or_checkpoint, dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    sizes = tta_sizes(_input_size(dataset.transform, *TTA_SIZE), tta) if as_tta(tta).scales else ()
-    ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev), sizes)
+    other_sizes: tuple[int, ...] = ()
+    if as_tta(tta).scales:
+        model_size = _input_size(dataset.transform, *TTA_SIZE)
+        warn_unused_scales(model_size, tta, stacklevel=3)  # past torch.no_grad's wrapper: the caller's line
+        other_sizes = tta_sizes(model_size, tta)
+    ds = _eval_dataset(dataset, _eval_device_data(device_data, dataset.transform, dev), other_sizes)
     use_amp = default_amp(dev) if amp is None else amp
     rank, world = get_rank(), get_world_size()
     workers = _eval_workers(num_workers, len(ds), dev, world)
@@ -380,6 +397,7 @@ def predict_logits(
     """Logits (H, W) at the image's original size, on the CPU (`tta`: averaged with the mirror image's,
     and with a TTA's scales the image's at other sizes, as `evaluate` does)."""
     dev = resolve_device(device)
+    warn_unused_scales(image_size, tta, stacklevel=3)
     rgb = _as_rgb_array(image)
     x, *extra = (
         eval_transform(s)(image=rgb)["image"].unsqueeze(0).to(dev)

@@ -159,12 +159,13 @@ def predict_files(
     mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
     the mask has the image's stored size only, as a folder data set reads them (`data.upright_for`).
     A mask of neither size raises before anything is written, or with `on_corrupt="skip"` leaves its
-    image out (named in a warning); an unreadable image is always left out so.
+    image out (the mask named, with both sizes, in a warning); an unreadable image is always left out
+    (named in a warning).
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
     faults = _truth_size_faults(files, truths or {}, on_corrupt)
-    rows, unread = [], [f"{f.name} ({why})" for f, why in faults.items()]
+    rows, unread = [], []
     for f in [f for f in files if f not in faults]:
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
@@ -175,13 +176,14 @@ def predict_files(
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
-    _report_unread(unread, len(files))
+    _report_unread(unread, len(files), list(faults.values()))
     return _write_table(rows, out_dir)
 
 
 def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: str) -> dict[Path, str]:
     """The images whose truth mask has neither their stored nor their upright size, from the files'
-    headers, and why: an error before any prediction is written, unless `on_corrupt` is "skip"."""
+    headers, and why (the mask file, both sizes): an error before any prediction is written, unless
+    `on_corrupt` is "skip"."""
     faults = {}
     for f in files:
         if f.stem not in truths:
@@ -193,22 +195,34 @@ def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: s
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             continue  # reading the file says what is wrong with it, naming it
         if mask_shape not in (stored, shown):
-            message = mask_size_message(shown, mask_shape, f, truths[f.stem])
             if on_corrupt != "skip":
+                message = mask_size_message(shown, mask_shape, f, truths[f.stem])
                 raise CorruptSampleError(f"{message} (--on_corrupt skip); nothing was predicted")
-            faults[f] = message
+            # skipped as asked: the photo reads fine, its mask is what to fix (`_report_unread` says so)
+            (mh, mw), (h, w), (sh, sw) = mask_shape, shown, stored
+            turned = f" (or {sw}x{sh} as stored, before its EXIF turn)" if stored != shown else ""
+            faults[f] = f"{truths[f.stem]} is {mw}x{mh}, its photo {f.name} {w}x{h}{turned}"
     return faults
 
 
-def _report_unread(unread: list[str], n: int) -> None:
-    """A warning naming the files that could not be read; an error when none could."""
-    if not unread:
+def _report_unread(unread: list[str], n: int, mismatched: Sequence[str] = ()) -> None:
+    """A warning naming the files that could not be read and the masks of another size than their photo
+    (`mismatched`), each photo left out; an error when none is left."""
+    said = []  # (what, which are left out, what to do)
+    if unread:
+        more = "; ..." if len(unread) > 3 else ""
+        what = f"{len(unread)} of {n} image(s) could not be read: {'; '.join(unread[:3])}{more}"
+        said.append((what, "they are left out", "save them again as JPEG or PNG"))
+    if mismatched:
+        more = "; ..." if len(mismatched) > 3 else ""
+        what = f"{len(mismatched)} of {n} mask file(s) have the wrong size: {'; '.join(mismatched[:3])}{more}"
+        todo = "resize each mask to its photo's size with nearest-neighbour sampling"
+        said.append((what, "their photos are left out", todo))
+    if not said:
         return
-    what = f"{len(unread)} of {n} image(s) could not be read: {'; '.join(unread[:3])}"
-    what += "; ..." if len(unread) > 3 else ""
-    if len(unread) == n:
-        raise ValueError(f"{what}; nothing was predicted")
-    warnings.warn(f"{what}; they are left out (save them again as JPEG or PNG)", stacklevel=3)
+    if len(unread) + len(mismatched) == n:
+        raise ValueError("; ".join(f"{what} ({todo})" for what, _, todo in said) + "; nothing was predicted")
+    warnings.warn("; ".join(f"{what}; {left} ({todo})" for what, left, todo in said), stacklevel=3)
 
 
 def _check_unique_names(files: list[Path]) -> None:

@@ -5,11 +5,13 @@
 size, the model's size s times the scale to a multiple of 32 (`tta_sizes`: 160 -> 192, 96 -> 128),
 each up-sampled back to s (with `flip`, each size flipped too). Every path that scores or predicts
 (`evaluate`, `predict`, the command line) takes one; validation during training uses `cfg.tta` (flip
-only), so a run's epochs cost the same.
+only), so a run's epochs cost the same. A scale that rounds back to s (1.2 at 64 px), or to another
+scale's size, adds nothing: `warn_unused_scales` names it (`UnusedScaleWarning`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["TTA", "as_tta", "forward_tta", "tta_sizes"]
+__all__ = [
+    "TTA",
+    "UnusedScaleWarning",
+    "as_tta",
+    "forward_tta",
+    "tta_sizes",
+    "unused_scales",
+    "warn_unused_scales",
+]
 
 
 @dataclass(frozen=True)
@@ -52,11 +62,51 @@ def as_tta(tta: bool | TTA) -> TTA:
     raise ValueError(f"tta must be True, False or a TTA(flip=..., scales=(...)), got {tta!r}")
 
 
+def _scaled(size: int, scale: float) -> int:
+    """size x scale to a multiple of 32, at least 32."""
+    return max(32, round(size * scale / 32) * 32)
+
+
 def tta_sizes(size: int, tta: bool | TTA) -> tuple[int, ...]:
     """The other input sizes of `tta` for a model input of `size`: size x scale to a multiple of 32 (at
     least 32), without `size` itself or repeats."""
-    sizes = (max(32, round(size * s / 32) * 32) for s in as_tta(tta).scales)
+    sizes = (_scaled(size, s) for s in as_tta(tta).scales)
     return tuple(dict.fromkeys(s for s in sizes if s != size))
+
+
+class UnusedScaleWarning(UserWarning):
+    """A TTA scale that adds no input size: it rounds back to the model's size or to another scale's."""
+
+
+def unused_scales(size: int, tta: bool | TTA) -> tuple[float, ...]:
+    """The scales of `tta` that add no size to `tta_sizes(size, tta)` (in the order given)."""
+    seen, unused = {size}, []
+    for s in as_tta(tta).scales:
+        other = _scaled(size, s)
+        if other in seen:
+            unused.append(s)
+        seen.add(other)
+    return tuple(unused)
+
+
+def warn_unused_scales(size: int, tta: bool | TTA, option: str = "TTA scales", stacklevel: int = 2) -> None:
+    """An `UnusedScaleWarning` naming the scales of `tta` that add nothing for a model input of `size`
+    (`unused_scales`) and scales that would; `option` names the setting (e.g. "--tta_scales"),
+    `stacklevel` counts from the caller of this function (1: that caller's line)."""
+    unused = unused_scales(size, tta)
+    if not unused:
+        return
+    # the scales of the nearest multiples of 32 above and below the model's size, which do add one
+    up, down = (size // 32 + 1) * 32, (size - 1) // 32 * 32
+    hints = [f"{other / size:.3g} ({other} px)" for other in (up, down) if other >= 32]
+    warnings.warn(
+        f"{option} {', '.join(f'{s:g}' for s in unused)}: no input size beside this model's {size} px "
+        f"({size} x scale is rounded to a multiple of 32, at least 32, and lands on {size} px or on an "
+        f"earlier scale's size), so they change nothing; give scales that reach another multiple of 32, "
+        f"e.g. {' or '.join(hints)}, or leave them out",
+        UnusedScaleWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _flipped(model: nn.Module, x: torch.Tensor, flip: bool) -> torch.Tensor:
