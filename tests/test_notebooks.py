@@ -21,6 +21,7 @@ from seglib.data import (
     resolve_data_root,
     seeded_split,
 )
+from seglib.study import recipe_run_name
 from seglib.workbook import (
     FOLDER_NOTEBOOKS,
     NOTEBOOKS,
@@ -229,7 +230,9 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     final = pd.read_csv(workbook / "recipes" / "final.csv", index_col=0)
     assert list(final.index) == list(recipes) and (final.epochs == 2).all()
     assert (workbook / "recipes" / "dice_vs_minutes.png").is_file()
-    assert not (workbook / "runs" / "recipe-original-tiny" / "epochs").exists()  # scored, then removed
+    run = workbook / "runs" / recipe_run_name("original", None, "resnet34_unet", 42, "tiny")
+    assert (run / "dice_vs_minutes.csv").is_file() and not (run / "epochs").exists()  # scored, then removed
+    assert (workbook / "recipes" / "resnet34_unet-s42" / "final.csv").is_file()  # its own tables, kept
 
 
 @pytest.mark.slow

@@ -218,7 +218,7 @@ def test_epochs_for_budget(synthetic_root, tmp_path):
     assert secs > 0 and not (tmp_path / "runs").exists()
     assert epochs_for_budget(cfg, 10 * secs / 60, epoch_seconds=secs) == 10
     assert epochs_for_budget(cfg, 0.001, epoch_seconds=secs) == 1  # at least one epoch
-    with pytest.raises(ValueError, match="budget minutes must be positive"):
+    with pytest.raises(ValueError, match="budget minutes must be positive and finite"):
         epochs_for_budget(cfg, 0.0, epoch_seconds=secs)
 
 
@@ -383,10 +383,10 @@ def test_tiny_recipe_plan_fixed_epochs(tmp_path):
     (a, ba, original), (b, bb, tta) = plan.jobs
     assert (a, ba, b, bb) == ("original", None, "recommended+tta=true", None)
     assert (original.run_name, tta.run_name) == (
-        "recipe-original-fixed-tiny",
-        "recipe-recommended_tta-true-fixed-tiny",
+        "recipe-original-fixed-unet-s3-tiny",
+        "recipe-recommended_tta-true-fixed-unet-s3-tiny",
     )
-    assert (original.epochs, original.checkpoint_every, original.seed, original.overwrite) == (2, 1, 3, True)
+    assert (original.epochs, original.checkpoint_every, original.seed, original.overwrite) == (2, 1, 3, False)
     assert (original.lr, original.scheduler, original.tta) == (1e-4, "none", False)
     assert (tta.lr, tta.scheduler, tta.ema_decay, tta.tta, tta.epochs) == (2e-3, "onecycle", 0.99, True, 2)
     assert plan.table["est. s/epoch"].isna().all() and list(plan.table.index.names) == [
@@ -441,7 +441,7 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         2,
     )
     assert (original.run_name, original.scale_jitter, original.model_kwargs) == (
-        "recipe-original_image_size-128-12min-recommended",
+        "recipe-original_image_size-128-12min-unet-s42-recommended",
         0.0,
         {"base_channels": 16},
     )
@@ -470,7 +470,7 @@ def test_recommended_recipe_plan_fits_each_budget(tmp_path):
         ("recommended", 6.0, 160, [64, 96, 128], 65, 0.25, regular, 65),
         ("recommended", 12.0, 160, None, 72, 0.25, regular, 2),  # the longest run keeps every other epoch
     ]
-    assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-recommended"
+    assert [c.run_name for _, _, c in scheduled][0] == "recipe-recommended-1min-unet-s42-recommended"
     assert [c.budget_minutes for _, _, c in plan.jobs] == [12.0, 1.0, 2.0, 3.0, 6.0, 12.0]  # each re-plans
     item = RECIPE_STUDIES["recommended"].with_params(recipes="recommended+budget_minutes=null", budgets="6")
     ((_, _, once),) = plan_recipe_study(

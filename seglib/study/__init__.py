@@ -6,13 +6,39 @@ The recipe study: Dice versus minutes of training, per recipe, at a budget set i
 
 `settings` (recipe items, a study's settings), `budgets` (the epochs a budget buys, and at which size),
 `curves` (Dice against minutes, the model a budget buys), `schedulers` (notebook 05), `recipes`
-(notebook 06). This is a face: the engine never imports it.
+(notebook 06), `runs` (06's runs trained or reused, each scored curve kept in its folder), `report` (the
+summaries: who leads, ties said as ties). This is a face: the engine never imports it.
 """
 
 from .budgets import epochs_for_budget, estimate_epoch_seconds, fit_to_budget, ladder
-from .curves import budget_reading, dice_at_budgets, dice_versus_minutes, model_at_budget
-from .recipes import RECIPE_STUDIES, RecipePlan, RecipeStudy, plan_recipe_study, recipe_run_prefix
-from .schedulers import SCHEDULER_STUDIES, SchedulerPlan, SchedulerStudy, plan_scheduler_study
+from .curves import (
+    StudyCurves,
+    budget_reading,
+    dice_at_budgets,
+    dice_versus_minutes,
+    model_at_budget,
+    models_at_budget,
+    study_curves,
+)
+from .recipes import (
+    RECIPE_STUDIES,
+    RecipePlan,
+    RecipeStudy,
+    check_budgets,
+    plan_recipe_study,
+    recipe_run_name,
+    recipe_run_prefix,
+)
+from .report import head_to_head, leaders, level, recipe_summary
+from .runs import CURVE_FILE, StudyRun, matching_runs, run_recipe_job, same_config
+from .schedulers import (
+    SCHEDULER_STUDIES,
+    SchedulerPlan,
+    SchedulerStudy,
+    plan_scheduler_study,
+    scheduler_summary,
+    scheduler_table,
+)
 from .settings import json_or_text, parse_recipes
 
 __all__ = [
@@ -35,4 +61,20 @@ __all__ = [
     "plan_recipe_study",
     "model_at_budget",
     "recipe_run_prefix",
+    "recipe_run_name",
+    "check_budgets",
+    "scheduler_table",
+    "scheduler_summary",
+    "StudyCurves",
+    "study_curves",
+    "models_at_budget",
+    "level",
+    "leaders",
+    "head_to_head",
+    "recipe_summary",
+    "CURVE_FILE",
+    "StudyRun",
+    "same_config",
+    "matching_runs",
+    "run_recipe_job",
 ]

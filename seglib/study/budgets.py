@@ -44,8 +44,8 @@ def estimate_epoch_seconds(cfg: TrainConfig, margin: float = 1.15) -> float:
 
 def epochs_for_budget(cfg: TrainConfig, minutes: float, epoch_seconds: float | None = None) -> int:
     """How many whole epochs of `cfg` fit in `minutes` of training here (at least 1)."""
-    if not minutes > 0:
-        raise ValueError(f"budget minutes must be positive, got {minutes!r}")
+    if not (minutes > 0 and math.isfinite(minutes)):
+        raise ValueError(f"budget minutes must be positive and finite, got {minutes!r}")
     epoch_seconds = epoch_seconds or estimate_epoch_seconds(cfg)
     # the epsilon: a budget of exactly N epochs (minutes = N * seconds / 60) can divide to N - 1e-15
     return max(1, math.floor(minutes * 60 / epoch_seconds + 1e-9))

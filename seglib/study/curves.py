@@ -10,7 +10,10 @@ Dice is that of the last model saved within the budget: what a user who stops th
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -18,7 +21,15 @@ from ..data import OxfordPetDataset
 from ..engine import evaluate, load_checkpoint, load_model, summarize
 from ..engine.progress import progress_bar
 
-__all__ = ["dice_versus_minutes", "dice_at_budgets", "model_at_budget", "budget_reading"]
+__all__ = [
+    "dice_versus_minutes",
+    "dice_at_budgets",
+    "model_at_budget",
+    "budget_reading",
+    "StudyCurves",
+    "study_curves",
+    "models_at_budget",
+]
 
 
 def dice_versus_minutes(
@@ -92,3 +103,73 @@ def budget_reading(curve: pd.DataFrame, budget: float) -> pd.DataFrame:
     (which `dice_at_budgets` then leaves out). One row, with a `budget` column."""
     within = curve[curve.train_minutes <= budget]
     return (within if len(within) else curve).iloc[[-1]].assign(budget=budget)
+
+
+@dataclass
+class StudyCurves:
+    """Notebook 06's curves, from its runs (`study_curves`)."""
+
+    curves: dict[str, pd.DataFrame]  # recipe item -> its curve: a run read along, or a row per budget's run
+    anytime: dict[str, pd.DataFrame]  # "<item>: the <b>-min run, stopped early" -> the longest run's models
+    marks: list[float]  # the budgets read (fixed epochs: one, where the longest run ended)
+    budget: float  # the longest
+
+
+def study_curves(runs: Sequence[Any], marks: Sequence[float], budget: float | None) -> StudyCurves:
+    """The curves of notebook 06's `runs` (each with `label`, `budget` and a scored `curve`:
+    `run_recipe_job`). A run read along (budget None) is its item's curve; a run per budget gives its
+    item's curve its reading (`budget_reading`), and the longest budget's run, with more than one model
+    kept, its own dashed curve. Fixed epochs (`budget` None): read where the longest run ended."""
+    curves: dict[str, pd.DataFrame] = {}
+    anytime: dict[str, pd.DataFrame] = {}
+    for run in runs:
+        if run.budget is None:  # one run: its curve is the recipe's
+            curves[run.label] = run.curve
+            continue
+        end = budget_reading(run.curve, run.budget)  # its last model within the budget
+        curves[run.label] = pd.concat([curves.get(run.label), end], ignore_index=True)
+        if run.budget == budget and len(run.curve) > 1:
+            anytime[f"{run.label}: the {run.budget:g}-min run, stopped early"] = run.curve
+    marks = list(marks)
+    if budget is None:  # fixed epochs: read the curves where the longest run ended
+        budget = round(max(c.train_minutes.max() for c in curves.values()) + 0.005, 2)
+        marks = [budget]
+    return StudyCurves(curves, anytime, marks, budget)
+
+
+NONE_WITHIN = "none within budget"  # `models_at_budget`'s note for a recipe with no model in time
+
+
+def models_at_budget(curves: dict[str, pd.DataFrame], budget: float) -> pd.DataFrame:
+    """Notebook 06's "the N-minute models": per recipe, the model a user with `budget` minutes has
+    (`model_at_budget`, the budget table's rule): its epochs (whole), minutes and Dice. A recipe with no
+    model saved within the budget gets an empty row, noted "none within budget"."""
+    rows = {}
+    for label, curve in curves.items():
+        row = model_at_budget(curve, budget)
+        if row is None:
+            rows[label] = {"epochs": pd.NA, "note": NONE_WITHIN}
+            continue
+        rows[label] = {
+            "epochs": int(row.epoch),
+            "train minutes": row.train_minutes,
+            "test Dice": row.dice,
+            "test Dice median": row.dice_median,
+            "test Dice min": row.dice_min,
+            "dataset-level Dice": row.dice_dataset,
+            "val Dice": row.val_dice,
+            "note": "",
+        }
+    columns = [
+        "epochs",
+        "train minutes",
+        "test Dice",
+        "test Dice median",
+        "test Dice min",
+        "dataset-level Dice",
+        "val Dice",
+        "note",
+    ]
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
+    table = table.astype({"epochs": "Int64", **{c: float for c in columns[1:-1]}})
+    return table if (table.note != "").any() else table.drop(columns="note")

@@ -4,6 +4,7 @@ fitted to it (`budgets.fit_to_budget`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -16,7 +17,15 @@ from ..engine.presets import RECIPE_KEYS
 from .budgets import estimate_epoch_seconds, fit_to_budget, plan_seconds
 from .settings import ConfigFn, parse_recipes, settings_for
 
-__all__ = ["RecipeStudy", "RECIPE_STUDIES", "RecipePlan", "plan_recipe_study", "recipe_run_prefix"]
+__all__ = [
+    "RecipeStudy",
+    "RECIPE_STUDIES",
+    "RecipePlan",
+    "plan_recipe_study",
+    "check_budgets",
+    "recipe_run_prefix",
+    "recipe_run_name",
+]
 
 
 @dataclass(frozen=True)
@@ -38,8 +47,20 @@ class RecipeStudy:
     def with_params(
         self, recipes: str = "", budgets: str = "", min_epochs: int = -1, every: int = 0, test_limit: int = 0
     ) -> RecipeStudy:
-        """The study with the notebook's parameters where they are set ("", 0, -1: the study's own)."""
-        return replace(
+        """The study with the notebook's parameters where they are set ("", 0, -1: the study's own).
+
+        Checked before anything is timed or trained: budgets positive and finite minutes, none given
+        twice (as the run names print them); `every` and `test_limit` counts (0: the study's own)."""
+        for name, value in (("checkpoint_every", every), ("test_limit", test_limit)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"{name}: give a whole number >= 1 (0: the profile's study's own), got {value!r}"
+                )
+        if isinstance(min_epochs, bool) or not isinstance(min_epochs, int) or min_epochs < -1:
+            raise ValueError(
+                f"min_epochs: give a whole number >= 0 (-1: the profile's study's own), got {min_epochs!r}"
+            )
+        study = replace(
             self,
             recipes=recipes or self.recipes,
             budgets=number_list(budgets, "budgets") if budgets not in ("", None) else self.budgets,
@@ -47,10 +68,27 @@ class RecipeStudy:
             every=every or self.every,
             test_limit=test_limit or self.test_limit,
         )
+        check_budgets(study.budgets)
+        return study
 
     def epochs_needed(self, model: str) -> int:
         """`min_epochs` for `model` (0 where the study gives it none)."""
         return self.min_epochs if isinstance(self.min_epochs, int) else self.min_epochs.get(model, 0)
+
+
+def check_budgets(budgets: tuple[float, ...]) -> None:
+    """A ValueError naming `budgets` unless each is a positive, finite number of minutes, and no two name
+    the same run (as its folder prints it, e.g. 0.3 and 0.30)."""
+    for b in budgets:
+        number = isinstance(b, int | float) and not isinstance(b, bool)
+        if not (number and b > 0 and math.isfinite(b)):
+            shown = f"{b:g}" if number else repr(b)
+            raise ValueError(f"budgets: give positive minutes of training, e.g. 1,2,3; got {shown}")
+    seen: set[str] = set()
+    for b in budgets:
+        if f"{b:g}" in seen:
+            raise ValueError(f"budgets: {b:g} given twice; give each budget once, e.g. 1,2,3")
+        seen.add(f"{b:g}")
 
 
 RECIPE_STUDIES: dict[str, RecipeStudy] = {
@@ -123,8 +161,15 @@ def _plan_row(
 
 def recipe_run_prefix(label: str) -> str:
     """The start of the run folders' names of a recipe item, e.g. "recipe-original_image_size-128" (its runs
-    are <prefix>-<budget>min-<profile>, or -fixed-)."""
+    are <prefix>-<budget>min-<model>-s<seed>-<profile>, or -fixed-: `recipe_run_name`)."""
     return "recipe-" + label.replace("+", "_").replace("=", "-")
+
+
+def recipe_run_name(label: str, budget: float | None, model: str, seed: int, profile: str) -> str:
+    """A recipe item's run folder, e.g. "recipe-recommended-12min-unet-s7-recommended" (`budget` None: fixed
+    epochs, "-fixed-"): the model and seed in it, so that a study of another model or seed keeps its own."""
+    tag = "fixed" if budget is None else f"{budget:g}min"
+    return f"{recipe_run_prefix(label)}-{tag}-{model}-s{seed}-{profile}"
 
 
 def _budget_fitter(
@@ -177,15 +222,16 @@ def plan_recipe_study(
     `epoch_seconds` maps a recipe label to its timed epoch per image size; missing ones are timed here
     (two real epochs).
     """
+    check_budgets(tuple(study.budgets))  # before any timing
     marks = sorted(float(b) for b in study.budgets)
     budget = marks[-1] if marks else None
     common = settings_for(study.common, study.model, model)
     jobs: list[tuple[str, float | None, TrainConfig]] = []
     rows = []
     for label, (recipe, changes) in parse_recipes(study.recipes).items():
-        name = recipe_run_prefix(label)
         explicit = {**common, **changes}
-        cfg = config(model, recipe, **{**common, "seed": seed, "overwrite": True, **changes})
+        # never over an earlier run: `run_recipe_job` trains into an existing folder only for the same config
+        cfg = config(model, recipe, **{**common, "seed": seed, "overwrite": False, **changes})
         fixed = bool(epochs) or "epochs" in explicit
         if not fixed and not marks:
             raise ValueError("budgets: give training minutes (e.g. 3,6,12) or a fixed number of epochs")
@@ -197,9 +243,9 @@ def plan_recipe_study(
         for b in marks if scheduled and not fixed else [budget]:
             run = replace(cfg, epochs=epochs or cfg.epochs) if fixed else fitted(minutes=b)
             every = study.every if b == budget else run.epochs  # shorter runs: their last model only
-            tag = "fixed" if fixed else f"{b:g}min"
             read_along = fixed or not scheduled
-            run = replace(run, checkpoint_every=every, run_name=f"{name}-{tag}-{profile}")
+            name = recipe_run_name(label, None if fixed else b, model, run.seed, profile)
+            run = replace(run, checkpoint_every=every, run_name=name)
             jobs.append((label, None if read_along else b, run))
             rows.append(_plan_row(label, b, run, None if fixed else plan_seconds(run, secs)))
     return RecipePlan(jobs, pd.DataFrame(rows).set_index(["recipe", "budget (min)"]), marks, budget)

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
+
 from ..engine import SCHEDULERS, TrainConfig, make_datasets
 from ..engine.loaders import train_steps_per_epoch
+from .report import DECIMALS, leaders, names
 from .settings import ConfigFn, settings_for
 
-__all__ = ["SchedulerStudy", "SCHEDULER_STUDIES", "SchedulerPlan", "plan_scheduler_study"]
+__all__ = [
+    "SchedulerStudy",
+    "SCHEDULER_STUDIES",
+    "SchedulerPlan",
+    "plan_scheduler_study",
+    "scheduler_table",
+    "scheduler_summary",
+]
 
 
 @dataclass(frozen=True)
@@ -84,3 +95,55 @@ def plan_scheduler_study(
     first = configs[names[0]]
     n = len(make_datasets(first)[0]) if n_train is None else n_train
     return SchedulerPlan(configs, n_epochs, train_steps_per_epoch(n, first.batch_size))
+
+
+def scheduler_table(histories: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Notebook 05's table: one row per scheduler (its run's history.csv, in run order): the best validation
+    Dice and its epoch, the last epoch's, the seconds of training and validation, and the mean seconds of an
+    epoch after the first.
+
+    The first epoch carries one-off costs (allocations, kernel selection), the first run's most of all: its
+    seconds are in `seconds` but not in `s/epoch after the first`, which compares the schedulers' cost
+    (NaN with a single epoch). Wall time around `fit` would add the data's and model's set-up as well.
+    """
+    rows = {}
+    for name, h in histories.items():
+        h = h.reset_index(drop=True)
+        best = int(h.val_dice.idxmax())  # the first of equal bests, as fit's best.pt
+        rows[name] = {
+            "best val Dice": float(h.val_dice.iloc[best]),
+            "best epoch": int(h.epoch.iloc[best]),
+            "final val Dice": float(h.val_dice.iloc[-1]),
+            "epochs": len(h),
+            "seconds": float(h.seconds.sum()),
+            "s/epoch after the first": float(h.seconds.iloc[1:].mean()) if len(h) > 1 else float("nan"),
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.astype({"best epoch": int, "epochs": int})
+
+
+def scheduler_summary(table: pd.DataFrame, epochs: int, lr: float) -> str:
+    """The sentence under notebook 05's table: the scheduler(s) with the best validation Dice (level ones:
+    equal to `DECIMALS` decimals, as printed, are a tie), the spread from best to worst, and what the
+    seconds count."""
+    seconds = (
+        " `seconds`: training and validation, as history.csv counts them; the first run's first epoch also "
+        "carries one-off start-up costs, so `s/epoch after the first` is the one to compare."
+    )
+    scores = table["best val Dice"]
+    top = leaders(scores)
+    spread = f"{scores.max() - scores.min():.{DECIMALS}f}"
+    best = f"({scores.max():.{DECIMALS}f})"
+    if len(top) == len(scores) and len(top) > 1:
+        return (
+            f"With {epochs} epochs at peak lr {lr:g}, every scheduler ties for the best validation Dice "
+            f"{best}: equal to {DECIMALS} decimals." + seconds
+        )
+    if len(top) > 1:
+        lead = f"{names(top, bold=True)} tie for the best validation Dice {best}"
+    else:
+        lead = f"{names(top, bold=True)} reaches the best validation Dice {best}"
+    return (
+        f"With {epochs} epochs at peak lr {lr:g}, {lead}; the spread from best to worst scheduler is "
+        f"{spread}." + seconds
+    )

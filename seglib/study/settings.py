@@ -16,8 +16,15 @@ __all__ = ["ConfigFn", "json_or_text", "parse_recipes", "settings_for"]
 ConfigFn = Callable[..., TrainConfig]
 
 
+# Python's spellings of JSON's true, false and null: a notebook user writes `recommended+tta=True`
+PYTHON_LITERALS = {"True": True, "False": False, "None": None}
+
+
 def json_or_text(text: str) -> Any:
-    """A command-line value: JSON where it parses (7, 0.99, true, "x"), else the text itself (unet, 3,6,12)."""
+    """A command-line value: JSON where it parses (7, 0.99, true, "x"), Python's True, False and None as
+    JSON's true, false and null, else the text itself (unet, 3,6,12)."""
+    if text.strip() in PYTHON_LITERALS:
+        return PYTHON_LITERALS[text.strip()]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
@@ -28,7 +35,8 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """ "original,recommended+ema_decay=0+image_size=128" -> {label: (recipe, overrides)}.
 
     Each comma-separated item is a recipe of `RECIPES`, optionally with `+key=value` changes (values are
-    read as JSON where they parse: 0.99, true, "x"; else as text): an ablation is one item per lever.
+    read as JSON where they parse: 0.99, true, "x"; True, False and None as true, false and null; else as
+    text): an ablation is one item per lever.
     """
     known = {f.name for f in fields(TrainConfig)}
     out: dict[str, tuple[str, dict[str, Any]]] = {}

@@ -1,0 +1,270 @@
+"""Notebooks 05 and 06 as seglib.study runs them: run folders that keep earlier work, scored curves kept
+on disk, summaries that call a tie a tie, and parameters checked before anything is timed or trained."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+from conftest import tiny_train_config
+
+from seglib.data import OxfordPetDataset
+from seglib.engine import TrainConfig
+from seglib.study import (
+    CURVE_FILE,
+    RECIPE_STUDIES,
+    dice_at_budgets,
+    epochs_for_budget,
+    models_at_budget,
+    parse_recipes,
+    plan_recipe_study,
+    recipe_summary,
+    run_recipe_job,
+    scheduler_summary,
+    scheduler_table,
+)
+
+
+def workspace(profile, tmp_path):
+    """A notebook's Workspace on data that need not exist: planning reads none."""
+    from seglib.workbook import Workspace
+
+    data = tmp_path / "data"
+    return Workspace(str(data), "oxford-pet", data, "oxford-pet", profile, tmp_path / "results")
+
+
+# --- item 1: a study of another seed or model keeps its own runs --------------------------------------
+def test_recipe_runs_name_the_model_and_seed_and_never_overwrite(tmp_path):
+    ws = workspace("tiny", tmp_path)
+    study = RECIPE_STUDIES["tiny"].with_params(recipes="original")
+    names = {
+        (model, seed): plan_recipe_study(ws.config, study, model, "tiny", seed=seed).jobs[0][2]
+        for model in ("unet", "resnet34_unet")
+        for seed in (42, 7)
+    }
+    assert names[("unet", 7)].run_name == "recipe-original-fixed-unet-s7-tiny"
+    assert len({cfg.run_name for cfg in names.values()}) == 4  # four studies, four folders
+    assert not any(cfg.overwrite for cfg in names.values())  # the plan never deletes a folder
+
+
+def _job(root, out, seed=42, **kw):
+    """A tiny recipe run (2 epochs, each model kept) as plan_recipe_study makes one."""
+    name = f"recipe-original-fixed-unet-s{seed}-tiny"
+    kw = {"epochs": 2, "train_limit": 8, "checkpoint_every": 1, "run_name": name, "seed": seed, **kw}
+    return tiny_train_config(root, out, **kw)
+
+
+def _tests(root):
+    return lambda size: OxfordPetDataset(root, "test", image_size=size, limit=4)
+
+
+@pytest.mark.slow
+def test_a_study_of_another_seed_keeps_the_first_and_the_same_config_is_reused(
+    synthetic_root, tmp_path, capsys
+):
+    out = tmp_path / "runs"
+    first = run_recipe_job("original", None, _job(synthetic_root, out), _tests(synthetic_root), "cpu")
+    other = run_recipe_job("original", None, _job(synthetic_root, out, seed=7), _tests(synthetic_root), "cpu")
+    assert first.run_dir != other.run_dir and not first.reused and not other.reused
+    assert (first.run_dir / CURVE_FILE).is_file() and (other.run_dir / CURVE_FILE).is_file()
+    assert TrainConfig.load(first.run_dir / "config.json").seed == 42  # not overwritten by seed 7
+    # the same settings again: found finished and scored, not trained again
+    again = run_recipe_job("original", None, _job(synthetic_root, out), _tests(synthetic_root), "cpu")
+    assert again.reused and again.run_dir == first.run_dir
+    pd.testing.assert_frame_equal(again.curve, first.curve, check_dtype=False)
+    assert "trained before with this config" in capsys.readouterr().out
+    # another config under the same name (here every epoch's model vs the last only) gets its own folder
+    other_cfg = _job(synthetic_root, out, checkpoint_every=2)
+    moved = run_recipe_job("original", None, other_cfg, _tests(synthetic_root), "cpu")
+    assert moved.run_dir.name == f"{first.run_dir.name}-2" and not moved.reused
+    assert (first.run_dir / CURVE_FILE).is_file() and len(moved.curve) == 1
+
+
+# --- item 2: a study stopped while scoring keeps the runs it finished ------------------------------------
+@pytest.mark.slow
+def test_a_study_stopped_while_scoring_keeps_finished_runs_and_reuses_them(
+    synthetic_root, tmp_path, monkeypatch
+):
+    import seglib.study.runs as runs
+
+    out, tests = tmp_path / "runs", _tests(synthetic_root)
+    a, b = _job(synthetic_root, out), _job(synthetic_root, out, seed=7)
+    scored = runs.dice_versus_minutes
+    calls = []
+
+    def stopped_at_the_second(*args, **kw):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second run is scored
+        return scored(*args, **kw)
+
+    monkeypatch.setattr(runs, "dice_versus_minutes", stopped_at_the_second)
+    done = run_recipe_job("original", None, a, tests, "cpu")
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe_job("original", None, b, tests, "cpu")
+    # the first run's curve is on disk, its models gone; the second run's models are still there
+    assert pd.read_csv(done.run_dir / CURVE_FILE).epoch.tolist() == [1, 2]
+    assert not (done.run_dir / "epochs").exists() and (out / b.run_name / "epochs").is_dir()
+    monkeypatch.setattr(runs, "dice_versus_minutes", scored)
+
+    def no_training(cfg):
+        raise AssertionError(f"{cfg.run_name} trained again")
+
+    monkeypatch.setattr(runs, "fit", no_training)  # a rerun trains neither
+    first, second = (run_recipe_job("original", None, cfg, tests, "cpu") for cfg in (a, b))
+    assert first.reused and second.reused and second.curve.epoch.tolist() == [1, 2]
+    assert (out / b.run_name / CURVE_FILE).is_file() and not (out / b.run_name / "epochs").exists()
+    pd.testing.assert_frame_equal(first.curve, done.curve, check_dtype=False)
+
+
+# --- item 3: ties are ties ------------------------------------------------------------------------------
+def _history(val_dice, seconds):
+    n = len(val_dice)
+    return pd.DataFrame({"epoch": range(1, n + 1), "val_dice": val_dice, "seconds": seconds})
+
+
+def test_scheduler_summary_names_every_scheduler_level_with_the_best():
+    table = scheduler_table(
+        {s: _history([0.1, 0.18421], [4.0, 0.1]) for s in ("none", "cosine")}
+        | {"step": _history([0.1, 0.184205], [0.1, 0.1])}
+    )
+    text = scheduler_summary(table, 2, 1e-3)
+    assert "every scheduler ties for the best validation Dice (0.1842)" in text and "reaches" not in text
+    table.loc["cosine", "best val Dice"] = 0.2
+    table.loc["step", "best val Dice"] = 0.20004
+    text = scheduler_summary(table, 2, 1e-3)
+    assert "**cosine** and **step** tie for the best validation Dice (0.2000)" in text
+    table.loc["step", "best val Dice"] = 0.19
+    assert "**cosine** reaches the best validation Dice (0.2000)" in scheduler_summary(table, 2, 1e-3)
+
+
+def _curve(minutes, dice, budget=None):
+    n = len(minutes)
+    c = pd.DataFrame(
+        {
+            "epoch": range(1, n + 1),
+            "train_minutes": minutes,
+            "val_dice": dice,
+            "dice": dice,
+            "dice_median": dice,
+            "dice_min": dice,
+            "dice_dataset": dice,
+        }
+    )
+    return c if budget is None else c.assign(budget=budget)
+
+
+class _Run:
+    def __init__(self, label, budget, epochs=2):
+        self.label, self.budget, self.reused = label, budget, False
+        self.config = TrainConfig(image_size=32)
+        self.history = pd.DataFrame({"seconds": [6.0] * epochs})
+
+
+def test_recipe_summary_reports_ahead_level_and_behind_not_a_zero_win():
+    curves = {
+        "original": _curve([0.1, 0.2], [0.2302, 0.5]),
+        "recommended": _curve([0.1, 0.2], [0.23021, 0.4]),
+    }
+    table = dice_at_budgets(curves, [0.15, 0.25])
+    minutes = dice_at_budgets(curves, [0.15, 0.25], column="train_minutes")
+    runs = [_Run("original", None), _Run("recommended", None)]
+    lines = recipe_summary(table, minutes, list(curves), runs, "cpu")
+    text = "\n".join(lines)
+    assert "+0.0000" not in text and "beats" not in text
+    assert "`recommended` against `original`: ahead at 0, level at 1, behind at 1 of 2 budgets" in text
+    assert "(Dice gap -0.1000 to 0.0000)" in text
+    assert "Within 0.25 minutes the best is `original`: test Dice **0.5000**" in text
+    level = dice_at_budgets(curves, [0.15])
+    text = "\n".join(recipe_summary(level, minutes.iloc[:1], list(curves), runs, "cpu"))
+    assert "level at 1, behind at 0 of 1 budgets (level: equal to 4 decimals)" in text
+    assert "`original` and `recommended` tie for the best test Dice, **0.2302**" in text
+
+
+# --- item 4: the N-minute models are those within N minutes ------------------------------------------
+def test_the_budget_models_are_within_the_budget_or_marked_none():
+    # `recommended` kept its models only past the 0.4-minute budget (as in a run that overran)
+    curves = {
+        "original": _curve([0.1, 0.35], [0.3, 0.4]),
+        "recommended": _curve([0.21, 0.46], [0.5, 0.6], budget=[0.2, 0.4]),
+    }
+    final = models_at_budget(curves, 0.4)
+    assert final.loc["original", "train minutes"] == 0.35 and final.loc["original", "epochs"] == 2
+    assert pd.isna(final.loc["recommended", "test Dice"]) and pd.isna(final.loc["recommended", "epochs"])
+    assert final.loc["recommended", "note"] == "none within budget"
+    table = dice_at_budgets(curves, [0.2, 0.4])
+    minutes = dice_at_budgets(curves, [0.2, 0.4], column="train_minutes")
+    runs = [_Run("original", None), _Run("recommended", 0.2), _Run("recommended", 0.4)]
+    text = "\n".join(recipe_summary(table, minutes, list(curves), runs, "cpu"))
+    assert "`recommended` has no model saved within 0.2 and 0.4 minutes" in text
+    assert "Within 0.4 minutes the best is `original`" in text
+
+
+# --- item 5: the seconds to compare leave the first epoch's start-up out ---------------------------------
+def test_scheduler_table_compares_epochs_after_the_first():
+    table = scheduler_table(
+        {
+            "none": _history([0.1, 0.2, 0.3], [4.15, 0.07, 0.09]),
+            "cosine": _history([0.1, 0.2, 0.2], [0.07] * 3),
+        }
+    )
+    assert table["s/epoch after the first"].round(3).tolist() == [0.08, 0.07]
+    assert table["seconds"].round(2).tolist() == [4.31, 0.21]  # history.csv's seconds, not wall time
+    assert "one-off start-up" in scheduler_summary(table, 3, 1e-3)
+
+
+# --- items 6, 7, 8: the parameters, checked before anything is timed --------------------------------------
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"budgets": "0.3,0.3"}, r"budgets: 0.3 given twice"),
+        ({"budgets": "0.3, 0.30"}, r"budgets: 0.3 given twice"),
+        ({"budgets": "-1"}, r"budgets: give positive minutes of training, e.g. 1,2,3; got -1"),
+        ({"budgets": "0"}, r"budgets: give positive minutes .* got 0"),
+        ({"budgets": "0,1"}, r"budgets: give positive minutes .* got 0"),
+        (
+            {"test_limit": -3},
+            r"test_limit: give a whole number >= 1 \(0: the profile's study's own\), got -3",
+        ),
+        ({"every": -1}, r"checkpoint_every: give a whole number >= 1"),
+        ({"min_epochs": -2}, r"min_epochs: give a whole number >= 0"),
+    ],
+)
+def test_the_recipe_studys_parameters_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        RECIPE_STUDIES["quick"].with_params(**kw)
+
+
+def test_bad_budgets_stop_the_plan_before_any_timing(tmp_path):
+    ws = workspace("quick", tmp_path)  # no data: a timing probe would fail otherwise
+    for budgets in ((-1.0,), (0.0, 1.0), (0.3, 0.3)):
+        study = dataclasses.replace(RECIPE_STUDIES["quick"], budgets=budgets)
+        with pytest.raises(ValueError, match="budgets: "):
+            plan_recipe_study(ws.config, study, "unet", "quick")
+    tiny = dataclasses.replace(RECIPE_STUDIES["tiny"], budgets=(-1.0,))  # fixed epochs: no timing either
+    with pytest.raises(ValueError, match="budgets: give positive minutes"):
+        plan_recipe_study(ws.config, tiny, "unet", "tiny")
+    with pytest.raises(ValueError, match="budget minutes must be positive and finite, got inf"):
+        epochs_for_budget(TrainConfig(), float("inf"), 1.0)
+
+
+# --- item 9: Python's True, False and None in a recipe item ------------------------------------------
+def test_recipe_items_take_pythons_true_false_and_none():
+    assert parse_recipes("original+tta=True,recommended+tta=False+budget_minutes=None") == {
+        "original+tta=True": ("original", {"tta": True}),
+        "recommended+tta=False+budget_minutes=None": ("recommended", {"tta": False, "budget_minutes": None}),
+    }
+
+
+# --- item 10: whole numbers stay whole ---------------------------------------------------------------------
+def test_epochs_are_saved_as_whole_numbers(tmp_path):
+    table = scheduler_table(
+        {"none": _history([0.1, 0.3], [1.0, 1.0]), "step": _history([0.2, 0.1], [1.0, 1.0])}
+    )
+    table.to_csv(tmp_path / "summary.csv")
+    saved = (tmp_path / "summary.csv").read_text().splitlines()
+    assert saved[0] == "," + ",".join(table.columns)
+    assert saved[1].split(",")[2] == "2" and saved[2].split(",")[2] == "1"  # best epoch, not 2.0
+    final = models_at_budget({"original": _curve([0.1, 0.2], [0.3, 0.4])}, 0.25)
+    final.to_csv(tmp_path / "final.csv")
+    row = (tmp_path / "final.csv").read_text().splitlines()[1].split(",")
+    assert row[:3] == ["original", "2", "0.2"]
