@@ -145,7 +145,7 @@ def save_prediction_figures(
     dataset: OxfordPetDataset,
     indices: Sequence[int],
     out_dir: str | Path,
-    image_size: int = 256,
+    image_size: int | None = None,
     threshold: float = 0.5,
     device: str = "auto",
     tta: bool | TTA = False,

@@ -49,7 +49,7 @@ class MaskViewer:
         dataset: OxfordPetDataset,
         model: nn.Module | None = None,
         table: pd.DataFrame | None = None,
-        image_size: int = 256,
+        image_size: int | None = None,
         threshold: float = 0.5,
         max_side: int = 512,
         device: str = "auto",

@@ -11,6 +11,7 @@ from .ema import ModelEMA
 from .evaluate import (
     checkpoint_image_size,
     evaluate,
+    model_image_size,
     predict,
     predict_logits,
     scored_indices,
@@ -71,6 +72,7 @@ __all__ = [
     "load_model",
     "lr_curve",
     "make_datasets",
+    "model_image_size",
     "predict",
     "predict_dataset",
     "predict_files",

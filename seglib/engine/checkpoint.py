@@ -14,6 +14,7 @@ from .io import atomic_torch_save
 __all__ = [
     "EXPORTED_SUFFIXES",
     "FORMAT",
+    "TRAINED_SIZE",
     "model_spec",
     "save_checkpoint",
     "load_checkpoint",
@@ -23,6 +24,7 @@ __all__ = [
 
 FORMAT = "seglib-checkpoint-v1"
 EXPORTED_SUFFIXES = (".onnx", ".pt2")  # what export_model writes: models without a run's settings
+TRAINED_SIZE = "trained_image_size"  # the attribute load_model and fit give a model: its run's image size
 
 
 class CheckpointError(ValueError):
@@ -117,4 +119,7 @@ def load_model(
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{path}: its weights do not fit {saved_for}: {e}") from e
+    size = ckpt.get("config", {}).get("image_size")
+    if size is not None:  # predict() and the viewer then see images at the size the model learned
+        setattr(model, TRAINED_SIZE, int(size))
     return model.to(map_location).eval()

@@ -47,7 +47,7 @@ from ..metrics import (
 )
 from .allocator import release_idle_memory
 from .batches import BatchPrep, resolve_device_data
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import TRAINED_SIZE, load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
 from .loaders import eval_loader
 from .progress import progress_bar
@@ -61,6 +61,7 @@ __all__ = [
     "predict_logits",
     "summarize",
     "checkpoint_image_size",
+    "model_image_size",
     "scored_indices",
     "scoring_precision",
     "worst_indices",
@@ -387,16 +388,26 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
 
 
 @torch.no_grad()
+def model_image_size(model: nn.Module, image_size: int | None = None) -> int:
+    """`image_size`, else the size `model` was trained at (`TRAINED_SIZE`, set by `load_model` and `fit`),
+    else 256 (the original's)."""
+    if image_size is not None:
+        return image_size
+    return int(getattr(model, TRAINED_SIZE, None) or 256)
+
+
 def predict_logits(
     model: nn.Module,
     image: np.ndarray | Image.Image | str | Path,
-    image_size: int = 256,
+    image_size: int | None = None,
     device: str = "auto",
     tta: bool | TTA = False,
 ) -> torch.Tensor:
     """Logits (H, W) at the image's original size, on the CPU (`tta`: averaged with the mirror image's,
-    and with a TTA's scales the image's at other sizes, as `evaluate` does)."""
+    and with a TTA's scales the image's at other sizes, as `evaluate` does). The model sees the image at
+    `image_size` (None: the size it was trained at, `model_image_size`)."""
     dev = resolve_device(device)
+    image_size = model_image_size(model, image_size)
     warn_unused_scales(image_size, tta, stacklevel=3)
     rgb = _as_rgb_array(image)
     x, *extra = (
@@ -412,11 +423,12 @@ def predict_logits(
 def predict(
     model: nn.Module,
     image: np.ndarray | Image.Image | str | Path,
-    image_size: int = 256,
+    image_size: int | None = None,
     threshold: float = 0.5,
     device: str = "auto",
     tta: bool | TTA = False,
 ) -> np.ndarray:
-    """The predicted mask (uint8 0/1, HxW) at the image's original size."""
+    """The predicted mask (uint8 0/1, HxW) at the image's original size (`image_size` None: the model's own,
+    as `predict_logits` takes it)."""
     logits = predict_logits(model, image, image_size, device, tta)
     return foreground(logits, threshold).numpy().astype(np.uint8)

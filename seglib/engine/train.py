@@ -29,7 +29,7 @@ from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .budget import SizeAt, next_plan
-from .checkpoint import model_spec
+from .checkpoint import TRAINED_SIZE, model_spec
 from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
 from .distributed import (
@@ -163,6 +163,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     barrier()  # a caller on any rank may read the run folder once fit returns
     history = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
     model_out = state.eval_model.eval()
+    setattr(model_out, TRAINED_SIZE, folder.cfg.image_size)  # predict() and the viewer take it
     return FitResult(
         run_dir,
         history,
