@@ -367,7 +367,10 @@ def _predict_parser(sub: Any) -> None:
     r.add_argument("--mask_values", help="how --masks read (see train --mask_values); default: the run's")
     _split_args(r)
     r.add_argument(
-        "--threshold", type=_probability, default=0.5, help="probability above which a pixel is object"
+        "--threshold",
+        type=_probability,
+        help="probability above which a pixel is object; default: the checkpoint's run's (0.5 for an "
+        "exported model or a checkpoint that has none)",
     )
     r.add_argument(
         "--cutout",
@@ -441,8 +444,7 @@ def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Mod
 def _evaluate(a: argparse.Namespace) -> None:
     ds, model, size, config = _split_and_model(a)
     tta = _tta(a, size)
-    # the threshold the run validated (and picked best.pt) at; checkpoints from before it was saved: 0.5
-    threshold = a.threshold if a.threshold is not None else float(config.get("threshold", 0.5))
+    threshold = _threshold(a, config)
     precision = scoring_precision(a.device, a.amp)
     with _scales_said():
         df = evaluate(
@@ -468,13 +470,13 @@ def _predict(a: argparse.Namespace) -> None:
     if a.input is not None:
         _predict_files(a)
         return
-    ds, model, size, _ = _split_and_model(a)
-    tta, out = _tta(a, size), Path(a.output_dir)
+    ds, model, size, config = _split_and_model(a)
+    tta, out, threshold = _tta(a, size), Path(a.output_dir), _threshold(a, config)
     with _scales_said():
-        df = predict_dataset(model, ds, out, size, a.threshold, a.device, tta, cutout=a.cutout)
+        df = predict_dataset(model, ds, out, size, threshold, a.device, tta, cutout=a.cutout)
         # of the images predicted, not those left out as unreadable
         worst = worst_indices(df, ds, a.num_figures)
-        save_prediction_figures(model, ds, worst, out / "figures", size, a.threshold, a.device, tta)
+        save_prediction_figures(model, ds, worst, out / "figures", size, threshold, a.device, tta)
     which = (
         f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
     )
@@ -485,23 +487,28 @@ def _predict(a: argparse.Namespace) -> None:
     )
 
 
-def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, str]:
-    """predict --input's model, image size, device and the mask values of its run: a checkpoint's, or an
-    exported file's (.onnx, .pt2: on the CPU, the size from its metadata)."""
+def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, dict[str, Any]]:
+    """predict --input's model, image size, device and its run's config: a checkpoint's, or an exported
+    file's (.onnx, .pt2: on the CPU, the size from its metadata; no config)."""
     if Path(a.model_path).suffix not in EXPORTED_SUFFIXES:
-        ckpt = load_checkpoint(a.model_path)  # read once: size, mask values, weights
-        saved = ckpt.get("config", {}).get("mask_values", "")
+        ckpt = load_checkpoint(a.model_path)  # read once: size, config, weights
         model = load_model(a.model_path, checkpoint=ckpt)
-        return model, a.image_size or checkpoint_image_size(ckpt), a.device, saved
+        return model, a.image_size or checkpoint_image_size(ckpt), a.device, ckpt.get("config", {})
     model = load_exported(a.model_path)
     size = a.image_size or int(model.metadata.get("image_size", 0))
     if not size:
         sys.exit(f"{a.model_path} does not say the size its model was trained at; pass --image_size")
-    return model, size, "cpu", ""
+    return model, size, "cpu", {}
+
+
+def _threshold(a: argparse.Namespace, config: dict[str, Any]) -> float:
+    """--threshold, else the one the run validated (and chose best.pt) at; 0.5 where it has none."""
+    return a.threshold if a.threshold is not None else float(config.get("threshold", 0.5))
 
 
 def _predict_files(a: argparse.Namespace) -> None:
-    model, size, device, saved = _predict_model(a)
+    model, size, device, config = _predict_model(a)
+    saved, threshold = config.get("mask_values", ""), _threshold(a, config)
     tta, out = _tta(a, size), Path(a.output_dir)
     src = Path(a.input)
     if not src.exists():
@@ -529,7 +536,7 @@ def _predict_files(a: argparse.Namespace) -> None:
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
     with _scales_said():
         df = predict_files(
-            model, files, out, size, a.threshold, device, tta, truths, read, cutout=a.cutout, **skip
+            model, files, out, size, threshold, device, tta, truths, read, cutout=a.cutout, **skip
         )
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""

@@ -463,3 +463,27 @@ def test_evaluate_scores_at_the_runs_threshold(synthetic_root, tmp_path, capsys,
     with pytest.raises(SystemExit):
         main(_evaluate_args(ckpt, synthetic_root, tmp_path / "bad", "--threshold", "1.5"))
     assert "--threshold: 1.5 is not in (0, 1)" in capsys.readouterr().err
+
+
+def test_predict_takes_the_runs_threshold_as_evaluate_does(synthetic_root, tmp_path):
+    """predict drew its masks at 0.5 whatever threshold the run validated at (evaluate took the run's)."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32, "threshold": 0.3})
+    at = {t: _scored(ckpt, synthetic_root, amp=False, threshold=t) for t in (0.3, 0.5)}
+    assert at[0.3] != at[0.5]
+    common = ["--model_path", str(ckpt), "--device", "cpu", "--num_figures", "1"]
+    split = ["--data_path", str(synthetic_root), "--split", "val", "--limit", "4"]
+    for more, threshold in (((), 0.3), (("--threshold", "0.5"), 0.5)):
+        out = tmp_path / f"split{threshold}"
+        main(["predict", *common, *split, "--output_dir", str(out), *more])
+        dice = pd.read_csv(out / "predictions.csv").dice
+        assert sorted(dice) == pytest.approx(sorted(at[threshold]), abs=1e-6)
+    photos = sorted((synthetic_root / "images").iterdir())[:3]
+    (tmp_path / "photos").mkdir()
+    for p in photos:
+        (tmp_path / "photos" / p.name).write_bytes(p.read_bytes())
+    fractions = {}
+    for more in ((), ("--threshold", "0.3"), ("--threshold", "0.5")):
+        out = tmp_path / ("files" + "".join(more))
+        main(["predict", *common, "--input", str(tmp_path / "photos"), "--output_dir", str(out), *more])
+        fractions[more] = pd.read_csv(out / "predictions.csv").pred_fraction.tolist()
+    assert fractions[()] == fractions[("--threshold", "0.3")] != fractions[("--threshold", "0.5")]
