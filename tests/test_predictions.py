@@ -393,3 +393,17 @@ def test_predict_sees_images_at_the_size_the_model_was_trained_at(checkpoint, ti
     assert model_image_size(build_model("unet", base_channels=4)) == 256  # no run: the original's size
     run = fit(tiny_config(epochs=1, image_size=64))
     assert model_image_size(run.model) == 64 == model_image_size(load_model(run.best_checkpoint))
+
+
+def test_a_split_image_whose_mask_has_another_size_is_left_out_with_its_own_advice(checkpoint, tmp_path):
+    # it was told to save the photo again as JPEG or PNG; the mask's size is what to fix
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=4)
+    train = FolderDataset(root, "train", on_corrupt="skip")
+    name = train.names[0]
+    mask = next((root / "masks").glob(f"{name}.*"))
+    Image.open(mask).resize((7, 5), Image.NEAREST).save(mask)
+    with pytest.warns(UserWarning, match="could not be read") as said:
+        table = predict_dataset(load_model(checkpoint), train, tmp_path / "out", device="cpu")
+    text = str(said[0].message)
+    assert name in text and "nearest-neighbour" in text and "JPEG or PNG" not in text
+    assert name not in set(table.name) and len(table) == len(train) - 1

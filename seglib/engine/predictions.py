@@ -205,14 +205,17 @@ def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: s
     return faults
 
 
-def _report_unread(unread: list[str], n: int, mismatched: Sequence[str] = ()) -> None:
-    """A warning naming the files that could not be read and the masks of another size than their photo
-    (`mismatched`), each photo left out; an error when none is left."""
+def _report_unread(
+    unread: list[str], n: int, mismatched: Sequence[str] = (), advice: str = "save them again as JPEG or PNG"
+) -> None:
+    """A warning naming the files that could not be read (`advice`: what to do; "" where each one's reason
+    says it) and the masks of another size than their photo (`mismatched`), each photo left out; an error
+    when none is left."""
     said = []  # (what, which are left out, what to do)
     if unread:
         more = "; ..." if len(unread) > 3 else ""
         what = f"{len(unread)} of {n} image(s) could not be read: {'; '.join(unread[:3])}{more}"
-        said.append((what, "they are left out", "save them again as JPEG or PNG"))
+        said.append((what, "they are left out", advice))
     if mismatched:
         more = "; ..." if len(mismatched) > 3 else ""
         what = f"{len(mismatched)} of {n} mask file(s) have the wrong size: {'; '.join(mismatched[:3])}{more}"
@@ -221,8 +224,14 @@ def _report_unread(unread: list[str], n: int, mismatched: Sequence[str] = ()) ->
     if not said:
         return
     if len(unread) + len(mismatched) == n:
-        raise ValueError("; ".join(f"{what} ({todo})" for what, _, todo in said) + "; nothing was predicted")
-    warnings.warn("; ".join(f"{what}; {left} ({todo})" for what, left, todo in said), stacklevel=3)
+        raise ValueError(
+            "; ".join(what + (f" ({todo})" if todo else "") for what, _, todo in said)
+            + "; nothing was predicted"
+        )
+    warnings.warn(
+        "; ".join(f"{what}; {left}" + (f" ({todo})" if todo else "") for what, left, todo in said),
+        stacklevel=3,
+    )
 
 
 def _check_unique_names(files: list[Path]) -> None:
@@ -263,7 +272,7 @@ def predict_dataset(
             continue
         pred = predict_image(model, image, name, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
-    _report_unread(unread, len(indices))
+    _report_unread(unread, len(indices), advice="")  # each error says what to do (a mask's size, say)
     return _write_table(rows, out_dir)
 
 
