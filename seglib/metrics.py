@@ -12,8 +12,6 @@ Reductions, named as segmentation_models_pytorch names them:
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 __all__ = [
@@ -45,7 +43,8 @@ def foreground(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     """
     if not 0 < threshold < 1:
         raise ValueError(f"threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
-    return logits.float() > math.log(threshold / (1 - threshold))  # the logit in float64
+    cut = torch.tensor(threshold, dtype=torch.float64).logit().item()  # the threshold's logit, in float64
+    return logits.float() > cut
 
 
 def confusion_counts(
