@@ -23,15 +23,15 @@ from itertools import repeat
 from pathlib import Path
 from typing import Protocol
 
-import albumentations as A
 import numpy as np
 
 from ..leftovers import host, owner_tag, remove_leftovers
 from .files import CorruptSampleError
+from .transforms import resize as resize_to
 
 __all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
 
-FORMAT = 1
+FORMAT = 2  # 2: masks resized pixel-centred (`transforms.resize`); a cache of 1 is built again
 # Reads an image and its trimap from their two files, checked (CorruptSampleError otherwise).
 PairReader = Callable[[Path, Path], tuple[np.ndarray, np.ndarray]]
 
@@ -146,7 +146,7 @@ def _fill_rows(
     {index: error} for those that cannot be used."""
     images = np.memmap(tmp / "images.u8", np.uint8, mode="r+", shape=(n, s, s, 3))
     trimaps = np.memmap(tmp / "trimaps.u8", np.uint8, mode="r+", shape=(n, s, s))
-    resize = A.Resize(s, s)
+    resize = resize_to(s)
     errors = {}
     for i, (image_path, trimap_path) in enumerate(pairs, start):
         try:
