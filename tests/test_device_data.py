@@ -261,3 +261,24 @@ def test_the_caches_must_fit_together(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setattr(batches.os, "sysconf", lambda name: room if name == "SC_PHYS_PAGES" else 1)
     assert batches.resident_fits(CPU, ds) and not batches.resident_fits(CPU, ds, ds)
     assert not batches.resident_fits(CPU, _uint8_val(synthetic_root))  # no cache
+
+
+def test_device_augmentation_draws_the_host_recipes_ranges():
+    # the device path drew hue in +-0.2 of the circle and one zoom for both axes; the host's ColorJitter
+    # shifts hue by up to +-0.5 and its A.Affine zooms each axis by its own factor
+    import albumentations as A
+
+    host = A.ColorJitter()
+    table, _ = DeviceAugment(scale_jitter=0.25).parameters(4000, 48, 48, seed=1)
+    hue, brightness = table[:, 6], table[:, 3]
+    assert hue.min() < host.hue[0] + 0.02 and hue.max() > host.hue[1] - 0.02
+    assert brightness.min() >= host.brightness[0] and brightness.max() <= host.brightness[1]
+    square = torch.zeros(1, 1, 96, 96, dtype=torch.uint8)
+    square[..., 28:68, 28:68] = 1
+    images = (square * 255).expand(64, 3, 96, 96).contiguous()
+    _, masks = DeviceAugment(scale_jitter=0.25)(images, square.expand(64, 1, 96, 96).contiguous(), 3)
+    ratios = []
+    for m in masks[:, 0] == 1:
+        ys, xs = torch.nonzero(m, as_tuple=True)
+        ratios.append(((ys.max() - ys.min() + 1) / (xs.max() - xs.min() + 1)).item())
+    assert sum(abs(r - 1) > 0.1 for r in ratios) >= 5  # stretched, as the host's zoom stretches

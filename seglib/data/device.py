@@ -25,8 +25,13 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DeviceAugment", "normalize_table", "normalize_uint8", "augment_seed"]
 
-# The host recipe's colour jitter: Albumentations' ColorJitter defaults (0.2 each, p 0.5).
-JITTER = 0.2
+# The host recipe's colour jitter, read from Albumentations' ColorJitter defaults: brightness, contrast and
+# saturation factors and the hue shift (a share of the hue circle: in 2.0.8 any hue, +-0.5).
+_HOST_JITTER = A.ColorJitter()
+JITTER_RANGES = tuple(
+    tuple(map(float, r))
+    for r in (_HOST_JITTER.brightness, _HOST_JITTER.contrast, _HOST_JITTER.saturation, _HOST_JITTER.hue)
+)
 
 
 def normalize_table(device: torch.device | str = "cpu") -> torch.Tensor:
@@ -64,9 +69,9 @@ _FLIP, _WARP, _JITTER, _BRIGHT, _CONTRAST, _SAT, _HUE, _THETA = 0, 1, 2, 3, 4, 5
 
 class DeviceAugment:
     """`train_transform`'s augmentation on a uint8 batch, on its device: HorizontalFlip 0.5, with
-    `scale_jitter` j > 0 a zoom in [1 - j, 1 + j] and shift up to j / 2 (p 0.5), Rotate +-15 deg p 0.3,
-    ColorJitter 0.2 p `colour_p` (0.5; kornia's ColorJitter: brightness, contrast, saturation and hue in
-    an order drawn per batch), then ImageNet normalisation.
+    `scale_jitter` j > 0 a zoom in [1 - j, 1 + j] per axis and shift up to j / 2 (p 0.5), Rotate +-15 deg
+    p 0.3, ColorJitter with the host's ranges (`JITTER_RANGES`) p `colour_p` (0.5; kornia's ColorJitter:
+    brightness, contrast, saturation and hue in an order drawn per batch), then ImageNet normalisation.
 
     Image and mask share each image's geometry (zoom and rotation as one warp; the mask with nearest
     interpolation); corners the warp brings in are black in the image and `mask_fill` in the mask.
@@ -104,14 +109,17 @@ class DeviceAugment:
         angle = torch.where(rotate, uniform(-15.0, 15.0), 0.0)
         j = self.scale_jitter
         zoom = chance(0.5) & (j > 0)
-        scale = torch.where(zoom, uniform(1 - j, 1 + j), 1.0)
+        # each axis its own factor, as the host's A.Affine draws them (keep_ratio False)
+        scale = torch.where(
+            zoom[:, None], torch.stack([uniform(1 - j, 1 + j), uniform(1 - j, 1 + j)], 1), 1.0
+        )
         shift = torch.stack([uniform(-j / 2, j / 2) * width, uniform(-j / 2, j / 2) * height], 1)
         shift = torch.where(zoom[:, None], shift, 0.0)
         jitter = chance(self.colour_p)
-        factors = [uniform(1 - JITTER, 1 + JITTER) for _ in range(3)] + [uniform(-JITTER, JITTER)]
+        factors = [uniform(*r) for r in JITTER_RANGES]
         order = torch.randperm(4, generator=g).tolist()
         centre = torch.tensor([(width - 1) / 2, (height - 1) / 2]).expand(n, 2)
-        forward = self.transform.get_affine_matrix2d(shift, centre, scale[:, None].expand(n, 2), angle)
+        forward = self.transform.get_affine_matrix2d(shift, centre, scale, angle)
         normalised = self.conversions.normalize_homography(forward, (height, width), (height, width))
         theta = torch.linalg.inv(normalised)[:, :2].reshape(n, 6)
         flags = torch.stack([flip, zoom | rotate, jitter], 1).float()
