@@ -578,4 +578,6 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
+        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank has it; rank 0 says it once
+            sys.exit(1)
         sys.exit(f"seglib {a.command}: error: {e}")

@@ -487,3 +487,16 @@ def test_predict_takes_the_runs_threshold_as_evaluate_does(synthetic_root, tmp_p
         main(["predict", *common, "--input", str(tmp_path / "photos"), "--output_dir", str(out), *more])
         fractions[more] = pd.read_csv(out / "predictions.csv").pred_fraction.tolist()
     assert fractions[()] == fractions[("--threshold", "0.3")] != fractions[("--threshold", "0.5")]
+
+
+def test_under_torchrun_only_rank_0_prints_an_error(tmp_path, monkeypatch, capsys):
+    # every process hit the same error and printed it: 8 copies on an 8-GPU node
+    args = ["evaluate", "--model_path", str(tmp_path / "missing.pt")]
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(SystemExit) as other:
+        main(args)
+    assert other.value.code == 1 and "error" not in capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(SystemExit) as first:
+        main(args)
+    assert "seglib evaluate: error:" in str(first.value.code)

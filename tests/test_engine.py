@@ -407,3 +407,11 @@ def test_list_parameters_take_text_one_number_or_a_list():
     for bad in ("1,x", True, "inf"):
         with pytest.raises(ValueError, match=r"budgets=.*: give numbers separated by commas"):
             number_list(bad, "budgets")
+
+
+def test_a_run_with_no_training_step_says_why_before_it_starts(tiny_config, tmp_path):
+    # one image in batches of 4: its last batch of one is dropped, and the run failed after its first epoch
+    # with "none of the training images could be read"
+    with pytest.raises(ValueError, match=r"1 training image\(s\) in batches of 4 make no training step"):
+        fit(tiny_config(train_limit=1))
+    assert not (tmp_path / "runs").exists()  # refused before any run folder is made

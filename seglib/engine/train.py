@@ -130,10 +130,24 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
         cleanup(info)
 
 
+def _check_steps(n_images: int, batch_size: int, world_size: int) -> None:
+    """A ValueError where an epoch would have no training step (it read as "none of the training images
+    could be read" after the first epoch)."""
+    if train_steps_per_epoch(n_images, batch_size, world_size) > 0:
+        return
+    shares = f" shared by {world_size} processes" if world_size > 1 else ""
+    raise ValueError(
+        f"{n_images} training image(s){shares} in batches of {batch_size} make no training step (a last "
+        "batch of one image is dropped: BatchNorm cannot train on it); train on more images (train_limit)"
+        + (" or with fewer processes" if world_size > 1 else "")
+    )
+
+
 def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: LossFn) -> FitResult:
     cfg, ckpt, run_dir = _resumed(cfg, resume, info)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
+    _check_steps(len(train_ds), cfg.batch_size, info.world_size)
     use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
     cfg, layout = _memory_format(cfg, ckpt, info, use_amp)
     apply_determinism(cfg.deterministic)
