@@ -149,27 +149,22 @@ def models_at_budget(curves: dict[str, pd.DataFrame], budget: float) -> pd.DataF
         row = model_at_budget(curve, budget)
         if row is None:
             rows[label] = {"epochs": pd.NA, "note": NONE_WITHIN}
-            continue
-        rows[label] = {
-            "epochs": int(row.epoch),
-            "train minutes": row.train_minutes,
-            "test Dice": row.dice,
-            "test Dice median": row.dice_median,
-            "test Dice min": row.dice_min,
-            "dataset-level Dice": row.dice_dataset,
-            "val Dice": row.val_dice,
-            "note": "",
-        }
-    columns = [
-        "epochs",
-        "train minutes",
-        "test Dice",
-        "test Dice median",
-        "test Dice min",
-        "dataset-level Dice",
-        "val Dice",
-        "note",
-    ]
+        else:
+            rows[label] = {"epochs": int(row.epoch), "note": ""} | {
+                name: getattr(row, column) for name, column in BUDGET_MODEL_COLUMNS.items()
+            }
+    columns = ["epochs", *BUDGET_MODEL_COLUMNS, "note"]
     table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=columns)
-    table = table.astype({"epochs": "Int64", **{c: float for c in columns[1:-1]}})
+    table = table.astype({"epochs": "Int64", **dict.fromkeys(BUDGET_MODEL_COLUMNS, float)})
     return table if (table.note != "").any() else table.drop(columns="note")
+
+
+# The N-minute models' columns (beside epochs and the note) and the curve's columns they show
+BUDGET_MODEL_COLUMNS = {
+    "train minutes": "train_minutes",
+    "test Dice": "dice",
+    "test Dice median": "dice_median",
+    "test Dice min": "dice_min",
+    "dataset-level Dice": "dice_dataset",
+    "val Dice": "val_dice",
+}
