@@ -18,6 +18,7 @@ import torch
 
 from seglib.data import EpochSampler, OxfordPetDataset
 from seglib.engine import TrainConfig, evaluate, fit, load_checkpoint, load_model
+from seglib.engine.environment import read_environment
 from seglib.models import build_model
 
 # --- the sampler's shares (no processes needed) ----------------------------------------------------------
@@ -213,11 +214,13 @@ def test_training_under_torchrun_through_the_cli(cli_run):
         "best.pt",
         "last.pt",
         "history.png",
+        "environment.json",
     }
     # Rank 0 alone writes, each file once per epoch (config.json once); rank 1 writes nothing.
     assert not (out / "writes1.txt").exists()
     writes = (out / "writes0.txt").read_text().split()
-    assert writes.count("config.json") == 1
+    assert writes.count("config.json") == writes.count("environment.json") == 1
+    assert [s["world_size"] for s in read_environment(run)] == [2]
     assert writes.count("history.csv") == writes.count("lr.csv") == writes.count("last.pt") == 2
     assert 1 <= writes.count("best.pt") <= 2
     assert pd.read_csv(run / "history.csv").epoch.tolist() == [1, 2]

@@ -25,9 +25,12 @@ from seglib.engine import (
     summarize,
 )
 from seglib.engine.checkpoint import model_spec
+from seglib.engine.environment import read_environment
 from seglib.engine.progress import progress_bar
+from seglib.engine.runtime import cpu_kind
 from seglib.engine.tracking import WandbLogger
 from seglib.models import build_model
+from seglib.provenance import git_commit
 
 
 # --- config ----------------------------------------------------------------------------------------
@@ -100,7 +103,14 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     result = fit(cfg)
     run = tmp_path / "runs" / "r"
     assert result.run_dir == run and result.data == "oxford-pet"
-    assert {p.name for p in run.iterdir()} == {"config.json", "history.csv", "lr.csv", "best.pt", "last.pt"}
+    files = {"config.json", "history.csv", "lr.csv", "best.pt", "last.pt", "environment.json"}
+    assert {p.name for p in run.iterdir()} == files
+    # what the run ran on: seglib's commit, the libraries, the machine, as the run's first line said
+    (start,) = read_environment(run)
+    assert start["packages"]["torch"] == torch.__version__ and start["seglib_commit"] == git_commit()
+    assert start["device"] == "cpu" and start["machine"] == cpu_kind() and start["world_size"] == 1
+    assert (start["epoch"], start["step"]) == (0, 0) and start["first_line"].startswith("seglib: unet")
+    assert start["precision"] in start["first_line"] and start["allocator"] in start["first_line"]
     history = pd.read_csv(run / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS and history.epoch.tolist() == [1, 2]
     assert history[["train_loss", "val_loss"]].notna().all().all()

@@ -17,6 +17,7 @@ from PIL import Image
 from seglib.atomic import atomic_path
 from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset, describe
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
+from seglib.engine.environment import read_environment
 from seglib.engine.io import atomic_torch_save
 from seglib.engine.train import NonFiniteLossError, TrainingInterrupted
 
@@ -64,6 +65,9 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, loss_at_
             resume=True,
         )
     assert resumed.run_dir == tmp_path / "b" / "r"
+    # environment.json: one entry per start, the second saying where the run went on
+    epoch, step = saved["epoch"], (saved["partial"] or {}).get("step", 0)
+    assert [(s["epoch"], s["step"]) for s in read_environment(resumed.run_dir)] == [(0, 0), (epoch, step)]
     same_run(whole.run_dir, resumed.run_dir)
     # resumed after the first epoch's last step (4 steps an epoch), its lr step comes before this process's
     # first optimizer step: torch's warning that the schedule's first value is skipped would be false
@@ -123,6 +127,7 @@ def test_disk_full_keeps_the_previous_checkpoint(synthetic_root, tmp_path, monke
 
 KILL_SCRIPT = """
 import sys, torch
+from seglib.engine.environment import read_environment
 from seglib.engine.io import atomic_torch_save
 i = 0
 while True:

@@ -1,8 +1,9 @@
 """Run folders: creating one, finding one to resume or read, and writing what a run keeps in it.
 
 A run folder (results/runs/<run_name>/) holds config.json, history.csv (one row per epoch), lr.csv (the lr
-of every step), best.pt (by validation Dice), last.pt (the whole `TrainState`, to resume from) and, with
-`checkpoint_every`, epochs/epoch_NNN.pt. Notebooks never share kernel state: later ones read runs here.
+of every step), best.pt (by validation Dice), last.pt (the whole `TrainState`, to resume from),
+environment.json (the code, libraries and machine of each start of the run) and, with `checkpoint_every`,
+epochs/epoch_NNN.pt. Notebooks never share kernel state: later ones read runs here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .environment import record_start
 from .io import atomic_write_csv
 from .state import TrainState
 
@@ -162,6 +164,11 @@ class RunFolder:
         val_dice = state.history[-1]["val_dice"] if state.history else None
         extra = {k: v for k, v in sd.items() if k != "model"}
         self._save(self.path / "last.pt", state.model, val_dice=val_dice, world_size=self.world_size, **extra)
+
+    def record_start(self, entry: dict[str, Any]) -> None:
+        """environment.json gains `entry`: what this start of the run runs on (`environment.run_environment`)."""
+        if self.writes:
+            record_start(self.path, entry)
 
     def replan(self, cfg: TrainConfig) -> None:
         """The run goes on with `cfg` (its epochs re-planned under a budget); config.json says so."""

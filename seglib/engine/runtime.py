@@ -27,6 +27,7 @@ __all__ = [
     "default_amp",
     "native_bf16",
     "default_num_workers",
+    "precision_name",
     "to_device_batch",
 ]
 
@@ -156,6 +157,11 @@ def amp_dtype(device: torch.device) -> torch.dtype:
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def precision_name(device: torch.device, use_amp: bool) -> str:
+    """How a run on `device` computes, in words: "bf16 autocast", "fp16 autocast" or "fp32"."""
+    return f"{str(amp_dtype(device)).removeprefix('torch.')} autocast" if use_amp else "fp32"
 
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:

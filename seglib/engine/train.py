@@ -45,6 +45,7 @@ from .distributed import (
     wrap_model,
 )
 from .ema import ModelEMA
+from .environment import run_environment
 from .fastpath import choose_memory_format
 from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
@@ -65,6 +66,7 @@ from .runtime import (
     apply_determinism,
     default_amp,
     default_num_workers,
+    precision_name,
     prepare_model,
     seed_everything,
 )
@@ -164,7 +166,10 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     clock = CompileClock(info.device) if cfg.compile else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
-    _say(info, f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}")
+    first_line = f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}"
+    _say(info, first_line)
+    where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
+    folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
     tracker = WandbLogger(
@@ -514,7 +519,7 @@ def _describe(
         effective = cfg.batch_size * info.world_size
         sync = ", sync_bn" if cfg.sync_bn else ""
         batch += f" per process x {info.world_size} processes = {effective} effective ({info.backend}{sync})"
-    precision = f"{str(amp_dtype(env.device)).removeprefix('torch.')} autocast" if env.use_amp else "fp32"
+    precision = precision_name(env.device, env.use_amp)
     # A folder's split: its split files or the seeded split.
     split = f" ({train_ds.split_source}; written to {run_dir / 'splits'})" if kind == "folder" else ""
     return (
