@@ -489,7 +489,7 @@ def _predict(a: argparse.Namespace) -> None:
 
 def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, dict[str, Any]]:
     """predict --input's model, image size, device and its run's config: a checkpoint's, or an exported
-    file's (.onnx, .pt2: on the CPU, the size from its metadata; no config)."""
+    file's (.onnx, .pt2: on the CPU, the size and the threshold from its metadata)."""
     if Path(a.model_path).suffix not in EXPORTED_SUFFIXES:
         ckpt = load_checkpoint(a.model_path)  # read once: size, config, weights
         model = load_model(a.model_path, checkpoint=ckpt)
@@ -498,7 +498,8 @@ def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, dict[str
     size = a.image_size or int(model.metadata.get("image_size", 0))
     if not size:
         sys.exit(f"{a.model_path} does not say the size its model was trained at; pass --image_size")
-    return model, size, "cpu", {}
+    saved = model.metadata.get("threshold")  # files of older seglib versions have none: 0.5
+    return model, size, "cpu", {"threshold": float(saved)} if saved else {}
 
 
 def _threshold(a: argparse.Namespace, config: dict[str, Any]) -> float:

@@ -107,6 +107,36 @@ def test_the_readme_runs_the_onnx_file_without_seglib(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_the_exported_file_carries_the_runs_threshold(trained, tmp_path):
+    """A run validated at threshold 0.8: its exported file says so, and `predict` with the file gives the
+    checkpoint's masks (at 0.8), not those of 0.5."""
+    checkpoint, data = trained
+    ckpt = torch.load(checkpoint, weights_only=False)
+    ckpt["config"]["threshold"] = 0.8
+    strict = tmp_path / "strict.pt"
+    torch.save(ckpt, strict)
+    onnx = export_model(strict, tmp_path / "strict.onnx")
+    meta = load_exported(onnx).metadata
+    assert meta["threshold"] == "0.8" and "logits > 1.38629436 (sigmoid > 0.8)" in meta["output"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    names = data.names[:4]
+    for name in names:
+        Image.fromarray(data.load_image(data.names.index(name))).save(photos / f"{name}.png")
+    masks = {}
+    for model, extra in ((strict, []), (onnx, []), (onnx, ["--threshold", "0.5"])):
+        out = tmp_path / f"{Path(model).suffix[1:]}{len(extra)}"
+        main(
+            ["predict", "--model_path", str(model), "--input", str(photos), "--output_dir", str(out), *extra]
+        )
+        masks[out.name] = np.concatenate(
+            [np.asarray(Image.open(out / f"{n}_mask.png")).ravel() for n in names]
+        )
+    assert (masks["pt0"] != masks["onnx2"]).any()  # 0.8 and 0.5 differ on these images: the check can fail
+    assert (masks["pt0"] == masks["onnx0"]).mean() > 0.999
+
+
+@pytest.mark.slow
 def test_the_resnet34_unet_exports_for_sizes_that_crop(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet34_unet").eval()

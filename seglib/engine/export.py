@@ -4,13 +4,14 @@ the check that the exported file computes what the checkpoint does.
 
 The input `image` is float32 N x 3 x H x W: RGB scaled to [0, 1], then normalised with the ImageNet mean
 and std, as in training; the output `logits` is N x 1 x H x W (a pixel is object where the logit > 0,
-i.e. sigmoid > 0.5). The ONNX file's metadata carries the model, the image size it was trained at, the
-mean and the std (docs/export.md). ONNX needs the `export` extra: `pip install -e '.[export]'`.
+i.e. sigmoid > 0.5, where the run kept the default threshold). The ONNX file's metadata carries the model,
+the image size it was trained at, the mean, the std and the run's threshold (docs/export.md). ONNX needs the `export` extra: `pip install -e '.[export]'`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -75,13 +76,14 @@ def export_model(
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
     image_size = int(ckpt.get("config", {}).get("image_size", 256))
+    threshold = float(ckpt.get("config", {}).get("threshold", 0.5))  # what the run validated at
     model = load_model(checkpoint).float().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
     example = (torch.randn(2, 3, side, side),)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporters' notes on internals a user cannot act on
-        meta = _metadata(name, image_size, checkpoint)
+        meta = _metadata(name, image_size, threshold, checkpoint)
         if fmt == "pt2":
             program = torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name))
             with atomic_write(path) as f:  # a kill mid-save leaves the previous file, not half of one
@@ -93,15 +95,17 @@ def export_model(
     return path
 
 
-def _metadata(name: str, image_size: int, checkpoint: str | Path) -> dict[str, str]:
+def _metadata(name: str, image_size: int, threshold: float, checkpoint: str | Path) -> dict[str, str]:
     """The ONNX file's metadata_props: what an inference script needs besides the graph."""
+    cut = math.log(threshold / (1 - threshold))  # the threshold's logit (0 at 0.5), as metrics.foreground
     return {
         "model": name,
         "image_size": str(image_size),
         "mean": json.dumps(list(IMAGENET_MEAN)),
         "std": json.dumps(list(IMAGENET_STD)),
+        "threshold": repr(threshold),
         "input": "image: float32 N x 3 x H x W, RGB / 255, then (x - mean) / std",
-        "output": "logits: float32 N x 1 x H x W; object where logits > 0",
+        "output": f"logits: float32 N x 1 x H x W; object where logits > {cut:.9g} (sigmoid > {threshold!r})",
         "source": str(Path(checkpoint).resolve()),
     }
 
