@@ -19,6 +19,7 @@ from seglib.engine import (
     load_checkpoint,
     load_model,
     lr_curve,
+    mean_interval,
     number_list,
     predict,
     save_checkpoint,
@@ -308,6 +309,8 @@ def test_evaluate_scores_at_original_resolution(synthetic_root):
     table = summarize(df)
     assert table.loc["original", "dice_mean"] == pytest.approx(df.dice.mean())
     assert table.loc["original", "dice_min"] == df.dice.min()
+    assert (table.dice_low <= table.dice_mean).all() and (table.dice_mean <= table.dice_high).all()
+    assert (table.loc["original", "dice_low"], table.loc["original", "dice_high"]) == mean_interval(df.dice)
     tp = df.tp.sum()
     assert table.loc["original", "dice_dataset"] == pytest.approx(
         2 * tp / (2 * tp + df.fp.sum() + df.fn.sum())

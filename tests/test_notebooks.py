@@ -214,6 +214,12 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
         assert len(list((workbook / "inference" / model).glob("*.png"))) == 5
     summary = pd.read_csv(workbook / "evaluation" / "summary.csv")
     assert set(summary.model) == {"unet", "resnet34_unet"} and summary.dice_mean.between(0, 1).all()
+    assert (summary.dice_low <= summary.dice_mean).all() and (summary.dice_mean <= summary.dice_high).all()
+    executed = nbformat.read(workbook / "notebooks" / "04_evaluation.ipynb", as_version=4)
+    said = json.dumps([o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs])
+    assert (
+        "unet minus resnet34_unet, mean Dice" in said
+    )  # the two models on the same images, with an interval
     timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
     assert timing.device.to_dict() == {"unet": "cpu", "resnet34_unet": "cpu"}  # the models' parameters
     assert (timing.images == 20).all() and (timing.seconds > 0).all()

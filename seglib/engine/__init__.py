@@ -19,6 +19,7 @@ from .evaluate import (
     worst_indices,
 )
 from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
+from .intervals import Difference, mean_interval, paired_difference
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
 from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
 from .loop import NonFiniteLossError, evaluate_epoch, train_one_epoch
@@ -42,6 +43,7 @@ __all__ = [
     "SCHEDULERS",
     "TTA",
     "CheckpointError",
+    "Difference",
     "EpochStats",
     "FitResult",
     "ModelEMA",
@@ -72,7 +74,9 @@ __all__ = [
     "load_model",
     "lr_curve",
     "make_datasets",
+    "mean_interval",
     "model_image_size",
+    "paired_difference",
     "predict",
     "predict_dataset",
     "predict_files",

@@ -49,6 +49,7 @@ from .allocator import release_idle_memory
 from .batches import BatchPrep, resolve_device_data
 from .checkpoint import TRAINED_SIZE, load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size
+from .intervals import mean_interval
 from .loaders import eval_loader
 from .progress import progress_bar
 from .runtime import amp_dtype, autocast, autocast_cache, default_amp, default_num_workers, resolve_device
@@ -342,15 +343,21 @@ def worst_indices(df: pd.DataFrame, dataset: SegmentationDataset, n: int) -> lis
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Mean, median and min of the per-image Dice and IoU, and the dataset-level (micro) Dice and IoU.
+    `dice_low` and `dice_high`: the 95% bootstrap interval of the mean Dice over the images
+    (`intervals.mean_interval`: how far it could move were other images drawn).
 
     One row for the original resolution; one for the model resolution (no dataset-level there).
     """
     t = {c: torch.tensor(df[c].to_numpy(dtype=np.float64)) for c in ("tp", "fp", "fn")}
+    none = (np.nan, np.nan)  # no image scored (all left out as unreadable): no interval either
+    orig, model = (mean_interval(df.dice), mean_interval(df.dice_model)) if len(df) else (none, none)
     rows = [
         {
             "resolution": "original",
             "images": len(df),
             "dice_mean": df.dice.mean(),
+            "dice_low": orig[0],
+            "dice_high": orig[1],
             "dice_median": df.dice.median(),
             "dice_min": df.dice.min(),
             "iou_mean": df.iou.mean(),
@@ -363,6 +370,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "resolution": "model",
             "images": len(df),
             "dice_mean": df.dice_model.mean(),
+            "dice_low": model[0],
+            "dice_high": model[1],
             "dice_median": df.dice_model.median(),
             "dice_min": df.dice_model.min(),
             "iou_mean": df.iou_model.mean(),
