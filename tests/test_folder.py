@@ -86,6 +86,22 @@ def test_every_mask_form_reads_as_the_same_object(tmp_path):
         assert np.array_equal(ds.load_mask(i), OBJECT), name
 
 
+def test_a_soft_mask_is_told_to_take_a_threshold_and_an_aliased_one_its_main_colour(tmp_path):
+    """An anti-aliased mask's hint named its faintest edge levels ("1", "#010000"): following it kept a
+    few dozen pixels of the object."""
+    y, x = np.mgrid[:48, :64]
+    inside = 15 - np.hypot(y - 24, x - 32)  # a disc of radius 15 px, its edge smoothed over 3 px
+    edge = Image.fromarray(np.clip(inside * 85 + 128, 0, 255).astype(np.uint8))  # dozens of grey levels
+    write_pair(tmp_path, "soft", edge)
+    with pytest.raises(MaskValueError, match=r'look like a soft edge .*: pass mask_values=">127"'):
+        FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0).load_mask(0)
+    red = tmp_path / "red"
+    levels = np.asarray(edge)
+    write_pair(red, "soft", Image.fromarray(np.stack([levels, 0 * levels, 0 * levels], -1)))
+    with pytest.raises(MaskValueError, match=r'e.g. mask_values="#ff0000"'):
+        FolderDataset(red, "trainval", val_fraction=0, test_fraction=0).load_mask(0)
+
+
 def test_mask_values_choose_the_object(tmp_path):
     labels = OBJECT.copy()
     labels[35:45, 5:15] = 2  # a second class
@@ -174,6 +190,7 @@ def test_an_image_without_a_mask_is_named(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "images" / "lonely.jpg")
     message = (
         r"1 of 2 images have no mask in .*masks \(looked for NAME.\* and NAME_mask.\*\): lonely.jpg; add"
+        r".*or move the lone files out of the folder"
     )
     with pytest.raises(FileNotFoundError, match=message):
         FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
@@ -227,8 +244,8 @@ def test_an_rgb_mask_with_several_colours_lists_them(tmp_path):
     write_pair(tmp_path, "colours", rgb(labels, {1: (255, 0, 0), 2: (0, 0, 255)}))
     ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
     with pytest.raises(
-        MaskValueError, match=r'3 colours \(#000000, #0000ff, #ff0000\); .*mask_values="#0000ff"'
-    ):
+        MaskValueError, match=r'3 colours \(#000000, #0000ff, #ff0000\); .*mask_values="#ff0000"'
+    ):  # the object's colour, the most common, first
         ds.load_mask(0)
     ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, mask_values="255")
     with pytest.raises(MaskValueError, match=r"an RGB mask with colours, but mask_values gives grey values"):

@@ -233,6 +233,33 @@ def test_a_truth_mask_of_another_size_stops_before_anything_is_written(tmp_path)
         predict_files(*b_only, on_corrupt="skip")
 
 
+def test_an_unreadable_truth_mask_stops_before_anything_is_written_or_is_skipped(tmp_path):
+    """It stopped part-way (the earlier photos' files written, no table), even with on_corrupt="skip"."""
+    photos, masks = tmp_path / "photos", tmp_path / "masks"
+    photos.mkdir(), masks.mkdir()
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / f"{name}.png")
+        Image.new("L", (40, 30), 255).save(masks / f"{name}.png")
+    (masks / "c.png").write_bytes(b"")  # the last one: a and b would be written before it is read
+    truths = {f.stem: f for f in masks.iterdir()}
+
+    def read(path: Path) -> np.ndarray:
+        return trimap_to_mask(read_folder_mask(path))
+
+    args = (Ramp(), image_files(photos), tmp_path / "out", 32, 0.5, "cpu", False, truths, read)
+    with pytest.raises(
+        CorruptSampleError, match=r"masks/c.png: cannot read the mask .*nothing was predicted"
+    ):
+        predict_files(*args)
+    assert not (tmp_path / "out").exists()
+    with pytest.warns(
+        UserWarning, match=r"1 of 3 mask file\(s\) could not be read as masks: .*c.png"
+    ) as said:
+        table = predict_files(*args, on_corrupt="skip")
+    assert "their photos are left out" in str(said[0].message)
+    assert list(table.name) == ["a", "b"] and table.dice.notna().all()
+
+
 def _says_the_mask_has_the_wrong_size(message: str, mask: Path, photo: str) -> None:
     """The mask named with both sizes and the photo left out; not an unreadable photo to save again, nor
     on_corrupt='skip' advised to one who passed it."""
@@ -288,6 +315,7 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
     photos.mkdir()
     (photos / "IMG_0001.HEIC").write_bytes(b"not opened here")  # an iPhone's default format
     (photos / "notes.txt").write_text("left out quietly")
+    (photos / "labelling-notes.pdf").write_bytes(b"%PDF-1.4")  # a format PIL writes but does not open
     args = ["predict", "--model_path", str(checkpoint), "--input", str(photos), "--output_dir", str(tmp_path)]
     with (
         pytest.warns(UserWarning, match=r"1 photo\(s\) in a format PIL cannot open here are left out "

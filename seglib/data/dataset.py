@@ -116,8 +116,8 @@ class OxfordPetDataset(SegmentationDataset):
             first = ", ".join(e.name for e in missing[:5])
             raise FileNotFoundError(
                 f"{len(missing)} of {len(entries)} {self.split} entries listed in {self.root / 'annotations'} "
-                f"have no image or trimap file (first: {first}); re-download the data or pass "
-                "on_missing='skip' to leave them out"
+                f"have no image or trimap file (first: {first}); download the data again (python -m seglib "
+                "download --data_path <folder>), or in Python OxfordPetDataset(..., on_missing='skip') leaves them out"
             )
         return [e for e in entries if e not in missing] if missing else entries
 

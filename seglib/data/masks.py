@@ -38,6 +38,9 @@ GREY_SPREAD = 16
 # A lossy file's black stays this near black (RGB distance) away from an object's edges: an all-black
 # mask's noise is no object, a dark object's colour is more than noise.
 LOSSY_NOISE = 24
+# A grey mask with more levels than this besides 0 has a soft edge (anti-aliased, resized, blurred), not
+# that many classes: its hint leads with a threshold.
+SOFT_LEVELS = 16
 
 
 class MaskValueError(ValueError):
@@ -120,6 +123,11 @@ def _auto_object(
     if len(found) == 2:  # two values and neither is the background
         hint = " or ".join(f'mask_values="{t}"' for t in named)
         what = f"neither is {bg}, so which one is the object is unclear; pass {hint}"
+    elif kind == "values" and len(others) > SOFT_LEVELS:  # an anti-aliased or blurred edge, not classes
+        what = (
+            f'its many levels look like a soft edge (anti-aliased, blurred or compressed): pass mask_values=">127" '
+            f'(the brighter half is the object), or the object\'s values, e.g. mask_values="{named[0]}"'
+        )
     else:
         soft = ', or ">127" for a soft or JPEG-compressed mask' if kind == "values" else ""
         what = (
@@ -251,11 +259,11 @@ def _auto_pixels(path: Path, arr: np.ndarray, tol: int) -> np.ndarray:
         if tol:  # thousands of noise colours: list the most common first
             keys = keys[np.argsort(-counts, kind="stable")]
         found = [((int(v) >> 16) & 255, (int(v) >> 8) & 255, int(v) & 255) for v in keys]
-        named = _common(arr, tol) if tol else None
-        obj = _auto_object(path, found, [_hex(c) for c in found], (0, 0, 0), named)
+        # the hint names the most common colours: an anti-aliased edge's faint ones come first in value order
+        obj = _auto_object(path, found, [_hex(c) for c in found], (0, 0, 0), _common(arr, tol))
         return np.zeros(arr.shape[:2], bool) if obj is None else (arr == np.array(obj)).all(-1)
     found = [int(v) for v in np.unique(arr)]
-    obj = _auto_object(path, found, [str(v) for v in found], 0)
+    obj = _auto_object(path, found, [str(v) for v in found], 0, _common(arr, tol))
     return np.zeros(arr.shape, bool) if obj is None else arr == obj
 
 

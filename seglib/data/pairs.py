@@ -33,7 +33,8 @@ def image_files(folder: str | Path) -> list[Path]:
 
     Photos in a format PIL cannot open here (HEIC, camera raw) are left out with a warning naming them."""
     folder = Path(folder)
-    known = set(Image.registered_extensions())
+    # the formats PIL opens, not those it only writes (.pdf, .palm); MPO photos open through its JPEG opener
+    known = {e for e, f in Image.registered_extensions().items() if f in Image.OPEN or f == "MPO"}
     files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
     lacking = sorted(p.name for p in files if p.suffix.lower() in PHOTO_SUFFIXES - known)
     if lacking:
@@ -103,7 +104,8 @@ def find_pairs(root: str | Path, on_missing: str = "raise") -> dict[str, tuple[P
                 f"{shown([p.name for p in lonely_masks])}"
             )
         raise FileNotFoundError(
-            "; ".join(lines) + "; add the missing files (or rename them to match), or pass on_missing='skip' "
-            "to leave them out"
+            "; ".join(lines)
+            + "; add the missing files (or rename them to match), or move the lone files out "
+            "of the folder (in Python, FolderDataset(..., on_missing='skip') leaves them out)"
         )
     return {k: (images[k], masks[k]) for k in sorted(images) if k in masks}

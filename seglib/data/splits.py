@@ -92,8 +92,8 @@ def _read_split_files(
     if unknown and on_missing == "raise":
         raise FileNotFoundError(
             f"{folder}: {len(unknown)} name(s) have no image and mask pair in images/ and masks/: "
-            f"{shown(unknown)}; fix the names (one file stem a line), add the files, or pass "
-            "on_missing='skip'"
+            f"{shown(unknown)}; fix the names (one file stem a line), add the files, or delete those lines "
+            "(in Python, FolderDataset(..., on_missing='skip') leaves them out)"
         )
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         both = sorted(set(splits[a]) & set(splits[b]))

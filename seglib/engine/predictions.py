@@ -158,15 +158,17 @@ def predict_files(
     `truths` maps an image's stem to its mask file, which `read_truth(path)` reads into a uint8 0/1
     mask; an image with one gets Dice and IoU. Images are read upright (EXIF orientation applied), unless
     the mask has the image's stored size only, as a folder data set reads them (`data.upright_for`).
-    A mask of neither size raises before anything is written, or with `on_corrupt="skip"` leaves its
-    image out (the mask named, with both sizes, in a warning); an unreadable image is always left out
-    (named in a warning).
+    A mask that cannot be read (or whose values need `mask_values`) or that has neither size raises
+    before anything is written, or with `on_corrupt="skip"` leaves its image out (the mask named in a
+    warning, with both sizes where they differ); an unreadable image is always left out (named in a
+    warning).
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
-    faults = _truth_size_faults(files, truths or {}, on_corrupt)
+    bad_masks = _truth_read_faults(files, truths or {}, read_truth, on_corrupt)
+    faults = _truth_size_faults([f for f in files if f not in bad_masks], truths or {}, on_corrupt)
     rows, unread = [], []
-    for f in [f for f in files if f not in faults]:
+    for f in [f for f in files if f not in faults and f not in bad_masks]:
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
         try:  # an array: predict_image would turn a PIL image upright, which the stored pixels are not
@@ -176,8 +178,30 @@ def predict_files(
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
-    _report_unread(unread, len(files), list(faults.values()))
+    _report_unread(unread, len(files), list(faults.values()), bad_masks=list(bad_masks.values()))
     return _write_table(rows, out_dir)
+
+
+def _truth_read_faults(
+    files: list[Path],
+    truths: dict[str, Path],
+    read_truth: Callable[[Path], np.ndarray] | None,
+    on_corrupt: str,
+) -> dict[Path, str]:
+    """The images whose truth mask `read_truth` refuses (a damaged file, values that need `mask_values`),
+    and why: read once before any prediction is written, so that a bad mask stops the run before it
+    starts, or with `on_corrupt="skip"` leaves its photo out."""
+    faults = {}
+    for f in files:
+        if read_truth is None or f.stem not in truths:
+            continue
+        try:
+            read_truth(truths[f.stem])
+        except ValueError as e:  # CorruptSampleError, MaskValueError: each names the mask file
+            if on_corrupt != "skip":
+                raise type(e)(f"{e}; nothing was predicted") from e
+            faults[f] = str(e).split("; ")[0]
+    return faults
 
 
 def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: str) -> dict[Path, str]:
@@ -206,11 +230,15 @@ def _truth_size_faults(files: list[Path], truths: dict[str, Path], on_corrupt: s
 
 
 def _report_unread(
-    unread: list[str], n: int, mismatched: Sequence[str] = (), advice: str = "save them again as JPEG or PNG"
+    unread: list[str],
+    n: int,
+    mismatched: Sequence[str] = (),
+    advice: str = "save them again as JPEG or PNG",
+    bad_masks: Sequence[str] = (),
 ) -> None:
     """A warning naming the files that could not be read (`advice`: what to do; "" where each one's reason
-    says it) and the masks of another size than their photo (`mismatched`), each photo left out; an error
-    when none is left."""
+    says it), the masks of another size than their photo (`mismatched`) and the masks that could not be
+    read as masks (`bad_masks`), each photo left out; an error when none is left."""
     said = []  # (what, which are left out, what to do)
     if unread:
         more = "; ..." if len(unread) > 3 else ""
@@ -221,9 +249,13 @@ def _report_unread(
         what = f"{len(mismatched)} of {n} mask file(s) have the wrong size: {'; '.join(mismatched[:3])}{more}"
         todo = "resize each mask to its photo's size with nearest-neighbour sampling"
         said.append((what, "their photos are left out", todo))
+    if bad_masks:
+        more = "; ..." if len(bad_masks) > 3 else ""
+        what = f"{len(bad_masks)} of {n} mask file(s) could not be read as masks: {'; '.join(bad_masks[:3])}{more}"
+        said.append((what, "their photos are left out", "replace each, or give --mask_values"))
     if not said:
         return
-    if len(unread) + len(mismatched) == n:
+    if len(unread) + len(mismatched) + len(bad_masks) == n:
         raise ValueError(
             "; ".join(what + (f" ({todo})" if todo else "") for what, _, todo in said)
             + "; nothing was predicted"
