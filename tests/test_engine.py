@@ -2,6 +2,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from seglib.engine import (
     fit,
     load_checkpoint,
     load_model,
+    loop,
     lr_curve,
     mean_interval,
     number_list,
@@ -128,6 +130,23 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     assert ckpt["epoch"] == 2 and ckpt["global_step"] == 6 and ckpt["config"]["model"] == "unet"
     assert {"optimizer", "scheduler", "scaler", "history"} <= set(ckpt)
     assert load_checkpoint(run / "best.pt")["val_dice"] == pytest.approx(history.val_dice.max())
+
+
+@pytest.mark.slow
+def test_the_bar_shows_the_lr_of_the_step_it_took(tiny_config, capsys, monkeypatch):
+    """The bar showed the lr after the scheduler had stepped, the next step's: at the end of an epoch not
+    the lr its line and history.csv give (onecycle's last epoch: 7.7e-05 shown, 4.0e-09 taken)."""
+    every_update = {
+        "mininterval": 0,
+        "miniters": 1,
+        "delay": 0,
+    }  # the bar drawn at each step: its last lr seen
+    monkeypatch.setattr(loop, "progress_bar", lambda it=None, **kw: progress_bar(it, **kw | every_update))
+    run = fit(tiny_config(epochs=2, scheduler="onecycle", log_every=1, progress=True))
+    err = capsys.readouterr().err
+    for epoch, lr in zip(run.history.epoch, run.history.lr, strict=True):
+        shown = re.findall(rf"epoch {epoch}/2[^\r\n]*?lr=([0-9.e+-]+)", err)
+        assert shown and shown[-1] == f"{lr:.2e}", (epoch, shown)
 
 
 @pytest.mark.slow

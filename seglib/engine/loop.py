@@ -200,7 +200,7 @@ def train_one_epoch(
         if timed:
             env.clock.stop("first training step")
         # Ranks take the same training steps, so every read can be a point of agreement.
-        _after_step(meter, env, cfg, total, True, bar, state.optimizer.param_groups[0]["lr"])
+        _after_step(meter, env, cfg, total, True, bar, state.lr_log[-1])  # the lr this step took
     _finish(meter, env, bar)
     return stats
 
