@@ -208,7 +208,9 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
     """The trimap of one image: pet, background and the border band, with a zoom on the band."""
     trimap = dataset.load_trimap(index)
     ys, xs = np.nonzero(trimap == 3)
-    cy, cx = int(np.median(ys)), int(np.median(xs))
+    # centred on a band pixel: the median point of a band around the pet lies inside the pet
+    k = int(np.argmin((ys - np.median(ys)) ** 2 + (xs - np.median(xs)) ** 2))
+    cy, cx = int(ys[k]), int(xs[k])
     half = max(12, min(trimap.shape) // 10)
     window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -277,10 +279,11 @@ def plot_prediction_grid(
 
 
 def plot_lr_curves(curves: dict[str, Sequence[float]], steps_per_epoch: int) -> Figure:
-    """Learning rate against epoch for several schedules."""
+    """Learning rate against epoch for several schedules: epoch k spans k to k + 1 (numbered from 1, as the
+    runs' tables are), each step's lr held until the next (a per-epoch schedule's change is a jump)."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
     for name, lrs in curves.items():
-        ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs, label=name)
+        ax.plot(1 + np.arange(len(lrs)) / steps_per_epoch, lrs, label=name, drawstyle="steps-post")
     ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
     ax.legend()
     fig.tight_layout()

@@ -10,7 +10,9 @@ from seglib.engine.losses import LOSSES
 from seglib.plots import (
     LOSS_TITLES,
     plot_augmentations,
+    plot_border_band,
     plot_history,
+    plot_lr_curves,
     plot_overlay_grid,
     plot_prediction,
 )
@@ -68,3 +70,23 @@ def test_one_draw_and_no_images_are_said_plainly(synthetic_root):
     ):
         with pytest.raises(ValueError, match=r"no images to show; ask for at least one"):
             draw()
+
+
+def test_the_zoom_on_the_border_band_shows_the_band(synthetic_root):
+    """It was centred on the band's median row and column, which for a band around the pet lie inside
+    the pet: the zoom showed pet only (77 of the real sample's 300 trainval images)."""
+    ds = OxfordPetDataset(synthetic_root, "train")
+    for i in range(6):
+        fig = plot_border_band(ds, i)
+        zoom = fig.axes[2].images[0].get_array()
+        assert (np.asarray(zoom) == 3).any(), ds.names[i]
+        plt.close(fig)
+
+
+def test_the_lr_curves_number_epochs_from_1_and_jump_where_the_lr_does():
+    """Epochs ran from 0 (the tables number them from 1), and a step schedule's jump was drawn as a ramp."""
+    fig = plot_lr_curves({"step": [1e-3] * 4 + [1e-4] * 4}, steps_per_epoch=4)
+    (line,) = fig.axes[0].get_lines()
+    assert list(line.get_xdata()) == [1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75]
+    assert line.get_drawstyle() == "steps-post"
+    plt.close(fig)
