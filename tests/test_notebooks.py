@@ -21,6 +21,7 @@ from seglib.data import (
     resolve_data_root,
     seeded_split,
 )
+from seglib.engine import TrainConfig
 from seglib.study import recipe_run_name
 from seglib.workbook import (
     FOLDER_NOTEBOOKS,
@@ -182,6 +183,7 @@ def workbook(synthetic_root, tmp_path_factory):
     data_root = synthetic_root.parent / "oxford-iiit-pet"  # absent: "auto" takes ../synthetic-pets
     extra = {name: {"device": "cpu"} for name in NOTEBOOKS}  # the CPU in CI; the same path as a GPU's
     extra["04_evaluation.ipynb"]["tta_scales"] = "1.5"  # its multi-scale TTA path runs too
+    extra["07_your_own_data.ipynb"]["threshold"] = 0.3  # carried to the run, the export and its check
     before = dict(os.environ)
     run_workbook("tiny", data_root=data_root, dataset="auto", results_dir=results, extra=extra)
     assert dict(os.environ) == before  # the kernels' settings (text bars, jemalloc) stayed theirs
@@ -258,6 +260,13 @@ def test_the_folder_notebook_trains_evaluates_predicts_exports_and_checks(workbo
     check = pd.read_csv(out / "export_check.csv", index_col=0).iloc[:, 0]
     assert check["max_abs_diff"] <= 1e-4 and check["dice_exported"] == pytest.approx(check["dice_torch"])
     assert (out / "model.onnx").is_file()
+    # The notebook's threshold throughout: the run validated at it, the file carries it, and onnxruntime's
+    # mask cut at it agrees with seglib's (cut at 0.5's logit, 0, it did not).
+    assert TrainConfig.load(run / "config.json").threshold == 0.3
+    executed = nbformat.read(workbook / "notebooks" / "07_your_own_data.ipynb", as_version=4)
+    said = json.dumps([o.get("data", {}) for c in executed.cells if c.cell_type == "code" for o in c.outputs])
+    agree = re.search(r"onnxruntime and seglib agree on ([0-9.]+)% of the pixels", said)
+    assert agree and float(agree.group(1)) >= 99.9, agree
 
 
 @pytest.mark.slow
