@@ -18,6 +18,7 @@ __all__ = [
     "IGNORE_INDEX",
     "SMOOTH",
     "foreground",
+    "threshold_logit",
     "confusion_counts",
     "segment_counts",
     "dice_from_counts",
@@ -41,10 +42,14 @@ def foreground(logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
     not pass 0.5) and any threshold above 1 - 6e-8 to 1 (nothing would pass). At 0.5 this is
     `logits > 0`, as an exported model's users test it.
     """
+    return logits.float() > threshold_logit(threshold)
+
+
+def threshold_logit(threshold: float) -> float:
+    """The logit of `threshold` (0 at 0.5), in float64: what `foreground` compares logits with."""
     if not 0 < threshold < 1:
         raise ValueError(f"threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
-    cut = torch.tensor(threshold, dtype=torch.float64).logit().item()  # the threshold's logit, in float64
-    return logits.float() > cut
+    return torch.tensor(threshold, dtype=torch.float64).logit().item()
 
 
 def confusion_counts(

@@ -12,7 +12,7 @@ import subprocess
 from datetime import date
 from pathlib import Path
 
-__all__ = ["REPO", "git_commit", "stamp"]
+__all__ = ["REPO", "git_commit", "git_changes", "stamp"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,6 +36,24 @@ def git_commit(repo: str | Path = REPO) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def git_changes(repo: str | Path = REPO) -> bool | None:
+    """Whether `repo`'s checkout has changes to tracked files; None where that is unknown: no checkout,
+    no git, or a commit given by SEGLIB_COMMIT, whose copy of the tree this checkout may not describe."""
+    if os.environ.get("SEGLIB_COMMIT", "").strip():
+        return None
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
 def stamp() -> dict[str, str]:

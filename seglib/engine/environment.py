@@ -9,9 +9,7 @@ with other code or on another machine.
 from __future__ import annotations
 
 import json
-import os
 import platform
-import subprocess
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..provenance import REPO, git_commit
+from ..provenance import git_changes, git_commit
 from .allocator import allocator_name
 from .io import atomic_write_text
 from .runtime import cpu_kind, precision_name
@@ -35,7 +33,7 @@ def run_environment(device: torch.device, use_amp: bool, world_size: int = 1) ->
     return {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "seglib_commit": git_commit(),
-        "seglib_changes": _uncommitted(),
+        "seglib_changes": git_changes(),
         "python": platform.python_version(),
         # torch's own version string names its build (+cpu, +cu130): the installed metadata does not
         "packages": {"torch": torch.__version__} | {name: _version(name) for name in PACKAGES},
@@ -85,21 +83,3 @@ def _version(package: str) -> str | None:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return None
-
-
-def _uncommitted() -> bool | None:
-    """Whether seglib's checkout has changes to tracked files (None: no checkout, or no git; or the commit
-    given by SEGLIB_COMMIT, whose copy of the tree this checkout's git may not describe)."""
-    if os.environ.get("SEGLIB_COMMIT", "").strip():
-        return None
-    try:
-        out = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(out.stdout.strip()) if out.returncode == 0 else None

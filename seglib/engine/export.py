@@ -5,13 +5,13 @@ the check that the exported file computes what the checkpoint does.
 The input `image` is float32 N x 3 x H x W: RGB scaled to [0, 1], then normalised with the ImageNet mean
 and std, as in training; the output `logits` is N x 1 x H x W (a pixel is object where the logit > 0,
 i.e. sigmoid > 0.5, where the run kept the default threshold). The ONNX file's metadata carries the model,
-the image size it was trained at, the mean, the std and the run's threshold (docs/export.md). ONNX needs the `export` extra: `pip install -e '.[export]'`.
+the image size it was trained at, the mean, the std and the run's threshold (docs/export.md). ONNX needs
+the `export` extra: `pip install -e '.[export]'`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from torch import nn
 
 from ..atomic import atomic_path, atomic_write
 from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
+from ..metrics import threshold_logit
 from .checkpoint import EXPORTED_SUFFIXES, load_checkpoint, load_model
 from .evaluate import evaluate
 
@@ -75,9 +76,10 @@ def export_model(
         raise ValueError(f"{path}: format {fmt} writes a .{fmt} file; name it so, or pick the other --format")
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
-    image_size = int(ckpt.get("config", {}).get("image_size", 256))
-    threshold = float(ckpt.get("config", {}).get("threshold", 0.5))  # what the run validated at
-    model = load_model(checkpoint).float().eval()
+    config = ckpt.get("config", {})
+    image_size = int(config.get("image_size", 256))
+    threshold = float(config.get("threshold", 0.5))  # what the run validated at
+    model = load_model(checkpoint, checkpoint=ckpt).float().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
     example = (torch.randn(2, 3, side, side),)
@@ -97,7 +99,7 @@ def export_model(
 
 def _metadata(name: str, image_size: int, threshold: float, checkpoint: str | Path) -> dict[str, str]:
     """The ONNX file's metadata_props: what an inference script needs besides the graph."""
-    cut = math.log(threshold / (1 - threshold))  # the threshold's logit (0 at 0.5), as metrics.foreground
+    cut = threshold_logit(threshold)  # 0 at 0.5
     return {
         "model": name,
         "image_size": str(image_size),
