@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/cpu_kind_rows.py [OUT]        (OUT: results/cpu-kind)
 
 Prints, and writes to OUT/summary.md: per model, notebook 06's test Dice at each budget, the original
-recipe beside the recommended one, and the recommended 12-minute runs of the three seeds (goals: ahead
+recipe beside the recommended one (with the 95% paired interval of their difference over the test
+images, where notebook 06 wrote `paired_at_budgets.csv`), and the recommended 12-minute runs of the three seeds (goals: ahead
 at every budget; mean >= 0.85, every seed >= 0.84); the epochs a 12-minute budget buys; the quick
 workbook's seconds (goal: 600 in all); the benchmark's training steps (goals: every one >= 1.0x the
 reference; without native bf16 also UNet at 256 px >= 1.2x and >= 75% of the fp32 matmul ceiling);
@@ -73,6 +74,8 @@ def study_runs(study: Path, seed: int) -> list[dict]:
     curve = pd.read_csv(study / "recipes" / "dice_vs_minutes.csv")
     budgets = pd.read_csv(study / "recipes" / "dice_at_budgets.csv", header=[0, 1], index_col=0).index
     recipes = [r for r in curve.recipe.unique() if "stopped early" not in r]
+    paired = study / "recipes" / "paired_at_budgets.csv"  # from notebook 06 of this session on
+    paired = pd.read_csv(paired) if paired.is_file() else None
     runs = []
     for recipe in recipes:
         for b in (float(x) for x in budgets.dropna()):
@@ -82,6 +85,9 @@ def study_runs(study: Path, seed: int) -> list[dict]:
             cfg = run_config(study, recipe, b)
             first = ", ".join(map(str, cfg.get("progressive_sizes") or ())) or "-"
             params = f"--param recipes={','.join(recipes)} --param budgets={b:g} --param seed={seed}"
+            gap = (
+                None if paired is None else paired[(paired.recipe == recipe) & (paired["budget (min)"] == b)]
+            )
             runs.append(
                 {
                     "params": params + " --param checkpoint_every=1000",
@@ -91,6 +97,7 @@ def study_runs(study: Path, seed: int) -> list[dict]:
                     "row": row,
                     "size": cfg.get("image_size"),
                     "first": first,
+                    "interval": None if gap is None or gap.empty else (gap.low.iloc[0], gap.high.iloc[0]),
                 }
             )
     return runs
@@ -108,7 +115,12 @@ def model_runs(out: Path, model: str) -> list[dict]:
 
 def check_model(model: str, runs: list[dict]) -> list[str]:
     """Issue 22's goals for `model`, as lines of markdown."""
-    lines = [f"## {MODELS[model]}", "", "| budget | original | recommended | ahead by |", "|---|---|---|---|"]
+    lines = [
+        f"## {MODELS[model]}",
+        "",
+        "| budget | original | recommended | ahead by | 95% paired interval |",
+    ]
+    lines.append("|---|---|---|---|---|")
     side = {}
     for r in (r for r in runs if r["study"]):
         side.setdefault(r["budget"], {})[
@@ -116,7 +128,9 @@ def check_model(model: str, runs: list[dict]) -> list[str]:
         ] = r
     for b, pair in sorted(side.items()):
         o, c = (pair[k]["row"].dice if k in pair else float("nan") for k in ("original", "recommended"))
-        lines.append(f"| {b:g} min | {o:.4f} | {c:.4f} | {c - o:+.4f} |")
+        interval = pair.get("recommended", {}).get("interval")
+        span = "not kept" if interval is None else f"{interval[0]:+.4f} to {interval[1]:+.4f}"
+        lines.append(f"| {b:g} min | {o:.4f} | {c:.4f} | {c - o:+.4f} | {span} |")
     ahead = all(
         p.get("recommended")
         and p.get("original")
@@ -251,6 +265,8 @@ def tta_lines(out: Path) -> list[str]:
 
 
 def main() -> None:
+    if len(sys.argv) > 2 or sys.argv[1:2] in (["-h"], ["--help"]):
+        raise SystemExit(__doc__)
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "results/cpu-kind")
     name, bf16 = machine(out)
     commit = measured_commit(out)

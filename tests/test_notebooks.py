@@ -222,6 +222,7 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert (
         "unet minus resnet34_unet, mean Dice" in said
     )  # the two models on the same images, with an interval
+    assert said.count("at model resolution (threshold 0.5)") == 2  # each run's own: tiny validates at 0.5
     timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
     assert timing.device.to_dict() == {"unet": "cpu", "resnet34_unet": "cpu"}  # the models' parameters
     assert (timing.images == 20).all() and (timing.seconds > 0).all()
@@ -235,6 +236,13 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert curves.groupby("recipe").train_minutes.apply(lambda m: m.is_monotonic_increasing).all()
     assert curves[["dice", "val_dice", "dice_dataset"]].apply(lambda c: c.between(0, 1)).all().all()
     assert curves.groupby("recipe").tta.first().to_dict() == {"original": False, "recommended+tta=true": True}
+    paired = pd.read_csv(workbook / "recipes" / "paired_at_budgets.csv")  # image by image, per budget
+    assert paired.recipe.tolist() == ["recommended+tta=true"] and (paired.against == "original").all()
+    assert (
+        (paired.low <= paired.gap).all()
+        and (paired.gap <= paired.high).all()
+        and set(paired.images) == set(curves.test_images)
+    )
     final = pd.read_csv(workbook / "recipes" / "final.csv", index_col=0)
     assert list(final.index) == list(recipes) and (final.epochs == 2).all()
     assert (workbook / "recipes" / "dice_vs_minutes.png").is_file()

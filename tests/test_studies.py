@@ -88,7 +88,7 @@ def test_a_study_stopped_while_scoring_keeps_finished_runs_and_reuses_them(
 
     out, tests = tmp_path / "runs", _tests(synthetic_root)
     a, b = _job(synthetic_root, out), _job(synthetic_root, out, seed=7)
-    scored = runs.dice_versus_minutes
+    scored = runs.score_kept_models
     calls = []
 
     def stopped_at_the_second(*args, **kw):
@@ -97,14 +97,14 @@ def test_a_study_stopped_while_scoring_keeps_finished_runs_and_reuses_them(
             raise KeyboardInterrupt  # Ctrl-C while the second run is scored
         return scored(*args, **kw)
 
-    monkeypatch.setattr(runs, "dice_versus_minutes", stopped_at_the_second)
+    monkeypatch.setattr(runs, "score_kept_models", stopped_at_the_second)
     done = run_recipe_job("original", None, a, tests, "cpu")
     with pytest.raises(KeyboardInterrupt):
         run_recipe_job("original", None, b, tests, "cpu")
     # the first run's curve is on disk, its models gone; the second run's models are still there
     assert pd.read_csv(done.run_dir / CURVE_FILE).epoch.tolist() == [1, 2]
     assert not (done.run_dir / "epochs").exists() and (out / b.run_name / "epochs").is_dir()
-    monkeypatch.setattr(runs, "dice_versus_minutes", scored)
+    monkeypatch.setattr(runs, "score_kept_models", scored)
 
     def no_training(cfg):
         raise AssertionError(f"{cfg.run_name} trained again")
@@ -268,3 +268,83 @@ def test_epochs_are_saved_as_whole_numbers(tmp_path):
     final.to_csv(tmp_path / "final.csv")
     row = (tmp_path / "final.csv").read_text().splitlines()[1].split(",")
     assert row[:3] == ["original", "2", "0.2"]
+
+
+# --- the study scores at each run's threshold, and keeps each model's Dice per image --------------------
+@pytest.mark.slow
+def test_a_run_is_scored_at_its_threshold_and_keeps_dice_per_image(synthetic_root, tmp_path, capsys):
+    from seglib.engine import evaluate, load_model, summarize
+    from seglib.study import IMAGE_DICE_FILE
+
+    out, tests = tmp_path / "runs", _tests(synthetic_root)
+    cfg = _job(synthetic_root, out, threshold=0.05)
+    run = run_recipe_job("original", None, cfg, tests, "cpu", keep_epoch_models=True)
+    last = run.run_dir / "epochs" / "epoch_002.pt"
+    assert last.is_file()
+    at = {
+        t: evaluate(load_model(last), tests(32), device="cpu", progress=False, threshold=t)
+        for t in (0.05, 0.5)
+    }
+    means = {t: summarize(df).loc["original"].dice_mean for t, df in at.items()}
+    assert means[0.05] != pytest.approx(means[0.5], abs=1e-6)  # else the test could not tell them apart
+    assert run.curve.dice.iloc[-1] == pytest.approx(means[0.05], abs=1e-9)  # it scored at 0.5 before
+    assert run.curve.threshold.tolist() == [0.05, 0.05]
+    # each kept model's Dice per image, by name: the curve's means are theirs
+    assert list(run.image_dice.columns) == ["name", "epoch_1", "epoch_2"]
+    per_image = run.image_dice.set_index("name").epoch_2
+    assert per_image.tolist() == pytest.approx(at[0.05].set_index("name").dice[per_image.index].tolist())
+    assert run.image_dice[["epoch_1", "epoch_2"]].mean().tolist() == pytest.approx(run.curve.dice.tolist())
+    assert (run.run_dir / IMAGE_DICE_FILE).is_file()
+    again = run_recipe_job("original", None, cfg, tests, "cpu")  # reused: the table read back
+    assert again.reused
+    pd.testing.assert_frame_equal(again.image_dice, run.image_dice, check_dtype=False)
+
+
+# --- "ahead" image by image: the paired interval over the test images -----------------------------------
+class _Scored:
+    """A run as run_recipe_job returns it: a curve and its models' Dice per image."""
+
+    def __init__(self, label, budget, minutes, per_image):
+        self.label, self.budget = label, budget
+        self.curve = _curve(minutes, [sum(d) / len(d) for d in per_image])
+        names = [f"img{i}" for i in range(len(per_image[0]))]
+        columns = {f"epoch_{e}": d for e, d in enumerate(per_image, start=1)}
+        self.image_dice = pd.DataFrame({"name": names, **columns})
+
+
+def test_paired_at_budgets_compares_each_budgets_models_image_by_image():
+    from seglib.study import describe_paired, paired_at_budgets
+
+    base = [0.5, 0.6, 0.7, 0.8] * 5
+    wiggle = [0.1, -0.1, 0.12, -0.1] * 5  # +0.005 on the mean, up and down by image: not resolved
+    runs = [
+        _Scored("original", None, [0.4, 0.9], [base, base]),  # one run, read along its models
+        _Scored("recommended", 0.5, [0.45], [[b + w for b, w in zip(base, wiggle, strict=True)]]),
+        _Scored(
+            "recommended", 1.0, [0.95], [[b + 0.05 for b in base]]
+        ),  # the 1-minute run: +0.05 on every image
+    ]
+    paired = paired_at_budgets(runs, [0.5, 1.0], "original")
+    assert paired["budget (min)"].tolist() == [0.5, 1.0] and set(paired.recipe) == {"recommended"}
+    one = paired.set_index("budget (min)").loc[1.0]
+    assert (one.gap, one.low, one.high, one.images, one.higher, one.lower) == pytest.approx(
+        (0.05, 0.05, 0.05, 20, 20, 0)
+    )
+    half = paired.set_index("budget (min)").loc[0.5]
+    assert half.gap == pytest.approx(0.005) and half.low < 0 < half.high
+    said = describe_paired(paired, "recommended", "original")
+    assert "higher at 1, lower at 0 of 2 budgets" in said
+    assert "do not tell them apart at 0.5 min (+0.0050," in said
+    # in the notebook's summary, beside the means' head-to-head
+    curves = {
+        "original": runs[0].curve,
+        "recommended": pd.concat([r.curve.assign(budget=r.budget) for r in runs[1:]]),
+    }
+    table = dice_at_budgets(curves, [0.5, 1.0])
+    minutes = dice_at_budgets(curves, [0.5, 1.0], column="train_minutes")
+    named = [_Run("original", None), _Run("recommended", 0.5), _Run("recommended", 1.0)]
+    text = "\n".join(recipe_summary(table, minutes, list(curves), named, "cpu", paired))
+    assert "ahead at 2, level at 0, behind at 0 of 2 budgets" in text and said in text
+    # a run scored before the per-image table was kept: that budget is left out, not guessed
+    runs[2].image_dice = None
+    assert paired_at_budgets(runs, [0.5, 1.0], "original")["budget (min)"].tolist() == [0.5]

@@ -10,6 +10,7 @@ from .config import CHOICES, SCHEDULERS, TrainConfig, number_list
 from .ema import ModelEMA
 from .evaluate import (
     checkpoint_image_size,
+    checkpoint_threshold,
     evaluate,
     model_image_size,
     predict,
@@ -62,6 +63,7 @@ __all__ = [
     "check_export",
     "checkpoint_split",
     "checkpoint_image_size",
+    "checkpoint_threshold",
     "config_from_profile",
     "evaluate",
     "evaluate_epoch",

@@ -62,6 +62,7 @@ __all__ = [
     "predict_logits",
     "summarize",
     "checkpoint_image_size",
+    "checkpoint_threshold",
     "model_image_size",
     "scored_indices",
     "scoring_precision",
@@ -77,6 +78,13 @@ def checkpoint_image_size(path: str | Path | dict[str, Any], default: int = 256)
     """The image size a checkpoint's model was trained at (`path`: its file, or the loaded checkpoint)."""
     ckpt = path if isinstance(path, dict) else load_checkpoint(path)
     return int(ckpt.get("config", {}).get("image_size", default))
+
+
+def checkpoint_threshold(path: str | Path | dict[str, Any], default: float = 0.5) -> float:
+    """The threshold a checkpoint's run validated at, and so chose its best.pt at (`path`: its file, or
+    the loaded checkpoint); `default` for a run saved before TrainConfig had one."""
+    ckpt = path if isinstance(path, dict) else load_checkpoint(path)
+    return float(ckpt.get("config", {}).get("threshold", default))
 
 
 def scoring_precision(device: str | torch.device = "auto", amp: bool | None = None) -> str:

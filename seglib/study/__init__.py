@@ -7,7 +7,8 @@ The recipe study: Dice versus minutes of training, per recipe, at a budget set i
 `settings` (recipe items, a study's settings), `budgets` (the epochs a budget buys, and at which size),
 `curves` (Dice against minutes, the model a budget buys), `schedulers` (notebook 05), `recipes`
 (notebook 06), `runs` (06's runs trained or reused, each scored curve kept in its folder), `report` (the
-summaries: who leads, ties said as ties). This is a face: the engine never imports it.
+summaries: who leads, ties said as ties), `paired` (each budget's models compared image by image). This
+is a face: the engine never imports it.
 """
 
 from .budgets import epochs_for_budget, estimate_epoch_seconds, fit_to_budget, ladder
@@ -16,10 +17,13 @@ from .curves import (
     budget_reading,
     dice_at_budgets,
     dice_versus_minutes,
+    epoch_column,
     model_at_budget,
     models_at_budget,
+    score_kept_models,
     study_curves,
 )
+from .paired import describe_paired, paired_at_budgets
 from .recipes import (
     RECIPE_STUDIES,
     RecipePlan,
@@ -30,7 +34,7 @@ from .recipes import (
     recipe_run_prefix,
 )
 from .report import head_to_head, leaders, level, recipe_summary
-from .runs import CURVE_FILE, StudyRun, matching_runs, run_recipe_job, same_config
+from .runs import CURVE_FILE, IMAGE_DICE_FILE, StudyRun, matching_runs, run_recipe_job, same_config
 from .schedulers import (
     SCHEDULER_STUDIES,
     SchedulerPlan,
@@ -49,6 +53,8 @@ __all__ = [
     "fit_to_budget",
     "ladder",
     "dice_versus_minutes",
+    "score_kept_models",
+    "epoch_column",
     "dice_at_budgets",
     "budget_reading",
     "SchedulerStudy",
@@ -72,7 +78,10 @@ __all__ = [
     "leaders",
     "head_to_head",
     "recipe_summary",
+    "paired_at_budgets",
+    "describe_paired",
     "CURVE_FILE",
+    "IMAGE_DICE_FILE",
     "StudyRun",
     "same_config",
     "matching_runs",

@@ -18,11 +18,13 @@ from typing import Any
 import pandas as pd
 
 from ..data import OxfordPetDataset
-from ..engine import evaluate, load_checkpoint, load_model, summarize
+from ..engine import checkpoint_threshold, evaluate, load_checkpoint, load_model, summarize
 from ..engine.progress import progress_bar
 
 __all__ = [
     "dice_versus_minutes",
+    "score_kept_models",
+    "epoch_column",
     "dice_at_budgets",
     "model_at_budget",
     "budget_reading",
@@ -32,29 +34,41 @@ __all__ = [
 ]
 
 
-def dice_versus_minutes(
+def dice_versus_minutes(run_dir: str | Path, dataset: OxfordPetDataset, **options: Any) -> pd.DataFrame:
+    """`score_kept_models`' curve alone: one row per kept model (`options`: its device, tta, threshold)."""
+    return score_kept_models(run_dir, dataset, **options)[0]
+
+
+def score_kept_models(
     run_dir: str | Path,
     dataset: OxfordPetDataset,
     device: str = "auto",
     tta: bool | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
-    """One row per model in `<run_dir>/epochs/`: epoch, train_minutes, val_dice (of the run) and the Dice of
-    `dataset` at original resolution (mean, median, min, dataset-level). `tta`: None takes the run's own.
-    `progress`: a bar over the models scored.
+    threshold: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every model in `<run_dir>/epochs/` scored on `dataset` at original resolution: (curve, per image).
+
+    The curve: a row per model, its epoch, train_minutes, val_dice (of the run) and the Dice of `dataset`
+    (mean, median, min, dataset-level). Per image: a row per image (its `name`), a column per model
+    (`epoch_column`), for paired comparisons. `tta` and `threshold`: None takes the run's own (as its
+    val_dice was scored). `progress`: a bar over the models scored.
     """
     paths = sorted(Path(run_dir, "epochs").glob("epoch_*.pt"))
     if not paths:
         raise FileNotFoundError(
             f"{Path(run_dir) / 'epochs'} holds no epoch models; train with checkpoint_every=1"
         )
-    rows = []
+    rows, images = [], None
     for path in progress_bar(paths, desc=f"scoring {Path(run_dir).name}", disable=not progress):
         ckpt = load_checkpoint(path)
         use_tta = bool(ckpt["config"].get("tta", False)) if tta is None else tta
-        s = summarize(evaluate(load_model(path), dataset, device=device, progress=False, tta=use_tta)).loc[
-            "original"
-        ]
+        cut = checkpoint_threshold(ckpt) if threshold is None else threshold
+        model = load_model(path, checkpoint=ckpt)
+        scores = evaluate(model, dataset, device=device, progress=False, tta=use_tta, threshold=cut)
+        s = summarize(scores).loc["original"]
+        column = scores.set_index("name").dice.rename(epoch_column(ckpt["epoch"]))
+        images = column.to_frame() if images is None else images.join(column)
         rows.append(
             {
                 "epoch": ckpt["epoch"],
@@ -65,9 +79,15 @@ def dice_versus_minutes(
                 "dice_min": s.dice_min,
                 "dice_dataset": s.dice_dataset,
                 "tta": use_tta,
+                "threshold": cut,
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), images.reset_index()
+
+
+def epoch_column(epoch: int) -> str:
+    """The column of `score_kept_models`' per-image table that holds the model of `epoch`."""
+    return f"epoch_{int(epoch)}"
 
 
 def dice_at_budgets(

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from .paired import describe_paired
+
 __all__ = [
     "DECIMALS",
     "level",
@@ -81,12 +83,18 @@ def describe_head_to_head(name: str, base: str, h: dict[str, float | int], unit:
 
 
 def recipe_summary(
-    table: pd.DataFrame, minutes: pd.DataFrame, recipes: Sequence[str], runs: Sequence[Any], machine: str
+    table: pd.DataFrame,
+    minutes: pd.DataFrame,
+    recipes: Sequence[str],
+    runs: Sequence[Any],
+    machine: str,
+    paired: pd.DataFrame | None = None,
 ) -> list[str]:
     """Notebook 06's closing lines (markdown items): what each run trained, each column of `table`
     (`dice_at_budgets`: budgets x recipes) against the first (ahead, level, behind), the recipes of
     `recipes` with no model within a budget, and the best within the longest budget (level ones: a tie).
-    `minutes`: the same table of the models' minutes of training."""
+    `minutes`: the same table of the models' minutes of training; `paired` (`paired_at_budgets`): each
+    comparison with the first also image by image, with where its interval holds 0."""
     bought = "; ".join(  # what each run trained: its epochs re-planned under the budget
         f"`{r.label}` {f'{r.budget:g} min' if r.budget is not None else 'one run'}: {len(r.history)} epochs at "
         f"{r.config.image_size} px in {r.history.seconds.sum() / 60:.1f} min"
@@ -99,6 +107,9 @@ def recipe_summary(
         h = head_to_head(table[other], table[base])
         if h is not None:
             lines.append(f"- {describe_head_to_head(other, base, h)}")
+        said = None if paired is None else describe_paired(paired, other, base)
+        if said:
+            lines.append(f"- {said}")
     for label in recipes:
         missed = [b for b, v in table[label].items() if pd.isna(v)]
         if missed:

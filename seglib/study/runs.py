@@ -1,6 +1,7 @@
 """Notebook 06's runs on disk: each trained (or found finished), scored, and its curve kept in its folder.
 
-A run's scored curve is written to `<run>/dice_vs_minutes.csv` before its epoch models are removed, so that
+A run's scored curve is written to `<run>/dice_vs_minutes.csv` (and its models' Dice per image to
+`<run>/image_dice.csv`) before its epoch models are removed, so that
 a study stopped part-way (a failure, Ctrl-C) loses no finished run. A rerun finds the runs of the same
 config (`same_config`) and uses them instead of training again: its curve where it was scored on as many
 test images, else its kept epoch models, scored now. A folder of the same name with another config is
@@ -20,11 +21,12 @@ import pandas as pd
 from ..data import OxfordPetDataset
 from ..engine import TrainConfig, atomic_write_csv, fit, load_history
 from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER
-from .curves import dice_versus_minutes
+from .curves import epoch_column, score_kept_models
 
-__all__ = ["CURVE_FILE", "StudyRun", "same_config", "matching_runs", "run_recipe_job"]
+__all__ = ["CURVE_FILE", "IMAGE_DICE_FILE", "StudyRun", "same_config", "matching_runs", "run_recipe_job"]
 
 CURVE_FILE = "dice_vs_minutes.csv"  # a run's scored curve, in its folder (a `test_images` column: how many)
+IMAGE_DICE_FILE = "image_dice.csv"  # its kept models' Dice per test image (`score_kept_models`)
 # Settings that do not change what a run computes (where it is written, how it reports): those a resume
 # may change, but for the data, the device and the models kept (the curve is read from those)
 UNCOMPARED = RESUME_MAY_DIFFER - {"data_root", "synthetic_root", "device", "checkpoint_every"}
@@ -41,6 +43,8 @@ class StudyRun:
     history: pd.DataFrame  # its history.csv
     curve: pd.DataFrame  # its kept models scored (`dice_versus_minutes`), as <run_dir>/dice_vs_minutes.csv
     reused: bool = False  # found finished with the same config: not trained again
+    # its kept models' Dice per test image (`score_kept_models`); None for a run scored before seglib kept it
+    image_dice: pd.DataFrame | None = None
 
 
 def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
@@ -97,6 +101,16 @@ def _saved_curve(run_dir: Path, test_images: int) -> pd.DataFrame | None:
     return curve
 
 
+def _saved_image_dice(run_dir: Path, curve: pd.DataFrame) -> pd.DataFrame | None:
+    """The run's saved Dice per image, where it holds every model of `curve`."""
+    path = run_dir / IMAGE_DICE_FILE
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path)
+    wanted = {"name", *(epoch_column(e) for e in curve.epoch)}
+    return table if wanted <= set(table.columns) and len(table) == curve.test_images.iloc[0] else None
+
+
 def _has_epoch_models(run_dir: Path) -> bool:
     return any((run_dir / "epochs").glob("epoch_*.pt"))
 
@@ -138,10 +152,12 @@ def run_recipe_job(
         target = replace(cfg, run_name=found.name, overwrite=True) if found else replace(cfg, overwrite=False)
         result = fit(target)
         run_dir, history, config = result.run_dir, result.history, result.config
+    images = None if curve is None else _saved_image_dice(run_dir, curve)
     if curve is None:
-        curve = dice_versus_minutes(run_dir, test, device=device, progress=progress)
+        curve, images = score_kept_models(run_dir, test, device=device, progress=progress)
         curve["test_images"] = len(test)
-        atomic_write_csv(curve, run_dir / CURVE_FILE)  # on disk before the models it was read from go
+        atomic_write_csv(images, run_dir / IMAGE_DICE_FILE)  # both on disk before the models they
+        atomic_write_csv(curve, run_dir / CURVE_FILE)  # were read from go, the curve last: it marks them done
     if not keep_epoch_models:
         shutil.rmtree(run_dir / "epochs", ignore_errors=True)
-    return StudyRun(label, budget, Path(run_dir), config, history, curve, reused)
+    return StudyRun(label, budget, Path(run_dir), config, history, curve, reused, images)
