@@ -25,15 +25,15 @@ import torch
 
 from .data import (
     DATASETS,
+    SYNTHETIC_DEMO,
     SegmentationDataset,
     check_split_fractions,
-    find_root,
     is_folder_root,
-    is_oxford_pet_root,
     make_synthetic_folder,
     open_split,
     parse_mask_values,
     resolve_data_root,
+    synthetic_set_root,
 )
 from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
 from .engine.allocator import allocator_env
@@ -52,7 +52,6 @@ __all__ = [
     "NOTEBOOKS",
     "FOLDER_NOTEBOOKS",
     "folder_params",
-    "synthetic_root",
     "main",
 ]
 
@@ -69,8 +68,6 @@ NOTEBOOKS = (
 # Notebooks about a folder data set: the runner gives them the folder it was given, else a demo folder.
 FOLDER_NOTEBOOKS = ("07_your_own_data.ipynb",)
 FOLDER_DEMO = "folder-demo"  # beside the data root, like synthetic-pets
-SYNTHETIC_DEMO = "synthetic-pets"  # the synthetic demo set, beside the data root
-REAL_DATA = "oxford-iiit-pet"  # the real data's folder (data/oxford-iiit-pet): never taken as a synthetic set
 
 
 @dataclass
@@ -93,8 +90,8 @@ class Workspace:
 
     @property
     def synthetic_root(self) -> Path:
-        """Where the runs' configs find the synthetic set: the one `start` chose (see `synthetic_root`)."""
-        return synthetic_root(self.data_root, self.dataset)
+        """Where the runs' configs find the synthetic set: the one `start` chose (`synthetic_set_root`)."""
+        return synthetic_set_root(self.data_root, self.dataset)
 
     @property
     def runs(self) -> Path:
@@ -165,7 +162,7 @@ def start(
     data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
     if Path(data_root).name == FOLDER_DEMO and not is_folder_root(data_root):  # 07's default, made once
         make_synthetic_folder(data_root)
-    root, kind = resolve_data_root(data_root, dataset, synthetic_root(data_root, dataset))
+    root, kind = resolve_data_root(data_root, dataset, synthetic_set_root(data_root, dataset))
     results.mkdir(parents=True, exist_ok=True)
     ws = Workspace(data_root, dataset, root, kind, profile, results, device, folder)
     demo = root == Path(data_root).parent / SYNTHETIC_DEMO
@@ -180,17 +177,6 @@ def start(
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
     print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
-
-
-def synthetic_root(data_root: str | Path, dataset: str) -> Path:
-    """The synthetic set a notebook reads: `data_root` itself for "synthetic" when it holds a set in the
-    official layout outside a folder named oxford-iiit-pet (the real data's), else the demo set beside
-    `data_root`, generated there on first use."""
-    if dataset == "synthetic" and is_oxford_pet_root(data_root):
-        given = find_root(data_root)  # data_root, or its oxford-iiit-pet/ folder
-        if given.name != REAL_DATA:
-            return given
-    return Path(data_root).parent / SYNTHETIC_DEMO
 
 
 def device_label(dev: torch.device) -> str:

@@ -21,6 +21,7 @@ from seglib.data import (
     resolve_data_root,
     seed_transform,
     select_split,
+    synthetic_set_root,
     train_transform,
     trimap_to_mask,
 )
@@ -288,6 +289,20 @@ def test_resolve_data_root(synthetic_root, tmp_path):
         resolve_data_root(tmp_path / "none", "oxford-pet")
     with pytest.raises(ValueError, match="unknown dataset 'pets'"):
         resolve_data_root(tmp_path, "pets")
+
+
+def test_synthetic_reads_the_set_at_data_root(synthetic_root, tmp_path):
+    """`train --dataset synthetic --data_path syn` trained on the demo set at synthetic_root (generating
+    it) while its config named syn; the notebooks read syn."""
+    mine = make_synthetic_pets(tmp_path / "syn", n_trainval=4, n_test=2, seed=3)
+    assert resolve_data_root(mine, "synthetic", synthetic_root=synthetic_root) == (mine, "synthetic")
+    assert synthetic_set_root(mine, "synthetic") == mine
+    # no set there, or the real data's folder: the demo set, as before
+    assert resolve_data_root(tmp_path / "none", "synthetic", synthetic_root) == (synthetic_root, "synthetic")
+    real = make_synthetic_pets(tmp_path / "data" / "oxford-iiit-pet", n_trainval=4, n_test=2)
+    assert resolve_data_root(real, "synthetic", synthetic_root) == (synthetic_root, "synthetic")
+    assert synthetic_set_root(real, "synthetic") == tmp_path / "data" / "synthetic-pets"
+    assert resolve_data_root(mine, "auto", synthetic_root) == (mine, "oxford-pet")  # "auto": unchanged
 
 
 # --- the real sample ----------------------------------------------------------------------------------

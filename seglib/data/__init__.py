@@ -103,10 +103,33 @@ __all__ = [
     "trimap_to_mask",
     "uint8_transform",
     "write_splits",
+    "synthetic_set_root",
+    "SYNTHETIC_DEMO",
+    "REAL_DATA",
 ]
 
 DATASETS = ("auto", "oxford-pet", "synthetic", "folder")
 SYNTHETIC_SIZES = {"n_trainval": 400, "n_test": 100, "seed": 0}
+SYNTHETIC_DEMO = "synthetic-pets"  # the synthetic demo set, beside the data root
+REAL_DATA = "oxford-iiit-pet"  # the real data's folder (data/oxford-iiit-pet): never taken as a synthetic set
+
+
+def synthetic_set_root(data_root: str | Path, dataset: str) -> Path:
+    """The synthetic set a run on `data_root` reads: `data_root` itself for "synthetic" when it holds a set
+    in the official layout outside a folder named oxford-iiit-pet (the real data's), else the demo set
+    beside `data_root`, generated there on first use."""
+    given = _synthetic_set_at(data_root) if dataset == "synthetic" else None
+    return given or Path(data_root).parent / SYNTHETIC_DEMO
+
+
+def _synthetic_set_at(data_root: str | Path) -> Path | None:
+    """`data_root` (or its oxford-iiit-pet/ folder) where it holds a set in the official layout and is not
+    the real data's folder."""
+    if is_oxford_pet_root(data_root):
+        given = find_root(data_root)
+        if given.name != REAL_DATA:
+            return given
+    return None
 
 
 def resolve_data_root(
@@ -116,7 +139,8 @@ def resolve_data_root(
 
     "auto": the real data at `data_root` if it is there, else a folder data set (images/, masks/) if
     `data_root` is one, else the synthetic demo set at `synthetic_root` (generated on first use).
-    "oxford-pet" insists on the real data; "synthetic" on the demo set; "folder" on a folder data set.
+    "oxford-pet" insists on the real data; "synthetic" on a synthetic set: the one at `data_root` where it
+    holds one (`synthetic_set_root`), else the demo set at `synthetic_root`; "folder" on a folder data set.
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
@@ -127,7 +151,7 @@ def resolve_data_root(
         return Path(data_root).expanduser(), "folder"
     if dataset == "oxford-pet" or (dataset == "auto" and is_oxford_pet_root(data_root)):
         return find_root(data_root), "oxford-pet"  # raises with how-to-download when absent
-    syn = Path(synthetic_root)
+    syn = (_synthetic_set_at(data_root) if dataset == "synthetic" else None) or Path(synthetic_root)
     if not is_oxford_pet_root(syn):
         make_synthetic_pets(syn, **SYNTHETIC_SIZES)
     return find_root(syn), "synthetic"
