@@ -43,6 +43,7 @@ from .engine import (
     TrainConfig,
     atomic_write_csv,
     checkpoint_image_size,
+    checkpoint_threshold,
     config_from_profile,
     evaluate,
     fit,
@@ -290,7 +291,11 @@ def _split_args(sp: argparse.ArgumentParser) -> None:
     """The split options evaluate and predict share: which split, how many of its images, the figures."""
     sp.add_argument("--split", default="test", choices=SPLITS)
     sp.add_argument("--image_size", type=_at_least(32), help="default: the model's training size")
-    sp.add_argument("--limit", type=_at_least(1), help="only the first N images of the split (default: all)")
+    sp.add_argument(
+        "--limit",
+        type=_at_least(1),
+        help="only the first N images of the split (predict --input: of the photos, by name); default: all",
+    )
     sp.add_argument(
         "--num_figures",
         type=_at_least(0),
@@ -441,6 +446,18 @@ def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Mod
     return ds, load_model(a.model_path, checkpoint=ckpt), size, ckpt.get("config", {})
 
 
+def _drop_stale_figures(folder: Path, drawn: list[Path]) -> None:
+    """Remove the figures of `folder` this command did not draw: an earlier run's into the same
+    --output_dir, whose tables it has replaced, would pass for this one's."""
+    stale = [p for p in folder.glob("*.png") if p not in set(drawn)]
+    for p in stale:
+        p.unlink()
+    if stale:
+        print(
+            f"seglib: removed {len(stale)} figures of an earlier run from {folder} (its tables were replaced)"
+        )
+
+
 def _evaluate(a: argparse.Namespace) -> None:
     ds, model, size, config = _split_and_model(a)
     tta = _tta(a, size)
@@ -458,7 +475,8 @@ def _evaluate(a: argparse.Namespace) -> None:
         atomic_write_csv(saved, out / "summary.csv")
         save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
         worst = worst_indices(df, ds, a.num_figures)
-        save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
+        drawn = save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
+        _drop_stale_figures(out / "worst", drawn)
     exact = "" if precision == "fp32" else " (--no-amp scores in fp32, exactly)"
     print(
         f"{ds.root} {a.split}: {len(df)} images at original resolution, scored in {precision}{exact} at "
@@ -476,7 +494,8 @@ def _predict(a: argparse.Namespace) -> None:
         df = predict_dataset(model, ds, out, size, threshold, a.device, tta, cutout=a.cutout)
         # of the images predicted, not those left out as unreadable
         worst = worst_indices(df, ds, a.num_figures)
-        save_prediction_figures(model, ds, worst, out / "figures", size, threshold, a.device, tta)
+        drawn = save_prediction_figures(model, ds, worst, out / "figures", size, threshold, a.device, tta)
+        _drop_stale_figures(out / "figures", drawn)
     which = (
         f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
     )
@@ -504,36 +523,67 @@ def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, dict[str
 
 def _threshold(a: argparse.Namespace, config: dict[str, Any]) -> float:
     """--threshold, else the one the run validated (and chose best.pt) at; 0.5 where it has none."""
-    return a.threshold if a.threshold is not None else float(config.get("threshold", 0.5))
+    return a.threshold if a.threshold is not None else checkpoint_threshold({"config": config})
 
 
-def _predict_files(a: argparse.Namespace) -> None:
-    model, size, device, config = _predict_model(a)
-    saved, threshold = config.get("mask_values", ""), _threshold(a, config)
-    tta, out = _tta(a, size), Path(a.output_dir)
+def _masks_beside(files: list[Path]) -> tuple[list[Path], dict[str, Path]]:
+    """--input's photos, and the masks among its files: NAME_mask.* beside a photo NAME.*, by NAME."""
+    stems = {f.stem for f in files}
+    beside = {
+        f.stem[: -len("_mask")]: f
+        for f in files
+        if f.stem.endswith("_mask") and f.stem[: -len("_mask")] in stems
+    }
+    return [f for f in files if f not in beside.values()], beside
+
+
+def _input_files(a: argparse.Namespace, out: Path) -> list[Path]:
+    """predict --input's image files (a file, or a folder's, its subfolders not searched), checked with
+    the options that go with it."""
     src = Path(a.input)
     if not src.exists():
         sys.exit(f"--input {src} does not exist")
-    files = image_files(src) if src.is_dir() else [src]
-    subfolders = (
-        [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-        if src.is_dir()
-        else []
-    )
+    if a.split != "test":  # the split's default: a --split given with --input would be silently ignored
+        sys.exit(f"--split {a.split} picks a split of --data_path; with --input, leave it out")
+    if src.is_dir() and out.resolve() == src.resolve():  # its masks would be read as photos next time
+        sys.exit(
+            f"--output_dir {out} is the --input folder; write elsewhere, e.g. --output_dir {src / 'out'}"
+        )
+    if a.masks and not Path(a.masks).is_dir():
+        sys.exit(f"--masks {a.masks} is not a folder; point it at the folder of --input's true masks")
+    if not src.is_dir():
+        return [src]
+    files = image_files(src)
+    subfolders = [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     named = f"its subfolders ({', '.join(subfolders[:3])}{', ...' if len(subfolders) > 3 else ''}) are not searched"
     if not files:
         hint = f"; {named}: point --input at one" if subfolders else ""
         sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...){hint}")
     if subfolders:
         print(f"seglib: --input {src}: {named}")
-    truths, read = None, None
+    return files
+
+
+def _predict_files(a: argparse.Namespace) -> None:
+    model, size, device, config = _predict_model(a)
+    saved, threshold = config.get("mask_values", ""), _threshold(a, config)
+    tta, out = _tta(a, size), Path(a.output_dir)
+    (files, beside), truths, read = _masks_beside(_input_files(a, out)), None, None
+    here = Path(a.input).resolve()
+    if beside and not a.masks:
+        print(f"seglib: --input {a.input}: {len(beside)} NAME_mask files beside their photos are taken as "
+              f"masks, not photos; --masks {a.input} scores against them")  # fmt: skip
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
-        truths = find_masks(a.masks, [f.stem for f in files])
+        same = Path(a.masks).resolve() == here  # never a photo as its own mask
+        truths = beside if same else find_masks(a.masks, [f.stem for f in files])
 
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))
 
+    found, files = len(files), files[: a.limit] if a.limit else files
+    if truths is not None:  # only the photos predicted: every truth given is read before the first
+        truths = {f.stem: truths[f.stem] for f in files if f.stem in truths}
     skip = {} if a.on_corrupt is None else {"on_corrupt": a.on_corrupt}
     with _scales_said():
         df = predict_files(
@@ -542,7 +592,8 @@ def _predict_files(a: argparse.Namespace) -> None:
     scored = (
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )
-    print(f"{len(df)} masks and overlays in {out}{scored}; one row each in {out / 'predictions.csv'}")
+    which = f" of the first {len(files)} of {found} photos (--limit)" if len(files) < found else ""
+    print(f"{len(df)} masks and overlays{which} in {out}{scored}; one row each in {out / 'predictions.csv'}")
 
 
 def _export(a: argparse.Namespace) -> None:

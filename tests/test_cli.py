@@ -460,6 +460,10 @@ def test_evaluate_scores_at_the_runs_threshold(synthetic_root, tmp_path, capsys,
     old = _evaluate_checkpoint(tmp_path / "old.pt", {"image_size": 32})  # saved before the threshold was
     main(_evaluate_args(old, synthetic_root, tmp_path / "old_eval", "--no-amp"))
     assert set(pd.read_csv(tmp_path / "old_eval" / "summary.csv").threshold) == {0.5}
+    from seglib.engine import checkpoint_threshold, load_checkpoint  # notebooks 04 and 06 take it too
+
+    assert (checkpoint_threshold(ckpt), checkpoint_threshold(load_checkpoint(ckpt))) == (0.3, 0.3)
+    assert checkpoint_threshold(old) == 0.5
     with pytest.raises(SystemExit):
         main(_evaluate_args(ckpt, synthetic_root, tmp_path / "bad", "--threshold", "1.5"))
     assert "--threshold: 1.5 is not in (0, 1)" in capsys.readouterr().err
@@ -500,3 +504,78 @@ def test_under_torchrun_only_rank_0_prints_an_error(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit) as first:
         main(args)
     assert "seglib evaluate: error:" in str(first.value.code)
+
+
+# ------------------------------------------------------------------ predict --input and evaluate's folders
+def _photos_with_masks(root, folder, n=2):
+    """`n` photos of the synthetic set in `folder`, the first with its 0/255 mask beside it (NAME_mask.png)."""
+    import numpy as np
+    from PIL import Image
+
+    from seglib.data import OxfordPetDataset
+
+    folder.mkdir()
+    ds = OxfordPetDataset(root, "test", limit=n)
+    for i in range(n):
+        Image.fromarray(ds.load_image(i)).save(folder / f"{ds.entries[i].name}.jpg")
+    first = ds.entries[0].name
+    Image.fromarray((ds.load_mask(0) * 255).astype(np.uint8)).save(folder / f"{first}_mask.png")
+    return [e.name for e in ds.entries[:n]]
+
+
+def test_predict_reads_masks_beside_their_photos(synthetic_root, tmp_path, capsys):
+    """Each photo was read as its own mask ("the mask has 28849 colours") and NAME_mask.png as a photo."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    names = _photos_with_masks(synthetic_root, tmp_path / "both")
+    common = ["predict", "--model_path", str(ckpt), "--device", "cpu", "--input", str(tmp_path / "both")]
+    main([*common, "--masks", str(tmp_path / "both"), "--output_dir", str(tmp_path / "out")])
+    rows = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("name")
+    assert sorted(rows.index) == sorted(names)  # the photos only, not the mask
+    assert rows.dice.notna().tolist() == [n == names[0] for n in rows.index]  # the first with its truth
+    assert "2 masks and overlays" in capsys.readouterr().out
+    main([*common, "--limit", "1", "--output_dir", str(tmp_path / "one")])  # --limit was ignored
+    assert len(pd.read_csv(tmp_path / "one" / "predictions.csv")) == 1
+    said = capsys.readouterr().out
+    assert "of the first 1 of 2 photos (--limit)" in said and "1 NAME_mask files beside their photos" in said
+
+
+@pytest.mark.parametrize(
+    ("more", "message"),
+    [
+        (["--output_dir", "{input}"], "--output_dir {input} is the --input folder; write elsewhere"),
+        (["--masks", "{tmp}/nowhere"], "--masks {tmp}/nowhere is not a folder"),
+        (["--split", "val"], "--split val picks a split of --data_path; with --input, leave it out"),
+    ],
+)
+def test_predict_input_refuses_what_it_would_get_wrong(synthetic_root, tmp_path, more, message):
+    """Its own masks read back as photos on the next run; a bare OS error; --split silently ignored."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    _photos_with_masks(synthetic_root, tmp_path / "photos")
+    fill = {"input": tmp_path / "photos", "tmp": tmp_path}
+    args = ["predict", "--model_path", str(ckpt), "--device", "cpu", "--input", str(tmp_path / "photos")]
+    with pytest.raises(SystemExit) as stopped:
+        main([*args, *(m.format(**fill) for m in more)])
+    assert message.format(**fill) in str(stopped.value.code)
+    assert len(list((tmp_path / "photos").iterdir())) == 3  # two photos and a mask: nothing written there
+
+
+def test_evaluate_into_the_same_folder_keeps_only_its_own_figures(synthetic_root, tmp_path, capsys):
+    """A second evaluation into the folder left the first's worst images beside its own."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    out = tmp_path / "same"
+    main(_evaluate_args(ckpt, synthetic_root, out, "--split", "test", "--num_figures", "2"))
+    first = {p.name for p in (out / "worst").iterdir()}
+    main(_evaluate_args(ckpt, synthetic_root, out, "--num_figures", "2"))  # the val split, the same folder
+    names = set(pd.read_csv(out / "per_image.csv").name)
+    drawn = {p.stem for p in (out / "worst").iterdir()}
+    assert len(drawn) == 2 and drawn <= names and not first & {f"{n}.png" for n in drawn}
+    assert "removed 2 figures of an earlier run" in capsys.readouterr().out
+
+
+def test_resume_from_a_file_other_than_last_pt_says_so(tiny_config, tmp_path):
+    from seglib.engine import fit
+
+    with pytest.raises(
+        FileNotFoundError, match=r"cannot resume from .*best\.pt: a run resumes from its last\.pt"
+    ):
+        fit(tiny_config(), resume=tmp_path / "run" / "best.pt")

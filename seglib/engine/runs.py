@@ -91,6 +91,11 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
     in cfg.output_dir with a last.pt."""
     if not isinstance(resume, bool):
         path = Path(resume)
+        if path.suffix == ".pt" and path.name != "last.pt":  # it would quietly become the folder's last.pt
+            raise FileNotFoundError(
+                f"cannot resume from {path}: a run resumes from its last.pt (optimizer and schedule with the "
+                f"weights); give its folder ({path.parent}) or its last.pt, or start a new run"
+            )
         run_dir = path.parent if path.suffix == ".pt" else path
     elif cfg.run_name:
         run_dir = Path(cfg.output_dir) / cfg.run_name
