@@ -449,7 +449,8 @@ def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Mod
 def _drop_stale_figures(folder: Path, drawn: list[Path]) -> None:
     """Remove the figures of `folder` this command did not draw: an earlier run's into the same
     --output_dir, whose tables it has replaced, would pass for this one's."""
-    stale = [p for p in folder.glob("*.png") if p not in set(drawn)]
+    kept = set(drawn)
+    stale = [p for p in folder.glob("*.png") if p not in kept]
     for p in stale:
         p.unlink()
     if stale:
@@ -534,7 +535,8 @@ def _masks_beside(files: list[Path]) -> tuple[list[Path], dict[str, Path]]:
         for f in files
         if f.stem.endswith("_mask") and f.stem[: -len("_mask")] in stems
     }
-    return [f for f in files if f not in beside.values()], beside
+    masks = set(beside.values())
+    return [f for f in files if f not in masks], beside
 
 
 def _input_files(a: argparse.Namespace, out: Path) -> list[Path]:
@@ -569,13 +571,12 @@ def _predict_files(a: argparse.Namespace) -> None:
     saved, threshold = config.get("mask_values", ""), _threshold(a, config)
     tta, out = _tta(a, size), Path(a.output_dir)
     (files, beside), truths, read = _masks_beside(_input_files(a, out)), None, None
-    here = Path(a.input).resolve()
     if beside and not a.masks:
         print(f"seglib: --input {a.input}: {len(beside)} NAME_mask files beside their photos are taken as "
               f"masks, not photos; --masks {a.input} scores against them")  # fmt: skip
     if a.masks:  # the truth of your own images: read as a folder data set reads its masks
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
-        same = Path(a.masks).resolve() == here  # never a photo as its own mask
+        same = Path(a.masks).resolve() == Path(a.input).resolve()  # never a photo as its own mask
         truths = beside if same else find_masks(a.masks, [f.stem for f in files])
 
         def read(path: Path) -> np.ndarray:

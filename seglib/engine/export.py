@@ -24,7 +24,7 @@ from ..atomic import atomic_path, atomic_write
 from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
 from ..metrics import threshold_logit
 from .checkpoint import EXPORTED_SUFFIXES, load_checkpoint, load_model
-from .evaluate import evaluate
+from .evaluate import checkpoint_image_size, checkpoint_threshold, evaluate
 
 __all__ = [
     "EXPORTED_SUFFIXES",
@@ -76,9 +76,7 @@ def export_model(
         raise ValueError(f"{path}: format {fmt} writes a .{fmt} file; name it so, or pick the other --format")
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
-    config = ckpt.get("config", {})
-    image_size = int(config.get("image_size", 256))
-    threshold = float(config.get("threshold", 0.5))  # what the run validated at
+    image_size, threshold = checkpoint_image_size(ckpt), checkpoint_threshold(ckpt)  # the run's
     model = load_model(checkpoint, checkpoint=ckpt).float().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
