@@ -294,6 +294,14 @@ def test_bad_checkpoints_say_what_they_are(tmp_path):
     torch.save(model.state_dict(), tmp_path / "bare.pt")
     with pytest.raises(CheckpointError, match=r"bare state_dict.*build_model"):
         load_model(tmp_path / "bare.pt")
+    # One byte flipped inside the weights: torch.load alone would return the changed weights.
+    data = bytearray((tmp_path / "unet.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "damaged.pt").write_bytes(data)
+    with pytest.raises(
+        CheckpointError, match=r"damaged\.pt is damaged: its record '.*/data/\d+' fails its checksum"
+    ):
+        load_model(tmp_path / "damaged.pt")
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint torch can read"):
         load_model(tmp_path / "notes.txt")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is an exported model, not a checkpoint: it holds no run settings (split, mask values). "
             "`predict --input` takes it; for a split, point at the checkpoint it was exported from (best.pt)"
         )
+    _check_crc(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # pickle, zip and torch errors: the user needs one message
@@ -82,6 +84,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint = "point at a best.pt or last.pt written by seglib"
         raise CheckpointError(f"{path} is not a seglib checkpoint: it holds {what}; {hint}")
     return ckpt
+
+
+def _check_crc(path: Path) -> None:
+    """Raise CheckpointError when a record of the zip file torch wrote fails its CRC-32.
+
+    torch.load does not check them: a file damaged on disk or in a copy would load and predict garbage.
+    Files that are not zips (torch's legacy format, or not checkpoints at all) are left to torch.load.
+    """
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # not a readable zip: torch.load says what it is
+    if bad is not None:
+        raise CheckpointError(
+            f"{path} is damaged: its record {bad!r} fails its checksum (the file changed after torch wrote it, "
+            "e.g. a broken copy or disk); copy it again, or use the run's other checkpoint (best.pt or last.pt)"
+        )
 
 
 def load_model(
