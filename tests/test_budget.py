@@ -36,6 +36,11 @@ def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_past_the_last()
     assert next_plan([5] * 17 + [7], budget, planned=20) == 19
     assert next_plan([5] * 17 + [4], budget, planned=19) == 19  # 20 would fit: it never grows between marks
     assert next_plan([5] * 17, budget, planned=17) == 17  # never past the planned end
+    # except a first guess that ends before there is a pace: made again from the epochs there are
+    assert next_plan([5], budget, planned=1) == 19 and next_plan([5, 5], budget, planned=2) == 19
+    assert next_plan([5], budget, planned=2) == 2  # not yet at its end
+    assert next_plan([120], budget, planned=1) == 1  # the budget spent: it ends
+    assert len(_run_out(lambda epoch: 5.0, budget, planned=1)) == 19
 
 
 def _run_out(seconds_of, budget: float, planned: int) -> list[float]:

@@ -116,7 +116,8 @@ def next_plan(
     Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess) and at each epoch
     that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last share, at
     every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its end).
-    Never past the planned last epoch: lengthening a finished schedule would raise the learning rate again.
+    Never past the planned last epoch (lengthening a finished schedule would raise the learning rate again),
+    except for a plan that ends before the run has a pace: at its end, the epochs that fit then.
 
     With progressive resizing (`sizes` of the epochs done, `size_at`), a plan is only re-made before the
     last share once every size still ahead has a pace of its own (a size not trained yet, scaled from a
@@ -124,11 +125,16 @@ def next_plan(
     first epoch at a new size is a first pace too.
     """
     done = len(seconds)
-    if done < MIN_EPOCHS_TIMED or done >= planned:
-        return planned
 
     def fits() -> int:
         return planned_epochs(seconds, budget_seconds, MARGIN, sizes, size_at)
+
+    if done < MIN_EPOCHS_TIMED:
+        # A plan that ends before the run has a pace is made again from the epochs there are (the first one's
+        # one-off costs make it short rather than long): a first guess of 1 or 2 epochs would end the run.
+        return planned if done < planned else fits()
+    if done >= planned:
+        return planned
 
     now, before = sum(seconds), sum(seconds[:-1])
     if now >= REPLAN_AT[-1] * budget_seconds and not before < REPLAN_AT[-1] * budget_seconds:
