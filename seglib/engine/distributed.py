@@ -9,6 +9,7 @@ here does nothing, so the single-process path stays exactly what it was.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# Seconds with the GIL free before a gloo group is destroyed: see `cleanup`.
+GLOO_SETTLE_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,12 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 def cleanup(info: DistInfo) -> None:
     """Destroy the process group if `init_distributed` created it (a caller's own group is left alone)."""
     if info.created and dist.is_initialized():
+        if info.backend == "gloo":
+            # gloo's worker threads drop a finished collective's tensors after its caller has gone on, and
+            # that takes the GIL. DDP keeps the group and its threads alive past destroy_process_group, so a
+            # drop still pending when the interpreter finalises aborts the rank (SIGABRT after its last
+            # epoch; torch's own issue). Sleeping frees the GIL for them first.
+            time.sleep(GLOO_SETTLE_SECONDS)
         dist.destroy_process_group()
 
 
