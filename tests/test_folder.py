@@ -16,7 +16,9 @@ from seglib.data import (
     EmptySplitError,
     FolderDataset,
     MaskValueError,
+    MaskValueWarning,
     describe,
+    empty_masks,
     find_pairs,
     make_synthetic_folder,
     open_split,
@@ -174,6 +176,10 @@ def test_split_files_fix_the_split(demo, tmp_path):
         EmptySplitError, match=r"the test split of .* has no images .* list some in splits/test.txt"
     ):
         FolderDataset(root, "test")
+    with pytest.raises(
+        EmptySplitError, match=r"has no images \(a seeded split.*; give test_fraction above 0"
+    ):
+        FolderDataset(demo, "test", test_fraction=0)  # no splits/: the fraction gave it none
     (root / "splits" / "test.txt").write_text(f"{names[0]}\nno_such_photo\n")
     with pytest.raises(FileNotFoundError, match=r"test.txt:2 'no_such_photo'.*fix the names"):
         FolderDataset(root, "train")
@@ -227,6 +233,39 @@ def test_a_mask_with_more_than_two_values_lists_them_and_the_mapping_to_pass(tmp
         ds.load_mask(0)
     with pytest.raises(MaskValueError, match=message):
         ds[0]  # as training reads it
+
+
+def test_an_oxford_trimap_is_named_and_its_background_never_suggested(tmp_path):
+    trimap = np.full(OBJECT.shape, 2, np.uint8)  # background 2, pet 1 with a border 3
+    trimap[OBJECT > 0] = 1
+    trimap[OBJECT.shape[0] // 2, :] = 3
+    write_pair(tmp_path, "trimap", Image.fromarray(trimap))
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    with pytest.raises(
+        MaskValueError,
+        match=r'Oxford-IIIT Pet trimap \(1 pet, 2 background, 3 border\): pass mask_values="1,3"',
+    ):
+        ds.load_mask(0)
+    assert (
+        FolderDataset(tmp_path, "trainval", mask_values="1,3", val_fraction=0, test_fraction=0)
+        .load_mask(0)
+        .sum()
+        == (trimap != 2).sum()
+    )
+
+
+def test_masks_that_mask_values_leaves_empty_are_counted(tmp_path):
+    for i in range(4):  # two masks in 0/255, two in 0/1: mask_values="255" fits only the first two
+        write_pair(tmp_path, f"pet{i}", Image.fromarray(OBJECT * (255 if i < 2 else 1)))
+    facts = describe(FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0))
+    assert empty_masks(facts) == ""
+    with pytest.warns(MaskValueWarning):
+        facts = describe(
+            FolderDataset(tmp_path, "trainval", mask_values="255", val_fraction=0, test_fraction=0)
+        )
+    assert empty_masks(facts, "255").startswith(
+        '2 of 4 masks hold no object pixel under mask_values="255" (pet2, pet3)'
+    )
 
 
 def test_two_values_without_a_background_ask_which_is_the_object(tmp_path):

@@ -33,7 +33,7 @@ from .mixing import copy_paste, mixing_generator
 from .pairs import find_masks, find_pairs, image_files, is_folder_root
 from .sampling import EpochSampler
 from .splits import check_split_fractions, seeded_split, write_splits
-from .stats import describe
+from .stats import describe, empty_masks
 from .synthetic import make_fullsize_pets, make_synthetic_pets, synthetic_pet
 from .transforms import (
     IMAGENET_MEAN,
@@ -71,6 +71,7 @@ __all__ = [
     "collate",
     "copy_paste",
     "describe",
+    "empty_masks",
     "download",
     "eval_transform",
     "find_masks",

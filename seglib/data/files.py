@@ -151,7 +151,7 @@ def read_image(path: Path, upright: bool = False) -> np.ndarray:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
-            "Re-download the data, or pass on_corrupt='skip' (--on_corrupt skip) to leave such samples out "
+            "Replace it (the Oxford-IIIT Pet set: download it again), or pass on_corrupt='skip' (--on_corrupt skip) to leave such samples out "
             "(they are counted and reported at the end of each epoch)"
         ) from e
 

@@ -98,10 +98,14 @@ class FolderDataset(SegmentationDataset):
         names = self.splits["train"] + self.splits["val"] if split == "trainval" else self.splits[split]
         names = sorted(names)[:limit] if limit is not None else sorted(names)
         if not names:
+            fraction = {"val": "val_fraction", "test": "test_fraction"}.get(split)
+            if (self.root / "splits").is_dir() or fraction is None:
+                hint = f"list some in splits/{split}.txt, or remove splits/ for a seeded split"
+            else:  # a seeded split given no share of the images for it
+                hint = f"give {fraction} above 0 (e.g. 0.1), or list the images in splits/{split}.txt"
             raise EmptySplitError(
                 f"the {split} split of {self.root} has no images ({self.split_source}: "
-                f"{', '.join(f'{k} {len(v)}' for k, v in self.splits.items())}); list some in "
-                f"splits/{split}.txt, or remove splits/ for a seeded split"
+                f"{', '.join(f'{k} {len(v)}' for k, v in self.splits.items())}); {hint}"
             )
         self.entries = [FolderEntry(n, *pairs[n], self.root.name) for n in names]
         self._by_name = {e.name: e for e in self.entries}

@@ -120,7 +120,12 @@ def _auto_object(
     bg = "black" if kind == "colours" else "0"
     if named is None:
         named = [t for v, t in zip(found, labels, strict=True) if v != background]
-    if len(found) == 2:  # two values and neither is the background
+    if kind == "values" and found == [1, 2, 3]:  # the Oxford-IIIT Pet's own trimaps: 2 is the background
+        what = (
+            'they look like an Oxford-IIIT Pet trimap (1 pet, 2 background, 3 border): pass mask_values="1,3" '
+            '(the pet with its border, as the original counts it) or "1"'
+        )
+    elif len(found) == 2:  # two values and neither is the background
         hint = " or ".join(f'mask_values="{t}"' for t in named)
         what = f"neither is {bg}, so which one is the object is unclear; pass {hint}"
     elif kind == "values" and len(others) > SOFT_LEVELS:  # an anti-aliased or blurred edge, not classes

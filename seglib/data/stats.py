@@ -10,7 +10,7 @@ from .dataset import OxfordPetDataset
 from .files import CorruptSampleError
 from .trimaps import BACKGROUND, BORDER
 
-__all__ = ["describe"]
+__all__ = ["describe", "empty_masks"]
 
 
 def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
@@ -47,3 +47,21 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
             f"describe: {len(unread)} unreadable mask(s) left out: {'; '.join(unread[:3])}", stacklevel=2
         )
     return pd.DataFrame(rows)
+
+
+def empty_masks(facts: pd.DataFrame, mask_values: str = "") -> str:
+    """A sentence naming the masks of `facts` (`describe`'s table) that hold no object pixel, or "".
+
+    An image without the object is rightly empty; many such masks more often mean `mask_values` names
+    values some masks do not use (0/255 masks beside 0/1 ones), which reads them as all background.
+    """
+    empty = facts.loc[facts.fg_fraction == 0, "name"].tolist()
+    if not empty:
+        return ""
+    rule = f'mask_values="{mask_values}"' if mask_values else "the masks' values as read"
+    names = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    return (
+        f"{len(empty)} of {len(facts)} masks hold no object pixel under {rule} ({names}); if they show the "
+        "object, their values differ from mask_values: give those too, or leave mask_values empty to read "
+        "each mask's one value besides 0"
+    )
