@@ -97,9 +97,37 @@ class Workspace:
     def runs(self) -> Path:
         return self.results / "runs"
 
-    def run_folder(self, given: str, name: str) -> Path:
-        """The run folder `given` (relative: from the repository), or if "" the newest run called `name`."""
-        return project_path(given) if given else latest_run(self.runs, name)
+    def run_folder(self, given: str, name: str, parameter: str = "run") -> Path:
+        """The run folder `given` (relative: from the repository), or if "" the newest run called `name`;
+        a ValueError naming the notebook's `parameter` where `given` is no run folder with a best.pt."""
+        if not given:
+            return latest_run(self.runs, name)
+        path = project_path(given)
+        if path.is_file():
+            raise ValueError(
+                f"{parameter}={given!r} is a file; give the run folder that holds it ({path.parent})"
+            )
+        if not (path / "best.pt").is_file():
+            raise ValueError(
+                f"{parameter}={given!r}: {path} holds no best.pt; give a run folder of notebook 02 or 03 "
+                f'(in {self.runs}), or "" for the newest run called {name!r}'
+            )
+        return path
+
+    def check_run_data(self, ckpt: dict[str, Any], parameter: str = "run") -> str:
+        """What `ckpt`'s run trained on, where this notebook's data differs ("" where it is the same); a
+        ValueError where the notebook fell back to a synthetic set (dataset "auto", no real data at
+        data_root) for a run that trained on other data: its scores would read as real ones."""
+        trained, where = ckpt.get("data"), ckpt.get("data_root")
+        if trained is None or (trained == self.kind and (where is None or Path(where) == self.root)):
+            return ""  # older checkpoints do not say
+        if self.kind == "synthetic" and self.dataset == "auto" and trained != "synthetic":
+            raise ValueError(
+                f"{parameter}: its run trained on {trained} data at {where}, but data_root={self.data_root} "
+                f"holds no data, so this notebook would score it on the synthetic demo set; set data_root to "
+                f'the run\'s data ({where}), or dataset to "synthetic" to score it there on purpose'
+            )
+        return f"{parameter}: its run trained on {trained} data at {where}; scored here on {self.kind} data at {self.root}"
 
     @property
     def machine(self) -> str:
@@ -146,13 +174,21 @@ def start(
     else the demo set beside it, as "auto" does: the defaults read data/synthetic-pets either way.
     `device` is where the notebook's models train, predict and are scored: "auto" takes the GPU when
     there is one. `folder`: a folder data set's settings (mask_values, val_fraction, test_fraction,
-    split_seed; TrainConfig's defaults otherwise).
+    split_seed, on_corrupt; TrainConfig's defaults otherwise).
     """
-    unknown = sorted(set(folder) - {"mask_values", "val_fraction", "test_fraction", "split_seed"})
+    unknown = sorted(
+        set(folder) - {"mask_values", "val_fraction", "test_fraction", "split_seed", "on_corrupt"}
+    )
     if unknown:
         raise TypeError(f"start() got unknown folder settings {unknown}")
     parse_mask_values(folder.get("mask_values", ""))
-    check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
+    fractions = {k: folder.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
+    for name, value in fractions.items():  # papermill passes "-p val_fraction abc" as text
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number in [0, 1) (e.g. 0.1), got {value!r}")
+    check_split_fractions(*fractions.values())
+    if folder.get("on_corrupt", "raise") not in ("raise", "skip"):
+        raise ValueError(f'on_corrupt must be "raise" or "skip", got {folder["on_corrupt"]!r}')
     resolve_device(device)  # an unknown or absent device fails here, before any work
     end_kernel_quickly()  # the notebook's kernel; papermill counts the notebook done when it has exited
     if profile not in PROFILES:

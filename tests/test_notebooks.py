@@ -175,6 +175,45 @@ def test_start_takes_a_folder_and_its_settings(tmp_path):
     assert len(FolderDataset(demo["data_root"], "trainval")) == 43  # 48 pairs, 5 held out for testing
 
 
+def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=0)
+    args = ("t", str(root), "folder", "tiny", str(tmp_path / "r"), "cpu")
+    with pytest.raises(
+        ValueError, match=r"val_fraction must be a number in \[0, 1\) \(e\.g\. 0\.1\), got 'abc'"
+    ):
+        start(*args, val_fraction="abc")
+    with pytest.raises(ValueError, match=r'on_corrupt must be "raise" or "skip", got \'ignore\''):
+        start(*args, on_corrupt="ignore")
+    ws = start(*args, on_corrupt="skip")
+    assert ws.config("unet").on_corrupt == "skip" and ws.data_split("test").on_corrupt == "skip"
+
+
+def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synthetic_root):
+    ws = start("t", str(tmp_path / "typo" / "oxford-iit-pet"), "auto", "tiny", str(tmp_path / "r"), "cpu")
+    assert ws.kind == "synthetic"  # no data at the mistyped path: the demo set beside it
+    run = tmp_path / "r" / "runs" / "unet-tiny"
+    run.mkdir(parents=True)
+    with pytest.raises(ValueError, match=rf"unet_run='{run}': {run} holds no best\.pt; give a run folder"):
+        ws.run_folder(str(run), "unet-tiny", "unet_run")
+    (run / "best.pt").write_bytes(b"")
+    assert ws.run_folder(str(run), "unet-tiny", "unet_run") == run == ws.run_folder("", "unet-tiny")
+    with pytest.raises(
+        ValueError, match=rf"unet_run='.*best\.pt' is a file; give the run folder that holds it \({run}\)"
+    ):
+        ws.run_folder(str(run / "best.pt"), "unet-tiny", "unet_run")
+    # A run that trained on the real data, scored on the demo set only because data_root holds none: refused.
+    real = {"data": "oxford-pet", "data_root": "/data/oxford-iiit-pet"}
+    with pytest.raises(
+        ValueError,
+        match=r"unet_run: its run trained on oxford-pet data at /data/oxford-iiit-pet, but data_root=.*oxford-iit-pet holds no data",
+    ):
+        ws.check_run_data(real, "unet_run")
+    assert ws.check_run_data({"data": "synthetic", "data_root": str(ws.root)}) == ""  # its own data
+    assert ws.check_run_data({}) == ""  # older checkpoints do not say
+    chosen = start("t", str(synthetic_root), "synthetic", "tiny", str(tmp_path / "r"), "cpu")  # on purpose
+    assert chosen.check_run_data(real, "unet_run").startswith("unet_run: its run trained on oxford-pet data")
+
+
 @pytest.fixture(scope="module")
 def workbook(synthetic_root, tmp_path_factory):
     """The whole workbook, tiny profile, with its device set; the synthetic set of the session stands in
@@ -278,23 +317,26 @@ def test_the_folder_notebook_trains_evaluates_predicts_exports_and_checks(workbo
 
 
 @pytest.mark.slow
-def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, capfd):
-    with pytest.raises(
-        RuntimeError, match=r"01_data_exploration\.ipynb failed in cell \d+ .*ValueError: unknown profile"
-    ):
+@pytest.mark.parametrize(
+    "name, param, error",
+    [
+        ("01_data_exploration.ipynb", {"profile": "fast"}, "ValueError: unknown profile"),
+        # a notebook's own parameter, checked before any work (nothing scored)
+        ("04_evaluation.ipynb", {"worst": -1}, "ValueError: worst must be a whole number of at least 1"),
+    ],
+)
+def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, capfd, name, param, error):
+    with pytest.raises(RuntimeError, match=rf"{re.escape(name)} failed in cell \d+ .*{error}"):
         run_workbook(
             "tiny",
             data_root=synthetic_root.parent / "oxford-iiit-pet",
             results_dir=tmp_path,
-            notebooks=("01_data_exploration.ipynb",),
-            extra={"01_data_exploration.ipynb": {"profile": "fast"}},
+            notebooks=(name,),
+            extra={name: param},
         )
-    assert (tmp_path / "notebooks" / "01_data_exploration.ipynb").is_file()
+    assert (tmp_path / "notebooks" / name).is_file() and not (tmp_path / "evaluation").exists()
     said = capfd.readouterr()  # the kernel's own log reaches this process's stderr
-    assert (
-        f"running 01_data_exploration.ipynb (tiny) into {tmp_path / 'notebooks' / '01_data_exploration.ipynb'}"
-        in said.out
-    )
+    assert f"running {name} (tiny) into {tmp_path / 'notebooks' / name}" in said.out
     assert "without encryption" not in said.err + said.out
 
 
@@ -373,7 +415,7 @@ def test_papermill_by_hand_uses_the_repositorys_folders_from_any_folder(checkout
             timeout=600,
         )
         nb = nbformat.read(cwd / "out.ipynb", as_version=4)
-        start_cell = next(c for c in nb.cells if c.source.startswith("ws = start("))
+        start_cell = next(c for c in nb.cells if "ws = start(" in c.source)
         first = start_cell.outputs[0]["text"].splitlines()[0]
         assert first.startswith("02_train_unet: the SYNTHETIC demo set"), first
         assert f"at {checkout / 'data' / 'synthetic-pets'};" in first and first.endswith(

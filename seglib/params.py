@@ -1,0 +1,45 @@
+"""A notebook's own parameters checked as papermill passes them, before any work.
+
+`papermill -p worst -1` or `-p resume true` reaches the notebook as -1 or the text "true" (papermill reads
+True and False, numbers and text): each check returns the value it takes, or raises a ValueError naming
+the parameter, what it takes and how to pass it. The training settings are TrainConfig's to check.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["whole_number", "probability", "flag", "choice"]
+
+
+def whole_number(name: str, value: Any, minimum: int = 0) -> int:
+    """`value` as an int of at least `minimum`."""
+    number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value != int(value) or value < minimum:
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def probability(name: str, value: Any, zero_means: str = "") -> float:
+    """`value` as a probability strictly between 0 and 1; 0 as well where `zero_means` says what it means."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (0 < value < 1 or (zero_means and value == 0)):
+        also = f", or 0 ({zero_means})" if zero_means else ""
+        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. 0.5){also}, got {value!r}")
+    return float(value)
+
+
+def flag(name: str, value: Any) -> bool:
+    """`value` as True or False: papermill reads only these two spellings as booleans."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False (papermill: -p {name} True), got {value!r}")
+    return value
+
+
+def choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """`value`, one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+    return value
