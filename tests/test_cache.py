@@ -49,10 +49,16 @@ def test_unreadable_files_are_marked_not_cached(synthetic_root, tmp_path):
     assert cache.valid.tolist().count(False) == 1 and not cache.valid[2]
     ds.cache = cache
     assert "skipped" in ds[2] and "image" in ds[3]
-    strict = OxfordPetDataset(root, "val").use_cache(tmp_path / "cache", 32)
+    strict = OxfordPetDataset(root, "val")  # on_corrupt="raise": said when the cache opens, not at the step
     with pytest.raises(ValueError, match=rf"{ds.names[2]}\.jpg: cannot read the image"):
-        strict[2]
+        strict.use_cache(tmp_path / "cache", 32)
     assert np.asarray(cache.images[3]).shape == (32, 32, 3)
+    jpg = ds.image_path(ds.names[5])
+    jpg.write_bytes(jpg.read_bytes()[:500])  # a second one: both named in one error
+    with pytest.raises(
+        ValueError, match=rf"2 of the 20 val samples cannot be used:\n- .*{ds.names[2]}.*\n- .*{ds.names[5]}"
+    ):
+        OxfordPetDataset(root, "val").use_cache(tmp_path / "cache2", 32)
 
 
 BLOCKED_BUILD = """

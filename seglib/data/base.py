@@ -68,8 +68,21 @@ class SegmentationDataset(Dataset):
 
     # --- shared ---------------------------------------------------------------------------------
     def use_cache(self, cache_dir: str | Path, image_size: int) -> SegmentationDataset:
-        """Read samples from a decode-once cache at `image_size` (built on first use); returns self."""
+        """Read samples from a decode-once cache at `image_size` (built on first use); returns self.
+
+        With on_corrupt "raise", a CorruptSampleError naming every sample the build could not read: the
+        build read them all, so they are said at once, not one per run at the step that meets each."""
         self.cache = build_cache(self, image_size, cache_dir)
+        errors = self.cache.errors
+        if self.on_corrupt == "raise" and len(errors) == 1:
+            raise CorruptSampleError(next(iter(errors.values())))
+        if self.on_corrupt == "raise" and errors:
+            listed = "\n".join(f"- {e}" for e in list(errors.values())[:10])
+            more = f"\n- ... ({len(errors)} in all)" if len(errors) > 10 else ""
+            raise CorruptSampleError(
+                f"{len(errors)} of the {len(self)} {self.split} samples cannot be used:\n{listed}{more}\n"
+                "replace or fix them, or pass on_corrupt='skip' (--on_corrupt skip) to leave them out"
+            )
         return self
 
     @property
