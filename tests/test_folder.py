@@ -268,6 +268,27 @@ def test_masks_that_mask_values_leaves_empty_are_counted(tmp_path):
     )
 
 
+def test_describe_names_every_mask_that_cannot_be_used_at_once(tmp_path):
+    write_pair(tmp_path, "good", Image.fromarray(OBJECT * 255))
+    write_pair(tmp_path, "three", Image.fromarray(OBJECT * 2 + (OBJECT[::-1] > 0)))  # values 0 to 3
+    write_pair(tmp_path, "trimap", Image.fromarray(OBJECT + 1))  # 1 and 2: which is the object?
+    write_pair(tmp_path, "small", Image.fromarray(OBJECT * 255))
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "images" / "small.png")  # another size
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    with pytest.raises(MaskValueError) as e:
+        describe(ds)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "3 of the 4 masks cannot be used:" and "give mask_values as the lines say" in lines[-1]
+    assert [line.split(": ")[0].rsplit("/", 1)[-1] for line in lines[1:4]] == [
+        "small.png",
+        "three.png",
+        "trimap.png",
+    ]
+    skipping = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, on_corrupt="skip")
+    with pytest.raises(MaskValueError, match=r"^2 of the 4 masks"):  # unclear values are never skipped
+        describe(skipping)
+
+
 def test_two_values_without_a_background_ask_which_is_the_object(tmp_path):
     write_pair(tmp_path, "trimap_like", Image.fromarray(OBJECT + 1))
     ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)

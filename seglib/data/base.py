@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .cache import PairReader, ResizedCache, build_cache
-from .files import CorruptSampleError, read_image, read_pair
+from .files import SKIP_THEM, CorruptSampleError, all_problems, read_image, read_pair
 from .transforms import eval_transform, seed_transform
 from .trimaps import trimap_to_mask
 
@@ -73,15 +73,11 @@ class SegmentationDataset(Dataset):
         With on_corrupt "raise", a CorruptSampleError naming every sample the build could not read: the
         build read them all, so they are said at once, not one per run at the step that meets each."""
         self.cache = build_cache(self, image_size, cache_dir)
-        errors = self.cache.errors
-        if self.on_corrupt == "raise" and len(errors) == 1:
-            raise CorruptSampleError(next(iter(errors.values())))
-        if self.on_corrupt == "raise" and errors:
-            listed = "\n".join(f"- {e}" for e in list(errors.values())[:10])
-            more = f"\n- ... ({len(errors)} in all)" if len(errors) > 10 else ""
+        if self.on_corrupt == "raise" and self.cache.errors:
             raise CorruptSampleError(
-                f"{len(errors)} of the {len(self)} {self.split} samples cannot be used:\n{listed}{more}\n"
-                "replace or fix them, or pass on_corrupt='skip' (--on_corrupt skip) to leave them out"
+                all_problems(
+                    list(self.cache.errors.values()), f"the {len(self)} {self.split} samples", SKIP_THEM
+                )
             )
         return self
 

@@ -42,6 +42,19 @@ class CorruptSampleError(ValueError):
     """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
 
 
+SKIP_THEM = "replace or fix them, or pass on_corrupt='skip' (--on_corrupt skip) to leave them out"
+
+
+def all_problems(messages: list[str], of: str, todo: str) -> str:
+    """One message for the problems of a split found in one pass: the message itself when there is one,
+    else their count `of` what, ten of them a line each, and `todo`."""
+    if len(messages) == 1:
+        return messages[0]
+    listed = "\n".join(f"- {m}" for m in messages[:10])
+    more = f"\n- ... ({len(messages)} in all)" if len(messages) > 10 else ""
+    return f"{len(messages)} of {of} cannot be used:\n{listed}{more}\n{todo}"
+
+
 class UnsupportedImageError(ValueError):
     """An image PIL reads but seglib cannot turn into 8-bit RGB unambiguously; the message says what to do."""
 

@@ -7,10 +7,16 @@ import warnings
 import pandas as pd
 
 from .dataset import OxfordPetDataset
-from .files import CorruptSampleError
+from .files import SKIP_THEM, CorruptSampleError, all_problems
+from .masks import MaskValueError
 from .trimaps import BACKGROUND, BORDER
 
 __all__ = ["describe", "empty_masks"]
+
+# masks whose values are unclear are not skipped (on_corrupt leaves out unreadable files only)
+VALUES_TODO = (
+    "give mask_values as the lines say, or fix those masks; on_corrupt='skip' leaves out unreadable files"
+)
 
 
 def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
@@ -18,15 +24,19 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
 
     `fg_fraction` is the pet's share of the image as the original counts it (trimap 1 and 3);
     `border_fraction` is the share of the trimap's border band (3). A data set that skips unreadable
-    samples (`on_corrupt="skip"`) leaves out those whose mask cannot be read, naming them in a warning.
+    samples (`on_corrupt="skip"`) leaves out those whose mask cannot be read, naming them in a warning;
+    otherwise one error names every mask that cannot be read (and every mask whose values are unclear).
     """
-    rows, unread = [], []
+    rows, unread, problems = [], [], []
     for i, e in enumerate(dataset.entries):
         try:
             trimap = dataset.load_trimap(i)
+        except MaskValueError as err:  # which values are the object: for every such mask, not skipped
+            problems.append(err)
+            continue
         except CorruptSampleError as err:
             if dataset.on_corrupt != "skip":
-                raise
+                problems.append(err)
             unread.append(f"{e.name} ({err})")
             continue
         h, w = trimap.shape
@@ -42,6 +52,11 @@ def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
                 "border_fraction": float((trimap == BORDER).mean()),
             }
         )
+    if problems:  # all at once: a folder's masks are fixed in one go, not one per run
+        values = any(isinstance(p, MaskValueError) for p in problems)
+        todo = VALUES_TODO if values else SKIP_THEM
+        kind = MaskValueError if values else CorruptSampleError
+        raise kind(all_problems([str(p) for p in problems], f"the {len(dataset)} masks", todo))
     if unread:
         warnings.warn(
             f"describe: {len(unread)} unreadable mask(s) left out: {'; '.join(unread[:3])}", stacklevel=2
