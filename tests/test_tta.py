@@ -90,6 +90,7 @@ def test_predict_logits_is_evaluates_prediction(model, synthetic_root):
     tta = TTA(flip=True, scales=(1.5,))
     logits = predict_logits(model, ds.load_image(1), 64, "cpu", tta)
     assert torch.allclose(logits, by_hand(model, ds, 1, 64, [96], True), atol=1e-5)
+    assert not logits.requires_grad  # no graph: a viewer keeping every image's logits keeps no activations
 
 
 def test_bad_scales_and_transforms_say_what_to_pass(model, synthetic_root):

@@ -404,7 +404,6 @@ def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
     return arr
 
 
-@torch.no_grad()
 def model_image_size(model: nn.Module, image_size: int | None = None) -> int:
     """`image_size`, else the size `model` was trained at (`TRAINED_SIZE`, set by `load_model` and `fit`),
     else 256 (the original's)."""
@@ -413,6 +412,7 @@ def model_image_size(model: nn.Module, image_size: int | None = None) -> int:
     return int(getattr(model, TRAINED_SIZE, None) or 256)
 
 
+@torch.no_grad()  # inference: no graph (its saved activations held every viewed image's memory)
 def predict_logits(
     model: nn.Module,
     image: np.ndarray | Image.Image | str | Path,
@@ -425,7 +425,7 @@ def predict_logits(
     `image_size` (None: the size it was trained at, `model_image_size`)."""
     dev = resolve_device(device)
     image_size = model_image_size(model, image_size)
-    warn_unused_scales(image_size, tta, stacklevel=3)
+    warn_unused_scales(image_size, tta, stacklevel=3)  # past torch.no_grad's wrapper: the caller's line
     rgb = _as_rgb_array(image)
     x, *extra = (
         eval_transform(s)(image=rgb)["image"].unsqueeze(0).to(dev)
