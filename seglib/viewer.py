@@ -109,8 +109,9 @@ class MaskViewer:
     def _wire(self) -> None:
         """Each control to what it changes."""
         self.index.observe(lambda _: self._on_index(), "value")
-        for w in (self.opacity, self.threshold, self.show_truth, self.show_pred, self.show_errors):
+        for w in (self.opacity, self.show_truth, self.show_pred, self.show_errors):
             w.observe(lambda _: self.refresh(), "value")
+        self.threshold.observe(lambda _: self._on_threshold(), "value")
         self.sort.observe(lambda _: self._on_sort(), "value")
         self.upload.observe(lambda _: self._on_upload(), "value")
         self.prev_button.on_click(lambda _: self.step(-1))
@@ -154,6 +155,13 @@ class MaskViewer:
         if self.name_box.value.strip() not in ("", self.dataset.names[self.current]):
             self.name_box.value = ""  # moved away: the same name entered again is a change, and jumps back
         self.refresh()
+
+    def _on_threshold(self) -> None:
+        # the model's Dice moves with the threshold: an order by it is made again (a table's Dice does not)
+        if self.sort.value == "dice ascending" and self._table_dice is None:
+            self._on_sort()
+        else:
+            self.refresh()
 
     def _on_sort(self) -> None:
         shown = self.current
@@ -225,6 +233,8 @@ class MaskViewer:
             # DIR) writes the files that command writes.
             pred = predict_image(self.model, photo, Path(f["name"]).stem, self.image_size, self.device)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            self._upload = None  # the photo before it is no longer on show, nor what upload_prediction gives
+            self.refresh()
             # a callback's exception reaches no one in a notebook: the status line says it
             self.status.value = (
                 f"<b>cannot segment {html.escape(f['name'])}</b>: {html.escape(str(e))}. An image PIL "

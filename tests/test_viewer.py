@@ -83,6 +83,11 @@ def test_name_box_and_sort_by_dice(ds):
     assert dice == sorted(dice) and v.current == 4  # the image on show stays
     v.index.value = 0
     assert v.dice(v.current) == min(dice)
+    v.index.value = 3
+    shown, before = v.current, list(v.order)
+    v.threshold.value = 0.95  # the Dice moves with the threshold: the order follows
+    dice = [v.dice(i) for i in v.order]
+    assert dice == sorted(dice) and v.order != before and v.current == shown
 
 
 def test_sort_from_an_evaluation_table(ds):
@@ -137,12 +142,12 @@ def test_upload_segments_your_photo(ds):
     shown = v.render()
     assert shown.shape == (90, 120, 3) and "my_cat.jpg" in v.status.value
     assert not np.array_equal(shown[:, :10], shown[:, -10:])  # left: background, right: pet
-    v.index.value = 2  # back to the data set
-    assert v.render().shape == (*ds.original_size(2), 3)
-    # A file that is no image: the status line says so (a callback's error would reach no one).
+    assert v.upload_prediction.name == "my_cat"
+    # A file that is no image: the status line says so (a callback's error would reach no one), and the
+    # photo before it is no longer on show nor saved as its prediction.
     v.upload.value = ({**v.upload.value[0], "name": "IMG_1.HEIC", "content": memoryview(b"ftypheic")},)
     assert "cannot segment IMG_1.HEIC</b>: cannot identify image file" in v.status.value
-    assert v.upload_prediction is None and v.render().shape == (*ds.original_size(2), 3)
+    assert v.upload_prediction is None and v.render().shape == (*ds.original_size(v.current), 3)
 
 
 def test_an_image_that_cannot_be_read_is_named_and_the_others_shown(synthetic_root, tmp_path):
