@@ -79,6 +79,21 @@ def test_a_study_of_another_seed_keeps_the_first_and_the_same_config_is_reused(
     assert (first.run_dir / CURVE_FILE).is_file() and len(moved.curve) == 1
 
 
+def test_a_shorter_budgets_run_is_found_again_whatever_its_timed_plan(tmp_path):
+    from seglib.study.runs import same_config
+
+    # a shorter budget's run keeps its last model only (checkpoint_every = its epochs); both come from a
+    # timing that varies: planned 6 and re-planned to 7 then, planned 1 now on a busier machine
+    saved = TrainConfig(budget_minutes=0.05, epochs=7, checkpoint_every=6)
+    saved.save(tmp_path / "config.json")
+    assert same_config(dataclasses.replace(saved, epochs=1, checkpoint_every=1), tmp_path)
+    assert not same_config(dataclasses.replace(saved, epochs=10, checkpoint_every=2), tmp_path)  # every 2nd
+    assert not same_config(dataclasses.replace(saved, epochs=1, checkpoint_every=1, lr=0.5), tmp_path)
+    fixed = TrainConfig(epochs=7, checkpoint_every=7)  # no budget: the epochs are the user's, compared
+    fixed.save(tmp_path / "config.json")
+    assert not same_config(dataclasses.replace(fixed, epochs=1, checkpoint_every=1), tmp_path)
+
+
 # --- item 2: a study stopped while scoring keeps the runs it finished ------------------------------------
 @pytest.mark.slow
 def test_a_study_stopped_while_scoring_keeps_finished_runs_and_reuses_them(

@@ -62,6 +62,12 @@ def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
             continue
         if key == "epochs" and planned.get("budget_minutes") is not None:
             continue  # planned from a timing that varies; the run re-plans them anyway
+        if (
+            key == "checkpoint_every"
+            and planned.get("budget_minutes") is not None
+            and value == planned["epochs"]
+        ):
+            continue  # a shorter budget's run keeps its last model only: "every" is its epochs, timed alike
         if saved.get(key) != value:
             return False
     return True
