@@ -193,6 +193,12 @@ def test_recipe_summary_reports_ahead_level_and_behind_not_a_zero_win():
     text = "\n".join(recipe_summary(level, minutes.iloc[:1], list(curves), runs, "cpu"))
     assert "level at 1, behind at 0 of 1 budgets (level: equal to 4 decimals)" in text
     assert "`original` and `recommended` tie for the best test Dice, **0.2302**" in text
+    # a recipe's long run read at a shorter budget (the dashed curve) is in the table, but no recipe of its
+    # own: never a leader tied with the model it is, nor a head-to-head
+    early = "original: the 0.2-min run, stopped early"
+    table = dice_at_budgets({**curves, early: curves["original"]}, [0.15, 0.25])
+    text = "\n".join(recipe_summary(table, minutes, list(curves), runs, "cpu"))
+    assert early not in text and "Within 0.25 minutes the best is `original`: test Dice **0.5000**" in text
 
 
 # --- item 4: the N-minute models are those within N minutes ------------------------------------------

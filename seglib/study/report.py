@@ -90,9 +90,10 @@ def recipe_summary(
     machine: str,
     paired: pd.DataFrame | None = None,
 ) -> list[str]:
-    """Notebook 06's closing lines (markdown items): what each run trained, each column of `table`
-    (`dice_at_budgets`: budgets x recipes) against the first (ahead, level, behind), the recipes of
-    `recipes` with no model within a budget, and the best within the longest budget (level ones: a tie).
+    """Notebook 06's closing lines (markdown items): what each run trained, each recipe of `recipes` (the
+    columns of `table`, `dice_at_budgets`: budgets x recipes and other curves) against the first (ahead,
+    level, behind), those with no model within a budget, and the best within the longest budget (level
+    ones: a tie).
     `minutes`: the same table of the models' minutes of training; `paired` (`paired_at_budgets`): each
     comparison with the first also image by image, with where its interval holds 0."""
     bought = "; ".join(  # what each run trained: its epochs re-planned under the budget
@@ -102,8 +103,10 @@ def recipe_summary(
         for r in runs
     )
     lines = [f"- On {machine} the runs trained: {bought}."]
-    base = table.columns[0]
-    for other in table.columns[1:]:
+    base, *others = [
+        c for c in table.columns if c in recipes
+    ]  # a long run read early is no recipe of its own
+    for other in others:
         h = head_to_head(table[other], table[base])
         if h is not None:
             lines.append(f"- {describe_head_to_head(other, base, h)}")
@@ -118,7 +121,7 @@ def recipe_summary(
                 f"- `{label}` has no model saved within {listed} minutes (its runs ended, or kept their "
                 "first model, past the budget): no reading there."
             )
-    budget, last = table.index[-1], table.iloc[-1].dropna()
+    budget, last = table.index[-1], table.iloc[-1][[base, *others]].dropna()
     top = leaders(last)
     if len(top) == 1:
         best = top[0]
