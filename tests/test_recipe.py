@@ -179,6 +179,16 @@ def test_parse_recipes():
         parse_recipes("recommended+emadecay=0")
     with pytest.raises(ValueError, match="no recipe in"):
         parse_recipes(" , ")
+    # what the notebook's parameters or the study set: refused, naming what sets it (it failed later with a
+    # TypeError, or was replaced without a word)
+    with pytest.raises(
+        ValueError, match=r"'model=resnet34_unet' in .*: the study sets model \(notebook 06's model_name\)"
+    ):
+        parse_recipes("recommended+model=resnet34_unet")
+    with pytest.raises(ValueError, match=r"the study sets run_name"):
+        parse_recipes("original+run_name=x")
+    with pytest.raises(ValueError, match=r"lr is set twice in 'recommended\+lr=0.001\+lr=0.002'; keep one"):
+        parse_recipes("recommended+lr=0.001+lr=0.002")
 
 
 def test_dice_at_budgets_reads_the_last_model_within_each_budget():

@@ -31,6 +31,19 @@ def json_or_text(text: str) -> Any:
         return text
 
 
+# Settings a recipe item cannot change: the notebook's parameters or the study itself set them.
+STUDY_SETS = {
+    "model": "notebook 06's model_name",
+    "checkpoint_every": "notebook 06's checkpoint_every",
+    "run_name": "each run is named after its recipe, budget, model, seed and profile",
+    "output_dir": "results_dir/runs",
+    "data_root": "the notebook's data_root",
+    "synthetic_root": "the notebook's data_root",
+    "dataset": "the notebook's dataset",
+    "device": "the notebook's device",
+}
+
+
 def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
     """ "original,recommended+ema_decay=0+image_size=128" -> {label: (recipe, overrides)}.
 
@@ -51,6 +64,10 @@ def parse_recipes(spec: str) -> dict[str, tuple[str, dict[str, Any]]]:
             key, sep, value = change.partition("=")
             if not sep or key not in known:
                 raise ValueError(f"recipes: {change!r} in {item!r} is not key=value with a TrainConfig key")
+            if key in STUDY_SETS:
+                raise ValueError(f"recipes: {change!r} in {item!r}: the study sets {key} ({STUDY_SETS[key]})")
+            if key in over:
+                raise ValueError(f"recipes: {key} is set twice in {item!r}; keep one")
             over[key] = json_or_text(value)
         out[item] = (name, over)
     if not out:
