@@ -305,6 +305,8 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     """Per-image `column` of several models: overlaid histograms and a violin plot."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
+    if df[column].notna().sum() == 0:  # seaborn's own error names none of this
+        raise ValueError(f"plot_model_comparison: no {column} to show (the table has no scored image)")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)

@@ -13,6 +13,7 @@ from seglib.plots import (
     plot_border_band,
     plot_history,
     plot_lr_curves,
+    plot_model_comparison,
     plot_overlay_grid,
     plot_prediction,
 )
@@ -70,6 +71,10 @@ def test_one_draw_and_no_images_are_said_plainly(synthetic_root):
     ):
         with pytest.raises(ValueError, match=r"no images to show; ask for at least one"):
             draw()
+    scored = pd.DataFrame({"model": ["unet", "unet"], "dice": [0.8, 0.9]})
+    plt.close(plot_model_comparison(scored))
+    with pytest.raises(ValueError, match=r"plot_model_comparison: no dice to show"):  # seaborn: NoneType ...
+        plot_model_comparison(scored.iloc[:0])
 
 
 def test_the_zoom_on_the_border_band_shows_the_band(synthetic_root):
