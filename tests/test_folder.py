@@ -26,6 +26,7 @@ from seglib.data import (
     resolve_data_root,
     seeded_split,
 )
+from seglib.data.cache import build_cache
 from seglib.engine import TrainConfig, evaluate
 from seglib.engine.loaders import split_dataset
 from seglib.viewer import MaskViewer
@@ -287,6 +288,12 @@ def test_describe_names_every_mask_that_cannot_be_used_at_once(tmp_path):
     skipping = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0, on_corrupt="skip")
     with pytest.raises(MaskValueError, match=r"^2 of the 4 masks"):  # unclear values are never skipped
         describe(skipping)
+    # training's cache build (the CLI's train) names them at once too, in one process or several
+    for workers, cache in ((1, tmp_path / "c1"), (2, tmp_path / "c2")):
+        unclear = r"^2 of the 4 trainval masks cannot be used:\n- .*three\.png: .*\n- .*trimap\.png: "
+        with pytest.raises(MaskValueError, match=unclear):
+            build_cache(skipping, 32, cache, workers=workers)
+        assert not list(cache.iterdir())  # no cache, nor a half-built one
 
 
 def test_two_values_without_a_background_ask_which_is_the_object(tmp_path):

@@ -26,7 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from ..leftovers import host, owner_tag, remove_leftovers
-from .files import CorruptSampleError
+from .files import CorruptSampleError, all_problems
+from .masks import VALUES_TODO, MaskValueError
 from .transforms import resize as resize_to
 
 __all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
@@ -118,7 +119,11 @@ def build_cache(
     np.memmap(tmp / "images.u8", np.uint8, mode="w+", shape=(n, s, s, 3)).flush()
     np.memmap(tmp / "trimaps.u8", np.uint8, mode="w+", shape=(n, s, s)).flush()
     pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
-    bad = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+    bad, unclear = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+    if unclear:  # which values are the object: every such mask at once, and no cache to reuse
+        shutil.rmtree(tmp, ignore_errors=True)
+        messages = [unclear[i] for i in sorted(unclear)]
+        raise MaskValueError(all_problems(messages, f"the {n} {source.split} masks", VALUES_TODO))
     valid = np.ones(n, bool)
     valid[list(bad)] = False
     errors = {names[i]: bad[i] for i in sorted(bad)}
@@ -139,34 +144,40 @@ def _workers(n: int, workers: int | None) -> int:
     return max(1, min(8, os.cpu_count() or 1, n // 200))
 
 
+Problems = tuple[dict[int, str], dict[int, str]]  # {index: error}: unreadable samples, unclear masks
+
+
 def _fill_rows(
     tmp: Path, n: int, s: int, start: int, pairs: list[tuple[Path, Path]], read: PairReader
-) -> dict[int, str]:
+) -> Problems:
     """Decode, check and resize samples `start`, `start + 1`, ... into the arrays under `tmp`; returns
-    {index: error} for those that cannot be used."""
+    {index: error} for those that cannot be used, and for masks whose values are unclear."""
     images = np.memmap(tmp / "images.u8", np.uint8, mode="r+", shape=(n, s, s, 3))
     trimaps = np.memmap(tmp / "trimaps.u8", np.uint8, mode="r+", shape=(n, s, s))
     resize = resize_to(s)
-    errors = {}
+    errors, unclear = {}, {}
     for i, (image_path, trimap_path) in enumerate(pairs, start):
         try:
             image, trimap = read(image_path, trimap_path)
         except CorruptSampleError as e:
             errors[i] = str(e)
             continue
+        except MaskValueError as e:  # every such mask named at once by build_cache
+            unclear[i] = str(e)
+            continue
         out = resize(image=image, mask=trimap)
         images[i], trimaps[i] = out["image"], out["mask"]
     images.flush()
     trimaps.flush()
-    return errors
+    return errors, unclear
 
 
 def _fill(
     tmp: Path, n: int, s: int, pairs: list[tuple[Path, Path]], workers: int, read: PairReader
-) -> dict[int, str]:
+) -> Problems:
     """`_fill_rows` over every sample, in `workers` processes that each write their own rows."""
     if n == 0:
-        return {}
+        return {}, {}
     if workers == 1 or n < 2:
         return _fill_rows(tmp, n, s, 0, pairs, read)
     step = -(-n // (4 * workers))  # a few chunks per worker even out the slow (large) images
@@ -175,8 +186,9 @@ def _fill(
     ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         chunks = [pairs[k : k + step] for k in starts]
-        parts = pool.map(_fill_rows, repeat(tmp), repeat(n), repeat(s), starts, chunks, repeat(read))
-        return {i: e for part in parts for i, e in part.items()}
+        parts = list(pool.map(_fill_rows, repeat(tmp), repeat(n), repeat(s), starts, chunks, repeat(read)))
+    errors = {i: e for part, _ in parts for i, e in part.items()}
+    return errors, {i: e for _, part in parts for i, e in part.items()}
 
 
 def _partial_tag(name: str) -> str:

@@ -43,6 +43,12 @@ LOSSY_NOISE = 24
 SOFT_LEVELS = 16
 
 
+# masks whose values are unclear are not skipped (on_corrupt leaves out unreadable files only)
+VALUES_TODO = (
+    "give mask_values as the lines say, or fix those masks; on_corrupt='skip' leaves out unreadable files"
+)
+
+
 class MaskValueError(ValueError):
     """A mask whose values do not say which pixels are the object: pass `mask_values`."""
 

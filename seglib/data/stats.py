@@ -8,15 +8,10 @@ import pandas as pd
 
 from .dataset import OxfordPetDataset
 from .files import SKIP_THEM, CorruptSampleError, all_problems
-from .masks import MaskValueError
+from .masks import VALUES_TODO, MaskValueError
 from .trimaps import BACKGROUND, BORDER
 
 __all__ = ["describe", "empty_masks"]
-
-# masks whose values are unclear are not skipped (on_corrupt leaves out unreadable files only)
-VALUES_TODO = (
-    "give mask_values as the lines say, or fix those masks; on_corrupt='skip' leaves out unreadable files"
-)
 
 
 def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
