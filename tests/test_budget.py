@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_train_config
 
 from seglib.engine import TrainConfig, fit, load_checkpoint
-from seglib.engine.budget import next_plan, planned_epochs
+from seglib.engine.budget import kept_plan_note, next_plan, planned_epochs
 from seglib.engine.schedulers import lr_curve, rescheduled
 from seglib.engine.train import TrainingInterrupted
 
@@ -36,11 +36,6 @@ def test_the_plan_grows_or_shrinks_at_its_marks_and_only_shrinks_past_the_last()
     assert next_plan([5] * 17 + [7], budget, planned=20) == 19
     assert next_plan([5] * 17 + [4], budget, planned=19) == 19  # 20 would fit: it never grows between marks
     assert next_plan([5] * 17, budget, planned=17) == 17  # never past the planned end
-    # except a first guess that ends before there is a pace: made again from the epochs there are
-    assert next_plan([5], budget, planned=1) == 19 and next_plan([5, 5], budget, planned=2) == 19
-    assert next_plan([5], budget, planned=2) == 2  # not yet at its end
-    assert next_plan([120], budget, planned=1) == 1  # the budget spent: it ends
-    assert len(_run_out(lambda epoch: 5.0, budget, planned=1)) == 19
 
 
 def _run_out(seconds_of, budget: float, planned: int) -> list[float]:
@@ -107,6 +102,15 @@ def test_a_run_whose_budget_is_spent_stops_and_resumes_to_the_same_end(
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     again = fit(tiny_train_config(synthetic_root, tmp_path / "b", budget_minutes=spent, **RUN), resume=True)
     assert len(again.history) == 3  # a finished run resumed with its first plan trains no more
+
+
+def test_a_first_plan_too_short_to_replan_is_kept_and_said(synthetic_root, tmp_path, capsys):
+    # 2 epochs end before the run has a pace (3): lengthened then, the lr annealed in them would rise again
+    run = fit(tiny_train_config(synthetic_root, tmp_path, budget_minutes=1.0, **{**RUN, "epochs": 2}))
+    assert len(run.history) == 2
+    said = capsys.readouterr().out
+    assert "budget 1 min: the first plan of 2 epoch(s) is kept" in said and "give epochs >= 4" in said
+    assert kept_plan_note(3, 1.0) and kept_plan_note(4, 1.0) == kept_plan_note(2, None) == ""
 
 
 @pytest.mark.slow

@@ -20,7 +20,16 @@ from collections.abc import Callable, Sequence
 
 SizeAt = Callable[[int, int], int]  # (epoch, epochs planned) -> the image size that epoch trains at
 
-__all__ = ["REPLAN_AT", "MARGIN", "MIN_EPOCHS_TIMED", "RECENT", "STALL", "planned_epochs", "next_plan"]
+__all__ = [
+    "REPLAN_AT",
+    "MARGIN",
+    "MIN_EPOCHS_TIMED",
+    "RECENT",
+    "STALL",
+    "kept_plan_note",
+    "planned_epochs",
+    "next_plan",
+]
 
 REPLAN_AT = (0.25, 0.6, 0.85)  # shares of the budget where the plan may grow as well as shrink
 MARGIN = 1.03  # the run's own recent epochs vary little; a small margin keeps its end within the budget
@@ -71,6 +80,19 @@ def _cost(size: int, paces: dict[int, float]) -> float:
     return paces[ref] * (size / ref) ** 2
 
 
+def kept_plan_note(epochs: int, budget_minutes: float | None) -> str:
+    """What a budget run with a first plan too short to re-plan does, or "": a plan of at most
+    `MIN_EPOCHS_TIMED` epochs ends by the time the run has a pace, and lengthening it then would raise its
+    annealed learning rate again, so it is kept (a study's plan for a budget this short is its own)."""
+    if budget_minutes is None or epochs > MIN_EPOCHS_TIMED:
+        return ""
+    return (
+        f"seglib: budget {budget_minutes:g} min: the first plan of {epochs} epoch(s) is kept (a plan of at most "
+        f"{MIN_EPOCHS_TIMED} epochs ends by the time the run has timed its pace); give epochs >= "
+        f"{MIN_EPOCHS_TIMED + 1} to let the budget decide"
+    )
+
+
 def planned_epochs(
     seconds: Sequence[float],
     budget_seconds: float,
@@ -113,11 +135,11 @@ def next_plan(
 ) -> int:
     """The run's epochs after the epoch just done (the last of `seconds`), `planned` so far.
 
-    Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess) and at each epoch
-    that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last share, at
-    every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its end).
-    Never past the planned last epoch (lengthening a finished schedule would raise the learning rate again),
-    except for a plan that ends before the run has a pace: at its end, the epochs that fit then.
+    Once it has a pace (`MIN_EPOCHS_TIMED` epochs; so `epochs` need only be a first guess, of more) and at
+    each epoch that passes a share of `REPLAN_AT`, the epochs that fit (`planned_epochs`); after the last
+    share, at every epoch, fewer where the recent pace no longer fits the plan (a run slowing down near its
+    end). Never past the planned last epoch: lengthening a finished schedule would raise the learning rate
+    again (a shorter first plan is kept: `kept_plan_note`).
 
     With progressive resizing (`sizes` of the epochs done, `size_at`), a plan is only re-made before the
     last share once every size still ahead has a pace of its own (a size not trained yet, scaled from a
@@ -125,16 +147,11 @@ def next_plan(
     first epoch at a new size is a first pace too.
     """
     done = len(seconds)
+    if done < MIN_EPOCHS_TIMED or done >= planned:
+        return planned
 
     def fits() -> int:
         return planned_epochs(seconds, budget_seconds, MARGIN, sizes, size_at)
-
-    if done < MIN_EPOCHS_TIMED:
-        # A plan that ends before the run has a pace is made again from the epochs there are (the first one's
-        # one-off costs make it short rather than long): a first guess of 1 or 2 epochs would end the run.
-        return planned if done < planned else fits()
-    if done >= planned:
-        return planned
 
     now, before = sum(seconds), sum(seconds[:-1])
     if now >= REPLAN_AT[-1] * budget_seconds and not before < REPLAN_AT[-1] * budget_seconds:

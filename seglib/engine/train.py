@@ -28,7 +28,7 @@ from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
-from .budget import SizeAt, next_plan
+from .budget import SizeAt, kept_plan_note, next_plan
 from .checkpoint import TRAINED_SIZE, model_spec
 from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
@@ -168,6 +168,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
     first_line = f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}"
     _say(info, first_line)
+    if ckpt is None and (note := kept_plan_note(cfg.epochs, cfg.budget_minutes)):
+        _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
     folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
