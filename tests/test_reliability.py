@@ -87,6 +87,25 @@ def test_resume_checks_the_config(synthetic_root, tmp_path, loss_at_step):
 
 
 @pytest.mark.slow
+def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_more(
+    synthetic_root, tmp_path, loss_at_step, capsys
+):
+    done = fit(cfg_for(synthetic_root, tmp_path))  # "r", finished
+    with pytest.raises(TrainingInterrupted):  # the same name again: "r-2", stopped in epoch 2
+        fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("ctrl_c", 6))
+    resumed = fit(cfg_for(synthetic_root, tmp_path), resume=True)  # notebook 02's resume=True
+    assert resumed.run_dir == tmp_path / "r-2" != done.run_dir
+    assert f"resuming {tmp_path / 'r-2'} at step 2 of epoch 2" in capsys.readouterr().out
+    same_run(done.run_dir, resumed.run_dir)
+    again = fit(cfg_for(synthetic_root, tmp_path), resume=True)
+    assert len(again.history) == len(done.history)
+    assert (
+        f"{tmp_path / 'r-2'} has finished its {len(done.history)} epochs: nothing to resume"
+        in capsys.readouterr().out
+    )
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
         fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("nan", 6))  # epoch 2, step 2

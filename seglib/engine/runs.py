@@ -87,8 +87,8 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 
 def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
-    """The run folder to resume: of PATH (a folder or its last.pt), of cfg.run_name, or the newest run
-    in cfg.output_dir with a last.pt."""
+    """The run folder to resume: of PATH (a folder or its last.pt), the newest run called cfg.run_name
+    (or NAME-2, NAME-3, ...), or the newest run in cfg.output_dir with a last.pt."""
     if not isinstance(resume, bool):
         path = Path(resume)
         if path.suffix == ".pt" and path.name != "last.pt":  # it would quietly become the folder's last.pt
@@ -97,8 +97,9 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
                 f"weights); give its folder ({path.parent}) or its last.pt, or start a new run"
             )
         run_dir = path.parent if path.suffix == ".pt" else path
-    elif cfg.run_name:
-        run_dir = Path(cfg.output_dir) / cfg.run_name
+    elif cfg.run_name:  # a new run of a used name went to NAME-2, NAME-3, ...: the newest is resumed
+        named = _named_runs(Path(cfg.output_dir), cfg.run_name, "last.pt")
+        run_dir = named[-1] if named else Path(cfg.output_dir) / cfg.run_name
     else:
         runs = sorted(Path(cfg.output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
         if not runs:
@@ -200,21 +201,26 @@ class RunFolder:
             self._save(self.path / "epochs" / f"epoch_{epoch:03d}.pt", model, train_seconds=seconds, **common)
 
 
-def latest_run(runs_dir: str | Path, name: str) -> Path:
-    """The newest run folder called `name` or `name-2`, `name-3`, ... that has a best.pt."""
-    runs_dir = Path(runs_dir)
+def _named_runs(runs_dir: Path, name: str, file: str) -> list[Path]:
+    """The run folders called `name` or `name-2`, `name-3`, ... that hold `file`, oldest `file` first."""
     found = [
         p.parent
-        for p in runs_dir.glob(f"{name}*/best.pt")
+        for p in runs_dir.glob(f"{name}*/{file}")
         if p.parent.name == name
         or (p.parent.name.startswith(f"{name}-") and p.parent.name[len(name) + 1 :].isdigit())
     ]
+    return sorted(found, key=lambda p: (p / file).stat().st_mtime)
+
+
+def latest_run(runs_dir: str | Path, name: str) -> Path:
+    """The newest run folder called `name` or `name-2`, `name-3`, ... that has a best.pt."""
+    found = _named_runs(Path(runs_dir), name, "best.pt")
     if not found:
         raise FileNotFoundError(
             f"no run called {name!r} with a best.pt in {runs_dir}; run the training notebook "
             "(02 or 03) first, or set the run parameter to an existing run folder"
         )
-    return max(found, key=lambda p: (p / "best.pt").stat().st_mtime)
+    return found[-1]
 
 
 def load_history(run_dir: str | Path) -> tuple[pd.DataFrame, TrainConfig]:

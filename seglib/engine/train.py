@@ -116,9 +116,9 @@ class FitResult:
 def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | None = None) -> FitResult:
     """Train `cfg.model` on the run's data, validating every epoch; return the run's result.
 
-    `resume=True` continues the run `cfg.run_name` (or the newest run in `cfg.output_dir`) from its
-    `last.pt`; `resume=PATH` continues the run folder (or last.pt) at PATH. `loss_fn(logits, target)`
-    replaces the loss `cfg.loss` names (training and validation).
+    `resume=True` continues the newest run called `cfg.run_name` (NAME-2, ... included; or the newest
+    run in `cfg.output_dir`) from its `last.pt`; `resume=PATH` continues the run folder (or last.pt) at
+    PATH. `loss_fn(logits, target)` replaces the loss `cfg.loss` names (training and validation).
 
     Started by torchrun in several processes, every process runs this call and trains with
     DistributedDataParallel: `cfg.batch_size` is each process's share of a batch, rank 0 writes the run
@@ -374,6 +374,12 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
     if not info.is_main:  # the saved sums are all ranks' (EpochStats.reduced): rank 0 carries them
         state.partial = EpochStats(step=state.partial.step, seconds=state.partial.seconds)
     epoch, step = state.epoch + 1, state.partial.step
+    if state.epoch >= cfg.epochs:  # nothing left: its results are that run's, not this call's
+        _say(
+            info,
+            f"seglib: {run_dir} has finished its {cfg.epochs} epochs: nothing to resume (resume=False trains a new run)",
+        )
+        return
     where = f"step {step} of epoch {epoch}" if step else f"the start of epoch {epoch}"
     _say(info, f"seglib: resuming {run_dir} at {where} (of {cfg.epochs} epochs)")
 
