@@ -446,19 +446,6 @@ def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Mod
     return ds, load_model(a.model_path, checkpoint=ckpt), size, ckpt.get("config", {})
 
 
-def _drop_stale_figures(folder: Path, drawn: list[Path]) -> None:
-    """Remove the figures of `folder` this command did not draw: an earlier run's into the same
-    --output_dir, whose tables it has replaced, would pass for this one's."""
-    kept = set(drawn)
-    stale = [p for p in folder.glob("*.png") if p not in kept]
-    for p in stale:
-        p.unlink()
-    if stale:
-        print(
-            f"seglib: removed {len(stale)} figures of an earlier run from {folder} (its tables were replaced)"
-        )
-
-
 def _evaluate(a: argparse.Namespace) -> None:
     ds, model, size, config = _split_and_model(a)
     tta = _tta(a, size)
@@ -476,8 +463,7 @@ def _evaluate(a: argparse.Namespace) -> None:
         atomic_write_csv(saved, out / "summary.csv")
         save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
         worst = worst_indices(df, ds, a.num_figures)
-        drawn = save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
-        _drop_stale_figures(out / "worst", drawn)
+        save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
     exact = "" if precision == "fp32" else " (--no-amp scores in fp32, exactly)"
     print(
         f"{ds.root} {a.split}: {len(df)} images at original resolution, scored in {precision}{exact} at "
@@ -495,8 +481,7 @@ def _predict(a: argparse.Namespace) -> None:
         df = predict_dataset(model, ds, out, size, threshold, a.device, tta, cutout=a.cutout)
         # of the images predicted, not those left out as unreadable
         worst = worst_indices(df, ds, a.num_figures)
-        drawn = save_prediction_figures(model, ds, worst, out / "figures", size, threshold, a.device, tta)
-        _drop_stale_figures(out / "figures", drawn)
+        save_prediction_figures(model, ds, worst, out / "figures", size, threshold, a.device, tta)
     which = (
         f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
     )

@@ -149,8 +149,12 @@ def save_prediction_figures(
     threshold: float = 0.5,
     device: str = "auto",
     tta: bool | TTA = False,
+    replace: bool = True,
 ) -> list[Path]:
-    """For each index: image / truth / prediction / errors at the original resolution, saved as PNG."""
+    """For each index: image / truth / prediction / errors at the original resolution, saved as PNG.
+
+    `replace`: the other PNG files of `out_dir` (an earlier model's worst images, written there before)
+    are removed, said in one line: beside this call's, they would pass for its own."""
     paths = []
     for i in readable(dataset, indices):
         image, truth = dataset.load_image(i), dataset.load_mask(i)
@@ -160,6 +164,12 @@ def save_prediction_figures(
         name = dataset.entries[i].name
         fig = plot_prediction(image, truth, pred, title=name, dice=dice)
         paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
+    if replace:
+        stale = [p for p in Path(out_dir).glob("*.png") if p not in set(paths)]
+        for p in stale:
+            p.unlink()
+        if stale:
+            print(f"seglib: removed {len(stale)} figures of an earlier run from {out_dir}")
     return paths
 
 

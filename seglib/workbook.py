@@ -35,7 +35,7 @@ from .data import (
     resolve_data_root,
     synthetic_set_root,
 )
-from .engine import PROFILES, TrainConfig, config_from_profile, latest_run
+from .engine import PROFILES, TrainConfig, config_from_profile, latest_run, load_history
 from .engine.allocator import allocator_env
 from .engine.runtime import cpu_kind, resolve_device
 from .kernels import AskFirstKernelManager, end_kernel_quickly, kernel_manager_settings
@@ -113,6 +113,21 @@ class Workspace:
                 f'(in {self.runs}), or "" for the newest run called {name!r}'
             )
         return path
+
+    @staticmethod
+    def describe_run(run_dir: Path) -> str:
+        """`run_dir` and, where its epochs stopped short of its plan (interrupted, not resumed), how far it
+        got: its best.pt is then that of a part of the run."""
+        try:
+            history, cfg = load_history(run_dir)
+        except (OSError, ValueError, TypeError):
+            return str(run_dir)
+        if len(history) >= cfg.epochs:
+            return f"{run_dir} ({len(history)} epochs)"
+        return (
+            f"{run_dir} (STOPPED at epoch {len(history)} of {cfg.epochs}: its best.pt is from those; "
+            "resume it with notebook 02/03's resume=True, or name another run)"
+        )
 
     def check_run_data(self, ckpt: dict[str, Any], parameter: str = "run") -> str:
         """What `ckpt`'s run trained on, where this notebook's data differs ("" where it is the same); a

@@ -197,6 +197,12 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
         ws.run_folder(str(run), "unet-tiny", "unet_run")
     (run / "best.pt").write_bytes(b"")
     assert ws.run_folder(str(run), "unet-tiny", "unet_run") == run == ws.run_folder("", "unet-tiny")
+    # the newest run may be one stopped early (a second 02 interrupted): 04 says how far it got
+    TrainConfig(epochs=30).save(run / "config.json")
+    pd.DataFrame({"epoch": [1]}).to_csv(run / "history.csv", index=False)
+    assert ws.describe_run(run).startswith(f"{run} (STOPPED at epoch 1 of 30: its best.pt is from those")
+    pd.DataFrame({"epoch": range(1, 31)}).to_csv(run / "history.csv", index=False)
+    assert ws.describe_run(run) == f"{run} (30 epochs)"
     with pytest.raises(
         ValueError, match=rf"unet_run='.*best\.pt' is a file; give the run folder that holds it \({run}\)"
     ):
