@@ -275,16 +275,28 @@ def run_workbook(
     # patch.dict: set while inside, the caller's environment as it was after (later processes of the
     # caller must not inherit the kernels' allocator)
     with patch.dict(os.environ, kernel_env):
-        for name in notebooks:
+        for k, name in enumerate(notebooks):
             t0 = time.perf_counter()
             print(f"workbook: running {name} ({profile}) into {out / name}", flush=True)
             data = folder_params(data_root, dataset) if name in FOLDER_NOTEBOOKS else {}
-            _execute(name, out, {**params, **data, **(extra or {}).get(name, {})})
+            try:
+                _execute(name, out, {**params, **data, **(extra or {}).get(name, {})})
+            except (RuntimeError, KeyboardInterrupt):
+                _say_not_run(out, notebooks[k + 1 :])
+                raise
             print(f"workbook: {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
     print(
         f"workbook: all {len(notebooks)} notebooks in {time.perf_counter() - t_all:.0f} s; executed copies in {out}"
     )
     return out
+
+
+def _say_not_run(out: Path, left: tuple[str, ...]) -> None:
+    """Name the notebooks a stopped runner did not run whose executed copies in `out` are an earlier run's:
+    beside this run's, they would read as current."""
+    old = [name for name in left if (out / name).is_file()]
+    if old:
+        print(f"workbook: not run this time, their copies in {out} are an earlier run's: {', '.join(old)}")
 
 
 def _execute(name: str, out: Path, params: dict[str, Any]) -> None:
@@ -404,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results_dir", default=str(REPO / "results"), help=here)
     p.add_argument(
         "--only",
-        nargs="*",
+        nargs="+",
         metavar="NOTEBOOK",
         help="run only these notebooks: file names, with or without .ipynb, or numbers (02)",
     )
@@ -416,12 +428,23 @@ def main(argv: list[str] | None = None) -> None:
         help="a papermill parameter for the notebooks that have it, e.g. model_name=unet (repeatable)",
     )
     a = p.parse_args(argv)
+    given = a.data_root != p.get_default("data_root")
+    if given and a.dataset != "synthetic" and not Path(a.data_root).exists():  # "auto" would make a demo set
+        sys.exit(
+            f"workbook: error: --data_root {a.data_root} does not exist; give the data's folder, or leave "
+            "--data_root out (the real data in data/oxford-iiit-pet once downloaded, else the synthetic demo set)"
+        )
     try:
         notebooks = select_notebooks(a.only) if a.only else NOTEBOOKS  # every name, before any runs
         extra = notebook_params(a.param, notebooks)
         run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, notebooks, extra)
     except (RuntimeError, ValueError, FileNotFoundError) as e:
         sys.exit(f"workbook: error: {e}")
+    except KeyboardInterrupt:  # the kernel saved what it was training; papermill's traceback says nothing
+        sys.exit(
+            "workbook: interrupted. A training notebook stopped mid-epoch saved its run's last.pt: 02 and 03 go "
+            "on with --only 02 --param resume=True (the executed copy shows where it stopped)"
+        )
 
 
 if __name__ == "__main__":

@@ -135,6 +135,13 @@ def test_an_unknown_only_name_stops_the_runner_before_any_notebook_runs(tmp_path
     assert said.startswith("workbook: error: no notebook 'nonsense.ipynb' in the workbook; choose from ")
     assert "\n" not in said and all(name in said for name in NOTEBOOKS)  # one line, the valid names
     assert not results.exists()  # nothing ran, nothing was written
+    with pytest.raises(SystemExit) as stop:  # an empty --only (a glob that matched nothing) is no "all"
+        main(["--only", "--profile", "tiny", "--results_dir", str(results)])
+    assert stop.value.code == 2 and not results.exists()
+    typo = tmp_path / "oxford-iit-pet"  # a mistyped --data_root: "auto" would train on a demo set beside it
+    with pytest.raises(SystemExit, match=rf"--data_root {typo} does not exist; give the data's folder"):
+        main(["--data_root", str(typo), "--only", "02", "--profile", "tiny", "--results_dir", str(results)])
+    assert not results.exists() and not (tmp_path / "synthetic-pets").exists()
 
 
 def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path, capsys):
@@ -332,17 +339,24 @@ def test_the_folder_notebook_trains_evaluates_predicts_exports_and_checks(workbo
     ],
 )
 def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, capfd, name, param, error):
+    earlier = tmp_path / "notebooks" / "05_scheduler_comparison.ipynb"  # an earlier run's executed copy
+    earlier.parent.mkdir()
+    earlier.write_text("{}")
     with pytest.raises(RuntimeError, match=rf"{re.escape(name)} failed in cell \d+ .*{error}"):
         run_workbook(
             "tiny",
             data_root=synthetic_root.parent / "oxford-iiit-pet",
             results_dir=tmp_path,
-            notebooks=(name,),
+            notebooks=(name, earlier.name),
             extra={name: param},
         )
     assert (tmp_path / "notebooks" / name).is_file() and not (tmp_path / "evaluation").exists()
     said = capfd.readouterr()  # the kernel's own log reaches this process's stderr
     assert f"running {name} (tiny) into {tmp_path / 'notebooks' / name}" in said.out
+    assert (
+        f"not run this time, their copies in {earlier.parent} are an earlier run's: {earlier.name}"
+        in said.out
+    )
     assert "without encryption" not in said.err + said.out
 
 
