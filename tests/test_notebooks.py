@@ -274,7 +274,8 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert (
         "unet minus resnet34_unet, mean Dice" in said
     )  # the two models on the same images, with an interval
-    assert said.count("at model resolution (threshold 0.5)") == 2  # each run's own: tiny validates at 0.5
+    assert said.count("at model resolution (threshold 0.5, scored in ") == 2  # each run's own: tiny's 0.5
+    assert set(summary.threshold) == {0.5} and summary.precision.nunique() == 1  # as the CLI's summary.csv
     timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
     assert timing.device.to_dict() == {"unet": "cpu", "resnet34_unet": "cpu"}  # the models' parameters
     assert (timing.images == 20).all() and (timing.seconds > 0).all()
