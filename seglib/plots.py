@@ -165,7 +165,8 @@ def save_prediction_figures(
         fig = plot_prediction(image, truth, pred, title=name, dice=dice)
         paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
     if replace:
-        stale = [p for p in Path(out_dir).glob("*.png") if p not in set(paths)]
+        kept = set(paths)
+        stale = [p for p in Path(out_dir).glob("*.png") if p not in kept]
         for p in stale:
             p.unlink()
         if stale:

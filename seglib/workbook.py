@@ -197,11 +197,7 @@ def start(
     if unknown:
         raise TypeError(f"start() got unknown folder settings {unknown}")
     parse_mask_values(folder.get("mask_values", ""))
-    fractions = {k: folder.get(k, 0.1) for k in ("val_fraction", "test_fraction")}
-    for name, value in fractions.items():  # papermill passes "-p val_fraction abc" as text
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"{name} must be a number in [0, 1) (e.g. 0.1), got {value!r}")
-    check_split_fractions(*fractions.values())
+    check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
     if folder.get("on_corrupt", "raise") not in ("raise", "skip"):
         raise ValueError(f'on_corrupt must be "raise" or "skip", got {folder["on_corrupt"]!r}')
     resolve_device(device)  # an unknown or absent device fails here, before any work

@@ -21,6 +21,9 @@ def _count(n: int, fraction: float) -> int:
 
 def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
     """ValueError unless both fractions are in [0, 1) and leave images to train on."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, int | float):  # papermill passes "abc" as text
+            raise ValueError(f"{name} must be a number in [0, 1) (e.g. 0.1), got {value!r}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(
             f"val_fraction={val_fraction} and test_fraction={test_fraction} must each be in [0, 1) and "

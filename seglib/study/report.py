@@ -103,9 +103,8 @@ def recipe_summary(
         for r in runs
     )
     lines = [f"- On {machine} the runs trained: {bought}."]
-    base, *others = [
-        c for c in table.columns if c in recipes
-    ]  # a long run read early is no recipe of its own
+    # a recipe's long run read at a shorter budget (a column too) is no recipe of its own
+    base, *others = [c for c in table.columns if c in recipes]
     for other in others:
         h = head_to_head(table[other], table[base])
         if h is not None:
