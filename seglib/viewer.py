@@ -285,7 +285,8 @@ class MaskViewer:
             f"{self.index.value + 1}/{len(self.order)}",
         ]
         if self.model is not None:
-            parts.append(f"Dice {self.dice(i):.4f} at threshold {self.threshold.value:.2f}")
+            # fp32, as predict_logits computes; evaluate's table can be bf16 autocast, a little apart
+            parts.append(f"Dice {self.dice(i):.4f} at threshold {self.threshold.value:.2f} (fp32)")
         elif self._table_dice is not None:
             d = self._table_dice[i]
             if not np.isnan(d):

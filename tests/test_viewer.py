@@ -55,7 +55,7 @@ def test_sliders_and_toggles_change_the_picture(ds):
     v.threshold.value = 0.8
     after = png(v)
     assert not np.array_equal(before, after)  # live re-threshold
-    assert "threshold 0.80" in v.status.value
+    assert "threshold 0.80 (fp32)" in v.status.value  # the precision its Dice is computed in
     low, high = v.dice(0), None
     v.threshold.value = 0.2
     high = v.dice(0)
