@@ -44,6 +44,7 @@ from .study import json_or_text
 __all__ = [
     "Workspace",
     "start",
+    "check_training",
     "project_path",
     "run_workbook",
     "execute_notebook",
@@ -224,6 +225,12 @@ def start(
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
     print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
+
+
+def check_training(profile: str, model: str, recipe: str | None = None, **overrides: Any) -> None:
+    """Raise the ValueError TrainConfig would for a notebook's training parameters (model, recipe, epochs,
+    scheduler, seed, ...), before `start` does any work: it can generate the synthetic demo set first."""
+    config_from_profile(profile, recipe, model=model, **overrides)
 
 
 def device_label(dev: torch.device) -> str:

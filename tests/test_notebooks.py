@@ -361,6 +361,21 @@ def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, cap
     assert "without encryption" not in said.err + said.out
 
 
+@pytest.mark.slow
+def test_a_training_notebook_checks_its_settings_before_it_makes_data(tmp_path):
+    data_root = tmp_path / "data" / "oxford-iiit-pet"  # absent: "auto" would make the demo set beside it
+    name, error = "02_train_unet.ipynb", "ValueError: epochs must be a positive integer, got -3"
+    with pytest.raises(RuntimeError, match=rf"{name} failed in cell \d+ .*{error}"):
+        run_workbook(
+            "tiny",
+            data_root,
+            results_dir=tmp_path / "results",
+            notebooks=(name,),
+            extra={name: {"epochs": -3}},
+        )
+    assert not (tmp_path / "data").exists()
+
+
 WARNS = """
 import warnings
 warnings.warn("a warning the user should see")
