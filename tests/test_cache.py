@@ -21,10 +21,12 @@ def test_cached_samples_equal_uncached(synthetic_root, tmp_path, scale_jitter):
     for i in range(len(plain)):
         a, b = plain[(i, 1000 + i)], cached[(i, 1000 + i)]  # same per-sample seed
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]), plain.names[i]
-    full = OxfordPetDataset(synthetic_root, "val", image_size=64, return_full_mask=True).use_cache(
-        tmp_path, 64
-    )
-    assert torch.equal(full[0]["mask_full"], torch.from_numpy(full.load_mask(0)))
+    for border in ("pet", "ignore"):  # the full-resolution truth evaluate scores against, border rule kept
+        kw = {"image_size": 64, "return_full_mask": True, "border": border}
+        plain = OxfordPetDataset(synthetic_root, "val", **kw)
+        full = OxfordPetDataset(synthetic_root, "val", **kw).use_cache(tmp_path, 64)
+        assert torch.equal(full[0]["mask_full"], plain[0]["mask_full"]), border
+        assert (255 in full[0]["mask_full"]) == (border == "ignore")
 
 
 def test_cache_is_reused_and_rebuilt_when_stale(synthetic_root, tmp_path):

@@ -35,7 +35,8 @@ def test_split_rule_on_the_full_lists(full_lists_root):
     assert (len(select_split(trainval, "train")), len(select_split(trainval, "val"))) == (3312, 368)
     assert len(select_split(test, "test")) == 3669
     assert {e.breed for e in trainval} == set(BREEDS)
-    assert select_split(trainval, "val")[1] == trainval[10]  # i % 10 == 0
+    assert select_split(trainval, "val") == trainval[::10]  # i % 10 == 0
+    assert select_split(trainval, "train") == [e for i, e in enumerate(trainval) if i % 10]
 
 
 def test_list_entries_know_breed_and_species(tmp_path):

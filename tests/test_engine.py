@@ -334,14 +334,17 @@ def test_evaluate_scores_at_original_resolution(synthetic_root):
             2 * small.sum().item() / (small.sum().item() + 64 * 64), rel=1e-6
         )
     table = summarize(df)
-    assert table.loc["original", "dice_mean"] == pytest.approx(df.dice.mean())
-    assert table.loc["original", "dice_min"] == df.dice.min()
     assert (table.dice_low <= table.dice_mean).all() and (table.dice_mean <= table.dice_high).all()
-    assert (table.loc["original", "dice_low"], table.loc["original", "dice_high"]) == mean_interval(df.dice)
-    tp = df.tp.sum()
-    assert table.loc["original", "dice_dataset"] == pytest.approx(
-        2 * tp / (2 * tp + df.fp.sum() + df.fn.sum())
-    )
+    for res, dice, iou in (("original", df.dice, df.iou), ("model", df.dice_model, df.iou_model)):
+        row = table.loc[res]
+        assert row.images == 7 and (row.dice_low, row.dice_high) == mean_interval(dice)
+        assert [row.dice_mean, row.dice_median, row.dice_min] == [dice.mean(), dice.median(), dice.min()]
+        assert [row.iou_mean, row.iou_median, row.iou_min] == [iou.mean(), iou.median(), iou.min()]
+    assert not np.isclose(df.dice.mean(), df.dice_model.mean())  # the two rows are told apart
+    tp, fp, fn = df.tp.sum(), df.fp.sum(), df.fn.sum()
+    assert table.loc["original", "dice_dataset"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert table.loc["original", "iou_dataset"] == pytest.approx(tp / (tp + fp + fn))
+    assert table.loc["model", ["dice_dataset", "iou_dataset"]].isna().all()  # micro scores: original only
 
 
 @pytest.mark.slow

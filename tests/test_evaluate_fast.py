@@ -132,6 +132,17 @@ def test_evaluate_matches_the_per_image_reference(
     assert new.tp.dtype == old.tp.dtype and new.height.dtype == old.height.dtype
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_evaluate_scores_at_the_threshold_given(synthetic_root, model, batched, monkeypatch):
+    """Both resolutions' scores, on both scoring paths, at a threshold other than 0.5."""
+    monkeypatch.setattr(ev, "BATCHED_SCORING", ("cuda", "cpu") if batched else ("cuda",))
+    low = evaluate(model, val_set(synthetic_root), batch_size=3, threshold=0.499, device_data=False, **FAST)
+    half = evaluate(model, val_set(synthetic_root), batch_size=3, device_data=False, **FAST)
+    assert_same_table(low, reference_evaluate(model, val_set(synthetic_root), 3, False, threshold=0.499))
+    assert low.pred_fraction.between(0.01, 0.99).all()  # it still cuts every image
+    assert (low.pred_fraction > half.pred_fraction).all()  # the logits sit near 0: 0.499 takes more pet
+
+
 def test_small_sets_take_no_workers_and_score_the_same(synthetic_root, model, monkeypatch):
     seen: list[Any] = []
     real = ev.eval_loader

@@ -88,6 +88,20 @@ def test_the_onnx_file_computes_the_checkpoints_logits_and_dice(trained, tmp_pat
 
 
 @pytest.mark.slow
+def test_check_export_tells_another_model_apart(trained, tmp_path):
+    checkpoint, data = trained
+    path = export_model(checkpoint, tmp_path / "model.onnx")
+    model = load_model(checkpoint)
+    with torch.no_grad():  # the head's logits negated: every prediction flips
+        for p in model.outc.parameters():
+            p.neg_()
+    other = tmp_path / "negated.pt"
+    save_checkpoint(other, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 64})
+    check = check_export(path, other, data)
+    assert check["max_abs_diff"] > 0.01 and check["max_image_dice_diff"] > 0.5  # the pass bounds: 1e-4, 1e-3
+
+
+@pytest.mark.slow
 def test_the_readme_runs_the_onnx_file_without_seglib(trained, tmp_path):
     checkpoint, data = trained
     export_model(checkpoint, tmp_path / "best.onnx")

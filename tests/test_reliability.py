@@ -38,9 +38,17 @@ def same_run(a_dir, b_dir):
     sa, sb = load_checkpoint(a_dir / "last.pt")["model"], load_checkpoint(b_dir / "last.pt")["model"]
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
-    oa, ob = load_checkpoint(a_dir / "last.pt")["optimizer"], load_checkpoint(b_dir / "last.pt")["optimizer"]
-    for k in oa["state"]:
-        assert torch.equal(oa["state"][k]["exp_avg_sq"], ob["state"][k]["exp_avg_sq"])
+    la, lb = load_checkpoint(a_dir / "last.pt"), load_checkpoint(b_dir / "last.pt")
+    for k in la["optimizer"]["state"]:
+        assert torch.equal(
+            la["optimizer"]["state"][k]["exp_avg_sq"], lb["optimizer"]["state"][k]["exp_avg_sq"]
+        )
+    # the best epoch so far travels too: a resumed run that forgot it would save a later, worse best.pt
+    assert (la["best_val_dice"], la["best_epoch"]) == (lb["best_val_dice"], lb["best_epoch"])
+    ba, bb = load_checkpoint(a_dir / "best.pt"), load_checkpoint(b_dir / "best.pt")
+    assert (ba["epoch"], ba["val_dice"]) == (bb["epoch"], bb["val_dice"])
+    for k in ba["model"]:
+        assert torch.equal(ba["model"][k], bb["model"][k]), k
 
 
 @pytest.mark.slow
