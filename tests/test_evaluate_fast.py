@@ -147,13 +147,14 @@ def test_small_sets_take_no_workers_and_score_the_same(synthetic_root, model, mo
     seen: list[Any] = []
     real = ev.eval_loader
     monkeypatch.setattr(ev, "eval_loader", lambda *a, **k: seen.append(a[3]) or real(*a, **k))
+    # workers by default (the CUDA this stands in for; a CPU's default is none, which would prove nothing)
+    monkeypatch.setattr(ev, "default_num_workers", lambda dev: 5)
     ds = val_set(synthetic_root)
     auto = evaluate(model, ds, batch_size=3, num_workers=None, **FAST)
     zero = evaluate(model, ds, batch_size=3, num_workers=0, **FAST)
     assert seen == [0, 0] and len(ds) <= SMALL_EVAL
     pd.testing.assert_frame_equal(auto, zero, check_exact=True)
-    # a large set (on the CUDA this stands in for) takes `default_num_workers`
-    monkeypatch.setattr(ev, "default_num_workers", lambda dev: 5)
+    # a large set takes `default_num_workers`
     assert ev._eval_workers(None, SMALL_EVAL + 1, torch.device("cpu"), 1) == 5
     assert ev._eval_workers(None, SMALL_EVAL, torch.device("cpu"), 1) == 0
     assert ev._eval_workers(2, 10, torch.device("cpu"), 1) == 2
