@@ -33,6 +33,8 @@ from .data import (
     download,
     find_masks,
     image_files,
+    is_folder_root,
+    is_oxford_pet_root,
     parse_mask_values,
     read_folder_mask,
     trimap_to_mask,
@@ -53,7 +55,7 @@ from .engine import (
     worst_indices,
 )
 from .engine.allocator import reexec_with_allocator
-from .engine.config import CHOICES
+from .engine.config import CHOICES, MAX_IMAGE_SIZE
 from .engine.evaluate import scoring_precision
 from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, export_model, load_exported
 from .engine.loaders import checkpoint_split
@@ -290,7 +292,9 @@ def _evaluate_parser(sub: Any) -> None:
 def _split_args(sp: argparse.ArgumentParser) -> None:
     """The split options evaluate and predict share: which split, how many of its images, the figures."""
     sp.add_argument("--split", default="test", choices=SPLITS)
-    sp.add_argument("--image_size", type=_at_least(32), help="default: the model's training size")
+    sp.add_argument(
+        "--image_size", type=_at_least(32, MAX_IMAGE_SIZE), help="default: the model's training size"
+    )
     sp.add_argument(
         "--limit",
         type=_at_least(1),
@@ -304,13 +308,15 @@ def _split_args(sp: argparse.ArgumentParser) -> None:
     )
 
 
-def _at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least `low` (argparse names the option in the error)."""
+def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low` (and at most `high`; argparse names the option)."""
 
     def parse(text: str) -> int:
         value = int(text)
         if value < low:
             raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value} is above {high}")
         return value
 
     parse.__name__ = "int"  # argparse's "invalid int value" for text that is no number
@@ -399,7 +405,7 @@ def _export_parser(sub: Any) -> None:
         "--format", default="onnx", choices=EXPORT_FORMATS, help="onnx (default) | pt2 (torch.export)"
     )
     x.add_argument("--output", help="the file to write; default: beside the checkpoint (best.onnx, best.pt2)")
-    x.add_argument("--opset", type=int, help="the ONNX opset; default: the exporter's")
+    x.add_argument("--opset", type=int, help="the ONNX opset (18 or later); default: the exporter's")
     x.add_argument("--no_check", action="store_true", help="skip comparing the file with the checkpoint")
 
 
@@ -409,7 +415,9 @@ def _download_parser(sub: Any) -> None:
 
 
 def train_config(a: argparse.Namespace) -> TrainConfig:
-    """The config `train` runs: the profile (and recipe), then the options given, and only those."""
+    """The config `train` runs: the profile (and recipe), then the options given, and only those.
+    Resuming without --profile or --recipe: the run's saved config.json, then the options given (so that
+    `train --resume RUN_DIR` alone goes on as the run was started)."""
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OPTIONS]
     over = {name: getattr(a, name) for name in names if getattr(a, name) is not None}
     _given_data_exists(over.get("data_root"), over.get("dataset"))
@@ -429,10 +437,18 @@ def _train(a: argparse.Namespace) -> None:
 
 
 def _given_data_exists(path: str | None, dataset: str | None) -> None:
-    """A --data_path given must be there: "auto" would train or score the synthetic set in its place (the
-    other kinds say so themselves)."""
-    if path is not None and dataset in (None, "auto") and not Path(path).exists():
+    """A --data_path given must hold data: "auto" would train or score the synthetic demo set in its place,
+    made in the working folder, and say little of it (the other kinds say what they miss themselves)."""
+    if path is None or dataset not in (None, "auto"):
+        return
+    if not Path(path).exists():
         sys.exit(f"--data_path {path} does not exist; point it at the data's folder (or leave it out)")
+    if not (is_oxford_pet_root(path) or is_folder_root(path)):
+        sys.exit(
+            f"--data_path {path} holds no data set: neither the Oxford-IIIT Pet's images/ and "
+            f"annotations/trainval.txt (download --data_path {path} fetches them) nor a folder's images/ "
+            "and masks/; point it at the data's folder, or give --dataset synthetic for the demo set"
+        )
 
 
 def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Module, int, dict[str, Any]]:
@@ -595,8 +611,18 @@ def _plain_warning(message: Warning | str, category: type[Warning], *args: Any, 
     return f"seglib: warning: {message}\n"
 
 
+# A Ctrl-C that is not fit's TrainingInterrupted: before the run's first save, or a second one during a save
+_UNSAVED = {
+    "train": "It stopped before saving where it stood: resume from the run folder's last.pt if it has one "
+    "(its last saved epoch; --resume RUN_FOLDER), else run the command again"
+}
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
+    out = getattr(a, "output_dir", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():  # else a bare "File exists"
+        sys.exit(f"--output_dir {out} is a file; give a folder (made if missing)")
     if argv is None:  # the command line's process, not a caller's (tests, notebooks)
         warnings.formatwarning = _plain_warning
     if argv is None and a.command in ("train", "evaluate", "predict"):
@@ -613,7 +639,9 @@ def main(argv: list[str] | None = None) -> None:
         }[a.command](a)
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
-            print(f"seglib {a.command}: interrupted. {e}", file=sys.stderr)
+            print(
+                f"seglib {a.command}: interrupted. {str(e) or _UNSAVED.get(a.command, '')}", file=sys.stderr
+            )
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
         if os.environ.get("RANK", "0") != "0":  # under torchrun every rank has it; rank 0 says it once

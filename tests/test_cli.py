@@ -189,6 +189,22 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
         ),
         (["evaluate", "--model_path", "none.pt"], "none.pt' does not exist"),
         (["train", "--data_path", "nowhere"], "--data_path nowhere does not exist"),
+        # a folder without data: "auto" trained and scored the synthetic demo set, made in the working folder
+        (["train", "--data_path", "."], "--data_path . holds no data set: neither the Oxford-IIIT Pet's"),
+        (["evaluate", "--model_path", "m.pt", "--data_path", "."], "--data_path . holds no data set"),
+        (
+            ["evaluate", "--model_path", "m.pt", "--image_size", "100000"],
+            "--image_size: 100000 is above 4096",
+        ),
+        # torch wrote an opset-18 file for these, after a traceback, and exited 0
+        (
+            ["export", "--model_path", "m.pt", "--opset", "13"],
+            "opset 13: the exporter writes ONNX opsets 18 to",
+        ),
+        (
+            ["export", "--model_path", "m.pt", "--format", "pt2", "--opset", "18"],
+            "opset 18 is an ONNX setting",
+        ),
         (
             ["train", "--scheduler", "step", "--gamma", "-1"],
             "gamma (the step schedulers' decay factor) must be",
@@ -218,6 +234,30 @@ def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
         main(args)
     assert e.value.code != 0
     assert message in capsys.readouterr().err + str(e.value.code)
+    assert not list(tmp_path.iterdir())  # nothing made: no demo set, no output
+
+
+def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypatch, capsys):
+    """It said "seglib train: interrupted. " and no more (a Ctrl-C while the data was read, or a second one
+    while last.pt was written)."""
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("seglib.cli.fit", stopped)  # the moment of a Ctrl-C: no run gets there reliably
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--profile", "tiny", "--dataset", "synthetic", "--output_dir", str(tmp_path)])
+    assert e.value.code == 130
+    assert "interrupted. It stopped before saving where it stood: resume from the run folder's last.pt" in (
+        capsys.readouterr().err
+    )
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").write_text("notes")
+    with pytest.raises(SystemExit, match=r"--output_dir out is a file; give a folder"):
+        main(["predict", "--model_path", "m.pt", "--input", "x.jpg", "--output_dir", "out"])
 
 
 @pytest.mark.slow

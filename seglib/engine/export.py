@@ -41,6 +41,9 @@ EXPORT_FORMATS = ("onnx", "pt2")
 # 1 x 1, a size torch.export treats as a special case rather than as one value of the dimension.
 MIN_SIDE = {"resnet34_unet": 33}
 MAX_SIDE = 8192
+# torch's exporter writes opset-18 operators and converts them upward only: a lower opset asked for came
+# back as an opset-18 file, after a converter's traceback
+MIN_OPSET = 18
 PT2_METADATA = "seglib.json"  # the .pt2 archive's extra file with the ONNX file's metadata, as JSON
 EXTRA_HINT = "pip install -e '.[export]' (onnx, onnxruntime, onnxscript)"
 
@@ -74,6 +77,8 @@ def export_model(
     path = Path(path) if path is not None else Path(checkpoint).with_suffix(f".{fmt}")
     if path.suffix != f".{fmt}":  # predict and check_export tell the formats apart by the suffix
         raise ValueError(f"{path}: format {fmt} writes a .{fmt} file; name it so, or pick the other --format")
+    if opset is not None:
+        _check_opset(opset, fmt)
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
     image_size, threshold = checkpoint_image_size(ckpt), checkpoint_threshold(ckpt)  # the run's
@@ -93,6 +98,18 @@ def export_model(
             _export_onnx(model, example, tmp, name, opset)
             _set_metadata(tmp, meta)
     return path
+
+
+def _check_opset(opset: int, fmt: str) -> None:
+    """A ValueError for an opset the ONNX exporter would not write, or given to the other format."""
+    if fmt != "onnx":
+        raise ValueError(f"opset {opset} is an ONNX setting; format {fmt} has none: leave it out")
+    top = _require("onnx").defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise ValueError(
+            f"opset {opset}: the exporter writes ONNX opsets {MIN_OPSET} to {top}; give one of them "
+            f"({MIN_OPSET} for the oldest runtimes), or leave it out for the exporter's default"
+        )
 
 
 def _metadata(name: str, image_size: int, threshold: float, checkpoint: str | Path) -> dict[str, str]:
