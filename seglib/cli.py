@@ -48,6 +48,7 @@ from .engine import (
     checkpoint_threshold,
     config_from_profile,
     evaluate,
+    find_resume_dir,
     fit,
     load_checkpoint,
     load_model,
@@ -241,7 +242,9 @@ def _train_parser(sub: Any) -> None:
         "(full: ...) shows the full profile's, the original's settings.",
     )
     t.add_argument(
-        "--profile", default="full", choices=sorted(PROFILES), help="full: the original's settings"
+        "--profile",
+        choices=sorted(PROFILES),
+        help="default full: the original's settings (with --resume: the run's saved settings)",
     )
     t.add_argument(
         "--recipe",
@@ -254,7 +257,8 @@ def _train_parser(sub: Any) -> None:
         const=True,
         default=False,
         metavar="RUN_DIR",
-        help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run",
+        help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run; with the "
+        "run's saved settings (config.json) unless --profile or --recipe is given",
     )
     groups: dict[str, Any] = {}  # argparse's groups by section
     for name, option in train_options().items():
@@ -423,7 +427,13 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     _given_data_exists(over.get("data_root"), over.get("dataset"))
     if a.base_channels is not None:  # as before: the UNet's kwargs are these, not the profile's plus these
         over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
-    return config_from_profile(a.profile, recipe=a.recipe, **over)
+    cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
+    if a.resume is False or a.profile is not None or a.recipe is not None:
+        return cfg
+    saved = find_resume_dir(cfg, a.resume) / "config.json"  # the run fit will resume
+    if not saved.is_file():
+        return cfg
+    return TrainConfig.from_dict({**TrainConfig.load(saved).to_dict(), **over})
 
 
 def _train(a: argparse.Namespace) -> None:

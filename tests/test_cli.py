@@ -300,10 +300,10 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "training stopped in epoch" in err and f"--resume {tmp_path / 'r'}" in err
+    assert "training stopped in epoch" in err and f"python -m seglib train --resume {tmp_path / 'r'}" in err
     done = pd.read_csv(history).shape[0]
     assert 1 <= done < 40
-    p = seglib(*args, "--resume", tmp_path / "r", cwd=tmp_path)
+    p = seglib("train", "--resume", tmp_path / "r", cwd=tmp_path)  # as it says: the run's saved settings
     assert p.returncode == 0, p.stderr
     assert re.search(
         r"resuming .* at (step \d+ of epoch \d+|the start of epoch \d+) \(of 40 epochs\)", p.stdout

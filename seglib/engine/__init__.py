@@ -27,7 +27,7 @@ from .loop import NonFiniteLossError, evaluate_epoch, train_one_epoch
 from .losses import LOSSES, build_loss
 from .predictions import Prediction, predict_dataset, predict_files, predict_image, save_prediction
 from .presets import PRESETS, PROFILES, RECIPES, config_from_profile, with_recipe
-from .runs import HISTORY_COLUMNS, latest_run, load_history
+from .runs import HISTORY_COLUMNS, find_resume_dir, latest_run, load_history
 from .schedulers import build_scheduler, lr_curve, steps_per_batch
 from .state import EpochStats, TrainState
 from .train import FitResult, TrainingInterrupted, fit
@@ -69,6 +69,7 @@ __all__ = [
     "evaluate_epoch",
     "export_model",
     "fit",
+    "find_resume_dir",
     "latest_run",
     "load_checkpoint",
     "load_exported",

@@ -134,7 +134,8 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
         lines = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ValueError(
             f"cannot resume {path}: the config differs ({lines}); resume with the saved config "
-            "(TrainConfig.load(run_dir / 'config.json')) or start a new run"
+            "(TrainConfig.load(run_dir / 'config.json'); the command line: train --resume RUN_DIR, without "
+            "these options) or start a new run"
         )
     saved_world = ckpt.get("world_size", 1)
     if saved_world != world_size:

@@ -421,7 +421,8 @@ def _train_and_validate(
         raise TrainingInterrupted(
             f"training stopped in epoch {epoch} after step {state.partial.step} of {steps}; "
             f"{folder.path / 'last.pt'} holds everything up to there. Resume with "
-            f"fit(cfg, resume={str(folder.path)!r}) or `{launcher} train ... --resume {folder.path}`"
+            f"fit(cfg, resume={str(folder.path)!r}) or `{launcher} train --resume {folder.path}` (its saved "
+            "settings)"
         ) from None
     except NonFiniteLossError as e:
         raise NonFiniteLossError(
