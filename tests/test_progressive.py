@@ -47,6 +47,12 @@ def test_progressive_sizes_are_checked_against_the_image_size():
             TrainConfig(image_size=96, progressive_sizes=bad)
     with pytest.raises(ValueError, match="progressive_share must be in"):
         TrainConfig(image_size=96, progressive_sizes=[64], progressive_share=1.0)
+    # the example fits the size at hand (it said "e.g. [64]" for image_size 32 and 64)
+    with pytest.raises(ValueError, match=r"below image_size \(96\), e\.g\. \[48\]"):
+        TrainConfig(image_size=96, progressive_sizes=[128])
+    TrainConfig(image_size=96, progressive_sizes=[48])
+    with pytest.raises(ValueError, match="none fits below image_size 32: leave it out"):
+        TrainConfig(image_size=32, progressive_sizes=[64])
 
 
 def test_a_budget_plans_each_size_at_its_own_pace():

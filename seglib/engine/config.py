@@ -260,9 +260,15 @@ def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -
         isinstance(s, int) and not isinstance(s, bool) for s in sizes
     )
     if not ok or not sizes or list(sizes) != sorted(set(sizes)) or sizes[0] < 32 or sizes[-1] >= image_size:
+        half = max(32, image_size // 2 // 16 * 16)  # a size of at least 32 below image_size
+        example = (
+            f"e.g. [{half}]"
+            if half < image_size
+            else f"none fits below image_size {image_size}: leave it out"
+        )
         raise ValueError(
             f"progressive_sizes must be None (off) or increasing sizes in px from 32 up to below image_size "
-            f"({image_size}), e.g. [64]; got {sizes!r}"
+            f"({image_size}), {example}; got {sizes!r}"
         )
 
 
