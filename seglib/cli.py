@@ -38,7 +38,9 @@ from .data import (
     parse_mask_values,
     read_folder_mask,
     trimap_to_mask,
+    unpaired_masks,
 )
+from .data.masks import shown
 from .engine import (
     PROFILES,
     RECIPES,
@@ -577,6 +579,22 @@ def _input_files(a: argparse.Namespace, out: Path) -> list[Path]:
     return files
 
 
+def _say_unpaired(masks: str, files: list[Path], truths: dict[str, Path]) -> None:
+    """--masks that pair with no photo stop predict; photos without a mask there, or masks of no photo
+    (a name's other case, a typo), are named: both were left unscored without a word."""
+    lonely = [f.name for f in files if f.stem not in truths]
+    spare = [p.name for p in unpaired_masks(masks, [f.stem for f in files])]
+    rule = "a photo NAME.* pairs with NAME.* or NAME_mask.* (case counts)"
+    if not truths:
+        theirs = f"; it holds {shown(spare)}" if spare else ""
+        sys.exit(f"--masks {masks}: none of the {len(files)} photos has a mask there; {rule}{theirs}")
+    if lonely:
+        print(f"seglib: --masks {masks}: {len(lonely)} of {len(files)} photos have no mask there, so no "
+              f"Dice: {shown(lonely)}; {rule}")  # fmt: skip
+    if spare:
+        print(f"seglib: --masks {masks}: {len(spare)} masks pair with no photo: {shown(spare)}")
+
+
 def _predict_files(a: argparse.Namespace) -> None:
     model, size, device, config = _predict_model(a)
     saved, threshold = config.get("mask_values", ""), _threshold(a, config)
@@ -589,6 +607,8 @@ def _predict_files(a: argparse.Namespace) -> None:
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
         same = Path(a.masks).resolve() == Path(a.input).resolve()  # never a photo as its own mask
         truths = beside if same else find_masks(a.masks, [f.stem for f in files])
+        if not same:
+            _say_unpaired(a.masks, files, truths)
 
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))

@@ -208,6 +208,43 @@ def test_the_command_line_predicts_a_folder_with_its_truth(folder, checkpoint, t
     ]  # fmt: skip
 
 
+def _photos_and_masks(tmp_path: Path, photos: tuple[str, ...], masks: tuple[str, ...]) -> tuple[Path, Path]:
+    """40x30 photos and their all-object masks, named as given, in tmp_path/photos and tmp_path/masks."""
+    (tmp_path / "photos").mkdir(), (tmp_path / "masks").mkdir()
+    for name in photos:
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(tmp_path / "photos" / name)
+    for name in masks:
+        Image.new("L", (40, 30), 255).save(tmp_path / "masks" / name)
+    return tmp_path / "photos", tmp_path / "masks"
+
+
+def test_predictions_csv_keeps_its_column_order_whichever_photo_has_a_truth(tmp_path):
+    photos, masks = _photos_and_masks(tmp_path, ("a.png", "b.png"), ("b.png",))
+    read = lambda path: (np.asarray(Image.open(path)) > 0).astype(np.uint8)  # noqa: E731
+    table = predict_files(
+        Ramp(), image_files(photos), tmp_path / "out", 32, 0.5, "cpu", False, {"b": masks / "b.png"}, read
+    )
+    columns = ["name", "width", "height", "pred_fraction", "fg_fraction", "dice", "iou", "mask", "overlay"]
+    assert list(table.columns) == columns == list(pd.read_csv(tmp_path / "out" / "predictions.csv").columns)
+    assert table.dice.isna().tolist() == [True, False]  # a first, without a truth: its columns came first
+
+
+def test_masks_that_pair_with_no_photo_are_named(checkpoint, tmp_path, capsys):
+    """--masks of other names (another case, a typo) were left unused, the photos unscored, unsaid."""
+    photos, masks = _photos_and_masks(tmp_path, ("cat.png", "dog.png"), ("CAT.png", "dog_mask.png", "x.png"))
+    args = ["predict", "--model_path", str(checkpoint), "--device", "cpu", "--input", str(photos)]
+    main([*args, "--masks", str(masks), "--output_dir", str(tmp_path / "out")])
+    said = capsys.readouterr().out
+    assert f"--masks {masks}: 1 of 2 photos have no mask there, so no Dice: cat.png; a photo NAME.*" in said
+    assert f"--masks {masks}: 2 masks pair with no photo: CAT.png, x.png" in said
+    (masks / "dog_mask.png").unlink()
+    with pytest.raises(
+        SystemExit, match=r"none of the 2 photos has a mask there; .* it holds CAT.png, x.png"
+    ):
+        main([*args, "--masks", str(masks), "--output_dir", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_truth_mask_of_another_size_stops_before_anything_is_written(tmp_path):
     """It stopped after writing the earlier photos' files (and none of the table), naming only the stem;
     now the mask file is named first, or with on_corrupt="skip" its photo is left out and named."""

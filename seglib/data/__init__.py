@@ -30,7 +30,7 @@ from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
 from .masks import MaskValueError, MaskValueWarning, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
-from .pairs import find_masks, find_pairs, image_files, is_folder_root
+from .pairs import find_masks, find_pairs, image_files, is_folder_root, unpaired_masks
 from .sampling import EpochSampler
 from .splits import check_split_fractions, seeded_split, write_splits
 from .stats import describe, empty_masks
@@ -75,6 +75,7 @@ __all__ = [
     "download",
     "eval_transform",
     "find_masks",
+    "unpaired_masks",
     "find_pairs",
     "find_root",
     "image_files",

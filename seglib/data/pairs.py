@@ -75,6 +75,12 @@ def find_masks(folder: str | Path, names: list[str]) -> dict[str, Path]:
     return {n: masks[n] for n in names if n in masks}
 
 
+def unpaired_masks(folder: str | Path, names: list[str]) -> list[Path]:
+    """The mask files in `folder` that pair with none of the `names` (as `find_masks` pairs them)."""
+    masks = _masks_by_name(Path(folder), set(names))
+    return [path for name, path in masks.items() if name not in set(names)]
+
+
 def find_pairs(root: str | Path, on_missing: str = "raise") -> dict[str, tuple[Path, Path]]:
     """{name: (image, mask)} of the folder, by file stem (a mask may add `_mask`: NAME_mask.png).
 

@@ -308,8 +308,14 @@ def predict_dataset(
     return _write_table(rows, out_dir)
 
 
+# predictions.csv's columns, in this order whichever row comes first (a photo without its truth has no
+# fg_fraction, dice or iou; its row first put them after the file columns)
+TABLE_COLUMNS = ("name", "width", "height", "pred_fraction", "fg_fraction", "dice", "iou", "mask", "overlay")
+
+
 def _write_table(rows: list[dict[str, Any]], out_dir: str | Path) -> pd.DataFrame:
     df = pd.DataFrame(rows)
+    df = df[[c for c in TABLE_COLUMNS if c in df] + [c for c in df if c not in TABLE_COLUMNS]]  # then cutout
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     atomic_write_csv(df, Path(out_dir) / "predictions.csv")
     return df
