@@ -619,3 +619,15 @@ def test_resume_from_a_file_other_than_last_pt_says_so(tiny_config, tmp_path):
         FileNotFoundError, match=r"cannot resume from .*best\.pt: a run resumes from its last\.pt"
     ):
         fit(tiny_config(), resume=tmp_path / "run" / "best.pt")
+
+
+def test_resuming_a_run_stopped_before_its_first_save_says_to_start_anew(tiny_config, tmp_path):
+    """A second Ctrl-C during the first save left config.json and no last.pt: "does not exist" alone."""
+    from seglib.engine import fit
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"before its first save: start it anew, without resume"):
+        fit(tiny_config(), resume=tmp_path / "run")
+    with pytest.raises(FileNotFoundError, match=r"last\.pt does not exist; runs live in"):
+        fit(tiny_config(), resume=tmp_path / "elsewhere")

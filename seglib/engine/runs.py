@@ -109,9 +109,10 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
             )
         run_dir = runs[-1].parent
     if not (run_dir / "last.pt").is_file():
-        raise FileNotFoundError(
-            f"cannot resume: {run_dir / 'last.pt'} does not exist; runs live in {cfg.output_dir}/<run_name>/"
-        )
+        # a folder with config.json: a run stopped (a second Ctrl-C, a kill) before its first save
+        why = "the run stopped before its first save: start it anew, without resume"
+        where = why if (run_dir / "config.json").is_file() else f"runs live in {cfg.output_dir}/<run_name>/"
+        raise FileNotFoundError(f"cannot resume: {run_dir / 'last.pt'} does not exist; {where}")
     return run_dir
 
 
