@@ -126,6 +126,11 @@ def test_download_over_http_from_a_local_server(archives, tmp_path):
         assert _md5(root / "images.tar.gz") == archives[0][1]
         with pytest.raises(RuntimeError, match=r"missing.tar.gz: .* The server answered HTTP 404 .*moved"):
             download(tmp_path / "other", resources=((f"{base}/missing.tar.gz", "0" * 32),), log=print)
+        # bytes that fail their MD5 are not kept as a part to continue: the next try would only append
+        wrong = ((resources[0][0], "0" * 32),)
+        with pytest.raises(RuntimeError, match=r"MD5 is not 0{32}"):
+            download(tmp_path / "again", resources=wrong, log=lambda s: None)
+        assert not list((tmp_path / "again").glob("images.tar.gz*"))
     finally:
         server.shutdown()
         server.server_close()

@@ -73,6 +73,10 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"gamma": "0.1"}, r"gamma must be a finite number"),
         ({"weight_decay": float("nan")}, r"weight_decay must be a finite number, got nan"),
         ({"milestones": [3, "a"]}, r"milestones must be epochs \(integers\)"),
+        # a run validated (and chose best.pt) on a Dice of all-pet or no-pet masks
+        ({"threshold": 0.0}, r"threshold must be in \(0, 1\), got 0.0"),
+        ({"threshold": 1.0}, r"threshold must be in \(0, 1\), got 1.0"),
+        ({"budget_minutes": 0}, r"budget_minutes must be None \(off\) or a positive number"),
     ],
 )
 def test_config_rejects_bad_values_before_any_work(kw, message):
@@ -378,9 +382,28 @@ def test_soft_dice_loss_known_values():
     # p = 0.5 everywhere on an all-pet image: soft Dice 2 * 2 / (2 + 4) = 2/3
     assert soft_dice_loss(torch.zeros(1, 1, 2, 2), target, smooth=0.0).item() == pytest.approx(1 / 3)
     ignored = torch.tensor([[[[1.0, 255.0]]]])
-    assert soft_dice_loss(torch.tensor([[[[30.0, -30.0]]]]), ignored, smooth=0.0).item() == pytest.approx(
-        0, abs=1e-6
+    for border_logit in (-30.0, 30.0):  # an ignored pixel counts for neither side, whatever it predicts
+        loss = soft_dice_loss(torch.tensor([[[[30.0, border_logit]]]]), ignored, smooth=0.0)
+        assert loss.item() == pytest.approx(0, abs=1e-6)
+    # per image, then the mean: one perfect image and one all wrong give 0.5 (over the batch's pixels: 2/3)
+    two = soft_dice_loss(
+        torch.tensor([[[[30.0, 30.0]]], [[[-30.0, -30.0]]]]), torch.ones(2, 1, 1, 2), smooth=0
     )
+    assert two.item() == pytest.approx(0.5, abs=1e-6)
+
+
+def test_bce_loss_is_torchs_over_the_pixels_not_ignored():
+    from seglib.engine.losses import bce_loss
+
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 1, 4, 4), (torch.rand(2, 1, 4, 4) > 0.5).float()
+    assert bce_loss(logits, target).item() == pytest.approx(nn.BCEWithLogitsLoss()(logits, target).item())
+    ignored = target.clone()
+    ignored[:, :, 0] = 255  # the border band: a large logit there must cost nothing
+    logits[:, :, 0] = 50.0
+    valid = ignored != 255
+    expected = nn.BCEWithLogitsLoss()(logits[valid], target[valid])
+    assert bce_loss(logits, ignored).item() == pytest.approx(expected.item())
     with pytest.raises(ValueError, match=r"unknown loss 'dice'; choose one of \['bce', 'bce_dice'\]"):
         TrainConfig(loss="dice")
 

@@ -119,6 +119,9 @@ def test_mask_values_choose_the_object(tmp_path):
         FolderDataset(soft, "trainval", mask_values=">127", val_fraction=0, test_fraction=0).load_mask(0),
         OBJECT,
     )
+    for above in (3, 252):  # ">N" is strictly above N: the background's 3 is not the object at >3
+        ds = FolderDataset(soft, "trainval", mask_values=f">{above}", val_fraction=0, test_fraction=0)
+        assert np.array_equal(ds.load_mask(0), OBJECT)
     colour = tmp_path / "colour"
     write_pair(colour, "two_colours", rgb(labels, {1: (255, 0, 0), 2: (0, 0, 255)}))
     ds = FolderDataset(colour, "trainval", mask_values="#0000ff", val_fraction=0, test_fraction=0)
@@ -160,6 +163,9 @@ def test_the_seeded_split_is_stated_reproducible_and_disjoint(demo):
     )
     with pytest.raises(EmptySplitError, match=r"2 image pair\(s\) are too few for val_fraction=0.4"):
         seeded_split(["a", "b"], 0.4, 0.4)
+    small = seeded_split(list("abcd"), 0.1, 0.1)  # 0.4 images each: a fraction above 0 gets one
+    assert [len(small[s]) for s in ("train", "val", "test")] == [2, 1, 1]
+    assert seeded_split(list("abcd"), 0.1, 0)["test"] == []
 
 
 def test_split_files_fix_the_split(demo, tmp_path):

@@ -20,6 +20,7 @@ def test_the_interval_of_a_mean_matches_the_normal_one_and_is_seeded():
     assert (high - low) / 2 == pytest.approx(half, rel=0.05)
     assert mean_interval(values) == (low, high)  # seeded: the same table, the same interval
     assert mean_interval(np.full(30, 0.8)) == pytest.approx((0.8, 0.8))
+    assert mean_interval([0.0, 1.0]) == (0.0, 1.0)  # every image drawn: a quarter of the means are 1
     assert mean_interval(values, level=0.5)[1] - mean_interval(values, level=0.5)[0] < high - low
 
 
@@ -55,6 +56,10 @@ def test_the_images_are_matched_by_name_not_by_row():
     diff = paired_difference(a, b)
     assert (diff.mean, diff.low, diff.high) == pytest.approx((0.05, 0.05, 0.05))
     assert (diff.b_higher, diff.a_higher) == (3, 0)
+    tied = paired_difference(
+        table([0.9, 0.5, 0.7, 0.6], [*"xyz", "w"]), table([0.75, 0.95, 0.55, 0.6], [*"zxy", "w"])
+    )
+    assert (tied.images, tied.b_higher, tied.a_higher) == (4, 3, 0)  # a tie is neither higher
 
 
 def test_tables_of_other_images_or_repeated_images_are_refused():

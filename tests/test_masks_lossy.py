@@ -52,6 +52,12 @@ def test_a_jpeg_colour_mask_reads_as_the_box_drawn(tmp_path):
         assert_is_the_box(ds.load_mask(i))
 
 
+def test_a_dark_jpeg_colour_is_not_read_into_the_black_background(tmp_path):
+    """#500000 lies near black: without the nearer-than-black rule most of the background read as object."""
+    write_pair(tmp_path, "dark", (0x50, 0, 0), "jpg", quality=75)
+    assert_is_the_box(folder(tmp_path, "#500000").load_mask(0))
+
+
 def test_a_lossy_webp_white_mask_reads_as_the_box_drawn(tmp_path):
     write_pair(tmp_path, "w", (255, 255, 255), "webp", SMALL, quality=75)
     assert_is_the_box(folder(tmp_path, "#ffffff").load_mask(0), SMALL)

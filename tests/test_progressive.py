@@ -38,6 +38,11 @@ def test_a_shrunk_batch_keeps_image_and_mask_aligned_and_the_mask_binary():
     assert torch.equal(m[0, 0, 4:20, 8:24], torch.ones(16, 16))
     same = shrink_batch(images, masks, 64, channels_last=False)
     assert same[0] is images and same[1] is masks
+    # 96 -> 64 px, not by 2: the mask shrinks centred as the image does (floor-nearest moved it 21 px off)
+    images, masks = torch.full((1, 3, 96, 96), -1.0), torch.zeros((1, 1, 96, 96))
+    images[:, :, 8:40, 16:48], masks[:, :, 8:40, 16:48] = 1.0, 1.0
+    x, m = shrink_batch(images, masks, 64, channels_last=False)
+    assert torch.equal(m[0, 0] == 1, x[0, 0] > 0)
 
 
 def test_progressive_sizes_are_checked_against_the_image_size():

@@ -554,3 +554,24 @@ def test_a_shrunk_run_keeps_what_the_recipe_item_sets(tmp_path):
         epoch_seconds=faster,
     )
     assert [(c.image_size, c.epochs) for _, _, c in plan.jobs] == [(160, 45)]
+
+
+def test_the_epoch_estimate_times_the_probes_second_epoch(monkeypatch, tmp_path):
+    """The first epoch carries one-off costs: the second, with the margin, is the estimate."""
+    from types import SimpleNamespace
+
+    from seglib.study import budgets
+
+    probes = []
+
+    def probe(cfg):
+        probes.append(cfg)
+        return SimpleNamespace(history=pd.DataFrame({"seconds": [9.0, 2.0]}))
+
+    monkeypatch.setattr(budgets, "fit", probe)  # the two epochs' times, not a training
+    cfg = tiny_train_config(tmp_path / "data", tmp_path / "runs", epochs=30)
+    assert budgets.estimate_epoch_seconds(cfg) == pytest.approx(1.15 * 2.0)
+    assert budgets.estimate_epoch_seconds(cfg, margin=1.0) == pytest.approx(2.0)
+    assert (
+        probes[0].epochs == 2 and probes[0].checkpoint_every == 0 and probes[0].output_dir != cfg.output_dir
+    )

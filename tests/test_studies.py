@@ -339,7 +339,8 @@ def test_paired_at_budgets_compares_each_budgets_models_image_by_image():
     base = [0.5, 0.6, 0.7, 0.8] * 5
     wiggle = [0.1, -0.1, 0.12, -0.1] * 5  # +0.005 on the mean, up and down by image: not resolved
     runs = [
-        _Scored("original", None, [0.4, 0.9], [base, base]),  # one run, read along its models
+        # one run, read along its models: at 0.5 min its first (0.4 min), at 1 min its second (+0.02)
+        _Scored("original", None, [0.4, 0.9], [base, [b + 0.02 for b in base]]),
         _Scored("recommended", 0.5, [0.45], [[b + w for b, w in zip(base, wiggle, strict=True)]]),
         _Scored(
             "recommended", 1.0, [0.95], [[b + 0.05 for b in base]]
@@ -349,7 +350,7 @@ def test_paired_at_budgets_compares_each_budgets_models_image_by_image():
     assert paired["budget (min)"].tolist() == [0.5, 1.0] and set(paired.recipe) == {"recommended"}
     one = paired.set_index("budget (min)").loc[1.0]
     assert (one.gap, one.low, one.high, one.images, one.higher, one.lower) == pytest.approx(
-        (0.05, 0.05, 0.05, 20, 20, 0)
+        (0.03, 0.03, 0.03, 20, 20, 0)
     )
     half = paired.set_index("budget (min)").loc[0.5]
     assert half.gap == pytest.approx(0.005) and half.low < 0 < half.high
