@@ -273,6 +273,12 @@ def test_device_augmentation_draws_the_host_recipes_ranges():
     hue, brightness = table[:, 6], table[:, 3]
     assert hue.min() < host.hue[0] + 0.02 and hue.max() > host.hue[1] - 0.02
     assert brightness.min() >= host.brightness[0] and brightness.max() <= host.brightness[1]
+    # Rotate 15 with p 0.3, as the host's A.Rotate: the angle from the warp's matrix (no zoom: a rotation)
+    table, _ = DeviceAugment(scale_jitter=0.0).parameters(4000, 48, 48, seed=1)
+    warped, theta = table[:, 1] == 1, table[:, 7:13]
+    angle = torch.rad2deg(torch.atan2(theta[:, 3], theta[:, 0])).abs()
+    assert 0.27 < warped.float().mean() < 0.33 and 14.5 < angle[warped].max() <= 15.0 + 1e-3
+    assert angle[~warped].max() == 0
     square = torch.zeros(1, 1, 96, 96, dtype=torch.uint8)
     square[..., 28:68, 28:68] = 1
     images = (square * 255).expand(64, 3, 96, 96).contiguous()

@@ -48,6 +48,15 @@ def test_pasted_pixels_come_from_another_image_and_are_pet():
         assert any(torch.equal(own, u) for u in unions), i
 
 
+def test_a_pasted_pet_is_scaled_by_the_factor_drawn():
+    images, masks = torch.randn(2, 3, 48, 48), torch.zeros(2, 1, 48, 48)
+    masks[1, :, 8:24, 10:26] = 1  # a 16 x 16 pet in the second image only
+    for seed in range(3):
+        _, out = copy_paste(images, masks, 1.0, mixing_generator(seed, 0), scale=(0.5, 0.5))
+        assert int((out[0] == 1).sum()) == 8 * 8  # half the side: a quarter of the pet's pixels
+        assert torch.equal(out[1], masks[1])  # the first image has no pet to give
+
+
 def test_pure_function_of_seed_and_step():
     images, masks = _batch()
     a = copy_paste(images, masks, 0.5, mixing_generator(42, 10))
