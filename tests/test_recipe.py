@@ -432,6 +432,21 @@ def test_quick_recipe_plan_studies_the_narrow_unet_unless_told_otherwise(tmp_pat
     }
 
 
+def test_a_scheduled_recipe_item_keeps_the_size_it_sets(tmp_path):
+    """`recommended+image_size=128` at 1 minute buys 6 epochs, below the schedule's 40: still 128 px."""
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    study = RECIPE_STUDIES["recommended"].with_params("recommended+image_size=128", "1,12")
+    secs = {"recommended+image_size=128": {s: 10.0 for s in (160, 128, 96, 64)}}
+    plan = plan_recipe_study(
+        workspace("recommended", tmp_path).config, study, "unet", "recommended", epoch_seconds=secs
+    )
+    assert [(b, c.image_size, c.epochs, c.progressive_sizes) for _, b, c in plan.jobs] == [
+        (1.0, 128, 6, None),
+        (12.0, 128, 72, None),
+    ]
+
+
 def test_recommended_recipe_plan_fits_each_budget(tmp_path):
     from seglib.study import RECIPE_STUDIES, plan_recipe_study
 
