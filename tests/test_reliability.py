@@ -114,6 +114,21 @@ def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_mo
 
 
 @pytest.mark.slow
+def test_a_run_whose_data_is_gone_is_not_resumed_on_the_demo_set(synthetic_root, tmp_path, loss_at_step):
+    """A moved project or a copied run: "auto" went on with the synthetic demo set made in its place."""
+    data = shutil.copytree(synthetic_root, tmp_path / "data")
+    cfg = cfg_for(data, tmp_path / "runs", dataset="auto", synthetic_root=str(tmp_path / "demo"))
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg, loss_fn=loss_at_step("ctrl_c", 2))
+    data.rename(tmp_path / "moved")
+    with pytest.raises(
+        FileNotFoundError, match=r"it trained on oxford-pet data at .*the synthetic demo set would"
+    ):
+        fit(cfg, resume=True)
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
         fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("nan", 6))  # epoch 2, step 2

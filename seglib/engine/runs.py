@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from ..data import is_folder_root, is_oxford_pet_root
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .environment import record_start
@@ -136,8 +137,9 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
         raise ValueError(
             f"cannot resume {path}: the config differs ({lines}); resume with the saved config "
             "(TrainConfig.load(run_dir / 'config.json'); the command line: train --resume RUN_DIR, without "
-            "these options) or start a new run"
+            "--profile, --recipe or these options) or start a new run"
         )
+    _check_resume_data(cfg, ckpt, path)
     saved_world = ckpt.get("world_size", 1)
     if saved_world != world_size:
         raise ValueError(
@@ -146,6 +148,20 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
             "(torchrun --nnodes x --nproc_per_node)"
         )
     return ckpt
+
+
+def _check_resume_data(cfg: TrainConfig, ckpt: dict[str, Any], path: Path) -> None:
+    """A run resumes on the kind of data it trained on: with its data_root gone (a moved project, a copied
+    run), "auto" would go on with the synthetic demo set in its place. The other kinds refuse by themselves."""
+    kind = ckpt.get("data")
+    if cfg.dataset != "auto" or kind not in ("oxford-pet", "folder"):
+        return
+    if not (is_oxford_pet_root(cfg.data_root) or is_folder_root(cfg.data_root)):
+        raise FileNotFoundError(
+            f"cannot resume {path}: it trained on {kind} data at {ckpt.get('data_root') or cfg.data_root}, "
+            f"and data_root {cfg.data_root!r} holds none from {Path.cwd()} (the synthetic demo set would take "
+            "its place); pass data_root (--data_path) with the data's folder"
+        )
 
 
 @dataclass
