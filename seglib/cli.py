@@ -424,6 +424,11 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
     """The config `train` runs: the profile (and recipe), then the options given, and only those.
     Resuming without --profile or --recipe: the run's saved config.json, then the options given (so that
     `train --resume RUN_DIR` alone goes on as the run was started)."""
+    return _train_setup(a)[0]
+
+
+def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]:
+    """`train_config` and what fit resumes: --resume as given, or the run folder whose settings it took."""
     names = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in NOT_OPTIONS]
     over = {name: getattr(a, name) for name in names if getattr(a, name) is not None}
     _given_data_exists(over.get("data_root"), over.get("dataset"))
@@ -431,15 +436,20 @@ def train_config(a: argparse.Namespace) -> TrainConfig:
         over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
     cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
     if a.resume is False or a.profile is not None or a.recipe is not None:
-        return cfg
-    saved = find_resume_dir(cfg, a.resume) / "config.json"  # the run fit will resume
-    if not saved.is_file():
-        return cfg
-    return TrainConfig.from_dict({**TrainConfig.load(saved).to_dict(), **over})
+        return cfg, a.resume
+    # Looked up once: fit resumes this folder (with the saved run_name and output_dir it could find another,
+    # a copy of the run, or none in a moved project).
+    run = find_resume_dir(cfg, a.resume)
+    if not (run / "config.json").is_file():
+        return cfg, run
+    known = {f.name for f in dataclasses.fields(TrainConfig)}  # one TrainConfig no longer has: left out
+    saved = {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k in known}
+    return TrainConfig.from_dict({**saved, **over}), run
 
 
 def _train(a: argparse.Namespace) -> None:
-    result = fit(train_config(a), resume=a.resume)
+    cfg, resume = _train_setup(a)
+    result = fit(cfg, resume=resume)
     if not result.is_main:  # under torchrun rank 0 speaks and writes for the run
         return
     save_figure(plot_history(result.history, result.config.loss), result.run_dir / "history.png")
@@ -579,12 +589,13 @@ def _input_files(a: argparse.Namespace, out: Path) -> list[Path]:
     return files
 
 
-def _say_unpaired(masks: str, files: list[Path], truths: dict[str, Path]) -> None:
+def _say_unpaired(masks: str, files: list[Path], truths: dict[str, Path], beside: bool) -> None:
     """--masks that pair with no photo stop predict; photos without a mask there, or masks of no photo
-    (a name's other case, a typo), are named: both were left unscored without a word."""
+    (a name's other case, a typo), are named: both were left unscored without a word. `beside`: the masks
+    lie among the photos (--masks is --input), where every other file is a photo."""
     lonely = [f.name for f in files if f.stem not in truths]
-    spare = [p.name for p in unpaired_masks(masks, [f.stem for f in files])]
-    rule = "a photo NAME.* pairs with NAME.* or NAME_mask.* (case counts)"
+    spare = [] if beside else [p.name for p in unpaired_masks(masks, [f.stem for f in files])]
+    rule = f"a photo NAME.* pairs with {'' if beside else 'NAME.* or '}NAME_mask.* (case counts)"
     if not truths:
         theirs = f"; it holds {shown(spare)}" if spare else ""
         sys.exit(f"--masks {masks}: none of the {len(files)} photos has a mask there; {rule}{theirs}")
@@ -607,8 +618,7 @@ def _predict_files(a: argparse.Namespace) -> None:
         rule = parse_mask_values(saved if a.mask_values is None else a.mask_values)
         same = Path(a.masks).resolve() == Path(a.input).resolve()  # never a photo as its own mask
         truths = beside if same else find_masks(a.masks, [f.stem for f in files])
-        if not same:
-            _say_unpaired(a.masks, files, truths)
+        _say_unpaired(a.masks, files, truths, beside=same)
 
         def read(path: Path) -> np.ndarray:
             return trimap_to_mask(read_folder_mask(path, rule))

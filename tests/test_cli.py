@@ -303,12 +303,17 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     assert "training stopped in epoch" in err and f"python -m seglib train --resume {tmp_path / 'r'}" in err
     done = pd.read_csv(history).shape[0]
     assert 1 <= done < 40
-    p = seglib("train", "--resume", tmp_path / "r", cwd=tmp_path)  # as it says: the run's saved settings
+    # A copy of the run, the newest: --resume alone (the newest run) takes the copy's settings and goes on
+    # in the copy (its saved run_name, "r", found the original).
+    copy = shutil.copytree(tmp_path / "r", tmp_path / "r-copy")
+    (copy / "last.pt").touch()
+    p = seglib("train", "--resume", "--output_dir", tmp_path, cwd=tmp_path)  # the run's saved settings
     assert p.returncode == 0, p.stderr
     assert re.search(
-        r"resuming .* at (step \d+ of epoch \d+|the start of epoch \d+) \(of 40 epochs\)", p.stdout
+        r"resuming .*r-copy at (step \d+ of epoch \d+|the start of epoch \d+) \(of 40 epochs\)", p.stdout
     )
-    assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))
+    assert pd.read_csv(copy / "history.csv").epoch.tolist() == list(range(1, 41))
+    assert len(pd.read_csv(history)) == done  # the original as it stopped
 
 
 # --- the options come from TrainConfig -------------------------------------------------------------------

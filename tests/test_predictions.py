@@ -243,6 +243,9 @@ def test_masks_that_pair_with_no_photo_are_named(checkpoint, tmp_path, capsys):
     ):
         main([*args, "--masks", str(masks), "--output_dir", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()
+    # the masks beside their photos (--masks is --input): there only NAME_mask.* pairs
+    with pytest.raises(SystemExit, match=r"none of the 2 photos has a mask there; .* pairs with NAME_mask"):
+        main([*args, "--masks", str(photos), "--output_dir", str(tmp_path / "beside")])
 
 
 def test_a_truth_mask_of_another_size_stops_before_anything_is_written(tmp_path):
