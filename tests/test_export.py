@@ -88,6 +88,16 @@ def test_the_onnx_file_computes_the_checkpoints_logits_and_dice(trained, tmp_pat
 
 
 @pytest.mark.slow
+def test_the_oldest_opset_it_takes_is_written_as_asked(trained, tmp_path):
+    import onnx
+
+    checkpoint, _ = trained
+    path = export_model(checkpoint, tmp_path / "old.onnx", opset=18)  # for the oldest runtimes
+    assert [o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx")] == [18]
+    assert check_export(path, checkpoint)["max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
 def test_check_export_tells_another_model_apart(trained, tmp_path):
     checkpoint, data = trained
     path = export_model(checkpoint, tmp_path / "model.onnx")
