@@ -463,7 +463,7 @@ def _given_data_exists(path: str | None, dataset: str | None) -> None:
     made in the working folder, and say little of it (the other kinds say what they miss themselves)."""
     if path is None or dataset not in (None, "auto"):
         return
-    if not Path(path).exists():
+    if not Path(path).expanduser().exists():  # "--data_path=~/pets": the shell leaves that ~ to us
         sys.exit(f"--data_path {path} does not exist; point it at the data's folder (or leave it out)")
     if not (is_oxford_pet_root(path) or is_folder_root(path)):
         sys.exit(

@@ -253,6 +253,14 @@ def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypa
     )
 
 
+def test_a_data_path_in_the_home_folder_is_taken(tmp_path, monkeypatch):
+    """`--data_path=~/pets` reaches seglib with its ~ (the shell expands it only at a word's start)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "pets" / "images").mkdir(parents=True), (tmp_path / "pets" / "masks").mkdir()
+    with pytest.raises(SystemExit, match=r"m\.pt' does not exist"):  # past the data check, to the model
+        main(["evaluate", "--model_path", "m.pt", "--data_path=~/pets"])
+
+
 def test_an_output_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "out").write_text("notes")
