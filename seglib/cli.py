@@ -32,9 +32,8 @@ from .data import (
     SegmentationDataset,
     download,
     find_masks,
+    holds_data_set,
     image_files,
-    is_folder_root,
-    is_oxford_pet_root,
     parse_mask_values,
     read_folder_mask,
     trimap_to_mask,
@@ -465,7 +464,7 @@ def _given_data_exists(path: str | None, dataset: str | None) -> None:
         return
     if not Path(path).expanduser().exists():  # "--data_path=~/pets": the shell leaves that ~ to us
         sys.exit(f"--data_path {path} does not exist; point it at the data's folder (or leave it out)")
-    if not (is_oxford_pet_root(path) or is_folder_root(path)):
+    if not holds_data_set(path):
         sys.exit(
             f"--data_path {path} holds no data set: neither the Oxford-IIIT Pet's images/ and "
             f"annotations/trainval.txt (download --data_path {path} fetches them) nor a folder's images/ "
@@ -651,11 +650,11 @@ def _plain_warning(message: Warning | str, category: type[Warning], *args: Any, 
     return f"seglib: warning: {message}\n"
 
 
-# A Ctrl-C that is not fit's TrainingInterrupted: before the run's first save, or a second one during a save
-_UNSAVED = {
-    "train": "It stopped before saving where it stood: resume from the run folder's last.pt if it has one "
+# train's Ctrl-C that is not fit's TrainingInterrupted: before the run's first save, or a second during a save
+UNSAVED = (
+    "It stopped before saving where it stood: resume from the run folder's last.pt if it has one "
     "(its last saved epoch; --resume RUN_FOLDER), else run the command again"
-}
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -680,7 +679,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
         if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
             print(
-                f"seglib {a.command}: interrupted. {str(e) or _UNSAVED.get(a.command, '')}", file=sys.stderr
+                f"seglib {a.command}: interrupted. {str(e) or (UNSAVED if a.command == 'train' else '')}",
+                file=sys.stderr,
             )
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:

@@ -80,6 +80,7 @@ __all__ = [
     "find_root",
     "image_files",
     "is_folder_root",
+    "holds_data_set",
     "is_oxford_pet_root",
     "make_fullsize_pets",
     "make_synthetic_folder",
@@ -114,6 +115,12 @@ DATASETS = ("auto", "oxford-pet", "synthetic", "folder")
 SYNTHETIC_SIZES = {"n_trainval": 400, "n_test": 100, "seed": 0}
 SYNTHETIC_DEMO = "synthetic-pets"  # the synthetic demo set, beside the data root
 REAL_DATA = "oxford-iiit-pet"  # the real data's folder (data/oxford-iiit-pet): never taken as a synthetic set
+
+
+def holds_data_set(root: str | Path) -> bool:
+    """True if `root` holds the real data's layout (or its oxford-iiit-pet/ folder) or a folder data set:
+    what "auto" takes before it falls back to the synthetic demo set."""
+    return is_oxford_pet_root(root) or is_folder_root(root)
 
 
 def synthetic_set_root(data_root: str | Path, dataset: str) -> Path:

@@ -77,8 +77,8 @@ def find_masks(folder: str | Path, names: list[str]) -> dict[str, Path]:
 
 def unpaired_masks(folder: str | Path, names: list[str]) -> list[Path]:
     """The mask files in `folder` that pair with none of the `names` (as `find_masks` pairs them)."""
-    masks = _masks_by_name(Path(folder), set(names))
-    return [path for name, path in masks.items() if name not in set(names)]
+    names_set = set(names)
+    return [path for name, path in _masks_by_name(Path(folder), names_set).items() if name not in names_set]
 
 
 def find_pairs(root: str | Path, on_missing: str = "raise") -> dict[str, tuple[Path, Path]]:

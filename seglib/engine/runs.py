@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from ..data import is_folder_root, is_oxford_pet_root
+from ..data import holds_data_set
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .environment import record_start
@@ -156,7 +156,7 @@ def _check_resume_data(cfg: TrainConfig, ckpt: dict[str, Any], path: Path) -> No
     kind = ckpt.get("data")
     if cfg.dataset != "auto" or kind not in ("oxford-pet", "folder"):
         return
-    if not (is_oxford_pet_root(cfg.data_root) or is_folder_root(cfg.data_root)):
+    if not holds_data_set(cfg.data_root):
         raise FileNotFoundError(
             f"cannot resume {path}: it trained on {kind} data at {ckpt.get('data_root') or cfg.data_root}, "
             f"and data_root {cfg.data_root!r} holds none from {Path.cwd()} (the synthetic demo set would take "
