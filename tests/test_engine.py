@@ -77,6 +77,20 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"threshold": 0.0}, r"threshold must be in \(0, 1\), got 0.0"),
         ({"threshold": 1.0}, r"threshold must be in \(0, 1\), got 1.0"),
         ({"budget_minutes": 0}, r"budget_minutes must be None \(off\) or a positive number"),
+        # the models refuse these only once the data is cached
+        ({"model_kwargs": {"base_channels": 0}}, r"model_kwargs base_channels must be a positive integer"),
+        ({"model_kwargs": {"base_channels": "16"}}, r"base_channels must be a positive integer, e.g. 16"),
+        ({"model_kwargs": {"dropout": 1.0}}, r"model_kwargs dropout must be a number in \[0, 1\)"),
+        (
+            {"model": "resnet34_unet", "model_kwargs": {"encoder_weights": "imagenet", "base_channels": 32}},
+            r"encoder_weights need the ResNet34's own widths \(base_channels=64\), got base_channels=32",
+        ),
+        ({"milestones": [0, 10]}, r"milestones must be increasing epochs from 1"),
+        # multistep decays after epoch m: at or past the last epoch the decay never comes
+        (
+            {"scheduler": "multistep", "epochs": 20, "milestones": [10, 20]},
+            r"milestones \[10, 20\] reach the last epoch \(epochs=20\)",
+        ),
     ],
 )
 def test_config_rejects_bad_values_before_any_work(kw, message):
@@ -101,6 +115,10 @@ def test_lr_curves():
     assert step[14] == 1e-3 and step[15] == pytest.approx(5e-4) and step[30] == pytest.approx(2.5e-4)
     multi = curve(scheduler="multistep")  # milestones at 50% and 75% of the epochs
     assert multi[24] == 1e-3 and multi[25] == pytest.approx(1e-4) and multi[35] == pytest.approx(1e-5)
+    last = curve(scheduler="multistep", milestones=[9])  # the last milestone that acts: epoch 10 decayed
+    assert last[44] == 1e-3 and last[45] == pytest.approx(1e-4)
+    # a budget re-plans the epochs, so milestones past the first plan are taken
+    assert TrainConfig(scheduler="multistep", epochs=5, milestones=[8], budget_minutes=3).milestones == [8]
 
 
 # --- training ----------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ def test_probe_times_both_formats_then_reads_the_cache(fresh_cache):
     assert "unet(base_channels=4) 32px b4" in key and torch.__version__ in key
     assert entry["others"] is None or entry["others"] >= 0  # cores other programs used meanwhile
     assert probe_cache_path() == fresh_cache
+    # bf16 autocast is another step: its own probe and entry
+    assert choose_memory_format(*TINY_MODEL, CPU, amp=True).source == "probe"
+    assert sorted(k.rsplit(" | ", 1)[1] for k in json.loads(fresh_cache.read_text())) == ["amp", "fp32"]
 
 
 @pytest.fixture

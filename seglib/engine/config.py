@@ -181,10 +181,24 @@ class TrainConfig:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold!r}")
         if self.num_workers is not None and self.num_workers < 0:
             raise ValueError(f"num_workers must be None or >= 0, got {self.num_workers!r}")
-        if self.milestones is not None and sorted(self.milestones) != list(self.milestones):
-            raise ValueError(f"milestones must be increasing epochs, got {self.milestones!r}")
+        self._check_milestones()
         self._check_schedule()
         _check_model_kwargs(self.model, self.model_kwargs)
+
+    def _check_milestones(self) -> None:
+        ms = self.milestones
+        if ms is None:
+            return
+        if sorted(ms) != list(ms) or (ms and ms[0] < 1):
+            raise ValueError(f"milestones must be increasing epochs from 1, e.g. [30, 40]; got {ms!r}")
+        # multistep decays the lr after epoch m: a milestone at or past the last epoch never acts. A budget
+        # re-plans the epochs, so there the plan's end is not known yet.
+        if self.scheduler == "multistep" and self.budget_minutes is None and ms and ms[-1] >= self.epochs:
+            raise ValueError(
+                f"milestones {list(ms)} reach the last epoch (epochs={self.epochs}): the lr decays after "
+                f"epoch m, so a milestone must be below {self.epochs}; give fewer or earlier milestones, or "
+                "more epochs"
+            )
 
     def _check_schedule(self) -> None:
         """The schedulers' settings as they mean: a decay, a floor below the peak, a warm-up share."""
@@ -249,6 +263,22 @@ def _check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:
     unknown = sorted(set(kwargs) - set(takes))
     if unknown:
         raise ValueError(f"model_kwargs {unknown} are not options of model {model!r}; it takes {takes}")
+    _check_model_values(kwargs)
+
+
+def _check_model_values(kwargs: dict[str, Any]) -> None:
+    """The models' own checks, made here too: the models raise only once the data is cached."""
+    width = kwargs.get("base_channels", 64)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"model_kwargs base_channels must be a positive integer, e.g. 16; got {width!r}")
+    dropout = kwargs.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        raise ValueError(f"model_kwargs dropout must be a number in [0, 1), e.g. 0.2; got {dropout!r}")
+    if kwargs.get("encoder_weights") is not None and width != 64:
+        raise ValueError(
+            f"model_kwargs encoder_weights need the ResNet34's own widths (base_channels=64), got "
+            f"base_channels={width}; drop one of the two"
+        )
 
 
 def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -> None:
