@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from .timing import info_row, interleaved, memory_row, row, sync, timed
 
 def bench_train_step(
     name: str,
-    kwargs: dict,
+    kwargs: dict[str, Any],
     size: int,
     batch: int,
     steps: int,
@@ -26,7 +27,7 @@ def bench_train_step(
     device: torch.device,
     compile_too: bool = False,
     roofline: tuple[float, float] | None = None,
-):
+) -> list[dict[str, Any]]:
     """Training step alone: reference (fp32 NCHW, .item() every batch) against seglib's fast path.
     `roofline` (seglib's GFLOP/s ceiling, GB/s bandwidth) adds its roofline bound and seglib's share."""
     torch.manual_seed(0)

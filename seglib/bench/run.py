@@ -55,7 +55,7 @@ def run_benchmark(
     quick: bool = False,
     device: str = "auto",
     reps: int | None = None,
-    log=print,
+    log: Callable[[str], Any] = print,
     compile_models: bool = False,
     only: tuple[str, ...] = PARTS,
 ) -> dict[str, Any]:
