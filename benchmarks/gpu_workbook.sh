@@ -30,13 +30,15 @@ if [ -n "${SEGLIB_WHEELS:-}" ]; then
     --target /tmp/seglib-site "$SEGLIB_WHEELS"/*.whl
   export PYTHONPATH="$PYTHONPATH:/tmp/seglib-site"
 fi
-# What the notebooks need, said before any work (the GPU image lacks the first four and their needs).
+# What the notebooks need, said before any work (the GPU image lacks the first four and their needs; it
+# has the last row, which the carried wheels need).
 "$PY" - <<'EOF'
 import importlib.util
 import sys
 
 need = ["albumentations", "papermill", "ipykernel", "ipywidgets", "kornia", "nbclient", "nbformat", "jupyter_client",
-        "zmq", "IPython", "pydantic", "albucore", "cv2", "torch", "pandas", "matplotlib", "seaborn", "tqdm"]
+        "zmq", "IPython", "pydantic", "albucore", "cv2", "torch", "pandas", "matplotlib", "seaborn", "tqdm",
+        "scipy", "yaml", "attrs", "requests", "click", "pygments"]
 missing = [name for name in need if importlib.util.find_spec(name) is None]
 if missing:
     sys.exit(f"gpu_workbook: missing Python packages: {', '.join(missing)}. Make a folder of wheels with "

@@ -56,9 +56,10 @@ def augment_seed(seed: int, step: int, rank: int = 0) -> int:
 
 def _kornia() -> tuple[ModuleType, ModuleType, ModuleType]:
     """kornia's geometry transforms, conversions and enhance modules, imported on first use: only the device
-    path needs them. kornia 0.8 still decorates with torch.jit.script, which torch 2.14 warns about."""
+    path needs them. kornia 0.8 still decorates with torch.jit.script, which torch warns about (2.14 with a
+    FutureWarning, the GPU machine's 2.11 with a DeprecationWarning)."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r".*torch\.jit\.script", FutureWarning)
+        warnings.filterwarnings("ignore", r".*torch\.jit\.script")
         names = ("kornia.geometry.transform", "kornia.geometry.conversions", "kornia.enhance")
         return tuple(importlib.import_module(name) for name in names)  # type: ignore[return-value]
 
