@@ -400,9 +400,10 @@ def notebook_params(
             raise ValueError(f"--param {item!r} is not NAME=VALUE (e.g. --param model_name=unet)")
         takers = [name for name in notebooks if key in declared[name]]
         if not takers:
-            known = sorted(set().union(*declared.values()))
+            known = sorted(set().union(*declared.values()) - set(RUNNER_OPTIONS))  # those go as --NAME
             raise ValueError(
-                f"--param {key!r}: no notebook of {list(notebooks)} has it; their parameters: {known}"
+                f"--param {key!r}: no notebook of {list(notebooks)} has it; their parameters: {known} "
+                f"(and the runner's own {', '.join('--' + k for k in RUNNER_OPTIONS)})"
             )
         for name in takers:  # papermill's -r/-p distinction, from the notebook's own annotation
             typed = declared[name][key]["inferred_type_name"] != "str"
