@@ -162,7 +162,8 @@ def save_prediction_figures(
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
         pred = foreground(logits, threshold).numpy().astype(np.uint8)
         name = dataset.entries[i].name
-        fig = plot_prediction(image, truth, pred, title=name, dice=dice)
+        # fp32, as predict_logits computes: evaluate's table can be bf16 autocast, a little apart
+        fig = plot_prediction(image, truth, pred, title=f"{name} (fp32)", dice=dice)
         paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
     if replace:
         kept = set(paths)
@@ -278,7 +279,7 @@ def plot_prediction_grid(
         panels = [
             (image, None, dataset.entries[i].name),
             (truth, "gray", "truth"),
-            (pred, "gray", f"prediction, Dice {dice:.3f}"),
+            (pred, "gray", f"prediction, Dice {dice:.3f} (fp32)"),  # evaluate's table can be bf16
             (error_map(truth, pred), None, "errors"),
         ]
         for ax, (arr, cmap, title) in zip(row, panels, strict=True):

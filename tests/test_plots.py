@@ -4,9 +4,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from seglib.data import OxfordPetDataset, eval_transform, train_transform
+from seglib.engine.evaluate import predict_logits
 from seglib.engine.losses import LOSSES
+from seglib.metrics import dice_per_image
+from seglib.models import build_model
 from seglib.plots import (
     LOSS_TITLES,
     plot_augmentations,
@@ -16,6 +20,7 @@ from seglib.plots import (
     plot_model_comparison,
     plot_overlay_grid,
     plot_prediction,
+    plot_prediction_grid,
 )
 
 HISTORY = pd.DataFrame(
@@ -94,4 +99,17 @@ def test_the_lr_curves_number_epochs_from_1_and_jump_where_the_lr_does():
     (line,) = fig.axes[0].get_lines()
     assert list(line.get_xdata()) == [1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 2.75]
     assert line.get_drawstyle() == "steps-post"
+    plt.close(fig)
+
+
+def test_prediction_grid_says_its_dice_is_fp32(synthetic_root):
+    """Its Dice comes from predict_logits (fp32); notebook 04's table beside it can be scored in bf16
+    autocast and differ in the third decimal, so the figure says which it shows."""
+    ds = OxfordPetDataset(synthetic_root, "test")
+    torch.manual_seed(0)
+    model = build_model("unet", base_channels=4).eval()
+    fig = plot_prediction_grid(model, ds, [0], 64, device="cpu")
+    logits = predict_logits(model, ds.load_image(0), 64, "cpu")
+    dice = dice_per_image(logits[None], torch.from_numpy(ds.load_mask(0))[None], 0.5).item()
+    assert fig.axes[2].get_title() == f"prediction, Dice {dice:.3f} (fp32)"
     plt.close(fig)
