@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 DECIMALS = 4  # the tables' and summaries' decimals: scores equal to these are level
+LEARNED = 0.5  # a best test Dice below this: the runs learned too little for their order to mean much
 
 
 def level(a: float, b: float) -> bool:
@@ -132,5 +133,13 @@ def recipe_summary(
         lines.append(
             f"- Within {budget:g} minutes {names(top)} tie for the best test Dice, "
             f"**{last.max():.{DECIMALS}f}** (level: equal to {DECIMALS} decimals)."
+        )
+    if top and last.max() < LEARNED:  # e.g. a busy machine: each budget bought an epoch or two
+        epochs = sorted({len(r.history) for r in runs})
+        bought = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]} to {epochs[-1]}"
+        lines.append(
+            f"- **No model reaches test Dice {LEARNED}**: the runs trained {bought} epochs, too few to learn the "
+            "task, so this order says little. Give longer `budgets`, or run where other programs leave the "
+            "CPU to this one (each epoch's seconds are in its run's history.csv)."
         )
     return lines
