@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from seglib.data import OxfordPetDataset
@@ -115,6 +116,13 @@ def test_lr_curves():
     assert step[14] == 1e-3 and step[15] == pytest.approx(5e-4) and step[30] == pytest.approx(2.5e-4)
     multi = curve(scheduler="multistep")  # milestones at 50% and 75% of the epochs
     assert multi[24] == 1e-3 and multi[25] == pytest.approx(1e-4) and multi[35] == pytest.approx(1e-5)
+    # each scheduler's own settings, away from torch's defaults
+    floor = curve(scheduler="cosine", min_lr=1e-4)
+    assert floor[-1] == pytest.approx(1e-4 + (1e-3 - 1e-4) * (1 + math.cos(math.pi * 9 / 10)) / 2)
+    late = curve(scheduler="onecycle", pct_start=0.5)
+    assert late.index(max(late)) == 24  # 50% of 50 steps
+    half = curve(scheduler="multistep", gamma=0.5)
+    assert half[25] == pytest.approx(5e-4) and half[35] == pytest.approx(2.5e-4)
     last = curve(scheduler="multistep", milestones=[9])  # the last milestone that acts: epoch 10 decayed
     assert last[44] == 1e-3 and last[45] == pytest.approx(1e-4)
     # a budget re-plans the epochs, so milestones past the first plan are taken
@@ -296,6 +304,34 @@ def test_wandb_missing_is_a_warning(monkeypatch, tmp_path):
     logger.finish()
 
 
+def test_validation_scores_are_the_val_images_means_in_eval_mode(tiny_config, synthetic_root):
+    """history's val_dice is the mean per-image Dice at model resolution and val_loss the mean per-image
+    BCE over the 6 val images (batches of 4 and 2: each batch weighted by its images), the model in eval
+    mode: what evaluate and the loss give image by image."""
+    from seglib.engine.losses import bce_loss
+
+    result = fit(tiny_config(epochs=1, amp=False, run_name="v"))
+    row = result.history.iloc[-1]
+    model = load_model(result.run_dir / "last.pt")
+    val = OxfordPetDataset(synthetic_root, "val", image_size=32, limit=6)
+    scores = evaluate(model, val, device="cpu", amp=False, channels_last=False, progress=False)
+    assert row.val_dice == pytest.approx(scores.dice_model.mean(), abs=1e-5)
+    with torch.no_grad():
+        losses = [bce_loss(model(val[i]["image"][None]), val[i]["mask"][None]).item() for i in range(6)]
+    assert row.val_loss == pytest.approx(np.mean(losses), abs=1e-5)
+
+
+def test_the_first_of_equal_best_epochs_is_kept(tiny_config, monkeypatch):
+    """Ties keep the earlier model (scheduler_table reads it so): a later epoch must beat it."""
+    from seglib.engine import train
+    from seglib.engine.state import EpochStats
+
+    monkeypatch.setattr(train, "evaluate_epoch", lambda *a, **k: EpochStats(1, 6, 3.0, 3.0))  # Dice 0.5
+    result = fit(tiny_config(epochs=3, run_name="tie"))
+    assert result.history.val_dice.tolist() == [0.5, 0.5, 0.5]
+    assert result.best_epoch == 1 and load_checkpoint(result.best_checkpoint)["epoch"] == 1
+
+
 # --- checkpoints ---------------------------------------------------------------------------------------
 def test_checkpoint_rebuilds_its_model(tmp_path):
     model = build_model("unet", base_channels=8, num_classes=2)
@@ -304,6 +340,18 @@ def test_checkpoint_rebuilds_its_model(tmp_path):
     assert loaded.base_channels == 8 and loaded.num_classes == 2 and not loaded.training
     x = torch.randn(1, 3, 48, 48)
     assert torch.equal(model.eval()(x), loaded(x))
+
+
+def test_a_checkpoint_from_encoder_weights_loads_without_them(tmp_path):
+    """The weights are in the state_dict: a moved weights file (or "imagenet" offline) must not matter."""
+    weights = tmp_path / "resnet34.pth"
+    torch.save(torchvision.models.resnet34().state_dict(), weights)
+    kwargs = {"encoder_weights": str(weights), "base_channels": 64}
+    model = build_model("resnet34_unet", **kwargs)
+    save_checkpoint(tmp_path / "m.pt", model, model_spec(model, "resnet34_unet", kwargs))
+    weights.unlink()
+    loaded = load_model(tmp_path / "m.pt")
+    assert torch.equal(loaded.encoder.conv1.weight, model.encoder.conv1.weight)
 
 
 def test_bad_checkpoints_say_what_they_are(tmp_path):

@@ -215,3 +215,15 @@ def test_a_threshold_outside_0_1_is_named(synthetic_root, model):
     """Notebook 04 with threshold 1.5 scored every image 0 and still named the better model."""
     with pytest.raises(ValueError, match=r"evaluate: threshold=1.5; give a probability in \(0, 1\)"):
         evaluate(model, val_set(synthetic_root, limit=2), threshold=1.5, **FAST)
+
+
+def test_worst_indices_are_the_lowest_dice_worst_first(synthetic_root):
+    """The `worst/` figures of `evaluate` and notebook 04: by dataset index (the table's rows need not be in
+    dataset order), lowest Dice first."""
+    from seglib.engine.evaluate import worst_indices
+
+    ds = OxfordPetDataset(synthetic_root, "test")
+    names = ds.names[:4]
+    table = pd.DataFrame({"name": [names[2], names[0], names[3], names[1]], "dice": [0.9, 0.2, 0.5, 0.7]})
+    assert worst_indices(table, ds, 2) == [0, 3]
+    assert worst_indices(table, ds, 10) == [0, 3, 1, 2]
