@@ -40,6 +40,9 @@ def test_cache_is_reused_and_rebuilt_when_stale(synthetic_root, tmp_path):
     again = build_cache(ds, 48, tmp_path / "cache")
     assert again.folder != first.folder
     assert not list((tmp_path / "cache").glob("*.partial-*"))
+    trimap = ds.trimap_path(ds.names[4])  # a corrected label: the cache must not train on the old one
+    os.utime(trimap, ns=(trimap.stat().st_atime_ns, trimap.stat().st_mtime_ns + 10**9))
+    assert build_cache(ds, 48, tmp_path / "cache").folder not in (first.folder, again.folder)
 
 
 def test_unreadable_files_are_marked_not_cached(synthetic_root, tmp_path):

@@ -279,7 +279,16 @@ def test_epoch_sampler():
     b = list(s)
     assert sorted(i for i, _ in a) == list(range(50)) and [i for i, _ in a] != [i for i, _ in b]
     assert len({seed for _, seed in a}) == 50
+    # each image draws a new augmentation every epoch (not the same flip and rotation all run long)
+    assert sum(dict(a)[i] != dict(b)[i] for i in range(50)) == 50
     assert [i for i, _ in EpochSampler(5, shuffle=False)] == [0, 1, 2, 3, 4]
+    # seed 1's second epoch is not seed 2's first: the seeds of a study are independent runs
+    s2 = EpochSampler(50, shuffle=True, seed=2)
+    s2.set_epoch(1)
+    c = list(s2)
+    assert [i for i, _ in b] != [i for i, _ in c] and {seed for _, seed in b}.isdisjoint(
+        seed for _, seed in c
+    )
 
 
 def test_resolve_data_root(synthetic_root, tmp_path):
@@ -355,3 +364,37 @@ def test_a_resized_mask_stays_centred_on_its_image(size):
         assert np.array_equal(np.asarray(again), out["mask"])
     dy, dx = np.mean(offsets, axis=0)
     assert abs(dy) < 0.1 and abs(dx) < 0.1, (dy, dx)
+
+
+def test_training_augmentation_is_the_designs():
+    """The original's list, in order, with its settings: Resize, HorizontalFlip 0.5, Rotate +-15 deg p 0.3
+    (corners brought in take `mask_fill`), ColorJitter p 0.5, ImageNet Normalize in RGB order; the zoom
+    (`scale_jitter`) goes both ways, in and out, left and right."""
+    from seglib.data.transforms import train_transform
+
+    steps = train_transform(64, mask_fill=255, scale_jitter=0.2).transforms
+    kinds = [type(t).__name__ for t in steps]
+    assert kinds == ["Resize", "HorizontalFlip", "Affine", "Rotate", "ColorJitter", "Normalize", "ToTensorV2"]
+    flip, zoom, rotate, jitter, normalize = steps[1:6]
+    assert flip.p == 0.5 and (rotate.p, rotate.limit, rotate.fill_mask) == (0.3, (-15, 15), 255)
+    assert jitter.p == 0.5
+    assert normalize.mean == (0.485, 0.456, 0.406) and normalize.std == (0.229, 0.224, 0.225)
+    assert zoom.p == 0.5 and zoom.fill_mask == 255
+    assert zoom.scale == {"x": (0.8, 1.2), "y": (0.8, 1.2)}
+    assert zoom.translate_percent == {"x": (-0.1, 0.1), "y": (-0.1, 0.1)}
+    assert "Affine" not in [type(t).__name__ for t in train_transform(64).transforms]  # off by default
+
+
+def test_describe_gives_each_images_shape_and_shares(synthetic_root):
+    """Notebook 01's facts: aspect is width / height; the pet's share counts the border band (trimap 1 and
+    3, as the original's masks do), the border's share the band alone."""
+    from seglib.data import describe
+
+    ds = OxfordPetDataset(synthetic_root, "test", limit=3)
+    facts = describe(ds)
+    for i, row in facts.iterrows():
+        trimap = ds.load_trimap(i)
+        h, w = trimap.shape
+        assert (row.width, row.height) == (w, h) and row.aspect == pytest.approx(w / h)
+        assert row.fg_fraction == pytest.approx(np.isin(trimap, (1, 3)).mean())
+        assert row.border_fraction == pytest.approx((trimap == 3).mean()) and row.border_fraction > 0

@@ -113,6 +113,12 @@ def test_mask_values_choose_the_object(tmp_path):
     assert ds.load_mask(0).sum() == 100
     ds = FolderDataset(tmp_path, "trainval", mask_values="1,2", val_fraction=0, test_fraction=0)
     assert ds.load_mask(0).sum() == OBJECT.sum() + 100
+    # each choice its own cache: a cache of "2" read back for "1,2" trained the other object
+    cached = {}
+    for values in ("2", "1,2"):
+        chosen = FolderDataset(tmp_path, "trainval", mask_values=values, val_fraction=0, test_fraction=0)
+        cached[values] = int((build_cache(chosen, 64, tmp_path / "cache").trimaps[0] == 1).sum())
+    assert 0 < cached["2"] < cached["1,2"]
     soft = tmp_path / "soft"
     write_pair(soft, "jpeg_like", Image.fromarray((OBJECT * 250 + 3).astype(np.uint8)))
     assert np.array_equal(

@@ -81,6 +81,40 @@ def test_encoder_loads_torchvision_resnet34_strictly():
     assert torch.equal(model.encoder.layer3[5].conv2.weight, tv["layer3.5.conv2.weight"])
 
 
+def test_encoder_computes_what_torchvision_resnet34_computes():
+    """Loaded with torchvision's weights, the encoder's five maps are torchvision's stem and stages (the
+    maxpool, the residual sums): what ImageNet weights were trained to see."""
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet34().eval()
+    encoder = ResNet34UNet().encoder.eval()
+    encoder.load_state_dict({k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        stem = tv.relu(tv.bn1(tv.conv1(x)))
+        want = [stem, tv.layer1(tv.maxpool(stem))]
+        for layer in (tv.layer2, tv.layer3, tv.layer4):
+            want.append(layer(want[-1]))
+        got = encoder(x)
+    assert [tuple(m.shape[-2:]) for m in got] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+def test_unet_drops_out_both_deepest_maps():
+    """dropout acts on the outputs of down3 and down4 (whole channels), as the docstring says."""
+    model = UNet(base_channels=4, dropout=0.5).train()
+    seen = {}
+    for name in ("down3", "down4"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, o))
+    zeroed = {}
+    model.dropout.register_forward_hook(lambda m, i, o: zeroed.__setitem__(id(i[0]), (o == 0).all((2, 3))))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 48, 48))
+    assert {id(seen["down3"]), id(seen["down4"])} <= set(zeroed)
+    assert all(z.any() for z in zeroed.values())  # some whole channels dropped in each
+
+
 def test_encoder_weights_from_a_file(tmp_path):
     tv = torchvision.models.resnet34().state_dict()  # random weights stand in for ImageNet's here
     torch.save(tv, tmp_path / "resnet34.pth")
