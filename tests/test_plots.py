@@ -13,6 +13,7 @@ from seglib.metrics import dice_per_image
 from seglib.models import build_model
 from seglib.plots import (
     LOSS_TITLES,
+    error_map,
     plot_augmentations,
     plot_border_band,
     plot_history,
@@ -113,3 +114,10 @@ def test_prediction_grid_says_its_dice_is_fp32(synthetic_root):
     dice = dice_per_image(logits[None], torch.from_numpy(ds.load_mask(0))[None], 0.5).item()
     assert fig.axes[2].get_title() == f"prediction, Dice {dice:.3f} (fp32)"
     plt.close(fig)
+
+
+def test_error_map_colours_each_kind_of_pixel():
+    truth = np.array([[1, 1, 0, 0, 255, 255]], np.uint8)
+    pred = np.array([[1, 0, 1, 0, 1, 0]], np.uint8)
+    want = [(255, 255, 255), (40, 90, 230), (230, 40, 40), (0, 0, 0), (128, 128, 128), (128, 128, 128)]
+    assert error_map(truth, pred)[0].tolist() == [list(c) for c in want]  # TP, FN, FP, TN, ignored twice

@@ -88,6 +88,18 @@ def test_a_prediction_is_written_as_files_you_can_open(tmp_path):
     assert scored["dice"] == pytest.approx(1.0) and scored["iou"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=r"my_cat: the truth mask is 60x40, its image 120x90"):
         pred.row(0.5, np.zeros((40, 60), np.uint8))
+    # at another threshold, the overlay shows the mask written beside it (the Ramp's 0.3 reaches further left)
+    save_prediction(pred, tmp_path / "t03", threshold=0.3)
+    mask03 = np.asarray(Image.open(tmp_path / "t03" / "my_cat_mask.png")) == 255
+    assert mask03.sum() > (mask == 255).sum()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "t03" / "my_cat_overlay.png")), pred.overlay(0.3))
+    # the truth's ignored border (255) is in no fraction: the fractions are of the pixels scored
+    unsure = truth.copy()
+    unsure[:, :30] = 255
+    scored = pred.row(0.5, unsure)
+    assert scored["fg_fraction"] == pytest.approx(60 / 90) and scored["pred_fraction"] == pytest.approx(
+        60 / 90
+    )
 
 
 def test_a_cutout_keeps_the_object_and_reads_back_as_its_mask(tmp_path):

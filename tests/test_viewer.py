@@ -164,3 +164,23 @@ def test_an_image_that_cannot_be_read_is_named_and_the_others_shown(synthetic_ro
     assert ds.names[2] in v.status.value and png(v).shape[2] in (3, 4)
     worst_first = MaskViewer(ds, model=Ramp(), sort="dice ascending")  # the damaged image sorts last
     assert worst_first.order[-1] == 1 and sorted(worst_first.order) == list(range(6))
+
+
+class Everywhere(nn.Module):
+    """Every pixel predicted as pet."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, *x.shape[-2:]), 5.0)
+
+
+def test_errors_leave_the_ignored_border_alone(synthetic_root):
+    """With border="ignore" the trimap's unsure band is no error either way: not painted red."""
+    unsure = OxfordPetDataset(synthetic_root, "test", image_size=64, limit=2, border="ignore")
+    v = MaskViewer(unsure, model=Everywhere(), image_size=64)
+    v.show_truth.value, v.show_pred.value, v.show_errors.value = False, False, True
+    v.opacity.value = 1.0
+    truth, image, shown = unsure.load_mask(0), unsure.load_image(0), v.render()
+    band, background = truth == 255, truth == 0
+    assert band.any() and background.any()
+    assert np.array_equal(shown[band], image[band])  # untouched
+    assert (shown[background] == (230, 40, 40)).all()  # false positives: red
