@@ -32,6 +32,7 @@ from seglib.engine.checkpoint import model_spec
 from seglib.engine.environment import read_environment
 from seglib.engine.progress import progress_bar
 from seglib.engine.runtime import cpu_kind
+from seglib.engine.schedulers import dead_milestones_note
 from seglib.engine.tracking import WandbLogger
 from seglib.models import build_model
 from seglib.provenance import git_commit
@@ -87,11 +88,6 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
             r"encoder_weights need the ResNet34's own widths \(base_channels=64\), got base_channels=32",
         ),
         ({"milestones": [0, 10]}, r"milestones must be increasing epochs from 1"),
-        # multistep decays after epoch m: at or past the last epoch the decay never comes
-        (
-            {"scheduler": "multistep", "epochs": 20, "milestones": [10, 20]},
-            r"milestones \[10, 20\] reach the last epoch \(epochs=20\)",
-        ),
     ],
 )
 def test_config_rejects_bad_values_before_any_work(kw, message):
@@ -125,8 +121,15 @@ def test_lr_curves():
     assert half[25] == pytest.approx(5e-4) and half[35] == pytest.approx(2.5e-4)
     last = curve(scheduler="multistep", milestones=[9])  # the last milestone that acts: epoch 10 decayed
     assert last[44] == 1e-3 and last[45] == pytest.approx(1e-4)
-    # a budget re-plans the epochs, so milestones past the first plan are taken
-    assert TrainConfig(scheduler="multistep", epochs=5, milestones=[8], budget_minutes=3).milestones == [8]
+    # multistep decays after epoch m: a milestone at or past the last epoch never acts. Said when a run
+    # starts, not refused: a budget's plan can shorten a recipe below its milestones, and runs saved so load
+    dead = TrainConfig(scheduler="multistep", epochs=20, milestones=[10, 20])
+    assert dead_milestones_note(dead) == (
+        "seglib: milestones [20] reach the last epoch (epochs=20): multistep decays the lr after epoch m, so "
+        "it never acts in this run"
+    )
+    assert dead_milestones_note(TrainConfig(scheduler="multistep", epochs=20, milestones=[10, 19])) == ""
+    assert dead_milestones_note(TrainConfig(scheduler="cosine", epochs=5, milestones=[8])) == ""
 
 
 # --- training ----------------------------------------------------------------------------------------
@@ -319,6 +322,11 @@ def test_validation_scores_are_the_val_images_means_in_eval_mode(tiny_config, sy
     with torch.no_grad():
         losses = [bce_loss(model(val[i]["image"][None]), val[i]["mask"][None]).item() for i in range(6)]
     assert row.val_loss == pytest.approx(np.mean(losses), abs=1e-5)
+
+
+def test_a_new_run_says_its_milestones_never_act(tiny_config, capsys):
+    fit(tiny_config(epochs=1, scheduler="multistep", milestones=[1], run_name="m"))
+    assert "seglib: milestones [1] reach the last epoch (epochs=1)" in capsys.readouterr().out
 
 
 def test_the_first_of_equal_best_epochs_is_kept(tiny_config, monkeypatch):

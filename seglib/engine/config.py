@@ -191,14 +191,6 @@ class TrainConfig:
             return
         if sorted(ms) != list(ms) or (ms and ms[0] < 1):
             raise ValueError(f"milestones must be increasing epochs from 1, e.g. [30, 40]; got {ms!r}")
-        # multistep decays the lr after epoch m: a milestone at or past the last epoch never acts. A budget
-        # re-plans the epochs, so there the plan's end is not known yet.
-        if self.scheduler == "multistep" and self.budget_minutes is None and ms and ms[-1] >= self.epochs:
-            raise ValueError(
-                f"milestones {list(ms)} reach the last epoch (epochs={self.epochs}): the lr decays after "
-                f"epoch m, so a milestone must be below {self.epochs}; give fewer or earlier milestones, or "
-                "more epochs"
-            )
 
     def _check_schedule(self) -> None:
         """The schedulers' settings as they mean: a decay, a floor below the peak, a warm-up share."""

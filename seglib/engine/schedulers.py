@@ -9,7 +9,14 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, M
 
 from .config import SCHEDULERS, TrainConfig
 
-__all__ = ["build_scheduler", "rescheduled", "steps_per_batch", "lr_curve", "PER_BATCH"]
+__all__ = [
+    "build_scheduler",
+    "rescheduled",
+    "steps_per_batch",
+    "lr_curve",
+    "dead_milestones_note",
+    "PER_BATCH",
+]
 
 PER_BATCH = frozenset({"onecycle"})  # the others step once per epoch
 
@@ -36,6 +43,20 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
         milestones = cfg.milestones or [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
         return MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
     raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+
+
+def dead_milestones_note(cfg: TrainConfig) -> str:
+    """A line for a run whose multistep milestones reach its last epoch ("" if none do): MultiStepLR decays
+    after epoch m, so those never act. Said, not refused: a budget's plan (`seglib.study.fit_to_budget`)
+    can shorten a recipe's epochs below its milestones, and runs saved so still load and resume."""
+    ms = cfg.milestones or []
+    dead = [m for m in ms if m >= cfg.epochs]
+    if cfg.scheduler != "multistep" or not dead:
+        return ""
+    return (
+        f"seglib: milestones {dead} reach the last epoch (epochs={cfg.epochs}): multistep decays the lr after "
+        f"epoch m, so {'it never acts' if len(dead) == 1 else 'they never act'} in this run"
+    )
 
 
 def rescheduled(
