@@ -194,7 +194,7 @@ def test_recipe_summary_reports_ahead_level_and_behind_not_a_zero_win():
     assert "level at 1, behind at 0 of 1 budgets (level: equal to 4 decimals)" in text
     assert "`original` and `recommended` tie for the best test Dice, **0.2302**" in text
     # models that learned next to nothing (a busy machine's budgets bought an epoch each): said so
-    assert "**No model reaches test Dice 0.5**: the runs trained 2 epochs, too few to learn" in text
+    assert "**No model reaches test Dice 0.5** (the runs trained 2 epochs): they learned too little" in text
     assert "No model reaches" not in "\n".join(lines)  # at 0.5 they did
     # a recipe's long run read at a shorter budget (the dashed curve) is in the table, but no recipe of its
     # own: never a leader tied with the model it is, nor a head-to-head

@@ -138,8 +138,8 @@ def recipe_summary(
         epochs = sorted({len(r.history) for r in runs})
         bought = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]} to {epochs[-1]}"
         lines.append(
-            f"- **No model reaches test Dice {LEARNED}**: the runs trained {bought} epochs, too few to learn the "
-            "task, so this order says little. Give longer `budgets`, or run where other programs leave the "
-            "CPU to this one (each epoch's seconds are in its run's history.csv)."
+            f"- **No model reaches test Dice {LEARNED}** (the runs trained {bought} epochs): they learned too "
+            "little for this order to mean much. Longer `budgets` buy more epochs, and so does a CPU that "
+            "other programs leave to this one (each epoch's seconds are in its run's history.csv)."
         )
     return lines
