@@ -98,13 +98,20 @@ def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
 
 
 def plot_prediction(
-    image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray, title: str = "", dice: float | None = None
+    image: np.ndarray,
+    truth: np.ndarray | None,
+    pred: np.ndarray,
+    title: str = "",
+    dice: float | None = None,
+    precision: str = "",
 ) -> Figure:
-    """Image / ground truth / prediction (and error map when the truth is known)."""
+    """Image / ground truth / prediction (and error map when the truth is known). `dice` is shown on the
+    prediction, with the `precision` it was computed in when given ("fp32")."""
     panels = [("image", image, None)]
     if truth is not None:
         panels.append(("ground truth", truth, "gray"))
-    panels.append(("prediction" + (f" (Dice {dice:.3f})" if dice is not None else ""), pred, "gray"))
+    said = f"Dice {dice:.3f}" + (f", {precision}" if precision else "")
+    panels.append(("prediction" + (f" ({said})" if dice is not None else ""), pred, "gray"))
     if truth is not None:
         panels.append(("errors: FP red, FN blue", error_map(truth, pred), None))
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
@@ -163,7 +170,7 @@ def save_prediction_figures(
         pred = foreground(logits, threshold).numpy().astype(np.uint8)
         name = dataset.entries[i].name
         # fp32, as predict_logits computes: evaluate's table can be bf16 autocast, a little apart
-        fig = plot_prediction(image, truth, pred, title=f"{name} (fp32)", dice=dice)
+        fig = plot_prediction(image, truth, pred, title=name, dice=dice, precision="fp32")
         paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
     if replace:
         kept = set(paths)

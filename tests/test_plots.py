@@ -60,6 +60,9 @@ def test_image_panels_have_no_ticks_to_lay_out():
         "prediction (Dice 0.500)",
         "errors: FP red, FN blue",
     ]
+    plt.close(fig)
+    fig = plot_prediction(image, truth, pred, dice=0.5, precision="fp32")
+    assert fig.axes[2].get_title() == "prediction (Dice 0.500, fp32)"
     for ax in fig.axes:  # hidden and empty: matplotlib has no tick labels to measure when it draws
         assert not ax.axison and len(ax.get_xticks()) == 0 and len(ax.get_yticks()) == 0
     plt.close(fig)
