@@ -170,10 +170,9 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     _say(info, first_line)
     if ckpt is None and (note := kept_plan_note(cfg.epochs, cfg.budget_minutes)):
         _say(info, note)
+    # not under a budget: it re-plans the epochs, so its first plan's last epoch means little
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
-        _say(
-            info, note
-        )  # not under a budget: it re-plans the epochs, its first plan ends nowhere in particular
+        _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
     folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
