@@ -290,7 +290,11 @@ def _evaluate_parser(sub: Any) -> None:
         "CPUs with native bf16, else fp32. fp32 gives the exact scores; bf16 may differ by about 1e-3 "
         "per image. The summary and summary.csv say which scored",
     )
-    e.add_argument("--output_dir", default="results/evaluation")
+    e.add_argument(
+        "--output_dir",
+        help="where the tables and figures go; default: results/evaluation/<run>-<split>, <run> being the "
+        "checkpoint's folder (beside notebook 04's results/evaluation/<model>/, not over them)",
+    )
     _tta_args(e)
 
 
@@ -492,7 +496,7 @@ def _evaluate(a: argparse.Namespace) -> None:
         df = evaluate(
             model, ds, device=a.device, batch_size=a.batch_size, threshold=threshold, amp=a.amp, tta=tta
         )
-        out = Path(a.output_dir)
+        out = Path(a.output_dir or f"results/evaluation/{Path(a.model_path).resolve().parent.name}-{a.split}")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(df, out / "per_image.csv")
         table = summarize(df)

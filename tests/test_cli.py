@@ -149,6 +149,10 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     assert list(pd.read_csv(out / "per_image.csv").name) == names and not list(elsewhere.iterdir())
     p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", "nowhere", cwd=elsewhere)
     assert p.returncode != 0 and "--data_path nowhere does not exist" in p.stderr
+    # Without --output_dir: a folder of the run and split (notebook 04's summary.csv was replaced)
+    p = seglib("evaluate", "--model_path", run / "best.pt", "--limit", 2, cwd=elsewhere)
+    assert p.returncode == 0, p.stderr
+    assert (elsewhere / "results" / "evaluation" / f"{run.name}-test" / "summary.csv").is_file()
 
 
 @pytest.mark.slow
