@@ -141,5 +141,5 @@ def test_bad_encoder_weights_and_model_names():
         ResNet34UNet(base_channels=0)
     with pytest.raises(ValueError, match=r"encoder_weights need .*base_channels=64"):
         ResNet34UNet(encoder_weights="imagenet", base_channels=32)
-    with pytest.raises(ValueError, match="dropout must be in"):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
         UNet(base_channels=4, dropout=1.0)

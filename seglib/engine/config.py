@@ -12,6 +12,7 @@ from typing import Any
 
 from ..data import BORDER_MODES, DATASETS, check_split_fractions, parse_mask_values
 from ..models import MODELS
+from ..models.checks import check_base_channels, check_dropout, check_encoder_width
 from .losses import LOSSES
 
 __all__ = [
@@ -260,17 +261,12 @@ def _check_model_kwargs(model: str, kwargs: dict[str, Any]) -> None:
 
 def _check_model_values(kwargs: dict[str, Any]) -> None:
     """The models' own checks, made here too: the models raise only once the data is cached."""
-    width = kwargs.get("base_channels", 64)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"model_kwargs base_channels must be a positive integer, e.g. 16; got {width!r}")
-    dropout = kwargs.get("dropout", 0.0)
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"model_kwargs dropout must be a number in [0, 1), e.g. 0.2; got {dropout!r}")
-    if kwargs.get("encoder_weights") is not None and width != 64:
-        raise ValueError(
-            f"model_kwargs encoder_weights need the ResNet34's own widths (base_channels=64), got "
-            f"base_channels={width}; drop one of the two"
-        )
+    try:
+        check_base_channels(kwargs.get("base_channels", 64))
+        check_dropout(kwargs.get("dropout", 0.0))
+        check_encoder_width(kwargs.get("encoder_weights"), kwargs.get("base_channels", 64))
+    except ValueError as e:
+        raise ValueError(f"model_kwargs {e}") from None
 
 
 def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .checks import check_base_channels, check_encoder_width
 from .unet import pad_to
 
 __all__ = ["BasicBlock", "ResNet34Encoder", "DecoderBlock", "ResNet34UNet", "IMAGENET_URL"]
@@ -61,8 +62,7 @@ class ResNet34Encoder(nn.Module):
         base_channels: int = 64,
     ) -> None:
         super().__init__()
-        if base_channels < 1:
-            raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}")
+        check_base_channels(base_channels)
         c = base_channels
         self.channels = (c, c, 2 * c, 4 * c, 8 * c)
         self.conv1 = nn.Conv2d(in_channels, c, kernel_size=7, stride=2, padding=3, bias=False)
@@ -139,11 +139,7 @@ class ResNet34UNet(nn.Module):
         base_channels: int = 64,
     ) -> None:
         super().__init__()
-        if encoder_weights is not None and base_channels != 64:
-            raise ValueError(
-                f"encoder_weights need the ResNet34's own widths (base_channels=64), got "
-                f"base_channels={base_channels}; drop one of the two"
-            )
+        check_encoder_width(encoder_weights, base_channels)
         self.in_channels, self.num_classes, self.base_channels = in_channels, num_classes, base_channels
         self.encoder = ResNet34Encoder(
             in_channels, zero_init_residual=zero_init_residual, base_channels=base_channels

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_base_channels, check_dropout
+
 __all__ = ["DoubleConv", "Down", "Up", "OutConv", "UNet", "pad_to"]
 
 
@@ -78,10 +80,8 @@ class UNet(nn.Module):
         self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 64, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        if base_channels < 1:
-            raise ValueError(f"base_channels must be a positive integer, got {base_channels!r}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), e.g. 0.2; got {dropout!r}")
+        check_base_channels(base_channels)
+        check_dropout(dropout)
         c = [base_channels * 2**i for i in range(5)]  # 64, 128, 256, 512, 1024
         self.in_channels, self.num_classes, self.base_channels = in_channels, num_classes, base_channels
         self.inc = DoubleConv(in_channels, c[0])
