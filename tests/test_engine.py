@@ -30,6 +30,7 @@ from seglib.engine import (
 )
 from seglib.engine.checkpoint import model_spec
 from seglib.engine.environment import read_environment
+from seglib.engine.evaluate import MODEL_COUNTS
 from seglib.engine.progress import progress_bar
 from seglib.engine.runtime import cpu_kind
 from seglib.engine.schedulers import dead_milestones_note
@@ -419,10 +420,17 @@ def test_evaluate_scores_at_original_resolution(synthetic_root):
         assert [row.dice_mean, row.dice_median, row.dice_min] == [dice.mean(), dice.median(), dice.min()]
         assert [row.iou_mean, row.iou_median, row.iou_min] == [iou.mean(), iou.median(), iou.min()]
     assert not np.isclose(df.dice.mean(), df.dice_model.mean())  # the two rows are told apart
-    tp, fp, fn = df.tp.sum(), df.fp.sum(), df.fn.sum()
-    assert table.loc["original", "dice_dataset"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    assert table.loc["original", "iou_dataset"] == pytest.approx(tp / (tp + fp + fn))
-    assert table.loc["model", ["dice_dataset", "iou_dataset"]].isna().all()  # micro scores: original only
+    for res, (tp, fp, fn) in (("original", ("tp", "fp", "fn")), ("model", MODEL_COUNTS)):
+        tp, fp, fn = df[tp].sum(), df[fp].sum(), df[fn].sum()
+        assert table.loc[res, "dice_dataset"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+        assert table.loc[res, "iou_dataset"] == pytest.approx(tp / (tp + fp + fn))
+    # The constant model predicts every pixel pet: no false negatives, the truth's pixels as tp.
+    small = sum(ds[i]["mask"].sum().item() for i in range(len(ds)))
+    assert (df.fn_model.sum(), df.tp_model.sum()) == (0, small)
+    assert df.fp_model.sum() == 7 * 64 * 64 - small
+    old = summarize(df.drop(columns=list(MODEL_COUNTS)))  # a table written before the counts were kept
+    assert old.loc["model", ["dice_dataset", "iou_dataset"]].isna().all()
+    assert old.loc["original"].equals(table.loc["original"])
 
 
 @pytest.mark.slow

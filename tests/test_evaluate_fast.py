@@ -24,7 +24,7 @@ from seglib.models import build_model
 # the module, not the function `seglib.engine.evaluate` that the package exports under its name
 ev = importlib.import_module("seglib.engine.evaluate")
 SMALL_EVAL = ev.SMALL_EVAL
-COUNTS = ["height", "width", "tp", "fp", "fn"]
+COUNTS = ["height", "width", "tp", "fp", "fn", "tp_model", "fp_model", "fn_model"]
 SCORES = ["dice", "iou", "dice_model", "iou_model", "fg_fraction", "pred_fraction"]
 FAST = {"device": "cpu", "amp": False, "channels_last": False, "progress": False}
 
@@ -84,6 +84,9 @@ def reference_evaluate(
                     "fn": fn,
                     "fg_fraction": (tp + fn) / max(valid, 1),
                     "pred_fraction": (tp + fp) / max(valid, 1),
+                    "tp_model": tp_m[j].item(),
+                    "fp_model": fp_m[j].item(),
+                    "fn_model": fn_m[j].item(),
                 }
             )
     return pd.DataFrame(rows)

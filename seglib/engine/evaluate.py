@@ -121,7 +121,7 @@ def evaluate(
     """One row per image: name, breed, species, size, Dice and IoU at original and model resolution.
 
     Columns `dice`, `iou` (and the counts `tp`, `fp`, `fn`) are at the original resolution;
-    `dice_model`, `iou_model` at the model's input resolution; `fg_fraction` is the share of pet
+    `dice_model`, `iou_model` (and `MODEL_COUNTS`) at the model's input resolution; `fg_fraction` is the share of pet
     pixels in the truth, `pred_fraction` in the prediction. `tta=True` averages each image's logits
     with those of its mirror image (horizontal-flip test-time augmentation); `tta=TTA(flip, scales)`
     also with the image at other sizes, resized from its original (`seglib.engine.tta`).
@@ -273,6 +273,9 @@ def _full_masks_to(masks: list[torch.Tensor], device: torch.device) -> list[torc
 # temporaries (about 25 bytes a pixel), which made the peak memory grow with the set.
 BATCHED_SCORING = ("cuda",)
 
+# The counts at the model's input resolution, beside `tp`, `fp` and `fn` at the original's.
+MODEL_COUNTS = ("tp_model", "fp_model", "fn_model")
+
 
 def _full_counts(logits: torch.Tensor, fulls: list[torch.Tensor], threshold: float) -> torch.Tensor:
     """(B, 4) int64 on the device: tp, fp, fn and valid pixels of each image's logits (1, 1, h, w)
@@ -295,13 +298,13 @@ def _full_counts(logits: torch.Tensor, fulls: list[torch.Tensor], threshold: flo
 def _batch_scores(
     logits: torch.Tensor, masks: torch.Tensor, fulls: list[torch.Tensor], threshold: float
 ) -> torch.Tensor:
-    """(B, 8) float64 on the device, per image: tp, fp, fn, valid, dice, iou, dice_model, iou_model.
-    Counts and Dice are the fp32 values the per-image code gave."""
+    """(B, 11) float64 on the device, per image: tp, fp, fn, valid, dice, iou, dice_model, iou_model,
+    tp_model, fp_model, fn_model. Counts and Dice are the fp32 values the per-image code gave."""
     tp_m, fp_m, fn_m = confusion_counts(logits, masks, threshold)
     full = _full_counts(logits, fulls, threshold)
     tp, fp, fn = full[:, :3].float().unbind(1)  # fp32 counts: Dice as the per-image code gave it
     scores = [dice_from_counts(tp, fp, fn), iou_from_counts(tp, fp, fn)]
-    scores += [dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m)]
+    scores += [dice_from_counts(tp_m, fp_m, fn_m), iou_from_counts(tp_m, fp_m, fn_m), tp_m, fp_m, fn_m]
     return torch.cat([full.double(), torch.stack(scores, 1).double()], 1)
 
 
@@ -315,7 +318,9 @@ def _image_rows(
     table = torch.cat([s for _, _, s in scored]).cpu().tolist()
     keys = [(i, size) for indices, sizes, _ in scored for i, size in zip(indices, sizes, strict=True)]
     rows = []
-    for (i, (height, width)), (tp, fp, fn, valid, dice, iou, dice_m, iou_m) in zip(keys, table, strict=True):
+    for (i, (height, width)), (tp, fp, fn, valid, dice, iou, dice_m, iou_m, *model) in zip(
+        keys, table, strict=True
+    ):
         entry = ds.entries[i]
         row = {
             "name": entry.name,
@@ -332,7 +337,7 @@ def _image_rows(
             "fn": fn,
             "fg_fraction": (tp + fn) / max(int(valid), 1),
             "pred_fraction": (tp + fp) / max(int(valid), 1),
-        }
+        } | dict(zip(MODEL_COUNTS, model, strict=True))
         rows.append((i, row))
     return rows
 
@@ -354,9 +359,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     `dice_low` and `dice_high`: the 95% bootstrap interval of the mean Dice over the images
     (`intervals.mean_interval`: how far it could move were other images drawn).
 
-    One row for the original resolution; one for the model resolution (no dataset-level there).
+    One row for the original resolution; one for the model resolution (its dataset-level scores NaN for a
+    table without `MODEL_COUNTS`: one written before they were kept).
     """
-    t = {c: torch.tensor(df[c].to_numpy(dtype=np.float64)) for c in ("tp", "fp", "fn")}
     none = (np.nan, np.nan)  # no image scored (all left out as unreadable): no interval either
     orig, model = (mean_interval(df.dice), mean_interval(df.dice_model)) if len(df) else (none, none)
     rows = [
@@ -371,8 +376,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "iou_mean": df.iou.mean(),
             "iou_median": df.iou.median(),
             "iou_min": df.iou.min(),
-            "dice_dataset": float(dataset_dice(t["tp"], t["fp"], t["fn"])),
-            "iou_dataset": float(dataset_iou(t["tp"], t["fp"], t["fn"])),
+            **_micro_scores(df, ("tp", "fp", "fn")),
         },
         {
             "resolution": "model",
@@ -385,11 +389,19 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             "iou_mean": df.iou_model.mean(),
             "iou_median": df.iou_model.median(),
             "iou_min": df.iou_model.min(),
-            "dice_dataset": np.nan,
-            "iou_dataset": np.nan,
+            **_micro_scores(df, MODEL_COUNTS),
         },
     ]
     return pd.DataFrame(rows).set_index("resolution")
+
+
+def _micro_scores(df: pd.DataFrame, counts: tuple[str, str, str]) -> dict[str, float]:
+    """`dice_dataset` and `iou_dataset` from the summed columns `counts` (tp, fp, fn); NaN where `df`
+    lacks them."""
+    if not set(counts) <= set(df.columns):
+        return {"dice_dataset": np.nan, "iou_dataset": np.nan}
+    tp, fp, fn = (torch.tensor(df[c].to_numpy(dtype=np.float64)) for c in counts)
+    return {"dice_dataset": float(dataset_dice(tp, fp, fn)), "iou_dataset": float(dataset_iou(tp, fp, fn))}
 
 
 def _as_rgb_array(image: np.ndarray | Image.Image | str | Path) -> np.ndarray:
