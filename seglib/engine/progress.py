@@ -1,16 +1,18 @@
 """Progress bars: widgets in an interactive kernel, plain text under papermill or in a terminal.
 
 tqdm.auto's widget bars do not advance in a notebook executed by papermill (papermill issues 617
-and 765), so the workbook runner sets SEGLIB_PROGRESS=text for its kernels.
+and 765): the executed copy's text keeps "0%". So the workbook runner sets SEGLIB_PROGRESS=text for
+its kernels, and a kernel that no one can type into (papermill or nbconvert run by hand) gets text too.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "unattended_kernel"]
 
 
 def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
@@ -18,9 +20,10 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
     text elsewhere), or `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text.
 
     `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
-    loop shorter than 10 s then prints no bar at all.
+    loop shorter than 10 s then prints no bar at all. Text too in a kernel executed unattended
+    (`unattended_kernel`).
     """
-    if os.environ.get("SEGLIB_PROGRESS", "auto") == "text":
+    if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel():
         from tqdm.std import tqdm
 
         kwargs.setdefault("mininterval", 10.0)
@@ -37,3 +40,14 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
         from tqdm.autonotebook import tqdm
 
     return tqdm(iterable, **kwargs)
+
+
+def unattended_kernel() -> bool:
+    """True in a Jupyter kernel whose cell was sent without stdin: by nbclient (papermill, nbconvert
+    --execute), which never allows it, where JupyterLab always does. False outside a kernel."""
+    if "IPython" not in sys.modules:  # never imported: not a kernel (and no import for the CLI's sake)
+        return False
+    kernel = getattr(sys.modules["IPython"].get_ipython(), "kernel", None)
+    # ipykernel keeps the running request's allow_stdin there (what its input() checks); a kernel
+    # without the attribute keeps the widgets.
+    return kernel is not None and getattr(kernel, "_allow_stdin", True) is False
