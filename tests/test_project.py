@@ -2,9 +2,11 @@
 and the layers import downwards."""
 
 import ast
+import graphlib
 import importlib.metadata
 import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -121,6 +123,9 @@ FACES = (
     "seglib.study",
     "seglib.doctables",
     "seglib.fullscale",
+    "seglib.params",
+    "seglib.kernels",
+    "seglib.jemalloc",
 )
 
 
@@ -142,6 +147,37 @@ def test_metrics_are_pure_tensor_functions():
 def test_engine_never_imports_a_face():
     bad = {m for m in _layer("engine") if m.startswith(FACES)}
     assert not bad
+
+
+def test_the_helpers_below_the_layers_use_the_standard_library_only():
+    helpers = ("atomic", "leftovers", "provenance")
+    for helper in helpers:
+        each_other = {f"seglib.{h}" for h in helpers}
+        outside = {
+            m
+            for m in _layer(helper)
+            if m.split(".")[0] not in sys.stdlib_module_names and ".".join(m.split(".")[:2]) not in each_other
+        }
+        assert not outside, (helper, outside)
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """seglib's imports (lazy ones and packages' __init__ included) form no cycle, within a layer too."""
+    files = {
+        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in PKG.rglob("*.py")
+    }
+
+    def module(name: str) -> str:  # where an imported name lives: seglib.engine.fit is seglib.engine's
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {m: {t for n in _imports(p) if (t := module(n)) and t != m} for m, p in files.items()}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        pytest.fail(f"import cycle: {' <- '.join(e.args[1])}")
 
 
 @pytest.mark.parametrize("nb", sorted((REPO / "notebooks").glob("*.ipynb")), ids=lambda p: p.name)
