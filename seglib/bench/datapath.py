@@ -38,7 +38,7 @@ def make_oxford_sized(root: Path, n: int, seed: int = 0, n_test: int | None = No
 
 
 def oxford_sized_set(n: int, n_test: int | None = None, seed: int = 0, under: Path | None = None) -> Path:
-    """`make_oxford_sized`'s set, made once and then reused (a minute for 384 images on a 2-core Zen 4):
+    """`make_oxford_sized`'s set, made once and then reused (drawing it is slow on a CPU):
     under `under` (None: $SEGLIB_BENCH_DATA, else seglib-bench-data in the temporary folder), in a folder
     named by the arguments and by the code that draws the images, so changed code makes a new set. Made
     in a temporary folder and renamed into place: a reader never sees half a set."""

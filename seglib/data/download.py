@@ -213,7 +213,9 @@ def _verified_archive(
     """`archive` with MD5 `md5`: kept where it is and good, else downloaded from `url` (a bad one's bytes
     continued as its .part). Raises RuntimeError saying what went wrong and what to do (`needed`: the
     archives a user would bring by hand)."""
-    from torchvision.datasets.utils import check_integrity  # imported here: about 3 s on a 2-core CPU
+    from torchvision.datasets.utils import (
+        check_integrity,
+    )  # imported here: slow to import, and only a download needs it
 
     if archive.exists():
         if check_integrity(str(archive), md5):

@@ -28,10 +28,9 @@ __all__ = [
 ]
 
 
-# How far (RGB distance) a colour in a JPEG or lossy-WebP mask may stray from the colour drawn. Measured
-# on saturated colours at JPEG quality 50-95 and WebP 30-80: chroma subsampling moves a box's edge
-# pixels 50-80 from it (at 48, 3% of a 120x180 box is lost; at 80, none); the colours of a label map
-# lie 128 and more apart, so it merges none of them.
+# How far (RGB distance) a colour in a JPEG or lossy-WebP mask may stray from the colour drawn: as far as
+# chroma subsampling moves a saturated box's edge pixels (docs/your-data.md says how far); the colours
+# of a label map lie 128 and more apart, so it merges none of them.
 LOSSY_TOLERANCE = 80
 # Lossy files tint grey a little: an RGB mask whose channels differ by no more than this is grey.
 GREY_SPREAD = 16

@@ -26,8 +26,8 @@ def resize(image_size: int) -> A.Resize:
 
     Albumentations' default for masks (cv2's INTER_NEAREST) takes the source pixel at floor(j x scale),
     not at the output pixel's centre: every mask came out about half a pixel down and right of its image
-    (the original's pipelines too), which cost a perfect learner of the labels 0.45-1.1 Dice points at
-    original resolution (docs/data.md). INTER_NEAREST_EXACT is centred, as torch's "nearest-exact".
+    (the original's pipelines too), which cost even a perfect learner of the labels Dice at original
+    resolution (docs/data.md). INTER_NEAREST_EXACT is centred, as torch's "nearest-exact".
     """
     return A.Resize(image_size, image_size, mask_interpolation=cv2.INTER_NEAREST_EXACT)
 

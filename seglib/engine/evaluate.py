@@ -270,7 +270,7 @@ def _full_masks_to(masks: list[torch.Tensor], device: torch.device) -> list[torc
 
 # Score a batch's images in one pass (`segment_counts`): on CUDA, where each operation is a kernel
 # launch. On the CPU image by image: one pass holds the whole batch at original resolution in its
-# temporaries (about 25 bytes a pixel), which made the peak memory grow with the set.
+# temporaries, which made the peak memory grow with the set (docs/performance.md).
 BATCHED_SCORING = ("cuda",)
 
 # The counts at the model's input resolution, beside `tp`, `fp` and `fn` at the original's.

@@ -43,7 +43,8 @@ FORMATS = ("channels_last", "nchw")
 # default, so that a machine where channels_last is as good keeps it.
 MARGIN = 1.05
 # The probe trains at the run's own batch, up to this. At batch 2 a step is short and the two formats'
-# rates moved by up to 20% between processes, so one probe picked the slower format for a whole run
+# rates moved between processes by more than their difference, so one probe picked the slower format
+# for a whole run
 # (benchmarks/probe_batch.py; docs/performance.md, "The probe at the run's batch").
 PROBE_BATCH = 8
 PROBE_ROUNDS = 3  # timed rounds after the warm-up, formats interleaved; the best of each counts

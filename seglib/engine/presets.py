@@ -130,8 +130,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "tta": False,
         },
     },
-    # The recommended recipe at the budget the recipe study chose: about 12 minutes of training on the
-    # sample's training images on a 2-core CPU. The UNet trains at width 16, at the size and epochs the
+    # The recommended recipe at the budget the recipe study chose (12 minutes of training on the sample's
+    # training images on a 2-core CPU; docs/experiments/recipe_study.md). The UNet trains at width 16, at the size and epochs the
     # study chose on the validation images; at that width it fits its training images, so it also
     # trains with a random zoom of 0.75-1.25 and the paper's dropout at the end of its contracting path.
     # The ResNet34-UNet keeps the design's depth at half its widths: in the same minutes that buys 160 px
@@ -263,8 +263,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # One GPU (an H100 or H200): the original's models at the original's size on all the images, with the
     # recommended recipe at batch 32 (batch 8 leaves a GPU idle between its small steps). The epochs are
-    # estimates, to be measured: 02 + 03 + 04 within about 5 minutes on an H100 by its measured
-    # throughput (docs/performance.md), half the 10 that issue 18 allows; the reasoning is in docs/gpu.md.
+    # estimates from the measured throughput, to be measured whole: 02 + 03 + 04 within half the 10
+    # minutes that issue 18 allows; the reasoning is in docs/gpu.md.
     "gpu": {
         "unet": {
             "model": "unet",

@@ -110,7 +110,7 @@ def default_num_workers(device: torch.device, processes: int = 1) -> int:
 
     On CUDA the data path is the bottleneck: one worker per core but one, at most 8, the cores shared
     by the `processes` training processes of this node (torchrun's --nproc_per_node). The cap: more
-    workers than 8 were no faster on the GPU machines tried (benchmarks/gpu.sh; docs/performance.md).
+    workers were no faster on the GPU machines tried (benchmarks/gpu.sh; docs/performance.md).
     """
     if device.type != "cuda":
         return 0

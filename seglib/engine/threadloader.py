@@ -27,9 +27,8 @@ __all__ = ["ThreadLoader", "default_read_threads"]
 
 def default_read_threads(device: torch.device) -> int:
     """Reading threads for a worker-less loader: none on a CPU (its cores run the model), else one per
-    core but one, at most 4. More hold the GIL from the thread that launches the model's kernels: on an
-    H200's 16-core host, 96 test images evaluated fastest with 4 threads, slower with 8 (benchmarks/
-    eval_threads.py; docs/performance.md)."""
+    core but one, at most 4. More hold the GIL from the thread that launches the model's kernels: on a
+    GPU host, evaluation ran slower with more (benchmarks/eval_threads.py; docs/performance.md)."""
     if device.type == "cpu":
         return 0
     return max(1, min(4, (os.cpu_count() or 2) - 1))

@@ -93,8 +93,7 @@ def check_budgets(budgets: tuple[float, ...]) -> None:
 
 RECIPE_STUDIES: dict[str, RecipeStudy] = {
     # the study the recommended presets come from; the original at 128 px, as the issue measured it. The
-    # epochs each model needs, whichever CPU buys them (docs/experiments/recipe_study.md, issue 22): the
-    # UNet about 40; the ResNet34-UNet of width 32 scored alike at 160 px for 45 epochs and 128 px for 65.
+    # epochs each model needs, whichever CPU buys them: docs/experiments/recipe_study.md, issue 22.
     "recommended": RecipeStudy(
         "original+image_size=128,recommended",
         (1, 2, 3, 6, 12),
@@ -114,8 +113,7 @@ RECIPE_STUDIES: dict[str, RecipeStudy] = {
     ),
     "tiny": RecipeStudy("original,recommended+tta=true", (), every=1, common={"epochs": 2}, test_limit=10),
     "full": RecipeStudy("original,recommended", (60, 120, 240), every=5),
-    # minutes of an H100 at the original's size: about 14 minutes of training and scoring in all (an
-    # estimate, to be measured; docs/gpu.md). The original's recipe keeps its batch of 8.
+    # minutes of an H100 at the original's size (their total is an estimate, to be measured; docs/gpu.md). The original's recipe keeps its batch of 8.
     "gpu": RecipeStudy("original,recommended", (1, 2, 4), every=8),
 }
 

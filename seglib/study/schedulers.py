@@ -38,8 +38,8 @@ SCHEDULER_STUDIES: dict[str, SchedulerStudy] = {
         {"image_size": 96, "train_limit": 120, "epochs": 6, "model_kwargs": {"base_channels": 8}}
     ),
     "tiny": SchedulerStudy(),
-    # five UNet trainings of 8 epochs on all the images at 256 px: about 4-5 minutes on an H100 (an
-    # estimate from its measured throughput, to be measured; docs/gpu.md)
+    # five UNet trainings of 8 epochs on all the images at 256 px (their time on an H100 is an estimate
+    # from its measured throughput, to be measured; docs/gpu.md)
     "gpu": SchedulerStudy({"epochs": 8}),
 }
 
