@@ -147,14 +147,26 @@ def iou_per_image(
     return iou_from_counts(*confusion_counts(logits, target, threshold, ignore_index), smooth=smooth)
 
 
-def dice_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, **kw) -> torch.Tensor:
+def dice_score(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    smooth: float = SMOOTH,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> torch.Tensor:
     """Mean of the per-image Dice: the original's metric. A 0-d tensor."""
-    return dice_per_image(logits, target, threshold, **kw).mean()
+    return dice_per_image(logits, target, threshold, smooth, ignore_index).mean()
 
 
-def iou_score(logits: torch.Tensor, target: torch.Tensor, threshold: float = 0.5, **kw) -> torch.Tensor:
+def iou_score(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    smooth: float = SMOOTH,
+    ignore_index: int | None = IGNORE_INDEX,
+) -> torch.Tensor:
     """Mean of the per-image IoU. A 0-d tensor."""
-    return iou_per_image(logits, target, threshold, **kw).mean()
+    return iou_per_image(logits, target, threshold, smooth, ignore_index).mean()
 
 
 def dataset_dice(

@@ -194,10 +194,6 @@ class MaskViewer:
         by_name = dict(zip(table["name"], table["dice"], strict=True))
         return np.array([by_name.get(n, np.nan) for n in self.dataset.names], dtype=np.float64)
 
-    def probabilities(self, i: int) -> torch.Tensor:
-        """The model's foreground probabilities for image i at its original size (cached)."""
-        return torch.sigmoid(self.logits(i))
-
     def logits(self, i: int) -> torch.Tensor:
         """The model's logits for image i at its original size (cached: the threshold moves, they do not)."""
         if i not in self._logit_cache:

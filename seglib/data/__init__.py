@@ -27,7 +27,7 @@ from .files import (
     upright_image,
 )
 from .folder import FolderDataset
-from .lists import BREEDS, SPLITS, ListEntry, breed_of, read_list, select_split
+from .lists import BREEDS, SPLITS, ListEntry, read_list, select_split
 from .masks import MaskValueError, MaskValueWarning, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
 from .pairs import find_masks, find_pairs, image_files, is_folder_root, unpaired_masks
@@ -65,7 +65,6 @@ __all__ = [
     "ListEntry",
     "OxfordPetDataset",
     "augment_seed",
-    "breed_of",
     "check_split_fractions",
     "check_trimap",
     "collate",

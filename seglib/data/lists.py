@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BREEDS", "SPLITS", "ListEntry", "read_list", "select_split", "breed_of"]
+__all__ = ["BREEDS", "SPLITS", "ListEntry", "read_list", "select_split"]
 
 # The 37 breeds in class-id order (cats are capitalised in the release, dogs are not).
 BREEDS: tuple[str, ...] = (
@@ -71,11 +71,6 @@ class ListEntry:
     @property
     def species(self) -> str:
         return SPECIES[self.species_id]
-
-
-def breed_of(name: str) -> str:
-    """Breed of an image name: everything before the last underscore (`Abyssinian_100` -> `Abyssinian`)."""
-    return name.rsplit("_", 1)[0]
 
 
 def read_list(path: str | Path) -> list[ListEntry]:

@@ -63,9 +63,6 @@ class Prediction:
     image: np.ndarray  # uint8 HxWx3
     logits: torch.Tensor  # float HxW, on the CPU
 
-    def probabilities(self) -> torch.Tensor:
-        return torch.sigmoid(self.logits)
-
     def mask(self, threshold: float = 0.5) -> np.ndarray:
         """uint8 HxW: 1 object, 0 background."""
         return foreground(self.logits, threshold).numpy().astype(np.uint8)

@@ -14,7 +14,7 @@ __all__ = ["MODELS", "build_model", "UNet", "ResNet34UNet", "ResNet34Encoder", "
 MODELS: dict[str, Callable[..., nn.Module]] = {"unet": UNet, "resnet34_unet": ResNet34UNet}
 
 
-def build_model(name: str, in_channels: int = 3, num_classes: int = 1, **kwargs) -> nn.Module:
+def build_model(name: str, in_channels: int = 3, num_classes: int = 1, **kwargs: object) -> nn.Module:
     """Build a model by registry name ("unet" or "resnet34_unet"); it returns logits (B, C, H, W)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
