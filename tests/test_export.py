@@ -19,6 +19,7 @@ from PIL import Image
 from seglib.cli import main
 from seglib.data import FolderDataset, make_synthetic_folder
 from seglib.engine import (
+    OnnxModel,
     TrainConfig,
     check_export,
     export_model,
@@ -175,6 +176,27 @@ def test_the_resnet34_unet_exports_for_sizes_that_crop(tmp_path):
         with torch.no_grad():
             ref = model(x).numpy()
         assert np.abs(onnx_logits(path, x) - ref).max() <= 1e-4, (n, h, w)
+
+
+def test_a_resnet34_unet_trained_at_32_px_is_refused_as_pt2_and_checked_at_32_as_onnx(tmp_path):
+    """A .pt2 ResNet34-UNet takes 33 px and more (`MIN_SIDE`), and predict feeds it the training size."""
+    torch.manual_seed(0)
+    model = build_model("resnet34_unet", base_channels=8).eval()
+    checkpoint = tmp_path / "best.pt"
+    save_checkpoint(
+        checkpoint, model, model_spec(model, "resnet34_unet", {"base_channels": 8}), config={"image_size": 32}
+    )
+    with pytest.raises(
+        ValueError, match=r"best.pt: a .pt2 resnet34_unet takes images of 33 px .* trained at 32 px"
+    ):
+        export_model(checkpoint, fmt="pt2")
+    assert not (tmp_path / "best.pt2").exists()
+    seen = []
+    original = OnnxModel.forward
+    with pytest.MonkeyPatch.context() as mp:  # the sizes check_export compares: the training size first
+        mp.setattr(OnnxModel, "forward", lambda self, x: seen.append(tuple(x.shape)) or original(self, x))
+        assert check_export(export_model(checkpoint), checkpoint)["max_abs_diff"] <= 1e-4
+    assert seen == [(1, 3, 32, 32), (1, 3, 64, 64), (3, 3, 97, 131)]
 
 
 @pytest.mark.slow

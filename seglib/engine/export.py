@@ -24,7 +24,7 @@ from ..atomic import atomic_path, atomic_write
 from ..data import IMAGENET_MEAN, IMAGENET_STD, SegmentationDataset
 from ..metrics import threshold_logit
 from .checkpoint import EXPORTED_SUFFIXES, load_checkpoint, load_model
-from .evaluate import checkpoint_image_size, checkpoint_threshold, evaluate
+from .evaluate import checkpoint_image_size, checkpoint_threshold, evaluate, model_image_size
 
 __all__ = [
     "EXPORTED_SUFFIXES",
@@ -82,6 +82,12 @@ def export_model(
     ckpt = load_checkpoint(checkpoint)
     name = ckpt["model_spec"]["name"]
     image_size, threshold = checkpoint_image_size(ckpt), checkpoint_threshold(ckpt)  # the run's
+    if fmt == "pt2" and image_size < MIN_SIDE.get(name, 32):  # predict runs it at that size: it would fail
+        raise ValueError(
+            f"{checkpoint}: a .pt2 {name} takes images of {MIN_SIDE[name]} px and more, and this run trained "
+            f"at {image_size} px, the size predict feeds it; export to ONNX (--format onnx), which runs at "
+            f"{image_size} px, or train at {MIN_SIDE[name]} px or more"
+        )
     model = load_model(checkpoint, checkpoint=ckpt).float().eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(image_size, 64)  # the example's size: any size within the dimensions' range works
@@ -216,13 +222,17 @@ def check_export(
     exported: str | Path,
     checkpoint: str | Path,
     dataset: SegmentationDataset | None = None,
-    sizes: tuple[tuple[int, int, int], ...] = ((1, 64, 64), (3, 97, 131)),
+    sizes: tuple[tuple[int, int, int], ...] | None = None,
     seed: int = 0,
 ) -> dict[str, float]:
     """Compare an exported file with its checkpoint's model: `max_abs_diff` of the logits on random
-    images of `sizes` (batch, height, width); with a `dataset` also the mean Dice of both at the
-    original resolution (`dice_torch`, `dice_exported`) and the largest per-image Dice difference."""
+    images of `sizes` (batch, height, width; None: the training size, 64 x 64 and 97 x 131); with a
+    `dataset` also the mean Dice of both at the original resolution (`dice_torch`, `dice_exported`) and
+    the largest per-image Dice difference."""
     model, other = load_model(checkpoint).float().eval(), load_exported(exported)
+    if sizes is None:  # the training size too: the one predict feeds it
+        side = model_image_size(model)
+        sizes = tuple(dict.fromkeys([(1, side, side), (1, 64, 64), (3, 97, 131)]))
     gen = torch.Generator().manual_seed(seed)
     diff = 0.0
     for n, h, w in sizes:
