@@ -13,6 +13,7 @@ import inspect
 import io
 import json
 import os
+import re
 import sys
 import textwrap
 import tokenize
@@ -651,7 +652,23 @@ def _export(a: argparse.Namespace) -> None:
 
 def _plain_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
     """A warning as the command line says it: one line, without the source line that raised it."""
-    return f"seglib: warning: {message}\n"
+    return f"seglib: warning: {_as_options(str(message))}\n"
+
+
+# The data's messages name its settings as Python and the notebooks take them (mask_values=">127"); the
+# command line takes them as options.
+_SETTING = re.compile(r"""\b(mask_values|on_corrupt)=("[^"]*"|'[^']*')""")
+
+
+def _as_options(message: str) -> str:
+    """`message` with `mask_values="V"` and `on_corrupt='skip'` spelt as options: `--mask_values "V"`,
+    `--on_corrupt skip`."""
+
+    def option(m: re.Match[str]) -> str:
+        value = m[2] if m[1] == "mask_values" else m[2][1:-1]  # quoted: ">127" and "#ff0000" need it
+        return f"--{m[1]} {value}"
+
+    return _SETTING.sub(option, message)
 
 
 # train's Ctrl-C that is not fit's TrainingInterrupted: before the run's first save, or a second during a save
@@ -690,4 +707,4 @@ def main(argv: list[str] | None = None) -> None:
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
         if os.environ.get("RANK", "0") != "0":  # under torchrun every rank has it; rank 0 says it once
             sys.exit(1)
-        sys.exit(f"seglib {a.command}: error: {e}")
+        sys.exit(f"seglib {a.command}: error: {_as_options(str(e))}")

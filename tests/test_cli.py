@@ -8,8 +8,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from seglib.cli import NOT_OPTIONS, build_parser, field_comments, main, train_config, train_options
 from seglib.data import BORDER_MODES, DATASETS, SPLITS, FolderDataset, OxfordPetDataset, make_synthetic_folder
@@ -240,6 +242,37 @@ def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
     assert e.value.code != 0
     assert message in capsys.readouterr().err + str(e.value.code)
     assert not list(tmp_path.iterdir())  # nothing made: no demo set, no output
+
+
+def test_a_mask_hint_names_the_option_on_the_command_line(tmp_path, monkeypatch, capsys):
+    """The data's hint says mask_values=">127" in Python; on the command line it names the option."""
+    y, x = np.mgrid[:48, :64]
+    soft = np.clip((15 - np.hypot(y - 24, x - 32)) * 85 + 128, 0, 255).astype(np.uint8)  # dozens of levels
+    for sub in ("images", "masks"):
+        (tmp_path / "soft" / sub).mkdir(parents=True)
+    for i in range(10):
+        Image.fromarray(np.full((48, 64, 3), 25 * i, np.uint8)).save(
+            tmp_path / "soft" / "images" / f"p{i}.png"
+        )
+        Image.fromarray(soft).save(tmp_path / "soft" / "masks" / f"p{i}.png")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "train",
+                "--profile",
+                "tiny",
+                "--dataset",
+                "folder",
+                "--data_path",
+                "soft",
+                "--output_dir",
+                "runs",
+            ]
+        )
+    message = str(e.value.code)
+    assert "p0.png: " in message and "look like a soft edge" in message
+    assert 'pass --mask_values ">127" (the brighter half' in message and "mask_values=" not in message
 
 
 def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypatch, capsys):
