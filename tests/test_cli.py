@@ -223,6 +223,8 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
         (["evaluate", "--model_path", "m.pt", "--image_size", "7"], "--image_size: 7 is below 32"),
         (["evaluate", "--model_path", "m.pt", "--limit", "-2"], "--limit: -2 is below 1"),
         (["predict", "--model_path", "m.pt", "--threshold", "2"], "--threshold: 2.0 is not in (0, 1)"),
+        (["predict", "--model_path", "m.pt", "--threshold", "0"], "--threshold: 0.0 is not in (0, 1)"),
+        (["evaluate", "--model_path", "m.pt", "--threshold", "1"], "--threshold: 1.0 is not in (0, 1)"),
         (["evaluate", "--model_path", ".", "--split", "test"], "'.' is a folder; pass a checkpoint in it"),
         (["train", "--ema_decay", "1.5"], "ema_decay must be 0 (off) or in (0, 1)"),
         (["train", "--recipe", "best"], "invalid choice: 'best'"),
@@ -624,6 +626,10 @@ def test_predict_reads_masks_beside_their_photos(synthetic_root, tmp_path, capsy
     assert sorted(rows.index) == sorted(names)  # the photos only, not the mask
     assert rows.dice.notna().tolist() == [n == names[0] for n in rows.index]  # the first with its truth
     assert "2 masks and overlays" in capsys.readouterr().out
+    shutil.copy(tmp_path / "both" / f"{names[1]}.jpg", tmp_path / "both" / "face_mask.jpg")  # no face.jpg
+    main([*common, "--output_dir", str(tmp_path / "face")])  # a photo, not a mask: it has no photo
+    assert "face_mask" in set(pd.read_csv(tmp_path / "face" / "predictions.csv").name)
+    (tmp_path / "both" / "face_mask.jpg").unlink()
     main([*common, "--limit", "1", "--output_dir", str(tmp_path / "one")])  # --limit was ignored
     assert len(pd.read_csv(tmp_path / "one" / "predictions.csv")) == 1
     said = capsys.readouterr().out
@@ -634,6 +640,7 @@ def test_predict_reads_masks_beside_their_photos(synthetic_root, tmp_path, capsy
     ("more", "message"),
     [
         (["--output_dir", "{input}"], "--output_dir {input} is the --input folder; write elsewhere"),
+        (["--output_dir", "{tmp}/x/../photos"], "--output_dir {tmp}/x/../photos is the --input folder"),
         (["--masks", "{tmp}/nowhere"], "--masks {tmp}/nowhere is not a folder"),
         (["--split", "val"], "--split val picks a split of --data_path; with --input, leave it out"),
     ],

@@ -197,6 +197,11 @@ def test_a_resnet34_unet_trained_at_32_px_is_refused_as_pt2_and_checked_at_32_as
         mp.setattr(OnnxModel, "forward", lambda self, x: seen.append(tuple(x.shape)) or original(self, x))
         assert check_export(export_model(checkpoint), checkpoint)["max_abs_diff"] <= 1e-4
     assert seen == [(1, 3, 32, 32), (1, 3, 64, 64), (3, 3, 97, 131)]
+    unet = build_model("unet", base_channels=4).eval()  # its minimum side is 32: taken at 32 px
+    save_checkpoint(
+        checkpoint, unet, model_spec(unet, "unet", {"base_channels": 4}), config={"image_size": 32}
+    )
+    assert check_export(export_model(checkpoint, fmt="pt2"), checkpoint)["max_abs_diff"] <= 1e-4
 
 
 @pytest.mark.slow

@@ -76,15 +76,22 @@ def test_every_mask_form_reads_as_the_same_object(tmp_path):
         "rgba": Image.fromarray(
             np.dstack([np.asarray(rgb(OBJECT, {1: (0, 0, 255)}))] + [np.full((48, 64), 255, np.uint8)])
         ),
+        "grey_alpha_opaque": Image.fromarray(np.dstack([OBJECT * 255, np.full((48, 64), 255, np.uint8)])),
         # a cut-out saved as the mask: white even where transparent, the object opaque
         "alpha_cutout": Image.fromarray(np.dstack([np.full((48, 64, 3), 255, np.uint8), OBJECT * 255])),
     }
     for name, mask in forms.items():
         write_pair(tmp_path, name, mask)
     write_pair(tmp_path, "suffixed", Image.fromarray(OBJECT * 255), mask_name="suffixed_mask")
+    # an image named NAME_mask pairs with its own NAME_mask mask, not with a NAME
+    write_pair(tmp_path, "face_mask", Image.fromarray(OBJECT * 255))
+    # a camera's upper-case suffix is a suffix PIL knows
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(tmp_path / "images" / "IMG_0001.JPG", "JPEG")
+    Image.fromarray(OBJECT * 255).save(tmp_path / "masks" / "IMG_0001.PNG")
     (tmp_path / "images" / "notes.txt").write_text("not an image")  # left out, as hidden files are
+    (tmp_path / "images" / "._rgb.png").write_bytes(b"\0\5\26\7")  # macOS's AppleDouble file: hidden
     ds = FolderDataset(tmp_path, "trainval", split_seed=0, val_fraction=0, test_fraction=0)
-    assert sorted(ds.names) == sorted([*forms, "suffixed"])
+    assert sorted(ds.names) == sorted([*forms, "suffixed", "face_mask", "IMG_0001"])
     for i, name in enumerate(ds.names):
         assert np.array_equal(ds.load_mask(i), OBJECT), name
 
@@ -415,7 +422,29 @@ def test_unreadable_mask_values_say_what_they_take(text, message):
         TrainConfig(mask_values=text)
 
 
+def test_a_name_in_val_and_test_is_refused(demo, tmp_path):
+    root = tmp_path / "mine"
+    root.mkdir()
+    for sub in ("images", "masks"):
+        (root / sub).symlink_to(demo / sub)
+    names = sorted(find_pairs(demo))
+    (root / "splits").mkdir()
+    for split, part in (("train", names[:20]), ("val", names[20:22]), ("test", names[21:24])):
+        (root / "splits" / f"{split}.txt").write_text("\n".join(part) + "\n")
+    with pytest.raises(
+        ValueError, match=rf"in both val.txt and test.txt: {names[21]}; an image must be in one"
+    ):
+        FolderDataset(root, "train")
+
+
+def test_the_seeded_split_depends_on_the_names_not_their_order():
+    names = [f"p{i:02d}" for i in range(30)]
+    assert seeded_split(names[::-1], seed=3) == seeded_split(names, seed=3)
+
+
 def test_fractions_that_leave_nothing_to_train_are_refused():
+    with pytest.raises(ValueError, match=r"val_fraction=0.5 and test_fraction=0.5 must each be in"):
+        TrainConfig(val_fraction=0.5, test_fraction=0.5)  # adding up to 1 exactly: none would train
     with pytest.raises(
         ValueError, match=r"val_fraction=0.6 and test_fraction=0.5 must each be in \[0, 1\) and add up"
     ):

@@ -114,6 +114,10 @@ def test_a_cutout_keeps_the_object_and_reads_back_as_its_mask(tmp_path):
     assert np.array_equal(cut[..., 3], pred.mask() * 255)
     assert np.array_equal(trimap_to_mask(read_folder_mask(tmp_path / "my_cat_cutout.png")), pred.mask())
     assert "cutout" not in save_prediction(pred, tmp_path / "plain")  # only when asked
+    save_prediction(pred, tmp_path / "high", threshold=0.7, cutout=True)  # the cutout is cut as the mask is
+    high = np.asarray(Image.open(tmp_path / "high" / "my_cat_mask.png"))
+    assert (high != pred.mask() * 255).any()  # 0.7 cuts elsewhere than 0.5: the check can fail
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "high" / "my_cat_cutout.png"))[..., 3], high)
 
 
 def test_a_phone_photo_is_predicted_upright(tmp_path):
@@ -125,6 +129,12 @@ def test_a_phone_photo_is_predicted_upright(tmp_path):
     Image.new("RGB", (120, 90), (90, 60, 30)).save(path, exif=exif)  # stored 120x90, shown 90x120
     pred = predict_image(Ramp(), path, image_size=64, device="cpu")
     assert pred.image.shape == (120, 90, 3) and pred.mask().shape == (120, 90)
+    with Image.open(path) as opened:  # a PIL image, as the viewer's upload box passes it: upright too
+        assert predict_image(Ramp(), opened, "portrait", image_size=64, device="cpu").image.shape == (
+            120,
+            90,
+            3,
+        )
     df = predict_files(Ramp(), [path], tmp_path / "shown", 64, device="cpu")
     assert (df.width[0], df.height[0]) == (90, 120)
     assert Image.open(tmp_path / "shown" / "portrait_mask.png").size == (90, 120)
