@@ -85,7 +85,7 @@ def export_model(
     if fmt == "pt2" and image_size < MIN_SIDE.get(name, 32):  # predict runs it at that size: it would fail
         raise ValueError(
             f"{checkpoint}: a .pt2 {name} takes images of {MIN_SIDE[name]} px and more, and this run trained "
-            f"at {image_size} px, the size predict feeds it; export to ONNX (--format onnx), which runs at "
+            f"at {image_size} px, the size predict feeds it; export to ONNX (format onnx, the default), which runs at "
             f"{image_size} px, or train at {MIN_SIDE[name]} px or more"
         )
     model = load_model(checkpoint, checkpoint=ckpt).float().eval()
