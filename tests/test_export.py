@@ -285,6 +285,14 @@ def test_the_command_line_predicts_photos_with_an_exported_file(trained, tmp_pat
         )
         outputs[out.name] = [np.asarray(Image.open(out / f"{n}_mask.png")) for n in data.names[:3]]
     assert load_exported(tmp_path / "best.pt2").metadata["image_size"] == "64"
+    at96 = {}  # --image_size goes before the file's own size, as before a checkpoint's
+    for model in (checkpoint, tmp_path / "best.onnx"):
+        out = tmp_path / f"at96-{Path(model).suffix.lstrip('.')}"
+        args = ["--input", str(photos), "--output_dir", str(out), "--device", "cpu", "--image_size", "96"]
+        main(["predict", "--model_path", str(model), *args])
+        at96[out.name[5:]] = [np.asarray(Image.open(out / f"{n}_mask.png")) for n in data.names[:3]]
+    assert any((a != b).any() for a, b in zip(at96["pt"], outputs["pt"], strict=True))  # 96 px differs
+    assert all((a == b).mean() > 0.999 for a, b in zip(at96["pt"], at96["onnx"], strict=True))
     assert any(0 < m.mean() < 255 for m in outputs["pt"])  # masks with object and background: a real check
     for fmt in ("onnx", "pt2"):  # logits within 1e-4 of the checkpoint's: a pixel at the threshold may flip
         for a, b in zip(outputs["pt"], outputs[fmt], strict=True):
