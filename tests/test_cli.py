@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -634,6 +635,22 @@ def test_predict_reads_masks_beside_their_photos(synthetic_root, tmp_path, capsy
     assert len(pd.read_csv(tmp_path / "one" / "predictions.csv")) == 1
     said = capsys.readouterr().out
     assert "of the first 1 of 2 photos (--limit)" in said and "1 NAME_mask files beside their photos" in said
+
+
+def test_predict_mask_values_given_empty_reads_the_masks_as_found(synthetic_root, tmp_path):
+    """`--mask_values ""` (read as found) goes before the run's saved rule, as any value given does."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32, "mask_values": "1"})
+    names = _photos_with_masks(synthetic_root, tmp_path / "both")  # the first's mask is 0/255
+    both = str(tmp_path / "both")
+    fg = {}
+    for extra in ([], ["--mask_values", ""]):
+        out = tmp_path / f"out{len(extra)}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the run's rule "1" matches no pixel of a 0/255 mask: said
+            main(["predict", "--model_path", str(ckpt), "--device", "cpu", "--input", both, "--masks", both,
+                  "--output_dir", str(out), *extra])  # fmt: skip
+        fg[len(extra)] = pd.read_csv(out / "predictions.csv").set_index("name").fg_fraction[names[0]]
+    assert fg[0] == 0 and fg[2] > 0.05
 
 
 @pytest.mark.parametrize(
