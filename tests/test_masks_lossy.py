@@ -52,6 +52,15 @@ def test_a_jpeg_colour_mask_reads_as_the_box_drawn(tmp_path):
         assert_is_the_box(ds.load_mask(i))
 
 
+def test_a_cameras_mpo_mask_reads_as_a_jpeg_does(tmp_path):
+    """A phone's or camera's JPEG is often MPO (several pictures): as lossy as a JPEG."""
+    second = Image.new("RGB", BOX.shape[::-1])  # a second picture: one alone opens as a JPEG
+    path = write_pair(tmp_path, "mpo", (255, 0, 0), "jpg", format="MPO", quality=75, save_all=True,
+                      append_images=[second])  # fmt: skip
+    assert Image.open(path).format == "MPO"
+    assert_is_the_box(folder(tmp_path, "#ff0000").load_mask(0))
+
+
 def test_a_dark_jpeg_colour_is_not_read_into_the_black_background(tmp_path):
     """#500000 lies near black: without the nearer-than-black rule most of the background read as object."""
     write_pair(tmp_path, "dark", (0x50, 0, 0), "jpg", quality=75)
