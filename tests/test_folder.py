@@ -181,13 +181,18 @@ def test_the_seeded_split_is_stated_reproducible_and_disjoint(demo):
     assert seeded_split(list("abcd"), 0.1, 0)["test"] == []
 
 
-def test_split_files_fix_the_split(demo, tmp_path):
+def split_folder(demo: Path, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A folder with the demo's images and masks (linked) and an empty splits/; the demo's names."""
     root = tmp_path / "mine"
     root.mkdir()
     for sub in ("images", "masks"):
         (root / sub).symlink_to(demo / sub)
-    names = sorted(find_pairs(demo))
     (root / "splits").mkdir()
+    return root, sorted(find_pairs(demo))
+
+
+def test_split_files_fix_the_split(demo, tmp_path):
+    root, names = split_folder(demo, tmp_path)
     (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n")
     (root / "splits" / "val.txt").write_text("# validation\n" + "\n".join(f"{n}.jpg" for n in names[20:22]))
     ds = FolderDataset(root, "val")
@@ -423,12 +428,7 @@ def test_unreadable_mask_values_say_what_they_take(text, message):
 
 
 def test_a_name_in_val_and_test_is_refused(demo, tmp_path):
-    root = tmp_path / "mine"
-    root.mkdir()
-    for sub in ("images", "masks"):
-        (root / sub).symlink_to(demo / sub)
-    names = sorted(find_pairs(demo))
-    (root / "splits").mkdir()
+    root, names = split_folder(demo, tmp_path)
     for split, part in (("train", names[:20]), ("val", names[20:22]), ("test", names[21:24])):
         (root / "splits" / f"{split}.txt").write_text("\n".join(part) + "\n")
     with pytest.raises(
