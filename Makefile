@@ -33,10 +33,10 @@ test-fast: $(STAMP)  ## the developer loop: every test but those marked slow (th
 
 lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
 	$(VENV)/bin/ruff check seglib tests notebooks benchmarks
-	$(VENV)/bin/ruff format --check seglib tests notebooks benchmarks
+	$(VENV)/bin/ruff format --check seglib tests notebooks benchmarks docs README.md
 
 format: $(STAMP)  ## apply ruff format
-	$(VENV)/bin/ruff format seglib tests notebooks benchmarks
+	$(VENV)/bin/ruff format seglib tests notebooks benchmarks docs README.md
 
 data: $(STAMP)  ## download the real Oxford-IIIT Pet data set (about 800 MB) into data/oxford-iiit-pet
 	$(PY) -m seglib download --data_path data/oxford-iiit-pet
