@@ -706,3 +706,29 @@ def test_resuming_a_run_stopped_before_its_first_save_says_to_start_anew(tiny_co
         fit(tiny_config(), resume=tmp_path / "run")
     with pytest.raises(FileNotFoundError, match=r"last\.pt does not exist; runs live in"):
         fit(tiny_config(), resume=tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("run_name", ["r", None])
+def test_resume_true_takes_the_newest_run_even_one_killed_before_its_first_save(tmp_path, run_name):
+    """An older run's last.pt must not be resumed in place of the newest run, killed before it saved."""
+    import os
+
+    from seglib.engine import TrainConfig, find_resume_dir
+
+    def run(name, at, saved):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in ["config.json", "environment.json"] + (["last.pt"] if saved else []):
+            (folder / f).write_text("{}")
+            os.utime(folder / f, (at, at))
+        return folder
+
+    cfg = TrainConfig(output_dir=str(tmp_path), run_name=run_name)
+    old, stopped = run("r", 1000, saved=True), run("r-2", 2000, saved=True)
+    assert find_resume_dir(cfg, True) == stopped
+    os.utime(old / "last.pt", (3000, 3000))  # the older run was resumed since: it is the newest now
+    assert find_resume_dir(cfg, True) == old
+    run("r-3", 4000, saved=False)  # a kill before the first save: config.json and environment.json only
+    with pytest.raises(FileNotFoundError, match=r"r-3/last\.pt does not exist; .*start it anew.*newest run"):
+        find_resume_dir(cfg, True)
+    assert find_resume_dir(cfg, old) == old  # named, an older run is still resumed

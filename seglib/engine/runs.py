@@ -88,8 +88,9 @@ def new_run_dir(cfg: TrainConfig) -> Path:
 
 
 def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
-    """The run folder to resume: of PATH (a folder or its last.pt), the newest run called cfg.run_name
-    (or NAME-2, NAME-3, ...), or the newest run in cfg.output_dir with a last.pt."""
+    """The run folder to resume: of PATH (a folder or its last.pt), else the newest run called cfg.run_name
+    (or NAME-2, NAME-3, ...), or the newest run in cfg.output_dir. Newest: the last started or saved; one
+    killed before its first save is that run, and is refused rather than an older one resumed."""
     if not isinstance(resume, bool):
         path = Path(resume)
         if path.suffix == ".pt" and path.name != "last.pt":  # it would quietly become the folder's last.pt
@@ -99,22 +100,34 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
             )
         run_dir = path.parent if path.suffix == ".pt" else path
     elif cfg.run_name:  # a new run of a used name went to NAME-2, NAME-3, ...: the newest is resumed
-        named = _named_runs(Path(cfg.output_dir), cfg.run_name, "last.pt")
-        run_dir = named[-1] if named else Path(cfg.output_dir) / cfg.run_name
+        named = _newest_first(_named_runs(Path(cfg.output_dir), cfg.run_name, "config.json"))
+        run_dir = named[0] if named else Path(cfg.output_dir) / cfg.run_name
     else:
-        runs = sorted(Path(cfg.output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+        runs = _newest_first([p.parent for p in Path(cfg.output_dir).glob("*/config.json")])
         if not runs:
             raise FileNotFoundError(
-                f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
-                "start a new run with resume=False"
+                f"resume=True but {cfg.output_dir} holds no run; start a new run with resume=False"
             )
-        run_dir = runs[-1].parent
+        run_dir = runs[0]
     if not (run_dir / "last.pt").is_file():
         # a folder with config.json: a run stopped (a second Ctrl-C, a kill) before its first save
         why = "the run stopped before its first save: start it anew, without resume"
+        if isinstance(resume, bool) and (run_dir / "config.json").is_file():
+            why += " (it is the newest run; to resume an older one, give its folder)"
         where = why if (run_dir / "config.json").is_file() else f"runs live in {cfg.output_dir}/<run_name>/"
         raise FileNotFoundError(f"cannot resume: {run_dir / 'last.pt'} does not exist; {where}")
     return run_dir
+
+
+def _newest_first(runs: list[Path]) -> list[Path]:
+    """Run folders by their last start (config.json at the first, environment.json at each) or save
+    (last.pt), the newest first."""
+
+    def touched(run: Path) -> float:
+        files = ("config.json", "environment.json", "last.pt")
+        return max((run / f).stat().st_mtime for f in files if (run / f).is_file())
+
+    return sorted(runs, key=touched, reverse=True)
 
 
 def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> dict[str, Any]:
