@@ -48,6 +48,7 @@ __all__ = [
     "project_path",
     "run_workbook",
     "execute_notebook",
+    "run_notebook",
     "notebook_params",
     "select_notebooks",
     "NOTEBOOKS",
@@ -303,16 +304,45 @@ def _say_not_run(out: Path, left: tuple[str, ...]) -> None:
 
 
 def _execute(name: str, out: Path, params: dict[str, Any]) -> None:
-    """Run notebook `name` into `out` with `params`; a failure names the notebook and its cell."""
+    """Run notebook `name` into `out` with `params` (`run_notebook`)."""
+    run_notebook(REPO / "notebooks" / name, out / name, params)
+
+
+def run_notebook(source: str | Path, executed: str | Path, parameters: dict[str, Any]) -> None:
+    """`execute_notebook`, a failure raised as a RuntimeError that names the notebook, its cell and the
+    executed copy: a cell's exception, or a kernel that died (killed from outside, as the system's
+    out-of-memory killer does) mid-cell."""
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
+    name = Path(source).name
     try:
-        execute_notebook(REPO / "notebooks" / name, out / name, params)
+        execute_notebook(source, executed, parameters)
     except PapermillExecutionError as e:
         raise RuntimeError(
             f"{name} failed in cell {e.cell_index} (execution count {e.exec_count}): {e.ename}: {e.evalue}; "
-            f"the executed copy with the traceback is {out / name}"
+            f"the executed copy with the traceback is {executed}"
         ) from None
+    except DeadKernelError:
+        raise RuntimeError(
+            f"{name}: its kernel died{_running_cell(executed)}, killed from outside (most often by the system "
+            "for want of memory: `dmesg` or the container's log names the out-of-memory killer); the executed "
+            f"copy up to there is {executed}. A training notebook goes on from its run's last save: 02 and 03 "
+            "with --only 02 --param resume=True"
+        ) from None
+
+
+def _running_cell(executed: str | Path) -> str:
+    """The words " in cell N": the last cell papermill started in the executed copy ("" if it cannot tell). It marks
+    the cell whose kernel died "completed", as it does those that ran; only the cells after it never started."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(executed, as_version=4)
+    except (OSError, ValueError):  # no copy written, or a damaged one: the message goes without the cell
+        return ""
+    started = [i for i, c in enumerate(nb.cells) if c.metadata.get("papermill", {}).get("start_time")]
+    return f" in cell {started[-1]}" if started else ""
 
 
 def folder_params(data_root: str | Path, dataset: str) -> dict[str, str]:

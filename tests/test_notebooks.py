@@ -32,6 +32,7 @@ from seglib.workbook import (
     main,
     notebook_params,
     project_path,
+    run_notebook,
     run_workbook,
     select_notebooks,
     start,
@@ -403,6 +404,25 @@ async def answer_then_stall(*args):
     time.sleep(0.5)
 kernel.shell_handlers["kernel_info_request"] = answer_then_stall
 """
+
+
+@pytest.mark.slow
+def test_a_kernel_killed_mid_cell_is_named_with_the_notebook_the_cell_and_the_copy(tmp_path):
+    """The out-of-memory killer's SIGKILL: nbclient's DeadKernelError alone named no notebook or cell."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    kill = "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell(kill),
+        nbformat.v4.new_code_cell(""),
+    ]
+    nbformat.write(nb, tmp_path / "dies.ipynb")
+    with pytest.raises(RuntimeError) as e:
+        run_notebook(tmp_path / "dies.ipynb", tmp_path / "out.ipynb", {})
+    assert str(e.value).startswith("dies.ipynb: its kernel died in cell 1, killed from outside")
+    assert f"the executed copy up to there is {tmp_path / 'out.ipynb'}" in str(e.value)
+    assert "--param resume=True" in str(e.value)
 
 
 @pytest.mark.slow
