@@ -289,8 +289,18 @@ class MaskViewer:
                 parts.append(f"Dice {d:.4f} (from the table)")
             else:  # a row without a Dice is in the table all the same
                 parts.append("no Dice in the table" if e.name in self._table_names else "not in the table")
-        legend = "truth green, prediction orange, false positives red, false negatives blue"
-        return " · ".join(parts) + f"<br><small>{legend}</small>"
+        return " · ".join(parts) + self._legend()
+
+    def _legend(self) -> str:
+        """The colours of the layers on show: without a model, the truth's only."""
+        layers = [("truth green", self.show_truth.value)]
+        if self.model is not None:
+            layers += [
+                ("prediction orange", self.show_pred.value),
+                ("false positives red, false negatives blue", self.show_errors.value),
+            ]
+        legend = ", ".join(name for name, on in layers if on)
+        return f"<br><small>{legend}</small>" if legend else ""
 
     def refresh(self) -> None:
         """Redraw the picture and the status line (an image that cannot be read: the line says so)."""

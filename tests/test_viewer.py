@@ -36,8 +36,10 @@ def test_dataset_alone_shows_truth(ds):
     assert v.show_pred.disabled and v.threshold.disabled and v.upload.disabled
     first = v.render()
     assert first.shape == (*ds.original_size(0), 3)
+    assert "truth green" in v.status.value and "prediction" not in v.status.value  # no model: no such layer
     v.show_truth.value = False
     assert np.array_equal(v.render(), ds.load_image(0))  # nothing drawn over the image
+    assert "truth green" not in v.status.value
     v.show_truth.value = True
     v.index.value = 1
     assert v.current == 1 and ds.names[1] in v.status.value
@@ -56,6 +58,7 @@ def test_sliders_and_toggles_change_the_picture(ds):
     after = png(v)
     assert not np.array_equal(before, after)  # live re-threshold
     assert "threshold 0.80 (fp32)" in v.status.value  # the precision its Dice is computed in
+    assert "<small>truth green, prediction orange</small>" in v.status.value  # the errors are off
     low, high = v.dice(0), None
     v.threshold.value = 0.2
     high = v.dice(0)
@@ -66,6 +69,7 @@ def test_sliders_and_toggles_change_the_picture(ds):
     no_errors = v.render()
     v.show_errors.value = True
     assert not np.array_equal(no_errors, v.render())
+    assert "prediction orange, false positives red, false negatives blue" in v.status.value
     v.index.value = 3
     assert not np.array_equal(after, png(v))
 
