@@ -294,7 +294,8 @@ def _evaluate_parser(sub: Any) -> None:
     e.add_argument(
         "--output_dir",
         help="where the tables and figures go; default: results/evaluation/<run>-<split>, <run> being the "
-        "checkpoint's folder (beside notebook 04's results/evaluation/<model>/, not over them)",
+        "checkpoint's folder (beside notebook 04's results/evaluation/<model>/, not over them), and "
+        "<run>-last-<split> for its last.pt (another checkpoint: its name)",
     )
     _tta_args(e)
 
@@ -497,11 +498,15 @@ def _evaluate(a: argparse.Namespace) -> None:
         df = evaluate(
             model, ds, device=a.device, batch_size=a.batch_size, threshold=threshold, amp=a.amp, tta=tta
         )
-        out = Path(a.output_dir or f"results/evaluation/{Path(a.model_path).resolve().parent.name}-{a.split}")
+        ckpt = Path(a.model_path).resolve()
+        # best.pt and last.pt of one run in one folder: a stopped run would leave one's tables by the other's figures
+        which = "" if ckpt.name == "best.pt" else f"-{ckpt.stem}"
+        out = Path(a.output_dir or f"results/evaluation/{ckpt.parent.name}{which}-{a.split}")
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(df, out / "per_image.csv")
         table = summarize(df)
-        saved = table.reset_index().assign(precision=precision, threshold=threshold)  # how it was scored
+        # how it was scored, and what: the checkpoint
+        saved = table.reset_index().assign(precision=precision, threshold=threshold, checkpoint=str(ckpt))
         atomic_write_csv(saved, out / "summary.csv")
         save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
         worst = worst_indices(df, ds, a.num_figures)

@@ -155,7 +155,12 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     # Without --output_dir: a folder of the run and split (notebook 04's summary.csv was replaced)
     p = seglib("evaluate", "--model_path", run / "best.pt", "--limit", 2, cwd=elsewhere)
     assert p.returncode == 0, p.stderr
-    assert (elsewhere / "results" / "evaluation" / f"{run.name}-test" / "summary.csv").is_file()
+    summary = pd.read_csv(elsewhere / "results" / "evaluation" / f"{run.name}-test" / "summary.csv")
+    assert set(summary.checkpoint) == {str((run / "best.pt").resolve())}  # the table says what it scored
+    p = seglib("evaluate", "--model_path", run / "last.pt", "--limit", 2, "--num_figures", 0, cwd=elsewhere)
+    assert p.returncode == 0, p.stderr  # last.pt beside best.pt's tables, not over them
+    summary = pd.read_csv(elsewhere / "results" / "evaluation" / f"{run.name}-last-test" / "summary.csv")
+    assert set(summary.checkpoint) == {str((run / "last.pt").resolve())}
 
 
 @pytest.mark.slow
