@@ -128,7 +128,8 @@ def scheduler_summary(table: pd.DataFrame, epochs: int, lr: float) -> str:
     seconds count."""
     seconds = (
         " `seconds`: training and validation, as history.csv counts them; the first run's first epoch also "
-        "carries one-off start-up costs, so `s/epoch after the first` is the one to compare."
+        "carries one-off start-up costs, so `s/epoch after the first` is the one to compare, and only where nothing "
+        "else ran beside the runs: a scheduler does not change the work of a step, other programs change its time."
     )
     scores = table["best val Dice"]
     top = leaders(scores)
