@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from .atomic import atomic_write
@@ -62,6 +63,8 @@ def _image_axes(ax: Axes) -> None:
 
 # What each `TrainConfig.loss` (seglib.engine.losses.LOSSES) is called on a plot; another name shows as it is.
 LOSS_TITLES = {"bce": "BCE", "bce_dice": "BCE + soft Dice"}
+# plot_history draws the loss on a log axis when its largest value is more than this many times its smallest
+LOG_LOSS_SPAN = 10.0
 
 
 def plot_history(history: pd.DataFrame, loss: str | None = None) -> Figure:
@@ -75,11 +78,18 @@ def plot_history(history: pd.DataFrame, loss: str | None = None) -> Figure:
     axes[0].plot(history.epoch, history.val_loss, "o-", label="val")
     title = "loss" if loss is None else f"loss: {LOSS_TITLES.get(loss, loss)}"
     axes[0].set(title=title, xlabel="epoch")
+    losses = history[["train_loss", "val_loss"]].to_numpy(float)
+    losses = losses[np.isfinite(losses)]
+    # one diverging epoch on a linear axis flattens every other epoch into a line along the bottom
+    if len(losses) and losses.min() > 0 and losses.max() > LOG_LOSS_SPAN * losses.min():
+        axes[0].set(yscale="log", ylabel="loss (log scale)")
     axes[1].plot(history.epoch, history.train_dice, "o-", label="train")
     axes[1].plot(history.epoch, history.val_dice, "o-", label="val")
     axes[1].set(title="Dice (model resolution)", xlabel="epoch")
     axes[2].plot(history.epoch, history.lr, "o-")
     axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+    for ax in axes:  # epochs are whole: no tick at 1.5 between two of them
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:2]:
         ax.legend()
     fig.tight_layout()

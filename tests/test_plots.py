@@ -124,3 +124,26 @@ def test_error_map_colours_each_kind_of_pixel():
     pred = np.array([[1, 0, 1, 0, 1, 0]], np.uint8)
     want = [(255, 255, 255), (40, 90, 230), (230, 40, 40), (0, 0, 0), (128, 128, 128), (128, 128, 128)]
     assert error_map(truth, pred)[0].tolist() == [list(c) for c in want]  # TP, FN, FP, TN, ignored twice
+
+
+def test_history_ticks_whole_epochs():
+    """Two epochs got ticks at 1.2, 1.4, ...: epochs that never were."""
+    fig = plot_history(HISTORY)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert [t.get_text() for t in ax.get_xticklabels() if 1 <= t.get_position()[0] <= 2] == ["1", "2"]
+    plt.close(fig)
+
+
+def test_history_draws_a_loss_spike_on_a_log_axis():
+    """One diverging validation epoch (23 beside losses under 1) flattened every other epoch of the loss
+    panel into its bottom line."""
+    fig = plot_history(HISTORY)
+    assert fig.axes[0].get_yscale() == "linear"  # an ordinary run keeps its linear loss axis
+    plt.close(fig)
+    spiked = pd.concat([HISTORY] * 3, ignore_index=True).assign(epoch=range(1, 7))
+    spiked.loc[2, "val_loss"] = 23.0
+    fig = plot_history(spiked, "bce")
+    assert fig.axes[0].get_yscale() == "log"
+    assert "log" in fig.axes[0].get_ylabel()
+    plt.close(fig)
