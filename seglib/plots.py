@@ -345,6 +345,21 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     return fig
 
 
+# The narrowest y range plot_dice_versus_minutes gives scores (Dice): differences below it are not worth a
+# full axis.
+MIN_SCORE_SPAN = 0.05
+
+
+def _padded(lo: float, hi: float, span: float) -> tuple[float, float]:
+    """(lo, hi) widened around its centre to at least `span`, kept within [0, 1] when it lies there."""
+    if hi - lo >= span:
+        return lo, hi
+    centre = (lo + hi) / 2
+    if lo >= 0 and hi <= 1:  # a score: the window slides to stay within [0, 1]
+        centre = min(max(centre, span / 2), 1 - span / 2)
+    return centre - span / 2, centre + span / 2
+
+
 def plot_dice_versus_minutes(
     curves: dict[str, pd.DataFrame],
     budgets: Sequence[float] = (),
@@ -359,9 +374,19 @@ def plot_dice_versus_minutes(
         ax.plot(curve.train_minutes, curve[column], "o-", ms=5, label=name)
     for name, curve in (dashed or {}).items():
         ax.plot(curve.train_minutes, curve[column], ".--", lw=1, alpha=0.7, label=name)
-    for b in budgets:
-        ax.axvline(b, color="grey", lw=0.8, ls=":")
+    for k, b in enumerate(budgets):  # one legend entry for all: unnamed, they pass for grid lines
+        ax.axvline(b, color="grey", lw=0.8, ls=":", label="training budgets" if k == 0 else None)
     ax.set(xlabel="minutes of training", ylabel=column, title=title or f"{column} versus training time")
+    # Autoscaled, near-equal scores spread over the whole axis under an offset label and looked far
+    # apart: no offset, and a range at least MIN_SCORE_SPAN wide.
+    ax.ticklabel_format(axis="y", useOffset=False)
+    drawn = [*curves.values(), *(dashed or {}).values()]
+    values = np.concatenate([np.empty(0), *(np.asarray(c[column], float) for c in drawn)])
+    values = values[np.isfinite(values)]
+    if len(values) and values.max() - values.min() < MIN_SCORE_SPAN:
+        lo, hi = _padded(values.min(), values.max(), MIN_SCORE_SPAN)
+        margin = 0.05 * (hi - lo)  # as autoscaling leaves: a marker at 0 or 1 is not cut in half
+        ax.set_ylim(lo - margin, hi + margin)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -16,6 +16,7 @@ from seglib.plots import (
     error_map,
     plot_augmentations,
     plot_border_band,
+    plot_dice_versus_minutes,
     plot_history,
     plot_lr_curves,
     plot_model_comparison,
@@ -146,4 +147,31 @@ def test_history_draws_a_loss_spike_on_a_log_axis():
     fig = plot_history(spiked, "bce")
     assert fig.axes[0].get_yscale() == "log"
     assert "log" in fig.axes[0].get_ylabel()
+    plt.close(fig)
+
+
+def test_dice_versus_minutes_shows_near_equal_scores_as_near_equal():
+    """Two tied runs, at 0 and 1e-5, filled the y axis under a "1e-5" offset and looked far apart; the
+    dotted budget lines had no legend entry."""
+    curves = {
+        "original": pd.DataFrame({"train_minutes": [0.4], "dice": [1e-5]}),
+        "recommended": pd.DataFrame({"train_minutes": [0.27, 0.27], "dice": [0.0, 0.0]}),
+    }
+    fig = plot_dice_versus_minutes(curves, budgets=[0.25, 0.5])
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert not ax.yaxis.get_major_formatter().get_useOffset()
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    lo, hi = ax.get_ylim()
+    assert hi - lo >= 0.05 and lo >= -0.01  # within [0, 1] but for autoscaling's small margin
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "original",
+        "recommended",
+        "training budgets",
+    ]
+    plt.close(fig)
+    spread = {"a": pd.DataFrame({"train_minutes": [1, 2], "dice": [0.2, 0.9]})}
+    fig = plot_dice_versus_minutes(spread)
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo < 0.2 and 0.9 < hi < 1  # a wide range autoscales as before
     plt.close(fig)
