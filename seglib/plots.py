@@ -212,6 +212,20 @@ def _overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return overlay(image, [(mask, (40, 200, 60))])
 
 
+# The mask's outline on the overlays: the green fill alone vanishes on green fur, grass or blankets, and
+# an unmasked green shape looks masked. Magenta is none of the fill, prediction or error colours; a dark
+# line under it keeps it visible on magenta too.
+OUTLINE_COLOUR = "#ff00ff"
+
+
+def _outline(ax: Axes, mask: np.ndarray) -> None:
+    """Draw the boundary of boolean `mask` on an image axes (nothing for an empty or a full mask)."""
+    mask = np.asarray(mask, bool)
+    if mask.any() and not mask.all():  # else contour warns that it found no level
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors="black", linewidths=2.4)
+        ax.contour(mask.astype(np.float32), levels=[0.5], colors=OUTLINE_COLOUR, linewidths=1.2)
+
+
 def _some(indices: Sequence[int], what: str) -> Sequence[int]:
     """`indices`, or a ValueError where there are none (matplotlib's own says "Number of rows")."""
     if not len(indices):
@@ -220,14 +234,16 @@ def _some(indices: Sequence[int], what: str) -> Sequence[int]:
 
 
 def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:
-    """Images with their pet mask overlaid (green), titled by name and breed."""
+    """Images with their pet mask overlaid (green, outlined in magenta), titled by name and species."""
     indices = _some(readable(dataset, indices), "plot_overlay_grid")
     rows = -(-len(indices) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat:
         _image_axes(ax)
     for ax, i in zip(axes.flat, indices, strict=False):
-        ax.imshow(_overlay(dataset.load_image(i), dataset.load_mask(i) == 1))
+        pet = dataset.load_mask(i) == 1
+        ax.imshow(_overlay(dataset.load_image(i), pet))
+        _outline(ax, pet)
         ax.set_title(f"{dataset.entries[i].name}\n{dataset.entries[i].species}", fontsize=8)
     fig.tight_layout()
     return fig
@@ -259,7 +275,7 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
 
 
 def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n: int = 6) -> Figure:
-    """`n` draws of a training transform on one image, mask outline overlaid (seeded: reproducible)."""
+    """`n` draws of a training transform on one image, mask overlaid and outlined (seeded: reproducible)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD, seed_transform
 
     _some(range(n), "plot_augmentations")
@@ -269,7 +285,9 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
         seed_transform(transform, k)
         out = transform(image=image, mask=mask)
         img = out["image"].numpy().transpose(1, 2, 0) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)
-        ax.imshow(_overlay((img.clip(0, 1) * 255).astype(np.uint8), np.asarray(out["mask"]) == 1))
+        pet = np.asarray(out["mask"]) == 1
+        ax.imshow(_overlay((img.clip(0, 1) * 255).astype(np.uint8), pet))
+        _outline(ax, pet)
         ax.set_title(f"draw {k}", fontsize=8)
         _image_axes(ax)
     fig.tight_layout()

@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from matplotlib.colors import same_color
+from matplotlib.contour import ContourSet
 
 from seglib.data import OxfordPetDataset, eval_transform, train_transform
 from seglib.engine.evaluate import predict_logits
@@ -13,6 +15,7 @@ from seglib.metrics import dice_per_image
 from seglib.models import build_model
 from seglib.plots import (
     LOSS_TITLES,
+    OUTLINE_COLOUR,
     error_map,
     plot_augmentations,
     plot_border_band,
@@ -174,4 +177,29 @@ def test_dice_versus_minutes_shows_near_equal_scores_as_near_equal():
     fig = plot_dice_versus_minutes(spread)
     lo, hi = fig.axes[0].get_ylim()
     assert lo < 0.2 and 0.9 < hi < 1  # a wide range autoscales as before
+    plt.close(fig)
+
+
+def _outlines(ax) -> list[ContourSet]:
+    return [
+        c
+        for c in ax.collections
+        if isinstance(c, ContourSet) and same_color(c.get_edgecolor()[0], OUTLINE_COLOUR)
+    ]
+
+
+def test_overlays_outline_the_mask(synthetic_root):
+    """The 45% green fill alone vanished on green backgrounds, and unmasked green shapes looked masked;
+    plot_augmentations promised an outline it did not draw."""
+    ds = OxfordPetDataset(synthetic_root, "train")
+    fig = plot_overlay_grid(ds, [0, 1], cols=2)
+    for ax, i in zip(fig.axes, [0, 1], strict=True):
+        (outline,) = _outlines(ax)
+        ys, xs = np.nonzero(ds.load_mask(i) == 1)  # the pet, border band and ignored pixels left out
+        x, y = np.concatenate([p.vertices for p in outline.get_paths()]).T
+        assert xs.min() - 1 <= x.min() and x.max() <= xs.max() + 1
+        assert ys.min() - 1 <= y.min() and y.max() <= ys.max() + 1
+    plt.close(fig)
+    fig = plot_augmentations(ds, 0, train_transform(64), n=2)
+    assert all(len(_outlines(ax)) == 1 for ax in fig.axes)
     plt.close(fig)
