@@ -355,9 +355,15 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     if df[column].notna().sum() == 0:  # seaborn's own error names none of this
         raise ValueError(f"plot_model_comparison: no {column} to show (the table has no scored image)")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
+    # one colour per model in both panels: without a hue the violins were all the first colour
+    order = list(pd.unique(df[by].dropna()))
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    colours = {"hue": by, "hue_order": order, "palette": palette}
+    sns.histplot(data=df, x=column, bins=30, binrange=(0, 1), element="step", ax=axes[0], **colours)
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
-    sns.violinplot(data=df, x=by, y=column, cut=0, inner="quartile", ax=axes[1])
+    # saturation 1: seaborn's default greys the violins a little away from the histogram's colours
+    violins = {"cut": 0, "inner": "quartile", "saturation": 1, "legend": False}
+    sns.violinplot(data=df, x=by, y=column, order=order, ax=axes[1], **violins, **colours)
     axes[1].set(title=f"{column} by {by}", ylim=(0, 1.02))
     fig.tight_layout()
     return fig

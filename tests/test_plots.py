@@ -203,3 +203,28 @@ def test_overlays_outline_the_mask(synthetic_root):
     fig = plot_augmentations(ds, 0, train_transform(64), n=2)
     assert all(len(_outlines(ax)) == 1 for ax in fig.axes)
     plt.close(fig)
+
+
+def test_model_comparison_colours_each_model_alike_in_both_panels():
+    """The histogram coloured the models blue and orange, while every violin was blue."""
+    rng = np.random.default_rng(0)
+    scored = pd.DataFrame(
+        {"model": ["unet"] * 20 + ["resnet34_unet"] * 20, "dice": rng.uniform(0.67, 0.97, 40)}
+    )
+    fig = plot_model_comparison(scored)
+    hist, violins = fig.axes
+    legend = hist.get_legend()
+    in_hist = {
+        t.get_text(): h.get_facecolor()[:3]
+        for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    bodies = [c for c in violins.collections if len(c.get_paths())]  # the violins, in x order
+    in_violins = {
+        t.get_text(): tuple(c.get_facecolor()[0][:3])
+        for t, c in zip(violins.get_xticklabels(), bodies, strict=True)
+    }
+    assert set(in_hist) == set(in_violins) == {"unet", "resnet34_unet"}
+    for model, colour in in_hist.items():
+        assert same_color(in_violins[model], colour), model
+    assert not same_color(in_violins["unet"], in_violins["resnet34_unet"])
+    plt.close(fig)
