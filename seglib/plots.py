@@ -192,12 +192,38 @@ def save_prediction_figures(
     return paths
 
 
+# The narrowest range a plot gives scores (Dice) on an axis: differences below it are not worth a full axis.
+MIN_SCORE_SPAN = 0.05
+
+
+def _padded(lo: float, hi: float, span: float) -> tuple[float, float]:
+    """(lo, hi) widened around its centre to at least `span`, kept within [0, 1] when it lies there."""
+    if hi - lo >= span:
+        return lo, hi
+    centre = (lo + hi) / 2
+    if lo >= 0 and hi <= 1:  # a score: the window slides to stay within [0, 1]
+        centre = min(max(centre, span / 2), 1 - span / 2)
+    return centre - span / 2, centre + span / 2
+
+
+def _bins(scores: pd.Series) -> dict[str, Any]:
+    """seaborn.histplot's `bins` and `binrange` for per-image scores in [0, 1]: bins over the scores' own
+    range (at least MIN_SCORE_SPAN wide), about the square root of their number, 5 to 30."""
+    values = scores.to_numpy(float)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return {"bins": 30, "binrange": (0, 1)}
+    # bins over all of (0, 1) left scores in a narrow band a corner of the axis and a few of its bins
+    lo, hi = _padded(max(values.min(), 0.0), min(values.max(), 1.0), MIN_SCORE_SPAN)
+    return {"bins": int(np.clip(round(np.sqrt(len(values))), 5, 30)), "binrange": (lo, hi)}
+
+
 def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | None = None) -> Figure:
     """Histogram of the per-image Dice (one colour per `by` group, e.g. model or species) and a box plot."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
-    sns.histplot(data=df, x=column, hue=by, bins=30, binrange=(0, 1), element="step", ax=axes[0])
+    sns.histplot(data=df, x=column, hue=by, **_bins(df[column]), element="step", ax=axes[0])
     axes[0].axvline(df[column].mean(), color="k", ls="--", lw=1)
     axes[0].set(
         title=f"per-image {column}: {len(df)} images, mean {df[column].mean():.3f} (dashed)", xlabel=column
@@ -359,7 +385,7 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     order = list(pd.unique(df[by].dropna()))
     palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
     colours = {"hue": by, "hue_order": order, "palette": palette}
-    sns.histplot(data=df, x=column, bins=30, binrange=(0, 1), element="step", ax=axes[0], **colours)
+    sns.histplot(data=df, x=column, **_bins(df[column]), element="step", ax=axes[0], **colours)
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
     # saturation 1: seaborn's default greys the violins a little away from the histogram's colours
     violins = {"cut": 0, "inner": "quartile", "saturation": 1, "legend": False}
@@ -367,21 +393,6 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
     axes[1].set(title=f"{column} by {by}", ylim=(0, 1.02))
     fig.tight_layout()
     return fig
-
-
-# The narrowest y range plot_dice_versus_minutes gives scores (Dice): differences below it are not worth a
-# full axis.
-MIN_SCORE_SPAN = 0.05
-
-
-def _padded(lo: float, hi: float, span: float) -> tuple[float, float]:
-    """(lo, hi) widened around its centre to at least `span`, kept within [0, 1] when it lies there."""
-    if hi - lo >= span:
-        return lo, hi
-    centre = (lo + hi) / 2
-    if lo >= 0 and hi <= 1:  # a score: the window slides to stay within [0, 1]
-        centre = min(max(centre, span / 2), 1 - span / 2)
-    return centre - span / 2, centre + span / 2
 
 
 def plot_dice_versus_minutes(

@@ -19,6 +19,7 @@ from seglib.plots import (
     error_map,
     plot_augmentations,
     plot_border_band,
+    plot_dice_distribution,
     plot_dice_versus_minutes,
     plot_history,
     plot_lr_curves,
@@ -227,4 +228,23 @@ def test_model_comparison_colours_each_model_alike_in_both_panels():
     for model, colour in in_hist.items():
         assert same_color(in_violins[model], colour), model
     assert not same_color(in_violins["unet"], in_violins["resnet34_unet"])
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("draw", [plot_dice_distribution, plot_model_comparison])
+def test_dice_histograms_bin_over_the_scores_range(draw):
+    """Bins over all of (0, 1) left scores between 0.67 and 0.97 in a third of the axis."""
+    rng = np.random.default_rng(0)
+    dice = np.r_[0.67, 0.97, rng.uniform(0.67, 0.97, 98)]
+    scored = pd.DataFrame({"model": ["unet", "resnet34_unet"] * 50, "dice": dice})
+    fig = draw(scored, "dice", by="model")
+    hist = fig.axes[0]
+    edges = np.concatenate([p.vertices[:, 0] for c in hist.collections for p in c.get_paths()])
+    assert edges.min() == pytest.approx(0.67) and edges.max() == pytest.approx(0.97)
+    lo, hi = hist.get_xlim()
+    assert lo > 0.6 and hi < 1
+    plt.close(fig)
+    fig = draw(scored.assign(dice=0.8), "dice", by="model")  # all alike: a range of 0.05 around them
+    edges = np.concatenate([p.vertices[:, 0] for c in fig.axes[0].collections for p in c.get_paths()])
+    assert edges.min() == pytest.approx(0.775) and edges.max() == pytest.approx(0.825)
     plt.close(fig)
