@@ -351,12 +351,46 @@ def plot_prediction_grid(
     return fig
 
 
+# Each run's line style and marker on the plots of several runs (the k-th: LINESTYLES[k % 4], MARKERS[k % 5]):
+# runs that match draw over one another, and colour alone leaves only the last one drawn.
+LINESTYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v")
+
+
+def _run_style(k: int, n: int) -> dict[str, Any]:
+    """Line style, width and marker of the `k`-th of `n` runs. Earlier runs are drawn wider, with larger
+    hollow markers, so that where later ones lie on them they still show around the edges."""
+    wide = (n - 1 - k) / max(n - 1, 1)  # 1 for the first run drawn, 0 for the last
+    return {
+        "ls": LINESTYLES[k % len(LINESTYLES)],
+        "lw": 1.2 + 2.3 * wide,
+        "marker": MARKERS[k % len(MARKERS)],
+        "ms": 5 + 5 * wide,
+        "mfc": "none",
+    }
+
+
+# What a history column is called on a plot's axis; another column shows as it is.
+COLUMN_NAMES = {
+    "val_dice": "validation Dice",
+    "train_dice": "training Dice",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+    "lr": "learning rate",
+    "dice": "Dice",
+    "iou": "IoU",
+}
+
+
 def plot_lr_curves(curves: dict[str, Sequence[float]], steps_per_epoch: int) -> Figure:
     """Learning rate against epoch for several schedules: epoch k spans k to k + 1 (numbered from 1, as the
     runs' tables are), each step's lr held until the next (a per-epoch schedule's change is a jump)."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, lrs in curves.items():
-        ax.plot(1 + np.arange(len(lrs)) / steps_per_epoch, lrs, label=name, drawstyle="steps-post")
+    for k, (name, lrs) in enumerate(curves.items()):
+        x = 1 + np.arange(len(lrs)) / steps_per_epoch
+        # a marker at each epoch's first step: a few per curve, not one per step
+        style = _run_style(k, len(curves)) | {"markevery": max(steps_per_epoch, 1)}
+        ax.plot(x, lrs, label=name, drawstyle="steps-post", **style)
     ax.set(xlabel="epoch", ylabel="learning rate", title="learning-rate schedules")
     ax.legend()
     fig.tight_layout()
@@ -364,11 +398,13 @@ def plot_lr_curves(curves: dict[str, Sequence[float]], steps_per_epoch: int) -> 
 
 
 def plot_metric_by_run(histories: dict[str, pd.DataFrame], column: str = "val_dice") -> Figure:
-    """One line per run: `column` per epoch."""
+    """One line per run, each in its own colour, line style and marker: `column` per epoch."""
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    for name, h in histories.items():
-        ax.plot(h.epoch, h[column], "o-", label=name)
-    ax.set(xlabel="epoch", ylabel=column, title=f"{column} per epoch")
+    for k, (name, h) in enumerate(histories.items()):
+        ax.plot(h.epoch, h[column], label=name, **_run_style(k, len(histories)))
+    name = COLUMN_NAMES.get(column, column)
+    ax.set(xlabel="epoch", ylabel=name, title=f"{name} per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.legend()
     fig.tight_layout()
     return fig

@@ -23,6 +23,7 @@ from seglib.plots import (
     plot_dice_versus_minutes,
     plot_history,
     plot_lr_curves,
+    plot_metric_by_run,
     plot_model_comparison,
     plot_overlay_grid,
     plot_prediction,
@@ -247,4 +248,26 @@ def test_dice_histograms_bin_over_the_scores_range(draw):
     fig = draw(scored.assign(dice=0.8), "dice", by="model")  # all alike: a range of 0.05 around them
     edges = np.concatenate([p.vertices[:, 0] for c in fig.axes[0].collections for p in c.get_paths()])
     assert edges.min() == pytest.approx(0.775) and edges.max() == pytest.approx(0.825)
+    plt.close(fig)
+
+
+def test_runs_that_match_stay_apart():
+    """Runs with the same curve were drawn alike but for colour, so only the last drawn showed; the y axis
+    read "val_dice"."""
+    h = HISTORY[["epoch", "val_dice"]]
+    fig = plot_metric_by_run({"none": h, "step": h.copy(), "cosine": h.copy()})
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "validation Dice"
+    lines = ax.get_lines()
+    assert len({(line.get_linestyle(), line.get_marker()) for line in lines}) == 3
+    widths = [line.get_linewidth() for line in lines]
+    # earlier lines wider: where later ones lie on them, they show around the edges
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    plt.close(fig)
+    for column, label in [("train_loss", "training loss"), ("grad_norm", "grad_norm")]:
+        fig = plot_metric_by_run({"a": HISTORY.assign(grad_norm=1.0)}, column)
+        assert fig.axes[0].get_ylabel() == label  # a column without a name shows as it is
+        plt.close(fig)
+    fig = plot_lr_curves({"none": [1e-3] * 8, "constant": [1e-3] * 8}, steps_per_epoch=4)
+    assert len({(line.get_linestyle(), line.get_marker()) for line in fig.axes[0].get_lines()}) == 2
     plt.close(fig)
