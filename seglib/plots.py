@@ -38,6 +38,7 @@ __all__ = [
     "plot_dice_versus_minutes",
     "plot_metric_by_run",
     "plot_model_comparison",
+    "plot_sizes_and_foreground",
     "error_map",
     "overlay",
     "readable",
@@ -230,6 +231,31 @@ def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | Non
     )
     sns.boxplot(data=df, y=column, x=by, ax=axes[1])
     axes[1].set(title=f"{column} by {by}" if by else column, ylim=(0, 1.02))
+    fig.tight_layout()
+    return fig
+
+
+def plot_sizes_and_foreground(facts: pd.DataFrame, by: str = "species") -> Figure:
+    """Image width against height, and a histogram of the pet's share of the image (`fg_fraction`), one
+    colour per `by` group; `facts` is `seglib.data.describe`'s table."""
+    import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
+
+    order = list(pd.unique(facts[by].dropna()))  # colours as the rows first name the groups, in both panels
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    colours = {"hue": by, "hue_order": order, "palette": palette}
+    # Many images share a size: one species' points hid the other's at the same place. Smaller groups are
+    # drawn last, on top, as crosses over the largest group's dots, translucent: a size both species have
+    # shows both.
+    largest_first = list(facts[by].value_counts().index)
+    markers = {g: ("o", "X", "P", "D", "^")[k % 5] for k, g in enumerate(largest_first)}
+    count = facts.groupby(by)[by].transform("size")
+    drawn = facts.assign(_count=count).sort_values("_count", ascending=False, kind="stable")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+    scatter = {"style": by, "style_order": order, "markers": markers, "s": 22, "alpha": 0.6}
+    sns.scatterplot(data=drawn, x="width", y="height", ax=axes[0], **scatter, **colours)
+    axes[0].set_title("image sizes (px)")
+    sns.histplot(data=facts, x="fg_fraction", bins=30, element="step", ax=axes[1], **colours)
+    axes[1].set_title("share of the image that is pet (trimap 1 and 3)")
     fig.tight_layout()
     return fig
 

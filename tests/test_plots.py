@@ -28,6 +28,7 @@ from seglib.plots import (
     plot_overlay_grid,
     plot_prediction,
     plot_prediction_grid,
+    plot_sizes_and_foreground,
 )
 
 HISTORY = pd.DataFrame(
@@ -270,4 +271,30 @@ def test_runs_that_match_stay_apart():
         plt.close(fig)
     fig = plot_lr_curves({"none": [1e-3] * 8, "constant": [1e-3] * 8}, steps_per_epoch=4)
     assert len({(line.get_linestyle(), line.get_marker()) for line in fig.axes[0].get_lines()}) == 2
+    plt.close(fig)
+
+
+def test_size_scatter_draws_the_smaller_species_on_top():
+    """Notebook 01 drew the points in table order, one colour per species, opaque: most dogs' points lay
+    exactly under cats' of the same size."""
+    facts = pd.DataFrame(
+        {
+            "species": ["dog", "cat", "cat", "cat"],
+            "width": 500,
+            "height": 375,
+            "fg_fraction": [0.3, 0.4, 0.5, 0.6],
+        }
+    )
+    fig = plot_sizes_and_foreground(facts)
+    scatter, hist = fig.axes
+    (points,) = scatter.collections
+    legend = scatter.get_legend()
+    colour = {
+        t.get_text(): h.get_color() for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    drawn = [next(s for s, c in colour.items() if same_color(c, f[:3])) for f in points.get_facecolors()]
+    assert drawn == ["cat", "cat", "cat", "dog"]  # the dog last, over the cats
+    assert points.get_alpha() < 1
+    paths = points.get_paths()
+    assert not np.array_equal(paths[0].vertices, paths[-1].vertices)  # and in another marker
     plt.close(fig)
