@@ -280,6 +280,13 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert (
         "unet minus resnet34_unet, mean Dice" in said
     )  # the two models on the same images, with an interval
+    assert re.search(
+        r"It compares these two runs \(resnet34_unet \d+ px, \d+ epochs on \d+ training images; unet \d+ px",
+        said,
+    )
+    by_breed = pd.read_csv(workbook / "evaluation" / "dice_by_breed.csv")
+    assert by_breed.images.sum() == 20  # each test image counted once, not once per model
+    assert "test images). On the synthetic set each image's breed and species are drawn at random" in said
     assert said.count("at model resolution (threshold 0.5, scored in ") == 2  # each run's own: tiny's 0.5
     assert set(summary.threshold) == {0.5} and summary.precision.nunique() == 1  # as the CLI's summary.csv
     timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
