@@ -219,17 +219,29 @@ def _bins(scores: pd.Series) -> dict[str, Any]:
     return {"bins": int(np.clip(round(np.sqrt(len(values))), 5, 30)), "binrange": (lo, hi)}
 
 
+def _colours(df: pd.DataFrame, by: str) -> dict[str, Any]:
+    """seaborn's hue settings for `by`: one colour per group, in the order the rows first name them, the
+    same in every panel of a figure (a panel drawn without them is all one colour)."""
+    import seaborn as sns
+
+    order = list(pd.unique(df[by].dropna()))
+    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
+    return {"hue": by, "hue_order": order, "palette": palette}
+
+
 def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | None = None) -> Figure:
     """Histogram of the per-image Dice (one colour per `by` group, e.g. model or species) and a box plot."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
-    sns.histplot(data=df, x=column, hue=by, **_bins(df[column]), element="step", ax=axes[0])
+    colours = _colours(df, by) if by else {}
+    sns.histplot(data=df, x=column, **_bins(df[column]), element="step", ax=axes[0], **colours)
     axes[0].axvline(df[column].mean(), color="k", ls="--", lw=1)
     axes[0].set(
         title=f"per-image {column}: {len(df)} images, mean {df[column].mean():.3f} (dashed)", xlabel=column
     )
-    sns.boxplot(data=df, y=column, x=by, ax=axes[1])
+    boxes = {"order": colours["hue_order"], "saturation": 1, "legend": False} if by else {}
+    sns.boxplot(data=df, y=column, x=by, ax=axes[1], **boxes, **colours)
     axes[1].set(title=f"{column} by {by}" if by else column, ylim=(0, 1.02))
     fig.tight_layout()
     return fig
@@ -240,9 +252,8 @@ def plot_sizes_and_foreground(facts: pd.DataFrame, by: str = "species") -> Figur
     colour per `by` group; `facts` is `seglib.data.describe`'s table."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
-    order = list(pd.unique(facts[by].dropna()))  # colours as the rows first name the groups, in both panels
-    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
-    colours = {"hue": by, "hue_order": order, "palette": palette}
+    colours = _colours(facts, by)
+    order = colours["hue_order"]
     # Many images share a size: one species' points hid the other's at the same place. Smaller groups are
     # drawn last, on top, as crosses over the largest group's dots, translucent: a size both species have
     # shows both.
@@ -444,9 +455,8 @@ def plot_model_comparison(df: pd.DataFrame, column: str = "dice", by: str = "mod
         raise ValueError(f"plot_model_comparison: no {column} to show (the table has no scored image)")
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     # one colour per model in both panels: without a hue the violins were all the first colour
-    order = list(pd.unique(df[by].dropna()))
-    palette = dict(zip(order, sns.color_palette(n_colors=len(order)), strict=True))
-    colours = {"hue": by, "hue_order": order, "palette": palette}
+    colours = _colours(df, by)
+    order = colours["hue_order"]
     sns.histplot(data=df, x=column, **_bins(df[column]), element="step", ax=axes[0], **colours)
     axes[0].set(title=f"per-image {column} at original resolution", xlabel=column)
     # saturation 1: seaborn's default greys the violins a little away from the histogram's colours

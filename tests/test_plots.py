@@ -233,6 +233,27 @@ def test_model_comparison_colours_each_model_alike_in_both_panels():
     plt.close(fig)
 
 
+def test_dice_distribution_colours_each_group_alike_in_both_panels():
+    """The histogram coloured cats and dogs apart, while every box was the first colour."""
+    rng = np.random.default_rng(0)
+    scored = pd.DataFrame({"species": ["cat"] * 15 + ["dog"] * 25, "dice": rng.uniform(0.6, 0.95, 40)})
+    fig = plot_dice_distribution(scored, by="species")
+    hist, boxes = fig.axes
+    legend = hist.get_legend()
+    in_hist = {
+        t.get_text(): h.get_facecolor()[:3]
+        for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
+    in_boxes = {
+        t.get_text(): tuple(p.get_facecolor()[:3])
+        for t, p in zip(boxes.get_xticklabels(), boxes.patches, strict=True)
+    }
+    assert set(in_hist) == set(in_boxes) == {"cat", "dog"}
+    for species, colour in in_hist.items():
+        assert same_color(in_boxes[species], colour), species
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("draw", [plot_dice_distribution, plot_model_comparison])
 def test_dice_histograms_bin_over_the_scores_range(draw):
     """Bins over all of (0, 1) left scores between 0.67 and 0.97 in a third of the axis."""
