@@ -7,7 +7,6 @@ trains a model or runs a whole workflow; `make test` (CI) runs them all.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable
@@ -105,8 +104,7 @@ def full_lists_root() -> Path:
 @pytest.fixture
 def loss_at_step():
     """`make(event, at)`: a `fit(..., loss_fn=...)` that acts at training step `at` (counted over the run):
-    "ctrl_c" sends SIGINT (what Jupyter's interrupt button sends the kernel), "kill_worker" SIGKILLs a
-    loader worker, "nan" makes the loss NaN.
+    "ctrl_c" sends SIGINT (what Jupyter's interrupt button sends the kernel), "nan" makes the loss NaN.
 
     Training steps are the loss calls with gradients on; validation's are not counted. The event reaches
     the loop exactly where a real one would.
@@ -122,8 +120,6 @@ def loss_at_step():
                 count["n"] += 1
                 if count["n"] == at and event == "ctrl_c":
                     os.kill(os.getpid(), signal.SIGINT)
-                elif count["n"] == at and event == "kill_worker":  # as the out-of-memory killer does
-                    os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
                 elif count["n"] == at:
                     out = out * float("nan")
             return out

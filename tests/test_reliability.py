@@ -95,21 +95,6 @@ def test_resume_checks_the_config(synthetic_root, tmp_path, loss_at_step):
 
 
 @pytest.mark.slow
-def test_a_killed_loader_worker_says_whether_the_run_was_saved_and_how_to_resume(
-    synthetic_root, tmp_path, loss_at_step
-):
-    cfg = cfg_for(synthetic_root, tmp_path, num_workers=1, run_name="w")
-    with pytest.raises(RuntimeError, match=r"DataLoader worker.*killed from outside.*nothing was saved yet"):
-        fit(cfg, loss_fn=loss_at_step("kill_worker", 1))  # epoch 1: no last.pt yet
-    with pytest.raises(RuntimeError) as e:
-        fit(cfg, loss_fn=loss_at_step("kill_worker", 6))  # epoch 2: epoch 1's last.pt stands
-    run = tmp_path / "w-2"
-    assert f"{run / 'last.pt'} holds the run up to its last save: resume with" in str(e.value)
-    assert f"train --resume {run}" in str(e.value)
-    assert len(fit(cfg, resume=run).history) == 3
-
-
-@pytest.mark.slow
 def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_more(
     synthetic_root, tmp_path, loss_at_step, capsys
 ):

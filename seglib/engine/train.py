@@ -434,10 +434,6 @@ def _train_and_validate(
             f"({f'step {resumed_at} of epoch {epoch}' if resumed_at else f'end of epoch {epoch - 1}'}). "
             f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
         ) from None
-    except RuntimeError as e:  # torch's "DataLoader worker (pid N) is killed by signal: Killed."
-        if "DataLoader worker" not in str(e):
-            raise
-        raise RuntimeError(f"{str(e).strip()} {_lost_worker_advice(folder.path, info)}") from None
     tr, va = tr.reduced(env.device), va.reduced(env.device)
     for what, stats in (("training", tr), ("validation", va)):
         if not stats.n_images:  # every sample skipped as unreadable: the epoch's figures would be zeros
@@ -446,21 +442,6 @@ def _train_and_validate(
                 f"{'; '.join(stats.skipped[:3])}); replace the files, or point data_root at other data"
             )
     return _end_epoch(epoch, state, tr, va, t0, steps, folder, size)
-
-
-def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
-    """What to do after a loader worker was killed: the run's last save stands, as after Ctrl-C."""
-    launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
-    saved = (
-        f"{run_dir / 'last.pt'} holds the run up to its last save: resume with fit(cfg, resume={str(run_dir)!r}) "
-        f"or `{launcher} train --resume {run_dir}`"
-        if (run_dir / "last.pt").is_file()
-        else "nothing was saved yet: start the run anew"
-    )
-    return (
-        "A loader worker was killed from outside, most often by the system for want of memory (fewer "
-        f"num_workers or a smaller batch_size need less); {saved}"
-    )
 
 
 def _end_epoch(
