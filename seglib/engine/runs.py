@@ -106,7 +106,8 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
         runs = _newest_first([p.parent for p in Path(cfg.output_dir).glob("*/config.json")])
         if not runs:
             raise FileNotFoundError(
-                f"resume=True but {cfg.output_dir} holds no run; start a new run with resume=False"
+                f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
+                "start a new run with resume=False"
             )
         run_dir = runs[0]
     if not (run_dir / "last.pt").is_file():
