@@ -1,6 +1,7 @@
 """Runs survive interruption, writes are atomic, and bad inputs fail early with a clear message."""
 
 import errno
+import re
 import shutil
 import signal
 import subprocess
@@ -92,6 +93,51 @@ def test_resume_checks_the_config(synthetic_root, tmp_path, loss_at_step):
         fit(cfg_for(synthetic_root, tmp_path, lr=0.1), resume=True)
     with pytest.raises(FileNotFoundError, match="holds no run with a last.pt"):
         fit(cfg_for(synthetic_root, tmp_path / "empty", run_name=None), resume=True)
+
+
+# The worker is killed in a child process: torch's SIGCHLD handler raises wherever the main thread is,
+# which inside pytest's own process can be pytest's reporting.
+KILL_A_WORKER = """
+import multiprocessing, os, signal, sys
+import torch
+from seglib.engine import TrainConfig, fit
+from seglib.engine.losses import build_loss
+
+cfg, at, real, n = TrainConfig.load(sys.argv[1]), int(sys.argv[2]), build_loss("bce"), 0
+
+def loss_fn(logits, target):  # kills a loader worker at training step `at`, as the out-of-memory killer does
+    global n
+    n += torch.is_grad_enabled()
+    if n == at and torch.is_grad_enabled():
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+    return real(logits, target)
+
+try:
+    fit(cfg, loss_fn=loss_fn)
+except RuntimeError as e:
+    print(e, flush=True)
+    os._exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_loader_worker_says_whether_the_run_was_saved_and_how_to_resume(synthetic_root, tmp_path):
+    cfg = cfg_for(synthetic_root, tmp_path, num_workers=1, run_name="w")
+    cfg.save(tmp_path / "w.json")
+
+    def killed_at(step: int) -> str:
+        cmd = [sys.executable, "-c", KILL_A_WORKER, str(tmp_path / "w.json"), str(step)]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 3, p.stderr[-2000:]
+        return p.stdout
+
+    out = killed_at(1)  # epoch 1: no last.pt yet
+    assert re.search(r"DataLoader worker.*killed from outside.*nothing was saved yet", out), out
+    out = killed_at(6)  # epoch 2 (4 steps an epoch): epoch 1's last.pt stands
+    run = tmp_path / "w-2"
+    assert f"{run / 'last.pt'} holds the run up to its last save: resume with" in out, out
+    assert f"train --resume {run}" in out
+    assert len(fit(cfg, resume=run).history) == 3
 
 
 @pytest.mark.slow

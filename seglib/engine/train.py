@@ -244,17 +244,39 @@ def _epochs(
     """Train and validate epoch after epoch until the run's epochs are done (a run with a budget re-plans
     them: `folder.cfg`) or Ctrl+C, which ends the epoch under way first (`deferred_sigint`)."""
     clock = env.clock
-    with deferred_sigint() as interrupt:
-        env = replace(env, interrupt=interrupt)
-        while state.epoch < folder.cfg.epochs:
-            epoch = state.epoch + 1
-            row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
-            tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-            _report(info, folder.cfg, row, skipped)
-            release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
-            if clock is not None and clock.seconds:  # once, after this process's first epoch
-                _say(info, clock.describe())
-                clock = None
+    try:
+        with deferred_sigint() as interrupt:
+            env = replace(env, interrupt=interrupt)
+            while state.epoch < folder.cfg.epochs:
+                epoch = state.epoch + 1
+                row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
+                tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                _report(info, folder.cfg, row, skipped)
+                release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
+                if clock is not None and clock.seconds:  # once, after this process's first epoch
+                    _say(info, clock.describe())
+                    clock = None
+    # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
+    # its SIGCHLD handler raises wherever the main thread is when the worker dies.
+    except RuntimeError as e:
+        if "DataLoader worker" not in str(e):
+            raise
+        raise RuntimeError(f"{str(e).strip()} {_lost_worker_advice(folder.path, info)}") from None
+
+
+def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
+    """What to do after a loader worker was killed: the run's last save stands, as after Ctrl-C."""
+    launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
+    saved = (
+        f"{run_dir / 'last.pt'} holds the run up to its last save: resume with fit(cfg, resume={str(run_dir)!r}) "
+        f"or `{launcher} train --resume {run_dir}`"
+        if (run_dir / "last.pt").is_file()
+        else "nothing was saved yet: start the run anew"
+    )
+    return (
+        "A loader worker was killed from outside, most often by the system for want of memory (fewer "
+        f"num_workers or a smaller batch_size need less); {saved}"
+    )
 
 
 def _memory_format(
