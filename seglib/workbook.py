@@ -35,7 +35,7 @@ from .data import (
     resolve_data_root,
     synthetic_set_root,
 )
-from .engine import PROFILES, TrainConfig, config_from_profile, latest_run, load_history
+from .engine import PROFILES, TrainConfig, checkpoint_split, config_from_profile, latest_run, load_history
 from .engine.allocator import allocator_env
 from .engine.runtime import cpu_kind, resolve_device
 from .kernels import AskFirstKernelManager, end_kernel_quickly, kernel_manager_settings
@@ -89,6 +89,14 @@ class Workspace:
         """The `split` of this workspace's data (an Oxford-layout set, or the folder with its settings);
         `kwargs` go to the dataset (image_size, limit, ...)."""
         return open_split(self.root, self.kind, split, transform, **self.folder, **kwargs)
+
+    def run_split(self, ckpt: dict[str, Any], split: str, **kwargs: Any) -> SegmentationDataset:
+        """The `split` of this workspace's data read as the run of `ckpt` (a loaded checkpoint) read it: its
+        border and a folder's split and mask values (unless this notebook was given some), as the CLI's
+        evaluate reads it. `kwargs` go to the dataset (image_size, limit, ...)."""
+        given = {"mask_values": self.folder["mask_values"]} if self.folder.get("mask_values") else {}
+        ckpt = {**ckpt, "config": {**ckpt.get("config", {}), **given}}
+        return checkpoint_split(ckpt, split, self.root, self.kind, **kwargs)
 
     @property
     def synthetic_root(self) -> Path:

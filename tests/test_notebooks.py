@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import papermill as pm
 import pytest
@@ -16,6 +17,7 @@ import torch
 
 from seglib.data import (
     FolderDataset,
+    OxfordPetDataset,
     make_synthetic_folder,
     make_synthetic_pets,
     resolve_data_root,
@@ -186,6 +188,24 @@ def test_start_takes_a_folder_and_its_settings(tmp_path):
     demo = folder_params(tmp_path / "data" / "oxford-iiit-pet", "auto")  # none given: the demo, made once
     assert demo == {"data_root": str(tmp_path / "data" / "folder-demo"), "dataset": "folder"}
     assert len(FolderDataset(demo["data_root"], "trainval")) == 43  # 48 pairs, 5 held out for testing
+
+
+def test_a_run_is_scored_on_its_split_read_as_it_read_it(tmp_path, synthetic_root):
+    # notebook 04 read every run's test split with the default border and the notebook's folder split
+    ws = start("t", str(synthetic_root), "oxford-pet", "tiny", str(tmp_path / "r"), "cpu")
+    ignored = ws.run_split({"config": {"border": "ignore"}}, "test", image_size=32, return_full_mask=True)
+    want = OxfordPetDataset(synthetic_root, "test", image_size=32, border="ignore", return_full_mask=True)
+    assert np.array_equal(ignored[0]["mask_full"], want[0]["mask_full"])
+    assert not np.array_equal(
+        ignored[0]["mask_full"], ws.data_split("test", return_full_mask=True)[0]["mask_full"]
+    )
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=0)
+    run = {"config": {"split_seed": 3, "mask_values": "255", "test_fraction": 0.25}}
+    ws = start("t", str(root), "folder", "tiny", str(tmp_path / "r"), "cpu")
+    want = FolderDataset(root, "test", mask_values="255", split_seed=3, test_fraction=0.25)
+    assert ws.run_split(run, "test").names == want.names != ws.data_split("test").names
+    ws = start("t", str(root), "folder", "tiny", str(tmp_path / "r"), "cpu", mask_values=">127")
+    assert ws.run_split(run, "test").rule == FolderDataset(root, "test", mask_values=">127").rule  # given
 
 
 def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
