@@ -63,7 +63,7 @@ from .engine.evaluate import scoring_precision
 from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, export_model, load_exported
 from .engine.loaders import checkpoint_split
 from .engine.predictions import predict_dataset, predict_files
-from .engine.tta import TTA, UnusedScaleWarning, warn_unused_scales
+from .engine.tta import TTA, UnusedScaleWarning, tta_label, warn_unused_scales
 from .plots import plot_dice_distribution, plot_history, save_figure, save_prediction_figures
 
 __all__ = [
@@ -343,7 +343,12 @@ def _probability(text: str) -> float:
 
 
 def _tta_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", action="store_true", help="average with the mirror image's prediction")
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="average with the mirror image's prediction; default: as the checkpoint's run validated (its "
+        "tta setting; off for an exported model)",
+    )
     p.add_argument(
         "--tta_scales",
         type=float,
@@ -355,11 +360,13 @@ def _tta_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _tta(a: argparse.Namespace, size: int) -> TTA:
-    """--tta and --tta_scales as one TTA for a model input of `size`; a bad scale exits with the reason,
-    a scale that adds no size is named in a warning (`_scales_said` keeps it to this one)."""
+def _tta(a: argparse.Namespace, size: int, config: dict[str, Any]) -> TTA:
+    """--tta (else the run's `config`'s, as it validated) and --tta_scales as one TTA for a model input of
+    `size`; a bad scale exits with the reason, a scale that adds no size is named in a warning
+    (`_scales_said` keeps it to this one)."""
+    flip = bool(config.get("tta", False)) if a.tta is None else a.tta
     try:
-        tta = TTA(flip=a.tta, scales=tuple(a.tta_scales))
+        tta = TTA(flip=flip, scales=tuple(a.tta_scales))
     except ValueError as e:
         sys.exit(f"--tta_scales: {e}")
     warn_unused_scales(size, tta, "--tta_scales")
@@ -491,7 +498,7 @@ def _split_and_model(a: argparse.Namespace) -> tuple[SegmentationDataset, nn.Mod
 
 def _evaluate(a: argparse.Namespace) -> None:
     ds, model, size, config = _split_and_model(a)
-    tta = _tta(a, size)
+    tta = _tta(a, size, config)
     threshold = _threshold(a, config)
     precision = scoring_precision(a.device, a.amp)
     with _scales_said():
@@ -506,15 +513,23 @@ def _evaluate(a: argparse.Namespace) -> None:
         atomic_write_csv(df, out / "per_image.csv")
         table = summarize(df)
         # how it was scored, and what: the checkpoint
-        saved = table.reset_index().assign(precision=precision, threshold=threshold, checkpoint=str(ckpt))
+        saved = table.reset_index().assign(
+            precision=precision,
+            threshold=threshold,
+            tta=tta_label(tta),
+            image_size=size,
+            split=a.split,
+            checkpoint=str(ckpt),
+        )
         atomic_write_csv(saved, out / "summary.csv")
         save_figure(plot_dice_distribution(df, by="species"), out / "dice_distribution.png")
         worst = worst_indices(df, ds, a.num_figures)
         save_prediction_figures(model, ds, worst, out / "worst", size, threshold, a.device, tta)
     exact = "" if precision == "fp32" else " (--no-amp scores in fp32, exactly)"
     print(
-        f"{ds.root} {a.split}: {len(df)} images at original resolution, scored in {precision}{exact} at "
-        f"threshold {threshold:g}\n{table.round(4).to_string()}\nsaved in {out}"
+        f"{a.model_path} on {ds.root} {a.split}: {len(df)} images at original resolution, scored in "
+        f"{precision}{exact} at threshold {threshold:g} (the model's input {size} px, TTA {tta_label(tta)})\n"
+        f"{table.round(4).to_string()}\nsaved in {out}"
     )
 
 
@@ -523,7 +538,7 @@ def _predict(a: argparse.Namespace) -> None:
         _predict_files(a)
         return
     ds, model, size, config = _split_and_model(a)
-    tta, out, threshold = _tta(a, size), Path(a.output_dir), _threshold(a, config)
+    tta, out, threshold = _tta(a, size, config), Path(a.output_dir), _threshold(a, config)
     with _scales_said():
         df = predict_dataset(model, ds, out, size, threshold, a.device, tta, cutout=a.cutout)
         # of the images predicted, not those left out as unreadable
@@ -618,7 +633,7 @@ def _say_unpaired(masks: str, files: list[Path], truths: dict[str, Path], beside
 def _predict_files(a: argparse.Namespace) -> None:
     model, size, device, config = _predict_model(a)
     saved, threshold = config.get("mask_values", ""), _threshold(a, config)
-    tta, out = _tta(a, size), Path(a.output_dir)
+    tta, out = _tta(a, size, config), Path(a.output_dir)
     (files, beside), truths, read = _masks_beside(_input_files(a, out)), None, None
     if beside and not a.masks:
         print(f"seglib: --input {a.input}: {len(beside)} NAME_mask files beside their photos are taken as "

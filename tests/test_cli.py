@@ -507,6 +507,23 @@ def _scored(ckpt, root, **kwargs):
     return evaluate(load_model(ckpt), ds, device="cpu", progress=False, **kwargs).dice.tolist()
 
 
+def test_evaluate_and_predict_take_the_runs_tta_unless_told(synthetic_root, tmp_path, capsys):
+    """Notebook 04 scored a run trained with tta=True with the flip, the command without it."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32, "tta": True})
+    at = {flip: _scored(ckpt, synthetic_root, amp=False, tta=flip) for flip in (True, False)}
+    assert at[True] != at[False]  # else the test could not tell them apart
+    for more, flip, label in (((), True, "flip"), (("--no-tta",), False, "none")):
+        out = tmp_path / label
+        main(_evaluate_args(ckpt, synthetic_root, out, "--no-amp", *more))
+        assert f"(the model's input 32 px, TTA {label})" in capsys.readouterr().out
+        assert pd.read_csv(out / "per_image.csv").dice.tolist() == pytest.approx(at[flip], abs=1e-12)
+        summary = pd.read_csv(out / "summary.csv")
+        assert (set(summary.tta), set(summary.image_size), set(summary.split)) == ({label}, {32}, {"val"})
+        main(["predict", *_evaluate_args(ckpt, synthetic_root, tmp_path / f"p-{label}", *more)[1:]])
+        dice = pd.read_csv(tmp_path / f"p-{label}" / "predictions.csv").dice.tolist()
+        assert dice == pytest.approx(at[flip], abs=1e-6)  # predict scores in fp32
+
+
 def test_evaluate_takes_and_says_its_precision(synthetic_root, tmp_path, capsys):
     """It scored in bf16 autocast wherever bf16 is native, could not be switched and did not say so."""
     ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})

@@ -309,6 +309,10 @@ def test_workbook_artifacts_hold_sane_values(workbook, synthetic_root):
     assert "test images). On the synthetic set each image's breed and species are drawn at random" in said
     assert said.count("at model resolution (threshold 0.5, scored in ") == 2  # each run's own: tiny's 0.5
     assert set(summary.threshold) == {0.5} and summary.precision.nunique() == 1  # as the CLI's summary.csv
+    assert (set(summary.tta), set(summary.split)) == ({"scales 1.5"}, {"test"})  # tta_scales, given
+    assert all(
+        c.endswith(f"/{m}-tiny/best.pt") for m, c in zip(summary.model, summary.checkpoint, strict=True)
+    )
     timing = pd.read_csv(workbook / "evaluation" / "timing.csv", index_col="model")
     assert timing.device.to_dict() == {"unet": "cpu", "resnet34_unet": "cpu"}  # the models' parameters
     assert (timing.images == 20).all() and (timing.seconds > 0).all()

@@ -31,7 +31,7 @@ from .runs import HISTORY_COLUMNS, find_resume_dir, latest_run, load_history
 from .schedulers import build_scheduler, lr_curve, steps_per_batch
 from .state import EpochStats, TrainState
 from .train import FitResult, TrainingInterrupted, fit
-from .tta import TTA
+from .tta import TTA, tta_label
 
 __all__ = [
     "CHOICES",
@@ -94,5 +94,6 @@ __all__ = [
     "worst_indices",
     "train_one_epoch",
     "train_steps_per_epoch",
+    "tta_label",
     "with_recipe",
 ]

@@ -24,6 +24,7 @@ __all__ = [
     "UnusedScaleWarning",
     "as_tta",
     "forward_tta",
+    "tta_label",
     "tta_sizes",
     "unused_scales",
     "warn_unused_scales",
@@ -51,6 +52,15 @@ class TTA:
                 f"TTA scales {self.scales!r}: give distinct positive factors other than 1 (the model's own "
                 "size always counts), e.g. scales=(1.2,) for 192 px beside 160"
             )
+
+
+def tta_label(tta: bool | TTA) -> str:
+    """How a table says which TTA scored it: "none", "flip", "scales 1.2" or "flip + scales 1.2"."""
+    t = as_tta(tta)
+    parts = (["flip"] if t.flip else []) + (
+        [f"scales {' '.join(f'{s:g}' for s in t.scales)}"] if t.scales else []
+    )
+    return " + ".join(parts) or "none"
 
 
 def as_tta(tta: bool | TTA) -> TTA:
