@@ -262,6 +262,12 @@ def _train_parser(sub: Any) -> None:
         help="continue from last.pt: of --run_name, of RUN_DIR, or (alone) of the newest run; with the "
         "run's saved settings (config.json) unless --profile or --recipe is given",
     )
+    t.add_argument(
+        "--config",
+        metavar="RUN_DIR",
+        help="a new run with the settings of a run folder (its config.json, or that file): the same run "
+        "again, as RUN_NAME-2; options given change single settings",
+    )
     groups: dict[str, Any] = {}  # argparse's groups by section
     for name, option in train_options().items():
         if option.section not in groups:
@@ -446,6 +452,10 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     _given_data_exists(over.get("data_root"), over.get("dataset"))
     if a.base_channels is not None:  # as before: the UNet's kwargs are these, not the profile's plus these
         over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
+    if a.config is not None:
+        if a.resume is not False or a.profile is not None or a.recipe is not None:
+            sys.exit("--config takes a run's settings whole: leave out --resume, --profile and --recipe")
+        return TrainConfig.from_dict({**_saved_settings(a.config), **over}), False
     cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
     if a.resume is False or a.profile is not None or a.recipe is not None:
         return cfg, a.resume
@@ -454,9 +464,21 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     run = find_resume_dir(cfg, a.resume)
     if not (run / "config.json").is_file():
         return cfg, run
-    known = {f.name for f in dataclasses.fields(TrainConfig)}  # one TrainConfig no longer has: left out
-    saved = {k: v for k, v in json.loads((run / "config.json").read_text()).items() if k in known}
-    return TrainConfig.from_dict({**saved, **over}), run
+    return TrainConfig.from_dict({**_saved_settings(run), **over}), run
+
+
+def _saved_settings(path: str | Path) -> dict[str, Any]:
+    """A run's config.json (`path`: the file or its run folder) as settings; those TrainConfig no longer
+    has are left out. Exits naming the file where there is none or it cannot be read."""
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    try:
+        saved = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"--config {path}: cannot read {file} ({e}); give a run folder of results/runs/")
+    if not isinstance(saved, dict):
+        sys.exit(f"--config {path}: {file} holds no settings; give a run folder of results/runs/")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    return {k: v for k, v in saved.items() if k in known}
 
 
 def _train(a: argparse.Namespace) -> None:

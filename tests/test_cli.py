@@ -85,6 +85,12 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
         cfg["copy_paste"],
     ) == ("bce_dice", 0.3, "cosine", 0.9, False, False, 0.5)
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
+    p = seglib("train", "--config", run, cwd=tmp_path)  # the same run again, from its folder
+    assert p.returncode == 0, p.stderr
+    first, again = (
+        pd.read_csv(r / "history.csv").drop(columns="seconds") for r in (run, run.with_name("cli-2"))
+    )
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
 
     p = seglib(
         "evaluate",
@@ -194,6 +200,8 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
     ("args", "message"),
     [
         (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+        (["train", "--config", "nowhere"], "--config nowhere: cannot read nowhere"),
+        (["train", "--config", ".", "--profile", "quick"], "--config takes a run's settings whole"),
         (["train", "--model", "segnet"], "invalid choice: 'segnet'"),
         (
             ["train", "--dataset", "oxford-pet", "--data_path", "nowhere"],
