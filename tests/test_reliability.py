@@ -151,8 +151,10 @@ def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_mo
     assert resumed.run_dir == tmp_path / "r-2" != done.run_dir
     assert f"resuming {tmp_path / 'r-2'} at step 2 of epoch 2" in capsys.readouterr().out
     same_run(done.run_dir, resumed.run_dir)
+    recorded = (resumed.run_dir / "environment.json").read_bytes()
     again = fit(cfg_for(synthetic_root, tmp_path), resume=True)
     assert len(again.history) == len(done.history)
+    assert (resumed.run_dir / "environment.json").read_bytes() == recorded  # no start recorded: none trained
     assert (
         f"{tmp_path / 'r-2'} has finished its {len(done.history)} epochs: nothing to resume"
         in capsys.readouterr().out

@@ -174,7 +174,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
         _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
-    folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
+    if state.epoch < cfg.epochs:  # a finished run's record stays its own: this call trains nothing
+        folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
     tracker = WandbLogger(
