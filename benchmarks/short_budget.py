@@ -8,12 +8,14 @@ budget buys, the model's additions dropped where no size gets its epochs), train
 epochs as it runs), and scores its last model on the 30 validation images at original resolution. The
 last argument gives the seconds of an epoch per image size (the plan's estimate, margin included) for
 every variant, so that all of them plan alike and nothing is timed; without it each variant is timed
-as notebook 06 times it. Prints one JSON line per run (docs/experiments/recipe_study.md).
+as notebook 06 times it. Prints one JSON line per run (docs/experiments/recipe_study.md). The real
+sample is at ../shared/data/oxford-pet-sample, or where SAMPLE says (as for benchmarks/cpu_kind.sh).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from seglib.engine import evaluate, fit, load_model, summarize
@@ -22,7 +24,7 @@ from seglib.engine.runtime import cpu_kind
 from seglib.study import RECIPE_STUDIES, parse_recipes, plan_recipe_study
 from seglib.workbook import start
 
-SAMPLE = "../shared/data/oxford-pet-sample"
+SAMPLE = os.environ.get("SAMPLE", "../shared/data/oxford-pet-sample")
 
 
 def main() -> None:
