@@ -266,7 +266,7 @@ def _train_parser(sub: Any) -> None:
         "--config",
         metavar="RUN_DIR",
         help="a new run with the settings of a run folder (its config.json, or that file): the same run "
-        "again, as RUN_NAME-2; options given change single settings",
+        "again, beside it (NAME-2 for a run called NAME); options given change single settings",
     )
     groups: dict[str, Any] = {}  # argparse's groups by section
     for name, option in train_options().items():
@@ -455,7 +455,8 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     if a.config is not None:
         if a.resume is not False or a.profile is not None or a.recipe is not None:
             sys.exit("--config takes a run's settings whole: leave out --resume, --profile and --recipe")
-        return TrainConfig.from_dict({**_saved_settings(a.config), **over}), False
+        # never the run it copies: a saved overwrite=True would remove it (unless --overwrite says so)
+        return TrainConfig.from_dict({**_saved_settings(a.config), "overwrite": False, **over}), False
     cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
     if a.resume is False or a.profile is not None or a.recipe is not None:
         return cfg, a.resume

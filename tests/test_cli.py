@@ -91,6 +91,11 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
         pd.read_csv(r / "history.csv").drop(columns="seconds") for r in (run, run.with_name("cli-2"))
     )
     pd.testing.assert_frame_equal(first, again, check_exact=True)
+    saved = json.loads((run / "config.json").read_text()) | {"overwrite": True}  # a run that replaced one
+    (tmp_path / "over.json").write_text(json.dumps(saved))
+    p = seglib("train", "--config", tmp_path / "over.json", "--epochs", 1, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (run / "best.pt").is_file() and len(pd.read_csv(run.with_name("cli-3") / "history.csv")) == 1
 
     p = seglib(
         "evaluate",
