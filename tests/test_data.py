@@ -1,6 +1,8 @@
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from seglib.data import (
     EpochSampler,
     OxfordPetDataset,
     eval_transform,
+    make_synthetic_folder,
     make_synthetic_pets,
     read_list,
     resolve_data_root,
@@ -25,7 +28,9 @@ from seglib.data import (
     train_transform,
     trimap_to_mask,
 )
+from seglib.data.synthetic import publish_folder
 from seglib.data.trimaps import check_trimap
+from seglib.leftovers import host
 
 
 # --- list files and the split rule -------------------------------------------------------------
@@ -122,9 +127,31 @@ def test_synthetic_is_deterministic_and_atomic(tmp_path, monkeypatch):
     assert len(files) == 8 + 8 + 3  # images, trimaps, lists
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)  # whatever the threads
-    assert not list(tmp_path.glob(".*partial"))
+    assert not list(tmp_path.glob(".*partial*"))
     with pytest.raises(FileExistsError, match="not empty"):
         make_synthetic_pets(a, 2, 1)
+
+
+def test_two_makers_of_one_set_at_once_each_finish_it_whole(tmp_path):
+    """Two processes making the demo folder at once: each removed the other's half-made folder, and
+    one crashed or left a folder with images missing."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        theirs = tmp_path / f".folder.partial-{host()}-{live.pid}"  # another maker's, half-way
+        (theirs / "images").mkdir(parents=True)
+        killed = tmp_path / f".folder.partial-{host()}-{ended.pid}"  # a maker killed half-way
+        (killed / "images").mkdir(parents=True)
+        root = make_synthetic_folder(tmp_path / "folder", n=8)
+        assert len(list((root / "images").iterdir())) == 8 == len(list((root / "masks").iterdir()))
+        assert theirs.is_dir() and not killed.exists()  # a live maker's folder is kept
+        (theirs / "masks").mkdir()  # it finishes second: the first whole set stands
+        assert publish_folder(theirs, root) == root and not theirs.exists()
+        assert len(list((root / "images").iterdir())) == 8
+    finally:
+        live.kill()
+        live.wait()
 
 
 # --- the dataset ------------------------------------------------------------------------------------

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .synthetic import synthetic_pet
+from .synthetic import publish_folder, start_folder, synthetic_pet
 from .trimaps import BACKGROUND
 
 __all__ = ["make_synthetic_folder"]
@@ -41,13 +39,7 @@ def make_synthetic_folder(root: str | Path, n: int = 48, seed: int = 0) -> Path:
     NAME_mask.png, a palette image, an RGB image), the border band counted as object. No splits/: the
     seeded split applies. `root` must be new or empty; deterministic for a seed. Returns `root`.
     """
-    final = Path(root)
-    if final.exists() and any(final.iterdir()):
-        raise FileExistsError(f"{final} is not empty; make the demo folder in a new folder")
-    tmp = final.parent / f".{final.name}.partial"  # renamed at the end: never half a data set
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "masks").mkdir()
+    final, tmp = start_folder(root, ("images", "masks"))  # renamed at the end: never half a data set
     rng = np.random.default_rng(seed)
     for k in range(n):
         h, w = (int(v) for v in rng.integers(160, 320, size=2))
@@ -57,7 +49,4 @@ def make_synthetic_folder(root: str | Path, n: int = 48, seed: int = 0) -> Path:
             tmp / "images" / (f"{name}.png" if k % 5 == 4 else f"{name}.jpg"), quality=90
         )
         _save_demo_mask(tmp / "masks" / name, (trimap != BACKGROUND).astype(np.uint8), k % 4)
-    if final.exists():
-        final.rmdir()
-    os.replace(tmp, final)
-    return final
+    return publish_folder(tmp, final)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..leftovers import owner_tag, remove_leftovers
 from .lists import BREEDS
 
 __all__ = [
@@ -170,7 +171,7 @@ def make_synthetic_pets(
     Names are `<Breed>_<k>` over the 37 real breed names; the list lines carry the official class,
     species and breed ids. `root` must be new or empty. Returns `root`. Deterministic for a given seed.
     """
-    final, root = _start_folder(root)
+    final, root = start_folder(root, OXFORD_FOLDERS)
     rng = np.random.default_rng(seed)
     counters = [0] * len(BREEDS)
     lists: dict[str, list[str]] = {"trainval": [], "test": []}
@@ -202,16 +203,36 @@ def _write_pet(
     Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
 
 
-def _start_folder(root: str | Path) -> tuple[Path, Path]:
-    """(the target, the folder to build in beside it): an interrupted run never leaves half a data set."""
+OXFORD_FOLDERS = ("images", "annotations/trimaps")
+
+
+def start_folder(root: str | Path, subfolders: tuple[str, ...]) -> tuple[Path, Path]:
+    """(the target, the folder to build in beside it, with `subfolders`): an interrupted build never leaves
+    half a data set, and two processes building the same set at once each build in their own folder
+    (`.NAME.partial-HOST-PID`); those of builders that no longer run are removed first."""
     final = Path(root)
     if final.exists() and any(final.iterdir()):
-        raise FileExistsError(f"{final} is not empty; make the synthetic set in a new folder")
-    partial = final.parent / f".{final.name}.partial"
+        raise FileExistsError(f"{final} is not empty; make the data set in a new folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    glob = f".{final.name}.partial-*"
+    remove_leftovers(final.parent, glob, lambda n: n.partition(".partial-")[2], what="half-made data set")
+    partial = final.parent / f".{final.name}.partial-{owner_tag()}"
     shutil.rmtree(partial, ignore_errors=True)
-    (partial / "images").mkdir(parents=True)
-    (partial / "annotations" / "trimaps").mkdir(parents=True, exist_ok=True)
+    for sub in subfolders:
+        (partial / sub).mkdir(parents=True)
     return final, partial
+
+
+def publish_folder(partial: Path, final: Path) -> Path:
+    """Rename the finished `partial` to `final`; where another process finished the same set first, keep
+    theirs and remove this one."""
+    if final.exists() and not any(final.iterdir()):
+        final.rmdir()
+    try:
+        os.replace(partial, final)
+    except OSError:  # `final` was made meanwhile, whole: a builder renames only a finished set
+        shutil.rmtree(partial, ignore_errors=True)
+    return final
 
 
 def _finish_folder(root: Path, final: Path, lists: dict[str, list[str]]) -> Path:
@@ -222,10 +243,7 @@ def _finish_folder(root: Path, final: Path, lists: dict[str, list[str]]) -> Path
     (root / "annotations" / "list.txt").write_text(
         header + "\n".join(lists["trainval"] + lists["test"]) + "\n"
     )
-    if final.exists():
-        final.rmdir()
-    os.replace(root, final)
-    return final
+    return publish_folder(root, final)
 
 
 # --- a set the size of the release ------------------------------------------------------------------
@@ -294,7 +312,7 @@ def make_fullsize_pets(
     `workers` processes draw the images (None: one per core); the set is the same for any number of
     them (each image has its own generator from `seed` and its index). `root` must be new or empty.
     """
-    final, partial = _start_folder(root)
+    final, partial = start_folder(root, OXFORD_FOLDERS)
     jobs, lists = _plan(n_trainval, n_test)
     workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
     chunks = [jobs[k : k + 16] for k in range(0, len(jobs), 16)]
