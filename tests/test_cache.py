@@ -1,6 +1,7 @@
 """The decode-once cache: bit-identical samples, rebuilt when a source changes, unreadable files kept out."""
 
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from seglib.data import OxfordPetDataset, train_transform
 from seglib.data.cache import build_cache
@@ -27,6 +29,15 @@ def test_cached_samples_equal_uncached(synthetic_root, tmp_path, scale_jitter):
         full = OxfordPetDataset(synthetic_root, "val", **kw).use_cache(tmp_path, 64)
         assert torch.equal(full[0]["mask_full"], plain[0]["mask_full"]), border
         assert (255 in full[0]["mask_full"]) == (border == "ignore")
+
+
+def test_a_cached_set_goes_to_spawned_workers_by_its_folder(synthetic_root, tmp_path):
+    """Under spawn (macOS, Windows) every loader worker got a copy of the whole cache, pickled."""
+    ds = OxfordPetDataset(synthetic_root, "val", image_size=64).use_cache(tmp_path, 64)
+    assert len(pickle.dumps(ds)) < (ds.cache.images.nbytes + ds.cache.trimaps.nbytes) / 4
+    spawned = DataLoader(ds, batch_size=4, num_workers=1, multiprocessing_context="spawn")
+    a, b = next(iter(spawned)), next(iter(DataLoader(ds, batch_size=4)))
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
 
 
 def test_cache_is_reused_and_rebuilt_when_stale(synthetic_root, tmp_path):

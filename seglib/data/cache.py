@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -85,6 +85,11 @@ class ResizedCache:
         images = np.memmap(folder / "images.u8", np.uint8, mode="r", shape=(n, s, s, 3))
         trimaps = np.memmap(folder / "trimaps.u8", np.uint8, mode="r", shape=(n, s, s))
         return cls(folder, meta["names"], images, trimaps, np.array(meta["valid"], bool), meta["errors"])
+
+    def __reduce__(self) -> tuple[Any, tuple[Path]]:
+        # Loader workers started by spawn or forkserver (macOS, Windows) get the dataset pickled: the
+        # cache goes by its folder and is mapped again there, not copied whole into every worker.
+        return ResizedCache.open, (self.folder,)
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Copies of image and trimap i (the transforms write into their inputs)."""
