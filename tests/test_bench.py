@@ -49,6 +49,7 @@ def test_quick_benchmark_writes_complete_json(tmp_path):
     assert p.returncode == 0, p.stderr
     result = json.loads(out.read_text())
     assert {"machine", "torch", "device", "threads", "decoder", "rows", "choices"} <= set(result)
+    assert f"loader workers started by {result['start_method']}" in p.stdout  # the reference's start so
     assert result["decoder"] == "torchcodec"  # installed with seglib
     whats = [r["what"] for r in result["rows"]]
     for key in EXPECTED:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -43,6 +44,10 @@ def machine_facts(dev: torch.device, quick: bool) -> dict[str, Any]:
         "amp": default_amp(dev),
         "native_bf16": native_bf16(dev),
         "decoder": DECODER,  # what decodes the JPEGs and PNGs: TorchCodec, or Pillow where it is missing
+        # how loader workers start: under spawn (macOS, Windows) the reference's per-repetition workers
+        # start slowly, and its data and evaluation rows time mostly that
+        "start_method": multiprocessing.get_start_method(allow_none=True)
+        or multiprocessing.get_all_start_methods()[0],  # the default: asking for it would fix it
         "rows": [],
         "choices": {},  # the memory format seglib trained in, per step row and for the epoch
     }

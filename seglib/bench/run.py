@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     print("\n" + markdown_table(result))
     print(
         f"\n{result['device_name']}, {result['cpu_count']} cores, torch {result['torch']}, {result['threads']} threads, "
-        f"images decoded by {result['decoder']}"
+        f"images decoded by {result['decoder']}, loader workers started by {result['start_method']}"
     )
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
