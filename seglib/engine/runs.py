@@ -9,6 +9,8 @@ epochs/epoch_NNN.pt. Notebooks never share kernel state: later ones read runs he
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ import pandas as pd
 from torch import nn
 
 from ..data import holds_data_set
+from ..leftovers import owner_tag, writer_is_gone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .environment import record_start
@@ -33,6 +36,8 @@ __all__ = [
     "load_resume_checkpoint",
     "latest_run",
     "load_history",
+    "trained_now_by",
+    "training_mark",
 ]
 
 HISTORY_COLUMNS = [
@@ -70,6 +75,45 @@ RESUME_MAY_DIFFER = frozenset(
 CHOSEN_BY_MACHINE = frozenset({"channels_last", "device_data", "compile"})
 
 
+TRAINING = ".training-"  # + HOST-PID: the mark of the process that trains the run now
+
+
+@contextmanager
+def training_mark(run_dir: Path, writes: bool = True) -> Iterator[None]:
+    """Mark `run_dir` as trained by this process while the block runs (`writes`: rank 0 of a run)."""
+    mark = run_dir / f"{TRAINING}{owner_tag()}"
+    if writes:
+        mark.touch()
+    try:
+        yield
+    finally:
+        if writes:
+            mark.unlink(missing_ok=True)
+
+
+def trained_now_by(run_dir: Path) -> str | None:
+    """`HOST-PID` of another process that trains `run_dir` now, else None. The mark of one that no longer
+    runs (killed) is removed; another machine's is taken as live."""
+    for mark in Path(run_dir).glob(f"{TRAINING}*"):
+        tag = mark.name[len(TRAINING) :]
+        if tag == owner_tag():
+            continue
+        if not writer_is_gone(tag):
+            return tag
+        mark.unlink(missing_ok=True)
+    return None
+
+
+def _not_trained_now(run_dir: Path, doing: str) -> None:
+    """A RuntimeError where another process trains `run_dir`: two writers would mix their runs."""
+    if tag := trained_now_by(run_dir):
+        machine, _, pid = tag.rpartition("-")
+        raise RuntimeError(
+            f"cannot {doing} {run_dir}: process {pid} on {machine} trains it now; wait for it or stop it "
+            f"(if nothing trains it, delete {run_dir / (TRAINING + tag)})"
+        )
+
+
 def new_run_dir(cfg: TrainConfig) -> Path:
     """results/runs/<run_name>, created; an existing run is never overwritten unless cfg.overwrite (a suffix
     -2, -3, ... is added instead)."""
@@ -77,6 +121,7 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     name = cfg.run_name or f"{cfg.model}-{cfg.scheduler}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = base / name
     if run_dir.exists() and cfg.overwrite:
+        _not_trained_now(run_dir, "overwrite")
         shutil.rmtree(run_dir)
     k = 2
     while run_dir.exists():
@@ -110,6 +155,7 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
                 "start a new run with resume=False"
             )
         run_dir = runs[0]
+    _not_trained_now(run_dir, "resume")  # a folder given, or the only run of the name
     if not (run_dir / "last.pt").is_file():
         # a folder with config.json: a run stopped (a second Ctrl-C, a kill) before its first save
         why = "the run stopped before its first save: start it anew, without resume"
@@ -122,13 +168,14 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
 
 def _newest_first(runs: list[Path]) -> list[Path]:
     """Run folders by their last start (config.json at the first, environment.json at each) or save
-    (last.pt), the newest first."""
+    (last.pt), the newest first; those another process trains now are left out (one being trained beside
+    this one, in another notebook or terminal, is never the run meant)."""
 
     def touched(run: Path) -> float:
         files = ("config.json", "environment.json", "last.pt")
         return max((run / f).stat().st_mtime for f in files if (run / f).is_file())
 
-    return sorted(runs, key=touched, reverse=True)
+    return sorted((r for r in runs if not trained_now_by(r)), key=touched, reverse=True)
 
 
 def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> dict[str, Any]:

@@ -60,6 +60,7 @@ from .runs import (
     find_resume_dir,
     load_resume_checkpoint,
     new_run_dir,
+    training_mark,
 )
 from .runtime import (
     amp_dtype,
@@ -182,7 +183,8 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
     )
     try:
-        _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
+        with training_mark(run_dir, info.is_main):  # resume and overwrite leave a run being trained alone
+            _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
