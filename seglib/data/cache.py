@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -187,8 +188,9 @@ def _fill(
         return _fill_rows(tmp, n, s, 0, pairs, read)
     step = -(-n // (4 * workers))  # a few chunks per worker even out the slow (large) images
     starts = range(0, n, step)
-    # fork: a worker needs nothing re-imported (spawn would import albumentations in each)
-    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    # fork on Linux: a worker needs nothing re-imported (spawn would import albumentations in each); on
+    # macOS fork is offered but unsafe (its system libraries), so the platform's default there
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         chunks = [pairs[k : k + step] for k in starts]
         parts = list(pool.map(_fill_rows, repeat(tmp), repeat(n), repeat(s), starts, chunks, repeat(read)))

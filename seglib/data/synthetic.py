@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import sys
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -319,9 +320,8 @@ def make_fullsize_pets(
     if workers == 1:
         for chunk in chunks:
             _render(partial, seed, jpeg_quality, chunk)
-    else:  # fork: the workers need nothing re-imported; they only draw and write files
-        methods = multiprocessing.get_all_start_methods()
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    else:  # fork on Linux: the workers need nothing re-imported; macOS's fork is unsafe (as in cache.py)
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
             list(pool.map(_render, *zip(*((partial, seed, jpeg_quality, c) for c in chunks), strict=True)))
     return _finish_folder(partial, final, lists)
