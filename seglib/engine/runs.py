@@ -123,11 +123,15 @@ def new_run_dir(cfg: TrainConfig) -> Path:
     if run_dir.exists() and cfg.overwrite:
         _not_trained_now(run_dir, "overwrite")
         shutil.rmtree(run_dir)
+    base.mkdir(parents=True, exist_ok=True)
     k = 2
-    while run_dir.exists():
-        run_dir = base / f"{name}-{k}"
-        k += 1
-    run_dir.mkdir(parents=True)
+    while True:
+        try:
+            run_dir.mkdir()  # made here, or taken meanwhile by a run started the same moment: the next
+            break
+        except FileExistsError:
+            run_dir = base / f"{name}-{k}"
+            k += 1
     cfg.save(run_dir / "config.json")
     return run_dir
 
