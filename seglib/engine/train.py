@@ -260,11 +260,13 @@ def _epochs(
                     _say(info, clock.describe())
                     clock = None
     # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
-    # its SIGCHLD handler raises wherever the main thread is when the worker dies.
-    except RuntimeError as e:
-        if "DataLoader worker" not in str(e):
+    # its SIGCHLD handler raises wherever the main thread is when the worker dies. A worker killed while
+    # it passed a batch resets the connection the batch travels by instead.
+    except (RuntimeError, ConnectionResetError) as e:
+        workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
+        if not workers or (isinstance(e, RuntimeError) and "DataLoader worker" not in str(e)):
             raise
-        raise RuntimeError(f"{str(e).strip()} {_lost_worker_advice(folder.path, info)}") from None
+        raise RuntimeError(f"{str(e).strip()}. {_lost_worker_advice(folder.path, info)}") from None
 
 
 def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
@@ -278,7 +280,7 @@ def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
     )
     return (
         "A loader worker was killed from outside, most often by the system for want of memory (fewer "
-        f"num_workers or a smaller batch_size need less); {saved}"
+        f"num_workers need less, and a resumed run may take them); {saved}"
     )
 
 
