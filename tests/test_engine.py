@@ -563,3 +563,12 @@ def test_a_run_with_no_training_step_says_why_before_it_starts(tiny_config, tmp_
     with pytest.raises(ValueError, match=r"1 training image\(s\) in batches of 4 make no training step"):
         fit(tiny_config(train_limit=1))
     assert not (tmp_path / "runs").exists()  # refused before any run folder is made
+
+
+def test_a_loaded_config_never_overwrites_the_run_it_came_from(tmp_path):
+    """fit(TrainConfig.load(run/config.json)) of a run saved with overwrite=True removed that run."""
+    from seglib.engine import TrainConfig
+
+    TrainConfig(overwrite=True, run_name="w").save(tmp_path / "config.json")
+    loaded = TrainConfig.load(tmp_path / "config.json")
+    assert (loaded.overwrite, loaded.run_name) == (False, "w")

@@ -227,7 +227,9 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A saved config (a run's config.json), with `overwrite` off: fit(TrainConfig.load(...)) trains the
+        run again beside it, where a run saved with overwrite=True would remove the folder it came from."""
+        return cls.from_dict({**json.loads(Path(path).read_text()), "overwrite": False})
 
 
 def number_list(value: str | float | list[float] | tuple[float, ...], name: str) -> tuple[float, ...]:
