@@ -455,8 +455,10 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     if a.config is not None:
         if a.resume is not False or a.profile is not None or a.recipe is not None:
             sys.exit("--config takes a run's settings whole: leave out --resume, --profile and --recipe")
+        saved = _saved_settings(a.config)
         # never the run it copies: a saved overwrite=True would remove it (unless --overwrite says so)
-        return TrainConfig.from_dict({**_saved_settings(a.config), "overwrite": False, **over}), False
+        here = _paths_from_where_it_ran(saved, _config_file(a.config).parent)
+        return TrainConfig.from_dict({**saved, "overwrite": False, **here, **over}), False
     cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
     if a.resume is False or a.profile is not None or a.recipe is not None:
         return cfg, a.resume
@@ -471,7 +473,7 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
 def _saved_settings(path: str | Path) -> dict[str, Any]:
     """A run's config.json (`path`: the file or its run folder) as settings; those TrainConfig no longer
     has are left out. Exits naming the file where there is none or it cannot be read."""
-    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    file = _config_file(path)
     try:
         saved = json.loads(file.read_text())
     except (OSError, ValueError) as e:
@@ -480,6 +482,28 @@ def _saved_settings(path: str | Path) -> dict[str, Any]:
         sys.exit(f"--config {path}: {file} holds no settings; give a run folder of results/runs/")
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     return {k: v for k, v in saved.items() if k in known}
+
+
+RUN_PATHS = ("data_root", "synthetic_root", "cache_dir")  # taken from where the run was started
+
+
+def _paths_from_where_it_ran(saved: dict[str, Any], run_dir: Path) -> dict[str, str]:
+    """A run's relative paths made absolute, from the folder it was started in: the one its folder
+    `run_dir` lies in, less the saved relative output_dir. A new run then goes beside it and reads its data
+    from any folder. Nothing where `run_dir` is not that run's folder (a loose config file, a moved run)."""
+    out = Path(saved.get("output_dir") or ".")
+    if out.is_absolute():
+        return {}
+    if ".." in out.parts or run_dir.parent.parts[len(run_dir.parent.parts) - len(out.parts) :] != out.parts:
+        return {}
+    start = run_dir.parent.parents[len(out.parts) - 1] if out.parts else run_dir.parent
+    relative = {k: v for k in RUN_PATHS if isinstance(v := saved.get(k), str) and not Path(v).is_absolute()}
+    return {"output_dir": str(run_dir.parent)} | {k: str(start / v) for k, v in relative.items()}
+
+
+def _config_file(path: str | Path) -> Path:
+    """The config.json of --config: the file, or the one in the run folder given."""
+    return (Path(path) / "config.json" if Path(path).is_dir() else Path(path)).resolve()
 
 
 def _train(a: argparse.Namespace) -> None:

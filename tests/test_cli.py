@@ -201,11 +201,30 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
     assert list(per_image.name) == FolderDataset(root, "test").names  # the run's own test split
 
 
+@pytest.mark.slow
+def test_train_config_from_another_folder_trains_beside_the_run_on_its_data(synthetic_root, tmp_path):
+    """From another folder, --config of a run with relative paths trained there, on the demo set made
+    there in place of the run's data."""
+    (tmp_path / "data").symlink_to(synthetic_root)
+    (tmp_path / "other").mkdir()
+    p = seglib("train", "--profile", "tiny", "--data_path", "data", "--output_dir", "rel/runs", "--run_name",
+               "q", "--no-progress", cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    p = seglib("train", "--config", "../rel/runs/q", "--no-progress", cwd=tmp_path / "other")
+    assert p.returncode == 0, p.stderr
+    assert f"on oxford-pet data ({tmp_path / 'data'})" in p.stdout and not list(
+        (tmp_path / "other").iterdir()
+    )
+    runs = tmp_path / "rel" / "runs"
+    first, again = (pd.read_csv(runs / r / "history.csv").drop(columns="seconds") for r in ("q", "q-2"))
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
-        (["train", "--config", "nowhere"], "--config nowhere: cannot read nowhere"),
+        (["train", "--config", "nowhere"], "--config nowhere: cannot read /"),
         (["train", "--config", ".", "--profile", "quick"], "--config takes a run's settings whole"),
         (["train", "--model", "segnet"], "invalid choice: 'segnet'"),
         (
@@ -803,6 +822,12 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
         with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*\.training-"):
             new_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
         assert (theirs / "last.pt").is_file()
+        lone = tmp_path / "lone" / "x"  # the only run there, trained now
+        lone.mkdir(parents=True)
+        (lone / "config.json").write_text("{}")
+        (lone / mark.name).touch()
+        with pytest.raises(FileNotFoundError, match=r"last\.pt that no other process trains now \(1 do\)"):
+            find_resume_dir(TrainConfig(output_dir=str(lone.parent)), True)
         mark.rename(theirs / f".training-{host()}-{ended.pid}")  # its trainer was killed: the run is free
         assert find_resume_dir(cfg, True) == theirs and not list(theirs.glob(".training-*"))
         with training_mark(mine):  # this process's own mark does not stand in its way

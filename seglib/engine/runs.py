@@ -152,10 +152,12 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
         named = _newest_first(_named_runs(Path(cfg.output_dir), cfg.run_name, "config.json"))
         run_dir = named[0] if named else Path(cfg.output_dir) / cfg.run_name
     else:
-        runs = _newest_first([p.parent for p in Path(cfg.output_dir).glob("*/config.json")])
+        every = [p.parent for p in Path(cfg.output_dir).glob("*/config.json")]
+        runs = _newest_first(every)
         if not runs:
+            busy = f" that no other process trains now ({len(every)} do)" if every else ""
             raise FileNotFoundError(
-                f"resume=True but {cfg.output_dir} holds no run with a last.pt; "
+                f"resume=True but {cfg.output_dir} holds no run with a last.pt{busy}; "
                 "start a new run with resume=False"
             )
         run_dir = runs[0]
