@@ -90,7 +90,7 @@ class ResizedCache:
     def __reduce__(self) -> tuple[Any, tuple[Path]]:
         # Loader workers started by spawn or forkserver (macOS, Windows) get the dataset pickled: the
         # cache goes by its folder and is mapped again there, not copied whole into every worker.
-        return ResizedCache.open, (self.folder,)
+        return ResizedCache.open, (self.folder.resolve(),)  # a worker may start in another folder
 
     def sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Copies of image and trimap i (the transforms write into their inputs)."""
