@@ -181,6 +181,10 @@ def test_a_run_whose_data_is_gone_is_not_resumed_on_the_demo_set(synthetic_root,
 
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, loss_at_step):
+    with pytest.raises(
+        NonFiniteLossError, match=r"in epoch 1 at step 2; training stopped\. nothing was saved"
+    ):
+        fit(cfg_for(synthetic_root, tmp_path / "first"), loss_fn=loss_at_step("nan", 2))  # no last.pt yet
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
         fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("nan", 6))  # epoch 2, step 2
     last = load_checkpoint(tmp_path / "r" / "last.pt")

@@ -455,10 +455,14 @@ def _train_and_validate(
             "settings)"
         ) from None
     except NonFiniteLossError as e:
+        good = f"step {resumed_at} of epoch {epoch}" if resumed_at else f"end of epoch {epoch - 1}"
+        kept = (
+            f"{folder.path / 'last.pt'} holds the last good state ({good})"
+            if (folder.path / "last.pt").is_file()
+            else "nothing was saved yet"
+        )
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite in epoch {epoch} at step {e.args[0]}; training stopped. "
-            f"{folder.path / 'last.pt'} holds the last good state "
-            f"({f'step {resumed_at} of epoch {epoch}' if resumed_at else f'end of epoch {epoch - 1}'}). "
+            f"the loss became NaN or infinite in epoch {epoch} at step {e.args[0]}; training stopped. {kept}. "
             f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
         ) from None
     tr, va = tr.reduced(env.device), va.reduced(env.device)
