@@ -266,7 +266,8 @@ def _epochs(
         workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
         if not workers or (isinstance(e, RuntimeError) and "DataLoader worker" not in str(e)):
             raise
-        raise RuntimeError(f"{str(e).strip()}. {_lost_worker_advice(folder.path, info)}") from None
+        said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
+        raise RuntimeError(f"{said}. {_lost_worker_advice(folder.path, info)}") from None
 
 
 def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
