@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["host", "owner_tag", "writer_is_gone", "remove_leftovers"]
+__all__ = ["host", "owner_tag", "partial_owner", "writer_is_gone", "remove_leftovers"]
 
 
 def host() -> str:
@@ -27,6 +27,13 @@ def owner_tag() -> str:
     """`HOST-PID` of this process: what a temporary name carries so that a later process can tell
     whether its writer still runs."""
     return f"{host()}-{os.getpid()}"
+
+
+def partial_owner(name: str) -> str:
+    """The builder of a folder `<name>.partial-HOST-PID`; a bare PID (named before hosts were) is this
+    machine's."""
+    tag = name.partition(".partial-")[2]
+    return f"{host()}-{tag}" if tag.isdigit() else tag
 
 
 def _running(pid: int) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..leftovers import host, owner_tag, remove_leftovers
+from ..leftovers import owner_tag, partial_owner, remove_leftovers
 from .files import CorruptSampleError, all_problems
 from .masks import VALUES_TODO, MaskValueError
 from .transforms import resize as resize_to
@@ -114,7 +114,7 @@ def build_cache(
     Half-built caches of processes that no longer run (killed during a build) are removed first.
     """
     folder = Path(cache_dir) / f"{source.split}-{image_size}-{cache_key(source, image_size)}"
-    remove_leftovers(folder.parent, "*.partial-*", _partial_tag, log, "half-built cache")
+    remove_leftovers(folder.parent, "*.partial-*", partial_owner, log, "half-built cache")
     if (folder / "meta.json").is_file():
         return ResizedCache.open(folder)
     names = source.names
@@ -196,9 +196,3 @@ def _fill(
         parts = list(pool.map(_fill_rows, repeat(tmp), repeat(n), repeat(s), starts, chunks, repeat(read)))
     errors = {i: e for part, _ in parts for i, e in part.items()}
     return errors, {i: e for _, part in parts for i, e in part.items()}
-
-
-def _partial_tag(name: str) -> str:
-    """The builder of `<cache>.partial-HOST-PID`; a bare PID (named before hosts were) is this machine's."""
-    tag = name.partition(".partial-")[2]
-    return f"{host()}-{tag}" if tag.isdigit() else tag

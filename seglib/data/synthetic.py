@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..leftovers import owner_tag, remove_leftovers
+from ..leftovers import owner_tag, partial_owner, remove_leftovers
 from .lists import BREEDS
 
 __all__ = [
@@ -215,8 +215,7 @@ def start_folder(root: str | Path, subfolders: tuple[str, ...]) -> tuple[Path, P
     if final.exists() and any(final.iterdir()):
         raise FileExistsError(f"{final} is not empty; make the data set in a new folder")
     final.parent.mkdir(parents=True, exist_ok=True)
-    glob = f".{final.name}.partial-*"
-    remove_leftovers(final.parent, glob, lambda n: n.partition(".partial-")[2], what="half-made data set")
+    remove_leftovers(final.parent, f".{final.name}.partial-*", partial_owner, what="half-made data set")
     partial = final.parent / f".{final.name}.partial-{owner_tag()}"
     shutil.rmtree(partial, ignore_errors=True)
     for sub in subfolders:

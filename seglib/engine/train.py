@@ -270,12 +270,16 @@ def _epochs(
         raise RuntimeError(f"{said}. {_lost_worker_advice(folder.path, info)}") from None
 
 
+def _resume_command(run_dir: Path, info: DistInfo) -> str:
+    """How to resume `run_dir`, in Python and on the command line (under torchrun where it ran so)."""
+    launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
+    return f"fit(cfg, resume={str(run_dir)!r}) or `{launcher} train --resume {run_dir}`"
+
+
 def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
     """What to do after a loader worker was killed: the run's last save stands, as after Ctrl-C."""
-    launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
     saved = (
-        f"{run_dir / 'last.pt'} holds the run up to its last save: resume with fit(cfg, resume={str(run_dir)!r}) "
-        f"or `{launcher} train --resume {run_dir}`"
+        f"{run_dir / 'last.pt'} holds the run up to its last save: resume with {_resume_command(run_dir, info)}"
         if (run_dir / "last.pt").is_file()
         else "nothing was saved yet: start the run anew"
     )
@@ -448,12 +452,10 @@ def _train_and_validate(
         state.partial = state.partial.reduced(env.device)
         folder.save_last(state)
         barrier()  # the ranks leave together, once last.pt is complete
-        launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
         raise TrainingInterrupted(
             f"training stopped in epoch {epoch} after step {state.partial.step} of {steps}; "
             f"{folder.path / 'last.pt'} holds everything up to there. Resume with "
-            f"fit(cfg, resume={str(folder.path)!r}) or `{launcher} train --resume {folder.path}` (its saved "
-            "settings)"
+            f"{_resume_command(folder.path, info)} (its saved settings)"
         ) from None
     except NonFiniteLossError as e:
         good = f"step {resumed_at} of epoch {epoch}" if resumed_at else f"end of epoch {epoch - 1}"
