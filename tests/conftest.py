@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,3 +129,15 @@ def loss_at_step():
         return loss_fn
 
     return make
+
+
+@pytest.fixture
+def pids() -> Iterator[tuple[int, int]]:
+    """(the pid of a process that runs, the pid of one that ended): the writers that marks and half-made
+    folders name, live and killed."""
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    yield live.pid, ended.pid
+    live.kill()
+    live.wait()

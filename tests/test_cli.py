@@ -788,7 +788,7 @@ def test_resume_true_takes_the_newest_run_even_one_killed_before_its_first_save(
     assert find_resume_dir(cfg, old) == old  # named, an older run is still resumed
 
 
-def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_path):
+def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_path, pids):
     """resume=True took a colleague's live run (both then wrote its folder); overwrite=True removed one
     under its trainer, whose next saves mixed with the new run's."""
     import os
@@ -807,32 +807,24 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
 
     mine, theirs = run("r", 1000), run("r-2", 2000)
     cfg = TrainConfig(output_dir=str(tmp_path), run_name="r")
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    try:
-        mark = theirs / f".training-{host()}-{live.pid}"
-        mark.touch()  # another process trains r-2 now
-        assert find_resume_dir(cfg, True) == mine  # the newest run that no other process trains
-        assert find_resume_dir(TrainConfig(output_dir=str(tmp_path)), True) == mine
-        with pytest.raises(
-            RuntimeError, match=rf"cannot resume .*r-2: process {live.pid} on .* trains it now"
-        ):
-            find_resume_dir(cfg, theirs)
-        with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*\.training-"):
-            new_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
-        assert (theirs / "last.pt").is_file()
-        lone = tmp_path / "lone" / "x"  # the only run there, trained now
-        lone.mkdir(parents=True)
-        (lone / "config.json").write_text("{}")
-        (lone / mark.name).touch()
-        with pytest.raises(FileNotFoundError, match=r"last\.pt that no other process trains now \(1 do\)"):
-            find_resume_dir(TrainConfig(output_dir=str(lone.parent)), True)
-        mark.rename(theirs / f".training-{host()}-{ended.pid}")  # its trainer was killed: the run is free
-        assert find_resume_dir(cfg, True) == theirs and not list(theirs.glob(".training-*"))
-        with training_mark(mine):  # this process's own mark does not stand in its way
-            assert find_resume_dir(cfg, mine) == mine and list(mine.glob(".training-*"))
-        assert not list(mine.glob(".training-*"))
-    finally:
-        live.kill()
-        live.wait()
+    live, ended = pids
+    mark = theirs / f".training-{host()}-{live}"
+    mark.touch()  # another process trains r-2 now
+    assert find_resume_dir(cfg, True) == mine  # the newest run that no other process trains
+    assert find_resume_dir(TrainConfig(output_dir=str(tmp_path)), True) == mine
+    with pytest.raises(RuntimeError, match=rf"cannot resume .*r-2: process {live} on .* trains it now"):
+        find_resume_dir(cfg, theirs)
+    with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*\.training-"):
+        new_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
+    assert (theirs / "last.pt").is_file()
+    lone = tmp_path / "lone" / "x"  # the only run there, trained now
+    lone.mkdir(parents=True)
+    (lone / "config.json").write_text("{}")
+    (lone / mark.name).touch()
+    with pytest.raises(FileNotFoundError, match=r"last\.pt that no other process trains now \(1 do\)"):
+        find_resume_dir(TrainConfig(output_dir=str(lone.parent)), True)
+    mark.rename(theirs / f".training-{host()}-{ended}")  # its trainer was killed: the run is free
+    assert find_resume_dir(cfg, True) == theirs and not list(theirs.glob(".training-*"))
+    with training_mark(mine):  # this process's own mark does not stand in its way
+        assert find_resume_dir(cfg, mine) == mine and list(mine.glob(".training-*"))
+    assert not list(mine.glob(".training-*"))

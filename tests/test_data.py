@@ -1,8 +1,6 @@
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -132,26 +130,20 @@ def test_synthetic_is_deterministic_and_atomic(tmp_path, monkeypatch):
         make_synthetic_pets(a, 2, 1)
 
 
-def test_two_makers_of_one_set_at_once_each_finish_it_whole(tmp_path):
+def test_two_makers_of_one_set_at_once_each_finish_it_whole(tmp_path, pids):
     """Two processes making the demo folder at once: each removed the other's half-made folder, and
     one crashed or left a folder with images missing."""
-    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    try:
-        theirs = tmp_path / f".folder.partial-{host()}-{live.pid}"  # another maker's, half-way
-        (theirs / "images").mkdir(parents=True)
-        killed = tmp_path / f".folder.partial-{host()}-{ended.pid}"  # a maker killed half-way
-        (killed / "images").mkdir(parents=True)
-        root = make_synthetic_folder(tmp_path / "folder", n=8)
-        assert len(list((root / "images").iterdir())) == 8 == len(list((root / "masks").iterdir()))
-        assert theirs.is_dir() and not killed.exists()  # a live maker's folder is kept
-        (theirs / "masks").mkdir()  # it finishes second: the first whole set stands
-        assert publish_folder(theirs, root) == root and not theirs.exists()
-        assert len(list((root / "images").iterdir())) == 8
-    finally:
-        live.kill()
-        live.wait()
+    live, ended = pids
+    theirs = tmp_path / f".folder.partial-{host()}-{live}"  # another maker's, half-way
+    (theirs / "images").mkdir(parents=True)
+    killed = tmp_path / f".folder.partial-{host()}-{ended}"  # a maker killed half-way
+    (killed / "images").mkdir(parents=True)
+    root = make_synthetic_folder(tmp_path / "folder", n=8)
+    assert len(list((root / "images").iterdir())) == 8 == len(list((root / "masks").iterdir()))
+    assert theirs.is_dir() and not killed.exists()  # a live maker's folder is kept
+    (theirs / "masks").mkdir()  # it finishes second: the first whole set stands
+    assert publish_folder(theirs, root) == root and not theirs.exists()
+    assert len(list((root / "images").iterdir())) == 8
 
 
 # --- the dataset ------------------------------------------------------------------------------------
