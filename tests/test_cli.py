@@ -680,7 +680,9 @@ def test_predict_reads_masks_beside_their_photos(synthetic_root, tmp_path, capsy
     rows = pd.read_csv(tmp_path / "out" / "predictions.csv").set_index("name")
     assert sorted(rows.index) == sorted(names)  # the photos only, not the mask
     assert rows.dice.notna().tolist() == [n == names[0] for n in rows.index]  # the first with its truth
-    assert "2 masks and overlays" in capsys.readouterr().out
+    assert (
+        "2 masks and overlays at threshold 0.5 (the model's input 32 px, TTA none)" in capsys.readouterr().out
+    )
     shutil.copy(tmp_path / "both" / f"{names[1]}.jpg", tmp_path / "both" / "face_mask.jpg")  # no face.jpg
     main([*common, "--output_dir", str(tmp_path / "face")])  # a photo, not a mask: it has no photo
     assert "face_mask" in set(pd.read_csv(tmp_path / "face" / "predictions.csv").name)
@@ -794,7 +796,7 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     import os
 
     from seglib.engine import TrainConfig, find_resume_dir
-    from seglib.engine.runs import new_run_dir, training_mark
+    from seglib.engine.runs import new_run, resumed_run
     from seglib.leftovers import host
 
     def run(name, at):
@@ -808,23 +810,108 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     mine, theirs = run("r", 1000), run("r-2", 2000)
     cfg = TrainConfig(output_dir=str(tmp_path), run_name="r")
     live, ended = pids
-    mark = theirs / f".training-{host()}-{live}"
-    mark.touch()  # another process trains r-2 now
+    mark = theirs / ".training"
+    mark.write_text(f"{host()}-{live}")  # another process trains r-2 now
     assert find_resume_dir(cfg, True) == mine  # the newest run that no other process trains
     assert find_resume_dir(TrainConfig(output_dir=str(tmp_path)), True) == mine
     with pytest.raises(RuntimeError, match=rf"cannot resume .*r-2: process {live} on .* trains it now"):
         find_resume_dir(cfg, theirs)
-    with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*\.training-"):
-        new_run_dir(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
+    overwrite = new_run(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
+    with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*r-2/\.training\)"):
+        overwrite.__enter__()
     assert (theirs / "last.pt").is_file()
     lone = tmp_path / "lone" / "x"  # the only run there, trained now
     lone.mkdir(parents=True)
     (lone / "config.json").write_text("{}")
-    (lone / mark.name).touch()
+    (lone / ".training").write_text(mark.read_text())
     with pytest.raises(FileNotFoundError, match=r"last\.pt that no other process trains now \(1 do\)"):
         find_resume_dir(TrainConfig(output_dir=str(lone.parent)), True)
-    mark.rename(theirs / f".training-{host()}-{ended}")  # its trainer was killed: the run is free
-    assert find_resume_dir(cfg, True) == theirs and not list(theirs.glob(".training-*"))
-    with training_mark(mine):  # this process's own mark does not stand in its way
-        assert find_resume_dir(cfg, mine) == mine and list(mine.glob(".training-*"))
-    assert not list(mine.glob(".training-*"))
+    mark.write_text(f"{host()}-{ended}")  # its trainer was killed: the run is free
+    assert find_resume_dir(cfg, True) == theirs and not mark.exists()
+    with resumed_run(cfg, mine) as held:  # this process's own mark does not stand in its way
+        assert held == mine and find_resume_dir(cfg, mine) == mine and (mine / ".training").is_file()
+    assert not (mine / ".training").exists()
+    with new_run(TrainConfig(output_dir=str(tmp_path), run_name="r", overwrite=True)) as again:
+        assert again == mine and sorted(p.name for p in mine.iterdir()) == [".training", "config.json"]
+    assert not (mine / ".training").exists()
+
+
+def _take_at_once(runs, resume, ready, done, results):
+    """Resume (resume None: mark runs[0]) the moment all processes are ready; hold the run until all tried."""
+    import os
+
+    from seglib.engine import TrainConfig
+    from seglib.engine.marks import TrainedNow, training_mark
+    from seglib.engine.runs import resumed_run
+
+    cfg = TrainConfig(output_dir=str(runs[0].parent), run_name="r")
+    ready.wait()
+    try:
+        with training_mark(runs[0]) if resume is None else resumed_run(cfg, resume) as run_dir:
+            results.put((os.getpid(), run_dir.name))
+            done.wait()
+            return
+    except (TrainedNow, FileNotFoundError) as e:
+        results.put((os.getpid(), f"{type(e).__name__}: {e}"))
+    done.wait()
+
+
+@pytest.mark.parametrize("resume", [None, True, "named"])
+def test_of_processes_that_take_one_run_at_once_one_trains_it(tmp_path, resume):
+    """Two resumes of one run started within seconds both passed the check (the mark was made after the
+    model was set up) and both wrote the run. Eight processes take runs at the same moment: each run goes
+    to one of them, the others are told which process has it (resume=True: after trying the next run)."""
+    import multiprocessing as mp
+    import os
+
+    runs = []
+    for name in ("r-2", "r"):  # r-2 the newest
+        (tmp_path / name).mkdir()
+        for f in ("config.json", "last.pt"):
+            (tmp_path / name / f).write_text("{}")
+        runs.append(tmp_path / name)
+    os.utime(runs[1] / "last.pt", (1000, 1000))
+    ctx, n = mp.get_context("fork"), 8
+    ready, done, results = ctx.Barrier(n), ctx.Barrier(n), ctx.Queue()
+    how = runs[0] if resume == "named" else resume
+    procs = [ctx.Process(target=_take_at_once, args=(runs, how, ready, done, results)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    got = dict(results.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    taken = {v: pid for pid, v in got.items() if v in ("r", "r-2")}
+    assert sorted(taken) == (["r", "r-2"] if resume is True else ["r-2"]), got
+    refused = [v for v in got.values() if v not in taken]
+    assert len(refused) == n - len(taken), got
+    if resume is True:  # with both runs taken, the others find no run free
+        assert all("no other process trains now (2 do)" in v or "trains it now" in v for v in refused), got
+    else:
+        assert all(f"process {taken['r-2']} on " in v for v in refused), got
+    assert not any((r / ".training").exists() for r in runs)  # each holder removed its mark on leaving
+
+
+def test_fit_holds_its_run_from_its_choice_to_its_end(tiny_config, tmp_path, pids):
+    """fit marks the run as this process's while it trains, removes the mark at its end, and neither
+    resumes nor overwrites a run whose mark names another live process."""
+    from seglib.engine import fit
+    from seglib.engine.losses import build_loss
+    from seglib.leftovers import host, owner_tag
+
+    seen, bce = set(), build_loss("bce")
+
+    def loss(logits, target):
+        seen.update(m.read_text() for m in (tmp_path / "runs").glob("*/.training"))
+        return bce(logits, target)
+
+    run = fit(tiny_config(epochs=1, run_name="r"), loss_fn=loss)
+    assert seen == {owner_tag()} and not (run.run_dir / ".training").exists()
+    (run.run_dir / ".training").write_text(f"{host()}-{pids[0]}")
+    for how in ({"resume": True}, {"resume": run.run_dir}):
+        with pytest.raises(RuntimeError, match=rf"cannot resume .*: process {pids[0]} on .* trains it now"):
+            fit(tiny_config(epochs=2, run_name="r"), **how)
+    with pytest.raises(RuntimeError, match=rf"cannot overwrite .*: process {pids[0]} on"):
+        fit(tiny_config(epochs=1, run_name="r", overwrite=True))
+    assert (run.run_dir / "last.pt").is_file() and (run.run_dir / ".training").read_text().endswith(
+        str(pids[0])
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -20,24 +20,23 @@ import pandas as pd
 from torch import nn
 
 from ..data import holds_data_set
-from ..leftovers import owner_tag, writer_is_gone
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .environment import record_start
 from .io import atomic_write_csv
+from .marks import MARK, TrainedNow, refuse_if_trained, trained_now_by, training_mark
 from .state import TrainState
 
 __all__ = [
     "HISTORY_COLUMNS",
     "RESUME_MAY_DIFFER",
     "RunFolder",
-    "new_run_dir",
+    "new_run",
+    "resumed_run",
     "find_resume_dir",
     "load_resume_checkpoint",
     "latest_run",
     "load_history",
-    "trained_now_by",
-    "training_mark",
 ]
 
 HISTORY_COLUMNS = [
@@ -75,65 +74,62 @@ RESUME_MAY_DIFFER = frozenset(
 CHOSEN_BY_MACHINE = frozenset({"channels_last", "device_data", "compile"})
 
 
-TRAINING = ".training-"  # + HOST-PID: the mark of the process that trains the run now
-
-
 @contextmanager
-def training_mark(run_dir: Path, writes: bool = True) -> Iterator[None]:
-    """Mark `run_dir` as trained by this process while the block runs (`writes`: rank 0 of a run)."""
-    mark = run_dir / f"{TRAINING}{owner_tag()}"
-    if writes:
-        mark.touch()
-    try:
-        yield
-    finally:
-        if writes:
-            mark.unlink(missing_ok=True)
-
-
-def trained_now_by(run_dir: Path) -> str | None:
-    """`HOST-PID` of another process that trains `run_dir` now, else None. The mark of one that no longer
-    runs (killed) is removed; another machine's is taken as live."""
-    for mark in Path(run_dir).glob(f"{TRAINING}*"):
-        tag = mark.name[len(TRAINING) :]
-        if tag == owner_tag():
-            continue
-        if not writer_is_gone(tag):
-            return tag
-        mark.unlink(missing_ok=True)
-    return None
-
-
-def _not_trained_now(run_dir: Path, doing: str) -> None:
-    """A RuntimeError where another process trains `run_dir`: two writers would mix their runs."""
-    if tag := trained_now_by(run_dir):
-        machine, _, pid = tag.rpartition("-")
-        raise RuntimeError(
-            f"cannot {doing} {run_dir}: process {pid} on {machine} trains it now; wait for it or stop it "
-            f"(if nothing trains it, delete {run_dir / (TRAINING + tag)})"
-        )
-
-
-def new_run_dir(cfg: TrainConfig) -> Path:
-    """results/runs/<run_name>, created; an existing run is never overwritten unless cfg.overwrite (a suffix
-    -2, -3, ... is added instead)."""
+def new_run(cfg: TrainConfig) -> Iterator[Path]:
+    """results/runs/<run_name>, created and marked as trained by this process while the block runs. An
+    existing run is never overwritten unless cfg.overwrite (a suffix -2, -3, ... is added instead), nor one
+    another process trains (`TrainedNow`)."""
     base = Path(cfg.output_dir)
     name = cfg.run_name or f"{cfg.model}-{cfg.scheduler}-{datetime.now():%Y%m%d-%H%M%S}"
-    run_dir = base / name
-    if run_dir.exists() and cfg.overwrite:
-        _not_trained_now(run_dir, "overwrite")
-        shutil.rmtree(run_dir)
+    with ExitStack() as held:
+        run_dir = base / name
+        if run_dir.is_dir() and cfg.overwrite:
+            held.enter_context(training_mark(run_dir, "overwrite"))
+            _empty(run_dir)  # the folder and its mark stay: no one else takes it meanwhile
+        else:
+            run_dir = _new_folder(base, name)
+            held.enter_context(training_mark(run_dir))  # before config.json: a resume never sees it unmarked
+        cfg.save(run_dir / "config.json")
+        yield run_dir
+
+
+def _empty(run_dir: Path) -> None:
+    for entry in run_dir.iterdir():
+        if entry.name == MARK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _new_folder(base: Path, name: str) -> Path:
     base.mkdir(parents=True, exist_ok=True)
-    k = 2
+    run_dir, k = base / name, 2
     while True:
         try:
             run_dir.mkdir()  # made here, or taken meanwhile by a run started the same moment: the next
-            break
+            return run_dir
         except FileExistsError:
             run_dir = base / f"{name}-{k}"
             k += 1
-    cfg.save(run_dir / "config.json")
-    return run_dir
+
+
+@contextmanager
+def resumed_run(cfg: TrainConfig, resume: bool | str | Path) -> Iterator[Path]:
+    """`find_resume_dir`'s run folder, marked as trained by this process while the block runs. Of processes
+    that resume at the same moment, one gets a run; with resume=True the others go on to the next newest
+    that no other process trains, a run given by folder is refused (`TrainedNow`)."""
+    with ExitStack() as held:
+        for turn in range(3):
+            run_dir = find_resume_dir(cfg, resume)
+            try:
+                held.enter_context(training_mark(run_dir, "resume"))
+                break
+            except TrainedNow:
+                if not isinstance(resume, bool) or turn == 2:
+                    raise
+        yield run_dir
 
 
 def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
@@ -161,7 +157,7 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
                 "start a new run with resume=False"
             )
         run_dir = runs[0]
-    _not_trained_now(run_dir, "resume")  # a folder given, or the only run of the name
+    refuse_if_trained(run_dir, "resume")  # a folder given, or the only run of the name
     if not (run_dir / "last.pt").is_file():
         # a folder with config.json: a run stopped (a second Ctrl-C, a kill) before its first save
         why = "the run stopped before its first save: start it anew, without resume"

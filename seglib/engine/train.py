@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -57,10 +58,9 @@ from .runs import (
     HISTORY_COLUMNS,
     RESUME_MAY_DIFFER,
     RunFolder,
-    find_resume_dir,
     load_resume_checkpoint,
-    new_run_dir,
-    training_mark,
+    new_run,
+    resumed_run,
 )
 from .runtime import (
     amp_dtype,
@@ -83,7 +83,7 @@ __all__ = [
     "HISTORY_COLUMNS",
     "RESUME_MAY_DIFFER",
     "make_datasets",
-    "new_run_dir",
+    "new_run",
 ]
 
 
@@ -128,7 +128,10 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     cfg.validate()
     info = init_distributed(cfg.device)
     try:
-        return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss))
+        # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
+        # overwrites it meanwhile (`.training`)
+        with ExitStack() as held:
+            return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss), held)
     finally:
         cleanup(info)
 
@@ -146,8 +149,10 @@ def _check_steps(n_images: int, batch_size: int, world_size: int) -> None:
     )
 
 
-def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: LossFn) -> FitResult:
-    cfg, ckpt, run_dir = _resumed(cfg, resume, info)
+def _fit(
+    cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: LossFn, held: ExitStack
+) -> FitResult:
+    cfg, ckpt, run_dir = _resumed(cfg, resume, info, held)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
     train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
     _check_steps(len(train_ds), cfg.batch_size, info.world_size)
@@ -162,7 +167,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     if ckpt is not None:
         _resume(state, ckpt, info, run_dir, cfg)
     else:
-        run_dir = on_main(lambda: new_run_dir(cfg))
+        run_dir = on_main(lambda: _hold(held, new_run(cfg)))
     folder = _open_folder(run_dir, cfg, spec, kind, train_ds, info)
     clock = CompileClock(info.device) if cfg.compile else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
@@ -183,8 +188,7 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
         cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
     )
     try:
-        with training_mark(run_dir, info.is_main):  # resume and overwrite leave a run being trained alone
-            _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
+        _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
@@ -204,13 +208,18 @@ def _fit(cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: L
     )
 
 
+def _hold(held: ExitStack, marked: AbstractContextManager[Path]) -> Path:
+    return held.enter_context(marked)
+
+
 def _resumed(
-    cfg: TrainConfig, resume: bool | str | Path, info: DistInfo
+    cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, held: ExitStack
 ) -> tuple[TrainConfig, dict[str, Any] | None, Path | None]:
     """The run to continue (its config as the checkpoint left it, its last.pt and folder), or none."""
     ckpt, run_dir = None, None
     if resume:
-        run_dir = on_main(lambda: find_resume_dir(cfg, resume))  # the ranks must agree on "the newest run"
+        # rank 0 chooses (the ranks must agree on "the newest run") and marks it
+        run_dir = on_main(lambda: _hold(held, resumed_run(cfg, resume)))
         ckpt = load_resume_checkpoint(cfg, run_dir, info.world_size)
     cfg = _device_data(cfg, ckpt)
     if ckpt is not None and cfg.budget_minutes is not None:  # the epochs it has re-planned to so far
