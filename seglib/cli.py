@@ -575,9 +575,14 @@ def _evaluate(a: argparse.Namespace) -> None:
     exact = "" if precision == "fp32" else " (--no-amp scores in fp32, exactly)"
     print(
         f"{a.model_path} on {ds.root} {a.split}: {len(df)} images at original resolution, scored in "
-        f"{precision}{exact} at threshold {threshold:g} (the model's input {size} px, TTA {tta_label(tta)})\n"
+        f"{precision}{exact} {_how(threshold, size, tta)}\n"
         f"{table.round(4).to_string()}\nsaved in {out}"
     )
+
+
+def _how(threshold: float, size: int, tta: TTA) -> str:
+    """How masks were made: what a printout says beside its numbers."""
+    return f"at threshold {threshold:g} (the model's input {size} px, TTA {tta_label(tta)})"
 
 
 def _predict(a: argparse.Namespace) -> None:
@@ -595,9 +600,9 @@ def _predict(a: argparse.Namespace) -> None:
         f"the first {len(ds)} images of the {a.split} split (--limit)" if a.limit else f"the {a.split} split"
     )
     print(
-        f"{len(df)} masks and overlays of {which} (mean Dice {df.dice.mean():.4f} at original resolution) "
-        f"in {out}, one row each in predictions.csv; image / truth / prediction of the {len(worst)} worst "
-        "in figures/"
+        f"{len(df)} masks and overlays of {which} {_how(threshold, size, tta)} (mean Dice "
+        f"{df.dice.mean():.4f} at original resolution) in {out}, one row each in predictions.csv; image / "
+        f"truth / prediction of the {len(worst)} worst in figures/"
     )
 
 
@@ -706,7 +711,10 @@ def _predict_files(a: argparse.Namespace) -> None:
         f", {df.dice.notna().sum()} with their truth (mean Dice {df.dice.mean():.4f})" if "dice" in df else ""
     )
     which = f" of the first {len(files)} of {found} photos (--limit)" if len(files) < found else ""
-    print(f"{len(df)} masks and overlays{which} in {out}{scored}; one row each in {out / 'predictions.csv'}")
+    print(
+        f"{len(df)} masks and overlays{which} {_how(threshold, size, tta)} in {out}{scored}; one row each in "
+        f"{out / 'predictions.csv'}"
+    )
 
 
 def _export(a: argparse.Namespace) -> None:

@@ -552,6 +552,7 @@ def test_evaluate_and_predict_take_the_runs_tta_unless_told(synthetic_root, tmp_
         summary = pd.read_csv(out / "summary.csv")
         assert (set(summary.tta), set(summary.image_size), set(summary.split)) == ({label}, {32}, {"val"})
         main(["predict", *_evaluate_args(ckpt, synthetic_root, tmp_path / f"p-{label}", *more)[1:]])
+        assert f"at threshold 0.5 (the model's input 32 px, TTA {label})" in capsys.readouterr().out
         dice = pd.read_csv(tmp_path / f"p-{label}" / "predictions.csv").dice.tolist()
         assert dice == pytest.approx(at[flip], abs=1e-6)  # predict scores in fp32
 
