@@ -11,14 +11,25 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["whole_number", "probability", "flag", "choice"]
+__all__ = ["whole_number", "probability", "flag", "choice", "text", "name_list"]
+
+
+def _as_text(name: str, value: Any) -> str:
+    """What to say of a number that came as text: papermill's -r (raw) passes every value as text."""
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return ""
+    return f" (text: pass numbers with -p {name} {value}, not -r)" if isinstance(value, str) else ""
 
 
 def whole_number(name: str, value: Any, minimum: int = 0) -> int:
     """`value` as an int of at least `minimum`."""
     number = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not number or value != int(value) or value < minimum:
-        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a whole number of at least {minimum}, got {value!r}{_as_text(name, value)}"
+        )
     return int(value)
 
 
@@ -27,8 +38,27 @@ def probability(name: str, value: Any, zero_means: str = "") -> float:
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not (0 < value < 1 or (zero_means and value == 0)):
         also = f", or 0 ({zero_means})" if zero_means else ""
-        raise ValueError(f"{name} must be a number between 0 and 1 (e.g. 0.5){also}, got {value!r}")
+        raise ValueError(
+            f"{name} must be a number between 0 and 1 (e.g. 0.5){also}, got {value!r}{_as_text(name, value)}"
+        )
     return float(value)
+
+
+def text(name: str, value: Any) -> str:
+    """`value`, text that is not empty: papermill reads -p NAME 2024 as a number and None as None (-r NAME
+    VALUE passes text as it is)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be text that is not empty (papermill: -r {name} VALUE), got {value!r}")
+    return value
+
+
+def name_list(name: str, value: Any) -> str:
+    """`value`, comma-separated names, as text or a list (papermill -y '{name}: [a, b]')."""
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be comma-separated names (e.g. -p {name} a,b), got {value!r}")
+    return value
 
 
 def flag(name: str, value: Any) -> bool:

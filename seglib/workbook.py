@@ -39,6 +39,7 @@ from .engine import PROFILES, TrainConfig, checkpoint_split, config_from_profile
 from .engine.allocator import allocator_env
 from .engine.runtime import cpu_kind, resolve_device
 from .kernels import AskFirstKernelManager, end_kernel_quickly, kernel_manager_settings
+from .params import choice, text, whole_number
 from .study import json_or_text
 
 __all__ = [
@@ -208,15 +209,18 @@ def start(
         raise TypeError(f"start() got unknown folder settings {unknown}")
     parse_mask_values(folder.get("mask_values", ""))
     check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
+    if "split_seed" in folder:  # None would draw another split at each reading: test images trained on
+        whole_number("split_seed", folder["split_seed"])
     if folder.get("on_corrupt", "raise") not in ("raise", "skip"):
         raise ValueError(f'on_corrupt must be "raise" or "skip", got {folder["on_corrupt"]!r}')
+    for name, value in (("data_root", data_root), ("results_dir", results_dir), ("device", device)):
+        text(name, value)
     resolve_device(device)  # an unknown or absent device fails here, before any work
     end_kernel_quickly()  # the notebook's kernel; papermill counts the notebook done when it has exited
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
+    choice("profile", profile, list(PROFILES))
+    choice("dataset", dataset, list(DATASETS))
     data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
+    _check_data_root(Path(data_root), dataset)
     if Path(data_root).name == FOLDER_DEMO and not is_folder_root(data_root):  # 07's default, made once
         make_synthetic_folder(data_root)
     root, kind = resolve_data_root(data_root, dataset, synthetic_set_root(data_root, dataset))
@@ -234,6 +238,20 @@ def start(
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
     print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
+
+
+def _check_data_root(data_root: Path, dataset: str) -> None:
+    """A ValueError where `data_root` does not exist and is not where the real data or 07's demo would go
+    (a folder named oxford-iiit-pet or folder-demo in a folder that exists): a mistyped path would
+    otherwise make a demo set there and train on it."""
+    meant = data_root.name in ("oxford-iiit-pet", FOLDER_DEMO) and data_root.parent.is_dir()
+    if dataset == "synthetic" or data_root.exists() or meant:
+        return
+    raise ValueError(
+        f"data_root {data_root} does not exist; give the data's folder (a relative path is taken from the "
+        "repository), or leave data_root out (the real data in data/oxford-iiit-pet once downloaded, else the "
+        "synthetic demo set)"
+    )
 
 
 def check_training(profile: str, model: str, recipe: str | None = None, **overrides: Any) -> None:
@@ -467,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a papermill parameter for the notebooks that have it, e.g. model_name=unet (repeatable)",
+        help="a papermill parameter for the notebooks that have it, e.g. model_name=unet (repeatable); as "
+        "written to a str parameter, else read as papermill's -p reads it (True, None, .5) or as JSON",
     )
     a = p.parse_args(argv)
     given = a.data_root != p.get_default("data_root")

@@ -66,6 +66,7 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
             r"unknown scheduler 'plateau'; choose one of \['none', 'cosine', 'onecycle'",
         ),
         ({"dataset": "coco"}, r"unknown dataset 'coco'"),
+        ({"split_seed": None}, r"split_seed must be an integer >= 0, got None"),  # a new split at each read
         ({"border": "edge"}, r"unknown border 'edge'"),
         ({"epochs": 0}, r"epochs must be a positive integer, got 0"),
         ({"batch_size": -8}, r"batch_size must be a positive integer, got -8"),

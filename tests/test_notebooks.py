@@ -90,6 +90,14 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
         "06_recipe_study.ipynb": {"model_name": "unet", "budgets": "12", "seed": 7, "keep_epoch_models": True}
     }
     assert set(notebook_params(["budgets=3"])) == {"06_recipe_study.ipynb"}  # only 06 has budgets
+    # numbers as papermill's -p reads them (JSON took .5 for text: "threshold must be a number, got '.5'")
+    numbers = notebook_params(
+        ["threshold=.5", "lr=2.", "seed=None"], ("04_evaluation.ipynb", "05_scheduler_comparison.ipynb")
+    )
+    assert numbers == {
+        "04_evaluation.ipynb": {"threshold": 0.5},
+        "05_scheduler_comparison.ipynb": {"lr": 2.0, "seed": None},
+    }
     for own in ("profile=tiny", "results_dir=elsewhere", "data_root=x", "dataset=synthetic"):
         # the runner's own options: as --param they reached the notebooks only (results_dir: the runs went
         # to one folder, the executed notebooks to another)
@@ -219,11 +227,46 @@ def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
         start(*args, on_corrupt="ignore")
     ws = start(*args, on_corrupt="skip")
     assert ws.config("unet").on_corrupt == "skip" and ws.data_split("test").on_corrupt == "skip"
+    # -p split_seed None drew another split at each reading: 07 scored "test" images the run trained on
+    for seed, shown in ((None, "None"), ("abc", "'abc'"), (-1, "-1"), ("3", r"'3' \(text: pass numbers")):
+        with pytest.raises(
+            ValueError, match=rf"split_seed must be a whole number of at least 0, got {shown}"
+        ):
+            start(*args, split_seed=seed)
+
+
+@pytest.mark.parametrize(
+    ("i", "value", "message"),
+    [
+        (1, "", r"data_root must be text that is not empty \(papermill: -r data_root VALUE\), got ''"),
+        (4, 2024, r"results_dir must be text .* got 2024"),  # papermill -p results_dir 2024: a number
+        (4, None, r"results_dir must be text .* got None"),
+        (5, None, r"device must be text .* got None"),
+        (2, "pets", r"unknown dataset 'pets'; choose one of"),
+        (
+            1,
+            "{typo}/oxford-iiit-pet",
+            r"data_root .*typo/oxford-iiit-pet does not exist; give the data's folder",
+        ),
+        (1, "{here}/oxford-iit-pet", r"data_root .*/oxford-iit-pet does not exist"),
+    ],
+)
+def test_start_refuses_common_parameters_papermill_passed_wrong(tmp_path, i, value, message):
+    """An empty results_dir wrote into the repository, -p results_dir 2024 failed in pathlib, and a mistyped
+    data_root made a demo set there (in folders it created) and trained on it."""
+    if isinstance(value, str):
+        value = value.format(typo=tmp_path / "typo", here=tmp_path)
+    args = ["t", str(tmp_path / "oxford-iiit-pet"), "auto", "tiny", str(tmp_path / "r"), "cpu"]
+    args[i] = value
+    with pytest.raises(ValueError, match=message):
+        start(*args)
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "synthetic-pets").exists()
 
 
 def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synthetic_root):
-    ws = start("t", str(tmp_path / "typo" / "oxford-iit-pet"), "auto", "tiny", str(tmp_path / "r"), "cpu")
-    assert ws.kind == "synthetic"  # no data at the mistyped path: the demo set beside it
+    (tmp_path / "empty").mkdir()
+    ws = start("t", str(tmp_path / "empty" / "oxford-iiit-pet"), "auto", "tiny", str(tmp_path / "r"), "cpu")
+    assert ws.kind == "synthetic"  # no data where the real data would be: the demo set beside it
     run = tmp_path / "r" / "runs" / "unet-tiny"
     run.mkdir(parents=True)
     with pytest.raises(ValueError, match=rf"unet_run='{run}': {run} holds no best\.pt; give a run folder"):
@@ -244,7 +287,7 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
     real = {"data": "oxford-pet", "data_root": "/data/oxford-iiit-pet"}
     with pytest.raises(
         ValueError,
-        match=r"unet_run: its run trained on oxford-pet data at /data/oxford-iiit-pet, but data_root=.*oxford-iit-pet holds no data",
+        match=r"unet_run: its run trained on oxford-pet data at /data/oxford-iiit-pet, but data_root=.*empty/oxford-iiit-pet holds no data",
     ):
         ws.check_run_data(real, "unet_run")
     assert ws.check_run_data({"data": "synthetic", "data_root": str(ws.root)}) == ""  # its own data
@@ -374,6 +417,7 @@ def test_the_folder_notebook_trains_evaluates_predicts_exports_and_checks(workbo
         ("01_data_exploration.ipynb", {"profile": "fast"}, "ValueError: unknown profile"),
         # a notebook's own parameter, checked before any work (nothing scored)
         ("04_evaluation.ipynb", {"worst": -1}, "ValueError: worst must be a whole number of at least 1"),
+        ("04_evaluation.ipynb", {"tta_scales": "abc"}, "ValueError: tta_scales='abc': give numbers"),
     ],
 )
 def test_a_failing_notebook_is_named_with_its_cell(synthetic_root, tmp_path, capfd, name, param, error):

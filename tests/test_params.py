@@ -2,7 +2,7 @@
 
 import pytest
 
-from seglib.params import choice, flag, probability, whole_number
+from seglib.params import choice, flag, name_list, probability, text, whole_number
 
 
 def test_whole_numbers():
@@ -10,6 +10,8 @@ def test_whole_numbers():
     for bad in (-1, 0, 2.5, "5", True, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=rf"worst must be a whole number of at least 1, got {bad!r}"):
             whole_number("worst", bad, 1)
+    with pytest.raises(ValueError, match=r"got '3' \(text: pass numbers with -p epochs 3, not -r\)"):
+        whole_number("epochs", "3")  # papermill -r epochs 3
 
 
 def test_probabilities():
@@ -32,3 +34,19 @@ def test_flags_and_choices():
     assert choice("export_format", "pt2", ("onnx", "pt2")) == "pt2"
     with pytest.raises(ValueError, match=r"unknown export_format 'tflite'; choose one of \['onnx', 'pt2'\]"):
         choice("export_format", "tflite", ("onnx", "pt2"))
+
+
+def test_texts_and_name_lists():
+    """-p results_dir 2024 reached pathlib as a number, -p device None reached torch, "" wrote into the
+    repository; -y "schedulers: [cosine, onecycle]" failed on list.split."""
+    assert text("results_dir", "out") == "out"
+    for bad in ("", "  ", 2024, None):
+        with pytest.raises(ValueError, match=rf"results_dir must be text that is not empty .* got {bad!r}"):
+            text("results_dir", bad)
+    assert name_list("schedulers", ["cosine", "onecycle"]) == "cosine,onecycle"
+    assert name_list("schedulers", "cosine,step") == "cosine,step" and name_list("recipes", "") == ""
+    for bad in (None, 3, ["cosine", 3]):
+        with pytest.raises(
+            ValueError, match=r"schedulers must be comma-separated names \(e\.g\. -p schedulers a,b\)"
+        ):
+            name_list("schedulers", bad)

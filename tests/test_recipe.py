@@ -355,6 +355,8 @@ def test_scheduler_plan_one_config_per_scheduler(tmp_path):
     assert (tiny.epochs, tiny.configs["step"].step_size, tiny.steps_per_epoch) == (2, 1, 4)
     with pytest.raises(ValueError, match=r"unknown schedulers \['plateau'\]"):
         plan_scheduler_study(ws.config, "quick", "unet", "cosine,plateau", n_train=17)
+    listed = plan_scheduler_study(ws.config, "quick", "unet", ["cosine", "step"], n_train=17)  # papermill -y
+    assert list(listed.configs) == ["cosine", "step"]
 
 
 def test_scheduler_plan_counts_the_loaders_steps(synthetic_root, tmp_path):

@@ -251,11 +251,14 @@ def test_scheduler_table_compares_epochs_after_the_first():
         ),
         ({"every": -1}, r"checkpoint_every: give a whole number >= 1"),
         ({"min_epochs": -2}, r"min_epochs: give a whole number >= 0"),
+        ({"recipes": None}, r"recipes must be comma-separated names"),  # papermill -p recipes None
     ],
 )
 def test_the_recipe_studys_parameters_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
         RECIPE_STUDIES["quick"].with_params(**kw)
+    listed = RECIPE_STUDIES["quick"].with_params(recipes=["original", "recommended+tta=true"])  # papermill -y
+    assert listed.recipes == "original,recommended+tta=true"
 
 
 def test_bad_budgets_stop_the_plan_before_any_timing(tmp_path):

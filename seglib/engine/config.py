@@ -205,8 +205,10 @@ class TrainConfig:
             raise ValueError(
                 f"pct_start (onecycle's warm-up share) must be in (0, 1), got {self.pct_start!r}"
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        for name in ("seed", "split_seed"):  # split_seed None would draw another split at each reading
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..engine import TrainConfig, number_list, with_recipe
 from ..engine.presets import RECIPE_KEYS
+from ..params import name_list
 from .budgets import estimate_epoch_seconds, fit_to_budget, plan_seconds
 from .settings import ConfigFn, parse_recipes, settings_for
 
@@ -62,7 +63,7 @@ class RecipeStudy:
             )
         study = replace(
             self,
-            recipes=recipes or self.recipes,
+            recipes=name_list("recipes", recipes) or self.recipes,
             budgets=number_list(budgets, "budgets") if budgets not in ("", None) else self.budgets,
             min_epochs=self.min_epochs if min_epochs < 0 else min_epochs,
             every=every or self.every,

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..engine import SCHEDULERS, TrainConfig, make_datasets
 from ..engine.loaders import train_steps_per_epoch
+from ..params import name_list
 from .report import DECIMALS, leaders, names
 from .settings import ConfigFn, settings_for
 
@@ -68,7 +69,7 @@ def plan_scheduler_study(
     `epochs` (0: the study's, else the preset's); `lr` is every schedule's peak. "step" decays every third
     of the epochs. `n_train`: the number of training images (None: counted from the first run's dataset).
     """
-    names = [s.strip() for s in schedulers.split(",") if s.strip()]
+    names = [s.strip() for s in name_list("schedulers", schedulers).split(",") if s.strip()]
     unknown = sorted(set(names) - set(SCHEDULERS))
     if unknown or not names:
         raise ValueError(f"unknown schedulers {unknown or names}; choose from {list(SCHEDULERS)}")
