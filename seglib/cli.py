@@ -467,7 +467,9 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     run = find_resume_dir(cfg, a.resume)
     if not (run / "config.json").is_file():
         return cfg, run
-    return TrainConfig.from_dict({**_saved_settings(run), **over}), run
+    saved = _saved_settings(run)  # its relative paths, as --config takes them: from where it was started
+    here = _paths_from_where_it_ran(saved, Path(os.path.abspath(run)))
+    return TrainConfig.from_dict({**saved, **here, **over}), run
 
 
 def _saved_settings(path: str | Path) -> dict[str, Any]:
@@ -503,7 +505,10 @@ def _paths_from_where_it_ran(saved: dict[str, Any], run_dir: Path) -> dict[str, 
 
 def _config_file(path: str | Path) -> Path:
     """The config.json of --config: the file, or the one in the run folder given."""
-    return (Path(path) / "config.json" if Path(path).is_dir() else Path(path)).resolve()
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    return Path(
+        os.path.abspath(file)
+    )  # not resolved: a results folder that is a link stays where it is named
 
 
 def _train(a: argparse.Namespace) -> None:

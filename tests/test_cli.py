@@ -204,17 +204,21 @@ def test_train_and_evaluate_on_a_folder(tmp_path):
 @pytest.mark.slow
 def test_train_config_from_another_folder_trains_beside_the_run_on_its_data(synthetic_root, tmp_path):
     """From another folder, --config of a run with relative paths trained there, on the demo set made
-    there in place of the run's data."""
+    there in place of the run's data; so did --resume, and --config of a run whose results folder is a
+    link (its relative paths were taken from where the link points)."""
     (tmp_path / "data").symlink_to(synthetic_root)
     (tmp_path / "other").mkdir()
+    (tmp_path / "store").mkdir()
+    (tmp_path / "rel").symlink_to(tmp_path / "store")  # the results on another disk
     p = seglib("train", "--profile", "tiny", "--data_path", "data", "--output_dir", "rel/runs", "--run_name",
                "q", "--no-progress", cwd=tmp_path)  # fmt: skip
     assert p.returncode == 0, p.stderr
-    p = seglib("train", "--config", "../rel/runs/q", "--no-progress", cwd=tmp_path / "other")
-    assert p.returncode == 0, p.stderr
-    assert f"on oxford-pet data ({tmp_path / 'data'})" in p.stdout and not list(
-        (tmp_path / "other").iterdir()
-    )
+    for how in (["--resume", "../rel/runs/q"], ["--config", "../rel/runs/q"]):  # resume: it trains nothing
+        p = seglib("train", *how, "--no-progress", cwd=tmp_path / "other")
+        assert p.returncode == 0, p.stderr
+        assert f"on oxford-pet data ({tmp_path / 'data'})" in p.stdout and not list(
+            (tmp_path / "other").iterdir()
+        )
     runs = tmp_path / "rel" / "runs"
     first, again = (pd.read_csv(runs / r / "history.csv").drop(columns="seconds") for r in ("q", "q-2"))
     pd.testing.assert_frame_equal(first, again, check_exact=True)
