@@ -294,8 +294,8 @@ def _evaluate_parser(sub: Any) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         help="run the model in bf16 autocast (--amp) or in fp32 (--no-amp); default: bf16 on CUDA and on "
-        "CPUs with native bf16, else fp32. fp32 gives the exact scores; bf16 may differ by about 1e-3 "
-        "per image. The summary and summary.csv say which scored",
+        "CPUs with native bf16, else fp32. fp32 gives the exact scores (as predict's); bf16 can move an "
+        "image's Dice in the second or third decimal. The summary and summary.csv say which scored",
     )
     e.add_argument(
         "--output_dir",
