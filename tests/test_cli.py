@@ -920,3 +920,25 @@ def test_fit_holds_its_run_from_its_choice_to_its_end(tiny_config, tmp_path, pid
     assert (run.run_dir / "last.pt").is_file() and (run.run_dir / ".training").read_text().endswith(
         str(pids[0])
     )
+
+
+def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthetic_root, tmp_path):
+    """`python -W error -m seglib predict` printed the unreadable photo's warning and exited 0: the
+    command, started again under jemalloc, dropped python's own options."""
+    import os
+
+    from seglib.engine.allocator import jemalloc_path
+
+    if jemalloc_path() is None:
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(next((synthetic_root / "images").glob("*.jpg")), photos / "good.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "SEGLIB_JEMALLOC")}
+    args = ["-m", "seglib", "predict", "--model_path", str(ckpt), "--input", str(photos), "--device", "cpu"]
+    for python, fails in (([], False), (["-W", "error::UserWarning"], True)):
+        cmd = [sys.executable, *python, *args, "--output_dir", str(tmp_path / f"out{len(python)}")]
+        out = subprocess.run(cmd, env=clean, capture_output=True, text=True, timeout=300)
+        assert (out.returncode != 0) == fails and ("broken.jpg" in out.stderr + out.stdout), out.stderr

@@ -66,7 +66,9 @@ def reexec_with_allocator(argv: list[str]) -> None:
     """
     env = allocator_env()
     if env and sys.platform.startswith("linux"):
-        os.execve(sys.executable, [sys.executable, "-m", "seglib", *argv], {**os.environ, **env})
+        args = sys.orig_argv[1:]  # python's own options (-W error, -X dev, -u) hold in the new process too
+        python = args[: args.index("-m")] if "-m" in args else []
+        os.execve(sys.executable, [sys.executable, *python, "-m", "seglib", *argv], {**os.environ, **env})
 
 
 def _mallctl() -> Callable[..., int] | None:
