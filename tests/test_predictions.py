@@ -384,10 +384,13 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
     (photos / "IMG_0001.HEIC").write_bytes(b"not opened here")  # an iPhone's default format
     (photos / "notes.txt").write_text("left out quietly")
     (photos / "labelling-notes.pdf").write_bytes(b"%PDF-1.4")  # a format PIL writes but does not open
+    (photos / "moved.jpg").symlink_to(tmp_path / "elsewhere.jpg")  # a link to a photo moved away
     args = ["predict", "--model_path", str(checkpoint), "--input", str(photos), "--output_dir", str(tmp_path)]
     with (
         pytest.warns(UserWarning, match=r"1 photo\(s\) in a format PIL cannot open here are left out "
                      r"\(IMG_0001.HEIC\); convert them to JPEG or PNG"),
+        pytest.warns(UserWarning, match=r"photos: 1 link\(s\) to no file are left out \(moved.jpg\); point "
+                     "them at their files or remove them"),
         pytest.raises(SystemExit, match=r"photos holds no image file that PIL opens \(jpg, [^;]*\)$"),
     ):  # fmt: skip
         main(args)

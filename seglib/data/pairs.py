@@ -35,15 +35,20 @@ def image_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     # the formats PIL opens, not those it only writes (.pdf, .palm); MPO photos open through its JPEG opener
     known = {e for e, f in Image.registered_extensions().items() if f in Image.OPEN or f == "MPO"}
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    shown = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    files = [p for p in shown if p.is_file()]
     lacking = sorted(p.name for p in files if p.suffix.lower() in PHOTO_SUFFIXES - known)
-    if lacking:
-        warnings.warn(
-            f"{folder}: {len(lacking)} photo(s) in a format PIL cannot open here are left out "
-            f"({', '.join(lacking[:3])}{', ...' if len(lacking) > 3 else ''}); convert them to JPEG or PNG",
-            stacklevel=2,
-        )
+    _left_out(folder, lacking, "photo(s) in a format PIL cannot open here", "convert them to JPEG or PNG")
+    # `ls` lists a link to a file moved or deleted; left out without a word, it read as a missing file
+    broken = sorted(p.name for p in shown if p.is_symlink() and not p.exists())
+    _left_out(folder, broken, "link(s) to no file", "point them at their files or remove them")
     return sorted(p for p in files if p.suffix.lower() in known)
+
+
+def _left_out(folder: Path, names: list[str], what: str, advice: str) -> None:
+    if names:
+        listed = f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+        warnings.warn(f"{folder}: {len(names)} {what} are left out ({listed}); {advice}", stacklevel=3)
 
 
 def _by_stem(files: list[Path], stem: Callable[[Path], str], what: str) -> dict[str, Path]:
