@@ -47,6 +47,15 @@ COMMON = {"data_root", "dataset", "profile", "results_dir", "device"}
 def test_parameters_are_documented(name):
     params = pm.inspect_notebook(str(REPO / "notebooks" / name))
     assert set(params) >= COMMON
+    cell = next(
+        c
+        for c in json.loads((REPO / "notebooks" / name).read_text())["cells"]
+        if "parameters" in c["metadata"].get("tags", [])
+    )
+    declared = [
+        line.split(":")[0] for line in "".join(cell["source"]).splitlines() if re.match(r"\w+: ", line)
+    ]
+    assert list(params) == declared, name  # papermill drops a line it cannot parse ("=" in its comment)
     assert all(p["help"] for p in params.values()), name  # papermill --help-notebook shows them
     assert params["profile"]["default"] == '"quick"'
     assert params["device"]["default"] == '"auto"'  # the GPU when there is one
