@@ -200,7 +200,8 @@ def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> 
         raise ValueError(
             f"cannot resume {path}: the config differs ({lines}); resume with the saved config "
             "(TrainConfig.load(run_dir / 'config.json'); the command line: train --resume RUN_DIR, without "
-            "--profile, --recipe or these options) or start a new run"
+            "--profile, --recipe or these options; a notebook: the parameters it trained with) or start a "
+            "new run"
         )
     _check_resume_data(cfg, ckpt, path)
     saved_world = ckpt.get("world_size", 1)

@@ -421,7 +421,8 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
     if state.epoch >= cfg.epochs:  # nothing left: its results are that run's, not this call's
         _say(
             info,
-            f"seglib: {run_dir} has finished its {cfg.epochs} epochs: nothing to resume (a new run: leave out resume= in Python, --resume on the command line)",
+            f"seglib: {run_dir} has finished its {cfg.epochs} epochs: nothing to resume (a new run: leave "
+            "out resume= in Python, --resume on the command line, resume=True in a notebook)",
         )
         return
     where = f"step {step} of epoch {epoch}" if step else f"the start of epoch {epoch}"
