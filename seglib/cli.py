@@ -64,6 +64,7 @@ from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, expo
 from .engine.loaders import checkpoint_split
 from .engine.predictions import predict_dataset, predict_files
 from .engine.tta import TTA, UnusedScaleWarning, tta_label, warn_unused_scales
+from .pipes import quiet_when_reader_ends
 from .plots import plot_dice_distribution, plot_history, save_figure, save_prediction_figures
 
 __all__ = [
@@ -765,6 +766,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"--output_dir {out} is a file; give a folder (made if missing)")
     if argv is None:  # the command line's process, not a caller's (tests, notebooks)
         warnings.formatwarning = _plain_warning
+        quiet_when_reader_ends()  # `seglib train ... | head`: the training goes on
     if argv is None and a.command in ("train", "evaluate", "predict"):
         # From the command line: start again under jemalloc when installed (engine/allocator.py); it
         # keeps the big activation buffers that glibc gives back to the OS at every step.

@@ -942,3 +942,22 @@ def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthet
         cmd = [sys.executable, *python, *args, "--output_dir", str(tmp_path / f"out{len(python)}")]
         out = subprocess.run(cmd, env=clean, capture_output=True, text=True, timeout=300)
         assert (out.returncode != 0) == fails and ("broken.jpg" in out.stderr + out.stdout), out.stderr
+
+
+def test_a_reader_that_ends_early_stops_neither_the_work_nor_its_exit_code(synthetic_root, tmp_path):
+    """`seglib predict ... | head -1` exited 1 with "error: [Errno 32] Broken pipe" after writing every mask
+    (buffered output), or stopped at its first line (unbuffered, as in most containers)."""
+    import os
+
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    photo = next((synthetic_root / "images").glob("*.jpg"))
+    for unbuffered in ("1", ""):
+        out = tmp_path / f"out{unbuffered}"
+        cmd = [sys.executable, "-m", "seglib", "predict", "--model_path", str(ckpt), "--input", str(photo),
+               "--device", "cpu", "--output_dir", str(out)]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": unbuffered}
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p.stdout.close()  # the reader ends before the first line
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=300) == 0 and "Broken pipe" not in err, err
+        assert (out / "predictions.csv").is_file()
