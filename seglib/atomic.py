@@ -1,16 +1,20 @@
 """Atomic file writes: a temporary file in the same folder, flush, fsync, os.replace.
 
 A crash or a kill at any moment leaves either the previous complete file or the new complete file. The
-temporary file's name carries its writer (`.<file>.HOST-PID.<random>.tmp`): the next write into the
-folder removes those of killed processes (`seglib.leftovers`). Standard library only: the data layer,
-the engine and the faces all write through here (the engine's torch and pandas writers: `engine.io`).
+temporary file's name carries its writer (`.<file>.HOST-PID.<random>.tmp`, `<file>` cut where the whole
+would pass the 255-byte limit of a name): the next write into the folder removes those of killed
+processes (`seglib.leftovers`). A write that fails (a full disk) raises an OSError that names the file and
+says the previous version is intact. Standard library only: the data layer, the engine and the faces all
+write through here (the engine's torch and pandas writers: `engine.io`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +22,13 @@ from typing import IO, Any
 
 from .leftovers import owner_tag, remove_leftovers
 
-__all__ = ["atomic_path", "atomic_write"]
+__all__ = ["atomic_path", "atomic_write", "write_error"]
+
+NAME_MAX = 255  # bytes in one file name: ext4, XFS, APFS, NTFS (in UTF-16 units)
+_RANDOM = 8  # the length of mkstemp's random part
+# A full disk, a spent quota, a file over a size limit (ulimit -f): errors whose message says to free space
+NO_ROOM = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+INTACT = "the previous version of the file, if any, is intact"
 
 
 @contextlib.contextmanager
@@ -26,18 +36,57 @@ def _replacing(path: str | Path) -> Iterator[tuple[int, Path]]:
     """A new temporary file beside `path` (its open descriptor and path); it replaces `path` when the block
     ends without error and is removed otherwise. The block syncs it to disk first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path.parent, ".*.tmp", _tmp_tag, what="unfinished save")
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{owner_tag()}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(path.parent, ".*.tmp", _tmp_tag, what="unfinished save")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name), suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from e
     tmp = Path(name)
     try:
         os.chmod(tmp, _new_file_mode())  # mkstemp's 0600 would keep the results from other users
         yield fd, tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if (cause := _os_error(e)) is not None:
+            raise write_error(path, cause) from e
         raise
+
+
+def write_error(path: str | Path, e: OSError) -> OSError:
+    """`e` (a failed write of `path`) as an OSError of the same kind that names the file, says that its
+    previous version is intact (the writes are atomic) and, where the disk is full, what to do."""
+    todo = ". Free some disk space, or write to another folder" if e.errno in NO_ROOM else ""
+    return OSError(e.errno, f"could not write {path} ({e.strerror or e}); {INTACT}{todo}")
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError to name the file by: `e` itself, or a full disk's that `e` was raised while handling. A
+    writer in C++ (torch.save) meets a full disk as an OSError from the file's write and raises its own
+    RuntimeError (`unexpected pos ...`) instead, naming neither the file nor the disk."""
+    if isinstance(e, OSError):
+        return None if INTACT in str(e) else e  # a write within a write is named once
+    if not isinstance(e, Exception):  # Ctrl-C, exit
+        return None
+    seen: set[int] = set()
+    cause = e.__cause__ or e.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in NO_ROOM:
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _tmp_prefix(name: str) -> str:
+    """`.<file>.HOST-PID.` for mkstemp, `<file>` cut to what keeps the temporary name within NAME_MAX: a
+    legal 247-byte name would otherwise give a temporary name over the limit (ENAMETOOLONG)."""
+    tag = owner_tag()
+    room = NAME_MAX - len(os.fsencode(f"..{tag}.")) - _RANDOM - len(".tmp")
+    short = os.fsencode(name)[:room].decode(sys.getfilesystemencoding(), "ignore")  # no half a character
+    return f".{short}.{tag}."
 
 
 @contextlib.contextmanager

@@ -64,6 +64,24 @@ def tiny_train_config(data_root: str | Path, output_dir: str | Path, **overrides
     return TrainConfig(**{**TINY, "data_root": str(data_root), "output_dir": str(output_dir), **overrides})
 
 
+# Defines `limit_file_size(n)` in the new Python: from then on a write that would take a file past n bytes
+# fails with EFBIG, a real failing write as on a full disk, without root or a mount (SIGXFSZ would kill it).
+FILE_LIMIT = """
+import resource, signal
+def limit_file_size(n):
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (n, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+"""
+
+
+def run_with_file_limit(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`code` in a new Python that may call `limit_file_size(n)` (FILE_LIMIT), with `args` as sys.argv[1:];
+    the limit stays in that process, not in the tests'."""
+    return subprocess.run(
+        [sys.executable, "-c", FILE_LIMIT + code, *args], capture_output=True, text=True, timeout=600
+    )
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200 trainval (train 180 / val 20) and 20 test images in the official layout."""

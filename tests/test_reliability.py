@@ -1,6 +1,6 @@
 """Runs survive interruption, writes are atomic, and bad inputs fail early with a clear message."""
 
-import errno
+import json
 import re
 import shutil
 import signal
@@ -12,10 +12,10 @@ import warnings
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_train_config
+from conftest import run_with_file_limit, tiny_train_config
 from PIL import Image
 
-from seglib.atomic import atomic_path
+from seglib.atomic import atomic_path, atomic_write
 from seglib.data import CorruptSampleError, EmptySplitError, OxfordPetDataset, describe
 from seglib.engine import TrainConfig, fit, load_checkpoint, load_model
 from seglib.engine.environment import read_environment
@@ -198,28 +198,100 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
         fit(cfg_for(synthetic_root, tmp_path / "b"), resume=True, loss_fn=loss_at_step("nan", 1))
 
 
+FULL_DISK_FIT = """
+import json, sys
+import seglib.engine.io as io
+from seglib.engine import TrainConfig, fit
+
+real_save, saves = io.torch.save, []
+
+def save(obj, f):
+    saves.append(f)
+    if len(saves) == 3:  # epoch 1 wrote best.pt and last.pt; then no file may grow past 4 kB
+        limit_file_size(4096)
+    real_save(obj, f)
+
+io.torch.save = save
+try:
+    fit(TrainConfig(**json.loads(sys.argv[1])))
+except OSError as e:
+    print(type(e).__name__, e)
+"""
+
+
 @pytest.mark.slow
-def test_disk_full_keeps_the_previous_checkpoint(synthetic_root, tmp_path, monkeypatch):
-    import seglib.engine.io as io
-
-    real_save, calls = io.torch.save, {"n": 0}
-
-    def full_disk_save(obj, f):
-        calls["n"] += 1
-        if calls["n"] > 2:  # epoch 1 writes best.pt and last.pt; then the disk is full
-            f.write(b"partial bytes")
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(obj, f)
-
-    monkeypatch.setattr(io.torch, "save", full_disk_save)
-    with pytest.raises(
-        OSError, match=r"could not write .*\.pt \(No space left on device\); the previous version"
-    ):
-        fit(cfg_for(synthetic_root, tmp_path))
-    monkeypatch.setattr(io.torch, "save", real_save)
+def test_disk_full_keeps_the_previous_checkpoint(synthetic_root, tmp_path):
+    """A real failing write (torch's C++ writer raised `unexpected pos ...`, naming no file) names the
+    checkpoint, and the previous one is intact."""
+    cfg = cfg_for(synthetic_root, tmp_path, num_workers=0)
+    p = run_with_file_limit(FULL_DISK_FIT, json.dumps(cfg.to_dict()))
+    assert re.search(
+        r"OSError \[Errno 27\] could not write .*/r/(best|last)\.pt \(File too large\); the previous version "
+        r"of the file, if any, is intact\. Free some disk space",
+        p.stdout,
+    ), p.stdout + p.stderr[-3000:]
     assert load_checkpoint(tmp_path / "r" / "last.pt")["epoch"] == 1
     assert load_model(tmp_path / "r" / "best.pt") is not None
     assert not list((tmp_path / "r").glob(".*.tmp"))
+
+
+WRITE_PAST_LIMIT = """
+import sys
+from seglib.atomic import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    f.write(b"the previous version")
+limit_file_size(4096)
+try:
+    with atomic_write(sys.argv[1]) as f:
+        f.write(bytes(100_000))
+except OSError as e:
+    print(e)
+"""
+
+
+def test_a_failed_write_names_its_file_for_every_writer(tmp_path):
+    """`seglib.atomic` names the file (predictions, figures, exports wrote `[Errno 28] No space left on
+    device` alone)."""
+    target = tmp_path / "cat_mask.png"
+    p = run_with_file_limit(WRITE_PAST_LIMIT, str(target))
+    assert p.stdout.strip() == (
+        f"[Errno 27] could not write {target} (File too large); the previous version of the file, if any, "
+        "is intact. Free some disk space, or write to another folder"
+    ), p.stderr
+    assert target.read_bytes() == b"the previous version"
+    assert [p.name for p in tmp_path.iterdir()] == ["cat_mask.png"]
+
+
+LONG_NAME_SAVE = """
+import sys, time
+from seglib.atomic import atomic_write
+with atomic_write(sys.argv[1]) as f:
+    print("saving", flush=True)
+    time.sleep(600)  # killed here, mid-save
+"""
+
+
+def test_a_long_legal_name_is_written_and_a_killed_writers_leftover_removed(tmp_path, capsys):
+    """A 247-byte name is legal; its temporary name was 30 bytes longer (`File name too long`)."""
+    long = "c" * 238 + "_mask.png"
+    for name in (long, "é" * 119 + "_mask.png"):  # two-byte characters: cut whole
+        with atomic_write(tmp_path / name) as f:
+            f.write(b"x")
+        assert (tmp_path / name).read_bytes() == b"x"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", LONG_NAME_SAVE, str(tmp_path / long)], stdout=subprocess.PIPE
+    )
+    try:
+        assert killed.stdout.readline() == b"saving\n"
+    finally:
+        killed.kill()
+        killed.wait()
+    (left,) = tmp_path.glob(".*.tmp")
+    assert f"-{killed.pid}." in left.name  # its writer, read back by the leftovers cleanup
+    with atomic_write(tmp_path / long) as f:
+        f.write(b"y")
+    assert "removed 1 unfinished save(s)" in capsys.readouterr().out and not left.exists()
+    assert (tmp_path / long).read_bytes() == b"y" and len(list(tmp_path.iterdir())) == 2
 
 
 KILL_SCRIPT = """

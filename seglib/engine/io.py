@@ -16,15 +16,9 @@ __all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_wri
 
 
 def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
-    try:
-        with atomic_write(path, mode) as f:
-            write(f)
-    except OSError as e:
-        raise OSError(
-            e.errno,
-            f"could not write {path} ({e.strerror or e}); the previous version of the file, "
-            "if any, is intact. Free some disk space or choose another output_dir",
-        ) from e
+    """`write` into `path` atomically; a failure names the file (`seglib.atomic.write_error`)."""
+    with atomic_write(path, mode) as f:
+        write(f)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
