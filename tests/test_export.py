@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_with_file_limit
 from PIL import Image
 
 from seglib.cli import main
@@ -241,6 +242,37 @@ def test_unknown_formats_and_files_are_named(tmp_path):
             load_exported(tmp_path / name)
     with pytest.raises(ValueError, match=r"best.onnx: format pt2 writes a .pt2 file; name it so"):
         export_model(tmp_path / "best.pt", tmp_path / "best.onnx", fmt="pt2")
+
+
+EXPORT_WITHOUT_ROOM = """
+import sys
+from seglib.engine import export_model
+limit_file_size(4096)
+for fmt in ("pt2", "onnx"):
+    try:
+        export_model(sys.argv[1], fmt=fmt)
+    except OSError as e:
+        print(e)
+"""
+
+
+@pytest.mark.slow
+def test_an_export_without_room_names_its_file_and_keeps_the_previous_one(trained, tmp_path):
+    """A real failing write: the .pt2 export aborted the whole process (c10::Error, exit 134)."""
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(trained[0].read_bytes())
+    for fmt in ("pt2", "onnx"):
+        (tmp_path / f"best.{fmt}").write_bytes(b"the previous export")
+    p = run_with_file_limit(EXPORT_WITHOUT_ROOM, str(checkpoint))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.splitlines() == [
+        f"[Errno 27] could not write {tmp_path / f'best.{fmt}'} (File too large); the previous version of the "
+        "file, if any, is intact. Free some disk space, or write to another folder"
+        for fmt in ("pt2", "onnx")
+    ], p.stderr[-3000:]
+    for fmt in ("pt2", "onnx"):
+        assert (tmp_path / f"best.{fmt}").read_bytes() == b"the previous export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.onnx", "best.pt", "best.pt2"]
 
 
 def test_without_the_export_extra_the_message_says_what_to_install(tmp_path, monkeypatch):

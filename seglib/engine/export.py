@@ -11,6 +11,7 @@ the `export` extra: `pip install -e '.[export]'`.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from pathlib import Path
@@ -97,8 +98,12 @@ def export_model(
         meta = _metadata(name, image_size, threshold, checkpoint)
         if fmt == "pt2":
             program = torch.export.export(model, example, dynamic_shapes=_dynamic_shapes(name))
-            with atomic_write(path) as f:  # a kill mid-save leaves the previous file, not half of one
-                torch.export.save(program, f, extra_files={PT2_METADATA: json.dumps(meta)})
+            # Serialised in memory, then written: torch.export.save meets a failed write (a full disk) in
+            # C++ and aborts the whole process (c10::Error, exit 134). A kill mid-write leaves the previous file.
+            program_bytes = io.BytesIO()
+            torch.export.save(program, program_bytes, extra_files={PT2_METADATA: json.dumps(meta)})
+            with atomic_write(path) as f:
+                f.write(program_bytes.getbuffer())
             return path
         with atomic_path(path) as tmp:
             _export_onnx(model, example, tmp, name, opset)
