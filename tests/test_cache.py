@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import run_with_file_limit
 from torch.utils.data import DataLoader
 
 from seglib.data import OxfordPetDataset, train_transform
@@ -131,3 +133,29 @@ def test_a_cache_built_by_several_processes_is_the_same(synthetic_root, tmp_path
     assert np.array_equal(one.images, three.images) and np.array_equal(one.trimaps, three.trimaps)
     assert one.valid.tolist() == three.valid.tolist() and not three.valid[7]
     assert one.errors == three.errors and list(three.errors) == [ds.names[7]]
+
+
+CACHE_WITHOUT_ROOM = """
+import sys
+from seglib.data import OxfordPetDataset
+from seglib.data.cache import build_cache
+limit_file_size(100_000)
+try:
+    build_cache(OxfordPetDataset(sys.argv[1], "val"), 64, sys.argv[2], workers=2)
+except OSError as e:
+    print(e)
+"""
+
+
+def test_a_cache_without_room_names_its_folder_and_what_to_do_and_leaves_nothing(synthetic_root, tmp_path):
+    """Its space is taken before the build: on a full disk a write through the memory map killed the
+    process with SIGBUS, and a write error named no folder."""
+    cache_dir = tmp_path / "cache"
+    p = run_with_file_limit(CACHE_WITHOUT_ROOM, str(synthetic_root), str(cache_dir))
+    assert re.fullmatch(
+        rf"\[Errno 27\] could not build the cache in {re.escape(str(cache_dir))}, 0\.3 MB \(File too large\); "
+        r"free some disk space there, set cache_dir \(--cache_dir\) to a folder with room, or train without it "
+        r"\(cache=False, --no-cache\)\n",
+        p.stdout,
+    ), p.stdout + p.stderr[-3000:]
+    assert list(cache_dir.iterdir()) == []  # no half-built cache left

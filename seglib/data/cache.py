@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..atomic import NO_ROOM
 from ..leftovers import owner_tag, partial_owner, remove_leftovers
 from .files import CorruptSampleError, all_problems
 from .masks import VALUES_TODO, MaskValueError
@@ -121,9 +122,8 @@ def build_cache(
     n, s = len(names), image_size
     tmp = folder.with_name(f"{folder.name}.partial-{owner_tag()}")  # the tag names its builder
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.memmap(tmp / "images.u8", np.uint8, mode="w+", shape=(n, s, s, 3)).flush()
-    np.memmap(tmp / "trimaps.u8", np.uint8, mode="w+", shape=(n, s, s)).flush()
+    sizes = {"images.u8": n * s * s * 3, "trimaps.u8": n * s * s}
+    _reserve(tmp, sizes)
     pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
     bad, unclear = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
     if unclear:  # which values are the object: every such mask at once, and no cache to reuse
@@ -134,13 +134,54 @@ def build_cache(
     valid[list(bad)] = False
     errors = {names[i]: bad[i] for i in sorted(bad)}
     meta = {"names": names, "image_size": s, "valid": valid.tolist(), "errors": errors, "format": FORMAT}
-    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    except OSError as e:
+        raise _unbuilt(tmp, sum(sizes.values()), e) from e
     try:
         os.replace(tmp, folder)
     except OSError:  # another process built it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"seglib: cached {n} {source.split} images at {s} px in {folder}")
     return ResizedCache.open(folder)
+
+
+def _reserve(tmp: Path, sizes: dict[str, int]) -> None:
+    """Make `tmp` with files of `sizes` bytes (the arrays the builders map), their blocks taken on the disk
+    now: a sparse file's blocks are taken as a worker writes its rows through the map, and a full disk then
+    kills the process with SIGBUS. Where the disk has no room, `tmp` is removed and an OSError says what to do."""
+    try:
+        tmp.mkdir(parents=True)
+        for name, size in sizes.items():
+            with open(tmp / name, "wb") as f:
+                f.truncate(size)
+                _allocate(f.fileno(), size)
+    except OSError as e:
+        raise _unbuilt(tmp, sum(sizes.values()), e) from e
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Take the disk blocks of the file `fd`'s first `size` bytes; where the system or the file system cannot
+    (macOS, Windows, some network disks), the file stays sparse, as before. No room is an OSError."""
+    if not size or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        if e.errno in NO_ROOM:
+            raise
+
+
+def _unbuilt(tmp: Path, size: int, e: OSError) -> OSError:
+    """Remove the half-built `tmp`; the OSError that says the cache of `size` bytes could not be written
+    there (`e`), and what to do."""
+    shutil.rmtree(tmp, ignore_errors=True)
+    return OSError(
+        e.errno,
+        f"could not build the cache in {tmp.parent}, {size / 1e6:.1f} MB ({e.strerror or e}); free some disk "
+        "space there, set cache_dir (--cache_dir) to a folder with room, or train without it (cache=False, "
+        "--no-cache)",
+    )
 
 
 def _workers(n: int, workers: int | None) -> int:
