@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import run_with_file_limit
 from PIL import Image
 
 from seglib.data import (
@@ -144,6 +145,32 @@ def test_two_makers_of_one_set_at_once_each_finish_it_whole(tmp_path, pids):
     (theirs / "masks").mkdir()  # it finishes second: the first whole set stands
     assert publish_folder(theirs, root) == root and not theirs.exists()
     assert len(list((root / "images").iterdir())) == 8
+
+
+MAKE_WITHOUT_ROOM = """
+import sys
+from pathlib import Path
+from seglib.data import make_synthetic_folder, make_synthetic_pets, make_fullsize_pets
+limit_file_size(2000)
+# the folder's 5th image is a PNG: Pillow leaves a JPEG cut short at the limit without an error
+for make, sizes in ((make_synthetic_pets, (4, 2)), (make_fullsize_pets, (4, 2)), (make_synthetic_folder, (5,))):
+    try:
+        make(Path(sys.argv[1]) / make.__name__, *sizes)
+    except OSError as e:
+        print(e)
+"""
+
+
+def test_a_data_set_without_room_is_named_and_nothing_of_it_left(tmp_path):
+    """A full disk said only `[Errno 28] No space left on device` and left the half-made folder."""
+    p = run_with_file_limit(MAKE_WITHOUT_ROOM, str(tmp_path))
+    makers = ("make_synthetic_pets", "make_fullsize_pets", "make_synthetic_folder")
+    assert p.stdout.splitlines() == [
+        f"[Errno 27] could not make the data set {tmp_path / name} (File too large); free some disk space, "
+        "or make it elsewhere"
+        for name in makers
+    ], p.stderr[-3000:]
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- the dataset ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .synthetic import publish_folder, start_folder, synthetic_pet
+from .synthetic import publish_folder, start_folder, synthetic_pet, unfinished_removed
 from .trimaps import BACKGROUND
 
 __all__ = ["make_synthetic_folder"]
@@ -40,13 +40,14 @@ def make_synthetic_folder(root: str | Path, n: int = 48, seed: int = 0) -> Path:
     seeded split applies. `root` must be new or empty; deterministic for a seed. Returns `root`.
     """
     final, tmp = start_folder(root, ("images", "masks"))  # renamed at the end: never half a data set
-    rng = np.random.default_rng(seed)
-    for k in range(n):
-        h, w = (int(v) for v in rng.integers(160, 320, size=2))
-        image, trimap = synthetic_pet(rng, h, w)
-        name = f"photo_{k:03d}"
-        Image.fromarray(image).save(
-            tmp / "images" / (f"{name}.png" if k % 5 == 4 else f"{name}.jpg"), quality=90
-        )
-        _save_demo_mask(tmp / "masks" / name, (trimap != BACKGROUND).astype(np.uint8), k % 4)
-    return publish_folder(tmp, final)
+    with unfinished_removed(final, tmp):
+        rng = np.random.default_rng(seed)
+        for k in range(n):
+            h, w = (int(v) for v in rng.integers(160, 320, size=2))
+            image, trimap = synthetic_pet(rng, h, w)
+            name = f"photo_{k:03d}"
+            Image.fromarray(image).save(
+                tmp / "images" / (f"{name}.png" if k % 5 == 4 else f"{name}.jpg"), quality=90
+            )
+            _save_demo_mask(tmp / "masks" / name, (trimap != BACKGROUND).astype(np.uint8), k % 4)
+        return publish_folder(tmp, final)

@@ -11,18 +11,20 @@ the model has to use shape and texture. Trimaps carry a 1-3 px border band (valu
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import shutil
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from ..atomic import NO_ROOM
 from ..leftovers import owner_tag, partial_owner, remove_leftovers
 from .lists import BREEDS
 
@@ -173,27 +175,28 @@ def make_synthetic_pets(
     species and breed ids. `root` must be new or empty. Returns `root`. Deterministic for a given seed.
     """
     final, root = start_folder(root, OXFORD_FOLDERS)
-    rng = np.random.default_rng(seed)
-    counters = [0] * len(BREEDS)
-    lists: dict[str, list[str]] = {"trainval": [], "test": []}
-    threads = min(8, os.cpu_count() or 1)
-    # One generator draws every image in turn (the set depends on that order); the threads render
-    # and write them, which numpy and Pillow do mostly without holding the GIL.
-    with ThreadPoolExecutor(threads) as pool:
-        pending: deque[Future[None]] = deque()
-        for split, n in (("trainval", n_trainval), ("test", n_test)):
-            for _ in range(n):
-                c = int(rng.integers(len(BREEDS)))
-                counters[c] += 1
-                name = f"{BREEDS[c]}_{counters[c]}"
-                render = _draw_pet(rng, *_image_size(rng))
-                pending.append(pool.submit(_write_pet, render, root, name, jpeg_quality))
-                lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
-                if len(pending) > 2 * threads:  # a few drawn images at a time, not the whole set
-                    pending.popleft().result()
-        for done in pending:
-            done.result()
-    return _finish_folder(root, final, lists)
+    with unfinished_removed(final, root):
+        rng = np.random.default_rng(seed)
+        counters = [0] * len(BREEDS)
+        lists: dict[str, list[str]] = {"trainval": [], "test": []}
+        threads = min(8, os.cpu_count() or 1)
+        # One generator draws every image in turn (the set depends on that order); the threads render
+        # and write them, which numpy and Pillow do mostly without holding the GIL.
+        with ThreadPoolExecutor(threads) as pool:
+            pending: deque[Future[None]] = deque()
+            for split, n in (("trainval", n_trainval), ("test", n_test)):
+                for _ in range(n):
+                    c = int(rng.integers(len(BREEDS)))
+                    counters[c] += 1
+                    name = f"{BREEDS[c]}_{counters[c]}"
+                    render = _draw_pet(rng, *_image_size(rng))
+                    pending.append(pool.submit(_write_pet, render, root, name, jpeg_quality))
+                    lists[split].append(f"{name} {c + 1} {_SPECIES[c]} {_BREED_IDS[c]}")
+                    if len(pending) > 2 * threads:  # a few drawn images at a time, not the whole set
+                        pending.popleft().result()
+            for done in pending:
+                done.result()
+        return _finish_folder(root, final, lists)
 
 
 def _write_pet(
@@ -221,6 +224,22 @@ def start_folder(root: str | Path, subfolders: tuple[str, ...]) -> tuple[Path, P
     for sub in subfolders:
         (partial / sub).mkdir(parents=True)
     return final, partial
+
+
+@contextlib.contextmanager
+def unfinished_removed(final: Path, partial: Path) -> Iterator[None]:
+    """Remove the `partial` folder of `final` where the block fails to write it; a full disk's error, which
+    names no file, names the data set and says what to do."""
+    try:
+        yield
+    except BaseException as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in NO_ROOM:
+            raise OSError(
+                e.errno,
+                f"could not make the data set {final} ({e.strerror}); free some disk space, or make it elsewhere",
+            ) from e
+        raise
 
 
 def publish_folder(partial: Path, final: Path) -> Path:
@@ -313,14 +332,17 @@ def make_fullsize_pets(
     them (each image has its own generator from `seed` and its index). `root` must be new or empty.
     """
     final, partial = start_folder(root, OXFORD_FOLDERS)
-    jobs, lists = _plan(n_trainval, n_test)
-    workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
-    chunks = [jobs[k : k + 16] for k in range(0, len(jobs), 16)]
-    if workers == 1:
-        for chunk in chunks:
-            _render(partial, seed, jpeg_quality, chunk)
-    else:  # fork on Linux: the workers need nothing re-imported; macOS's fork is unsafe (as in cache.py)
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            list(pool.map(_render, *zip(*((partial, seed, jpeg_quality, c) for c in chunks), strict=True)))
-    return _finish_folder(partial, final, lists)
+    with unfinished_removed(final, partial):
+        jobs, lists = _plan(n_trainval, n_test)
+        workers = (os.cpu_count() or 1) if workers is None else max(1, workers)
+        chunks = [jobs[k : k + 16] for k in range(0, len(jobs), 16)]
+        if workers == 1:
+            for chunk in chunks:
+                _render(partial, seed, jpeg_quality, chunk)
+        else:  # fork on Linux: the workers need nothing re-imported; macOS's fork is unsafe (as in cache.py)
+            ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                list(
+                    pool.map(_render, *zip(*((partial, seed, jpeg_quality, c) for c in chunks), strict=True))
+                )
+        return _finish_folder(partial, final, lists)
