@@ -102,8 +102,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed."""
-    with _replacing(path) as (fd, _), os.fdopen(fd, mode, encoding=encoding) as f:
+    """Open a temporary file beside `path`; on success it replaces `path`, on error it is removed. Text is
+    UTF-8 (`encoding` unless given), whatever the locale; a file name that is not UTF-8 (a Latin-1 disk) is
+    written as its bytes."""
+    text = "b" not in mode
+    how = {"encoding": encoding or "utf-8", "errors": "surrogateescape"} if text else {}
+    with _replacing(path) as (fd, _), os.fdopen(fd, mode, **how) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())

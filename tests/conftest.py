@@ -98,7 +98,8 @@ def tiny_config(synthetic_root: Path, tmp_path: Path) -> Callable[..., TrainConf
     """
 
     def make(**overrides: Any) -> TrainConfig:
-        return tiny_train_config(synthetic_root, tmp_path / "runs", **overrides)
+        root = overrides.pop("data_root", synthetic_root)
+        return tiny_train_config(root, overrides.pop("output_dir", tmp_path / "runs"), **overrides)
 
     return make
 

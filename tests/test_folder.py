@@ -475,3 +475,30 @@ def test_the_demo_folder_holds_every_mask_form(demo):
     assert modes == {"L", "P", "RGB"} and any(m.stem.endswith("_mask") for m in masks)
     assert {p.suffix for p in (demo / "images").iterdir()} == {".jpg", ".png"}
     assert re.fullmatch(r"photo_\d{3}", masks[0].stem)
+
+
+def test_a_name_that_is_not_utf8_trains_and_is_written_as_its_bytes(tiny_config, tmp_path):
+    """A pair named in Latin-1 (caf\\xe9.jpg on an older disk) stopped training at the cache ("surrogates not
+    allowed"), and without the cache at the run's split files, leaving a run folder of config.json only."""
+    import os
+    import shutil
+
+    from seglib.engine import fit
+
+    root = make_synthetic_folder(tmp_path / "latin", n=12, seed=0)
+    image = sorted((root / "images").iterdir())[0]
+    mask = next(p for p in (root / "masks").iterdir() if p.stem.removesuffix("_mask") == image.stem)
+    name = os.fsdecode(b"caf\xe9")
+    image.rename(image.with_name(name + image.suffix))
+    mask.rename(mask.with_name(name + mask.name[len(image.stem) :]))
+    for cache in (True, False):
+        cfg = tiny_config(dataset="folder", data_root=str(root), cache=cache, epochs=1, val_fraction=0.25)
+        run = fit(cfg)
+        listed = b"".join(
+            (run.run_dir / "splits" / f"{s}.txt").read_bytes() for s in ("train", "val", "test")
+        )
+        assert b"caf\xe9\n" in listed  # as the disk names it
+    shutil.copytree(
+        run.run_dir / "splits", root / "splits"
+    )  # the run's split, fixed in the folder: read back
+    assert name in FolderDataset(root, "trainval").names + FolderDataset(root, "test").names

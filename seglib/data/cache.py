@@ -59,13 +59,14 @@ class CacheSource(Protocol):
 
 def cache_key(source: CacheSource, image_size: int) -> str:
     """A hash of the sources (path, size, mtime of every image and trimap) and the image size."""
-    h = hashlib.sha256(f"seglib-cache-v{FORMAT}:{image_size}:{source.root.resolve()}".encode())
+    h = hashlib.sha256(os.fsencode(f"seglib-cache-v{FORMAT}:{image_size}:{source.root.resolve()}"))
     if source.cache_tag:
         h.update(f"{source.cache_tag};".encode())
     for name in source.names:
         for p in (source.image_path(name), source.trimap_path(name)):
             st = p.stat()
-            h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+            # fsencode: a name that is not UTF-8 (a Latin-1 disk) is its bytes, not an error
+            h.update(os.fsencode(f"{p.name}:{st.st_size}:{st.st_mtime_ns};"))
     return h.hexdigest()[:20]
 
 

@@ -81,7 +81,11 @@ def _read_split_files(
         path = folder / f"{split}.txt"
         names = []
         # utf-8-sig: a file saved by Windows Notepad starts with a byte-order mark, not part of a name
-        lines = path.read_text(encoding="utf-8-sig").splitlines() if path.is_file() else []
+        lines = (
+            path.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()
+            if path.is_file()
+            else []
+        )
         for lineno, line in enumerate(lines, start=1):
             name = line.strip()
             if not name or name.startswith("#"):
