@@ -59,6 +59,7 @@ from .engine import (
 )
 from .engine.allocator import reexec_with_allocator
 from .engine.config import CHOICES, MAX_IMAGE_SIZE
+from .engine.distributed import RANK_0_FAILED
 from .engine.evaluate import scoring_precision
 from .engine.export import EXPORT_FORMATS, EXPORTED_SUFFIXES, check_export, export_model, load_exported
 from .engine.loaders import checkpoint_split
@@ -759,6 +760,12 @@ UNSAVED = (
 )
 
 
+def _says_rank_0s(e: BaseException) -> bool:
+    """Whether this rank says rank 0's error: rank 1 does, as torchrun stops rank 0 (SIGTERM) once another
+    rank has exited, often before rank 0 has said it (a run another job took first: nothing was said)."""
+    return os.environ.get("RANK") == "1" and str(e).startswith(RANK_0_FAILED)
+
+
 def main(argv: list[str] | None = None) -> None:
     a = build_parser().parse_args(argv)
     out = getattr(a, "output_dir", None)
@@ -787,6 +794,6 @@ def main(argv: list[str] | None = None) -> None:
             )
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
-        if os.environ.get("RANK", "0") != "0":  # under torchrun every rank has it; rank 0 says it once
-            sys.exit(1)
+        if os.environ.get("RANK", "0") != "0" and not _says_rank_0s(e):
+            sys.exit(1)  # under torchrun every rank has it; rank 0 says it once
         sys.exit(f"seglib {a.command}: error: {_as_options(str(e))}")

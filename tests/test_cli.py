@@ -832,7 +832,9 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     with pytest.raises(FileNotFoundError, match=r"last\.pt that no other process trains now \(1 do\)"):
         find_resume_dir(TrainConfig(output_dir=str(lone.parent)), True)
     mark.write_text(f"{host()}-{ended}")  # its trainer was killed: the run is free
+    (theirs / ".training.removing").write_text(f"{host()}-{ended}")  # so was a process removing its mark
     assert find_resume_dir(cfg, True) == theirs and not mark.exists()
+    assert not (theirs / ".training.removing").exists()
     with resumed_run(cfg, mine) as held:  # this process's own mark does not stand in its way
         assert held == mine and find_resume_dir(cfg, mine) == mine and (mine / ".training").is_file()
     assert not (mine / ".training").exists()
@@ -961,3 +963,21 @@ def test_a_reader_that_ends_early_stops_neither_the_work_nor_its_exit_code(synth
         err = p.stderr.read().decode()
         assert p.wait(timeout=300) == 0 and "Broken pipe" not in err, err
         assert (out / "predictions.csv").is_file()
+
+
+def test_rank_1_says_rank_0s_error_as_torchrun_may_stop_rank_0_first(monkeypatch, capsys):
+    """Two torchrun jobs resuming one run: the one refused exited 1 without a word, torchrun having stopped
+    its rank 0 (SIGTERM) once rank 1 had exited, before rank 0 said why."""
+    import seglib.cli as cli
+
+    def shared(a):
+        raise RuntimeError(
+            "rank 0 failed, so rank 1 stops too: TrainedNow: cannot resume r: process 7 trains it"
+        )
+
+    monkeypatch.setattr(cli, "_evaluate", shared)
+    for rank, says in (("1", True), ("2", False)):
+        monkeypatch.setenv("RANK", rank)
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", "--model_path", "m.pt"])
+        assert ("cannot resume r: process 7 trains it" in str(stop.value.code)) == says

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from .runtime import resolve_device
 
 __all__ = [
+    "RANK_0_FAILED",
     "DistInfo",
     "init_distributed",
     "cleanup",
@@ -203,6 +204,9 @@ def barrier() -> None:
         dist.barrier()
 
 
+RANK_0_FAILED = "rank 0 failed"  # how the other ranks' error starts where rank 0's shared one stopped them
+
+
 def on_main(fn: Callable[[], T]) -> T:
     """Run `fn` on rank 0 only and hand its result to every rank; an error there is raised on every rank."""
     return _main_then_share(fn, share=True)
@@ -232,7 +236,7 @@ def _main_then_share(fn: Callable[[], T], share: bool) -> Any:
     if is_main():
         return result
     if error is not None:
-        raise RuntimeError(f"rank 0 failed, so rank {get_rank()} stops too: {error}")
+        raise RuntimeError(f"{RANK_0_FAILED}, so rank {get_rank()} stops too: {error}")
     return value
 
 

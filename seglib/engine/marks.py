@@ -51,8 +51,11 @@ def _remove_dead(mark: Path, tag: str) -> None:
     try:
         fd = os.open(removing, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
+        if writer_is_gone(_read(removing) or ""):  # a remover killed in its turn: the next turn goes on
+            removing.unlink(missing_ok=True)
         return  # another process removes it now
     try:
+        os.write(fd, owner_tag().encode())
         if _read(mark) == tag:  # no one else makes the mark while it exists, so it is still the dead one
             mark.unlink(missing_ok=True)
     finally:
