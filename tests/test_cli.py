@@ -924,6 +924,23 @@ def test_fit_holds_its_run_from_its_choice_to_its_end(tiny_config, tmp_path, pid
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "kept"),
+    [
+        (["-m", "seglib", "train"], []),
+        (["-uOm", "seglib", "train"], ["-uO"]),  # run together: -O was lost
+        (["-Xdev", "-mseglib"], ["-Xdev"]),
+        (["-W", "error", "-X", "dev", "-u", "-m", "seglib"], ["-W", "error", "-X", "dev", "-u"]),
+        (["-Xfrozen_modules=off", "-Im", "seglib"], ["-Xfrozen_modules=off", "-I"]),  # an m in a value
+        (["--check-hash-based-pycs", "always", "-m", "seglib"], ["--check-hash-based-pycs", "always"]),
+    ],
+)
+def test_python_options_are_read_as_python_reads_them(args, kept):
+    from seglib.engine.allocator import python_options
+
+    assert python_options(args) == kept
+
+
 def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthetic_root, tmp_path):
     """`python -W error -m seglib predict` printed the unreadable photo's warning and exited 0: the
     command, started again under jemalloc, dropped python's own options."""

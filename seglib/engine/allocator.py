@@ -26,6 +26,7 @@ __all__ = [
     "allocator_env",
     "allocator_name",
     "reexec_with_allocator",
+    "python_options",
     "release_idle_memory",
 ]
 
@@ -66,9 +67,30 @@ def reexec_with_allocator(argv: list[str]) -> None:
     """
     env = allocator_env()
     if env and sys.platform.startswith("linux"):
-        args = sys.orig_argv[1:]  # python's own options (-W error, -X dev, -u) hold in the new process too
-        python = args[: args.index("-m")] if "-m" in args else []
+        python = python_options(sys.orig_argv[1:])  # -W error, -X dev, -u hold in the new process too
         os.execve(sys.executable, [sys.executable, *python, "-m", "seglib", *argv], {**os.environ, **env})
+
+
+def python_options(args: list[str]) -> list[str]:
+    """python's own options in a command line's arguments (`sys.orig_argv[1:]`) before `-m MODULE`:
+    `-u`, `-W error`, `-Xdev`, and short options run together (`-uOm seglib`: `-uO`)."""
+    kept: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        if arg.startswith("--"):  # --check-hash-based-pycs is the one long option with a value
+            kept += [arg, next(rest, "")] if arg == "--check-hash-based-pycs" else [arg]
+            continue
+        if not arg.startswith("-") or arg == "-":  # a script or stdin: no -m
+            break
+        for i, letter in enumerate(arg[1:], start=1):
+            if letter == "m":  # the module follows: what came before it in this argument is kept
+                return kept + ([arg[:i]] if i > 1 else [])
+            if letter in "WX":  # a value follows, in this argument or the next
+                kept += [arg] if i + 1 < len(arg) else [arg, next(rest, "")]
+                break
+        else:
+            kept.append(arg)
+    return kept
 
 
 def _mallctl() -> Callable[..., int] | None:
