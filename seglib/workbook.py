@@ -111,6 +111,8 @@ class Workspace:
     def run_folder(self, given: str, name: str, parameter: str = "run") -> Path:
         """The run folder `given` (relative: from the repository), or if "" the newest run called `name`;
         a ValueError naming the notebook's `parameter` where `given` is no run folder with a best.pt."""
+        if not isinstance(given, str):  # papermill -p unet_run 7 (or None): a number, not a folder's name
+            raise ValueError(f'{parameter} must be a run folder, or "" for the newest run, got {given!r}')
         if not given:
             return latest_run(self.runs, name)
         path = project_path(given)
@@ -210,7 +212,7 @@ def start(
     parse_mask_values(folder.get("mask_values", ""))
     check_split_fractions(folder.get("val_fraction", 0.1), folder.get("test_fraction", 0.1))
     if "split_seed" in folder:  # None would draw another split at each reading: test images trained on
-        whole_number("split_seed", folder["split_seed"])
+        folder["split_seed"] = whole_number("split_seed", folder["split_seed"])  # -p split_seed 3.0: 3
     if folder.get("on_corrupt", "raise") not in ("raise", "skip"):
         raise ValueError(f'on_corrupt must be "raise" or "skip", got {folder["on_corrupt"]!r}')
     for name, value in (("data_root", data_root), ("results_dir", results_dir), ("device", device)):

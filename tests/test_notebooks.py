@@ -101,11 +101,12 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
     assert set(notebook_params(["budgets=3"])) == {"06_recipe_study.ipynb"}  # only 06 has budgets
     # numbers as papermill's -p reads them (JSON took .5 for text: "threshold must be a number, got '.5'")
     numbers = notebook_params(
-        ["threshold=.5", "lr=2.", "seed=None"], ("04_evaluation.ipynb", "05_scheduler_comparison.ipynb")
+        ["threshold=.5", "lr=2.", "seed=None", "epochs=1_000"],
+        ("04_evaluation.ipynb", "05_scheduler_comparison.ipynb"),
     )
     assert numbers == {
         "04_evaluation.ipynb": {"threshold": 0.5},
-        "05_scheduler_comparison.ipynb": {"lr": 2.0, "seed": None},
+        "05_scheduler_comparison.ipynb": {"lr": 2.0, "seed": None, "epochs": 1000},  # papermill: int 1000
     }
     for own in ("profile=tiny", "results_dir=elsewhere", "data_root=x", "dataset=synthetic"):
         # the runner's own options: as --param they reached the notebooks only (results_dir: the runs went
@@ -237,6 +238,9 @@ def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
     ws = start(*args, on_corrupt="skip")
     assert ws.config("unet").on_corrupt == "skip" and ws.data_split("test").on_corrupt == "skip"
     # -p split_seed None drew another split at each reading: 07 scored "test" images the run trained on
+    assert (
+        start(*args, split_seed=3.0).folder["split_seed"] == 3
+    )  # papermill -p split_seed 3.0: numpy took no float
     for seed, shown in ((None, "None"), ("abc", "'abc'"), (-1, "-1"), ("3", r"'3' \(text: pass numbers")):
         with pytest.raises(
             ValueError, match=rf"split_seed must be a whole number of at least 0, got {shown}"
@@ -292,6 +296,11 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
         ValueError, match=rf"unet_run='.*best\.pt' is a file; give the run folder that holds it \({run}\)"
     ):
         ws.run_folder(str(run / "best.pt"), "unet-tiny", "unet_run")
+    for number in (7, None):  # papermill -p unet_run 7: a TypeError in pathlib
+        with pytest.raises(
+            ValueError, match=rf'unet_run must be a run folder, or "" for the newest run, got {number}'
+        ):
+            ws.run_folder(number, "unet-tiny", "unet_run")
     # A run that trained on the real data, scored on the demo set only because data_root holds none: refused.
     real = {"data": "oxford-pet", "data_root": "/data/oxford-iiit-pet"}
     with pytest.raises(

@@ -22,7 +22,7 @@ PYTHON_LITERALS = {"True": True, "False": False, "None": None}
 
 def json_or_text(text: str) -> Any:
     """A command-line value: JSON where it parses (7, 0.99, true, "x", [1, 2]), a number as papermill's -p
-    reads one (.5, 5., 1e-3), Python's True, False and None as JSON's true, false and null, else the text
+    reads one (.5, 5., 1_000), Python's True, False and None as JSON's true, false and null, else the text
     itself (unet, 3,6,12)."""
     if text.strip() in PYTHON_LITERALS:
         return PYTHON_LITERALS[text.strip()]
@@ -30,10 +30,12 @@ def json_or_text(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
-    try:
-        return float(text) if text.strip().lower() not in ("nan", "inf", "-inf", "infinity") else text
-    except ValueError:
-        return text
+    for number in (int, float):  # as papermill's -p: 1_000 is 1000, nan a float (refused where it matters)
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
 
 
 # Settings a recipe item cannot change: the notebook's parameters or the study itself set them.
