@@ -836,6 +836,15 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     (theirs / ".training.removing").write_text(f"{host()}-{ended}")  # so was a process removing its mark
     assert find_resume_dir(cfg, True) == theirs and not mark.exists()
     assert not (theirs / ".training.removing").exists()
+    older = theirs / f".training-{host()}-{live}"  # the mark of an older seglib, training it now
+    older.touch()
+    assert find_resume_dir(cfg, True) == mine
+    with pytest.raises(
+        RuntimeError, match=rf"cannot resume .*r-2: process {live} on .*delete .*{older.name}\)"
+    ):
+        resumed_run(cfg, theirs).__enter__()
+    older.rename(theirs / f".training-{host()}-{ended}")  # killed
+    assert find_resume_dir(cfg, True) == theirs and not list(theirs.glob(".training-*"))
     with resumed_run(cfg, mine) as held:  # this process's own mark does not stand in its way
         assert held == mine and find_resume_dir(cfg, mine) == mine and (mine / ".training").is_file()
     assert not (mine / ".training").exists()

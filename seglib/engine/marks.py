@@ -18,6 +18,7 @@ from ..leftovers import owner_tag, writer_is_gone
 __all__ = ["MARK", "TrainedNow", "refuse_if_trained", "trained_now_by", "training_mark"]
 
 MARK = ".training"
+OLDER = ".training-"  # + HOST-PID: the mark of seglib before 2026-12-06, still read (a run trained meanwhile)
 
 
 class TrainedNow(RuntimeError):
@@ -35,6 +36,8 @@ def _read(mark: Path) -> str | None:
 def _holder(run_dir: Path) -> str | None:
     """`HOST-PID` of the process whose mark `run_dir` holds (this one's included), or None. A killed
     process's mark is removed first."""
+    if (older := _older_mark(run_dir)) is not None:
+        return older
     mark = run_dir / MARK
     for _ in range(3):  # each turn removes one killed process's mark
         tag = _read(mark)
@@ -42,6 +45,17 @@ def _holder(run_dir: Path) -> str | None:
             return tag
         _remove_dead(mark, tag)
     return _read(mark)
+
+
+def _older_mark(run_dir: Path) -> str | None:
+    """`HOST-PID` of a process of an older seglib that trains `run_dir` (its mark: `.training-HOST-PID`, a
+    file per process), or None; a killed one's mark is removed."""
+    for mark in run_dir.glob(f"{OLDER}*"):
+        tag = mark.name[len(OLDER) :]
+        if not writer_is_gone(tag):
+            return tag
+        mark.unlink(missing_ok=True)
+    return None
 
 
 def _remove_dead(mark: Path, tag: str) -> None:
@@ -72,9 +86,10 @@ def trained_now_by(run_dir: Path) -> str | None:
 
 def _refusal(run_dir: Path, tag: str, doing: str) -> TrainedNow:
     machine, _, pid = tag.rpartition("-")
+    older = run_dir / f"{OLDER}{tag}"
     return TrainedNow(
         f"cannot {doing} {run_dir}: process {pid} on {machine} trains it now; wait for it or stop it "
-        f"(if nothing trains it, delete {run_dir / MARK})"
+        f"(if nothing trains it, delete {older if older.exists() else run_dir / MARK})"
     )
 
 
@@ -116,6 +131,8 @@ def training_mark(run_dir: Path, doing: str = "train") -> Iterator[Path]:
     if _holder(run_dir) == tag:  # this process holds it already: the outer block removes it
         yield run_dir
         return
+    if (older := _older_mark(run_dir)) is not None:  # an older seglib does not look for .training
+        raise _refusal(run_dir, older, doing)
     for _ in range(3):  # a killed process's mark found in the way is removed, then the next turn makes it
         if _make(run_dir, tag):
             break
