@@ -508,9 +508,8 @@ def _paths_from_where_it_ran(saved: dict[str, Any], run_dir: Path) -> dict[str, 
 def _config_file(path: str | Path) -> Path:
     """The config.json of --config: the file, or the one in the run folder given."""
     file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
-    return Path(
-        os.path.abspath(file)
-    )  # not resolved: a results folder that is a link stays where it is named
+    # absolute, not resolved: a results folder that is a link stays where it is named
+    return Path(os.path.abspath(file))
 
 
 def _train(a: argparse.Namespace) -> None:

@@ -128,11 +128,12 @@ def training_mark(run_dir: Path, doing: str = "train") -> Iterator[Path]:
     `doing` the run) if another process trains it. Of processes that mark one run at the same moment,
     exactly one gets it."""
     run_dir, tag = Path(run_dir), owner_tag()
-    if _holder(run_dir) == tag:  # this process holds it already: the outer block removes it
+    holder = _holder(run_dir)  # an older seglib's mark included: it does not look for .training
+    if holder == tag:  # this process holds it already: the outer block removes it
         yield run_dir
         return
-    if (older := _older_mark(run_dir)) is not None:  # an older seglib does not look for .training
-        raise _refusal(run_dir, older, doing)
+    if holder is not None:
+        raise _refusal(run_dir, holder, doing)
     for _ in range(3):  # a killed process's mark found in the way is removed, then the next turn makes it
         if _make(run_dir, tag):
             break
