@@ -326,7 +326,7 @@ def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypa
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("seglib.cli.fit", stopped)  # the moment of a Ctrl-C: no run gets there reliably
+    monkeypatch.setattr("seglib.cli.train.fit", stopped)  # the moment of a Ctrl-C: no run gets there reliably
     with pytest.raises(SystemExit) as e:
         main(["train", "--profile", "tiny", "--dataset", "synthetic", "--output_dir", str(tmp_path)])
     assert e.value.code == 130
@@ -591,16 +591,16 @@ def test_evaluate_scores_at_the_runs_threshold(synthetic_root, tmp_path, capsys,
     """It scored (and drew the worst images) at 0.5 whatever threshold the run validated at."""
     import inspect
 
-    import seglib.cli
+    import seglib.cli.evaluate
 
     drawn = []  # the threshold of each save_prediction_figures call
-    real = seglib.cli.save_prediction_figures
+    real = seglib.cli.evaluate.save_prediction_figures
 
     def spy(*a, **k):
         drawn.append(inspect.signature(real).bind(*a, **k).arguments["threshold"])
         return real(*a, **k)
 
-    monkeypatch.setattr(seglib.cli, "save_prediction_figures", spy)
+    monkeypatch.setattr(seglib.cli.evaluate, "save_prediction_figures", spy)
     ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32, "threshold": 0.3})
     at = {t: _scored(ckpt, synthetic_root, amp=False, threshold=t) for t in (0.3, 0.5, 0.7)}
     assert at[0.3] != at[0.5] != at[0.7]  # else the test could not tell the thresholds apart
@@ -995,14 +995,14 @@ def test_a_reader_that_ends_early_stops_neither_the_work_nor_its_exit_code(synth
 def test_rank_1_says_rank_0s_error_as_torchrun_may_stop_rank_0_first(monkeypatch, capsys):
     """Two torchrun jobs resuming one run: the one refused exited 1 without a word, torchrun having stopped
     its rank 0 (SIGTERM) once rank 1 had exited, before rank 0 said why."""
-    import seglib.cli as cli
+    import seglib.cli.commands as commands
 
     def shared(a):
         raise RuntimeError(
             "rank 0 failed, so rank 1 stops too: TrainedNow: cannot resume r: process 7 trains it"
         )
 
-    monkeypatch.setattr(cli, "_evaluate", shared)
+    monkeypatch.setattr(commands, "_evaluate", shared)
     for rank, says in (("1", True), ("2", False)):
         monkeypatch.setenv("RANK", rank)
         with pytest.raises(SystemExit) as stop:

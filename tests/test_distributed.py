@@ -93,7 +93,7 @@ import seglib.cli as cli
 import seglib.engine.io as io
 
 out, rank = Path(os.environ["SEGLIB_TEST_OUT"]), os.environ["RANK"]
-real_atomic, real_fit = io._atomic, cli.fit
+real_atomic, real_fit = io._atomic, cli.train.fit
 
 def atomic(path, write, mode="wb"):
     with open(out / f"writes{rank}.txt", "a") as f:
@@ -105,7 +105,7 @@ def fit(cfg, resume=False):
     torch.save(result.model.state_dict(), out / f"weights{rank}.pt")
     return result
 
-io._atomic, cli.fit = atomic, fit
+io._atomic, cli.train.fit = atomic, fit
 cli.main(sys.argv[1:])
 """
 
