@@ -22,7 +22,7 @@ from seglib.engine import evaluate, fit, load_model, summarize
 from seglib.engine.loaders import split_dataset
 from seglib.engine.runtime import cpu_kind
 from seglib.study import RECIPE_STUDIES, parse_recipes, plan_recipe_study
-from seglib.workbook import start
+from seglib.workspace import start
 
 SAMPLE = os.environ.get("SAMPLE", "../shared/data/oxford-pet-sample")
 

@@ -180,7 +180,7 @@ def test_gpu_script_says_what_is_missing(tmp_path):
 # --- the gpu profile's studies (notebooks 05 and 06): planned, nothing trained or timed --------------------
 def test_the_gpu_profiles_studies(tmp_path):
     from seglib.study import RECIPE_STUDIES, SCHEDULER_STUDIES, plan_recipe_study, plan_scheduler_study
-    from seglib.workbook import Workspace
+    from seglib.workspace import Workspace
 
     data = tmp_path / "data"
     ws = Workspace(str(data), "oxford-pet", data, "oxford-pet", "gpu", tmp_path / "results", device="cpu")

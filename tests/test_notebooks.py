@@ -28,17 +28,15 @@ from seglib.study import recipe_run_name
 from seglib.workbook import (
     FOLDER_NOTEBOOKS,
     NOTEBOOKS,
-    REPO,
     execute_notebook,
     folder_params,
     main,
     notebook_params,
-    project_path,
     run_notebook,
     run_workbook,
     select_notebooks,
-    start,
 )
+from seglib.workspace import REPO, project_path, start
 
 COMMON = {"data_root", "dataset", "profile", "results_dir", "device"}
 

@@ -118,6 +118,7 @@ FACES = (
     "seglib.plots",
     "seglib.cli",
     "seglib.workbook",
+    "seglib.workspace",
     "seglib.viewer",
     "seglib.bench",
     "seglib.study",

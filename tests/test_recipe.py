@@ -311,7 +311,7 @@ def test_fit_to_budget_shrinks_the_images_until_the_schedule_gets_its_epochs(syn
 # --- the studies' plans (notebooks 05 and 06): nothing is trained or timed ------------------------------
 def workspace(profile, tmp_path):
     """A notebook's Workspace on data that need not exist: planning reads none."""
-    from seglib.workbook import Workspace
+    from seglib.workspace import Workspace
 
     data = tmp_path / "data"
     return Workspace(str(data), "oxford-pet", data, "oxford-pet", profile, tmp_path / "results")

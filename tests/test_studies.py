@@ -26,7 +26,7 @@ from seglib.study import (
 
 def workspace(profile, tmp_path):
     """A notebook's Workspace on data that need not exist: planning reads none."""
-    from seglib.workbook import Workspace
+    from seglib.workspace import Workspace
 
     data = tmp_path / "data"
     return Workspace(str(data), "oxford-pet", data, "oxford-pet", profile, tmp_path / "results")
