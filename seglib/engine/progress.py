@@ -1,53 +1,143 @@
-"""Progress bars: widgets in an interactive kernel, plain text under papermill or in a terminal.
+"""Progress bars: one HTML display per cell in an interactive kernel, plain text under papermill or in a
+terminal.
 
 tqdm.auto's widget bars do not advance in a notebook executed by papermill (papermill issues 617
 and 765): the executed copy's text keeps "0%". So the workbook runner sets SEGLIB_PROGRESS=text for
 its kernels, and a kernel that no one can type into (papermill or nbconvert run by hand) gets text too.
+In JupyterLab they were no better: each epoch's two bars added two outputs to the cell, and past 50
+outputs JupyterLab stops showing new ones (the epochs and the message of a Ctrl-C went unseen); a closed
+widget bar came back as "Error displaying widget: model not found". `CellBar` draws into displays of
+the running cell that it updates in place, the bars of one cell taking turns in them.
 """
 
 from __future__ import annotations
 
+import html
+import io
 import os
 import sys
-import warnings
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["progress_bar", "unattended_kernel"]
+from tqdm.std import tqdm
+
+__all__ = ["CellBar", "progress_bar", "unattended_kernel"]
 
 
 def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
-    """A tqdm bar over `iterable`, which it iterates once: tqdm.autonotebook's (widgets in a notebook,
-    text elsewhere), or `tqdm.std` (text, every 10 s at most) when SEGLIB_PROGRESS=text.
+    """A tqdm bar over `iterable`, which it iterates once: a `CellBar` in an interactive kernel (JupyterLab),
+    `tqdm.std`'s text elsewhere, and text every 10 s at most when SEGLIB_PROGRESS=text.
 
     `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
     loop shorter than 10 s then prints no bar at all. Text too in a kernel executed unattended
     (`unattended_kernel`).
     """
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel():
-        from tqdm.std import tqdm
-
         kwargs.setdefault("mininterval", 10.0)
         if summarised:  # else an executed notebook keeps a "0%" bar, and the blank line that cleared it, each
             kwargs.setdefault("delay", 10.0)
         return tqdm(iterable, **kwargs)
-    # Not tqdm.auto: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
+    # Not tqdm.auto's bars: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
     # one resets the first and throws its prefetched batches away.
-    from tqdm.std import TqdmExperimentalWarning
+    return CellBar(iterable, **kwargs) if _shell_of_kernel() is not None else tqdm(iterable, **kwargs)
 
-    with warnings.catch_warnings():  # the warning tqdm.auto also silences
-        warnings.simplefilter("ignore", category=TqdmExperimentalWarning)
-        from tqdm.autonotebook import tqdm
 
-    return tqdm(iterable, **kwargs)
+class CellBar(tqdm):
+    """A tqdm bar drawn as HTML (text in a text/plain copy) into a display of the running cell, updated
+    in place. A bar closed with `leave=False` frees its display for the cell's next bar: a training of
+    100 epochs shows one bar, not 200. Nested bars take a display each; a bar left in place (`leave=True`,
+    or stopped short by Ctrl-C or an error) keeps its display."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slot: _Slot | None = None
+        kwargs["file"] = io.StringIO()  # not the cell's stderr: the display is the bar
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "" and not self._stopped_short():  # tqdm clears a leave=False bar at its close
+            text, markup = "", ""
+        else:  # a bar stopped short keeps where it stopped
+            text, markup = str(self), self._html()
+        if self._slot is None:
+            self._slot = _take_slot()
+        self._slot.show(text, markup)
+        return True
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self._slot is not None:  # a bar left in place keeps its display; a cleared one frees it
+                self._slot.busy = self.leave is not False or self._stopped_short()
+                self._slot = None
+
+    def _stopped_short(self) -> bool:
+        return self.total is not None and self.n < self.total
+
+    def _html(self) -> str:
+        fmt = self.format_dict
+        fmt["bar_format"] = (fmt["bar_format"] or "{l_bar}{bar}{r_bar}").replace("{bar}", "\0")
+        left, _, right = self.format_meter(**fmt).partition("\0")
+        bar = (
+            f'<progress value="{self.n}" max="{self.total}" style="width: 20em; vertical-align: middle"></progress>'
+            if self.total
+            else ""
+        )
+        left, right = html.escape(left.rstrip("|")), html.escape(right.lstrip("|"))
+        return f'<pre style="margin: 0; background: none">{left} {bar} {right}</pre>'
+
+
+@dataclass
+class _Slot:
+    """One display of a cell; `busy` while a bar draws into it."""
+
+    busy: bool = True
+    handle: Any = None
+
+    def show(self, text: str, html_text: str) -> None:
+        from IPython.display import display
+
+        bundle = {"text/plain": text, "text/html": html_text}
+        if self.handle is None:
+            self.handle = display(bundle, raw=True, display_id=True)
+        else:
+            self.handle.update(bundle, raw=True)
+
+
+_SLOTS: dict[str, list[_Slot]] = {}  # the running cell's displays, by its request's message id
+
+
+def _take_slot() -> _Slot:
+    """A free display of the running cell (a new one where all are taken): the displays of an earlier
+    cell are its own, never drawn into again."""
+    shell = _shell_of_kernel()
+    cell = (getattr(shell, "parent_header", None) or {}).get("msg_id", "")
+    if cell not in _SLOTS:
+        _SLOTS.clear()
+        _SLOTS[cell] = []
+    slots = _SLOTS[cell]
+    for slot in slots:
+        if not slot.busy:
+            slot.busy = True
+            return slot
+    slots.append(_Slot())
+    return slots[-1]
+
+
+def _shell_of_kernel() -> Any:
+    """IPython's shell where this process is a Jupyter kernel, else None (and no import for the CLI's
+    sake)."""
+    if "IPython" not in sys.modules:
+        return None
+    shell = sys.modules["IPython"].get_ipython()
+    return shell if getattr(shell, "kernel", None) is not None else None
 
 
 def unattended_kernel() -> bool:
     """True in a Jupyter kernel whose cell was sent without stdin: by nbclient (papermill, nbconvert
     --execute), which never allows it, where JupyterLab always does. False outside a kernel."""
-    if "IPython" not in sys.modules:  # never imported: not a kernel (and no import for the CLI's sake)
-        return False
-    kernel = getattr(sys.modules["IPython"].get_ipython(), "kernel", None)
+    shell = _shell_of_kernel()
     # ipykernel keeps the running request's allow_stdin there (what its input() checks); a kernel
-    # without the attribute keeps the widgets.
-    return kernel is not None and getattr(kernel, "_allow_stdin", True) is False
+    # without the attribute keeps the displays.
+    return shell is not None and getattr(shell.kernel, "_allow_stdin", True) is False

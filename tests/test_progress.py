@@ -1,0 +1,101 @@
+"""Progress bars in a real Jupyter kernel, sent cells as JupyterLab sends them (with stdin), their outputs
+rebuilt as JupyterLab's output area keeps them."""
+
+import os
+from pathlib import Path
+
+import pytest
+from jupyter_client.manager import start_new_kernel
+
+REPO = Path(__file__).resolve().parents[1]
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    env = {k: v for k, v in os.environ.items() if k != "SEGLIB_PROGRESS"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(REPO))
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run_cell(kc, code: str) -> list[dict]:
+    """`code` run as JupyterLab runs a cell; the cell's outputs as its output area holds them: a stream
+    joins the stream output before it of the same name, a display update replaces that display's data."""
+    msg_id = kc.execute(code, allow_stdin=True)
+    outputs: list[dict] = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=60)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status" and content["execution_state"] == "idle":
+            return outputs
+        if kind == "stream":
+            last = outputs[-1] if outputs else {}
+            if last.get("type") == "stream" and last["name"] == content["name"]:
+                last["text"] += content["text"]
+            else:
+                outputs.append({"type": "stream", "name": content["name"], "text": content["text"]})
+        elif kind == "display_data":
+            display_id = content.get("transient", {}).get("display_id")
+            outputs.append({"type": "display", "id": display_id, "data": content["data"]})
+        elif kind == "update_display_data":
+            display_id = content["transient"]["display_id"]
+            for out in outputs:
+                if out.get("id") == display_id:
+                    out["data"] = content["data"]
+        elif kind == "error":
+            raise AssertionError(f"{content['ename']}: {content['evalue']}")
+
+
+def test_a_trainings_bars_take_turns_in_one_display_of_the_cell(kernel):
+    """A training in JupyterLab added two widget bars an epoch to its cell: past 50 outputs JupyterLab
+    showed no new ones (the later epochs and a Ctrl-C's message went unseen), and each closed bar came back
+    as "Error displaying widget: model not found"."""
+    outputs = run_cell(
+        kernel,
+        "from seglib.engine.progress import progress_bar\n"
+        "for epoch in range(30):\n"
+        "    for _ in progress_bar(range(4), desc=f'epoch {epoch} train', leave=False): pass\n"
+        "    for _ in progress_bar(range(2), desc=f'epoch {epoch} val', leave=False): pass\n"
+        "    print(f'epoch {epoch} done')\n"
+        "for _ in progress_bar(range(3), desc='evaluate'): pass\n",
+    )
+    displays = [out for out in outputs if out["type"] == "display"]
+    assert [out["type"] for out in outputs] == ["display", "stream"], outputs
+    assert outputs[1]["text"] == "".join(f"epoch {e} done\n" for e in range(30))
+    assert not any(WIDGET in out["data"] for out in displays)
+    final = displays[0]["data"]  # the cell's last bar, left in place (leave=True)
+    assert "evaluate" in final["text/plain"] and "3/3" in final["text/plain"]
+    assert '<progress value="3" max="3"' in final["text/html"]
+
+
+def test_nested_bars_take_a_display_each_and_a_bar_stopped_short_keeps_its_state(kernel):
+    outputs = run_cell(
+        kernel,
+        "from seglib.engine.progress import progress_bar\n"
+        "for run in progress_bar(range(2), desc='runs'):\n"
+        "    for _ in progress_bar(range(3), desc=f'run {run}', leave=False): pass\n"
+        "bar = progress_bar(range(10), desc='stopped', leave=False)\n"
+        "for i in bar:\n"
+        "    if i == 4:\n"
+        "        break\n"
+        "bar.close()\n",
+    )
+    runs, inner = (out["data"]["text/plain"] for out in outputs)
+    assert len(outputs) == 2 and "runs" in runs and "2/2" in runs
+    # the inner bars' display, cleared at their close, then drawn into by the bar stopped at 4 of 10
+    assert "stopped" in inner and "4/10" in inner
+
+
+def test_a_new_cell_draws_in_displays_of_its_own(kernel):
+    first = run_cell(
+        kernel, "from seglib.engine.progress import progress_bar\nlist(progress_bar(range(2), desc='a'))"
+    )
+    second = run_cell(kernel, "list(progress_bar(range(2), desc='b'))")
+    assert "a: " in first[0]["data"]["text/plain"] and "b: " in second[0]["data"]["text/plain"]
