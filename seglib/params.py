@@ -1,8 +1,9 @@
-"""A notebook's own parameters checked as papermill passes them, before any work.
+"""A notebook's own parameters checked as papermill passes them or a person writes them, before any work.
 
 `papermill -p worst -1` or `-p resume true` reaches the notebook as -1 or the text "true" (papermill reads
 True and False, numbers and text): each check returns the value it takes, or raises a ValueError naming
-the parameter, what it takes and how to pass it. The training settings are TrainConfig's to check.
+the parameter, what it takes and how to write it (in the parameters cell, or to papermill). The training
+settings are TrainConfig's to check.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ def _as_text(name: str, value: Any) -> str:
         float(value)
     except (TypeError, ValueError):
         return ""
-    return f" (text: pass numbers with -p {name} {value}, not -r)" if isinstance(value, str) else ""
+    return (
+        f" (text: write {name} = {value} without quotes, or -p {name} {value} to papermill, not -r)"
+        if isinstance(value, str)
+        else ""
+    )
 
 
 def whole_number(name: str, value: Any, minimum: int = 0) -> int:
@@ -48,7 +53,9 @@ def text(name: str, value: Any) -> str:
     """`value`, text that is not empty: papermill reads -p NAME 2024 as a number and None as None (-r NAME
     VALUE passes text as it is)."""
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be text that is not empty (papermill: -r {name} VALUE), got {value!r}")
+        raise ValueError(
+            f'{name} must be text that is not empty ({name} = "VALUE", or -r {name} VALUE to papermill), got {value!r}'
+        )
     return value
 
 
@@ -64,7 +71,9 @@ def name_list(name: str, value: Any) -> str:
 def flag(name: str, value: Any) -> bool:
     """`value` as True or False: papermill reads only these two spellings as booleans."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False (papermill: -p {name} True), got {value!r}")
+        raise ValueError(
+            f"{name} must be True or False ({name} = True, or -p {name} True to papermill), got {value!r}"
+        )
     return value
 
 

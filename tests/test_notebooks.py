@@ -239,7 +239,12 @@ def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
     assert (
         start(*args, split_seed=3.0).folder["split_seed"] == 3
     )  # papermill -p split_seed 3.0: numpy took no float
-    for seed, shown in ((None, "None"), ("abc", "'abc'"), (-1, "-1"), ("3", r"'3' \(text: pass numbers")):
+    for seed, shown in (
+        (None, "None"),
+        ("abc", "'abc'"),
+        (-1, "-1"),
+        ("3", r"'3' \(text: write split_seed = 3 without quotes"),
+    ):
         with pytest.raises(
             ValueError, match=rf"split_seed must be a whole number of at least 0, got {shown}"
         ):
@@ -249,7 +254,12 @@ def test_start_checks_the_folder_settings_as_papermill_passes_them(tmp_path):
 @pytest.mark.parametrize(
     ("i", "value", "message"),
     [
-        (1, "", r"data_root must be text that is not empty \(papermill: -r data_root VALUE\), got ''"),
+        (
+            1,
+            "",
+            r'data_root must be text that is not empty \(data_root = "VALUE", or -r data_root VALUE to papermill\), got '
+            "",
+        ),
         (4, 2024, r"results_dir must be text .* got 2024"),  # papermill -p results_dir 2024: a number
         (4, None, r"results_dir must be text .* got None"),
         (5, None, r"device must be text .* got None"),

@@ -10,7 +10,10 @@ def test_whole_numbers():
     for bad in (-1, 0, 2.5, "5", True, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=rf"worst must be a whole number of at least 1, got {bad!r}"):
             whole_number("worst", bad, 1)
-    with pytest.raises(ValueError, match=r"got '3' \(text: pass numbers with -p epochs 3, not -r\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"got '3' \(text: write epochs = 3 without quotes, or -p epochs 3 to papermill, not -r\)",
+    ):
         whole_number("epochs", "3")  # papermill -r epochs 3
 
 
@@ -29,7 +32,10 @@ def test_probabilities():
 def test_flags_and_choices():
     assert flag("resume", True) is True and flag("resume", False) is False
     for bad in ("true", "false", 1, 0, "True"):  # papermill reads only True and False as booleans
-        with pytest.raises(ValueError, match=r"resume must be True or False \(papermill: -p resume True\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"resume must be True or False \(resume = True, or -p resume True to papermill\)",
+        ):
             flag("resume", bad)
     assert choice("export_format", "pt2", ("onnx", "pt2")) == "pt2"
     with pytest.raises(ValueError, match=r"unknown export_format 'tflite'; choose one of \['onnx', 'pt2'\]"):
