@@ -28,7 +28,16 @@ from .data import (
     resolve_data_root,
     synthetic_set_root,
 )
-from .engine import PROFILES, TrainConfig, checkpoint_split, config_from_profile, latest_run, load_history
+from .engine import (
+    PROFILES,
+    TrainConfig,
+    TrainingInterrupted,
+    checkpoint_split,
+    config_from_profile,
+    latest_run,
+    load_history,
+)
+from .engine.progress import shell_of_kernel
 from .engine.runtime import cpu_kind, resolve_device
 from .kernels import end_kernel_quickly
 from .params import choice, text, whole_number
@@ -185,6 +194,7 @@ def start(
         text(name, value)
     resolve_device(device)  # an unknown or absent device fails here, before any work
     end_kernel_quickly()  # the notebook's kernel; papermill counts the notebook done when it has exited
+    say_interrupts_briefly(notebook)
     choice("profile", profile, list(PROFILES))
     choice("dataset", dataset, list(DATASETS))
     data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
@@ -206,6 +216,31 @@ def start(
         what = f"the folder data set (images/, masks/; {pairs.split_source})"
     print(f"{notebook}: {what} at {root}; profile {profile!r}; device {ws.machine}; results in {results}")
     return ws
+
+
+# The notebooks that go on from a stopped training by their own parameter.
+RESUMABLE = ("02_train_unet", "03_train_resnet34_unet")
+
+
+def say_interrupts_briefly(notebook: str) -> None:
+    """In this notebook's kernel, a training stopped by the stop button (`TrainingInterrupted`) shows its
+    message alone, with the notebook's own way on where it has one (resume=True), not a traceback of
+    40 lines that ends in it. Still an error: Run All stops there, as papermill does."""
+    shell = shell_of_kernel()
+    if shell is None:
+        return
+    advice = (
+        " In this notebook: set resume = True in the parameters cell and run the notebook again."
+        if notebook in RESUMABLE
+        else ""
+    )
+
+    def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> None:
+        shell.showtraceback(
+            (etype, etype(f"{value}.{advice}" if advice else value), None), exception_only=True
+        )
+
+    shell.set_custom_exc((TrainingInterrupted,), brief)
 
 
 def _check_data_root(data_root: Path, dataset: str) -> None:

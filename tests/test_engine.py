@@ -16,6 +16,7 @@ from seglib.engine import (
     HISTORY_COLUMNS,
     CheckpointError,
     TrainConfig,
+    TrainingInterrupted,
     evaluate,
     fit,
     load_checkpoint,
@@ -573,3 +574,16 @@ def test_a_loaded_config_never_overwrites_the_run_it_came_from(tmp_path):
     TrainConfig(overwrite=True, run_name="w").save(tmp_path / "config.json")
     loaded = TrainConfig.load(tmp_path / "config.json")
     assert (loaded.overwrite, loaded.run_name) == (False, "w")
+
+
+def test_a_ctrl_c_in_fits_set_up_says_what_was_saved(tiny_config, monkeypatch):
+    """Stopped while it read the data (or probed, or cached) fit ended in a bare KeyboardInterrupt at the
+    bottom of a traceback through torch, saying nothing of what was saved or what to do."""
+
+    def stopped(cfg):
+        raise KeyboardInterrupt  # the moment of a Ctrl-C: no run gets there reliably
+
+    monkeypatch.setattr("seglib.engine.train.make_datasets", stopped)
+    with pytest.raises(TrainingInterrupted, match="stopped before it saved where it stood") as e:
+        fit(tiny_config())
+    assert e.value.__suppress_context__

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.std import tqdm
 
-__all__ = ["CellBar", "progress_bar", "unattended_kernel"]
+__all__ = ["CellBar", "progress_bar", "shell_of_kernel", "unattended_kernel"]
 
 
 def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
@@ -40,7 +40,7 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
     # Not tqdm.auto's bars: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
     # one resets the first and throws its prefetched batches away.
-    return CellBar(iterable, **kwargs) if _shell_of_kernel() is not None else tqdm(iterable, **kwargs)
+    return CellBar(iterable, **kwargs) if shell_of_kernel() is not None else tqdm(iterable, **kwargs)
 
 
 class CellBar(tqdm):
@@ -111,7 +111,7 @@ _SLOTS: dict[str, list[_Slot]] = {}  # the running cell's displays, by its reque
 def _take_slot() -> _Slot:
     """A free display of the running cell (a new one where all are taken): the displays of an earlier
     cell are its own, never drawn into again."""
-    shell = _shell_of_kernel()
+    shell = shell_of_kernel()
     cell = (getattr(shell, "parent_header", None) or {}).get("msg_id", "")
     if cell not in _SLOTS:
         _SLOTS.clear()
@@ -125,7 +125,7 @@ def _take_slot() -> _Slot:
     return slots[-1]
 
 
-def _shell_of_kernel() -> Any:
+def shell_of_kernel() -> Any:
     """IPython's shell where this process is a Jupyter kernel, else None (and no import for the CLI's
     sake)."""
     if "IPython" not in sys.modules:
@@ -137,7 +137,7 @@ def _shell_of_kernel() -> Any:
 def unattended_kernel() -> bool:
     """True in a Jupyter kernel whose cell was sent without stdin: by nbclient (papermill, nbconvert
     --execute), which never allows it, where JupyterLab always does. False outside a kernel."""
-    shell = _shell_of_kernel()
+    shell = shell_of_kernel()
     # ipykernel keeps the running request's allow_stdin there (what its input() checks); a kernel
     # without the attribute keeps the displays.
     return shell is not None and getattr(shell.kernel, "_allow_stdin", True) is False

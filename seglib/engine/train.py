@@ -88,7 +88,16 @@ __all__ = [
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during `fit`: `last.pt` was saved; the message says how to resume."""
+    """Ctrl-C during `fit`: the message says what was saved (`last.pt`, from where it stopped or before)
+    and how to go on."""
+
+
+# a Ctrl-C in fit's set-up (reading the data, the probe, the cache), or a second one while it saved
+UNSAVED = (
+    "training stopped before it saved where it stood (in its set-up, or at a second Ctrl-C during a save): "
+    "where its run folder has a last.pt, that holds its last saved epoch: resume from it (fit(cfg, "
+    "resume=RUN_FOLDER), or `python -m seglib train --resume RUN_FOLDER`); else nothing was trained: start it again"
+)
 
 
 @dataclass
@@ -132,6 +141,10 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
         # overwrites it meanwhile (`.training`)
         with ExitStack() as held:
             return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss), held)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:  # its traceback ends deep in torch or the data and says nothing
+        raise TrainingInterrupted(UNSAVED) from None
     finally:
         cleanup(info)
 

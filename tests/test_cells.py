@@ -1,5 +1,6 @@
-"""Progress bars in a real Jupyter kernel, sent cells as JupyterLab sends them (with stdin), their outputs
-rebuilt as JupyterLab's output area keeps them."""
+"""What a cell run in JupyterLab shows: progress bars and a stopped training, in a real Jupyter kernel sent
+cells as JupyterLab sends them (with stdin), their outputs rebuilt as JupyterLab's output area keeps
+them."""
 
 import os
 from pathlib import Path
@@ -23,9 +24,10 @@ def kernel():
         km.shutdown_kernel(now=True)
 
 
-def run_cell(kc, code: str) -> list[dict]:
+def run_cell(kc, code: str, errors: bool = False) -> list[dict]:
     """`code` run as JupyterLab runs a cell; the cell's outputs as its output area holds them: a stream
-    joins the stream output before it of the same name, a display update replaces that display's data."""
+    joins the stream output before it of the same name, a display update replaces that display's data.
+    An error output fails the test unless `errors`."""
     msg_id = kc.execute(code, allow_stdin=True)
     outputs: list[dict] = []
     while True:
@@ -50,7 +52,8 @@ def run_cell(kc, code: str) -> list[dict]:
                 if out.get("id") == display_id:
                     out["data"] = content["data"]
         elif kind == "error":
-            raise AssertionError(f"{content['ename']}: {content['evalue']}")
+            assert errors, f"{content['ename']}: {content['evalue']}"
+            outputs.append({"type": "error", **content})
 
 
 def test_a_trainings_bars_take_turns_in_one_display_of_the_cell(kernel):
@@ -99,3 +102,28 @@ def test_a_new_cell_draws_in_displays_of_its_own(kernel):
     )
     second = run_cell(kernel, "list(progress_bar(range(2), desc='b'))")
     assert "a: " in first[0]["data"]["text/plain"] and "b: " in second[0]["data"]["text/plain"]
+
+
+def test_a_stopped_training_says_its_message_and_the_notebooks_way_on_without_a_traceback(kernel):
+    """The stop button in 02 showed a traceback of about 40 lines ending in advice for Python and the
+    command line, not the notebook's own resume parameter."""
+    outputs = run_cell(
+        kernel,
+        "from seglib.engine import TrainingInterrupted\n"
+        "from seglib.workspace import say_interrupts_briefly\n"
+        "say_interrupts_briefly('02_train_unet')\n"
+        "def fit():\n"
+        "    raise TrainingInterrupted('training stopped in epoch 3; r/last.pt holds everything up to there')\n"
+        "fit()\n",
+        errors=True,
+    )
+    (error,) = outputs
+    assert error["ename"] == "TrainingInterrupted" and error["evalue"] == (
+        "training stopped in epoch 3; r/last.pt holds everything up to there. In this notebook: set "
+        "resume = True in the parameters cell and run the notebook again."
+    )
+    # the message alone, and IPython's line on %tb (the full traceback, where someone wants it)
+    assert len(error["traceback"]) == 2 and "%tb" in error["traceback"][0]
+    assert "fit()" not in "".join(error["traceback"])
+    other = run_cell(kernel, "say_interrupts_briefly('05_scheduler_comparison')\nfit()\n", errors=True)
+    assert other[0]["evalue"] == "training stopped in epoch 3; r/last.pt holds everything up to there"
