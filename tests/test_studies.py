@@ -8,7 +8,7 @@ import pytest
 from conftest import tiny_train_config
 
 from seglib.data import OxfordPetDataset
-from seglib.engine import TrainConfig
+from seglib.engine import TrainConfig, TrainingInterrupted, fit
 from seglib.study import (
     CURVE_FILE,
     RECIPE_STUDIES,
@@ -21,6 +21,7 @@ from seglib.study import (
     run_recipe_job,
     scheduler_summary,
     scheduler_table,
+    train_once,
 )
 
 
@@ -135,6 +136,27 @@ def test_a_study_stopped_while_scoring_keeps_finished_runs_and_reuses_them(
 def _history(val_dice, seconds):
     n = len(val_dice)
     return pd.DataFrame({"epoch": range(1, n + 1), "val_dice": val_dice, "seconds": seconds})
+
+
+@pytest.mark.slow
+def test_a_rerun_of_the_scheduler_study_reads_finished_runs_and_goes_on_with_a_stopped_one(
+    synthetic_root, tmp_path, capsys, loss_at_step
+):
+    """Run again after its stop button, notebook 05 trained every scheduler anew, the finished ones too,
+    each in a new folder (-2, -3, ...)."""
+    out = tmp_path / "runs"
+    cfg = tiny_train_config(synthetic_root, out, run_name="schedulers-cosine-tiny", scheduler="cosine")
+    first = train_once(cfg)
+    again = train_once(cfg)
+    assert "schedulers-cosine-tiny: trained before with this config" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(again, first, check_dtype=False)
+    stopped = dataclasses.replace(cfg, run_name="schedulers-none-tiny", scheduler="none")
+    with pytest.raises(TrainingInterrupted):
+        fit(stopped, loss_fn=loss_at_step("ctrl_c", 4))  # in its second epoch
+    history = train_once(stopped)
+    assert "schedulers-none-tiny: stopped part-way with this config; going on" in capsys.readouterr().out
+    assert list(history.epoch) == [1, 2]
+    assert sorted(p.name for p in out.iterdir()) == ["schedulers-cosine-tiny", "schedulers-none-tiny"]
 
 
 def test_scheduler_summary_names_every_scheduler_level_with_the_best():

@@ -42,6 +42,7 @@ from .schedulers import (
     plan_scheduler_study,
     scheduler_summary,
     scheduler_table,
+    train_once,
 )
 from .settings import json_or_text, parse_recipes
 
@@ -70,6 +71,7 @@ __all__ = [
     "recipe_run_name",
     "check_budgets",
     "scheduler_table",
+    "train_once",
     "scheduler_summary",
     "StudyCurves",
     "study_curves",

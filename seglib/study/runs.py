@@ -23,7 +23,15 @@ from ..engine import TrainConfig, atomic_write_csv, fit, load_history
 from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER
 from .curves import epoch_column, score_kept_models
 
-__all__ = ["CURVE_FILE", "IMAGE_DICE_FILE", "StudyRun", "same_config", "matching_runs", "run_recipe_job"]
+__all__ = [
+    "CURVE_FILE",
+    "IMAGE_DICE_FILE",
+    "StudyRun",
+    "is_finished",
+    "matching_runs",
+    "run_recipe_job",
+    "same_config",
+]
 
 CURVE_FILE = "dice_vs_minutes.csv"  # a run's scored curve, in its folder (a `test_images` column: how many)
 IMAGE_DICE_FILE = "image_dice.csv"  # its kept models' Dice per test image (`score_kept_models`)
@@ -87,7 +95,7 @@ def matching_runs(cfg: TrainConfig) -> list[Path]:
     return [p for p in found if same_config(cfg, p)]
 
 
-def _finished(run_dir: Path) -> bool:
+def is_finished(run_dir: Path) -> bool:
     """Its training ended: history.csv has the epochs its config.json (re-planned) says."""
     try:
         history, saved = load_history(run_dir)
@@ -142,7 +150,7 @@ def run_recipe_job(
     test = test_split(cfg.image_size)
     curve, found, run_dir = None, None, None
     for candidate in matching_runs(cfg):
-        if _finished(candidate):
+        if is_finished(candidate):
             curve = _saved_curve(candidate, len(test))
             if curve is not None or _has_epoch_models(candidate):
                 run_dir = candidate

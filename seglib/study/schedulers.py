@@ -8,10 +8,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..engine import SCHEDULERS, TrainConfig, make_datasets
+from ..engine import SCHEDULERS, TrainConfig, fit, load_history, make_datasets
 from ..engine.loaders import train_steps_per_epoch
 from ..params import name_list
 from .report import DECIMALS, leaders, names
+from .runs import is_finished, matching_runs
 from .settings import ConfigFn, settings_for
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "plan_scheduler_study",
     "scheduler_table",
     "scheduler_summary",
+    "train_once",
 ]
 
 
@@ -149,3 +151,20 @@ def scheduler_summary(table: pd.DataFrame, epochs: int, lr: float) -> str:
         f"With {epochs} epochs at peak lr {lr:g}, {lead}; the spread from best to worst scheduler is "
         f"{spread}." + seconds
     )
+
+
+def train_once(cfg: TrainConfig) -> pd.DataFrame:
+    """The history of `cfg`'s run, trained once: a finished run of the same config (`matching_runs`) is
+    read, not trained again; one stopped part-way (Ctrl-C) goes on from its last.pt; else `fit` trains it.
+    Says which, as notebook 06 does: a rerun of notebook 05 retrained every scheduler, finished or not."""
+    found = matching_runs(cfg)
+    for run_dir in found:
+        if is_finished(run_dir):
+            print(
+                f"{run_dir.name}: trained before with this config; using its history (delete the folder to retrain)"
+            )
+            return load_history(run_dir)[0]
+    stopped = next((run_dir for run_dir in found if (run_dir / "last.pt").is_file()), None)
+    if stopped is not None:
+        print(f"{stopped.name}: stopped part-way with this config; going on from its last.pt")
+    return fit(cfg, resume=stopped or False).history
