@@ -9,6 +9,7 @@ checkout's data.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,10 @@ class Workspace:
     def runs(self) -> Path:
         return self.results / "runs"
 
-    def run_folder(self, given: str, name: str, parameter: str = "run") -> Path:
+    def run_folder(self, given: str, name: str, parameter: str = "run", model: str | None = None) -> Path:
         """The run folder `given` (relative: from the repository), or if "" the newest run called `name`;
-        a ValueError naming the notebook's `parameter` where `given` is no run folder with a best.pt."""
+        a ValueError naming the notebook's `parameter` where `given` is no run folder with a best.pt, or
+        one whose config.json says it trained another `model` than the notebook's parameter is for."""
         if not isinstance(given, str):  # papermill -p unet_run 7 (or None): a number, not a folder's name
             raise ValueError(f'{parameter} must be a run folder, or "" for the newest run, got {given!r}')
         if not given:
@@ -99,6 +101,12 @@ class Workspace:
             raise ValueError(
                 f"{parameter}={given!r}: {path} holds no best.pt; give a run folder of notebook 02 or 03 "
                 f'(in {self.runs}), or "" for the newest run called {name!r}'
+            )
+        trained = _trained_model(path)
+        if model is not None and trained not in (None, model):  # its tables would name it `model`
+            raise ValueError(
+                f"{parameter}={given!r}: its run trained a {trained} (its config.json), and {parameter} is "
+                f"for a {model} run; give a {model} run, or the {trained} run to its own parameter"
             )
         return path
 
@@ -157,6 +165,15 @@ class Workspace:
             device=self.device,
             **{**self.folder, **overrides},
         )
+
+
+def _trained_model(run_dir: Path) -> str | None:
+    """The model `run_dir`'s config.json names (None where it cannot tell: the check is then left out)."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return saved.get("model") if isinstance(saved, dict) else None
 
 
 def start(

@@ -300,6 +300,12 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
     assert ws.describe_run(run).startswith(f"{run} (STOPPED at epoch 1 of 30: its best.pt is from those")
     pd.DataFrame({"epoch": range(1, 31)}).to_csv(run / "history.csv", index=False)
     assert ws.describe_run(run) == f"{run} (30 epochs)"
+    # a UNet run given for the ResNet34-UNet: 04's tables called it resnet34_unet
+    assert ws.run_folder(str(run), "unet-tiny", "unet_run", model="unet") == run
+    with pytest.raises(
+        ValueError, match=rf"resnet_run='{run}': its run trained a unet .* give a resnet34_unet run, or"
+    ):
+        ws.run_folder(str(run), "resnet34_unet-tiny", "resnet_run", model="resnet34_unet")
     with pytest.raises(
         ValueError, match=rf"unet_run='.*best\.pt' is a file; give the run folder that holds it \({run}\)"
     ):
