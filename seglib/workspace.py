@@ -235,27 +235,28 @@ def start(
     return ws
 
 
-# The notebooks that go on from a stopped training by their own parameter.
-RESUMABLE = ("02_train_unet", "03_train_resnet34_unet")
+# How each notebook goes on from a stopped training (a run that saved where it stopped).
+WAY_ON = {
+    "02_train_unet": "set resume = True in the parameters cell and run the notebook again",
+    "03_train_resnet34_unet": "set resume = True in the parameters cell and run the notebook again",
+    "05_scheduler_comparison": "run it again: it reads the runs it finished and goes on with this one",
+    "06_recipe_study": "run it again: it reads the runs it finished and trains this one again",
+}
 
 
 def say_interrupts_briefly(notebook: str) -> None:
     """In this notebook's kernel, a training stopped by the stop button (`TrainingInterrupted`) shows its
-    message alone, with the notebook's own way on where it has one (resume=True), not a traceback of
-    40 lines that ends in it. Still an error: Run All stops there, as papermill does."""
+    message alone, with the notebook's own way on where it has one, not a traceback of 40 lines that ends
+    in it (`%tb` shows that). Still an error: Run All stops there, as papermill does."""
     shell = shell_of_kernel()
     if shell is None:
         return
-    advice = (
-        " In this notebook: set resume = True in the parameters cell and run the notebook again."
-        if notebook in RESUMABLE
-        else ""
-    )
 
     def brief(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> None:
-        shell.showtraceback(
-            (etype, etype(f"{value}.{advice}" if advice else value), None), exception_only=True
-        )
+        said = str(value).rstrip(".") + "."
+        if notebook in WAY_ON and getattr(value, "saved", True):
+            said += f" In this notebook: {WAY_ON[notebook]}."
+        shell.showtraceback((etype, etype(said), tb), exception_only=True)  # tb: for %tb
 
     shell.set_custom_exc((TrainingInterrupted,), brief)
 

@@ -2,10 +2,12 @@
 cells as JupyterLab sends them (with stdin), their outputs rebuilt as JupyterLab's output area keeps
 them."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+from conftest import tiny_train_config
 from jupyter_client.manager import start_new_kernel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,5 +127,62 @@ def test_a_stopped_training_says_its_message_and_the_notebooks_way_on_without_a_
     # the message alone, and IPython's line on %tb (the full traceback, where someone wants it)
     assert len(error["traceback"]) == 2 and "%tb" in error["traceback"][0]
     assert "fit()" not in "".join(error["traceback"])
-    other = run_cell(kernel, "say_interrupts_briefly('05_scheduler_comparison')\nfit()\n", errors=True)
-    assert other[0]["evalue"] == "training stopped in epoch 3; r/last.pt holds everything up to there"
+    tb = run_cell(kernel, "%tb", errors=True)  # the traceback, where someone wants it
+    assert any("fit()" in line for line in tb[0]["traceback"])
+    other = run_cell(kernel, "say_interrupts_briefly('07_your_own_data')\nfit()\n", errors=True)
+    assert other[0]["evalue"] == "training stopped in epoch 3; r/last.pt holds everything up to there."
+    unsaved = run_cell(
+        kernel,
+        "say_interrupts_briefly('02_train_unet')\n"
+        "e = TrainingInterrupted('training stopped before it saved where it stood')\n"
+        "e.saved = False\n"
+        "raise e\n",
+        errors=True,
+    )  # nothing to resume: no advice to resume
+    assert unsaved[0]["evalue"] == "training stopped before it saved where it stood."
+
+
+def test_a_training_stopped_in_a_cell_keeps_its_bar_at_the_steps_done(kernel, synthetic_root, tmp_path):
+    """The bar left after a stop showed a step fewer than the message ("2/4" beside "after step 3 of 4"):
+    tqdm counts a step only when the loop asks for the next."""
+    cfg = tiny_train_config(synthetic_root, tmp_path, progress=True)
+    outputs = run_cell(
+        kernel,
+        "import json, os, signal\n"
+        "from seglib.engine import TrainConfig, fit\n"
+        "from seglib.engine.losses import build_loss\n"
+        "from seglib.workspace import say_interrupts_briefly\n"
+        "say_interrupts_briefly('02_train_unet')\n"
+        "bce, calls = build_loss('bce'), []\n"
+        "def stop_at_step_2(logits, target):  # the stop button, pressed in step 2 of 3\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "    return bce(logits, target)\n"
+        f"fit(TrainConfig.from_dict(json.loads({json.dumps(json.dumps(cfg.to_dict()))})), loss_fn=stop_at_step_2)\n",
+        errors=True,
+    )
+    first_line, bar, error = outputs
+    assert first_line["type"] == "stream" and bar["type"] == "display" and error["type"] == "error"
+    assert "after step 2 of 3" in error["evalue"] and "set resume = True" in error["evalue"]
+    assert "2/3" in bar["data"]["text/plain"], bar["data"]["text/plain"]
+
+
+def test_each_training_of_a_cell_shows_its_bar_above_its_own_lines(kernel):
+    """Notebook 05 trains five models in one cell: their bar stayed above the first one's lines."""
+    outputs = run_cell(
+        kernel,
+        "from seglib.engine.progress import progress_bar, start_new_displays\n"
+        "for run in range(2):\n"
+        "    start_new_displays()  # as fit() does\n"
+        "    print(f'run {run}')\n"
+        "    for epoch in range(3):\n"
+        "        for _ in progress_bar(range(2), desc=f'run {run} epoch {epoch}', leave=False): pass\n"
+        "        print(f'epoch {epoch}')\n"
+        "    for _ in progress_bar(range(1), desc=f'run {run} done'): pass\n",
+    )
+    assert [out["type"] for out in outputs] == ["stream", "display", "stream", "display", "stream"]
+    assert outputs[2]["text"].startswith("epoch 0") and outputs[2]["text"].endswith("run 1\n")
+    assert (
+        "run 0 done" in outputs[1]["data"]["text/plain"] and "run 1 done" in outputs[3]["data"]["text/plain"]
+    )

@@ -118,6 +118,8 @@ def _after_step(
         if stop:
             meter.read(env.interrupt, agree=False)
     if stop:
+        bar.n = step  # the steps done, this one too: tqdm counts a step when the loop asks for the next
+        bar.close()  # kept as it stopped; the loop's own close, later, does nothing
         raise StopRequested
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from tqdm.std import tqdm
 
-__all__ = ["CellBar", "progress_bar", "shell_of_kernel", "unattended_kernel"]
+__all__ = ["CellBar", "progress_bar", "shell_of_kernel", "start_new_displays", "unattended_kernel"]
 
 
 def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
@@ -106,6 +106,13 @@ class _Slot:
 
 
 _SLOTS: dict[str, list[_Slot]] = {}  # the running cell's displays, by its request's message id
+
+
+def start_new_displays() -> None:
+    """The bars made from now on in the running cell take new displays, below what it has shown so far:
+    a second training in one cell (notebook 05's) then shows its bar above its own lines. A bar still
+    open keeps its display."""
+    _SLOTS.clear()
 
 
 def _take_slot() -> _Slot:

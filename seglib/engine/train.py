@@ -53,6 +53,7 @@ from .loaders import eval_loader, make_datasets, run_device_data, train_loader, 
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
 from .optimizer import build_optimizer, optimizer_name
+from .progress import start_new_displays
 from .progressive import epoch_size
 from .runs import (
     HISTORY_COLUMNS,
@@ -89,7 +90,9 @@ __all__ = [
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during `fit`: the message says what was saved (`last.pt`, from where it stopped or before)
-    and how to go on."""
+    and how to go on. `saved`: whether last.pt holds where it stopped."""
+
+    saved = True
 
 
 # a Ctrl-C in fit's set-up (reading the data, the probe, the cache), or a second one while it saved
@@ -135,6 +138,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     folder, and every rank returns the same history and weights.
     """
     cfg.validate()
+    start_new_displays()  # in JupyterLab: this training's bar above its own lines, not an earlier one's
     info = init_distributed(cfg.device)
     try:
         # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
@@ -144,7 +148,9 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # its traceback ends deep in torch or the data and says nothing
-        raise TrainingInterrupted(UNSAVED) from None
+        stopped = TrainingInterrupted(UNSAVED)
+        stopped.saved = False
+        raise stopped from None
     finally:
         cleanup(info)
 
