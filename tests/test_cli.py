@@ -822,6 +822,9 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     assert find_resume_dir(TrainConfig(output_dir=str(tmp_path)), True) == mine
     with pytest.raises(RuntimeError, match=rf"cannot resume .*r-2: process {live} on .* trains it now"):
         find_resume_dir(cfg, theirs)
+    # The other nodes of a torchrun job leave marks to rank 0: one its machine left, dead, read as live
+    # on theirs, and they refused alone and silently while rank 0 resumed (and waited for them).
+    assert find_resume_dir(cfg, theirs, marks=False) == theirs == find_resume_dir(cfg, True, marks=False)
     overwrite = new_run(TrainConfig(output_dir=str(tmp_path), run_name="r-2", overwrite=True))
     with pytest.raises(RuntimeError, match=r"cannot overwrite .*r-2: process .* delete .*r-2/\.training\)"):
         overwrite.__enter__()

@@ -303,6 +303,38 @@ def test_sync_bn_two_ranks_match_one_rank_with_twice_the_batch(tiny_config, tmp_
         assert hb[col].tolist() == pytest.approx(ha[col].tolist(), abs=1e-5), col
 
 
+# fit with settings of its own on rank 1, as two nodes started with other options; each rank's error kept
+SETTINGS_SCRIPT = """
+import dataclasses, json, os, sys
+from pathlib import Path
+from seglib.engine import TrainConfig, fit
+
+out, rank = Path(os.environ["SEGLIB_TEST_OUT"]), os.environ["RANK"]
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+if rank == "1":
+    cfg = dataclasses.replace(cfg, lr=0.05, seed=7, num_workers=1)
+try:
+    fit(cfg)
+except ValueError as e:
+    (out / f"error{rank}.txt").write_text(str(e))
+"""
+
+
+def test_processes_started_with_other_settings_are_refused_before_any_work(tiny_config, tmp_path):
+    """Two nodes given another lr and seed trained, exit 0, a run worse than either recorded with rank 0's
+    settings; other epochs or batch sizes waited for each other until the timeout."""
+    cfg = tiny_config(train_limit=16, run_name="mixed")
+    (tmp_path / "settings_script.py").write_text(SETTINGS_SCRIPT)
+    torchrun("settings_script.py", json.dumps(cfg.to_dict()), out=tmp_path)
+    for rank in (0, 1):
+        said = (tmp_path / f"error{rank}.txt").read_text()
+        assert said.startswith(
+            "the 2 processes were started with other settings (lr: rank 0 0.001, rank 1 0.05; "
+        )
+        assert "seed: rank 0 42, rank 1 7" in said and "num_workers" not in said  # a node's own
+    assert not (tmp_path / "runs" / "mixed").exists()
+
+
 @pytest.mark.slow
 def test_a_budget_run_under_torchrun_replans_the_same_on_every_rank(tiny_config, tmp_path):
     """Rank 0's epoch times decide the plan for both ranks: both stop after the same epoch (a rank going on

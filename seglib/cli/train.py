@@ -43,7 +43,9 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
         return cfg, a.resume
     # Looked up once: fit resumes this folder (with the saved run_name and output_dir it could find another,
     # a copy of the run, or none in a moved project).
-    run = find_resume_dir(cfg, a.resume)
+    # Under torchrun rank 0 decides which run and whether another process trains it (fit): a mark its
+    # machine left, dead, reads as live on another node, whose ranks would refuse alone and say nothing.
+    run = find_resume_dir(cfg, a.resume, marks=os.environ.get("RANK", "0") == "0")
     if not (run / "config.json").is_file():
         return cfg, run
     saved = _saved_settings(run)  # its relative paths, as --config takes them: from where it was started

@@ -132,10 +132,13 @@ def resumed_run(cfg: TrainConfig, resume: bool | str | Path) -> Iterator[Path]:
         yield run_dir
 
 
-def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
+def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path, marks: bool = True) -> Path:
     """The run folder to resume: of PATH (a folder or its last.pt), else the newest run called cfg.run_name
     (or NAME-2, NAME-3, ...), or the newest run in cfg.output_dir. Newest: the last started or saved; one
-    killed before its first save is that run, and is refused rather than an older one resumed."""
+    killed before its first save is that run, and is refused rather than an older one resumed.
+    `marks=False`: another process's `.training` mark neither refuses a run nor leaves it out (the other
+    nodes of a distributed run, whose rank 0 decides: a mark its own machine left, dead, reads as live
+    elsewhere)."""
     if not isinstance(resume, bool):
         path = Path(resume)
         if path.suffix == ".pt" and path.name != "last.pt":  # it would quietly become the folder's last.pt
@@ -145,11 +148,11 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
             )
         run_dir = path.parent if path.suffix == ".pt" else path
     elif cfg.run_name:  # a new run of a used name went to NAME-2, NAME-3, ...: the newest is resumed
-        named = _newest_first(_named_runs(Path(cfg.output_dir), cfg.run_name, "config.json"))
+        named = _newest_first(_named_runs(Path(cfg.output_dir), cfg.run_name, "config.json"), marks)
         run_dir = named[0] if named else Path(cfg.output_dir) / cfg.run_name
     else:
         every = [p.parent for p in Path(cfg.output_dir).glob("*/config.json")]
-        runs = _newest_first(every)
+        runs = _newest_first(every, marks)
         if not runs:
             busy = f" that no other process trains now ({len(every)} do)" if every else ""
             raise FileNotFoundError(
@@ -157,7 +160,8 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
                 "start a new run with resume=False"
             )
         run_dir = runs[0]
-    refuse_if_trained(run_dir, "resume")  # a folder given, or the only run of the name
+    if marks:
+        refuse_if_trained(run_dir, "resume")  # a folder given, or the only run of the name
     if not (run_dir / "last.pt").is_file():
         # a folder with config.json: a run stopped (a second Ctrl-C, a kill) before its first save
         why = "the run stopped before its first save: start it anew, without resume"
@@ -168,7 +172,7 @@ def find_resume_dir(cfg: TrainConfig, resume: bool | str | Path) -> Path:
     return run_dir
 
 
-def _newest_first(runs: list[Path]) -> list[Path]:
+def _newest_first(runs: list[Path], marks: bool = True) -> list[Path]:
     """Run folders by their last start (config.json at the first, environment.json at each) or save
     (last.pt), the newest first; those another process trains now are left out (one being trained beside
     this one, in another notebook or terminal, is never the run meant)."""
@@ -177,7 +181,7 @@ def _newest_first(runs: list[Path]) -> list[Path]:
         files = ("config.json", "environment.json", "last.pt")
         return max((run / f).stat().st_mtime for f in files if (run / f).is_file())
 
-    return sorted((r for r in runs if not trained_now_by(r)), key=touched, reverse=True)
+    return sorted((r for r in runs if not (marks and trained_now_by(r))), key=touched, reverse=True)
 
 
 def load_resume_checkpoint(cfg: TrainConfig, run_dir: Path, world_size: int) -> dict[str, Any]:

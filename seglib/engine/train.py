@@ -35,6 +35,7 @@ from .compiled import CompileClock, choose_compile, compile_module
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
+    all_gather_object,
     barrier,
     broadcast_buffers,
     cleanup,
@@ -141,6 +142,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     start_new_displays()  # in JupyterLab: this training's bar above its own lines, not an earlier one's
     info = init_distributed(cfg.device)
     try:
+        _check_same_settings(cfg)
         # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
         # overwrites it meanwhile (`.training`)
         with ExitStack() as held:
@@ -153,6 +155,27 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
         raise stopped from None
     finally:
         cleanup(info)
+
+
+# Settings each process (node) may have its own of: where it computes and caches, how it reports.
+PER_PROCESS = {"device", "num_workers", "progress", "cache", "cache_dir", "use_wandb", "wandb_project"}
+
+
+def _check_same_settings(cfg: TrainConfig) -> None:
+    """A ValueError on every rank where the processes of a distributed run were started with other
+    settings (two nodes given other options or another run to resume): they trained on and wrote rank 0's
+    settings (another lr or seed on one node: a run worse than either, recorded as rank 0's), or waited for
+    each other until the timeout (other epochs or batch sizes)."""
+    every = all_gather_object({k: v for k, v in cfg.to_dict().items() if k not in PER_PROCESS})
+    differ = sorted({k for other in every[1:] for k in every[0] if other.get(k) != every[0][k]})
+    if not differ:
+        return
+    rank = next(r for r, other in enumerate(every) if any(other.get(k) != every[0][k] for k in differ))
+    shown = "; ".join(f"{k}: rank 0 {every[0][k]!r}, rank {rank} {every[rank].get(k)!r}" for k in differ[:6])
+    raise ValueError(
+        f"the {len(every)} processes were started with other settings ({shown}); start every node with "
+        "the same command, the same data path and, to resume, the same run folder"
+    )
 
 
 def _check_steps(n_images: int, batch_size: int, world_size: int) -> None:
