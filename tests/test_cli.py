@@ -1011,3 +1011,20 @@ def test_rank_1_says_rank_0s_error_as_torchrun_may_stop_rank_0_first(monkeypatch
         with pytest.raises(SystemExit) as stop:
             main(["evaluate", "--model_path", "m.pt"])
         assert ("cannot resume r: process 7 trains it" in str(stop.value.code)) == says
+
+
+def test_one_process_a_node_says_why_the_command_ended(monkeypatch):
+    """Two nodes under torchrun: only rank 0 spoke, so the other node's terminal showed a bare exit 1 (or
+    torch's traceback after a Ctrl-C), whatever stopped its processes."""
+    import seglib.cli.commands as commands
+
+    def refused(a):
+        raise ValueError("the 2 processes were started with other settings (lr: rank 0 0.001, rank 1 0.05)")
+
+    monkeypatch.setattr(commands, "_evaluate", refused)
+    for rank, local, says in (("0", "0", True), ("1", "0", True), ("3", "1", False)):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", local)
+        with pytest.raises(SystemExit) as stop:
+            main(["evaluate", "--model_path", "m.pt"])
+        assert ("started with other settings" in str(stop.value.code)) == says, (rank, local)

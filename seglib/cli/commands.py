@@ -58,6 +58,12 @@ UNSAVED = (
 )
 
 
+def _speaks() -> bool:
+    """Whether this process says how the command ended: one process a node under torchrun (LOCAL_RANK 0:
+    rank 0 on one node), so that each node's terminal says why its processes stopped; any other process."""
+    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0"
+
+
 def _says_rank_0s(e: BaseException) -> bool:
     """Whether this rank says rank 0's error: rank 1 does, as torchrun stops rank 0 (SIGTERM) once another
     rank has exited, often before rank 0 has said it (a run another job took first: nothing was said)."""
@@ -85,13 +91,13 @@ def main(argv: list[str] | None = None) -> None:
             "download": lambda a: download(a.data_path),
         }[a.command](a)
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
-        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank stops; rank 0 says so
+        if _speaks():  # under torchrun every rank stops; one a node says so
             print(
                 f"seglib {a.command}: interrupted. {str(e) or (UNSAVED if a.command == 'train' else '')}",
                 file=sys.stderr,
             )
         sys.exit(130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
-        if os.environ.get("RANK", "0") != "0" and not _says_rank_0s(e):
-            sys.exit(1)  # under torchrun every rank has it; rank 0 says it once
+        if not _speaks() and not _says_rank_0s(e):
+            sys.exit(1)  # under torchrun every rank has it; one a node says it
         sys.exit(f"seglib {a.command}: error: {_as_options(str(e))}")
