@@ -384,3 +384,66 @@ def test_ranks_draw_their_own_dropout_masks_and_resume_them(tiny_config, tmp_pat
     assert all(torch.equal(a[k], b[k]) for k in a)
     ha, hb = pd.read_csv(whole / "history.csv"), pd.read_csv(resumed / "history.csv")
     pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"), check_exact=True)
+
+
+# fit in a process of a two-node run whose other node is lost in its fourth training step (rank 1 ends at
+# once, as a killed process or a node that lost power does); what rank 0 is told is written out.
+LOST_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+import torch
+from seglib.engine import TrainConfig, fit
+from seglib.engine.losses import build_loss
+
+out, rank = Path(os.environ["SEGLIB_TEST_OUT"]), os.environ["RANK"]
+bce, steps = build_loss("bce"), []
+
+def loss_fn(logits, target):
+    if torch.is_grad_enabled():
+        steps.append(1)
+        if rank == "1" and len(steps) == 4:
+            os._exit(1)
+    return bce(logits, target)
+
+try:
+    fit(TrainConfig(**json.loads(sys.argv[1])), loss_fn=loss_fn)
+except RuntimeError as e:
+    (out / f"error{rank}.txt").write_text(str(e))
+"""
+
+
+@pytest.mark.slow
+def test_a_process_lost_mid_run_leaves_the_others_saying_how_to_resume(tiny_config, tmp_path):
+    """Rank 0 said only gloo's "Connection reset by peer ... GLHF!" when another node's process ended.
+
+    Each process is started as torchrun starts it on its own node (one process per node, so no torchrun
+    agent stops the survivor first)."""
+    cfg = tiny_config(train_limit=16, epochs=3, run_name="lost", channels_last=False)  # 2 steps an epoch
+    (tmp_path / "lost_script.py").write_text(LOST_SCRIPT)
+    port = str(free_port())
+    procs = []
+    for rank in ("0", "1"):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "SEGLIB_TEST_OUT": str(tmp_path), "RANK": rank}
+        env.update(
+            LOCAL_RANK="0", WORLD_SIZE="2", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+        )
+        cmd = [sys.executable, "lost_script.py", json.dumps(cfg.to_dict())]
+        procs.append(
+            subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    try:
+        logs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert procs[1].returncode == 1, logs[1][-3000:]
+    assert procs[0].returncode == 0, logs[0][-3000:]  # the survivor ends, told why
+    said = (tmp_path / "error0.txt").read_text()
+    run = tmp_path / "runs" / "lost"
+    assert "Connection reset by peer" in said  # gloo's own words first
+    assert "Another process of this run has ended (killed, out of memory, or its node lost" in said
+    assert (
+        f"resume with fit(cfg, resume={str(run)!r}) or `torchrun ... -m seglib train --resume {run}`" in said
+    )
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert not list(run.glob(".training*"))  # rank 0's mark is gone: the resume is not refused as busy

@@ -310,15 +310,35 @@ def _epochs(
                 if clock is not None and clock.seconds:  # once, after this process's first epoch
                     _say(info, clock.describe())
                     clock = None
+    except (RuntimeError, ConnectionResetError) as e:
+        advice = _lost_process_advice(e, loaders, folder.path, info)
+        if advice is None:
+            raise
+        said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
+        raise RuntimeError(f"{said}. {advice}") from None
+
+
+# gloo's words when another process of the run is gone: "Connection reset by peer", "... closed by peer"
+_PEER_LOST = "by peer"
+
+
+def _lost_process_advice(
+    e: Exception, loaders: tuple[Loader, Loader], run_dir: Path, info: DistInfo
+) -> str | None:
+    """What to do when `e` says a process the run needs is gone; None when it says something else."""
     # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
     # its SIGCHLD handler raises wherever the main thread is when the worker dies. A worker killed while
     # it passed a batch resets the connection the batch travels by instead.
-    except (RuntimeError, ConnectionResetError) as e:
-        workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
-        if not workers or (isinstance(e, RuntimeError) and "DataLoader worker" not in str(e)):
-            raise
-        said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
-        raise RuntimeError(f"{said}. {_lost_worker_advice(folder.path, info)}") from None
+    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
+    if workers and (isinstance(e, ConnectionResetError) or "DataLoader worker" in str(e)):
+        return _lost_worker_advice(run_dir, info)
+    # Another rank killed or its node lost: this rank learns it in its next collective, from gloo.
+    if info.distributed and isinstance(e, RuntimeError) and _PEER_LOST in str(e):
+        return (
+            "Another process of this run has ended (killed, out of memory, or its node "
+            f"lost: its own log says which); {_saved_or_not(run_dir, info)}, on every node"
+        )
+    return None
 
 
 def _resume_command(run_dir: Path, info: DistInfo) -> str:
@@ -329,15 +349,17 @@ def _resume_command(run_dir: Path, info: DistInfo) -> str:
 
 def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
     """What to do after a loader worker was killed: the run's last save stands, as after Ctrl-C."""
-    saved = (
-        f"{run_dir / 'last.pt'} holds the run up to its last save: resume with {_resume_command(run_dir, info)}"
-        if (run_dir / "last.pt").is_file()
-        else "nothing was saved yet: start the run anew"
-    )
     return (
         "A loader worker was killed from outside, most often by the system for want of memory (fewer "
-        f"num_workers need less, and a resumed run may take them); {saved}"
+        f"num_workers need less, and a resumed run may take them); {_saved_or_not(run_dir, info)}"
     )
+
+
+def _saved_or_not(run_dir: Path, info: DistInfo) -> str:
+    """Where the run's last save is and how to resume it, or that there is none."""
+    if (run_dir / "last.pt").is_file():
+        return f"{run_dir / 'last.pt'} holds the run up to its last save: resume with {_resume_command(run_dir, info)}"
+    return "nothing was saved yet: start the run anew"
 
 
 def _memory_format(
