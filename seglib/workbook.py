@@ -131,8 +131,8 @@ def run_notebook(source: str | Path, executed: str | Path, parameters: dict[str,
         raise RuntimeError(
             f"{name}: its kernel died{_running_cell(executed)}, killed from outside (most often by the system "
             "for want of memory: `dmesg` or the container's log names the out-of-memory killer); the executed "
-            f"copy up to there is {executed}. A training notebook goes on from its run's last save: 02 and 03 "
-            "with --only 02 --param resume=True"
+            f"copy up to there is {executed}. The training notebooks 02, 03 and 07 go on from "
+            "their run's last save with --only NAME --param resume=True, as --only 02 --param resume=True"
         ) from None
 
 
@@ -281,8 +281,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"workbook: error: {e}")
     except KeyboardInterrupt:  # the kernel saved what it was training; papermill's traceback says nothing
         sys.exit(
-            "workbook: interrupted. A training notebook stopped mid-epoch saved its run's last.pt: 02 and 03 go "
-            "on with --only 02 --param resume=True (the executed copy shows where it stopped)"
+            "workbook: interrupted. A training notebook stopped mid-epoch saved its run's last.pt: 02, 03 and 07 go "
+            "on with --only NAME --param resume=True, as --only 02 --param resume=True (the executed copy shows "
+            "where it stopped)"
         )
 
 

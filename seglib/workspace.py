@@ -122,7 +122,7 @@ class Workspace:
             return f"{run_dir} ({len(history)} epochs)"
         return (
             f"{run_dir} (STOPPED at epoch {len(history)} of {cfg.epochs}: its best.pt is from those; "
-            "resume it with notebook 02/03's resume=True, or name another run)"
+            "resume it with notebook 02/03/07's resume=True, or name another run)"
         )
 
     def check_run_data(self, ckpt: dict[str, Any], parameter: str = "run") -> str:
@@ -239,6 +239,7 @@ def start(
 WAY_ON = {
     "02_train_unet": "set resume = True in the parameters cell and run the notebook again",
     "03_train_resnet34_unet": "set resume = True in the parameters cell and run the notebook again",
+    "07_your_own_data": "set resume = True in the parameters cell and run the notebook again",
     "05_scheduler_comparison": "run it again: it reads the runs it finished and goes on with this one",
     "06_recipe_study": "run it again: it reads the runs it finished and trains this one again",
 }

@@ -129,7 +129,7 @@ def test_a_stopped_training_says_its_message_and_the_notebooks_way_on_without_a_
     assert "fit()" not in "".join(error["traceback"])
     tb = run_cell(kernel, "%tb", errors=True)  # the traceback, where someone wants it
     assert any("fit()" in line for line in tb[0]["traceback"])
-    other = run_cell(kernel, "say_interrupts_briefly('07_your_own_data')\nfit()\n", errors=True)
+    other = run_cell(kernel, "say_interrupts_briefly('04_evaluation')\nfit()\n", errors=True)
     assert other[0]["evalue"] == "training stopped in epoch 3; r/last.pt holds everything up to there."
     unsaved = run_cell(
         kernel,

@@ -514,6 +514,23 @@ kernel.shell_handlers["kernel_info_request"] = answer_then_stall
 
 
 @pytest.mark.slow
+def test_notebook_07_resumes_its_run_instead_of_training_another(tmp_path):
+    """07 had no resume parameter: run again after a stop, it trained a new run (NAME-2) from the start."""
+    name = "07_your_own_data.ipynb"
+    data_root, results = (
+        tmp_path / "oxford-iiit-pet",
+        tmp_path / "results",
+    )  # absent: 07 makes its demo beside it
+    for again in (False, True):
+        extra = {name: {"device": "cpu", "resume": again}}
+        run_workbook("tiny", data_root, "auto", results, notebooks=(name,), extra=extra)
+    assert sorted(p.name for p in (results / "runs").iterdir()) == ["folder-unet-tiny"]
+    executed = nbformat.read(results / "notebooks" / name, as_version=4)
+    said = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert re.search(r"folder-unet-tiny has finished its \d+ epochs: nothing to resume", said), said[-2000:]
+
+
+@pytest.mark.slow
 def test_a_kernel_killed_mid_cell_is_named_with_the_notebook_the_cell_and_the_copy(tmp_path):
     """The out-of-memory killer's SIGKILL: nbclient's DeadKernelError alone named no notebook or cell."""
     nb = nbformat.v4.new_notebook()
