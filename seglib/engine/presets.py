@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..models import MODELS
 from .config import TrainConfig, _choice
 
 __all__ = [
@@ -330,7 +331,13 @@ def config_from_profile(profile: str = "full", recipe: str | None = None, **over
     if recipe is not None:
         _choice("recipe", recipe, RECIPES)
     model = overrides.get("model", "unet")
-    _choice("model", model, sorted(PRESETS[profile]))
+    _choice("model", model, sorted(MODELS))
+    if model not in PRESETS[profile]:  # registered since: a model's settings come from its presets
+        raise ValueError(
+            f"model {model!r} has no preset in profile {profile!r}: add PRESETS[{profile!r}][{model!r}] in "
+            f"seglib/engine/presets.py (every profile needs one), or give all its settings in Python: "
+            f"fit(TrainConfig(model={model!r}, ...))"
+        )
     preset = PRESETS[profile][model]
     if recipe is None or recipe == PROFILE_RECIPE[profile]:
         settings = copy.deepcopy(preset)  # a config's model_kwargs must not be the preset's dict
