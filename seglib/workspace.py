@@ -106,7 +106,9 @@ class Workspace:
         if model is not None and trained not in (None, model):  # its tables would name it `model`
             raise ValueError(
                 f"{parameter}={given!r}: its run trained a {trained} (its config.json), and {parameter} is "
-                f"for a {model} run; give a {model} run, or the {trained} run to its own parameter"
+                f"for a {model} run; give a {model} run (the {trained} run to the notebook's parameter for "
+                f"{trained} runs, where it has one; `python -m seglib evaluate --model_path RUN/best.pt` scores any "
+                "run)"
             )
         return path
 

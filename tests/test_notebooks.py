@@ -303,7 +303,8 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
     # a UNet run given for the ResNet34-UNet: 04's tables called it resnet34_unet
     assert ws.run_folder(str(run), "unet-tiny", "unet_run", model="unet") == run
     with pytest.raises(
-        ValueError, match=rf"resnet_run='{run}': its run trained a unet .* give a resnet34_unet run, or"
+        ValueError,
+        match=rf"resnet_run='{run}': its run trained a unet .* give a resnet34_unet run \(the unet run to the notebook's parameter for unet runs",
     ):
         ws.run_folder(str(run), "resnet34_unet-tiny", "resnet_run", model="resnet34_unet")
     with pytest.raises(
