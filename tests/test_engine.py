@@ -149,6 +149,7 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     assert start["packages"]["torch"] == torch.__version__ and start["seglib_commit"] == git_commit()
     assert start["device"] == "cpu" and start["machine"] == cpu_kind() and start["world_size"] == 1
     assert (start["epoch"], start["step"]) == (0, 0) and start["first_line"].startswith("seglib: unet")
+    assert start["first_line"].startswith("seglib: unet (122k parameters)")  # 122,093: it said "0.1M"
     assert start["precision"] in start["first_line"] and start["allocator"] in start["first_line"]
     history = pd.read_csv(run / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS and history.epoch.tolist() == [1, 2]

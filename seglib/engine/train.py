@@ -642,8 +642,10 @@ def _describe(
     precision = precision_name(env.device, env.use_amp)
     # A folder's split: its split files or the seeded split.
     split = f" ({train_ds.split_source}; written to {run_dir / 'splits'})" if kind == "folder" else ""
+    n = count_parameters(model)
+    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"  # a narrow test model: not "0.0M"
     return (
-        f"seglib: {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) on {kind} data "
+        f"seglib: {cfg.model} ({size} parameters) on {kind} data "
         f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
         f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {env.device}{_malloc(env.device)}"
         f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
