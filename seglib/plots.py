@@ -15,6 +15,7 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from PIL import Image
 from torch import nn
 
 from .atomic import atomic_write
@@ -40,6 +41,7 @@ __all__ = [
     "plot_model_comparison",
     "plot_sizes_and_foreground",
     "error_map",
+    "for_display",
     "overlay",
     "readable",
 ]
@@ -97,6 +99,22 @@ def plot_history(history: pd.DataFrame, loss: str | None = None) -> Figure:
     return fig
 
 
+# The longest side an image is drawn at. A panel is a few hundred pixels wide, and matplotlib keeps each
+# image it shows as floats: a 48-megapixel photo's four panels took gigabytes and a minute to draw.
+DISPLAY_SIDE = 1024
+
+
+def for_display(arr: np.ndarray) -> np.ndarray:
+    """`arr` (an RGB photo, or a mask or map drawn pixel by pixel) with its longest side at most
+    DISPLAY_SIDE: a photo box-filtered, a mask sampled (its values stay classes)."""
+    step = -(-max(arr.shape[:2]) // DISPLAY_SIDE)
+    if step <= 1:
+        return arr
+    if arr.ndim == 3 and arr.dtype == np.uint8 and arr.shape[2] == 3:
+        return np.asarray(Image.fromarray(arr).reduce(step))
+    return arr[::step, ::step]
+
+
 def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """RGB image: true positives white, false positives red, false negatives blue, ignored grey."""
     out = np.zeros((*truth.shape, 3), np.uint8)
@@ -117,7 +135,10 @@ def plot_prediction(
     precision: str = "",
 ) -> Figure:
     """Image / ground truth / prediction (and error map when the truth is known). `dice` is shown on the
-    prediction, with the `precision` it was computed in when given ("fp32")."""
+    prediction, with the `precision` it was computed in when given ("fp32"). Large images are drawn
+    shrunk (`for_display`)."""
+    image, pred = for_display(image), for_display(pred)
+    truth = None if truth is None else for_display(truth)
     panels = [("image", image, None)]
     if truth is not None:
         panels.append(("ground truth", truth, "gray"))
@@ -304,8 +325,8 @@ def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: i
     for ax in axes.flat:
         _image_axes(ax)
     for ax, i in zip(axes.flat, indices, strict=False):
-        pet = dataset.load_mask(i) == 1
-        ax.imshow(_overlay(dataset.load_image(i), pet))
+        pet = for_display(dataset.load_mask(i)) == 1
+        ax.imshow(_overlay(for_display(dataset.load_image(i)), pet))
         _outline(ax, pet)
         ax.set_title(f"{dataset.entries[i].name}\n{dataset.entries[i].species}", fontsize=8)
     fig.tight_layout()
@@ -322,12 +343,12 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
     half = max(12, min(trimap.shape) // 10)
     window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    axes[0].imshow(dataset.load_image(index))
+    axes[0].imshow(for_display(dataset.load_image(index)))
     axes[0].set_title(dataset.entries[index].name)
     cmap = matplotlib.colors.ListedColormap(
         ["#2a9d8f", "#264653", "#e9c46a"]
     )  # 1 pet, 2 background, 3 border
-    axes[1].imshow(trimap, cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
+    axes[1].imshow(for_display(trimap), cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
     axes[1].set_title("trimap: pet, background, border (yellow)")
     axes[2].imshow(trimap[window], cmap=cmap, vmin=1, vmax=3, interpolation="nearest")
     axes[2].set_title("zoom on the border band")
@@ -374,6 +395,7 @@ def plot_prediction_grid(
         logits = predict_logits(model, image, image_size, device, tta)
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
         pred = foreground(logits, threshold).numpy().astype(np.uint8)
+        image, truth, pred = for_display(image), for_display(truth), for_display(pred)  # Dice: full size
         panels = [
             (image, None, dataset.entries[i].name),
             (truth, "gray", "truth"),
