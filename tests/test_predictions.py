@@ -4,6 +4,7 @@ IoU when the truth is known; the same numbers as `evaluate`; the viewer's upload
 from __future__ import annotations
 
 import io
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -506,3 +507,42 @@ def test_a_split_image_whose_mask_has_another_size_is_left_out_with_its_own_advi
     text = str(said[0].message)
     assert name in text and "nearest-neighbour" in text and "JPEG or PNG" not in text
     assert name not in set(table.name) and len(table) == len(train) - 1
+
+
+def test_a_photo_over_pillows_pixel_limit_is_named_as_such_and_can_be_left_out(tmp_path, monkeypatch):
+    """A 200-megapixel phone photo ended in Pillow's bare DecompressionBombError from the mask reader, even
+    with on_corrupt="skip"; without masks, predict told to save it again as JPEG or PNG. Pillow's limit is
+    lowered here so that 100x100 pixels stand for 200 megapixels."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 4000)  # Pillow refuses more than twice this
+    photos, masks = tmp_path / "images", tmp_path / "masks"  # a folder data set too
+    photos.mkdir(), masks.mkdir()
+    for name, size in (("huge", (100, 100)), ("small", (40, 30))):
+        Image.new("RGB", size, (200, 100, 50)).save(photos / f"{name}.png")
+        Image.new("L", size, 1).save(masks / f"{name}.png")
+    too_large = r"Image size \(10000 pixels\) exceeds limit of 8000 pixels: more pixels than Pillow opens, downscale it"
+    with pytest.raises(CorruptSampleError, match=rf"masks/huge.png: cannot read the mask \({too_large}"):
+        read_folder_mask(masks / "huge.png")
+    truths = {f.stem: f for f in masks.iterdir()}
+    read = lambda path: read_folder_mask(path)  # noqa: E731
+    with pytest.warns(UserWarning, match=rf"masks/huge.png: cannot read the mask \({too_large}"):
+        table = predict_files(
+            Ramp(),
+            image_files(photos),
+            tmp_path / "a",
+            32,
+            0.5,
+            "cpu",
+            False,
+            truths,
+            read,
+            on_corrupt="skip",
+        )
+    assert list(table.name) == ["small"]
+    with pytest.warns(UserWarning) as said:  # no masks: the photo itself is read, and left out
+        table = predict_files(Ramp(), image_files(photos), tmp_path / "b", 32, 0.5, "cpu")
+    message = str(said[0].message)
+    assert list(table.name) == ["small"] and re.search(rf"huge.png \({too_large}", message), message
+    assert "save them again as JPEG or PNG" not in message  # it is a JPEG or PNG: a large one
+    ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
+    with pytest.raises(CorruptSampleError, match=rf"images/huge.png: cannot read the image \({too_large}"):
+        ds.load_image(ds.names.index("huge"))

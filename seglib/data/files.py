@@ -23,6 +23,7 @@ __all__ = [
     "read_image",
     "read_pair",
     "read_trimap",
+    "reason_unread",
     "rgb_image",
     "stored_and_upright_size",
     "upright_beside",
@@ -150,6 +151,17 @@ def upright_beside(
     return mask_shape is None or not (tuple(mask_shape) == stored and stored != shown)
 
 
+def reason_unread(e: Exception) -> str:
+    """Why Pillow could not read a file, in words: its pixel limit said as such, with what to do."""
+    if isinstance(e, Image.DecompressionBombError):  # "Image size (N pixels) exceeds limit of M pixels, ..."
+        said = str(e).split(",")[0]
+        return (
+            f"{said}: more pixels than Pillow opens, downscale it (and its mask) or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS in Python if you trust the file"
+        )
+    return f"{type(e).__name__}: {e}"
+
+
 def read_image(path: Path, upright: bool = False) -> np.ndarray:
     """The image at `path` as uint8 HxWx3 RGB at its original resolution (`upright`: as `open_rgb`)."""
     try:
@@ -161,7 +173,12 @@ def read_image(path: Path, upright: bool = False) -> np.ndarray:
         return np.asarray(open_rgb(path, upright))
     except UnsupportedImageError as e:
         raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' (--on_corrupt skip) to leave it out") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # not a damaged file: a large one
+        raise CorruptSampleError(
+            f"{path}: cannot read the image ({reason_unread(e)}); or pass on_corrupt='skip' (--on_corrupt skip) "
+            "to leave it out"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
             "Replace it (the Oxford-IIIT Pet set: download it again), or pass on_corrupt='skip' (--on_corrupt skip) to leave such samples out "

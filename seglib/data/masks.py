@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .files import CorruptSampleError, read_image, stored_and_upright_size, upright_for
+from .files import CorruptSampleError, read_image, reason_unread, stored_and_upright_size, upright_for
 from .trimaps import BACKGROUND, PET
 
 __all__ = [
@@ -318,6 +318,10 @@ def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
             im.seek(0)  # first frame of a GIF
             arr = np.asarray(_mask_layer(im, rule))
             tol = rule.lossy_tolerance if _lossy(im, path) else 0
+    except Image.DecompressionBombError as e:  # not a damaged file: a large one
+        raise CorruptSampleError(
+            f"{path}: cannot read the mask ({reason_unread(e)}); or pass on_corrupt='skip' to leave it out"
+        ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the mask ({type(e).__name__}: {e}); the file is truncated or not an "

@@ -23,6 +23,7 @@ from ..data import (
     CorruptSampleError,
     SegmentationDataset,
     open_rgb,
+    reason_unread,
     rgb_image,
     stored_and_upright_size,
     upright_for,
@@ -32,6 +33,7 @@ from ..data.masks import mask_size_message
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, foreground, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
+from .progress import progress_bar
 from .tta import TTA
 
 __all__ = [
@@ -149,6 +151,7 @@ def predict_files(
     read_truth: Callable[[Path], np.ndarray] | None = None,
     cutout: bool = False,
     on_corrupt: str = "raise",
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Predict each image file: masks and overlays (and cutouts) in `out_dir`, and predictions.csv.
 
@@ -158,24 +161,29 @@ def predict_files(
     A mask that cannot be read (or whose values need `mask_values`) or that has neither size raises
     before anything is written, or with `on_corrupt="skip"` leaves its image out (the mask named in a
     warning, with both sizes where they differ); an unreadable image is always left out (named in a
-    warning).
+    warning). `progress`: a bar over the files.
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
     bad_masks = _truth_read_faults(files, truths or {}, read_truth, on_corrupt)
     faults = _truth_size_faults([f for f in files if f not in bad_masks], truths or {}, on_corrupt)
-    rows, unread = [], []
-    for f in [f for f in files if f not in faults and f not in bad_masks]:
+    rows, unread, damaged = [], [], False
+    todo = [f for f in files if f not in faults and f not in bad_masks]
+    for f in progress_bar(todo, desc="predict", unit="image", leave=False, disable=not progress):
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
         try:  # an array: predict_image would turn a PIL image upright, which the stored pixels are not
             image = np.asarray(open_rgb(f, upright_for(f, None if truth is None else truth.shape)))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            unread.append(f"{f.name} ({e})")  # one damaged photo does not stop the others
+            unread.append(f"{f.name} ({reason_unread(e)})")  # one damaged photo does not stop the others
+            damaged |= not isinstance(
+                e, Image.DecompressionBombError
+            )  # a large one: its reason says what to do
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
-    _report_unread(unread, len(files), list(faults.values()), bad_masks=list(bad_masks.values()))
+    advice = "save them again as JPEG or PNG" if damaged else ""
+    _report_unread(unread, len(files), list(faults.values()), advice, list(bad_masks.values()))
     return _write_table(rows, out_dir)
 
 
@@ -285,12 +293,13 @@ def predict_dataset(
     tta: bool | TTA = False,
     indices: Iterable[int] | None = None,
     cutout: bool = False,
+    progress: bool = True,
 ) -> pd.DataFrame:
     """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and
-    predictions.csv with Dice and IoU, in `out_dir`."""
+    predictions.csv with Dice and IoU, in `out_dir`. `progress`: a bar over the images."""
     indices = list(range(len(dataset)) if indices is None else indices)
     rows, unread = [], []
-    for i in indices:
+    for i in progress_bar(indices, desc="predict", unit="image", leave=False, disable=not progress):
         name = dataset.entries[i].name
         try:
             image, truth = dataset.load_image(i), dataset.load_mask(i)
