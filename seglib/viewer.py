@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import io
+from collections import OrderedDict
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -41,7 +42,8 @@ class MaskViewer:
 
     Widgets: index slider, previous/next buttons, a name box (Enter jumps to that image), overlay
     opacity, threshold, toggles for truth / prediction / errors, sort order (by name, by Dice
-    ascending) and an upload box for your own photo. `viewer.widget` is what a notebook displays.
+    ascending) and an upload box for your own photo. `viewer.widget` is what a notebook displays. The
+    model's predictions of the images seen last are kept, up to `cache_mb` MiB.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class MaskViewer:
         max_side: int = 512,
         device: str = "auto",
         sort: str = "name",
+        cache_mb: float = 512,
     ) -> None:
         if len(dataset) == 0:
             raise ValueError("MaskViewer needs a dataset with at least one image")
@@ -62,7 +65,10 @@ class MaskViewer:
         self._index_of = {n: i for i, n in enumerate(dataset.names)}
         self._table_dice = self._dice_from_table(table)
         self._table_names = set() if table is None else set(table["name"])
-        self._logit_cache: dict[int, torch.Tensor] = {}
+        # the model's logits of the images seen last, at their original size (4 bytes a pixel: a 48-megapixel
+        # photo's are 190 MB): the threshold moves, they do not. At most `cache_mb`, and the image on show.
+        self._logit_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.cache_mb = cache_mb
         self._upload: tuple[str, Prediction] | None = None  # your photo (file name, prediction) on show
 
         self._make_widgets(threshold, model is not None, len(dataset))
@@ -195,12 +201,21 @@ class MaskViewer:
         return np.array([by_name.get(n, np.nan) for n in self.dataset.names], dtype=np.float64)
 
     def logits(self, i: int) -> torch.Tensor:
-        """The model's logits for image i at its original size (cached: the threshold moves, they do not)."""
-        if i not in self._logit_cache:
-            self._logit_cache[i] = predict_logits(
-                self.model, self.dataset.load_image(i), self.image_size, self.device
-            )
-        return self._logit_cache[i]
+        """The model's logits for image i at its original size (kept for the images seen last, up to
+        `cache_mb`)."""
+        cache = self._logit_cache
+        if i in cache:
+            cache.move_to_end(i)
+            return cache[i]
+        cache[i] = predict_logits(self.model, self.dataset.load_image(i), self.image_size, self.device)
+        while len(cache) > 1 and self.cached_bytes > self.cache_mb * 2**20:
+            cache.popitem(last=False)  # the one seen longest ago
+        return cache[i]
+
+    @property
+    def cached_bytes(self) -> int:
+        """The bytes of logits the viewer keeps (at most `cache_mb` MiB, or one image's)."""
+        return sum(t.numel() * t.element_size() for t in self._logit_cache.values())
 
     def _model_dice(self) -> np.ndarray:
         """Every image's Dice; NaN for one that cannot be read (sorted last)."""

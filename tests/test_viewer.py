@@ -188,3 +188,18 @@ def test_errors_leave_the_ignored_border_alone(synthetic_root):
     assert band.any() and background.any()
     assert np.array_equal(shown[band], image[band])  # untouched
     assert (shown[background] == (230, 40, 40)).all()  # false positives: red
+
+
+def test_the_predictions_kept_are_bounded_and_give_the_same_dice_when_made_again(ds):
+    """Every image visited kept its full-size logits: about 1.2 GB after twelve 48-megapixel photos."""
+    one = 4 * int(np.prod(ds.original_size(0)))  # bytes of one image's float32 logits, about the others'
+    v = MaskViewer(ds, model=Ramp(), image_size=64, cache_mb=2.5 * one / 2**20)
+    first = v.dice(0)
+    for _ in range(len(ds) - 1):
+        v.step(1)
+        assert v.cached_bytes <= 2.5 * one * 1.5  # the synthetic images differ a little in size
+    assert v.cached_bytes < (len(ds) - 2) * one  # not all of them
+    assert v.dice(0) == first  # made again, the same
+    small = MaskViewer(ds, model=Ramp(), image_size=64, cache_mb=0)
+    small.step(1)
+    assert small.cached_bytes == 4 * int(np.prod(ds.original_size(small.current)))  # the one on show
