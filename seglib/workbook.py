@@ -49,6 +49,7 @@ NOTEBOOKS = (
 )
 # Notebooks about a folder data set: the runner gives them the folder it was given, else a demo folder.
 FOLDER_NOTEBOOKS = ("07_your_own_data.ipynb",)
+TRAINING_NOTEBOOKS = ("02_train_unet.ipynb", "03_train_resnet34_unet.ipynb")  # one model each, for 04
 
 
 def run_workbook(
@@ -233,6 +234,13 @@ def notebook_params(
         if not sep or not key:
             raise ValueError(f"--param {item!r} is not NAME=VALUE (e.g. --param model_name=unet)")
         takers = [name for name in notebooks if key in declared[name]]
+        if key == "model_name" and set(TRAINING_NOTEBOOKS) <= set(takers):
+            # each trains its own model for 04 to compare: both would train this one, and 04 compare
+            # the newest runs of the two models, older ones included, unsaid
+            raise ValueError(
+                f"--param model_name={raw} would reach {' and '.join(TRAINING_NOTEBOOKS)}, which train one model "
+                "each for 04 to compare: give --only the notebooks it is for (--only 06_recipe_study.ipynb)"
+            )
         if not takers:
             known = sorted(set().union(*declared.values()) - set(RUNNER_OPTIONS))  # those go as --NAME
             raise ValueError(

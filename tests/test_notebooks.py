@@ -126,6 +126,14 @@ def test_workbook_params_go_to_the_notebooks_that_have_them():
     )
     with pytest.raises(ValueError, match=r"--param 'model_name' is not NAME=VALUE"):
         notebook_params(["model_name"])
+    # to 02 and 03 both, each trained a ResNet34-UNet, and 04 compared older runs of the UNet
+    with pytest.raises(
+        ValueError,
+        match=r"--param model_name=resnet34_unet would reach 02_train_unet.ipynb and 03_train_resnet34_unet.ipynb, "
+        r"which train one model each for 04 to compare: give --only",
+    ):
+        notebook_params(["model_name=resnet34_unet"])
+    assert notebook_params(["model_name=unet"], NOTEBOOKS[1:2]) == {NOTEBOOKS[1]: {"model_name": "unet"}}
 
 
 def test_only_takes_names_without_ipynb_and_numbers(tmp_path):
