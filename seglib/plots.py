@@ -21,7 +21,11 @@ from torch import nn
 from .atomic import atomic_write
 from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
-from .engine.predictions import overlay  # one blend for the figures, the viewer and the saved overlays
+from .engine.predictions import (  # one blend and its colours for the figures, the viewer, the overlays
+    FALSE_NEGATIVE_COLOUR,
+    FALSE_POSITIVE_COLOUR,
+    overlay,
+)
 from .engine.tta import TTA
 from .metrics import dice_per_image, foreground
 
@@ -120,8 +124,8 @@ def error_map(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
     out = np.zeros((*truth.shape, 3), np.uint8)
     t, p = truth == 1, pred == 1
     out[t & p] = (255, 255, 255)
-    out[~t & p & (truth != IGNORE_INDEX)] = (230, 40, 40)
-    out[t & ~p] = (40, 90, 230)
+    out[~t & p & (truth != IGNORE_INDEX)] = FALSE_POSITIVE_COLOUR
+    out[t & ~p] = FALSE_NEGATIVE_COLOUR
     out[truth == IGNORE_INDEX] = (128, 128, 128)
     return out
 

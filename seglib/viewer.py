@@ -22,9 +22,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
+from .data import CorruptSampleError, OxfordPetDataset
 from .engine import predict_logits
-from .engine.predictions import PREDICTION_COLOUR, Prediction, predict_image
+from .engine.predictions import (
+    FALSE_NEGATIVE_COLOUR,
+    FALSE_POSITIVE_COLOUR,
+    PREDICTION_COLOUR,
+    Prediction,
+    predict_image,
+)
 from .metrics import confusion_counts, dice_from_counts, foreground
 from .plots import overlay
 
@@ -33,8 +39,8 @@ __all__ = ["MaskViewer", "SORT_ORDERS"]
 SORT_ORDERS = ("name", "dice ascending")
 TRUTH_COLOUR = np.array([40, 200, 60], np.float32)  # green
 PRED_COLOUR = np.array(PREDICTION_COLOUR, np.float32)  # orange, as in the saved overlays
-FP_COLOUR = np.array([230, 40, 40], np.float32)  # red
-FN_COLOUR = np.array([40, 90, 230], np.float32)  # blue
+FP_COLOUR = np.array(FALSE_POSITIVE_COLOUR, np.float32)  # red
+FN_COLOUR = np.array(FALSE_NEGATIVE_COLOUR, np.float32)  # blue
 
 
 class MaskViewer:
@@ -269,16 +275,28 @@ class MaskViewer:
             return pred.overlay(t, self.opacity.value) if self.show_pred.value else pred.image
         i = self.current
         image, truth = self.dataset.load_image(i), self.dataset.load_mask(i)
-        layers: list[tuple[np.ndarray, np.ndarray]] = []
         pred = foreground(self.logits(i), t).numpy() if self.model is not None else None
-        if self.show_truth.value:
-            layers.append((truth == 1, TRUTH_COLOUR))
-        if pred is not None and self.show_pred.value:
-            layers.append((pred, PRED_COLOUR))
-        if pred is not None and self.show_errors.value:
-            valid = truth != IGNORE_INDEX
-            layers += [(pred & (truth == 0) & valid, FP_COLOUR), (~pred & (truth == 1), FN_COLOUR)]
-        return overlay(image, layers, self.opacity.value)
+        return overlay(image, self._layers(truth, pred), self.opacity.value)
+
+    def _comparing(self) -> bool:
+        """Whether the picture compares prediction and truth: both on, or the errors."""
+        return self.model is not None and (
+            (self.show_truth.value and self.show_pred.value) or self.show_errors.value
+        )
+
+    def _layers(self, truth: np.ndarray, pred: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """What is painted, each pixel once: a mask alone in its colour; prediction against the truth by
+        kind (stacked, the truth's green under the orange made one olive of right and wrong pixels for
+        red-green colour blindness)."""
+        if pred is None or not self._comparing():
+            shown = [(truth == 1, TRUTH_COLOUR, self.show_truth.value)]
+            shown.append((pred, PRED_COLOUR, pred is not None and self.show_pred.value))
+            return [(mask, colour) for mask, colour, on in shown if on]
+        false_pos = pred & (truth == 0)  # the unsure border band (IGNORE_INDEX) is no error either way
+        layers = [(false_pos, FP_COLOUR), (~pred & (truth == 1), FN_COLOUR)]
+        if self.show_truth.value or self.show_pred.value:
+            layers.insert(0, (pred & ~false_pos, PRED_COLOUR))  # right, or in the band
+        return layers
 
     def _status(self) -> str:
         if self._upload is not None:
@@ -307,13 +325,15 @@ class MaskViewer:
         return " · ".join(parts) + self._legend()
 
     def _legend(self) -> str:
-        """The colours of the layers on show: without a model, the truth's only."""
-        layers = [("truth green", self.show_truth.value)]
-        if self.model is not None:
-            layers += [
-                ("prediction orange", self.show_pred.value),
-                ("false positives red, false negatives blue", self.show_errors.value),
+        """The colours on show (`_layers`): without a model, the truth's only."""
+        if self._comparing():
+            layers = [
+                ("correct orange", self.show_truth.value or self.show_pred.value),
+                ("false positives red, false negatives blue", True),
             ]
+        else:
+            layers = [("truth green", self.show_truth.value)]
+            layers.append(("prediction orange", self.model is not None and self.show_pred.value))
         legend = ", ".join(name for name, on in layers if on)
         return f"<br><small>{legend}</small>" if legend else ""
 

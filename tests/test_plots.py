@@ -131,7 +131,7 @@ def test_prediction_grid_says_its_dice_is_fp32(synthetic_root):
 def test_error_map_colours_each_kind_of_pixel():
     truth = np.array([[1, 1, 0, 0, 255, 255]], np.uint8)
     pred = np.array([[1, 0, 1, 0, 1, 0]], np.uint8)
-    want = [(255, 255, 255), (40, 90, 230), (230, 40, 40), (0, 0, 0), (128, 128, 128), (128, 128, 128)]
+    want = [(255, 255, 255), (0, 114, 178), (204, 51, 17), (0, 0, 0), (128, 128, 128), (128, 128, 128)]
     assert error_map(truth, pred)[0].tolist() == [list(c) for c in want]  # TP, FN, FP, TN, ignored twice
 
 

@@ -58,7 +58,8 @@ def test_sliders_and_toggles_change_the_picture(ds):
     after = png(v)
     assert not np.array_equal(before, after)  # live re-threshold
     assert "threshold 0.80 (fp32)" in v.status.value  # the precision its Dice is computed in
-    assert "<small>truth green, prediction orange</small>" in v.status.value  # the errors are off
+    # truth and prediction on (the default): compared, pixel by pixel
+    assert "<small>correct orange, false positives red, false negatives blue</small>" in v.status.value
     low, high = v.dice(0), None
     v.threshold.value = 0.2
     high = v.dice(0)
@@ -66,10 +67,12 @@ def test_sliders_and_toggles_change_the_picture(ds):
     v.opacity.value = 0.0
     assert np.array_equal(v.render(), ds.load_image(0))
     v.opacity.value = 0.5
-    no_errors = v.render()
+    compared = v.render()
+    v.show_truth.value = False
+    assert not np.array_equal(compared, v.render())
+    assert "<small>prediction orange</small>" in v.status.value
     v.show_errors.value = True
-    assert not np.array_equal(no_errors, v.render())
-    assert "prediction orange, false positives red, false negatives blue" in v.status.value
+    assert np.array_equal(compared, v.render())  # prediction and errors: the same comparison
     v.index.value = 3
     assert not np.array_equal(after, png(v))
 
@@ -187,7 +190,7 @@ def test_errors_leave_the_ignored_border_alone(synthetic_root):
     band, background = truth == 255, truth == 0
     assert band.any() and background.any()
     assert np.array_equal(shown[band], image[band])  # untouched
-    assert (shown[background] == (230, 40, 40)).all()  # false positives: red
+    assert (shown[background] == (204, 51, 17)).all()  # false positives: red
 
 
 def test_the_predictions_kept_are_bounded_and_give_the_same_dice_when_made_again(ds):
@@ -203,3 +206,24 @@ def test_the_predictions_kept_are_bounded_and_give_the_same_dice_when_made_again
     small = MaskViewer(ds, model=Ramp(), image_size=64, cache_mb=0)
     small.step(1)
     assert small.cached_bytes == 4 * int(np.prod(ds.original_size(small.current)))  # the one on show
+
+
+def test_truth_and_prediction_together_paint_each_pixel_once_by_kind(ds):
+    """Stacked, the truth's green under the prediction's orange made right and wrong pixels one olive for
+    red-green colour blindness (CIEDE2000 2.7 after simulating deuteranopia): each pixel is painted once."""
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    v.opacity.value = 1.0
+    truth, image = ds.load_mask(0), ds.load_image(0)
+    pred = v.logits(0).numpy() > 0
+    shown = v.render()
+    kinds = {
+        (255, 170, 0): pred & (truth == 1),  # correct: the prediction's orange
+        (204, 51, 17): pred & (truth == 0),  # false positives
+        (0, 114, 178): ~pred & (truth == 1),  # false negatives
+    }
+    for colour, where in kinds.items():
+        assert where.any() and (shown[where] == colour).all(), colour
+    background = ~pred & (truth == 0)
+    assert np.array_equal(shown[background], image[background])
+    v.show_pred.value = False  # the truth alone: green
+    assert (v.render()[truth == 1] == (40, 200, 60)).all() and "<small>truth green</small>" in v.status.value

@@ -38,6 +38,8 @@ from .tta import TTA
 
 __all__ = [
     "PREDICTION_COLOUR",
+    "FALSE_POSITIVE_COLOUR",
+    "FALSE_NEGATIVE_COLOUR",
     "Prediction",
     "overlay",
     "predict_dataset",
@@ -47,6 +49,11 @@ __all__ = [
 ]
 
 PREDICTION_COLOUR = (255, 170, 0)  # orange: the viewer's prediction colour too
+# A prediction against the truth: false positives red (Paul Tol's), false negatives blue (Okabe and Ito's),
+# apart from each other, from the orange and from the image also for red-green and blue-yellow colour
+# blindness (simulated: docs/design.md). The error maps of the figures and the viewer take them.
+FALSE_POSITIVE_COLOUR = (204, 51, 17)
+FALSE_NEGATIVE_COLOUR = (0, 114, 178)
 
 
 def overlay(image: np.ndarray, layers: list[tuple[np.ndarray, Any]], opacity: float = 0.45) -> np.ndarray:
