@@ -75,6 +75,9 @@ class MaskViewer:
         # photo's are 190 MB): the threshold moves, they do not. At most `cache_mb`, and the image on show.
         self._logit_cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self.cache_mb = cache_mb
+        # the image on show and its truth, read once: a 48-megapixel photo took a second to read at each
+        # move of the threshold or opacity
+        self._pair_on_show: tuple[int, np.ndarray, np.ndarray] | None = None
         self._upload: tuple[str, Prediction] | None = None  # your photo (file name, prediction) on show
 
         self._make_widgets(threshold, model is not None, len(dataset))
@@ -233,9 +236,16 @@ class MaskViewer:
         except CorruptSampleError:
             return float("nan")
 
+    def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image i and its truth, kept while it is on show."""
+        if self._pair_on_show is None or self._pair_on_show[0] != i:
+            self._pair_on_show = (i, self.dataset.load_image(i), self.dataset.load_mask(i))
+        return self._pair_on_show[1], self._pair_on_show[2]
+
     def dice(self, i: int) -> float:
         """Dice of image i at the current threshold (original resolution)."""
-        truth = torch.from_numpy(self.dataset.load_mask(i))
+        on_show = self._pair_on_show is not None and self._pair_on_show[0] == i
+        truth = torch.from_numpy(self._pair_on_show[2] if on_show else self.dataset.load_mask(i))
         threshold = float(self.threshold.value)
         return float(dice_from_counts(*confusion_counts(self.logits(i)[None], truth[None], threshold)))
 
@@ -268,14 +278,31 @@ class MaskViewer:
 
     # --- drawing --------------------------------------------------------------------------------------------
     def render(self) -> np.ndarray:
-        """The picture on show, as uint8 HxWx3."""
+        """The picture on show, as uint8 HxWx3 at the image's size."""
+        return self._draw(1)
+
+    def _step(self) -> int:
+        """Every how many pixels the widget's picture is drawn: it stays at least `max_side`, then resized."""
+        if self._upload is not None:
+            return 1
+        try:
+            return max(1, max(self.dataset.original_size(self.current)) // self.max_side)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return 1  # reading the image says what is wrong with it
+
+    def _draw(self, step: int) -> np.ndarray:
+        """The picture from every `step`-th pixel (the photo box-filtered): a large one shown at a few hundred
+        pixels is not blended at full size."""
         t = float(self.threshold.value)
         if self._upload is not None:
             pred = self._upload[1]
             return pred.overlay(t, self.opacity.value) if self.show_pred.value else pred.image
         i = self.current
-        image, truth = self.dataset.load_image(i), self.dataset.load_mask(i)
+        image, truth = self._pair(i)
         pred = foreground(self.logits(i), t).numpy() if self.model is not None else None
+        if step > 1:
+            image, truth = np.asarray(Image.fromarray(image).reduce(step)), truth[::step, ::step]
+            pred = None if pred is None else pred[::step, ::step]
         return overlay(image, self._layers(truth, pred), self.opacity.value)
 
     def _comparing(self) -> bool:
@@ -340,7 +367,7 @@ class MaskViewer:
     def refresh(self) -> None:
         """Redraw the picture and the status line (an image that cannot be read: the line says so)."""
         try:
-            rgb = self.render()
+            rgb = self._draw(self._step())
         except CorruptSampleError as e:  # a widget callback's exception would reach no one
             self.image.value = b""
             name = html.escape(self.dataset.entries[self.current].name)

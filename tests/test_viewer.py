@@ -227,3 +227,15 @@ def test_truth_and_prediction_together_paint_each_pixel_once_by_kind(ds):
     assert np.array_equal(shown[background], image[background])
     v.show_pred.value = False  # the truth alone: green
     assert (v.render()[truth == 1] == (40, 200, 60)).all() and "<small>truth green</small>" in v.status.value
+
+
+def test_a_large_image_is_drawn_from_every_kth_pixel_as_it_would_look_shrunk(ds):
+    """A 48-megapixel photo was read and blended at full size at each move of a slider (8 s a move here);
+    it is drawn from every k-th pixel (the photo box-filtered) at a little over the widget's size."""
+    v = MaskViewer(ds, model=Ramp(), image_size=64, max_side=100)  # the images: 5 times that or so
+    shown = png(v)
+    assert max(shown.shape[:2]) == 100
+    whole = Image.fromarray(v.render()).resize(shown.shape[1::-1], Image.BILINEAR)
+    assert np.abs(shown.astype(int) - np.asarray(whole).astype(int)).mean() < 6  # the same picture
+    v.threshold.value = 0.7  # the pair kept for the image on show: the same Dice as read anew
+    assert v.dice(v.current) == MaskViewer(ds, model=Ramp(), image_size=64, threshold=0.7).dice(v.current)
