@@ -46,6 +46,7 @@ __all__ = [
     "plot_sizes_and_foreground",
     "error_map",
     "for_display",
+    "shrink",
     "overlay",
     "readable",
 ]
@@ -110,8 +111,13 @@ DISPLAY_SIDE = 1024
 
 def for_display(arr: np.ndarray) -> np.ndarray:
     """`arr` (an RGB photo, or a mask or map drawn pixel by pixel) with its longest side at most
-    DISPLAY_SIDE: a photo box-filtered, a mask sampled (its values stay classes)."""
-    step = -(-max(arr.shape[:2]) // DISPLAY_SIDE)
+    DISPLAY_SIDE (`shrink`)."""
+    return shrink(arr, -(-max(arr.shape[:2]) // DISPLAY_SIDE))
+
+
+def shrink(arr: np.ndarray, step: int) -> np.ndarray:
+    """`arr` from every `step`-th pixel: an RGB photo box-filtered, a mask sampled (its values stay
+    classes); as it is for a step of 1."""
     if step <= 1:
         return arr
     if arr.ndim == 3 and arr.dtype == np.uint8 and arr.shape[2] == 3:

@@ -32,7 +32,7 @@ from .engine.predictions import (
     predict_image,
 )
 from .metrics import confusion_counts, dice_from_counts, foreground
-from .plots import overlay
+from .plots import overlay, shrink
 
 __all__ = ["MaskViewer", "SORT_ORDERS"]
 
@@ -300,9 +300,8 @@ class MaskViewer:
         i = self.current
         image, truth = self._pair(i)
         pred = foreground(self.logits(i), t).numpy() if self.model is not None else None
-        if step > 1:
-            image, truth = np.asarray(Image.fromarray(image).reduce(step)), truth[::step, ::step]
-            pred = None if pred is None else pred[::step, ::step]
+        image, truth = shrink(image, step), shrink(truth, step)
+        pred = None if pred is None else shrink(pred, step)
         return overlay(image, self._layers(truth, pred), self.opacity.value)
 
     def _comparing(self) -> bool:
