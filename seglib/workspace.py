@@ -107,8 +107,8 @@ class Workspace:
             raise ValueError(
                 f"{parameter}={given!r}: its run trained a {trained} (its config.json), and {parameter} is "
                 f"for a {model} run; give a {model} run (the {trained} run to the notebook's parameter for "
-                f"{trained} runs, where it has one; `python -m seglib evaluate --model_path RUN/best.pt` scores any "
-                "run)"
+                f"{trained} runs, where it has one; `python -m seglib evaluate --model_path {path / 'best.pt'}` "
+                "scores it)"
             )
         return path
 

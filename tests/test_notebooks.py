@@ -312,7 +312,8 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
     assert ws.run_folder(str(run), "unet-tiny", "unet_run", model="unet") == run
     with pytest.raises(
         ValueError,
-        match=rf"resnet_run='{run}': its run trained a unet .* give a resnet34_unet run \(the unet run to the notebook's parameter for unet runs",
+        match=rf"resnet_run='{run}': its run trained a unet .* give a resnet34_unet run \(the unet run to the notebook's parameter for unet runs.*"
+        rf"--model_path {run}/best.pt` scores it\)",
     ):
         ws.run_folder(str(run), "resnet34_unet-tiny", "resnet_run", model="resnet34_unet")
     with pytest.raises(
