@@ -183,9 +183,8 @@ def predict_files(
             image = np.asarray(open_rgb(f, upright_for(f, None if truth is None else truth.shape)))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             unread.append(f"{f.name} ({reason_unread(e)})")  # one damaged photo does not stop the others
-            damaged |= not isinstance(
-                e, Image.DecompressionBombError
-            )  # a large one: its reason says what to do
+            too_large = isinstance(e, Image.DecompressionBombError)  # its reason says what to do
+            damaged = damaged or not too_large
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
