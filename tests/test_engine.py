@@ -526,6 +526,23 @@ def test_autocast_computes_in_bf16_on_a_cpu_only_when_asked():
     assert isinstance(native_bf16(cpu), bool) and not native_bf16(torch.device("meta"))
 
 
+@pytest.mark.parametrize("major, dtype", [(7, torch.float16), (8, torch.bfloat16)])
+def test_a_gpu_before_ampere_trains_in_fp16_though_torch_says_it_holds_bf16(monkeypatch, major, dtype):
+    """A T4 (Colab's GPU, compute capability 7.5) as torch sees it: bf16 tensors can be made there."""
+    from types import SimpleNamespace
+
+    from seglib.engine.runtime import amp_dtype, native_bf16, precision_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(major=major, minor=5))
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda d: True)
+    assert torch.cuda.is_bf16_supported()  # what a T4 answers too
+    gpu = torch.device("cuda")
+    assert (native_bf16(gpu), amp_dtype(gpu)) == (major >= 8, dtype)
+    assert precision_name(gpu, True) == f"{str(dtype).removeprefix('torch.')} autocast"
+
+
 def test_native_bf16_agrees_with_the_cpu_flags():
     """The detection goes through private torch functions: if one is renamed, this says so on a bf16 CPU."""
     from pathlib import Path

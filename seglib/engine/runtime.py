@@ -135,7 +135,9 @@ def native_bf16(device: torch.device) -> bool:
     off; with it bf16 autocast trains faster than fp32 for the same Dice (docs/performance.md, "amp").
     """
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Not emulation: a T4 or V100 makes bf16 tensors (so the default call says True) but has no
+        # bf16 convolution kernels; fp16 with loss scaling is their fast path.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
@@ -154,7 +156,7 @@ def default_amp(device: torch.device) -> bool:
 
 def amp_dtype(device: torch.device) -> torch.dtype:
     """bf16 where the device has it (no loss scaling needed), else fp16 on a GPU (with a GradScaler)."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and not native_bf16(device):
         return torch.float16
     return torch.bfloat16
 
