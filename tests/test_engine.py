@@ -2,6 +2,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import re
 
 import numpy as np
@@ -387,6 +388,38 @@ def test_bad_checkpoints_say_what_they_are(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint torch can read"):
         load_model(tmp_path / "notes.txt")
+    torch.save(model, tmp_path / "whole.pt")  # the model object pickled, not its state_dict
+    with pytest.raises(
+        CheckpointError, match=r"whole\.pt .*unpickle Python objects \(seglib\.models\.unet\."
+    ):
+        load_model(tmp_path / "whole.pt")
+
+
+class _RunsCode:
+    """What a hostile checkpoint holds: unpickling it calls os.system."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_unread(tmp_path):
+    model = build_model("unet", base_channels=4)
+    save_checkpoint(
+        tmp_path / "bad.pt",
+        model,
+        model_spec(model, "unet", {"base_channels": 4}),
+        payload=_RunsCode(tmp_path / "ran"),
+    )
+    with pytest.raises(
+        CheckpointError, match=r"bad\.pt .*unpickle Python objects \((posix|os)\.system\).*run any code"
+    ):
+        load_model(tmp_path / "bad.pt")
+    assert not (tmp_path / "ran").exists()
+    torch.load(tmp_path / "bad.pt", weights_only=False)  # the file does run code when unpickled
+    assert (tmp_path / "ran").exists()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_model(tmp_path / "none.pt")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +28,16 @@ __all__ = [
 FORMAT = "seglib-checkpoint-v1"
 EXPORTED_SUFFIXES = (".onnx", ".pt2")  # what export_model writes: models without a run's settings
 TRAINED_SIZE = "trained_image_size"  # the attribute load_model and fit give a model: its run's image size
+
+
+try:  # numpy 2 moved it; a last.pt written under either numpy names its own
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # numpy 1
+    from numpy.core.multiarray import _reconstruct
+
+# What a seglib checkpoint holds beyond tensors and plain values: numpy's generator state in last.pt.
+# torch.load unpickles nothing else, so a checkpoint from elsewhere cannot run code on load.
+_ALLOWED = [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
 
 
 class CheckpointError(ValueError):
@@ -67,7 +79,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     _check_crc(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_ALLOWED):
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _unsafe(path, e) from e
     except Exception as e:  # pickle, zip and torch errors: the user needs one message
         raise CheckpointError(
             f"{path} is not a checkpoint torch can read ({type(e).__name__}: {e}); point at a best.pt or last.pt "
@@ -84,6 +99,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint = "point at a best.pt or last.pt written by seglib"
         raise CheckpointError(f"{path} is not a seglib checkpoint: it holds {what}; {hint}")
     return ckpt
+
+
+def _unsafe(path: Path, e: Exception) -> CheckpointError:
+    """The error for a file torch.load would read only by running Python objects' code from it."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # a legacy (non-zip) file: torch's own words name the object
+        names = []
+    allowed = {f"{f.__module__}.{f.__name__}" for f in _ALLOWED}
+    names = sorted(n for n in names if n not in allowed)
+    what = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return CheckpointError(
+        f"{path} is not a seglib checkpoint: loading it would unpickle Python objects "
+        f"({what or str(e).splitlines()[-1]}), and seglib loads only tensors and plain values, since such "
+        "a file can run any code. Point at a best.pt or last.pt written by seglib (a file you made yourself "
+        "and trust, torch.load(path, weights_only=False) reads)"
+    )
 
 
 def _check_crc(path: Path) -> None:
