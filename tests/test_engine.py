@@ -30,8 +30,8 @@ from seglib.engine import (
     save_checkpoint,
     summarize,
 )
-from seglib.engine.checkpoint import model_spec
-from seglib.engine.environment import read_environment
+from seglib.engine.checkpoint import FORMAT, model_spec
+from seglib.engine.environment import read_environment, record_start
 from seglib.engine.evaluate import MODEL_COUNTS
 from seglib.engine.progress import progress_bar
 from seglib.engine.runtime import cpu_kind
@@ -393,6 +393,30 @@ def test_bad_checkpoints_say_what_they_are(tmp_path):
         CheckpointError, match=r"whole\.pt .*unpickle Python objects \(seglib\.models\.unet\."
     ):
         load_model(tmp_path / "whole.pt")
+
+
+def test_a_checkpoint_whose_model_code_changed_says_so_in_a_line(tmp_path):
+    model = build_model("unet", base_channels=4)
+    state = model.state_dict()  # as if UNet's code had changed since the run: a kernel, a layer each way
+    state["inc.0.weight"] = torch.zeros(4, 3, 5, 5)
+    state["extra.weight"] = torch.zeros(1)
+    del state["outc.bias"]
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(
+        {"format": FORMAT, "model_spec": model_spec(model, "unet", {"base_channels": 4}), "model": state},
+        run / "best.pt",
+    )
+    record_start(run, {"seglib_commit": "abc1234"})
+    with pytest.raises(CheckpointError) as e:
+        load_model(run / "best.pt")
+    assert re.search(
+        r"best\.pt: its weights do not fit model 'unet' .* as this seglib builds it: 1 weight of another shape \(first "
+        r"inc\.0\.weight: \[4, 3, 5, 5\] saved, \[4, 3, 3, 3\] built\); 1 missing from the file \(outc\.bias\); "
+        r"1 not in the model \(extra\.weight\)\. .*seglib abc1234 trained it: .*git checkout abc1234",
+        str(e.value),
+    )
+    assert str(e.value).count("\n") == 0  # not torch's line per weight
 
 
 class _RunsCode:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models import MODELS, build_model
+from .environment import read_environment
 from .io import atomic_torch_save
 
 __all__ = [
@@ -118,6 +119,34 @@ def _unsafe(path: Path, e: Exception) -> CheckpointError:
     )
 
 
+def _misfit(built: dict[str, torch.Tensor], saved: dict[str, Any]) -> str:
+    """What tells the saved weights from those of the model as built: a line, not torch's line per weight."""
+    differ = [k for k in built if k in saved and tuple(saved[k].shape) != tuple(built[k].shape)]
+    missing = [k for k in built if k not in saved]
+    unexpected = [k for k in saved if k not in built]
+    parts = []
+    if differ:
+        k = differ[0]
+        parts.append(
+            f"{len(differ)} weight{'s' * (len(differ) > 1)} of another shape (first {k}: {list(saved[k].shape)} saved, {list(built[k].shape)} built)"
+        )
+    for what, keys in (("missing from the file", missing), ("not in the model", unexpected)):
+        if keys:
+            parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
+    return "; ".join(parts)
+
+
+def _trained_by(path: Path) -> str:
+    """Which seglib commit trained the run beside `path`, as its environment.json says, or where to look."""
+    try:
+        commit = read_environment(path.parent)[-1].get("seglib_commit", "unknown")
+    except (ValueError, IndexError, AttributeError):
+        commit = "unknown"
+    if commit == "unknown":
+        return "evaluate it with the seglib that trained it, or train again"
+    return f"its environment.json says seglib {commit} trained it: evaluate it there (git checkout {commit}), or train again"
+
+
 def _check_crc(path: Path) -> None:
     """Raise CheckpointError when a record of the zip file torch wrote fails its CRC-32.
 
@@ -167,9 +196,15 @@ def load_model(
             f"not {expect_num_classes}"
         )
     model = build_model(name, **kwargs)
+    misfit = _misfit(model.state_dict(), ckpt["model"])
+    if misfit:
+        raise CheckpointError(
+            f"{path}: its weights do not fit {saved_for} as this seglib builds it: {misfit}. The model's "
+            f"code has changed since the run: {_trained_by(Path(path))}"
+        )
     try:
         model.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
+    except RuntimeError as e:  # what _misfit does not look at (e.g. a weight that is not a tensor)
         raise CheckpointError(f"{path}: its weights do not fit {saved_for}: {e}") from e
     size = ckpt.get("config", {}).get("image_size")
     if size is not None:  # predict() and the viewer then see images at the size the model learned
