@@ -29,6 +29,8 @@ def git_commit(repo: str | Path = REPO) -> str:
         if not re.fullmatch(r"[0-9a-f]{7,40}", given):
             raise ValueError(f"SEGLIB_COMMIT={given!r} is not a commit: give `git rev-parse --short HEAD`")
         return given
+    if not _own_checkout(repo):  # an installed seglib inside someone else's repository: not seglib's commit
+        return "unknown"
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
@@ -38,10 +40,21 @@ def git_commit(repo: str | Path = REPO) -> str:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
+def _own_checkout(repo: str | Path) -> bool:
+    """Whether `repo` is the top of a git work tree (seglib's checkout), not a folder inside another one."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and Path(out.stdout.strip()).resolve() == Path(repo).resolve()
+
+
 def git_changes(repo: str | Path = REPO) -> bool | None:
     """Whether `repo`'s checkout has changes to tracked files; None where that is unknown: no checkout,
     no git, or a commit given by SEGLIB_COMMIT, whose copy of the tree this checkout may not describe."""
-    if os.environ.get("SEGLIB_COMMIT", "").strip():
+    if os.environ.get("SEGLIB_COMMIT", "").strip() or not _own_checkout(repo):
         return None
     try:
         out = subprocess.run(

@@ -21,7 +21,7 @@ from .engine import PROFILES
 from .engine.allocator import allocator_env
 from .kernels import AskFirstKernelManager, kernel_manager_settings
 from .study import json_or_text
-from .workspace import FOLDER_DEMO, REPO, check_training, start
+from .workspace import FOLDER_DEMO, IN_CHECKOUT, REPO, check_training, start
 
 __all__ = [
     "FOLDER_NOTEBOOKS",
@@ -51,6 +51,11 @@ NOTEBOOKS = (
 FOLDER_NOTEBOOKS = ("07_your_own_data.ipynb",)
 TRAINING_NOTEBOOKS = ("02_train_unet.ipynb", "03_train_resnet34_unet.ipynb")  # one model each, for 04
 
+NOT_A_CLONE = (
+    f"the notebooks are not part of the installed seglib package ({REPO / 'seglib'}); the workbook runs from "
+    "a clone of the repository (git clone ..., then make workbook)"
+)
+
 
 def run_workbook(
     profile: str = "quick",
@@ -69,6 +74,8 @@ def run_workbook(
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {list(PROFILES)}")
     notebooks = select_notebooks(notebooks)
+    if not IN_CHECKOUT:
+        raise FileNotFoundError(NOT_A_CLONE)
     out = Path(results_dir).resolve() / "notebooks"
     out.mkdir(parents=True, exist_ok=True)
     params = {
@@ -275,6 +282,8 @@ def main(argv: list[str] | None = None) -> None:
         "written to a str parameter, else read as papermill's -p reads it (True, None, .5) or as JSON",
     )
     a = p.parse_args(argv)
+    if not IN_CHECKOUT:
+        sys.exit(f"workbook: error: {NOT_A_CLONE}")
     given = a.data_root != p.get_default("data_root")
     if given and a.dataset != "synthetic" and not Path(a.data_root).exists():  # "auto" would make a demo set
         sys.exit(

@@ -46,6 +46,9 @@ from .params import choice, text, whole_number
 __all__ = ["Workspace", "check_training", "device_label", "project_path", "start"]
 
 REPO = Path(__file__).resolve().parents[1]
+# An installed seglib (a wheel in site-packages) has no notebooks/ beside it: relative paths are then taken
+# from the current folder, and nothing is written next to the package.
+IN_CHECKOUT = (REPO / "notebooks").is_dir() and (REPO / "pyproject.toml").is_file()
 FOLDER_DEMO = "folder-demo"  # 07's demo folder data set, beside the data root like synthetic-pets
 
 
@@ -292,6 +295,9 @@ def device_label(dev: torch.device) -> str:
 
 def project_path(path: str | Path) -> Path:
     """`path` made absolute: a relative path is taken from the repository (the folder holding notebooks/
-    and seglib/), not from the working directory, which is wherever papermill or the kernel started."""
+    and seglib/), not from the working directory, which is wherever papermill or the kernel started; an
+    installed seglib, with no repository around it, takes it from the working directory."""
     path = Path(path).expanduser()
-    return path if path.is_absolute() else Path(os.path.normpath(REPO / path))
+    return (
+        path if path.is_absolute() else Path(os.path.normpath((REPO if IN_CHECKOUT else Path.cwd()) / path))
+    )

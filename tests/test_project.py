@@ -186,3 +186,42 @@ def test_notebooks_are_committed_without_outputs(nb):
     cells = json.loads(nb.read_text())["cells"]
     assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
+
+
+def test_an_installed_seglib_keeps_to_the_users_folder(tmp_path):
+    """seglib alone in a site-packages folder, as pip installs it, inside a project of the user's own that is
+    a git repository (its .venv within): paths are taken from the user's folder, the project's commit is not
+    claimed as seglib's, and the workbook, whose notebooks only a clone has, says so and writes nothing."""
+    import os
+    import shutil
+    import subprocess
+
+    project = tmp_path / "project"
+    site = project / ".venv" / "lib" / "site-packages"
+    shutil.copytree(PKG, site / "seglib", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-c", "user.name=u", "-c", "user.email=u@example.org"]
+    (project / "notes.txt").write_text("mine\n")
+    for args in (["init", "-q"], ["add", "notes.txt"], ["commit", "-q", "-m", "mine"]):
+        subprocess.run(git + args, cwd=project, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "SEGLIB_COMMIT"} | {"PYTHONPATH": str(site)}
+    code = (
+        "import seglib; from seglib.workspace import project_path; from seglib.provenance import git_commit, "
+        "git_changes; print(seglib.__file__, project_path('data'), git_commit(), git_changes())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True)
+    assert out.stdout.split() == [
+        str(site / "seglib" / "__init__.py"),
+        str(project / "data"),
+        "unknown",
+        "None",
+    ], out.stderr
+    run = subprocess.run(
+        [sys.executable, "-m", "seglib.workbook", "--profile", "tiny"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1 and "not part of the installed seglib package" in run.stderr, run.stderr
+    assert "clone of the repository" in run.stderr
+    assert sorted(p.name for p in site.iterdir()) == ["seglib"] and not (project / "results").exists()

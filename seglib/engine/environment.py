@@ -25,7 +25,7 @@ from .runtime import cpu_kind, precision_name
 __all__ = ["ENVIRONMENT_FILE", "run_environment", "record_start", "read_environment"]
 
 ENVIRONMENT_FILE = "environment.json"
-PACKAGES = ("torchvision", "albumentations", "numpy", "opencv-python-headless", "onnxruntime")
+PACKAGES = ("seglib", "torchvision", "albumentations", "numpy", "opencv-python-headless", "onnxruntime")
 
 
 def run_environment(device: torch.device, use_amp: bool, world_size: int = 1) -> dict[str, Any]:
