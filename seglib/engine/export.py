@@ -46,7 +46,8 @@ MAX_SIDE = 8192
 # back as an opset-18 file, after a converter's traceback
 MIN_OPSET = 18
 PT2_METADATA = "seglib.json"  # the .pt2 archive's extra file with the ONNX file's metadata, as JSON
-EXTRA_HINT = "pip install -e '.[export]' (onnx, onnxruntime, onnxscript)"
+# An installed seglib has no '.' to install from: name the packages themselves as well
+EXTRA_HINT = "pip install -e '.[export]' in a checkout, else pip install onnx onnxruntime onnxscript"
 
 
 def _require(module: str) -> Any:

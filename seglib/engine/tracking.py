@@ -21,7 +21,7 @@ class WandbLogger:
         except ImportError:
             warnings.warn(
                 "use_wandb=True but the wandb package is not installed; training goes on without it "
-                "(pip install -e '.[wandb]' to enable it)",
+                "(pip install -e '.[wandb]' in a checkout, else pip install wandb, to enable it)",
                 stacklevel=3,
             )
             return
