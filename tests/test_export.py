@@ -282,7 +282,10 @@ def test_without_the_export_extra_the_message_says_what_to_install(tmp_path, mon
         checkpoint, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 32}
     )
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
-    with pytest.raises(ImportError, match=r"no onnxscript package: .*pip install -e '\.\[export\]' in a checkout, else pip install onnx onnxruntime onnxscript"):
+    with pytest.raises(
+        ImportError,
+        match=r"no onnxscript package: .*pip install -e '\.\[export\]' in a checkout, else pip install onnx onnxruntime onnxscript",
+    ):
         export_model(checkpoint)
 
 
