@@ -1,6 +1,7 @@
 """Runs survive interruption, writes are atomic, and bad inputs fail early with a clear message."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -459,3 +461,33 @@ def test_trimap_with_foreign_values(synthetic_root, tmp_path):
     assert "skipped" in skipping[0]
     with pytest.warns(UserWarning, match=rf"describe: 1 unreadable mask\(s\) left out: {ds.names[0]}"):
         assert describe(skipping).name.tolist() == ds.names[1:]  # notebook 01's table of the rest
+
+
+def _live_children() -> list[int]:
+    """This process's children that still run (not zombies), from /proc."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_a_stopped_fit_leaves_no_workers_and_the_process_as_it_was(synthetic_root, tmp_path, loss_at_step):
+    """A notebook keeps the last exception (sys.last_traceback), whose frames hold the loaders: their
+    workers, each a copy of the kernel, ran on beside the next cell. And the determinism switches fit sets
+    stayed set for the cells after it."""
+    before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    assert not _live_children()
+    cfg = cfg_for(synthetic_root, tmp_path, num_workers=2, deterministic=True)
+    with pytest.raises(TrainingInterrupted) as kept:  # held here, as the notebook holds it
+        fit(cfg, loss_fn=loss_at_step("ctrl_c", 2))
+    assert kept.value is not None and not _live_children()
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
+    fit(cfg_for(synthetic_root, tmp_path, deterministic=False, run_name="fast", epochs=1))
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before

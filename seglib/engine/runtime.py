@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import random
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 
 __all__ = [
     "apply_determinism",
+    "determinism_kept",
     "resolve_device",
     "seed_everything",
     "seed_rank_step",
@@ -65,6 +67,27 @@ def apply_determinism(deterministic: bool) -> None:
         if deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(deterministic, warn_only=True)
+
+
+@contextmanager
+def determinism_kept() -> Iterator[None]:
+    """Put back, on leaving, the switches `apply_determinism` sets: a notebook's later cells run as they
+    would have without the training (cuDNN autotuning, deterministic kernels, cuBLAS's workspace)."""
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    algorithms = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
+        torch.use_deterministic_algorithms(algorithms[0], warn_only=algorithms[1])
+        if workspace is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = workspace
 
 
 def seed_everything(seed: int) -> None:

@@ -69,6 +69,7 @@ from .runtime import (
     apply_determinism,
     default_amp,
     default_num_workers,
+    determinism_kept,
     precision_name,
     prepare_model,
     seed_everything,
@@ -145,7 +146,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
         _check_same_settings(cfg)
         # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
         # overwrites it meanwhile (`.training`)
-        with ExitStack() as held:
+        with determinism_kept(), ExitStack() as held:
             return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss), held)
     except TrainingInterrupted:
         raise
@@ -204,6 +205,7 @@ def _fit(
     seed_everything(cfg.seed)
     model, spec = _build_model(cfg, info)
     loaders, feed = _loaders(train_ds, val_ds, cfg, info)
+    held.callback(_stop_workers, loaders)  # also when fit raises: see _stop_workers
     cfg, compiling = _compile(cfg, ckpt, info, len(loaders[0]) * cfg.epochs)
     state = _new_state(model, cfg, len(loaders[0]), use_amp)
     if ckpt is not None:
@@ -248,6 +250,17 @@ def _fit(
         train_ds.root,
         info.is_main,
     )
+
+
+def _stop_workers(loaders: tuple[Loader, Loader]) -> None:
+    """End the loaders' persistent worker processes now. A notebook keeps the last exception's traceback
+    (sys.last_traceback) until the next error; its frames hold the loaders, which kept their workers, each
+    a copy of the kernel, running beside the next training. DataLoader has no public way to end them."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+            loader._iterator = None
 
 
 def _hold(held: ExitStack, marked: AbstractContextManager[Path]) -> Path:
