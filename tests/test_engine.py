@@ -456,6 +456,20 @@ class Constant(nn.Module):
         return torch.full((x.shape[0], 1, *x.shape[-2:]), 10.0)
 
 
+def test_scoring_a_model_leaves_its_mode_and_memory_format_as_they_were(synthetic_root):
+    """A user who scores the model mid-training goes on training: in train mode, in its own layout."""
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=64, limit=3)
+    model = build_model("unet", base_channels=4).train()
+    strides = [p.stride() for p in model.parameters()]
+    table = evaluate(model, ds, device="cpu", channels_last=True, progress=False)
+    assert len(table) == 3 and model.training and [p.stride() for p in model.parameters()] == strides
+    mask = predict(model, ds.load_image(0), image_size=64, device="cpu")
+    assert mask.shape == ds.load_mask(0).shape and model.training
+    model.eval()  # and one already in eval mode stays there
+    evaluate(model, ds, device="cpu", progress=False)
+    assert not model.training
+
+
 def test_evaluate_scores_at_original_resolution(synthetic_root):
     ds = OxfordPetDataset(synthetic_root, "test", image_size=64, limit=7)
     df = evaluate(Constant(), ds, device="cpu", batch_size=3, channels_last=False, progress=False)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -96,10 +98,30 @@ def scoring_precision(device: str | torch.device = "auto", amp: bool | None = No
     return f"{'bf16' if amp_dtype(dev) == torch.bfloat16 else 'fp16'} autocast"
 
 
-def _as_model(model_or_checkpoint: nn.Module | str | Path, device: torch.device) -> nn.Module:
-    if isinstance(model_or_checkpoint, nn.Module):
-        return model_or_checkpoint.to(device).eval()
-    return load_model(model_or_checkpoint, map_location=device)
+@contextmanager
+def _scoring(
+    model_or_checkpoint: nn.Module | str | Path, device: torch.device, channels_last: bool
+) -> Iterator[nn.Module]:
+    """The model on `device` in eval mode (channels_last if asked) while it scores. A caller's model gets
+    its mode and memory format back: one scored mid-training goes on training as it was (not in eval
+    mode, whose BatchNorm and dropout do not learn)."""
+    if not isinstance(model_or_checkpoint, nn.Module):
+        model = load_model(model_or_checkpoint, map_location=device)
+        yield model.to(memory_format=torch.channels_last) if channels_last else model
+        return
+    model, training = model_or_checkpoint, model_or_checkpoint.training
+    changed = channels_last and any(
+        p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters()
+    )
+    model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield model
+    finally:
+        model.train(training)
+        if changed:
+            model.to(memory_format=torch.contiguous_format)
 
 
 @torch.no_grad()
@@ -126,6 +148,9 @@ def evaluate(
     with those of its mirror image (horizontal-flip test-time augmentation); `tta=TTA(flip, scales)`
     also with the image at other sizes, resized from its original (`seglib.engine.tta`).
 
+    A model given is moved to `device` (and stays there); its train/eval mode and memory format are put
+    back when the call returns.
+
     `amp=None` runs the model in bf16 autocast where `default_amp` says so (CUDA, CPUs with native bf16),
     which can move the scores slightly; `amp=False` scores in fp32, exactly (`scoring_precision`).
 
@@ -144,9 +169,6 @@ def evaluate(
     if not 0 < threshold < 1:  # 1.5 scored every image 0 and still named a better model (notebook 04)
         raise ValueError(f"evaluate: threshold={threshold!r}; give a probability in (0, 1), e.g. 0.5")
     dev = resolve_device(device)
-    model = _as_model(model_or_checkpoint, dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     other_sizes: tuple[int, ...] = ()
     if as_tta(tta).scales:
         model_size = _input_size(dataset.transform, *TTA_SIZE)
@@ -164,7 +186,8 @@ def evaluate(
     fmt = torch.channels_last if channels_last else torch.contiguous_format  # of the TTA's other sizes
     scored: list[tuple[list[int], list[tuple[int, int]], torch.Tensor]] = []  # (indices, sizes, scores)
     skipped: list[str] = []
-    with autocast_cache(dev):  # each weight cast to bf16 once, not once a batch
+    # autocast_cache: each weight cast to bf16 once, not once a batch
+    with _scoring(model_or_checkpoint, dev, channels_last) as model, autocast_cache(dev):
         for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
             skipped += batch["skipped"]
             if batch["image"] is None:
@@ -443,8 +466,11 @@ def predict_logits(
         eval_transform(s)(image=rgb)["image"].unsqueeze(0).to(dev)
         for s in (image_size, *tta_sizes(image_size, tta))
     )
-    model = model.to(dev).eval()
-    logits = forward_tta(model, x, tta, extra)
+    training = model.training
+    try:
+        logits = forward_tta(model.to(dev).eval(), x, tta, extra)
+    finally:
+        model.train(training)  # a caller's model scored mid-training goes on training as it was
     up = F.interpolate(logits, size=rgb.shape[:2], mode="bilinear", align_corners=False)
     return up[0, 0].cpu()
 
