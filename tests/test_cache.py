@@ -159,3 +159,27 @@ def test_a_cache_without_room_names_its_folder_and_what_to_do_and_leaves_nothing
         p.stdout,
     ), p.stdout + p.stderr[-3000:]
     assert list(cache_dir.iterdir()) == []  # no half-built cache left
+
+
+class _StopAtTheThird:
+    """A pair reader that raises KeyboardInterrupt at its third pair, where Jupyter's stop button lands."""
+
+    def __init__(self, read):
+        self.read, self.calls = read, 0
+
+    def __call__(self, image_path, trimap_path):
+        self.calls += 1
+        if self.calls == 3:
+            raise KeyboardInterrupt
+        return self.read(image_path, trimap_path)
+
+
+def test_a_build_stopped_in_a_process_that_lives_on_leaves_no_half_built_cache(synthetic_root, tmp_path):
+    """The next build removes a dead process's leftovers, but a notebook's kernel lives on: its half-built
+    cache (the whole size, taken up front) stayed on disk until the kernel ended."""
+    ds = OxfordPetDataset(synthetic_root, "trainval", image_size=64, limit=8)
+    reader = _StopAtTheThird(ds.pair_reader())
+    ds.pair_reader = lambda: reader
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(ds, 64, tmp_path / "cache", workers=1)
+    assert reader.calls == 3 and list((tmp_path / "cache").iterdir()) == []

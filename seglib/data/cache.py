@@ -126,7 +126,11 @@ def build_cache(
     sizes = {"images.u8": n * s * s * 3, "trimaps.u8": n * s * s}
     _reserve(tmp, sizes)
     pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
-    bad, unclear = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+    try:
+        bad, unclear = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+    except BaseException:  # Ctrl-C in a notebook: the kernel lives on, so no later build would remove it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if unclear:  # which values are the object: every such mask at once, and no cache to reuse
         shutil.rmtree(tmp, ignore_errors=True)
         messages = [unclear[i] for i in sorted(unclear)]
