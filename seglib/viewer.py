@@ -49,7 +49,9 @@ class MaskViewer:
     Widgets: index slider, previous/next buttons, a name box (Enter jumps to that image), overlay
     opacity, threshold, toggles for truth / prediction / errors, sort order (by name, by Dice
     ascending) and an upload box for your own photo. `viewer.widget` is what a notebook displays. The
-    model's predictions of the images seen last are kept, up to `cache_mb` MiB.
+    model's predictions of the images seen last are kept, up to `cache_mb` MiB; `close()` lets go of
+    them and of the widgets. `replaces=globals().get("viewer")` closes the viewer a notebook cell made
+    before it was run again (anything else given is ignored).
     """
 
     def __init__(
@@ -63,7 +65,10 @@ class MaskViewer:
         device: str = "auto",
         sort: str = "name",
         cache_mb: float = 512,
+        replaces: object = None,
     ) -> None:
+        if isinstance(replaces, MaskViewer):  # a notebook cell run again: its last viewer goes
+            replaces.close()
         if len(dataset) == 0:
             raise ValueError("MaskViewer needs a dataset with at least one image")
         self.dataset, self.model, self.image_size, self.device = dataset, model, image_size, device
@@ -382,6 +387,20 @@ class MaskViewer:
         # Show it at its own size: by default JupyterLab stretches an Image widget to the full output width.
         self.image.layout.width, self.image.layout.height = f"{pil.width}px", f"{pil.height}px"
         self.status.value = self._status()
+
+    def close(self) -> None:
+        """Close the widgets and let go of the predictions kept and the image on show.
+
+        ipywidgets keeps every widget until it is closed, and with its callbacks the viewer: a notebook cell
+        run again kept each earlier viewer and its logits (up to `cache_mb` each) for the kernel's life.
+        """
+        boxes = [self.widget]
+        while boxes:
+            w = boxes.pop()
+            boxes += list(getattr(w, "children", ()))
+            w.close()
+        self._logit_cache.clear()
+        self._pair_on_show = self._upload = None
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

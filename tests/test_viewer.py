@@ -1,6 +1,8 @@
 """The mask viewer's logic, without a browser: change a widget, the picture changes."""
 
+import gc
 import io
+import weakref
 from datetime import UTC, datetime
 
 import numpy as np
@@ -239,3 +241,27 @@ def test_a_large_image_is_drawn_from_every_kth_pixel_as_it_would_look_shrunk(ds)
     assert np.abs(shown.astype(int) - np.asarray(whole).astype(int)).mean() < 6  # the same picture
     v.threshold.value = 0.7  # the pair kept for the image on show: the same Dice as read anew
     assert v.dice(v.current) == MaskViewer(ds, model=Ramp(), image_size=64, threshold=0.7).dice(v.current)
+
+
+def test_a_closed_viewer_lets_go_of_its_widgets_and_predictions(ds):
+    """ipywidgets keeps every open widget, and through their callbacks the viewer: each run of a notebook's
+    viewer cell kept the last viewer and its logits for the kernel's life."""
+    kept = MaskViewer(ds, model=Ramp(), image_size=64)
+    kept_ref = weakref.ref(kept)
+    del kept
+    gc.collect()
+    assert kept_ref() is not None  # what close() is for
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    v.step(1)
+    assert v.cached_bytes > 0
+    ref = weakref.ref(v)
+    v.close()
+    assert v.cached_bytes == 0 and v.widget.comm is None and v.threshold.comm is None
+    del v
+    gc.collect()
+    assert ref() is None
+    again = MaskViewer(ds, image_size=64, replaces=kept_ref())  # a notebook cell run again
+    assert kept_ref() is None or kept_ref().widget.comm is None
+    gc.collect()
+    assert kept_ref() is None and again.widget.comm is not None
+    MaskViewer(ds, image_size=64, replaces="not a viewer").close()  # ignored
