@@ -75,6 +75,19 @@ LOSS_TITLES = {"bce": "BCE", "bce_dice": "BCE + soft Dice"}
 LOG_LOSS_SPAN = 10.0
 
 
+def _drawable(text: str) -> str:
+    """`text` with the bytes of a file name that is not UTF-8 (a Latin-1 zip's "caf\\xe9.jpg" reads as
+    "caf\\udce9") shown as U+FFFD: matplotlib's font layer raised TypeError on them, and the figure was lost."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _drawable_groups(df: pd.DataFrame, by: str | None) -> pd.DataFrame:
+    """`df` with its `by` column's names drawable (folder names become group names)."""
+    if by is None:
+        return df
+    return df.assign(**{by: df[by].map(lambda v: _drawable(v) if isinstance(v, str) else v)})
+
+
 def plot_history(history: pd.DataFrame, loss: str | None = None) -> Figure:
     """Loss, Dice and learning rate per epoch, train and validation side by side.
 
@@ -162,7 +175,7 @@ def plot_prediction(
         ax.set_title(name, fontsize=9)
         _image_axes(ax)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(_drawable(title), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -264,6 +277,7 @@ def plot_dice_distribution(df: pd.DataFrame, column: str = "dice", by: str | Non
     """Histogram of the per-image Dice (one colour per `by` group, e.g. model or species) and a box plot."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
+    df = _drawable_groups(df, by)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     colours = _colours(df, by) if by else {}
     sns.histplot(data=df, x=column, **_bins(df[column]), element="step", ax=axes[0], **colours)
@@ -283,6 +297,7 @@ def plot_sizes_and_foreground(facts: pd.DataFrame, by: str = "species") -> Figur
     colour per `by` group; `facts` is `seglib.data.describe`'s table."""
     import seaborn as sns  # here, not at the top: with scipy it is most of this module's import
 
+    facts = _drawable_groups(facts, by)
     colours = _colours(facts, by)
     order = colours["hue_order"]
     # Many images share a size: one species' points hid the other's at the same place. Smaller groups are
@@ -338,7 +353,7 @@ def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: i
         pet = for_display(dataset.load_mask(i)) == 1
         ax.imshow(_overlay(for_display(dataset.load_image(i)), pet))
         _outline(ax, pet)
-        ax.set_title(f"{dataset.entries[i].name}\n{dataset.entries[i].species}", fontsize=8)
+        ax.set_title(_drawable(f"{dataset.entries[i].name}\n{dataset.entries[i].species}"), fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -354,7 +369,7 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
     window = (slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
     axes[0].imshow(for_display(dataset.load_image(index)))
-    axes[0].set_title(dataset.entries[index].name)
+    axes[0].set_title(_drawable(dataset.entries[index].name))
     cmap = matplotlib.colors.ListedColormap(
         ["#2a9d8f", "#264653", "#e9c46a"]
     )  # 1 pet, 2 background, 3 border
@@ -407,7 +422,7 @@ def plot_prediction_grid(
         pred = foreground(logits, threshold).numpy().astype(np.uint8)
         image, truth, pred = for_display(image), for_display(truth), for_display(pred)  # Dice: full size
         panels = [
-            (image, None, dataset.entries[i].name),
+            (image, None, _drawable(dataset.entries[i].name)),
             (truth, "gray", "truth"),
             (pred, "gray", f"prediction, Dice {dice:.3f} (fp32)"),  # evaluate's table can be bf16
             (error_map(truth, pred), None, "errors"),

@@ -1,5 +1,7 @@
 """The workbook's figures: what they say about a run."""
 
+import os
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -342,3 +344,29 @@ def test_a_large_photo_is_drawn_shrunk_with_its_classes_kept():
     small = image[:600, :400]
     assert for_display(small) is small  # drawn as it is
     plt.close(fig)
+
+
+def test_names_that_are_not_utf8_are_drawn_not_lost(tmp_path):
+    """A folder from an old zip holds Latin-1 names ("café" as the byte e9): Python reads them with
+    surrogates, which matplotlib's font layer refused with TypeError, losing every figure of the run."""
+    from seglib.data import FolderDataset, describe
+    from seglib.data.demo_folder import make_synthetic_folder
+    from seglib.plots import save_figure
+
+    root = make_synthetic_folder(tmp_path / os.fsdecode(b"d\xe9mo"), n=4)
+    cafe = os.fsdecode(b"caf\xe9")
+    (root / "images" / "photo_000.jpg").rename(root / "images" / f"{cafe}.jpg")
+    (root / "masks" / "photo_000.png").rename(root / "masks" / f"{cafe}.png")
+    ds = FolderDataset(root, "trainval")
+    i = ds.names.index(cafe)
+    image, truth = ds.load_image(i), ds.load_mask(i)
+    table = describe(ds)
+    figures = [
+        plot_overlay_grid(ds, range(len(ds))),
+        plot_prediction(image, truth, truth, title=ds.entries[i].name, dice=1.0),
+        plot_dice_distribution(table.assign(dice=0.9), by="species"),
+        plot_sizes_and_foreground(table, by="species"),
+    ]
+    for k, fig in enumerate(figures):
+        assert save_figure(fig, tmp_path / f"{k}.png").stat().st_size > 0
+    assert figures[1].texts[0].get_text() == "caf\ufffd"  # the byte shown as the replacement character
