@@ -21,7 +21,7 @@ from .engine import PROFILES
 from .engine.allocator import allocator_env
 from .kernels import AskFirstKernelManager, kernel_manager_settings
 from .study import json_or_text
-from .workspace import FOLDER_DEMO, IN_CHECKOUT, REPO, check_training, start
+from .workspace import FOLDER_DEMO, IN_CHECKOUT, REPO, check_data_root, check_training, start
 
 __all__ = [
     "FOLDER_NOTEBOOKS",
@@ -176,9 +176,9 @@ def execute_notebook(source: str | Path, executed: str | Path, parameters: dict[
     import papermill as pm
     from traitlets.config import Config
 
-    pm.execute_notebook(
-        source,
-        executed,
+    pm.execute_notebook(  # papermill formats both paths with the parameters: a "{" in them is literal here
+        str(source).replace("{", "{{").replace("}", "}}"),
+        str(executed).replace("{", "{{").replace("}", "}}"),
         parameters=parameters,
         cwd=str(REPO / "notebooks"),
         progress_bar=False,
@@ -291,10 +291,12 @@ def main(argv: list[str] | None = None) -> None:
             "--data_root out (the real data in data/oxford-iiit-pet once downloaded, else the synthetic demo set)"
         )
     try:
+        if given:  # one that holds no data set: "auto" would explore and train on a demo set made beside it
+            check_data_root(Path(a.data_root).resolve(), a.dataset)
         notebooks = select_notebooks(a.only) if a.only else NOTEBOOKS  # every name, before any runs
         extra = notebook_params(a.param, notebooks)
         run_workbook(a.profile, a.data_root, a.dataset, a.results_dir, notebooks, extra)
-    except (RuntimeError, ValueError, FileNotFoundError) as e:
+    except (RuntimeError, ValueError, OSError) as e:  # OSError: a read-only or full results folder
         sys.exit(f"workbook: error: {e}")
     except KeyboardInterrupt:  # the kernel saved what it was training; papermill's traceback says nothing
         sys.exit(

@@ -22,6 +22,7 @@ from .data import (
     SYNTHETIC_DEMO,
     SegmentationDataset,
     check_split_fractions,
+    holds_data_set,
     is_folder_root,
     make_synthetic_folder,
     open_split,
@@ -43,7 +44,7 @@ from .engine.runtime import cpu_kind, resolve_device
 from .kernels import end_kernel_quickly
 from .params import choice, text, whole_number
 
-__all__ = ["Workspace", "check_training", "device_label", "project_path", "start"]
+__all__ = ["Workspace", "check_data_root", "check_training", "device_label", "project_path", "start"]
 
 REPO = Path(__file__).resolve().parents[1]
 # An installed seglib (a wheel in site-packages) has no notebooks/ beside it: relative paths are then taken
@@ -220,7 +221,7 @@ def start(
     choice("profile", profile, list(PROFILES))
     choice("dataset", dataset, list(DATASETS))
     data_root, results = str(project_path(data_root)), project_path(results_dir)  # whatever the cwd
-    _check_data_root(Path(data_root), dataset)
+    check_data_root(Path(data_root), dataset)
     if Path(data_root).name == FOLDER_DEMO and not is_folder_root(data_root):  # 07's default, made once
         make_synthetic_folder(data_root)
     root, kind = resolve_data_root(data_root, dataset, synthetic_set_root(data_root, dataset))
@@ -267,11 +268,17 @@ def say_interrupts_briefly(notebook: str) -> None:
     shell.set_custom_exc((TrainingInterrupted,), brief)
 
 
-def _check_data_root(data_root: Path, dataset: str) -> None:
-    """A ValueError where `data_root` does not exist and is not where the real data or 07's demo would go
-    (a folder named oxford-iiit-pet or folder-demo in a folder that exists): a mistyped path would
-    otherwise make a demo set there and train on it."""
+def check_data_root(data_root: Path, dataset: str) -> None:
+    """A ValueError where `data_root` does not exist, or under "auto" holds no data set, and is not where
+    the real data or 07's demo would go (a folder named oxford-iiit-pet or folder-demo in a folder that
+    exists): a mistyped path would otherwise make a demo set there and train on it."""
     meant = data_root.name in ("oxford-iiit-pet", FOLDER_DEMO) and data_root.parent.is_dir()
+    if dataset == "auto" and data_root.is_dir() and not meant and not holds_data_set(data_root):
+        raise ValueError(  # "auto" would make the demo set beside it and explore or train on that
+            f"data_root {data_root} holds no data set: neither the Oxford-IIIT Pet's images/ and "
+            "annotations/trainval.txt nor a folder's images/ and masks/; point it at the data's folder, or give "
+            "dataset='synthetic' for the demo set"
+        )
     if dataset == "synthetic" or data_root.exists() or meant:
         return
     raise ValueError(

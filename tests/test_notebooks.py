@@ -174,6 +174,13 @@ def test_an_unknown_only_name_stops_the_runner_before_any_notebook_runs(tmp_path
     with pytest.raises(SystemExit, match=rf"--data_root {typo} does not exist; give the data's folder"):
         main(["--data_root", str(typo), "--only", "02", "--profile", "tiny", "--results_dir", str(results)])
     assert not results.exists() and not (tmp_path / "synthetic-pets").exists()
+    nested = tmp_path / "nested"  # it exists, but its data set is one folder further down
+    (nested / "my_data" / "images").mkdir(parents=True)
+    with pytest.raises(
+        SystemExit, match=rf"data_root {nested} holds no data set: .* or give dataset='synthetic'"
+    ):
+        main(["--data_root", str(nested), "--only", "01", "--profile", "tiny", "--results_dir", str(results)])
+    assert not results.exists() and not (tmp_path / "synthetic-pets").exists()
 
 
 def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path, capsys):
@@ -564,13 +571,15 @@ def test_workbook_kernels_are_quiet_but_warnings_stay_visible(tmp_path, capfd):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell(WARNS), nbformat.v4.new_code_cell(STALLS)]
-    nbformat.write(nb, tmp_path / "warns.ipynb")
-    execute_notebook(tmp_path / "warns.ipynb", tmp_path / "out.ipynb", {})
+    here = tmp_path / "runs {x} {profile}"  # papermill formats paths with the parameters: braces stay braces
+    here.mkdir()
+    nbformat.write(nb, here / "warns.ipynb")
+    execute_notebook(here / "warns.ipynb", here / "out.ipynb", {})
     said = capfd.readouterr()
     assert "Kernel is running over TCP without encryption" not in said.err + said.out
     # a notebook that ran clean ends without an interrupt: no "ERROR | KeyboardInterrupt caught in kernel."
     assert "ERROR" not in said.err + said.out and "KeyboardInterrupt" not in said.err + said.out
-    outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[0].outputs
+    outputs = nbformat.read(here / "out.ipynb", as_version=4).cells[0].outputs
     assert any(o.get("name") == "stderr" and "a warning the user should see" in o.text for o in outputs)
     assert any(o.get("name") == "stdout" and o.text == "ran\n" for o in outputs)
 
