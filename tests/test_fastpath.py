@@ -258,3 +258,31 @@ def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
     bf16, amp, capability, cache, onednn = json.loads(out.stdout)
     assert (bf16, amp, capability, onednn) == (False, False, "AVX2", "AVX2")
     assert cache == str(tmp_path / "seglib" / "fastpath-avx2-proxy.json")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads the loaded libraries from /proc")
+def test_the_allocator_named_is_the_one_loaded_and_a_path_ld_so_splits_is_not_offered(tmp_path, monkeypatch):
+    """ld.so splits LD_PRELOAD at spaces and colons: a conda environment under "/home/Jo Doe" preloaded
+    "/home/Jo", every process printed an error, ran on glibc, and its run said jemalloc."""
+    from seglib.engine import allocator
+
+    unloadable = tmp_path / "nowhere" / "libjemalloc.so.2"
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
+    code = "from seglib.engine.allocator import allocator_name; print(allocator_name())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**clean, "LD_PRELOAD": str(unloadable)},
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "glibc" and "cannot be preloaded" in out.stderr
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv("SEGLIB_JEMALLOC", raising=False)
+    for prefix, offered in (("my env", False), ("my:env", False), ("myenv", True)):
+        lib = tmp_path / prefix / "lib" / "libjemalloc.so.2"
+        lib.parent.mkdir(parents=True)
+        lib.write_bytes(b"")
+        monkeypatch.setattr(allocator, "_CANDIDATES", ())  # as where the system has none
+        monkeypatch.setattr(sys, "prefix", str(tmp_path / prefix))
+        assert allocator.jemalloc_path() == (lib if offered else None)
+        assert ("LD_PRELOAD" in allocator.allocator_env()) == offered

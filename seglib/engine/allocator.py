@@ -40,7 +40,9 @@ _CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-l
 def jemalloc_path() -> Path | None:
     """The jemalloc library to preload, or None when none is installed."""
     for path in (*_CANDIDATES, Path(sys.prefix) / "lib" / "libjemalloc.so.2"):
-        if Path(path).is_file():
+        # ld.so splits LD_PRELOAD at spaces and colons: an environment under "/home/Jo Doe" would preload
+        # "/home/Jo", fail with an error in every process, and run on glibc
+        if Path(path).is_file() and not any(c in str(path) for c in " \t:"):
             return Path(path)
     return None
 
@@ -55,8 +57,13 @@ def allocator_env() -> dict[str, str]:
 
 
 def allocator_name() -> str:
-    """ "jemalloc" when this process runs with it, else "glibc" (the system's malloc)."""
-    return "jemalloc" if "jemalloc" in os.environ.get("LD_PRELOAD", "") else "glibc"
+    """ "jemalloc" when this process runs with it, else "glibc" (the system's malloc): what is loaded, not
+    what LD_PRELOAD asked for, which ld.so skips (saying so) when it cannot load it."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:  # no /proc (macOS): what was asked for
+        maps = os.environ.get("LD_PRELOAD", "")
+    return "jemalloc" if "libjemalloc" in maps else "glibc"
 
 
 def reexec_with_allocator(argv: list[str]) -> None:
