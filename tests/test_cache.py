@@ -154,11 +154,20 @@ def test_a_cache_without_room_names_its_folder_and_what_to_do_and_leaves_nothing
     p = run_with_file_limit(CACHE_WITHOUT_ROOM, str(synthetic_root), str(cache_dir))
     assert re.fullmatch(
         rf"\[Errno 27\] could not build the cache in {re.escape(str(cache_dir))}, 0\.3 MB \(File too large\); "
-        r"free some disk space there, set cache_dir \(--cache_dir\) to a folder with room, or train without it "
+        r"free some disk space there, set cache_dir \(--cache_dir\) to a folder with room you can write to, or "
+        r"train without it "
         r"\(cache=False, --no-cache\)\n",
         p.stdout,
     ), p.stdout + p.stderr[-3000:]
     assert list(cache_dir.iterdir()) == []  # no half-built cache left
+    a_file = (
+        tmp_path / "notes.txt"
+    )  # not a matter of room (nor is a read-only folder): no advice to free space
+    a_file.write_text("mine")
+    ds = OxfordPetDataset(synthetic_root, "trainval", image_size=64, limit=4)
+    with pytest.raises(OSError, match=r"\(Not a directory\); set cache_dir \(--cache_dir\) to a folder") as e:
+        build_cache(ds, 64, a_file)
+    assert "free some disk space" not in str(e.value) and a_file.read_text() == "mine"
 
 
 class _StopAtTheThird:

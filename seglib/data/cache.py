@@ -181,11 +181,12 @@ def _unbuilt(tmp: Path, size: int, e: OSError) -> OSError:
     """Remove the half-built `tmp`; the OSError that says the cache of `size` bytes could not be written
     there (`e`), and what to do."""
     shutil.rmtree(tmp, ignore_errors=True)
+    # a full disk wants room; a read-only or unwritable folder, or a name too long, wants another folder
+    todo = "free some disk space there, set" if e.errno in NO_ROOM else "set"
     return OSError(
         e.errno,
-        f"could not build the cache in {tmp.parent}, {size / 1e6:.1f} MB ({e.strerror or e}); free some disk "
-        "space there, set cache_dir (--cache_dir) to a folder with room, or train without it (cache=False, "
-        "--no-cache)",
+        f"could not build the cache in {tmp.parent}, {size / 1e6:.1f} MB ({e.strerror or e}); {todo} cache_dir "
+        "(--cache_dir) to a folder with room you can write to, or train without it (cache=False, --no-cache)",
     )
 
 
