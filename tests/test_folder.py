@@ -25,6 +25,7 @@ from seglib.data import (
     parse_mask_values,
     resolve_data_root,
     seeded_split,
+    write_splits,
 )
 from seglib.data.cache import build_cache
 from seglib.engine import TrainConfig, evaluate
@@ -435,6 +436,36 @@ def test_a_name_in_val_and_test_is_refused(demo, tmp_path):
         ValueError, match=rf"in both val.txt and test.txt: {names[21]}; an image must be in one"
     ):
         FolderDataset(root, "train")
+
+
+def rename_pair(root: Path, old: str, new: str) -> None:
+    """Give the pair `old` (image and mask, whichever suffixes) the name `new`."""
+    for path in (*(root / "images").glob(f"{old}.*"), *(root / "masks").glob(f"{old}*")):
+        path.rename(path.with_name(new + path.name[len(old) :]))
+
+
+def test_a_runs_split_files_read_back_as_written(tmp_path):
+    """`#hash` was read as a comment (a train image lost, silently) and ` photo_011 ` stripped to a name
+    of no pair; names with a form feed or U+2028 were cut in two by splitlines()."""
+    root = make_synthetic_folder(tmp_path / "odd", n=24, seed=0)
+    odd = ["#hash", " photo_011 ", "  ", "form\x0cfeed", "line\u2028sep", "\ufeffmarked", "# note"]
+    for i, name in enumerate(odd):
+        rename_pair(root, f"photo_{i:03d}", name)
+    seeded = FolderDataset(root, "train").splits
+    assert set(odd) <= {n for names in seeded.values() for n in names}
+    write_splits(seeded, root / "splits")  # as a run writes <run>/splits, copied into the folder
+    assert FolderDataset(root, "train").splits == seeded
+    for split in ("train", "val", "test"):  # typed by hand: a comment, blank lines, stray spaces, CRLF
+        path = root / "splits" / f"{split}.txt"
+        typed = [n if n in odd else f"  {n}\t" for n in path.read_text(encoding="utf-8").split("\n")]
+        path.write_bytes(("# the split\n\n" + "\n".join(typed)).replace("\n", "\r\n").encode())
+    assert FolderDataset(root, "train").splits == seeded
+
+
+def test_a_name_with_a_line_break_is_not_written_as_two(tmp_path):
+    with pytest.raises(ValueError, match=r"1 name\(s\) hold a line break.*'two\\nlines'; rename those"):
+        write_splits({"train": ["cat", "two\nlines"]}, tmp_path / "splits")
+    assert not (tmp_path / "splits").exists()
 
 
 def test_the_seeded_split_depends_on_the_names_not_their_order():

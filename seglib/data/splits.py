@@ -71,6 +71,24 @@ def folder_split(
     return splits, f"a seeded split (seed {seed}): train / val / test {share} of the pairs"
 
 
+def _hand_written(line: str) -> str:
+    """A line as typed: without a byte-order mark (Windows Notepad starts a file with one) and spaces."""
+    return line.removeprefix("\ufeff").strip()
+
+
+def _listed(line: str, pairs: dict[str, tuple[Path, Path]]) -> str | None:
+    """The pair that a split file's line names (as a name, or a file name: cat1 or cat1.jpg), else None.
+
+    The line as it is comes first: `write_splits` writes names as they are, `#hash` or ` photo ` too, and
+    they must read back. Then the line as typed, stray spaces and a byte-order mark left out.
+    """
+    for text in (line, _hand_written(line)):
+        for name in (text, Path(text).stem):
+            if name in pairs:
+                return name
+    return None
+
+
 def _read_split_files(
     folder: Path, pairs: dict[str, tuple[Path, Path]], on_missing: str
 ) -> dict[str, list[str]]:
@@ -80,21 +98,16 @@ def _read_split_files(
     for split in SPLIT_FILES:
         path = folder / f"{split}.txt"
         names = []
-        # utf-8-sig: a file saved by Windows Notepad starts with a byte-order mark, not part of a name
+        # split("\n"), not splitlines(): that also cuts at \f, \x1c, \x85, \u2028, legal in a file name
         lines = (
-            path.read_text(encoding="utf-8-sig", errors="surrogateescape").splitlines()
-            if path.is_file()
-            else []
+            path.read_text(encoding="utf-8", errors="surrogateescape").split("\n") if path.is_file() else []
         )
         for lineno, line in enumerate(lines, start=1):
-            name = line.strip()
-            if not name or name.startswith("#"):
-                continue
-            name = name if name in pairs else Path(name).stem  # a file name works too
-            if name in pairs:
+            name = _listed(line, pairs)
+            if name is not None:
                 names.append(name)
-            else:
-                unknown.append(f"{path.name}:{lineno} {line.strip()!r}")
+            elif (text := _hand_written(line)) and not text.startswith("#"):
+                unknown.append(f"{path.name}:{lineno} {text!r}")
         splits[split] = names
     if unknown and on_missing == "raise":
         raise FileNotFoundError(
@@ -115,9 +128,16 @@ def _read_split_files(
 def write_splits(splits: dict[str, list[str]], folder: str | Path) -> Path:
     """Write {split: names} as `folder`/train.txt, val.txt, test.txt (a name a line); returns `folder`.
 
-    Copied to a data folder's `splits/`, they fix its split whatever images are added later.
+    Copied to a data folder's `splits/`, they fix its split whatever images are added later; each name
+    reads back as written. A name with a line break raises ValueError.
     """
     folder = Path(folder)
+    broken = sorted(repr(n) for names in splits.values() for n in names if "\n" in n or "\r" in n)
+    if broken:  # written, such a name would read back as two lines
+        raise ValueError(
+            f"{folder}: {len(broken)} name(s) hold a line break, which a split file (one name a line) "
+            f"cannot: {shown(broken)}; rename those images and their masks"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for split in SPLIT_FILES:
         names = splits.get(split, [])
