@@ -362,6 +362,34 @@ def test_two_photos_of_one_name_are_refused_before_either_is_written(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_name_too_long_for_its_outputs_is_refused_before_anything_is_written(checkpoint, tmp_path):
+    """A 250-byte name is legal, NAME_overlay.png (262 bytes) is not: predict stopped at that photo with
+    "File name too long", the photos before it written, half of its own outputs, and no predictions.csv."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    out.mkdir()
+    long, fine = "ü" * 125, "é" * 100  # 250 and 200 bytes in UTF-8, 125 and 100 letters
+    for name in ("a", "b", long, "z"):
+        Image.new("RGB", (40, 30), (200, 100, 50)).save(photos / f"{name}.jpg")
+    with pytest.raises(
+        SystemExit, match=rf"1 image name\(s\) are too long .*: {long}.jpg \(7 bytes over\); rename"
+    ):
+        main(["predict", "--model_path", str(checkpoint), "--input", str(photos), "--output_dir", str(out),
+              "--device", "cpu", "--cutout"])  # fmt: skip
+    assert list(out.iterdir()) == []
+    (photos / f"{long}.jpg").rename(photos / f"{fine}.jpg")
+    df = predict_files(Ramp(), image_files(photos), out, 32, device="cpu", cutout=True, progress=False)
+    assert fine in df.name.tolist() and (out / f"{fine}_overlay.png").exists()
+    root = tmp_path / "folder"  # predict --split: a data set's image of such a name
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+        Image.new("L", (40, 30), 255 if sub == "masks" else 90).save(root / sub / f"{long}.png")
+    ds = FolderDataset(root, "trainval", image_size=32, val_fraction=0, test_fraction=0)
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'split'}: 1 image name.*{long} \(7 bytes over\)"):
+        predict_dataset(Ramp(), ds, tmp_path / "split", 32, device="cpu", progress=False)
+    assert not (tmp_path / "split").exists()
+
+
 def test_a_damaged_photo_is_named_and_the_others_are_predicted(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -7,6 +7,7 @@ The command line's `predict`, the viewer's upload box and notebook 07 all predic
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..atomic import NAME_MAX
 from ..data import (
     CorruptSampleError,
     SegmentationDataset,
@@ -29,7 +31,7 @@ from ..data import (
     upright_for,
     upright_image,
 )
-from ..data.masks import mask_size_message
+from ..data.masks import mask_size_message, shown
 from ..metrics import IGNORE_INDEX, confusion_counts, dice_from_counts, foreground, iou_from_counts
 from .evaluate import predict_logits
 from .io import atomic_write, atomic_write_csv
@@ -136,6 +138,7 @@ def save_prediction(
     """Write NAME_mask.png (0/255, the original size) and NAME_overlay.png into `out_dir` (with `cutout`
     also NAME_cutout.png, `Prediction.cutout`); return the CSV row (`Prediction.row` and the file names)."""
     out = Path(out_dir)
+    _check_name_lengths({pred.name: pred.name}, out, cutout)
     out.mkdir(parents=True, exist_ok=True)
     files = {"mask": pred.mask(threshold) * 255, "overlay": pred.overlay(threshold)}
     if cutout:
@@ -172,6 +175,7 @@ def predict_files(
     """
     files = [Path(f) for f in files]
     _check_unique_names(files)
+    _check_name_lengths({f.name: f.stem for f in files}, Path(out_dir), cutout)
     bad_masks = _truth_read_faults(files, truths or {}, read_truth, on_corrupt)
     faults = _truth_size_faults([f for f in files if f not in bad_masks], truths or {}, on_corrupt)
     rows, unread, damaged = [], [], False
@@ -289,6 +293,36 @@ def _check_unique_names(files: list[Path]) -> None:
         seen[f.stem] = f
 
 
+def _name_max(folder: Path) -> int:
+    """The most bytes a file name may have in `folder` (before it is made: in its nearest existing parent,
+    where it will be made); NAME_MAX where the system does not say."""
+    existing = next((d for d in (folder, *folder.absolute().parents) if d.is_dir()), None)
+    try:
+        limit = os.pathconf(existing or ".", "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf on Windows; a limit it does not know
+        return NAME_MAX
+    return limit if limit > 0 else NAME_MAX
+
+
+def _check_name_lengths(stems: dict[str, str], out: Path, cutout: bool) -> None:
+    """ValueError naming the inputs ({shown name: output stem}) whose output files' names would pass
+    `out`'s limit: found before anything is written, not at the first of them, halfway through."""
+    limit = _name_max(out)
+    kinds = ("mask", "overlay", "cutout") if cutout else ("mask", "overlay")  # as save_prediction writes
+    longest = max((f"_{kind}.png" for kind in kinds), key=lambda s: len(os.fsencode(s)))
+    too_long = []
+    for shown_as, stem in stems.items():
+        over = len(os.fsencode(stem + longest)) - limit
+        if over > 0:
+            too_long.append(f"{shown_as} ({over} bytes over)")
+    if too_long:
+        raise ValueError(
+            f"{out}: {len(too_long)} image name(s) are too long for their output files (NAME{longest} "
+            f"would pass the folder's limit of {limit} bytes a file name): {shown(too_long)}; rename them "
+            "that many bytes shorter, or more; nothing was written"
+        )
+
+
 def predict_dataset(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -304,6 +338,8 @@ def predict_dataset(
     """Predict images of a data set (all, or `indices`) with their truth: masks, overlays and
     predictions.csv with Dice and IoU, in `out_dir`. `progress`: a bar over the images."""
     indices = list(range(len(dataset)) if indices is None else indices)
+    names = [dataset.entries[i].name for i in indices]
+    _check_name_lengths({n: n for n in names}, Path(out_dir), cutout)
     rows, unread = [], []
     for i in progress_bar(indices, desc="predict", unit="image", leave=False, disable=not progress):
         name = dataset.entries[i].name
