@@ -121,15 +121,15 @@ def _unsafe(path: Path, e: Exception) -> CheckpointError:
 
 def _misfit(built: dict[str, torch.Tensor], saved: dict[str, Any]) -> str:
     """What tells the saved weights from those of the model as built: a line, not torch's line per weight."""
-    differ = [k for k in built if k in saved and tuple(saved[k].shape) != tuple(built[k].shape)]
+    shape = {k: tuple(getattr(v, "shape", ())) for k, v in saved.items()}  # load_state_dict says the rest
+    differ = [k for k in built if k in saved and shape[k] != tuple(built[k].shape)]
     missing = [k for k in built if k not in saved]
     unexpected = [k for k in saved if k not in built]
     parts = []
     if differ:
-        k = differ[0]
-        parts.append(
-            f"{len(differ)} weight{'s' * (len(differ) > 1)} of another shape (first {k}: {list(saved[k].shape)} saved, {list(built[k].shape)} built)"
-        )
+        k, n = differ[0], len(differ)
+        first = f"first {k}: {list(shape[k])} saved, {list(built[k].shape)} built"
+        parts.append(f"{n} weight{'s' * (n > 1)} of another shape ({first})")
     for what, keys in (("missing from the file", missing), ("not in the model", unexpected)):
         if keys:
             parts.append(f"{len(keys)} {what} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})")
@@ -144,7 +144,10 @@ def _trained_by(path: Path) -> str:
         commit = "unknown"
     if commit == "unknown":
         return "evaluate it with the seglib that trained it, or train again"
-    return f"its environment.json says seglib {commit} trained it: evaluate it there (git checkout {commit}), or train again"
+    return (
+        f"its environment.json says seglib {commit} trained it: evaluate it there (git checkout {commit}), or "
+        "train again"
+    )
 
 
 def _check_crc(path: Path) -> None:
