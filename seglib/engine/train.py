@@ -135,6 +135,9 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     run in `cfg.output_dir`) from its `last.pt`; `resume=PATH` continues the run folder (or last.pt) at
     PATH. `loss_fn(logits, target)` replaces the loss `cfg.loss` names (training and validation).
 
+    It seeds Python's, NumPy's and torch's global generators from `cfg.seed` (a notebook's later cells draw
+    the same numbers on every run) and puts back the determinism switches it sets when it returns.
+
     Started by torchrun in several processes, every process runs this call and trains with
     DistributedDataParallel: `cfg.batch_size` is each process's share of a batch, rank 0 writes the run
     folder, and every rank returns the same history and weights.
