@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +216,16 @@ def save_prediction_figures(
 ) -> list[Path]:
     """For each index: image / truth / prediction / errors at the original resolution, saved as PNG.
 
-    `replace`: the other PNG files of `out_dir` (an earlier model's worst images, written there before)
-    are removed, said in one line: beside this call's, they would pass for its own."""
+    `replace`: the figures an earlier call wrote into `out_dir` (an earlier model's worst images) and this
+    one does not are removed, said in one line: beside this call's, they would pass for its own. Only the
+    files its record (`FIGURES_RECORD`, kept in `out_dir`) names go: any other file there stays."""
+    out, shown = Path(out_dir), readable(dataset, indices)
+    names = [f"{dataset.entries[i].name}.png" for i in shown]
+    earlier = _recorded(out)
+    if not set(names) <= earlier:  # recorded before drawn: a figure left by a crash is still known as ours
+        _record(out, earlier | set(names))
     paths = []
-    for i in readable(dataset, indices):
+    for i in shown:
         image, truth = dataset.load_image(i), dataset.load_mask(i)
         logits = predict_logits(model, image, image_size, device, tta)  # (H, W) at the original size
         dice = dice_per_image(logits[None], torch.from_numpy(truth)[None], threshold).item()
@@ -226,15 +233,41 @@ def save_prediction_figures(
         name = dataset.entries[i].name
         # fp32, as predict_logits computes: evaluate's table can be bf16 autocast, a little apart
         fig = plot_prediction(image, truth, pred, title=name, dice=dice, precision="fp32")
-        paths.append(save_figure(fig, Path(out_dir) / f"{name}.png"))
-    if replace:
-        kept = set(paths)
-        stale = [p for p in Path(out_dir).glob("*.png") if p not in kept]
+        paths.append(save_figure(fig, out / f"{name}.png"))
+    if replace and earlier - set(names):
+        stale = [out / n for n in sorted(earlier - set(names)) if (out / n).is_file()]
         for p in stale:
-            p.unlink()
+            p.unlink(missing_ok=True)
+        _record(out, names)
         if stale:
             print(f"seglib: removed {len(stale)} figures of an earlier run from {out_dir}")
     return paths
+
+
+# The names of the figures `save_prediction_figures` wrote into a folder, kept there: the next call removes
+# those, never a file of the user's beside them (a poster, a thesis figure).
+FIGURES_RECORD = ".seglib-figures.json"
+
+
+def _recorded(folder: Path) -> set[str]:
+    """The figure names `folder`'s record lists, each a PNG file's name in `folder` itself."""
+    try:
+        names = json.loads((folder / FIGURES_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        # no record: a new folder, or one an older seglib wrote, whose figures cannot be told from the
+        # user's files and are left alone; a damaged record likewise removes nothing (the next call rewrites it)
+        return set()
+    if not isinstance(names, list):
+        return set()
+    # a name with a folder in it (an edited record) would remove a file elsewhere
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and Path(n).name == n}
+
+
+def _record(folder: Path, names: Iterable[str]) -> None:
+    """Write `folder`'s record of the figures seglib wrote there (atomic: a crash keeps the old one)."""
+    with atomic_write(folder / FIGURES_RECORD, "w") as f:
+        json.dump(sorted(names), f, indent=1)
+        f.write("\n")
 
 
 # The narrowest range a plot gives scores (Dice) on an axis: differences below it are not worth a full axis.

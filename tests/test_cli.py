@@ -741,12 +741,33 @@ def test_evaluate_into_the_same_folder_keeps_only_its_own_figures(synthetic_root
     ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
     out = tmp_path / "same"
     main(_evaluate_args(ckpt, synthetic_root, out, "--split", "test", "--num_figures", "2"))
-    first = {p.name for p in (out / "worst").iterdir()}
+    first = {p.name for p in (out / "worst").glob("*.png")}
     main(_evaluate_args(ckpt, synthetic_root, out, "--num_figures", "2"))  # the val split, the same folder
     names = set(pd.read_csv(out / "per_image.csv").name)
-    drawn = {p.stem for p in (out / "worst").iterdir()}
+    drawn = {p.stem for p in (out / "worst").glob("*.png")}
     assert len(drawn) == 2 and drawn <= names and not first & {f"{n}.png" for n in drawn}
     assert "removed 2 figures of an earlier run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command, folder", [("evaluate", "worst"), ("predict", "figures")])
+def test_figures_of_an_earlier_run_go_and_the_users_own_files_stay(
+    synthetic_root, tmp_path, capsys, command, folder
+):
+    """evaluate and predict --split removed every PNG of worst/ or figures/: a poster the user kept there."""
+    ckpt = _evaluate_checkpoint(tmp_path / "best.pt", {"image_size": 32})
+    out = tmp_path / "mine"
+    (out / folder).mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 100, 50)).save(out / folder / "poster.png")
+    poster = (out / folder / "poster.png").read_bytes()
+    args = [command, *_evaluate_args(ckpt, synthetic_root, out, "--num_figures", "2")[1:]]
+    main([*args, "--split", "test"])  # after --split val: the last one given counts
+    first = {p.name for p in (out / folder).glob("*.png")} - {"poster.png"}
+    capsys.readouterr()
+    main(args)  # the val split: other worst images
+    drawn = {p.name for p in (out / folder).glob("*.png")} - {"poster.png"}
+    assert len(first) == len(drawn) == 2 and not first & drawn  # seglib's earlier figures replaced
+    assert (out / folder / "poster.png").read_bytes() == poster
+    assert f"removed 2 figures of an earlier run from {out / folder}" in capsys.readouterr().out
 
 
 def test_resume_from_a_file_other_than_last_pt_says_so(tiny_config, tmp_path):
