@@ -277,6 +277,13 @@ def test_train_config_from_another_folder_trains_beside_the_run_on_its_data(synt
         (["train", "--base_channels", "0"], "base_channels must be a positive integer, e.g. 16; got 0"),
         (["evaluate", "--model_path", "m.pt", "--split", "all"], "invalid choice: 'all'"),
         (["predict", "--model_path", "m.pt", "--split", "all"], "invalid choice: 'all'"),
+        # "." emptied --output_dir with --overwrite, "../escaped" wrote beside it, "a/b": a bare Errno 2
+        (
+            ["train", "--profile", "tiny", "--run_name", ".", "--overwrite"],
+            "seglib train: error: run_name '.' is no folder of its own: it must be one plain folder name",
+        ),
+        (["train", "--profile", "tiny", "--run_name", "../escaped"], "has a folder separator in it"),
+        (["train", "--profile", "tiny", "--run_name", "unet/lr=1e-3"], "e.g. 'unet-lr=1e-3'"),
     ],
 )
 def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
@@ -286,6 +293,24 @@ def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
     assert e.value.code != 0
     assert message in capsys.readouterr().err + str(e.value.code)
     assert not list(tmp_path.iterdir())  # nothing made: no demo set, no output
+
+
+def test_a_run_name_of_dot_leaves_the_other_runs_of_output_dir(synthetic_root, tmp_path, capsys):
+    """train --run_name . --overwrite emptied --output_dir (its other runs, the user's files) and trained
+    into it."""
+    runs = tmp_path / "runs9"
+    (runs / "earlier").mkdir(parents=True)
+    (runs / "earlier" / "best.pt").write_bytes(b"weights")
+    (runs / "notes.txt").write_text("mine")
+    args = ["train", "--profile", "tiny", "--data_path", str(synthetic_root), "--output_dir", str(runs),
+            "--epochs", "1", "--device", "cpu", "--no-progress", "--overwrite", "--run_name"]  # fmt: skip
+    for name in (".", str(tmp_path / "abs"), "../escaped"):
+        with pytest.raises(
+            SystemExit, match=r"error: run_name '.*' (is no folder of its own|has a folder sep)"
+        ):
+            main([*args, name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs9"]  # nothing escaped --output_dir
+    assert sorted(p.name for p in runs.rglob("*")) == ["best.pt", "earlier", "notes.txt"]
 
 
 def test_a_mask_hint_names_the_option_on_the_command_line(tmp_path, monkeypatch, capsys):

@@ -92,11 +92,26 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
             r"encoder_weights need the ResNet34's own widths \(base_channels=64\), got base_channels=32",
         ),
         ({"milestones": [0, 10]}, r"milestones must be increasing epochs from 1"),
+        # the run lands in output_dir/run_name: "." emptied output_dir with overwrite, "../x" wrote outside it
+        ({"run_name": "."}, r"run_name '\.' is no folder of its own: it must be one plain folder name in"),
+        ({"run_name": ".."}, r"run_name '\.\.' is no folder of its own"),
+        ({"run_name": ""}, r"run_name '' is empty: .*, e\.g\. 'unet-cosine-1'"),
+        ({"run_name": "../escaped"}, r"'\.\./escaped' has a folder separator in it: .*, e\.g\. 'escaped'$"),
+        ({"run_name": "unet/lr=1e-3"}, r"has a folder separator in it: .*, e\.g\. 'unet-lr=1e-3'$"),
+        ({"run_name": "a\0b"}, r"has a NUL character in it: .*, e\.g\. 'a-b'$"),
+        ({"run_name": "x" * 224}, r"is 224 bytes long, over the 223 a run's name may take beside seglib's"),
+        ({"run_name": "é" * 112}, r"is 224 bytes long"),  # bytes, as the file system counts them
+        ({"run_name": 5}, r"run_name must be None \(named by model, scheduler and time\) or text, got 5"),
     ],
 )
 def test_config_rejects_bad_values_before_any_work(kw, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**kw)
+
+
+@pytest.mark.parametrize("name", ["unet-lr=1e-3", "x" * 223, ".hidden", "run with spaces"])
+def test_config_takes_a_plain_run_name_up_to_its_limit(name):
+    assert TrainConfig(run_name=name).run_name == name
 
 
 # --- schedulers ------------------------------------------------------------------------------------

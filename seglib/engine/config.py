@@ -6,10 +6,12 @@ import dataclasses
 import inspect
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..atomic import NAME_MAX
 from ..data import BORDER_MODES, DATASETS, check_split_fractions, parse_mask_values
 from ..models import MODELS
 from ..models.checks import check_base_channels, check_dropout, check_encoder_width
@@ -30,6 +32,10 @@ NUMBERS = (
     "threshold", "val_fraction", "test_fraction", "progressive_share",
 )  # fmt: skip
 MAX_IMAGE_SIZE = 4096  # far above any pet photo's side; a typo's 10**6 px would size a cache of terabytes
+# The bytes a folder name keeps for what seglib adds to a run's name: "-2", "-3", ... for a new run of a used
+# name, evaluate's results/evaluation/<run>-epoch_012-train
+RUN_NAME_ROOM = 32
+MAX_RUN_NAME = NAME_MAX - RUN_NAME_ROOM
 ON_CORRUPT = ("raise", "skip")
 # The settings that name one of a few options, and the constant each is checked against: validate() and
 # the command line both read this map, so a new model, loss or scheduler reaches both.
@@ -101,7 +107,7 @@ class TrainConfig:
     sync_bn: bool = False  # under torchrun: BatchNorm statistics of the global batch (all processes)
     # output
     output_dir: str = "results/runs"  # runs land in <output_dir>/<run_name>
-    run_name: str | None = None  # None: "<model>-<scheduler>-<time>"
+    run_name: str | None = None  # one folder name in output_dir, no "/"; None: "<model>-<scheduler>-<time>"
     overwrite: bool = False  # replace a run folder of the same name (False: a suffix -2, -3 ... is added)
     progress: bool = True  # progress bars and a line per epoch
     log_every: int = 10  # steps between progress-bar updates (each costs a device sync)
@@ -116,6 +122,7 @@ class TrainConfig:
         """Raise ValueError naming the parameter and the valid choices."""
         self._check_kinds()
         self._check_ranges()
+        check_run_name(self.run_name)
         return self
 
     def _check_kinds(self) -> None:
@@ -292,6 +299,42 @@ def _check_progressive(sizes: list[int] | None, share: float, image_size: int) -
             f"progressive_sizes must be None (off) or increasing sizes in px from 32 up to below image_size "
             f"({image_size}), {example}; got {sizes!r}"
         )
+
+
+def check_run_name(name: Any) -> None:
+    """Raise ValueError unless `name` is None or one plain folder name: the run lands in
+    <output_dir>/<name>, where "." (emptied with overwrite), "../x" or "a/b" would land elsewhere."""
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise ValueError(f"run_name must be None (named by model, scheduler and time) or text, got {name!r}")
+    size = len(os.fsencode(name))
+    why = (
+        "is empty" if not name
+        else "is no folder of its own" if name in (".", "..")
+        else "has a folder separator in it" if any(s in name for s in _SEPARATORS)
+        else "has a NUL character in it" if "\0" in name
+        else f"is {size} bytes long, over the {MAX_RUN_NAME} a run's name may take beside seglib's suffixes "
+        "(-2 for a second run of a name)" if size > MAX_RUN_NAME
+        else ""
+    )  # fmt: skip
+    if why:
+        shown = name if len(name) <= 60 else f"{name[:40]}...{name[-10:]}"
+        raise ValueError(
+            f"run_name {shown!r} {why}: it must be one plain folder name in output_dir, e.g. {_plain(name)!r}"
+        )
+
+
+_SEPARATORS = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+
+
+def _plain(name: str) -> str:
+    """A plain folder name near `name`, for its error to give: separators and NULs as "-", at most 60
+    bytes (an example, not the longest name taken)."""
+    for bad in (*_SEPARATORS, "\0"):
+        name = name.replace(bad, "-")
+    name = os.fsencode(name.strip(".-"))[:60].decode(errors="ignore")  # no half a character
+    return name or "unet-cosine-1"
 
 
 def _choice(name: str, value: Any, choices: Any) -> None:
