@@ -413,6 +413,23 @@ def test_tiny_recipe_plan_fixed_epochs(tmp_path):
         plan_recipe_study(ws.config, no_budget, "unet", "quick")
 
 
+def test_recipe_run_names_are_plain_folder_names_whatever_the_items_set(tmp_path):
+    """An item's value with a path in it named a run folder inside a folder (a bare Errno 2), a long item
+    one over the file system's 255 bytes."""
+    from seglib.study import RECIPE_STUDIES, plan_recipe_study
+
+    ws = workspace("tiny", tmp_path)
+    items = [
+        f"original+cache_dir={tmp_path}/c",
+        f"original+cache_dir={'c' * 250}1",
+        f"original+cache_dir={'c' * 250}2",
+    ]
+    study = dataclasses.replace(RECIPE_STUDIES["tiny"], recipes=",".join(items))
+    names = [run.run_name for _, _, run in plan_recipe_study(ws.config, study, "unet", "tiny").jobs]
+    assert names[0] == f"recipe-original_cache_dir-{str(tmp_path).replace('/', '-')}-c-fixed-unet-s42-tiny"
+    assert len(set(names)) == 3 and all(len(n.encode()) <= 223 for n in names)  # long ones told apart
+
+
 def test_quick_recipe_plan_studies_the_narrow_unet_unless_told_otherwise(tmp_path):
     from seglib.study import RECIPE_STUDIES, plan_recipe_study
 

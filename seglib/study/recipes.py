@@ -4,7 +4,9 @@ fitted to it (`budgets.fit_to_budget`)."""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -13,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..engine import TrainConfig, number_list, with_recipe
+from ..engine.config import MAX_RUN_NAME
 from ..engine.presets import RECIPE_KEYS
 from ..params import name_list
 from .budgets import estimate_epoch_seconds, fit_to_budget, plan_seconds
@@ -158,10 +161,23 @@ def _plan_row(
     }
 
 
+# The bytes a recipe run's name keeps beside its prefix: "-12.5min-resnet34_unet-s42-recommended", and a
+# folder's "-2", which `run_recipe_job` gives back as a run_name to train an unfinished run again
+RECIPE_NAME_TAIL = 72
+
+
 def recipe_run_prefix(label: str) -> str:
     """The start of the run folders' names of a recipe item, e.g. "recipe-original_image_size-128" (its runs
-    are <prefix>-<budget>min-<model>-s<seed>-<profile>, or -fixed-: `recipe_run_name`)."""
-    return "recipe-" + label.replace("+", "_").replace("=", "-")
+    are <prefix>-<budget>min-<model>-s<seed>-<profile>, or -fixed-: `recipe_run_name`). One plain folder
+    name whatever the item sets: a path's separators as "-", a long item cut and told apart by a hash."""
+    prefix = "recipe-" + label.replace("+", "_").replace("=", "-")
+    for bad in ("/", "\0", os.sep, os.altsep or "/"):  # "+cache_dir=/tmp/c" named a folder in a folder
+        prefix = prefix.replace(bad, "-")
+    room = MAX_RUN_NAME - RECIPE_NAME_TAIL
+    if len(os.fsencode(prefix)) > room:  # the hash of the whole item keeps two that start alike apart
+        digest = hashlib.sha1(label.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        prefix = os.fsencode(prefix)[: room - 9].decode(errors="ignore") + "-" + digest
+    return prefix
 
 
 def recipe_run_name(label: str, budget: float | None, model: str, seed: int, profile: str) -> str:
