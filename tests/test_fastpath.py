@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import REPO, tiny_train_config
 
-from seglib.engine import TrainConfig, fit, load_checkpoint
+from seglib.engine import TrainConfig, fastpath, fit, load_checkpoint
 from seglib.engine.allocator import JEMALLOC_CONF, jemalloc_path, release_idle_memory
 from seglib.engine.fastpath import BUSY_CORES, FORMATS, choose_memory_format, probe_cache_path
 from seglib.engine.train import TrainingInterrupted
@@ -24,6 +24,7 @@ TINY_MODEL = ("unet", {"base_channels": 4}, 32, 4)
 def fresh_cache(tmp_path, monkeypatch):
     path = tmp_path / "probe" / "fastpath.json"
     monkeypatch.setenv("SEGLIB_PROBE_CACHE", str(path))
+    monkeypatch.setattr(fastpath, "_THIS_PROCESS", {})  # and no busy probe's answer of an earlier test
     return path
 
 
@@ -59,13 +60,20 @@ def busy_cpu():
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="the busy check reads Linux's /proc/stat")
-def test_a_probe_beside_a_busy_program_decides_its_run_only(fresh_cache, busy_cpu, capsys, monkeypatch):
+def test_a_probe_beside_a_busy_program_decides_this_process_only(fresh_cache, busy_cpu, capsys, monkeypatch):
     monkeypatch.delenv("SEGLIB_PROBE_BUSY_CORES")  # the default rule (conftest caches every probe)
     choice = choose_memory_format("unet", {"base_channels": 8}, 64, 4, CPU, amp=False)
     assert choice.source == "probe" and set(choice.rates) == set(FORMATS)
     assert choice.others > BUSY_CORES  # the spinning program, seen
     assert "other programs used" in capsys.readouterr().out
-    assert not fresh_cache.exists()  # the next run probes again
+    assert not fresh_cache.exists()  # another process probes again
+    # this process's next run of the same model and size trains alike: a study's runs differed in format
+    again = choose_memory_format("unet", {"base_channels": 8}, 64, 4, CPU, amp=False)
+    assert (again.channels_last, again.source, again.rates) == (
+        choice.channels_last,
+        "this process's probe",
+        choice.rates,
+    )
 
 
 @pytest.mark.parametrize("value", ["-1", "many", "nan"])

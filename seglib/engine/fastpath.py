@@ -180,6 +180,12 @@ def _read_cache(path: Path) -> dict[str, Any]:
         return {}
 
 
+# Answers of probes taken on a busy machine, not cached on disk, kept for this process: each run probing
+# again beside other programs could pick another format, and a study's runs (notebook 05's schedulers) would
+# then differ in their rounding as well as in what they compare.
+_THIS_PROCESS: dict[str, FormatChoice] = {}
+
+
 def choose_memory_format(
     model: str,
     model_kwargs: dict[str, Any],
@@ -203,14 +209,18 @@ def choose_memory_format(
     # an entry without "others" predates the busy check (it may have been read on a busy machine)
     if isinstance(cached, dict) and set(cached.get("rates", {})) == set(FORMATS) and "others" in cached:
         return FormatChoice(bool(cached["channels_last"]), "cache", dict(cached["rates"]), cached["others"])
+    if key in _THIS_PROCESS:  # a busy probe's answer: the runs of a study in one kernel train alike
+        return _THIS_PROCESS[key]
     with torch.random.fork_rng(devices=[]):  # the run's own random numbers are left as they were
         rates, others = _timed_probe(model, model_kwargs, image_size, batch, amp)
     channels_last = rates["nchw"] <= MARGIN * rates["channels_last"]
     if others is not None and others > busy_limit:
         print(
             f"seglib: other programs used {others:.2f} CPU cores during the memory-format probe; its "
-            "answer holds for this run and is not cached (the next run probes again)"
+            "answer holds for this process's runs of this model and size and is not cached (another process "
+            "probes again)"
         )
+        _THIS_PROCESS[key] = FormatChoice(channels_last, "this process's probe", rates, others)
         return FormatChoice(channels_last, "probe", rates, others)
     entry = {
         "channels_last": channels_last,
