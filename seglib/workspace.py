@@ -49,7 +49,7 @@ __all__ = ["Workspace", "check_data_root", "check_training", "device_label", "pr
 REPO = Path(__file__).resolve().parents[1]
 # An installed seglib (a wheel in site-packages) has no notebooks/ beside it: relative paths are then taken
 # from the current folder, and nothing is written next to the package.
-IN_CHECKOUT = (REPO / "notebooks").is_dir() and (REPO / "pyproject.toml").is_file()
+IN_CHECKOUT = (REPO / "notebooks").is_dir()
 FOLDER_DEMO = "folder-demo"  # 07's demo folder data set, beside the data root like synthetic-pets
 
 

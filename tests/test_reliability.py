@@ -483,11 +483,11 @@ def test_a_stopped_fit_leaves_no_workers_and_the_process_as_it_was(synthetic_roo
     workers, each a copy of the kernel, ran on beside the next cell. And the determinism switches fit sets
     stayed set for the cells after it."""
     before = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
-    assert not _live_children()
+    others = set(_live_children())  # the suite's own (a resource tracker, ...)
     cfg = cfg_for(synthetic_root, tmp_path, num_workers=2, deterministic=True)
     with pytest.raises(TrainingInterrupted) as kept:  # held here, as the notebook holds it
         fit(cfg, loss_fn=loss_at_step("ctrl_c", 2))
-    assert kept.value is not None and not _live_children()
+    assert kept.value is not None and set(_live_children()) <= others
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
     fit(cfg_for(synthetic_root, tmp_path, deterministic=False, run_name="fast", epochs=1))
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
