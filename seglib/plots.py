@@ -553,16 +553,18 @@ def plot_dice_versus_minutes(
     column: str = "dice",
     title: str = "",
     dashed: dict[str, pd.DataFrame] | None = None,
+    marks_label: str = "training budgets",
 ) -> Figure:
     """Dice against minutes of training, one line per recipe (from `seglib.study.dice_versus_minutes`);
-    `dashed` curves (a run's own models, stopped early) thin and dashed; budgets as dotted lines."""
+    `dashed` curves (a run's own models, stopped early) thin and dashed; `budgets` as dotted lines, named
+    `marks_label` in the legend (`StudyCurves.marks_label`: a fixed-epoch study has no budgets)."""
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, curve in curves.items():
         ax.plot(curve.train_minutes, curve[column], "o-", ms=5, label=name)
     for name, curve in (dashed or {}).items():
         ax.plot(curve.train_minutes, curve[column], ".--", lw=1, alpha=0.7, label=name)
     for k, b in enumerate(budgets):  # one legend entry for all: unnamed, they pass for grid lines
-        ax.axvline(b, color="grey", lw=0.8, ls=":", label="training budgets" if k == 0 else None)
+        ax.axvline(b, color="grey", lw=0.8, ls=":", label=marks_label if k == 0 else None)
     ax.set(xlabel="minutes of training", ylabel=column, title=title or f"{column} versus training time")
     # Autoscaled, near-equal scores spread over the whole axis under an offset label and looked far
     # apart: no offset, and a range at least MIN_SCORE_SPAN wide.

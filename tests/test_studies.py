@@ -213,7 +213,7 @@ def test_recipe_summary_reports_ahead_level_and_behind_not_a_zero_win():
     assert "Within 0.25 minutes the best is `original`: test Dice **0.5000**" in text
     level = dice_at_budgets(curves, [0.15])
     text = "\n".join(recipe_summary(level, minutes.iloc[:1], list(curves), runs, "cpu"))
-    assert "level at 1, behind at 0 of 1 budgets (level: equal to 4 decimals)" in text
+    assert "level at 1, behind at 0 of 1 budget (level: equal to 4 decimals)" in text
     assert "`original` and `recommended` tie for the best test Dice, **0.2302**" in text
     # models that learned next to nothing (a busy machine's budgets bought an epoch each): said so
     assert "**No model reaches test Dice 0.5** (the runs trained 2 epochs): they learned too little" in text
@@ -398,3 +398,21 @@ def test_paired_at_budgets_compares_each_budgets_models_image_by_image():
     # a run scored before the per-image table was kept: that budget is left out, not guessed
     runs[2].image_dice = None
     assert paired_at_budgets(runs, [0.5, 1.0], "original")["budget (min)"].tolist() == [0.5]
+
+
+def test_a_fixed_epoch_study_says_its_line_is_where_the_longest_run_ended_not_a_budget():
+    """Without budgets (a fixed-epoch study: the tiny profile, `epochs=N`), 06 drew a dotted line called
+    "training budgets" while it had printed "budgets []"."""
+    from seglib.plots import plot_dice_versus_minutes
+    from seglib.study import study_curves
+
+    runs = [_Run("original", None), _Run("recommended", None)]
+    runs[0].curve, runs[1].curve = _curve([0.05, 0.1], [0.2, 0.3]), _curve([0.04, 0.08], [0.25, 0.35])
+    fixed = study_curves(runs, [], None)
+    assert fixed.fixed_epochs and fixed.marks == [0.11] and "fixed epochs" in fixed.marks_label
+    fig = plot_dice_versus_minutes(fixed.curves, fixed.marks, marks_label=fixed.marks_label)
+    assert fig.axes[0].get_legend().get_texts()[-1].get_text() == "where the longest run ended (fixed epochs)"
+    timed = [_Run("original", 0.1)]
+    timed[0].curve = _curve([0.05, 0.1], [0.2, 0.3])
+    budgeted = study_curves(timed, [0.1], 0.1)
+    assert not budgeted.fixed_epochs and budgeted.marks_label == "training budgets"

@@ -133,6 +133,12 @@ class StudyCurves:
     anytime: dict[str, pd.DataFrame]  # "<item>: the <b>-min run, stopped early" -> the longest run's models
     marks: list[float]  # the budgets read (fixed epochs: one, where the longest run ended)
     budget: float  # the longest
+    fixed_epochs: bool = False  # no budgets: `marks` is where the longest run ended
+
+    @property
+    def marks_label(self) -> str:
+        """What the dotted lines of `plot_dice_versus_minutes` are."""
+        return "where the longest run ended (fixed epochs)" if self.fixed_epochs else "training budgets"
 
 
 def study_curves(runs: Sequence[Any], marks: Sequence[float], budget: float | None) -> StudyCurves:
@@ -150,11 +156,11 @@ def study_curves(runs: Sequence[Any], marks: Sequence[float], budget: float | No
         curves[run.label] = pd.concat([curves.get(run.label), end], ignore_index=True)
         if run.budget == budget and len(run.curve) > 1:
             anytime[f"{run.label}: the {run.budget:g}-min run, stopped early"] = run.curve
-    marks = list(marks)
-    if budget is None:  # fixed epochs: read the curves where the longest run ended
+    marks, fixed = list(marks), budget is None
+    if fixed:  # fixed epochs: read the curves where the longest run ended
         budget = round(max(c.train_minutes.max() for c in curves.values()) + 0.005, 2)
         marks = [budget]
-    return StudyCurves(curves, anytime, marks, budget)
+    return StudyCurves(curves, anytime, marks, budget, fixed)
 
 
 NONE_WITHIN = "none within budget"  # `models_at_budget`'s note for a recipe with no model in time

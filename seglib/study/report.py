@@ -75,6 +75,7 @@ def signed(gap: float) -> str:
 
 def describe_head_to_head(name: str, base: str, h: dict[str, float | int], unit: str = "budgets") -> str:
     """One line: "`b` against `a`: ahead at 2, level at 1, behind at 0 of 3 budgets (gap -0.0001 to +0.0123)"."""
+    unit = unit if h["of"] != 1 else unit.removesuffix("s")  # "of 1 budget"
     counts = f"ahead at {h['ahead']}, level at {h['level']}, behind at {h['behind']} of {h['of']} {unit}"
     if h["level"] == h["of"]:
         return f"`{name}` against `{base}`: {counts} (level: equal to {DECIMALS} decimals)."
