@@ -163,6 +163,14 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     assert list(pd.read_csv(out / "per_image.csv").name) == names and not list(elsewhere.iterdir())
     p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", "nowhere", cwd=elsewhere)
     assert p.returncode != 0 and "--data_path nowhere does not exist" in p.stderr
+    (elsewhere / "notes.txt").write_text("mine")  # an --output_dir that cannot be: said before the scoring
+    p = seglib("evaluate", "--model_path", run / "best.pt", "--output_dir", "notes.txt/eval", cwd=elsewhere)
+    assert (
+        p.returncode != 0
+        and "--output_dir notes.txt/eval cannot hold the results (Not a directory)" in p.stderr
+    )
+    assert "(nothing was scored)" in p.stderr and sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
+    (elsewhere / "notes.txt").unlink()
     # Without --output_dir: a folder of the run and split (notebook 04's summary.csv was replaced)
     p = seglib("evaluate", "--model_path", run / "best.pt", "--limit", 2, cwd=elsewhere)
     assert p.returncode == 0, p.stderr

@@ -4,6 +4,8 @@ figures."""
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 from pathlib import Path
 
 from ..engine import atomic_write_csv, evaluate, summarize, worst_indices
@@ -13,20 +15,35 @@ from ..plots import plot_dice_distribution, save_figure, save_prediction_figures
 from .scoring import how, scales_said, split_and_model, threshold_of, tta_of
 
 
+def writable(out: Path) -> Path:
+    """`out`, made: an OSError now, naming it, where it cannot be made or written, not after the scoring
+    (a whole split at original resolution) was done for nothing."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as e:
+        raise OSError(
+            e.errno,
+            f"--output_dir {out} cannot hold the results ({e.strerror or e}); give a folder you can "
+            "write to (nothing was scored)",
+        ) from e
+    return out
+
+
 def run(a: argparse.Namespace) -> None:
     ds, model, size, config = split_and_model(a)
     tta = tta_of(a, size, config)
     threshold = threshold_of(a, config)
     precision = scoring_precision(a.device, a.amp)
+    ckpt = Path(a.model_path).resolve()
+    # best.pt and last.pt of one run in one folder: a stopped run would leave one's tables by the other's figures
+    which = "" if ckpt.name == "best.pt" else f"-{ckpt.stem}"
+    out = writable(Path(a.output_dir or f"results/evaluation/{ckpt.parent.name}{which}-{a.split}"))
     with scales_said():
         df = evaluate(
             model, ds, device=a.device, batch_size=a.batch_size, threshold=threshold, amp=a.amp, tta=tta
         )
-        ckpt = Path(a.model_path).resolve()
-        # best.pt and last.pt of one run in one folder: a stopped run would leave one's tables by the other's figures
-        which = "" if ckpt.name == "best.pt" else f"-{ckpt.stem}"
-        out = Path(a.output_dir or f"results/evaluation/{ckpt.parent.name}{which}-{a.split}")
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_csv(df, out / "per_image.csv")
         table = summarize(df)
         # how it was scored, and what: the checkpoint
