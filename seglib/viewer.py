@@ -333,14 +333,14 @@ class MaskViewer:
         if self._upload is not None:
             name, pred = self._upload
             share = pred.mask(float(self.threshold.value)).mean()
-            return f"<b>{name}</b> (your photo: prediction only, {share:.1%} object)"
+            return f"<b>{html.escape(name)}</b> (your photo: prediction only, {share:.1%} object)"
         i = self.current
         e = self.dataset.entries[i]
         h, w = self.dataset.original_size(i)
-        parts = [
-            f"<b>{e.name}</b>",
-            e.breed,
-            e.species,
+        parts = [  # names from files and folders are text: "<img onerror=...>.jpg" is a legal file name
+            f"<b>{html.escape(e.name)}</b>",
+            html.escape(e.breed),
+            html.escape(e.species),
             f"{w}x{h} px",
             f"{self.index.value + 1}/{len(self.order)}",
         ]

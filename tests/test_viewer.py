@@ -265,3 +265,21 @@ def test_a_closed_viewer_lets_go_of_its_widgets_and_predictions(ds):
     gc.collect()
     assert kept_ref() is None and again.widget.comm is not None
     MaskViewer(ds, image_size=64, replaces="not a viewer").close()  # ignored
+
+
+def test_names_are_shown_as_text_not_as_html(tmp_path):
+    """A file name is text: the status line put it into the widget's HTML as it was, so a data set's
+    "<img src=x onerror=...>.jpg" (a legal name) was markup in the notebook's page."""
+    from seglib.data import FolderDataset
+    from seglib.data.demo_folder import make_synthetic_folder
+
+    root = make_synthetic_folder(tmp_path / "a<b>&c", n=4)
+    odd = "<img src=x onerror=alert(1)>"
+    (root / "images" / "photo_000.jpg").rename(root / "images" / f"{odd}.jpg")
+    (root / "masks" / "photo_000.png").rename(root / "masks" / f"{odd}.png")
+    ds = FolderDataset(root, "trainval")
+    v = MaskViewer(ds)
+    assert v.jump_to(odd)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in v.status.value and "<img" not in v.status.value
+    assert "a&lt;b&gt;&amp;c" in v.status.value  # the folder's name, as the breed and species
+    v.close()
