@@ -137,8 +137,14 @@ def save_prediction(
 ) -> dict[str, Any]:
     """Write NAME_mask.png (0/255, the original size) and NAME_overlay.png into `out_dir` (with `cutout`
     also NAME_cutout.png, `Prediction.cutout`); return the CSV row (`Prediction.row` and the file names)."""
-    out = Path(out_dir)
-    _check_name_lengths({pred.name: pred.name}, out, cutout)
+    _check_name_lengths({pred.name: pred.name}, Path(out_dir), cutout)
+    return _save(pred, Path(out_dir), threshold, truth, cutout)
+
+
+def _save(
+    pred: Prediction, out: Path, threshold: float, truth: np.ndarray | None, cutout: bool
+) -> dict[str, Any]:
+    """`save_prediction` for the batch functions, whose names were all checked before the first."""
     out.mkdir(parents=True, exist_ok=True)
     files = {"mask": pred.mask(threshold) * 255, "overlay": pred.overlay(threshold)}
     if cutout:
@@ -191,7 +197,7 @@ def predict_files(
             damaged = damaged or not too_large
             continue
         pred = predict_image(model, image, f.stem, image_size, device, tta)
-        rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
+        rows.append(_save(pred, Path(out_dir), threshold, truth, cutout))
     advice = "save them again as JPEG or PNG" if damaged else ""
     _report_unread(unread, len(files), list(faults.values()), advice, list(bad_masks.values()))
     return _write_table(rows, out_dir)
@@ -351,7 +357,7 @@ def predict_dataset(
             unread.append(f"{name} ({e})")
             continue
         pred = predict_image(model, image, name, image_size, device, tta)
-        rows.append(save_prediction(pred, out_dir, threshold, truth, cutout))
+        rows.append(_save(pred, Path(out_dir), threshold, truth, cutout))
     _report_unread(unread, len(indices), advice="")  # each error says what to do (a mask's size, say)
     return _write_table(rows, out_dir)
 
