@@ -328,12 +328,17 @@ def check_run_name(name: Any) -> None:
 _SEPARATORS = {"/", os.sep} | ({os.altsep} if os.altsep else set())
 
 
-def _plain(name: str) -> str:
-    """A plain folder name near `name`, for its error to give: separators and NULs as "-", at most 60
-    bytes (an example, not the longest name taken)."""
+def one_folder(name: str) -> str:
+    """`name` with its folder separators and NULs as "-": text that names one folder, not a path."""
     for bad in (*_SEPARATORS, "\0"):
         name = name.replace(bad, "-")
-    name = os.fsencode(name.strip(".-"))[:60].decode(errors="ignore")  # no half a character
+    return name
+
+
+def _plain(name: str) -> str:
+    """A plain folder name near `name`, for its error to give (`one_folder`), at most 60 bytes (an
+    example, not the longest name taken)."""
+    name = os.fsencode(one_folder(name).strip(".-"))[:60].decode(errors="ignore")  # no half a character
     return name or "unet-cosine-1"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from ..engine import TrainConfig, number_list, with_recipe
-from ..engine.config import MAX_RUN_NAME
+from ..engine.config import MAX_RUN_NAME, one_folder
 from ..engine.presets import RECIPE_KEYS
 from ..params import name_list
 from .budgets import estimate_epoch_seconds, fit_to_budget, plan_seconds
@@ -170,9 +170,8 @@ def recipe_run_prefix(label: str) -> str:
     """The start of the run folders' names of a recipe item, e.g. "recipe-original_image_size-128" (its runs
     are <prefix>-<budget>min-<model>-s<seed>-<profile>, or -fixed-: `recipe_run_name`). One plain folder
     name whatever the item sets: a path's separators as "-", a long item cut and told apart by a hash."""
-    prefix = "recipe-" + label.replace("+", "_").replace("=", "-")
-    for bad in ("/", "\0", os.sep, os.altsep or "/"):  # "+cache_dir=/tmp/c" named a folder in a folder
-        prefix = prefix.replace(bad, "-")
+    # one_folder: "+cache_dir=/tmp/c" named a folder in a folder
+    prefix = one_folder("recipe-" + label.replace("+", "_").replace("=", "-"))
     room = MAX_RUN_NAME - RECIPE_NAME_TAIL
     if len(os.fsencode(prefix)) > room:  # the hash of the whole item keeps two that start alike apart
         digest = hashlib.sha1(label.encode("utf-8", "surrogatepass")).hexdigest()[:8]
