@@ -20,7 +20,7 @@ from PIL import Image
 from torch import nn
 
 from .atomic import atomic_write
-from .data import IGNORE_INDEX, CorruptSampleError, OxfordPetDataset
+from .data import IGNORE_INDEX, CorruptSampleError, SegmentationDataset
 from .engine import predict_logits
 from .engine.predictions import (  # one blend and its colours for the figures, the viewer, the overlays
     FALSE_NEGATIVE_COLOUR,
@@ -181,7 +181,7 @@ def plot_prediction(
     return fig
 
 
-def readable(dataset: OxfordPetDataset, indices: Sequence[int]) -> list[int]:
+def readable(dataset: SegmentationDataset, indices: Sequence[int]) -> list[int]:
     """`indices` without the images that cannot be read, when the data set skips those
     (`on_corrupt="skip"`; a warning names them); otherwise all of them, and reading one raises."""
     if dataset.on_corrupt != "skip":
@@ -205,7 +205,7 @@ def readable(dataset: OxfordPetDataset, indices: Sequence[int]) -> list[int]:
 
 def save_prediction_figures(
     model: nn.Module,
-    dataset: OxfordPetDataset,
+    dataset: SegmentationDataset,
     indices: Sequence[int],
     out_dir: str | Path,
     image_size: int | None = None,
@@ -375,7 +375,7 @@ def _some(indices: Sequence[int], what: str) -> Sequence[int]:
     return indices
 
 
-def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: int = 4) -> Figure:
+def plot_overlay_grid(dataset: SegmentationDataset, indices: Sequence[int], cols: int = 4) -> Figure:
     """Images with their pet mask overlaid (green, outlined in magenta), titled by name and species."""
     indices = _some(readable(dataset, indices), "plot_overlay_grid")
     rows = -(-len(indices) // cols)
@@ -391,7 +391,7 @@ def plot_overlay_grid(dataset: OxfordPetDataset, indices: Sequence[int], cols: i
     return fig
 
 
-def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
+def plot_border_band(dataset: SegmentationDataset, index: int) -> Figure:
     """The trimap of one image: pet, background and the border band, with a zoom on the band."""
     trimap = dataset.load_trimap(index)
     ys, xs = np.nonzero(trimap == 3)
@@ -416,7 +416,7 @@ def plot_border_band(dataset: OxfordPetDataset, index: int) -> Figure:
     return fig
 
 
-def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n: int = 6) -> Figure:
+def plot_augmentations(dataset: SegmentationDataset, index: int, transform: Any, n: int = 6) -> Figure:
     """`n` draws of a training transform on one image, mask overlaid and outlined (seeded: reproducible)."""
     from .data import IMAGENET_MEAN, IMAGENET_STD, seed_transform
 
@@ -438,7 +438,7 @@ def plot_augmentations(dataset: OxfordPetDataset, index: int, transform: Any, n:
 
 def plot_prediction_grid(
     model: nn.Module,
-    dataset: OxfordPetDataset,
+    dataset: SegmentationDataset,
     indices: Sequence[int],
     image_size: int,
     threshold: float = 0.5,

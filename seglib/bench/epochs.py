@@ -12,7 +12,15 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from ..data import DeviceAugment, EpochSampler, OxfordPetDataset, collate, train_transform, uint8_transform
+from ..data import (
+    DeviceAugment,
+    EpochSampler,
+    OxfordPetDataset,
+    SegmentationDataset,
+    collate,
+    train_transform,
+    uint8_transform,
+)
 from ..engine.allocator import allocator_name
 from ..engine.batches import BatchPrep, ResidentLoader, resident_fits
 from ..engine.fastpath import choose_memory_format
@@ -42,7 +50,7 @@ def epoch_rows(
     fast_model, fast_opt = model_and_optimizer("unet", kwargs, dev, fmt, seglib=True)
     waits: list[float] = []
 
-    def sampler(ds: OxfordPetDataset) -> RandomSampler:
+    def sampler(ds: SegmentationDataset) -> RandomSampler:
         return RandomSampler(ds, num_samples=epoch_len)  # several shuffled passes, no repeats within one
 
     def ref_epoch() -> float:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import OxfordPetDataset, collate, eval_transform
+from ..data import OxfordPetDataset, SegmentationDataset, collate, eval_transform
 from ..engine import evaluate
 from ..metrics import confusion_counts, dice_from_counts
 from ..models import build_model
@@ -42,7 +42,7 @@ def eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callab
 
     ref_eval = reference_eval(model, test, dev)
 
-    def timed_eval(ds: OxfordPetDataset) -> Callable[[], float]:
+    def timed_eval(ds: SegmentationDataset) -> Callable[[], float]:
         def run() -> float:
             t = time.perf_counter()
             evaluate(model_cl, ds, device=str(dev), batch_size=8, progress=False)

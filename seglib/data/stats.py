@@ -6,7 +6,7 @@ import warnings
 
 import pandas as pd
 
-from .dataset import OxfordPetDataset
+from .base import SegmentationDataset
 from .files import SKIP_THEM, CorruptSampleError, all_problems
 from .masks import VALUES_TODO, MaskValueError
 from .trimaps import BACKGROUND, BORDER
@@ -14,7 +14,7 @@ from .trimaps import BACKGROUND, BORDER
 __all__ = ["describe", "empty_masks"]
 
 
-def describe(dataset: OxfordPetDataset) -> pd.DataFrame:
+def describe(dataset: SegmentationDataset) -> pd.DataFrame:
     """One row per image: name, breed, species, width, height, aspect, fg_fraction, border_fraction.
 
     `fg_fraction` is the pet's share of the image as the original counts it (trimap 1 and 3);
