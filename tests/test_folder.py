@@ -533,3 +533,47 @@ def test_a_name_that_is_not_utf8_trains_and_is_written_as_its_bytes(tiny_config,
         run.run_dir / "splits", root / "splits"
     )  # the run's split, fixed in the folder: read back
     assert name in FolderDataset(root, "trainval").names + FolderDataset(root, "test").names
+
+
+def grow(root: Path, n: int = 8) -> None:
+    """`n` more pairs in the folder (another seed's, named extra_*): a user adds photos after training."""
+    more = make_synthetic_folder(root.parent / f"{root.name}-more", n=n, seed=1)
+    for sub in ("images", "masks"):
+        for p in (more / sub).iterdir():
+            p.rename(root / sub / p.name.replace("photo_", "extra_"))
+
+
+def test_a_run_is_scored_and_resumed_on_its_own_split_after_the_folder_grows(
+    tiny_config, tmp_path, loss_at_step
+):
+    """The folder's seeded split changes with every pair added: evaluate scored a training image as a test
+    image, and a resume trained on another training set, both silently."""
+    import pandas as pd
+
+    from seglib.engine import TrainingInterrupted, checkpoint_split, fit
+
+    a, b = (make_synthetic_folder(tmp_path / name, n=12, seed=0) for name in ("a", "b"))
+    split = {"dataset": "folder", "val_fraction": 0.25, "test_fraction": 0.25, "epochs": 3}
+    whole = fit(tiny_config(data_root=str(a), output_dir=tmp_path / "runs-a", **split))
+    with pytest.raises(TrainingInterrupted):
+        fit(
+            tiny_config(data_root=str(b), output_dir=tmp_path / "runs-b", **split),
+            loss_fn=loss_at_step("ctrl_c", 3),
+        )
+    grow(a), grow(b)
+    held_out = (whole.run_dir / "splits" / "test.txt").read_text().split()
+    assert FolderDataset(a, "test", val_fraction=0.25, test_fraction=0.25).names != sorted(
+        held_out
+    )  # the folder's
+    assert checkpoint_split(whole.best_checkpoint, "test").names == sorted(held_out)
+    validated = sorted((whole.run_dir / "splits" / "val.txt").read_text().split())
+    assert checkpoint_split(whole.best_checkpoint, "val", data_root=a).names == validated  # the same folder
+    resumed = fit(tiny_config(data_root=str(b), output_dir=tmp_path / "runs-b", **split), resume=True)
+    ha, hb = (pd.read_csv(r.run_dir / "history.csv").drop(columns="seconds") for r in (whole, resumed))
+    pd.testing.assert_frame_equal(ha, hb, check_exact=True)
+    for p in [*(b / "images").glob(f"{held_out[0]}.*"), *(b / "masks").glob(f"{held_out[0]}*")]:
+        p.unlink()  # a test image of the run deleted
+    with pytest.raises(
+        FileNotFoundError, match=r"1 image\(s\) of the run's split are no longer in images/ and masks/"
+    ):
+        checkpoint_split(resumed.best_checkpoint, "test")

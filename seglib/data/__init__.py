@@ -177,12 +177,15 @@ def open_split(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     split_seed: int = 0,
+    recorded: dict[str, list[str]] | None = None,
     **kwargs: Any,
 ) -> SegmentationDataset:
     """The `split` of the data at `root`, of the kind `resolve_data_root` named: a `FolderDataset` for
     "folder" (the mask and split settings are its own), else an `OxfordPetDataset`. `kwargs` go to either
-    (image_size, border, limit, return_full_mask, on_missing, on_corrupt)."""
+    (image_size, border, limit, return_full_mask, on_missing, on_corrupt). `recorded`: a folder run's own
+    split (its checkpoint's `splits`), which the folder's split files and fractions then do not change."""
     if kind == "folder":
         folder = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
+        folder |= {"recorded": recorded}
         return FolderDataset(root, split, transform, mask_values=mask_values, **folder, **kwargs)
     return OxfordPetDataset(root, split, transform, **kwargs)

@@ -28,7 +28,7 @@ from .files import read_image, stored_and_upright_size, upright_beside
 from .lists import SPLITS
 from .masks import check_mask_size, parse_mask_values, read_folder_mask, read_folder_pair
 from .pairs import find_pairs
-from .splits import folder_split
+from .splits import folder_split, recorded_split
 from .transforms import eval_transform
 from .trimaps import trimap_to_mask
 
@@ -58,7 +58,8 @@ class FolderDataset(SegmentationDataset):
     """Your own images and masks (module docstring: the layout), as samples like `OxfordPetDataset`'s.
 
     Splits: "train", "val", "test" from `splits/*.txt` when the folder has them, else `seeded_split`;
-    "trainval" is train and val. `split_source` says which, `splits` holds all three.
+    "trainval" is train and val; `recorded` (a run's, from its checkpoint) wins over both. `split_source`
+    says which, `splits` holds all three.
     """
 
     def __init__(
@@ -76,6 +77,7 @@ class FolderDataset(SegmentationDataset):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        recorded: dict[str, list[str]] | None = None,
     ) -> None:
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt={on_corrupt!r}; choose 'raise' or 'skip'")
@@ -92,9 +94,12 @@ class FolderDataset(SegmentationDataset):
         # "upright": the cache of images read as stored, before EXIF orientation counted, is not reused
         self.cache_tag = "upright" + (f";mask_values={self.rule}" if not self.rule.auto else "")
         pairs = find_pairs(self.root, on_missing)
-        self.splits, self.split_source = folder_split(
-            self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
-        )
+        if recorded is not None:  # a run's own split: the fractions and splits/ no longer choose
+            self.splits, self.split_source = recorded_split(self.root, pairs, recorded, on_missing)
+        else:
+            self.splits, self.split_source = folder_split(
+                self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
+            )
         names = self.splits["train"] + self.splits["val"] if split == "trainval" else self.splits[split]
         names = sorted(names)[:limit] if limit is not None else sorted(names)
         if not names:

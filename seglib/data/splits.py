@@ -10,7 +10,14 @@ from ..atomic import atomic_write
 from .dataset import EmptySplitError
 from .masks import shown
 
-__all__ = ["SPLIT_FILES", "check_split_fractions", "folder_split", "seeded_split", "write_splits"]
+__all__ = [
+    "SPLIT_FILES",
+    "check_split_fractions",
+    "folder_split",
+    "recorded_split",
+    "seeded_split",
+    "write_splits",
+]
 
 SPLIT_FILES = ("train", "val", "test")
 
@@ -69,6 +76,22 @@ def folder_split(
     share = f"{1 - val_fraction - test_fraction:.0%} / {val_fraction:.0%} / {test_fraction:.0%}"
     splits = seeded_split(list(pairs), val_fraction, test_fraction, seed)
     return splits, f"a seeded split (seed {seed}): train / val / test {share} of the pairs"
+
+
+def recorded_split(
+    root: Path, pairs: dict[str, tuple[Path, Path]], recorded: dict[str, list[str]], on_missing: str
+) -> tuple[dict[str, list[str]], str]:
+    """The split a run recorded (its checkpoint's), as `folder_split` gives one: what its checkpoints are
+    scored on and a resume trains on, whatever images the folder gained, lost or split files it got since."""
+    gone = sorted({n for names in recorded.values() for n in names} - set(pairs))
+    if gone and on_missing == "raise":
+        raise FileNotFoundError(
+            f"{root}: {len(gone)} image(s) of the run's split are no longer in images/ and masks/: "
+            f"{shown(gone)}; put them back (the run's split: splits/ in its run folder), or pass "
+            "--data_path (data_root=) with other data to read that data's own split"
+        )
+    splits = {s: [n for n in recorded.get(s, []) if n in pairs] for s in SPLIT_FILES}
+    return splits, "the split its run recorded (in the checkpoint, and splits/ in the run folder)"
 
 
 def _hand_written(line: str) -> str:

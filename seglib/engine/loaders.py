@@ -64,8 +64,9 @@ def checkpoint_split(
     **kwargs: Any,
 ) -> SegmentationDataset:
     """The `split` of the data a checkpoint (its file, or the loaded checkpoint) was trained on, read as its
-    run read it (border, a folder's mask_values and seeded split); `data_root` and `dataset` point
-    elsewhere when given (`dataset` None there: "auto" on `data_root`)."""
+    run read it (border, a folder's mask_values and the split the run recorded, whatever images the folder
+    gained since); `data_root` and `dataset` point elsewhere when given (`dataset` None there: "auto" on
+    `data_root`), and another folder than the run's is read with its own split."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     saved = ckpt.get("config", {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -74,7 +75,11 @@ def checkpoint_split(
     else:
         over = {"data_root": str(data_root or saved.get("data_root")), "dataset": dataset or "auto"}
     cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **over})
-    return split_dataset(cfg, split, **kwargs)
+    same = (
+        data_root is None
+        or Path(data_root).resolve() == Path(ckpt.get("data_root") or "/nonexistent").resolve()
+    )
+    return split_dataset(cfg, split, recorded=ckpt.get("splits") if same else None, **kwargs)
 
 
 def _run_data(ckpt: dict[str, Any]) -> dict[str, str]:
@@ -98,8 +103,11 @@ def run_device_data(cfg: TrainConfig) -> bool:
     return resolve_device_data(cfg.device_data, resolve_device(cfg.device))
 
 
-def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset, str]:
+def make_datasets(
+    cfg: TrainConfig, recorded: dict[str, list[str]] | None = None
+) -> tuple[SegmentationDataset, SegmentationDataset, str]:
     """The run's train and val datasets, and which data they are ("oxford-pet" | "synthetic" | "folder").
+    `recorded`: a resumed folder run's split, from its checkpoint.
 
     On the device data path both give uint8 samples (the device normalises and augments them)."""
     _, kind = resolve_data_root(cfg.data_root, cfg.dataset, cfg.synthetic_root)
@@ -111,8 +119,8 @@ def make_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
         val_tf = eval_transform(cfg.image_size)
     else:
         train_tf, val_tf = eval_transform(cfg.image_size), eval_transform(cfg.image_size)
-    train = split_dataset(cfg, "train", train_tf, limit=cfg.train_limit)
-    val = split_dataset(cfg, "val", val_tf, limit=cfg.val_limit)
+    train = split_dataset(cfg, "train", train_tf, limit=cfg.train_limit, recorded=recorded)
+    val = split_dataset(cfg, "val", val_tf, limit=cfg.val_limit, recorded=recorded)
     if cfg.cache:  # decode once; the samples are bit-identical to uncached ones
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir).parent / "cache"
         train.use_cache(cache_dir, cfg.image_size)

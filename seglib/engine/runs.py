@@ -243,9 +243,11 @@ class RunFolder:
     world_size: int = 1
     writes: bool = True
     data_root: str = ""  # the data's folder, absolute: what evaluate and predict read from any folder
+    splits: dict[str, list[str]] | None = None  # a folder's split: what its checkpoints are scored on
 
     def _save(self, path: Path, model: nn.Module, **extra: Any) -> None:
         saved = {"config": self.cfg.to_dict(), "data": self.data, "data_root": self.data_root}
+        saved |= {"splits": self.splits} if self.splits is not None else {}
         save_checkpoint(path, model, self.spec, **saved, **extra)
 
     def save_last(self, state: TrainState) -> None:

@@ -200,7 +200,9 @@ def _fit(
 ) -> FitResult:
     cfg, ckpt, run_dir = _resumed(cfg, resume, info, held)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
-    train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg))
+    # a resumed folder run trains on its recorded split, whatever images the folder gained since
+    recorded = ckpt.get("splits") if ckpt is not None else None
+    train_ds, val_ds, kind = main_first(lambda: make_datasets(cfg, recorded))
     _check_steps(len(train_ds), cfg.batch_size, info.world_size)
     use_amp = default_amp(info.device) if cfg.amp is None else bool(cfg.amp)
     cfg, layout = _memory_format(cfg, ckpt, info, use_amp)
@@ -296,9 +298,10 @@ def _open_folder(
     """The run folder that rank 0 writes; a folder data set's split goes in it, whatever images the
     folder gains later."""
     root = str(Path(train_ds.root).resolve())
-    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, writes=info.is_main, data_root=root)
-    if kind == "folder" and info.is_main:
-        write_splits(train_ds.splits, run_dir / "splits")
+    splits = train_ds.splits if kind == "folder" else None
+    folder = RunFolder(run_dir, cfg, spec, kind, info.world_size, info.is_main, root, splits)
+    if splits is not None and info.is_main:
+        write_splits(splits, run_dir / "splits")
     return folder
 
 
