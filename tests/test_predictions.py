@@ -574,3 +574,35 @@ def test_a_photo_over_pillows_pixel_limit_is_named_as_such_and_can_be_left_out(t
     ds = FolderDataset(tmp_path, "trainval", val_fraction=0, test_fraction=0)
     with pytest.raises(CorruptSampleError, match=rf"images/huge.png: cannot read the image \({too_large}"):
         ds.load_image(ds.names.index("huge"))
+
+
+def test_predict_refuses_to_write_where_the_true_masks_are(checkpoint, tmp_path):
+    """--output_dir at the --masks folder (or at a folder data set's masks/) replaced each NAME_mask.png,
+    the truth, by the prediction."""
+    photos, masks = _photos_and_masks(tmp_path, ("cat.png", "dog.png"), ("cat_mask.png", "dog_mask.png"))
+    root = make_synthetic_folder(tmp_path / "mine", n=12, seed=3)
+    before = {p: p.read_bytes() for folder in (masks, root / "masks") for p in folder.iterdir()}
+    args = ["predict", "--model_path", str(checkpoint), "--device", "cpu"]
+    with pytest.raises(SystemExit) as said:
+        main([*args, "--input", str(photos), "--masks", str(masks), "--output_dir", str(masks)])
+    assert f"{masks} holds the images or masks being predicted" in str(said.value.code)
+    with pytest.raises(SystemExit) as said:
+        main(
+            [
+                *args,
+                "--dataset",
+                "folder",
+                "--data_path",
+                str(root),
+                "--split",
+                "train",
+                "--output_dir",
+                str(root / "masks"),
+            ]
+        )
+    assert "nothing was written" in str(said.value.code)
+    with pytest.raises(ValueError, match=r"holds the images or masks being predicted"):
+        predict_dataset(
+            Ramp(), FolderDataset(root, "test"), root / "images", 32, device="cpu", progress=False
+        )
+    assert {p: p.read_bytes() for folder in (masks, root / "masks") for p in folder.iterdir()} == before

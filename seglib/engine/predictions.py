@@ -182,6 +182,7 @@ def predict_files(
     files = [Path(f) for f in files]
     _check_unique_names(files)
     _check_name_lengths({f.name: f.stem for f in files}, Path(out_dir), cutout)
+    _check_out_dir(Path(out_dir), [*files, *(truths or {}).values()])
     bad_masks = _truth_read_faults(files, truths or {}, read_truth, on_corrupt)
     faults = _truth_size_faults([f for f in files if f not in bad_masks], truths or {}, on_corrupt)
     rows, unread, damaged = [], [], False
@@ -329,6 +330,17 @@ def _check_name_lengths(stems: dict[str, str], out: Path, cutout: bool) -> None:
         )
 
 
+def _check_out_dir(out: Path, read: Iterable[Path]) -> None:
+    """ValueError if `out` is a folder that the images or masks being predicted (`read`) lie in: NAME_mask.png
+    there replaces the true mask of that name (a folder data set's masks/), and is read as data next time."""
+    here = out.resolve()
+    if here in {folder.resolve() for folder in {p.parent for p in read}}:
+        raise ValueError(
+            f"{out} holds the images or masks being predicted (their masks would replace true masks "
+            f"there); write elsewhere, e.g. {out.parent / 'predictions'}; nothing was written"
+        )
+
+
 def predict_dataset(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -346,6 +358,7 @@ def predict_dataset(
     indices = list(range(len(dataset)) if indices is None else indices)
     names = [dataset.entries[i].name for i in indices]
     _check_name_lengths({n: n for n in names}, Path(out_dir), cutout)
+    _check_out_dir(Path(out_dir), [p(n) for n in names for p in (dataset.image_path, dataset.trimap_path)])
     rows, unread = [], []
     for i in progress_bar(indices, desc="predict", unit="image", leave=False, disable=not progress):
         name = dataset.entries[i].name
