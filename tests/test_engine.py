@@ -78,7 +78,14 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"lr": "abc"}, r"lr must be a finite number, got 'abc'"),  # a recipe's "+lr=abc": a TypeError before
         ({"gamma": "0.1"}, r"gamma must be a finite number"),
         ({"weight_decay": float("nan")}, r"weight_decay must be a finite number, got nan"),
-        ({"milestones": [3, "a"]}, r"milestones must be epochs \(integers\)"),
+        ({"milestones": [3, "a"]}, r"milestones must be a list of epochs \(integers\), e\.g\. \[30, 40\]"),
+        ({"milestones": 30}, r"milestones must be a list of epochs \(integers\), e\.g\. \[30, 40\]; got 30"),
+        # a config.json edited by hand: "no" is a true value to bool(), and turned mixed precision on
+        ({"amp": "no"}, r"amp must be None \(auto\), True or False, got 'no'"),
+        ({"channels_last": 0}, r"channels_last must be None \(auto\), True or False, got 0"),
+        ({"overwrite": "false"}, r"overwrite must be True or False, got 'false'"),
+        ({"deterministic": 1}, r"deterministic must be True or False, got 1"),
+        ({"num_workers": "2"}, r"num_workers must be None or an integer >= 0, got '2'"),
         # a run validated (and chose best.pt) on a Dice of all-pet or no-pet masks
         ({"threshold": 0.0}, r"threshold must be in \(0, 1\), got 0.0"),
         ({"threshold": 1.0}, r"threshold must be in \(0, 1\), got 1.0"),

@@ -138,15 +138,20 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         ms = self.milestones
-        if ms is not None and not all(isinstance(m, int) and not isinstance(m, bool) for m in ms):
-            raise ValueError(f"milestones must be epochs (integers), got {ms!r}")
-        for name in ("shuffle", "sync_bn", "cache", "tta", "augment"):
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
-        for name in ("compile", "device_data"):
-            if not isinstance(getattr(self, name), bool | None):
-                raise ValueError(f"{name} must be None (auto), True or False, got {getattr(self, name)!r}")
+        if ms is not None and not (
+            isinstance(ms, list | tuple) and all(isinstance(m, int) and not isinstance(m, bool) for m in ms)
+        ):
+            raise ValueError(f"milestones must be a list of epochs (integers), e.g. [30, 40]; got {ms!r}")
+        # every switch, by its declared type: a config.json edited by hand says "no", which bool() reads as on
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be True or False, got {value!r}")
+            if f.type == "bool | None" and not isinstance(value, bool | None):
+                raise ValueError(f"{f.name} must be None (auto), True or False, got {value!r}")
+        workers = self.num_workers
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
+            raise ValueError(f"num_workers must be None or an integer >= 0, got {workers!r}")
         for name in ("train_limit", "val_limit"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
