@@ -58,6 +58,32 @@ def test_cache_is_reused_and_rebuilt_when_stale(synthetic_root, tmp_path):
     assert build_cache(ds, 48, tmp_path / "cache").folder not in (first.folder, again.folder)
 
 
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda f: (f / "meta.json").write_text("{bad"), "Expecting property name"),
+        (lambda f: os.truncate(f / "images.u8", 100), "mmap length is greater than file size"),
+        (lambda f: (f / "trimaps.u8").unlink(), "No such file or directory"),
+        (lambda f: (f / "meta.json").unlink(), "No such file or directory"),
+    ],
+    ids=["meta-edited", "images-cut-short", "trimaps-deleted", "meta-deleted"],
+)
+def test_a_damaged_cache_is_said_and_built_again(synthetic_root, tmp_path, damage, named):
+    """A cache file deleted, cut short or edited since the build stopped training with the library's bare
+    words ("mmap length is greater than file size"), naming no folder."""
+    ds = OxfordPetDataset(synthetic_root, "val")
+    first = build_cache(ds, 48, tmp_path / "cache")
+    images, trimaps = np.array(first.images), np.array(first.trimaps)
+    damage(first.folder)
+    said = []
+    again = build_cache(ds, 48, tmp_path / "cache", log=said.append)
+    assert again.folder == first.folder and np.array_equal(again.images, images)
+    assert np.array_equal(again.trimaps, trimaps)
+    assert said[0].startswith(f"seglib: the cache {first.folder} is damaged (") and named in said[0]
+    assert said[0].endswith("; building it again")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [first.folder.name]
+
+
 def test_unreadable_files_are_marked_not_cached(synthetic_root, tmp_path):
     root = shutil.copytree(synthetic_root, tmp_path / "data")
     ds = OxfordPetDataset(root, "val", on_corrupt="skip")

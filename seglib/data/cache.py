@@ -117,8 +117,11 @@ def build_cache(
     """
     folder = Path(cache_dir) / f"{source.split}-{image_size}-{cache_key(source, image_size)}"
     remove_leftovers(folder.parent, "*.partial-*", partial_owner, log, "half-built cache")
-    if (folder / "meta.json").is_file():
-        return ResizedCache.open(folder)
+    if folder.is_dir():
+        try:
+            return ResizedCache.open(folder)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # changed since it was built: made again
+            _set_aside(folder, e, log)
     names = source.names
     n, s = len(names), image_size
     tmp = folder.with_name(f"{folder.name}.partial-{owner_tag()}")  # the tag names its builder
@@ -149,6 +152,19 @@ def build_cache(
         shutil.rmtree(tmp, ignore_errors=True)
     log(f"seglib: cached {n} {source.split} images at {s} px in {folder}")
     return ResizedCache.open(folder)
+
+
+def _set_aside(folder: Path, why: Exception, log: Callable[[str], object]) -> None:
+    """Remove a cache that no longer opens (a file of it deleted, cut short or edited since it was built;
+    it is built atomically, so never half-built by seglib): renamed first, so that a process building the
+    cache anew meanwhile finds no folder in the way, and no two processes remove one folder."""
+    log(f"seglib: the cache {folder} is damaged ({why}); building it again")
+    aside = folder.with_name(f"{folder.name}.partial-{owner_tag()}")  # if killed here: a leftover as any
+    try:
+        os.replace(folder, aside)
+    except OSError:  # another process set it aside (or rebuilt it) first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _reserve(tmp: Path, sizes: dict[str, int]) -> None:
