@@ -109,3 +109,22 @@ def test_the_hint_names_a_colour_that_is_in_the_file_and_reads_the_box(tmp_path,
     colour = [int(hinted[k : k + 2], 16) for k in (1, 3, 5)]
     assert (np.asarray(Image.open(path)) == colour).all(-1).any(), hinted  # a colour of the file
     assert_is_the_box(folder(tmp_path, hinted).load_mask(0))
+
+
+def test_a_jpeg_mask_of_0_and_1_is_named_not_read_as_empty(tmp_path):
+    """0/1 labels saved as JPEG lie within the noise taken for black: the masks read as all background, and
+    the run trained to a Dice of 0 without a word (mask_values=">127" as well)."""
+    (tmp_path / "images").mkdir(parents=True)
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.zeros((*BOX.shape, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(BOX.astype(np.uint8)).save(tmp_path / "masks" / "a.jpg", quality=90)
+    for values in ("", ">127"):
+        with pytest.raises(
+            MaskValueError, match=r"a\.jpg: a lossy mask .* within its noise of black \(0 to \d+, "
+        ):
+            folder(tmp_path, values).load_mask(0)
+    with pytest.raises(MaskValueError, match=r'save the masks as PNG, or .* pass mask_values=">0"'):
+        folder(tmp_path, "").load_mask(0)
+    assert_is_the_box(folder(tmp_path, ">0").load_mask(0))
+    Image.fromarray(np.zeros(BOX.shape, np.uint8)).save(tmp_path / "masks" / "a.jpg", quality=90)
+    assert not folder(tmp_path, "").load_mask(0).any()  # a black JPEG is an empty mask, not a faint one

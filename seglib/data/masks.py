@@ -36,6 +36,7 @@ LOSSY_TOLERANCE = 80
 GREY_SPREAD = 16
 # A lossy file's black stays this near black (RGB distance) away from an object's edges: an all-black
 # mask's noise is no object, a dark object's colour is more than noise.
+FAINT_SHARE = 0.001  # a lossy mask with this share of pixels not 0, all near black: small values, not noise
 LOSSY_NOISE = 24
 # A grey mask with more levels than this besides 0 has a soft edge (anti-aliased, resized, blurred), not
 # that many classes: its hint leads with a threshold.
@@ -256,13 +257,29 @@ def _object_pixels(path: Path, arr: np.ndarray, rule: MaskRule, tol: int = 0) ->
     else:
         pixels = _colour_pixels(arr, rule.colours, tol)
     if not pixels.any():
+        _check_not_faint(path, arr, tol)
         _warn_unmatched(path, arr, rule, tol)
     return pixels
+
+
+def _check_not_faint(path: Path, arr: np.ndarray, tol: int) -> None:
+    """MaskValueError for a lossy mask read as all background whose pixels are not all 0: small values
+    (0/1 labels) saved as JPEG lie within the noise taken for black. A black JPEG decodes to exact 0s."""
+    if not tol or not _background(arr, True).all():
+        return
+    share = float((arr.max(-1) if arr.ndim == 3 else arr).astype(bool).mean())
+    if share >= FAINT_SHARE:
+        raise MaskValueError(
+            f"{path}: a lossy mask (JPEG, WebP) whose values all lie within its noise of black (0 to "
+            f"{int(arr.max())}, {share:.0%} of the pixels not 0): small values such as 0/1 do not survive "
+            'lossy compression; save the masks as PNG, or if its pixels above 0 are the object pass mask_values=">0"'
+        )
 
 
 def _auto_pixels(path: Path, arr: np.ndarray, tol: int) -> np.ndarray:
     """The object's pixels without `mask_values`: the one value (colour) besides 0 (black)."""
     if tol and _background(arr, True).all():
+        _check_not_faint(path, arr, tol)
         return np.zeros(arr.shape[:2], bool)  # a lossy file's all-black mask: its noise is no object
     if arr.ndim == 3:
         keys, counts = np.unique(_packed(arr), return_counts=True)
