@@ -577,3 +577,49 @@ def test_a_run_is_scored_and_resumed_on_its_own_split_after_the_folder_grows(
         FileNotFoundError, match=r"1 image\(s\) of the run's split are no longer in images/ and masks/"
     ):
         checkpoint_split(resumed.best_checkpoint, "test")
+
+
+def test_images_in_subfolders_are_said_not_searched(tmp_path):
+    """images/cats/*.jpg with masks/cats/*.png: the pairs were dropped without a word, and with none at the
+    top the error was "0 image pair(s) are too few", naming no folder."""
+    sub = make_synthetic_folder(tmp_path / "sub", n=12, seed=0)
+    for name in ("images", "masks"):
+        (sub / name / "cats").mkdir()
+        for p in [p for p in (sub / name).iterdir() if p.is_file()]:
+            p.rename(sub / name / "cats" / p.name)
+    with pytest.raises(
+        FileNotFoundError, match=r"subfolders are not searched: images/ has 1 \(cats\); masks/ has 1"
+    ):
+        FolderDataset(sub, "train")
+    make_synthetic_folder(tmp_path / "top", n=8, seed=1)
+    for name in ("images", "masks"):
+        for p in (tmp_path / "top" / name).iterdir():
+            p.rename(sub / name / p.name)
+    with pytest.warns(
+        UserWarning, match=r"images/ has 1 \(cats\).*put their files directly in images/ and masks/"
+    ):
+        assert len(FolderDataset(sub, "trainval", val_fraction=0.25, test_fraction=0)) == 8
+
+
+def test_a_name_listed_twice_in_one_split_file_is_refused(demo, tmp_path):
+    """A name twice in test.txt was scored twice (per_image.csv listed it twice); twice in train.txt, trained
+    twice as often."""
+    root, names = split_folder(demo, tmp_path)
+    for split, part in (
+        ("train", names[:20]),
+        ("val", names[20:22]),
+        ("test", [names[22], names[23], names[22]]),
+    ):
+        (root / "splits" / f"{split}.txt").write_text("\n".join(part) + "\n")
+    with pytest.raises(
+        ValueError, match=rf"1 line\(s\) name an image already listed above them: test.txt:3 '{names[22]}'"
+    ):
+        FolderDataset(root, "test")
+
+
+def test_a_utf16_split_file_is_named_as_such(demo, tmp_path):
+    """PowerShell's `>` writes UTF-16: every name read garbled, and the advice was to fix the names."""
+    root, names = split_folder(demo, tmp_path)
+    (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n", encoding="utf-16")
+    with pytest.raises(ValueError, match=r"train\.txt is UTF-16 text .*, not UTF-8; save it as UTF-8"):
+        FolderDataset(root, "train")

@@ -86,6 +86,26 @@ def unpaired_masks(folder: str | Path, names: list[str]) -> list[Path]:
     return [path for name, path in _masks_by_name(Path(folder), names_set).items() if name not in names_set]
 
 
+def _say_subfolders(root: Path, has_images: bool) -> None:
+    """images/ or masks/ with subfolders (images/cats/): they are not searched. With no image besides them a
+    FileNotFoundError says so (the split said "0 image pairs are too few"), else a warning names them."""
+    subs = {
+        name: sorted(p.name for p in (root / name).iterdir() if p.is_dir() and not p.name.startswith("."))
+        for name in ("images", "masks")
+    }
+    found = {name: folders for name, folders in subs.items() if folders}
+    if not found:
+        return
+    listed = "; ".join(
+        f"{name}/ has {len(f)} ({', '.join(f[:3])}{', ...' if len(f) > 3 else ''})"
+        for name, f in found.items()
+    )
+    said = f"{root}: subfolders are not searched: {listed}; put their files directly in images/ and masks/"
+    if not has_images:
+        raise FileNotFoundError(f"{said} (no image is there yet)")
+    warnings.warn(said, stacklevel=3)
+
+
 def find_pairs(root: str | Path, on_missing: str = "raise") -> dict[str, tuple[Path, Path]]:
     """{name: (image, mask)} of the folder, by file stem (a mask may add `_mask`: NAME_mask.png).
 
@@ -99,6 +119,7 @@ def find_pairs(root: str | Path, on_missing: str = "raise") -> dict[str, tuple[P
         what = "does not exist" if not root.exists() else "has no images/ and masks/ folders"
         raise FileNotFoundError(f"data root {str(root)!r} {what}; {FOLDER_LAYOUT}")
     images = _by_stem(image_files(root / "images"), lambda p: p.stem, "images")
+    _say_subfolders(root, bool(images))
     masks = _masks_by_name(root / "masks", set(images))
     lonely_images = [images[k] for k in images if k not in masks]
     lonely_masks = [masks[k] for k in masks if k not in images]

@@ -112,23 +112,38 @@ def _listed(line: str, pairs: dict[str, tuple[Path, Path]]) -> str | None:
     return None
 
 
+def _split_file_text(path: Path) -> str:
+    """A split file's text: UTF-8 (names not in UTF-8 kept as their bytes). UTF-16, which Windows Notepad
+    saves as "Unicode" and PowerShell's `>` writes, read as garbled names: refused, saying so."""
+    data = path.read_bytes()
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in data:
+        raise ValueError(
+            f"{path} is UTF-16 text (Windows Notepad's \"Unicode\", PowerShell's >), not UTF-8; save it as "
+            "UTF-8 (Notepad: Save As, Encoding UTF-8; PowerShell: Out-File -Encoding utf8)"
+        )
+    text = data.decode("utf-8", errors="surrogateescape")
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # line ends as read_text reads them
+
+
 def _read_split_files(
     folder: Path, pairs: dict[str, tuple[Path, Path]], on_missing: str
 ) -> dict[str, list[str]]:
     """The names in splits/{train,val,test}.txt (a split without its file is empty); checked."""
     splits: dict[str, list[str]] = {}
     unknown: list[str] = []
+    twice: list[str] = []  # a name listed again in its file: trained (or scored) twice as often
     for split in SPLIT_FILES:
         path = folder / f"{split}.txt"
-        names = []
+        names, seen = [], set()
         # split("\n"), not splitlines(): that also cuts at \f, \x1c, \x85, \u2028, legal in a file name
-        lines = (
-            path.read_text(encoding="utf-8", errors="surrogateescape").split("\n") if path.is_file() else []
-        )
+        lines = _split_file_text(path).split("\n") if path.is_file() else []
         for lineno, line in enumerate(lines, start=1):
             name = _listed(line, pairs)
-            if name is not None:
+            if name is not None and name in seen:
+                twice.append(f"{path.name}:{lineno} {name!r}")
+            elif name is not None:
                 names.append(name)
+                seen.add(name)
             elif (text := _hand_written(line)) and not text.startswith("#"):
                 unknown.append(f"{path.name}:{lineno} {text!r}")
         splits[split] = names
@@ -137,6 +152,11 @@ def _read_split_files(
             f"{folder}: {len(unknown)} name(s) have no image and mask pair in images/ and masks/: "
             f"{shown(unknown)}; fix the names (one file stem a line), add the files, or delete those lines "
             "(in Python, FolderDataset(..., on_missing='skip') leaves them out)"
+        )
+    if twice:
+        raise ValueError(
+            f"{folder}: {len(twice)} line(s) name an image already listed above them: {shown(twice)}; delete "
+            "those lines (an image listed twice would train, or be scored, twice)"
         )
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         both = sorted(set(splits[a]) & set(splits[b]))
