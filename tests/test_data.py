@@ -57,6 +57,23 @@ def test_malformed_list_line_names_file_and_line(tmp_path):
         select_split([], "validation")
 
 
+def test_a_list_file_with_a_byte_order_mark_or_missing_is_read_or_named(synthetic_root, tmp_path):
+    """Saved by Windows Notepad, trainval.txt began with a byte-order mark, read into the first name ("no
+    image or trimap file (first: \\ufeffAbyssinian_100); download the data again"); a missing test.txt gave
+    a bare "[Errno 2] No such file or directory"."""
+    root = shutil.copytree(synthetic_root, tmp_path / "data")
+    lists = root / "annotations"
+    (lists / "trainval.txt").write_text("\ufeff" + (lists / "trainval.txt").read_text())
+    assert OxfordPetDataset(root, "val").names == OxfordPetDataset(synthetic_root, "val").names
+    (lists / "test.txt").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"test\.txt is missing: the Oxford-IIIT Pet's annotations/ holds"
+    ):
+        OxfordPetDataset(root, "test")
+    with pytest.raises(ValueError, match=r"unknown split 'validation'; choose one of \['train', 'val'"):
+        OxfordPetDataset(root, "validation")
+
+
 # --- trimaps --------------------------------------------------------------------------------------
 def test_trimap_rules():
     tri = np.array([[1, 2, 3]], np.uint8)

@@ -90,7 +90,9 @@ class OxfordPetDataset(SegmentationDataset):
         self.split = split
         self.border = border
         trimap_to_mask(np.full((1, 1), 2, np.uint8), border)  # validates `border` before any work
-        list_file = self.root / "annotations" / LIST_FILES.get(split, "")
+        if split not in LIST_FILES:  # before its list file is looked for
+            raise ValueError(f"unknown split {split!r}; choose one of {list(LIST_FILES)}")
+        list_file = self.root / "annotations" / LIST_FILES[split]
         listed = read_list(list_file)
         in_split = select_split(listed, split)
         entries = in_split[:limit] if limit is not None else in_split

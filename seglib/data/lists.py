@@ -76,8 +76,14 @@ class ListEntry:
 def read_list(path: str | Path) -> list[ListEntry]:
     """Parse a list file; a malformed line raises ValueError naming the file and the line number."""
     path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: the Oxford-IIIT Pet's annotations/ holds trainval.txt and test.txt; download "
+            "the data again (python -m seglib download --data_path <its folder>), or copy that file back"
+        )
     entries = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    # utf-8-sig: a list saved by Windows Notepad starts with a byte-order mark, which read into the first name
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
