@@ -410,6 +410,9 @@ def test_bad_checkpoints_say_what_they_are(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(CheckpointError, match=r"notes\.txt is not a checkpoint torch can read"):
         load_model(tmp_path / "notes.txt")
+    (tmp_path / "config.json").write_text('{"model": "unet"}')  # was said to "unpickle Python objects"
+    with pytest.raises(CheckpointError, match=r"config\.json is not a checkpoint torch can read \(Unpickl"):
+        load_model(tmp_path / "config.json")
     torch.save(model, tmp_path / "whole.pt")  # the model object pickled, not its state_dict
     with pytest.raises(
         CheckpointError, match=r"whole\.pt .*unpickle Python objects \(seglib\.models\.unet\."

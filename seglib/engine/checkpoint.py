@@ -83,12 +83,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         with torch.serialization.safe_globals(_ALLOWED):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise _unsafe(path, e) from e
+        with open(path, "rb") as f:  # torch's files: a zip, or its legacy format, a pickle (b"\x80")
+            torch_wrote = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
+        if torch_wrote:
+            raise _unsafe(path, e) from e
+        raise _unreadable(path, e) from e  # text (a run's config.json) or another file: no objects in it
     except Exception as e:  # pickle, zip and torch errors: the user needs one message
-        raise CheckpointError(
-            f"{path} is not a checkpoint torch can read ({type(e).__name__}: {e}); point at a best.pt or last.pt "
-            "written by seglib"
-        ) from e
+        raise _unreadable(path, e) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         if isinstance(ckpt, dict) and ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             what = f"a bare state_dict ({len(ckpt)} tensors, first key {next(iter(ckpt))!r})"
@@ -100,6 +101,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             hint = "point at a best.pt or last.pt written by seglib"
         raise CheckpointError(f"{path} is not a seglib checkpoint: it holds {what}; {hint}")
     return ckpt
+
+
+def _unreadable(path: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(
+        f"{path} is not a checkpoint torch can read ({type(e).__name__}: {e}); point at a best.pt or last.pt "
+        "written by seglib"
+    )
 
 
 def _unsafe(path: Path, e: Exception) -> CheckpointError:
