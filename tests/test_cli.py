@@ -167,7 +167,8 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     p = seglib("evaluate", "--model_path", run / "best.pt", "--output_dir", "notes.txt/eval", cwd=elsewhere)
     assert (
         p.returncode != 0
-        and "--output_dir notes.txt/eval cannot hold the results (Not a directory)" in p.stderr
+        and "seglib evaluate: error: --output_dir notes.txt/eval cannot hold the results (Not a directory)"
+        in p.stderr
     )
     assert "(nothing was scored)" in p.stderr and sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
     (elsewhere / "notes.txt").unlink()

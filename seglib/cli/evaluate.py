@@ -23,11 +23,12 @@ def writable(out: Path) -> Path:
         if not os.access(out, os.W_OK):
             raise PermissionError(errno.EACCES, "not writable")
     except OSError as e:
-        raise OSError(
-            e.errno,
+        said = OSError(  # its message alone: OSError(errno, text) would read "[Errno 20] --output_dir ..."
             f"--output_dir {out} cannot hold the results ({e.strerror or e}); give a folder you can "
-            "write to (nothing was scored)",
-        ) from e
+            "write to (nothing was scored)"
+        )
+        said.errno = e.errno
+        raise said from e
     return out
 
 
