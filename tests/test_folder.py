@@ -623,3 +623,17 @@ def test_a_utf16_split_file_is_named_as_such(demo, tmp_path):
     (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n", encoding="utf-16")
     with pytest.raises(ValueError, match=r"train\.txt is UTF-16 text .*, not UTF-8; save it as UTF-8"):
         FolderDataset(root, "train")
+
+
+def test_a_palette_mask_reads_by_its_colours_where_its_indices_would_mislead(tmp_path):
+    """A palette mask given the object's colour was told to give values instead ("255", in no such file);
+    one whose index 0 is the white object and index 1 the black background read inverted."""
+    im = palette(OBJECT)  # index 0 black, 1 the object in (200, 30, 30)
+    write_pair(tmp_path / "red", "a", im)
+    ds = FolderDataset(tmp_path / "red", "trainval", mask_values="#c81e1e", val_fraction=0, test_fraction=0)
+    assert np.array_equal(ds.load_mask(0), OBJECT)
+    inverted = Image.frombytes("P", OBJECT.shape[::-1], (1 - OBJECT).astype(np.uint8).tobytes())
+    inverted.putpalette([255, 255, 255, 0, 0, 0] + [0] * 762)  # the object white at index 0, black at 1
+    write_pair(tmp_path / "white", "a", inverted)
+    ds = FolderDataset(tmp_path / "white", "trainval", val_fraction=0, test_fraction=0)
+    assert np.array_equal(ds.load_mask(0), OBJECT)

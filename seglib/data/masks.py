@@ -325,7 +325,15 @@ def _mask_layer(im: Image.Image, rule: MaskRule) -> Image.Image:
         alpha = np.asarray(im.convert("RGBA"))[..., 3]
         if (alpha != alpha.flat[0]).any():
             return Image.fromarray(np.ascontiguousarray(alpha))
+    if im.mode == "P" and (rule.colours or (rule.auto and _black_not_first(im))):
+        return im.convert("RGB")  # a palette mask read by its colours: as drawn, black the background
     return im.convert("RGB") if im.mode in ("RGBA", "CMYK", "YCbCr", "LAB", "HSV") else im
+
+
+def _black_not_first(im: Image.Image) -> bool:
+    """A palette whose index 0 is not black: read as indices, 0 the background, its colours would swap
+    object and background (a white object at index 0 on black at index 1)."""
+    return tuple((im.getpalette() or [0, 0, 0])[:3]) != (0, 0, 0)
 
 
 def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
