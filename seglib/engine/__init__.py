@@ -20,6 +20,7 @@ from .evaluate import (
     worst_indices,
 )
 from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
+from .extend import register_loss, register_model, register_scheduler
 from .intervals import Difference, mean_interval, paired_difference
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
 from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
@@ -56,6 +57,9 @@ __all__ = [
     "TrainState",
     "TrainingInterrupted",
     "atomic_torch_save",
+    "register_loss",
+    "register_model",
+    "register_scheduler",
     "atomic_write_csv",
     "atomic_write_text",
     "build_loss",

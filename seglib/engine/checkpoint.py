@@ -194,7 +194,8 @@ def load_model(
     saved_for = f"model {name!r} with {kwargs}"
     if name not in MODELS:
         raise CheckpointError(
-            f"{path} was saved for {saved_for}, which this seglib does not know ({sorted(MODELS)})"
+            f"{path} was saved for {saved_for}, which this seglib does not know ({sorted(MODELS)}); "
+            f"a model of your own: seglib.engine.register_model({name!r}, YourModel) first"
         )
     if expect_model is not None and expect_model != name:
         raise CheckpointError(

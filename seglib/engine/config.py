@@ -347,6 +347,13 @@ def _plain(name: str) -> str:
     return name or "unet-cosine-1"
 
 
+_OWN = ("model", "loss", "scheduler")  # the choices a user's code may add to (seglib.engine.extend)
+
+
 def _choice(name: str, value: Any, choices: Any) -> None:
     if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}")
+        # a run of a model, loss or scheduler of the user's own, read by a process that has not registered it
+        own = (
+            f" (one of your own: seglib.engine.register_{name}({value!r}, ...) first)" if name in _OWN else ""
+        )
+        raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}{own}")

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from ..metrics import IGNORE_INDEX
 
-__all__ = ["bce_loss", "soft_dice_loss", "build_loss", "LossFn", "LOSSES"]
+__all__ = ["bce_loss", "soft_dice_loss", "build_loss", "LossFn", "LOSSES", "OWN_LOSSES"]
 
 LOSSES = ("bce", "bce_dice")  # the original's BCEWithLogits; BCE + soft Dice
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, target) -> scalar loss
+OWN_LOSSES: dict[str, LossFn] = {}  # the user's, by name (seglib.engine.register_loss)
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
@@ -45,8 +46,10 @@ def _bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def build_loss(name: str) -> LossFn:
-    """The loss `TrainConfig.loss` names: "bce" | "bce_dice"."""
-    losses = {"bce": bce_loss, "bce_dice": _bce_dice_loss}
+    """The loss `TrainConfig.loss` names: "bce" | "bce_dice" | one registered by `register_loss`."""
+    losses = {"bce": bce_loss, "bce_dice": _bce_dice_loss, **OWN_LOSSES}
     if name not in losses:
-        raise ValueError(f"unknown loss {name!r}; choose one of {list(LOSSES)}")
+        raise ValueError(
+            f"unknown loss {name!r}; choose one of {list(losses)} (a loss of your own: register_loss)"
+        )
     return losses[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LRScheduler, MultiStepLR, OneCycleLR, StepLR
@@ -16,14 +17,20 @@ __all__ = [
     "lr_curve",
     "dead_milestones_note",
     "PER_BATCH",
+    "OWN_SCHEDULERS",
+    "SchedulerFactory",
 ]
 
 PER_BATCH = frozenset({"onecycle"})  # the others step once per epoch
+# (cfg, optimizer, steps_per_epoch) -> scheduler: how a scheduler of the user's own is built
+SchedulerFactory = Callable[[TrainConfig, torch.optim.Optimizer, int], LRScheduler]
+# the user's, by name (seglib.engine.register_scheduler): the factory, and whether it steps per batch
+OWN_SCHEDULERS: dict[str, tuple[SchedulerFactory, bool]] = {}
 
 
 def steps_per_batch(name: str) -> bool:
     """True if the scheduler `name` steps after every optimizer step, False if after every epoch."""
-    return name in PER_BATCH
+    return name in PER_BATCH or (name in OWN_SCHEDULERS and OWN_SCHEDULERS[name][1])
 
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRScheduler:
@@ -42,7 +49,12 @@ def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
     if name == "multistep":
         milestones = cfg.milestones or [max(1, cfg.epochs // 2), max(1, (3 * cfg.epochs) // 4)]
         return MultiStepLR(optimizer, milestones=milestones, gamma=cfg.gamma)
-    raise ValueError(f"unknown scheduler {name!r}; choose one of {list(SCHEDULERS)}")
+    if name in OWN_SCHEDULERS:
+        return OWN_SCHEDULERS[name][0](cfg, optimizer, steps_per_epoch)
+    known = [*SCHEDULERS, *OWN_SCHEDULERS]
+    raise ValueError(
+        f"unknown scheduler {name!r}; choose one of {known} (one of your own: register_scheduler)"
+    )
 
 
 def dead_milestones_note(cfg: TrainConfig) -> str:

@@ -133,7 +133,9 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
 
     `resume=True` continues the newest run called `cfg.run_name` (NAME-2, ... included; or the newest
     run in `cfg.output_dir`) from its `last.pt`; `resume=PATH` continues the run folder (or last.pt) at
-    PATH. `loss_fn(logits, target)` replaces the loss `cfg.loss` names (training and validation).
+    PATH. `loss_fn(logits, target)` stands in for the loss `cfg.loss` names (the tests' way to stop a run
+    at a given step): the run still records `cfg.loss`, and a resume uses that. A loss of your own:
+    `register_loss`, then `cfg.loss` names it.
 
     It seeds Python's, NumPy's and torch's global generators from `cfg.seed` (a notebook's later cells draw
     the same numbers on every run) and puts back the determinism switches it sets when it returns.
@@ -147,6 +149,10 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     info = init_distributed(cfg.device)
     try:
         _check_same_settings(cfg)
+        if loss_fn is not None and info.is_main:  # what trains is not what config.json will name
+            print(
+                f"seglib: loss_fn stands in for loss {cfg.loss!r}, which the run records (yours: register_loss)"
+            )
         # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
         # overwrites it meanwhile (`.training`)
         with determinism_kept(), ExitStack() as held:

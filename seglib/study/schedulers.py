@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..engine import SCHEDULERS, TrainConfig, fit, load_history, make_datasets
+from ..engine import CHOICES, SCHEDULERS, TrainConfig, fit, load_history, make_datasets
 from ..engine.loaders import train_steps_per_epoch
 from ..params import name_list
 from .report import DECIMALS, leaders, names
@@ -72,9 +72,9 @@ def plan_scheduler_study(
     of the epochs. `n_train`: the number of training images (None: counted from the first run's dataset).
     """
     names = [s.strip() for s in name_list("schedulers", schedulers).split(",") if s.strip()]
-    unknown = sorted(set(names) - set(SCHEDULERS))
+    unknown = sorted(set(names) - set(CHOICES["scheduler"]))  # seglib's and those registered
     if unknown or not names:
-        raise ValueError(f"unknown schedulers {unknown or names}; choose from {list(SCHEDULERS)}")
+        raise ValueError(f"unknown schedulers {unknown or names}; choose from {list(CHOICES['scheduler'])}")
     if profile not in SCHEDULER_STUDIES:
         raise ValueError(
             f"no scheduler study for profile {profile!r}; choose one of {list(SCHEDULER_STUDIES)}"

@@ -1,0 +1,172 @@
+"""A model, loss and scheduler of the user's own (seglib.engine.register_*): trained, recorded, resumed,
+scored and exported as seglib's own are. Each test runs the user's code in a Python of its own, as a
+script or notebook would: a registration lasts as long as its process, and must not reach other tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, TINY
+
+from seglib.engine import register_loss, register_model, register_scheduler
+
+# The researcher's module: a model, a focal loss that counts its calls, a polynomial lr decay.
+OWN = """
+import os
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.lr_scheduler import PolynomialLR
+
+from seglib.engine import register_loss, register_model, register_scheduler
+
+CALLS = {"loss": 0}
+STOP_AT = int(os.environ.get("STOP_AT", "0"))  # a Ctrl-C at this training step (0: none)
+
+
+class TinyNet(nn.Module):
+    def __init__(self, in_channels=3, num_classes=1, width=4):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def focal(logits, target):
+    if torch.is_grad_enabled():
+        CALLS["loss"] += 1
+        if CALLS["loss"] == STOP_AT:
+            raise KeyboardInterrupt
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    return ((1 - torch.exp(-bce)) ** 2 * bce).mean()
+
+
+register_model("tiny_net", TinyNet)
+register_loss("focal", focal)
+register_scheduler("poly", lambda cfg, opt, steps: PolynomialLR(opt, total_iters=cfg.epochs, power=2.0))
+"""
+
+TRAIN = """
+import json, sys
+import torch
+import own
+from seglib.engine import TrainConfig, TrainingInterrupted, checkpoint_split, evaluate, export_model, fit, load_model
+
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+try:
+    run = fit(cfg, resume=sys.argv[2] == "resume")
+except TrainingInterrupted:
+    print(json.dumps({"stopped": own.CALLS["loss"]}))
+    raise SystemExit(0)
+model = load_model(run.best_checkpoint)
+scores = evaluate(model, checkpoint_split(run.best_checkpoint, "val"), "cpu", progress=False)
+onnx = export_model(run.best_checkpoint)
+torch.save(run.model.state_dict(), run.run_dir / "weights-at-end.pt")
+print(json.dumps({
+    "calls": own.CALLS["loss"], "run_dir": str(run.run_dir), "lr": run.history["lr"].tolist(),
+    "loss": run.history["train_loss"].tolist(), "built": type(model).__name__,
+    "scored": len(scores), "dice": float(scores["dice"].mean()), "onnx": str(onnx),
+}))
+"""
+
+
+def _python(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "PYTHONPATH": f"{cwd}{os.pathsep}{REPO}", **env}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.fixture
+def own_code(tmp_path: Path, synthetic_root: Path):
+    """`run(settings, resume=False, **env)`: train.py in a process that imported own.py; its JSON line."""
+    (tmp_path / "own.py").write_text(OWN)
+    (tmp_path / "train.py").write_text(TRAIN)
+    base = {**TINY, "model": "tiny_net", "model_kwargs": {"width": 4}, "loss": "focal", "scheduler": "poly"}
+    base |= {"data_root": str(synthetic_root), "epochs": 3}
+
+    def run(settings: dict, resume: bool = False, **env: str) -> dict:
+        done = _python(
+            tmp_path, "train.py", json.dumps(base | settings), "resume" if resume else "new", **env
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    return run
+
+
+def test_a_model_loss_and_scheduler_of_your_own_train_and_the_run_names_them(own_code, tmp_path: Path):
+    out = own_code({"output_dir": str(tmp_path / "runs"), "run_name": "mine"})
+    assert out["calls"] == 3 * 3  # 3 epochs of 3 training steps, each through the registered loss
+    poly = [1e-3, 1e-3 * (2 / 3) ** 2, 1e-3 * (1 / 3) ** 2]  # PolynomialLR, power 2, over 3 epochs
+    assert out["lr"] == pytest.approx(poly)
+    assert out["built"] == "TinyNet" and out["scored"] == 20 and 0 <= out["dice"] <= 1  # the 20 val images
+    run_dir = Path(out["run_dir"])
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["model"], saved["loss"], saved["scheduler"]) == ("tiny_net", "focal", "poly")
+    ckpt = torch.load(run_dir / "best.pt", weights_only=True)
+    assert (ckpt["config"]["loss"], ckpt["model_spec"]["name"]) == ("focal", "tiny_net")
+    assert Path(out["onnx"]).stat().st_size > 0
+
+
+def test_a_resumed_run_of_your_own_equals_the_uninterrupted_one(own_code, tmp_path: Path):
+    whole = own_code({"output_dir": str(tmp_path / "a")})
+    assert own_code({"output_dir": str(tmp_path / "b")}, STOP_AT="5") == {"stopped": 5}
+    resumed = own_code({"output_dir": str(tmp_path / "b")}, resume=True)
+    assert resumed["loss"] == whole["loss"] and resumed["lr"] == whole["lr"]
+    a, b = (torch.load(Path(r["run_dir"]) / "weights-at-end.pt") for r in (whole, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_process_that_has_not_registered_them_says_which_to_register(own_code, tmp_path: Path):
+    run_dir = Path(own_code({"output_dir": str(tmp_path / "runs"), "epochs": 1})["run_dir"])
+    code = (
+        "import sys\nfrom seglib.engine import TrainConfig, load_model\n"
+        "for load in (lambda: TrainConfig.load(sys.argv[1] + '/config.json'), lambda: load_model(sys.argv[1] + '/best.pt')):\n"
+        "    try:\n        load()\n    except Exception as e:\n        print(type(e).__name__, e)\n"
+    )
+    said = _python(tmp_path, "-c", code, str(run_dir)).stdout
+    assert "ValueError unknown model 'tiny_net'" in said and "register_model('tiny_net', ...) first" in said
+    assert "CheckpointError" in said and "register_model('tiny_net', YourModel) first" in said
+
+
+class Net(torch.nn.Module):
+    def __init__(self, in_channels: int = 3, num_classes: int = 1) -> None:
+        super().__init__()
+
+
+class Plain(torch.nn.Module):  # seglib could not tell it the channels
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+
+
+@pytest.mark.parametrize(
+    ("register", "args", "message"),
+    [
+        (register_loss, ("bce", lambda a, b: a), r"'bce' is seglib's own loss; give yours another name"),
+        (register_model, ("unet", Net), r"'unet' is seglib's own model"),
+        (register_scheduler, ("cosine", lambda c, o, n: None), r"'cosine' is seglib's own scheduler"),
+        (register_loss, ("my/loss", lambda a, b: a), r"a name is letters, digits and '_'"),
+        (register_loss, ("", lambda a, b: a), r"a name is letters, digits and '_'"),
+        (
+            register_loss,
+            ("focal", 3),
+            r"register_loss\('focal', \.\.\.\): the second argument must be callable",
+        ),
+        (register_model, ("plain", Plain), r"must take in_channels and num_classes"),
+        (register_scheduler, ("poly", lambda c, o, n: None, "yes"), r"per_batch must be True or False"),
+    ],
+)
+def test_a_registration_seglib_cannot_use_is_refused_by_name(register, args, message):
+    with pytest.raises(ValueError, match=message):
+        register(*args)
