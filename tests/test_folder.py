@@ -637,3 +637,7 @@ def test_a_palette_mask_reads_by_its_colours_where_its_indices_would_mislead(tmp
     write_pair(tmp_path / "white", "a", inverted)
     ds = FolderDataset(tmp_path / "white", "trainval", val_fraction=0, test_fraction=0)
     assert np.array_equal(ds.load_mask(0), OBJECT)
+    im.putpalette([255, 255, 255, 200, 30, 30] + [0] * 762)  # no black: index 0 (white) the background
+    write_pair(tmp_path / "plain", "a", im)
+    ds = FolderDataset(tmp_path / "plain", "trainval", val_fraction=0, test_fraction=0)
+    assert np.array_equal(ds.load_mask(0), OBJECT)

@@ -331,9 +331,12 @@ def _mask_layer(im: Image.Image, rule: MaskRule) -> Image.Image:
 
 
 def _black_not_first(im: Image.Image) -> bool:
-    """A palette whose index 0 is not black: read as indices, 0 the background, its colours would swap
-    object and background (a white object at index 0 on black at index 1)."""
-    return tuple((im.getpalette() or [0, 0, 0])[:3]) != (0, 0, 0)
+    """A palette mask whose black is at an index other than 0: read as indices, 0 the background, it would
+    swap object and background (a white object at index 0 on black at index 1). A palette without black
+    (white 0, red 1) reads by its indices, as before."""
+    palette = im.getpalette() or [0, 0, 0]
+    used = np.unique(np.asarray(im)).tolist()
+    return any(i != 0 and palette[3 * i : 3 * i + 3] == [0, 0, 0] for i in used)
 
 
 def read_folder_mask(path: Path, rule: MaskRule = MaskRule()) -> np.ndarray:
