@@ -701,3 +701,21 @@ def test_a_ctrl_c_in_fits_set_up_says_what_was_saved(tiny_config, monkeypatch):
     with pytest.raises(TrainingInterrupted, match="stopped before it saved where it stood") as e:
         fit(tiny_config())
     assert e.value.__suppress_context__
+
+
+def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
+    tiny_config, loss_at_step, tmp_path
+):
+    """lr 1.0 wrecks the tiny UNet after its first epochs: its val Dice stops bettering its best."""
+    cfg = dict(epochs=12, lr=1.0, patience=2)
+    whole = fit(tiny_config(output_dir=tmp_path / "a", **cfg))
+    h = whole.history
+    assert len(h) == whole.best_epoch + 2 < 12  # stopped two epochs after its best
+    assert (h.val_dice.iloc[whole.best_epoch :] <= whole.best_val_dice).all()
+    with pytest.raises(TrainingInterrupted):
+        fit(tiny_config(output_dir=tmp_path / "b", **cfg), loss_fn=loss_at_step("ctrl_c", 4))
+    resumed = fit(tiny_config(output_dir=tmp_path / "b", **cfg), resume=True)
+    cols = [c for c in h.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(resumed.history[cols], h[cols], check_exact=True)
+    longer = fit(tiny_config(output_dir=tmp_path / "b", **{**cfg, "patience": 4}), resume=True)
+    assert len(longer.history) == min(12, longer.best_epoch + 4) > len(h)  # more patience: it goes on

@@ -22,6 +22,7 @@ UNSET = {
     "test_fraction": 0.1,
     "split_seed": 0,
     "budget_minutes": None,
+    "patience": None,
     "progressive_sizes": None,
     "progressive_share": 0.5,
     "min_lr": 0.0,

@@ -76,6 +76,9 @@ class TrainConfig:
     # optimisation
     epochs: int = 50  # passes over the training images
     budget_minutes: float | None = None  # train within this many minutes, re-planning the epochs as it goes
+    patience: int | None = (
+        None  # stop once val Dice has not bettered its best for this many epochs (None: off)
+    )
     batch_size: int = 8  # images per optimizer step (per process under torchrun)
     lr: float = 1e-4  # AdamW learning rate (the schedulers' peak)
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay
@@ -156,6 +159,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"{name} must be None or a positive integer, got {value!r}")
+        patience = self.patience
+        if patience is not None and (
+            isinstance(patience, bool) or not isinstance(patience, int) or patience < 1
+        ):
+            raise ValueError(f"patience must be None (off) or a positive number of epochs, got {patience!r}")
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise ValueError(f"checkpoint_every must be an integer >= 0 (0: off), got {every!r}")

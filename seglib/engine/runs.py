@@ -67,6 +67,7 @@ RESUME_MAY_DIFFER = frozenset(
         "cache",
         "cache_dir",
         "checkpoint_every",
+        "patience",  # a stopped run resumed with more patience goes on
     }
 )
 # Settings that None leaves to the machine (fit records its choice in the run's config): a run resumed

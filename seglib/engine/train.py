@@ -326,7 +326,7 @@ def _epochs(
     try:
         with deferred_sigint() as interrupt:
             env = replace(env, interrupt=interrupt)
-            while state.epoch < folder.cfg.epochs:
+            while state.epoch < folder.cfg.epochs and not _patience_spent(state, folder.cfg, info):
                 epoch = state.epoch + 1
                 row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -341,6 +341,17 @@ def _epochs(
             raise
         said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
         raise RuntimeError(f"{said}. {advice}") from None
+
+
+def _patience_spent(state: TrainState, cfg: TrainConfig, info: DistInfo) -> bool:
+    """Whether `cfg.patience` epochs have gone by since the best val Dice (said once, when it stops). From
+    the state alone, so a resumed run stops where the uninterrupted one did, and every rank alike."""
+    p = cfg.patience
+    if p is None or state.epoch - state.best_epoch < p:
+        return False
+    _say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in {p} "
+               f"epochs (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip
+    return True
 
 
 # gloo's words when another process of the run is gone: "Connection reset by peer", "... closed by peer"
