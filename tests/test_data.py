@@ -220,6 +220,11 @@ def test_torchvision_layout_and_missing_root(synthetic_root, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"has no images/.*download"):
         OxfordPetDataset(tmp_path / "empty", "train")
+    (tmp_path / "mk.py").write_text(
+        ""
+    )  # the demo set's folder given as a file: was "[Errno 20] Not a directory"
+    with pytest.raises(NotADirectoryError, match=r"synthetic_root '.*mk\.py' is a file: .*give a folder"):
+        resolve_data_root(tmp_path / "empty", "synthetic", tmp_path / "mk.py")
 
 
 def test_images_open_whatever_their_real_format(synthetic_root, tmp_path):
