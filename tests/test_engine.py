@@ -694,7 +694,7 @@ def test_a_ctrl_c_in_fits_set_up_says_what_was_saved(tiny_config, monkeypatch):
     """Stopped while it read the data (or probed, or cached) fit ended in a bare KeyboardInterrupt at the
     bottom of a traceback through torch, saying nothing of what was saved or what to do."""
 
-    def stopped(cfg):
+    def stopped(cfg, *_):
         raise KeyboardInterrupt  # the moment of a Ctrl-C: no run gets there reliably
 
     monkeypatch.setattr("seglib.engine.train.make_datasets", stopped)
