@@ -40,6 +40,7 @@ from .engine import (
     load_history,
 )
 from .engine.progress import shell_of_kernel
+from .engine.runs import run_ended
 from .engine.runtime import cpu_kind, resolve_device
 from .kernels import end_kernel_quickly
 from .params import choice, text, whole_number
@@ -126,6 +127,10 @@ class Workspace:
             return str(run_dir)
         if len(history) >= cfg.epochs:
             return f"{run_dir} ({len(history)} epochs)"
+        if run_ended(history, cfg):
+            return (
+                f"{run_dir} ({len(history)} of {cfg.epochs} epochs: stopped by its patience, {cfg.patience})"
+            )
         return (
             f"{run_dir} (STOPPED at epoch {len(history)} of {cfg.epochs}: its best.pt is from those; "
             "resume it with notebook 02/03/07's resume=True, or name another run)"

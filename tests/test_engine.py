@@ -717,5 +717,13 @@ def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
     resumed = fit(tiny_config(output_dir=tmp_path / "b", **cfg), resume=True)
     cols = [c for c in h.columns if c != "seconds"]
     pd.testing.assert_frame_equal(resumed.history[cols], h[cols], check_exact=True)
+    # a stopped run is a finished one: a study does not train it again, nor a resume record a new start
+    from seglib.study.runs import is_finished
+
+    assert is_finished(whole.run_dir) and is_finished(resumed.run_dir)
+    starts = len(read_environment(resumed.run_dir))
+    fit(tiny_config(output_dir=tmp_path / "b", **cfg), resume=True)
+    assert len(read_environment(resumed.run_dir)) == starts
     longer = fit(tiny_config(output_dir=tmp_path / "b", **{**cfg, "patience": 4}), resume=True)
     assert len(longer.history) == min(12, longer.best_epoch + 4) > len(h)  # more patience: it goes on
+    assert json.loads((longer.run_dir / "config.json").read_text())["patience"] == 4

@@ -37,6 +37,8 @@ __all__ = [
     "load_resume_checkpoint",
     "latest_run",
     "load_history",
+    "patience_spent",
+    "run_ended",
 ]
 
 HISTORY_COLUMNS = [
@@ -310,6 +312,21 @@ def latest_run(runs_dir: str | Path, name: str) -> Path:
             "(02 or 03) first, or set the run parameter to an existing run folder"
         )
     return found[-1]
+
+
+def patience_spent(epochs_done: int, best_epoch: int, patience: int | None) -> bool:
+    """Whether `patience` epochs have gone by since the best val Dice's (`TrainConfig.patience`)."""
+    return patience is not None and epochs_done - best_epoch >= patience
+
+
+def run_ended(history: pd.DataFrame, cfg: TrainConfig) -> bool:
+    """Whether a run's training is over: its (re-planned) epochs done, or stopped by its patience (its best
+    epoch: the first of its highest val Dice, as training keeps it)."""
+    if len(history) >= cfg.epochs:
+        return True
+    dice = history["val_dice"].reset_index(drop=True) if "val_dice" in history else pd.Series(dtype=float)
+    best = 0 if dice.isna().all() else int(dice.idxmax()) + 1
+    return patience_spent(len(history), best, cfg.patience)
 
 
 def load_history(run_dir: str | Path) -> tuple[pd.DataFrame, TrainConfig]:

@@ -62,6 +62,7 @@ from .runs import (
     RunFolder,
     load_resume_checkpoint,
     new_run,
+    patience_spent,
     resumed_run,
 )
 from .runtime import (
@@ -224,6 +225,8 @@ def _fit(
     else:
         run_dir = on_main(lambda: _hold(held, new_run(cfg)))
     folder = _open_folder(run_dir, cfg, spec, kind, train_ds, info)
+    if ckpt is not None and ckpt.get("config", {}).get("patience") != cfg.patience:
+        folder.replan(cfg)  # config.json: the patience the run now stops by (what says whether it ended)
     clock = CompileClock(info.device) if cfg.compile else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
@@ -235,7 +238,8 @@ def _fit(
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
         _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
-    if state.epoch < cfg.epochs:  # a finished run's record stays its own: this call trains nothing
+    ended = state.epoch >= cfg.epochs or patience_spent(state.epoch, state.best_epoch, cfg.patience)
+    if not ended:  # a finished run's record stays its own: this call trains nothing
         folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
@@ -347,7 +351,7 @@ def _patience_spent(state: TrainState, cfg: TrainConfig, info: DistInfo) -> bool
     """Whether `cfg.patience` epochs have gone by since the best val Dice (said once, when it stops). From
     the state alone, so a resumed run stops where the uninterrupted one did, and every rank alike."""
     p = cfg.patience
-    if p is None or state.epoch - state.best_epoch < p:
+    if not patience_spent(state.epoch, state.best_epoch, p):
         return False
     _say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in {p} "
                f"epochs (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip

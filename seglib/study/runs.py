@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..data import OxfordPetDataset
 from ..engine import TrainConfig, atomic_write_csv, fit, load_history
-from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER
+from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER, run_ended
 from .curves import epoch_column, score_kept_models
 
 __all__ = [
@@ -96,12 +96,13 @@ def matching_runs(cfg: TrainConfig) -> list[Path]:
 
 
 def is_finished(run_dir: Path) -> bool:
-    """Its training ended: history.csv has the epochs its config.json (re-planned) says."""
+    """Its training ended: history.csv has the epochs its config.json (re-planned) says, or its patience
+    stopped it."""
     try:
         history, saved = load_history(run_dir)
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return False
-    return len(history) == saved.epochs
+    return run_ended(history, saved)
 
 
 def _saved_curve(run_dir: Path, test_images: int) -> pd.DataFrame | None:
