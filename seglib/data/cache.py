@@ -34,7 +34,7 @@ from .transforms import resize as resize_to
 
 __all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
 
-FORMAT = 2  # 2: masks resized pixel-centred (`transforms.resize`); a cache of 1 is built again
+FORMAT = 3  # 2: masks resized pixel-centred (`transforms.resize`); 3: palette and lossy 0/1 masks read anew
 # Reads an image and its trimap from their two files, checked (CorruptSampleError otherwise).
 PairReader = Callable[[Path, Path], tuple[np.ndarray, np.ndarray]]
 
