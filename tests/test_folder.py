@@ -574,9 +574,20 @@ def test_a_run_is_scored_and_resumed_on_its_own_split_after_the_folder_grows(
     for p in [*(b / "images").glob(f"{held_out[0]}.*"), *(b / "masks").glob(f"{held_out[0]}*")]:
         p.unlink()  # a test image of the run deleted
     with pytest.raises(
-        FileNotFoundError, match=r"1 image\(s\) of the run's split are no longer in images/ and masks/"
+        FileNotFoundError, match=r"1 image\(s\) of the run's recorded split are not in images/ and masks/"
     ):
         checkpoint_split(resumed.best_checkpoint, "test")
+    # the data copied or moved (--data_path at the copy) is read with the run's split, as it holds all of it
+    import shutil
+
+    copy = shutil.copytree(a, tmp_path / "copied")
+    assert checkpoint_split(whole.best_checkpoint, "test", data_root=copy).names == sorted(held_out)
+    # other data, without every image of the run's split: its own split, said
+    with pytest.warns(
+        UserWarning, match=r"lacks images of the run's recorded split: read with its own split"
+    ):
+        other = checkpoint_split(whole.best_checkpoint, "test", data_root=b)
+    assert other.names == FolderDataset(b, "test", val_fraction=0.25, test_fraction=0.25).names
 
 
 def test_images_in_subfolders_are_said_not_searched(tmp_path):

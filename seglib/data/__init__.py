@@ -185,6 +185,7 @@ def open_split(
     test_fraction: float = 0.1,
     split_seed: int = 0,
     recorded: dict[str, list[str]] | None = None,
+    recorded_strict: bool = True,
     **kwargs: Any,
 ) -> SegmentationDataset:
     """The `split` of the data at `root`, of the kind `resolve_data_root` named: a `FolderDataset` for
@@ -193,6 +194,6 @@ def open_split(
     split (its checkpoint's `splits`), which the folder's split files and fractions then do not change."""
     if kind == "folder":
         folder = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
-        folder |= {"recorded": recorded}
+        folder |= {"recorded": recorded, "recorded_strict": recorded_strict}
         return FolderDataset(root, split, transform, mask_values=mask_values, **folder, **kwargs)
     return OxfordPetDataset(root, split, transform, **kwargs)

@@ -14,6 +14,7 @@ besides 0, or the one colour besides black): masks.py. The pairs: pairs.py; the 
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from .files import read_image, stored_and_upright_size, upright_beside
 from .lists import SPLITS
 from .masks import check_mask_size, parse_mask_values, read_folder_mask, read_folder_pair
 from .pairs import find_pairs
-from .splits import folder_split, recorded_split
+from .splits import RECORDED, folder_split, recorded_split
 from .transforms import eval_transform
 from .trimaps import trimap_to_mask
 
@@ -78,6 +79,7 @@ class FolderDataset(SegmentationDataset):
         test_fraction: float = 0.1,
         split_seed: int = 0,
         recorded: dict[str, list[str]] | None = None,
+        recorded_strict: bool = True,
     ) -> None:
         if on_corrupt not in ("raise", "skip"):
             raise ValueError(f"on_corrupt={on_corrupt!r}; choose 'raise' or 'skip'")
@@ -94,17 +96,26 @@ class FolderDataset(SegmentationDataset):
         # "upright": the cache of images read as stored, before EXIF orientation counted, is not reused
         self.cache_tag = "upright" + (f";mask_values={self.rule}" if not self.rule.auto else "")
         pairs = find_pairs(self.root, on_missing)
-        if recorded is not None:  # a run's own split: the fractions and splits/ no longer choose
-            self.splits, self.split_source = recorded_split(self.root, pairs, recorded, on_missing)
-        else:
-            self.splits, self.split_source = folder_split(
-                self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
+        # a run's own split: the fractions and splits/ no longer choose (`recorded_split`)
+        given = (
+            None
+            if recorded is None
+            else recorded_split(self.root, pairs, recorded, on_missing, recorded_strict)
+        )
+        if recorded is not None and given is None:
+            warnings.warn(
+                f"{self.root} lacks images of the run's recorded split: read with its own split", stacklevel=2
             )
+        self.splits, self.split_source = given or folder_split(
+            self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
+        )
         names = self.splits["train"] + self.splits["val"] if split == "trainval" else self.splits[split]
         names = sorted(names)[:limit] if limit is not None else sorted(names)
         if not names:
             fraction = {"val": "val_fraction", "test": "test_fraction"}.get(split)
-            if (self.root / "splits").is_dir() or fraction is None:
+            if self.split_source == RECORDED:  # its images left out (on_missing="skip"), or none it had
+                hint = "put back the images its run folder's splits/ lists, or score another split"
+            elif (self.root / "splits").is_dir() or fraction is None:
                 hint = f"list some in splits/{split}.txt, or remove splits/ for a seeded split"
             else:  # a seeded split given no share of the images for it
                 hint = f"give {fraction} above 0 (e.g. 0.1), or list the images in splits/{split}.txt"

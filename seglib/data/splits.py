@@ -78,20 +78,29 @@ def folder_split(
     return splits, f"a seeded split (seed {seed}): train / val / test {share} of the pairs"
 
 
+RECORDED = "the split its run recorded (in the checkpoint, and splits/ in the run folder)"
+
+
 def recorded_split(
-    root: Path, pairs: dict[str, tuple[Path, Path]], recorded: dict[str, list[str]], on_missing: str
-) -> tuple[dict[str, list[str]], str]:
+    root: Path,
+    pairs: dict[str, tuple[Path, Path]],
+    recorded: dict[str, list[str]],
+    on_missing: str,
+    strict: bool = True,
+) -> tuple[dict[str, list[str]], str] | None:
     """The split a run recorded (its checkpoint's), as `folder_split` gives one: what its checkpoints are
-    scored on and a resume trains on, whatever images the folder gained, lost or split files it got since."""
+    scored on and a resume trains on, whatever images the folder gained, lost or split files it got since.
+    Not `strict` (a folder other than the run's: a copy, or other data), None where the folder lacks any
+    image of it: that folder is read with its own split."""
     gone = sorted({n for names in recorded.values() for n in names} - set(pairs))
+    if gone and not strict:
+        return None
     if gone and on_missing == "raise":
         raise FileNotFoundError(
-            f"{root}: {len(gone)} image(s) of the run's split are no longer in images/ and masks/: "
-            f"{shown(gone)}; put them back (the run's split: splits/ in its run folder), or pass "
-            "--data_path (data_root=) with other data to read that data's own split"
+            f"{root}: {len(gone)} image(s) of the run's recorded split are not in images/ and masks/: "
+            f"{shown(gone)}; put them back (the run folder's splits/ lists its split)"
         )
-    splits = {s: [n for n in recorded.get(s, []) if n in pairs] for s in SPLIT_FILES}
-    return splits, "the split its run recorded (in the checkpoint, and splits/ in the run folder)"
+    return {s: [n for n in recorded.get(s, []) if n in pairs] for s in SPLIT_FILES}, RECORDED
 
 
 def _hand_written(line: str) -> str:
