@@ -138,6 +138,9 @@ def test_a_process_that_has_not_registered_them_says_which_to_register(own_code,
     said = _python(tmp_path, "-c", code, str(run_dir)).stdout
     assert "ValueError unknown model 'tiny_net'" in said and "register_model('tiny_net', ...) first" in said
     assert "CheckpointError" in said and "register_model('tiny_net', YourModel) first" in said
+    # reading the run's data needs none of them (the command line's evaluate of a run with its own loss)
+    code = "import sys\nfrom seglib.engine import checkpoint_split\nprint(len(checkpoint_split(sys.argv[1], 'val')))"
+    assert _python(tmp_path, "-c", code, str(run_dir / "best.pt")).stdout.strip() == "20"
 
 
 class Net(torch.nn.Module):

@@ -25,7 +25,7 @@ from ..data import (
 from ..metrics import IGNORE_INDEX
 from .batches import ResidentLoader, resolve_device_data
 from .checkpoint import load_checkpoint
-from .config import TrainConfig
+from .config import CHOICES, TrainConfig
 from .runtime import default_num_workers, resolve_device
 from .threadloader import ThreadLoader
 
@@ -66,7 +66,8 @@ def checkpoint_split(
     """The `split` of the data a checkpoint (its file, or the loaded checkpoint) was trained on, read as its
     run read it (border, a folder's mask_values and the split the run recorded, whatever images the folder
     gained since); `data_root` and `dataset` point elsewhere when given (`dataset` None there: "auto" on
-    `data_root`), and another folder than the run's is read with its own split."""
+    `data_root`); another folder than the run's is read with the run's split where it holds all of its
+    images, else with its own (a warning says so)."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     saved = ckpt.get("config", {})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -74,12 +75,19 @@ def checkpoint_split(
         over = _run_data(ckpt)
     else:
         over = {"data_root": str(data_root or saved.get("data_root")), "dataset": dataset or "auto"}
-    cfg = TrainConfig(**{**{k: v for k, v in saved.items() if k in known}, **over})
+    settings = {k: v for k, v in saved.items() if k in known}
+    # a model, loss or scheduler of the user's own reads no data: a process (the command line) that has not
+    # registered it still reads the run's split
+    for name, default in (("model", "unet"), ("loss", "bce"), ("scheduler", "none")):
+        if settings.get(name, default) not in CHOICES[name]:
+            settings |= {name: default} | ({"model_kwargs": {}} if name == "model" else {})
+    cfg = TrainConfig(**{**settings, **over})
     same = (
         data_root is None
         or Path(data_root).resolve() == Path(ckpt.get("data_root") or "/nonexistent").resolve()
     )
-    return split_dataset(cfg, split, recorded=ckpt.get("splits") if same else None, **kwargs)
+    # another folder (moved, copied): the run's split where it holds all of its images, else its own split
+    return split_dataset(cfg, split, recorded=ckpt.get("splits"), recorded_strict=same, **kwargs)
 
 
 def _run_data(ckpt: dict[str, Any]) -> dict[str, str]:
