@@ -87,7 +87,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             torch_wrote = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
         if torch_wrote:
             raise _unsafe(path, e) from e
-        raise _unreadable(path, e) from e  # text (a run's config.json) or another file: no objects in it
+        with open(path, "rb") as f:  # text (a run's config.json) or another file: torch's words (retry
+            start = f.read(12)  # with weights_only=False) would point at an unsafe load of no use
+        raise CheckpointError(
+            f"{path} is not a checkpoint: neither of torch's formats (a zip, or a pickle); it starts with "
+            f"{start!r}. Point at a best.pt or last.pt written by seglib"
+        ) from e
     except Exception as e:  # pickle, zip and torch errors: the user needs one message
         raise _unreadable(path, e) from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
