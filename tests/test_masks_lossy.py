@@ -128,3 +128,5 @@ def test_a_jpeg_mask_of_0_and_1_is_named_not_read_as_empty(tmp_path):
     assert_is_the_box(folder(tmp_path, ">0").load_mask(0))
     Image.fromarray(np.zeros(BOX.shape, np.uint8)).save(tmp_path / "masks" / "a.jpg", quality=90)
     assert not folder(tmp_path, "").load_mask(0).any()  # a black JPEG is an empty mask, not a faint one
+    Image.fromarray(np.full(BOX.shape, 10, np.uint8)).save(tmp_path / "masks" / "a.jpg", quality=95)
+    assert not folder(tmp_path, "").load_mask(0).any()  # nor one near black all over (an offset, one level)
