@@ -38,7 +38,6 @@ def _plain_warning(message: Warning | str, category: type[Warning], *args: Any, 
 # The data's messages name its settings as Python and the notebooks take them (mask_values=">127"); the
 # command line takes them as options.
 _SETTING = re.compile(r"""\b(mask_values|on_corrupt)=("[^"]*"|'[^']*')""")
-_SPELT_TWICE = re.compile(r"(--\w+ \S+) \(\1\)")
 
 
 def _as_options(message: str) -> str:
@@ -49,8 +48,7 @@ def _as_options(message: str) -> str:
         value = m[2] if m[1] == "mask_values" else m[2][1:-1]  # quoted: ">127" and "#ff0000" need it
         return f"--{m[1]} {value}"
 
-    # a message that already gives the option in brackets, "on_corrupt='skip' (--on_corrupt skip)": once
-    return _SPELT_TWICE.sub(r"\1", _SETTING.sub(option, message))
+    return _SETTING.sub(option, message)
 
 
 # train's Ctrl-C that is not fit's TrainingInterrupted: before the run's first save, or a second during a save

@@ -43,7 +43,7 @@ class CorruptSampleError(ValueError):
     """An image or trimap that cannot be used: unreadable, wrong values, or sizes that disagree."""
 
 
-SKIP_THEM = "replace or fix them, or pass on_corrupt='skip' (--on_corrupt skip) to leave them out"
+SKIP_THEM = "replace or fix them, or pass on_corrupt='skip' to leave them out"
 
 
 def all_problems(messages: list[str], of: str, todo: str) -> str:
@@ -172,16 +172,15 @@ def read_image(path: Path, upright: bool = False) -> np.ndarray:
                 return pixels
         return np.asarray(open_rgb(path, upright))
     except UnsupportedImageError as e:
-        raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' (--on_corrupt skip) to leave it out") from e
+        raise CorruptSampleError(f"{e}, or pass on_corrupt='skip' to leave it out") from e
     except Image.DecompressionBombError as e:  # not a damaged file: a large one
         raise CorruptSampleError(
-            f"{path}: cannot read the image ({reason_unread(e)}); or pass on_corrupt='skip' (--on_corrupt skip) "
-            "to leave it out"
+            f"{path}: cannot read the image ({reason_unread(e)}); or pass on_corrupt='skip' to leave it out"
         ) from e
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptSampleError(
             f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is truncated or not an image. "
-            "Replace it (the Oxford-IIIT Pet set: download it again), or pass on_corrupt='skip' (--on_corrupt skip) to leave such samples out "
+            "Replace it (the Oxford-IIIT Pet set: download it again), or pass on_corrupt='skip' to leave such samples out "
             "(they are counted and reported at the end of each epoch)"
         ) from e
 
