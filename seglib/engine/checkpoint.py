@@ -84,11 +84,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         with open(path, "rb") as f:  # torch's files: a zip, or its legacy format, a pickle (b"\x80")
-            torch_wrote = zipfile.is_zipfile(f) or f.seek(0) == 0 and f.read(1) == b"\x80"
+            start = f.read(12)
+            torch_wrote = start[:1] == b"\x80" or zipfile.is_zipfile(f)
         if torch_wrote:
             raise _unsafe(path, e) from e
-        with open(path, "rb") as f:  # text (a run's config.json) or another file: torch's words (retry
-            start = f.read(12)  # with weights_only=False) would point at an unsafe load of no use
+        # text (a run's config.json) or another file: torch's words (retry with weights_only=False) would
+        # point at an unsafe load of no use
         raise CheckpointError(
             f"{path} is not a checkpoint: neither of torch's formats (a zip, or a pickle); it starts with "
             f"{start!r}. Point at a best.pt or last.pt written by seglib"
