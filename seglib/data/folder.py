@@ -14,7 +14,6 @@ besides 0, or the one colour besides black): masks.py. The pairs: pairs.py; the 
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,15 +96,7 @@ class FolderDataset(SegmentationDataset):
         self.cache_tag = "upright" + (f";mask_values={self.rule}" if not self.rule.auto else "")
         pairs = find_pairs(self.root, on_missing)
         # a run's own split: the fractions and splits/ no longer choose (`recorded_split`)
-        given = (
-            None
-            if recorded is None
-            else recorded_split(self.root, pairs, recorded, on_missing, recorded_strict)
-        )
-        if recorded is not None and given is None:
-            warnings.warn(
-                f"{self.root} lacks images of the run's recorded split: read with its own split", stacklevel=2
-            )
+        given = recorded and recorded_split(self.root, pairs, recorded, on_missing, recorded_strict)
         self.splits, self.split_source = given or folder_split(
             self.root, pairs, on_missing, val_fraction, test_fraction, split_seed
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,9 @@ def recorded_split(
     image of it: that folder is read with its own split."""
     gone = sorted({n for names in recorded.values() for n in names} - set(pairs))
     if gone and not strict:
+        warnings.warn(
+            f"{root} lacks images of the run's recorded split: read with its own split", stacklevel=4
+        )
         return None
     if gone and on_missing == "raise":
         raise FileNotFoundError(
