@@ -163,9 +163,8 @@ def resolve_data_root(
         return find_root(data_root), "oxford-pet"  # raises with how-to-download when absent
     syn = (_synthetic_set_at(data_root) if dataset == "synthetic" else None) or Path(synthetic_root)
     if not is_oxford_pet_root(syn):
-        if (
-            syn.expanduser().exists() and not syn.expanduser().is_dir()
-        ):  # else a bare "[Errno 20] Not a directory"
+        # else a bare "[Errno 20] Not a directory"
+        if syn.expanduser().exists() and not syn.expanduser().is_dir():
             raise NotADirectoryError(
                 f"synthetic_root {str(synthetic_root)!r} is a file: the demo set is generated into a folder "
                 "there; give a folder (--synthetic_root), or point data_root (--data_path) at your data"

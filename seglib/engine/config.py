@@ -76,9 +76,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 50  # passes over the training images
     budget_minutes: float | None = None  # train within this many minutes, re-planning the epochs as it goes
-    patience: int | None = (
-        None  # stop once val Dice has not bettered its best for this many epochs (None: off)
-    )
+    patience: int | None = None  # stop after this many epochs without a better val Dice (None: off)
     batch_size: int = 8  # images per optimizer step (per process under torchrun)
     lr: float = 1e-4  # AdamW learning rate (the schedulers' peak)
     weight_decay: float = 1e-4  # AdamW's decoupled weight decay

@@ -330,7 +330,7 @@ def _epochs(
     try:
         with deferred_sigint() as interrupt:
             env = replace(env, interrupt=interrupt)
-            while state.epoch < folder.cfg.epochs and not _patience_spent(state, folder.cfg, info):
+            while state.epoch < folder.cfg.epochs and not _stops_by_patience(state, folder.cfg, info):
                 epoch = state.epoch + 1
                 row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -347,7 +347,7 @@ def _epochs(
         raise RuntimeError(f"{said}. {advice}") from None
 
 
-def _patience_spent(state: TrainState, cfg: TrainConfig, info: DistInfo) -> bool:
+def _stops_by_patience(state: TrainState, cfg: TrainConfig, info: DistInfo) -> bool:
     """Whether `cfg.patience` epochs have gone by since the best val Dice (said once, when it stops). From
     the state alone, so a resumed run stops where the uninterrupted one did, and every rank alike."""
     p = cfg.patience
