@@ -433,6 +433,10 @@ def test_photos_pil_cannot_open_are_named_and_an_empty_input_refused(checkpoint,
     with pytest.warns(UserWarning):
         main([*args, "--device", "cpu"])
     assert f"--input {photos}: its subfolders (2024) are not searched" in capsys.readouterr().out
+    (photos / "2024").rmdir()
+    with pytest.warns(UserWarning):
+        main([*args, "--device", "cpu"])
+    assert "subfolders" not in capsys.readouterr().out  # none left: nothing said of them
 
 
 def test_the_command_line_predicts_a_split_of_a_folder(checkpoint, tmp_path):

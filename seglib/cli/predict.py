@@ -16,6 +16,7 @@ from ..data import (
     image_files,
     parse_mask_values,
     read_folder_mask,
+    subfolders,
     trimap_to_mask,
     unpaired_masks,
 )
@@ -92,12 +93,12 @@ def _input_files(a: argparse.Namespace, out: Path) -> list[Path]:
     if not src.is_dir():
         return [src]
     files = image_files(src)
-    subfolders = [p.name for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    named = f"its subfolders ({', '.join(subfolders[:3])}{', ...' if len(subfolders) > 3 else ''}) are not searched"
+    subs = subfolders(src)
+    named = f"its subfolders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''}) are not searched"
     if not files:
-        hint = f"; {named}: point --input at one" if subfolders else ""
+        hint = f"; {named}: point --input at one" if subs else ""
         sys.exit(f"--input {src} holds no image file that PIL opens (jpg, png, tif, bmp, webp, ...){hint}")
-    if subfolders:
+    if subs:
         print(f"seglib: --input {src}: {named}")
     return files
 

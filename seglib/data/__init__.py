@@ -31,7 +31,7 @@ from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, read_list, select_split
 from .masks import MaskValueError, MaskValueWarning, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
-from .pairs import find_masks, find_pairs, image_files, is_folder_root, unpaired_masks
+from .pairs import find_masks, find_pairs, image_files, is_folder_root, subfolders, unpaired_masks
 from .sampling import EpochSampler
 from .splits import check_split_fractions, seeded_split, write_splits
 from .stats import describe, empty_masks
@@ -79,6 +79,7 @@ __all__ = [
     "find_pairs",
     "find_root",
     "image_files",
+    "subfolders",
     "is_folder_root",
     "holds_data_set",
     "is_oxford_pet_root",

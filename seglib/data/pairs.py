@@ -10,7 +10,7 @@ from PIL import Image
 
 from .masks import shown
 
-__all__ = ["FOLDER_LAYOUT", "find_masks", "find_pairs", "image_files", "is_folder_root"]
+__all__ = ["FOLDER_LAYOUT", "find_masks", "find_pairs", "image_files", "is_folder_root", "subfolders"]
 
 FOLDER_LAYOUT = (
     "a folder data set holds images/NAME.jpg (any format PIL opens) and masks/NAME.png (or NAME_mask.png), "
@@ -86,20 +86,18 @@ def unpaired_masks(folder: str | Path, names: list[str]) -> list[Path]:
     return [path for name, path in _masks_by_name(Path(folder), names_set).items() if name not in names_set]
 
 
+def subfolders(folder: str | Path) -> list[str]:
+    """The names of `folder`'s subfolders (hidden ones left out), which `image_files` does not search."""
+    return [p.name for p in sorted(Path(folder).iterdir()) if p.is_dir() and not p.name.startswith(".")]
+
+
 def _say_subfolders(root: Path, has_images: bool) -> None:
     """images/ or masks/ with subfolders (images/cats/): they are not searched. With no image besides them a
     FileNotFoundError says so (the split said "0 image pairs are too few"), else a warning names them."""
-    subs = {
-        name: sorted(p.name for p in (root / name).iterdir() if p.is_dir() and not p.name.startswith("."))
-        for name in ("images", "masks")
-    }
-    found = {name: folders for name, folders in subs.items() if folders}
+    found = {name: subs for name in ("images", "masks") if (subs := subfolders(root / name))}
     if not found:
         return
-    listed = "; ".join(
-        f"{name}/ has {len(f)} ({', '.join(f[:3])}{', ...' if len(f) > 3 else ''})"
-        for name, f in found.items()
-    )
+    listed = "; ".join(f"{name}/ has {len(subs)} ({shown(subs)})" for name, subs in found.items())
     said = f"{root}: subfolders are not searched: {listed}; put their files directly in images/ and masks/"
     if not has_images:
         raise FileNotFoundError(f"{said} (no image is there yet)")
