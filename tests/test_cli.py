@@ -469,6 +469,7 @@ def test_choices_are_the_constants():
         "on_corrupt": ON_CORRUPT,
         "scheduler": SCHEDULERS,
         "loss": LOSSES,
+        "augmentation": ("default",),
     } == CHOICES
     options = train_options()
     assert {n: o.kwargs["choices"] for n, o in options.items() if "choices" in o.kwargs} == CHOICES

@@ -1,5 +1,5 @@
-"""A model, loss and scheduler of the user's own (seglib.engine.register_*): trained, recorded, resumed,
-scored and exported as seglib's own are. Each test runs the user's code in a Python of its own, as a
+"""A model, loss, scheduler and augmentation of the user's own (seglib.engine.register_*): trained,
+recorded, resumed, scored and exported as seglib's own are. Each test runs the user's code in a Python of its own, as a
 script or notebook would: a registration lasts as long as its process, and must not reach other tests."""
 
 from __future__ import annotations
@@ -10,21 +10,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import albumentations as A
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, TINY
 
-from seglib.engine import register_loss, register_model, register_scheduler
+from seglib.engine import (
+    CHOICES,
+    TrainConfig,
+    register_augmentation,
+    register_loss,
+    register_model,
+    register_scheduler,
+)
+from seglib.engine.loaders import OWN_AUGMENTATIONS, make_datasets
 
 # The researcher's module: a model, a focal loss that counts its calls, a polynomial lr decay.
 OWN = """
 import os
+import albumentations as A
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import PolynomialLR
 
-from seglib.engine import register_loss, register_model, register_scheduler
+from seglib.engine import register_augmentation, register_loss, register_model, register_scheduler
 
 CALLS = {"loss": 0}
 STOP_AT = int(os.environ.get("STOP_AT", "0"))  # a Ctrl-C at this training step (0: none)
@@ -54,6 +65,9 @@ def focal(logits, target):
 register_model("tiny_net", TinyNet)
 register_loss("focal", focal)
 register_scheduler("poly", lambda cfg, opt, steps: PolynomialLR(opt, total_iters=cfg.epochs, power=2.0))
+register_augmentation(
+    "flips", lambda size, fill: A.OneOf([A.VerticalFlip(p=1), A.Transpose(p=1), A.NoOp(p=1)], p=0.9)
+)
 """
 
 TRAIN = """
@@ -93,6 +107,7 @@ def own_code(tmp_path: Path, synthetic_root: Path):
     (tmp_path / "own.py").write_text(OWN)
     (tmp_path / "train.py").write_text(TRAIN)
     base = {**TINY, "model": "tiny_net", "model_kwargs": {"width": 4}, "loss": "focal", "scheduler": "poly"}
+    base |= {"augmentation": "flips"}
     base |= {"data_root": str(synthetic_root), "epochs": 3}
 
     def run(settings: dict, resume: bool = False, **env: str) -> dict:
@@ -114,6 +129,7 @@ def test_a_model_loss_and_scheduler_of_your_own_train_and_the_run_names_them(own
     run_dir = Path(out["run_dir"])
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["model"], saved["loss"], saved["scheduler"]) == ("tiny_net", "focal", "poly")
+    assert saved["augmentation"] == "flips"
     ckpt = torch.load(run_dir / "best.pt", weights_only=True)
     assert (ckpt["config"]["loss"], ckpt["model_spec"]["name"]) == ("focal", "tiny_net")
     assert Path(out["onnx"]).stat().st_size > 0
@@ -173,3 +189,103 @@ class Plain(torch.nn.Module):  # seglib could not tell it the channels
 def test_a_registration_seglib_cannot_use_is_refused_by_name(register, args, message):
     with pytest.raises(ValueError, match=message):
         register(*args)
+
+
+@pytest.fixture
+def own_augmentation(monkeypatch: pytest.MonkeyPatch):
+    """`register(name, build)`: register_augmentation in this process, undone after the test."""
+    monkeypatch.setitem(CHOICES, "augmentation", CHOICES["augmentation"])
+
+    def register(name: str, build) -> None:
+        monkeypatch.setitem(OWN_AUGMENTATIONS, name, None)  # taken away again after the test
+        register_augmentation(name, build)
+
+    return register
+
+
+def _train_sample(cfg: TrainConfig, i: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    sample = make_datasets(cfg)[0][i, seed]
+    return sample["image"].numpy(), sample["mask"].numpy()
+
+
+def test_an_augmentation_of_your_own_moves_image_and_mask_together(own_augmentation, tiny_config):
+    own_augmentation("upside_down", A.VerticalFlip(p=1))  # a transform as it is, or a builder
+    image, mask = _train_sample(tiny_config(augmentation="upside_down"), 3, seed=7)
+    plain, plain_mask = _train_sample(tiny_config(augment=False), 3, seed=7)
+    assert mask.any() and not np.array_equal(mask, mask[:, ::-1])  # a flip shows
+    np.testing.assert_array_equal(mask, plain_mask[:, ::-1])
+    np.testing.assert_allclose(image, plain[:, ::-1], atol=1e-6)
+
+
+def test_an_augmentation_of_your_own_is_seeded_per_sample_and_per_transform(own_augmentation, tiny_config):
+    # Compose's own seeding gives both flips one seed, so they would always coincide
+    own_augmentation(
+        "two_flips", lambda size, fill: A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    )
+    cfg = tiny_config(augmentation="two_flips")
+    plain = _train_sample(tiny_config(augment=False), 3, seed=0)[1]
+    seen = set()
+    for seed in range(24):
+        mask = _train_sample(cfg, 3, seed)[1]
+        np.testing.assert_array_equal(mask, _train_sample(cfg, 3, seed)[1])  # the seed alone decides
+        flips = {
+            (h, v)
+            for h in (0, 1)
+            for v in (0, 1)
+            if np.array_equal(
+                mask,
+                plain[:, ::-1][:, :, ::-1]
+                if h and v
+                else plain[:, ::-1]
+                if v
+                else plain[:, :, ::-1]
+                if h
+                else plain,
+            )
+        }
+        seen |= flips
+    assert seen == {(0, 0), (0, 1), (1, 0), (1, 1)}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"device_data": True}, r"augmentation 'mine' runs in the data loader: set device_data=False"),
+        ({"augmentation": "theirs"}, r"register_augmentation\('theirs', \.\.\.\) first"),
+    ],
+)
+def test_settings_an_augmentation_of_your_own_cannot_take_are_refused(
+    own_augmentation, tiny_config, settings, message
+):
+    own_augmentation("mine", lambda size, fill: A.NoOp())
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**{"augmentation": "mine", **settings})
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "message"),
+    [
+        ("default", lambda s, f: A.NoOp(), r"'default' is seglib's own augmentation"),
+        (
+            "torchvision",
+            lambda s, f: lambda image, mask: (image, mask),
+            r"must give an Albumentations transform",
+        ),
+        ("flips", 3, r"the second argument must be callable"),
+        ("sized", lambda size: A.NoOp(), r"build must take \(image_size, mask_fill\)"),
+    ],
+)
+def test_an_augmentation_seglib_cannot_use_is_refused_by_name(own_augmentation, name, build, message):
+    with pytest.raises(ValueError, match=rf"register_augmentation\('{name}', \.\.\.\)(.*){message}"):
+        own_augmentation(name, build)
+    assert name not in CHOICES["augmentation"][1:]
+
+
+def test_the_zoom_of_scale_jitter_comes_before_an_augmentation_of_your_own(own_augmentation, tiny_config):
+    own_augmentation("nothing", A.NoOp())
+    plain = _train_sample(tiny_config(augment=False), 3, seed=0)[1]
+    same = [
+        np.array_equal(_train_sample(tiny_config(augmentation="nothing"), 3, s)[1], plain) for s in range(6)
+    ]
+    zoomed = [_train_sample(tiny_config(augmentation="nothing", scale_jitter=0.5), 3, s)[1] for s in range(6)]
+    assert all(same) and not all(np.array_equal(m, plain) for m in zoomed)

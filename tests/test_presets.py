@@ -23,6 +23,7 @@ UNSET = {
     "split_seed": 0,
     "budget_minutes": None,
     "patience": None,
+    "augmentation": "default",
     "progressive_sizes": None,
     "progressive_share": 0.5,
     "min_lr": 0.0,

@@ -14,6 +14,8 @@ __all__ = [
     "train_transform",
     "eval_transform",
     "uint8_transform",
+    "own_train_transform",
+    "is_augmentation",
     "seed_transform",
 ]
 
@@ -40,27 +42,33 @@ def train_transform(image_size: int = 256, mask_fill: int = 0, scale_jitter: flo
     own) and a shift of up to j / 2 of the side: pets of more sizes and positions than the 270 or 3312 images hold. It works on
     the resized image, so the decode-once cache (which stores exactly that) still gives identical samples.
     """
-    geometric = [resize(image_size), A.HorizontalFlip(p=0.5)]
-    if scale_jitter > 0:
-        geometric.append(
-            A.Affine(
-                scale=(1 - scale_jitter, 1 + scale_jitter),
-                translate_percent=(-scale_jitter / 2, scale_jitter / 2),
-                border_mode=cv2.BORDER_CONSTANT,
-                fill=0,
-                fill_mask=mask_fill,
-                p=0.5,
-            )
-        )
     return A.Compose(
         [
-            *geometric,
+            resize(image_size),
+            A.HorizontalFlip(p=0.5),
+            *_zoom(scale_jitter, mask_fill),
             A.Rotate(limit=15, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.3),
             A.ColorJitter(p=0.5),
             A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
             ToTensorV2(),
         ]
     )
+
+
+def _zoom(scale_jitter: float, mask_fill: int) -> list[A.Affine]:
+    """`train_transform`'s random zoom and shift (none for `scale_jitter` 0)."""
+    if scale_jitter <= 0:
+        return []
+    return [
+        A.Affine(
+            scale=(1 - scale_jitter, 1 + scale_jitter),
+            translate_percent=(-scale_jitter / 2, scale_jitter / 2),
+            border_mode=cv2.BORDER_CONSTANT,
+            fill=0,
+            fill_mask=mask_fill,
+            p=0.5,
+        )
+    ]
 
 
 def eval_transform(image_size: int = 256) -> A.Compose:
@@ -74,14 +82,50 @@ def uint8_transform(image_size: int = 256) -> A.Compose:
     return A.Compose([resize(image_size), ToTensorV2()])
 
 
+def own_train_transform(
+    augmentation: A.BasicTransform | A.BaseCompose,
+    image_size: int = 256,
+    mask_fill: int = 0,
+    scale_jitter: float = 0.0,
+) -> A.Compose:
+    """Resize, the zoom of `scale_jitter` (`train_transform`'s), `augmentation` (a user's, on the uint8 image
+    and mask), Resize again (a no-op unless it changed the size: a crop comes back to `image_size`),
+    ImageNet Normalize, ToTensorV2."""
+    if not is_augmentation(augmentation):
+        raise TypeError(
+            "must give an Albumentations transform (A.Compose([...]), A.HorizontalFlip(), ...), "
+            f"not {augmentation!r}"
+        )
+    return A.Compose(
+        [
+            resize(image_size),
+            *_zoom(scale_jitter, mask_fill),
+            augmentation,
+            resize(image_size),
+            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+            ToTensorV2(),
+        ]
+    )
+
+
+def is_augmentation(thing: object) -> bool:
+    """Whether `thing` is an Albumentations transform (one or a Compose, OneOf, ...)."""
+    return isinstance(thing, A.BasicTransform | A.BaseCompose)
+
+
 def seed_transform(transform: A.BaseCompose, seed: int) -> None:
     """Make the next call of `transform` a pure function of `seed`.
 
     Albumentations' own `set_random_seed` gives every child transform the SAME seed, so their coin
-    flips coincide (every rotated sample would also be flipped); each child gets its own stream here.
+    flips coincide (every rotated sample would also be flipped); each child gets its own stream here,
+    and so does each child of a nested Compose or OneOf (a user's augmentation).
     """
     children = list(transform.transforms)
     states = np.random.SeedSequence(seed).spawn(len(children) + 1)
     transform.set_random_seed(int(states[0].generate_state(1)[0]))
     for child, ss in zip(children, states[1:], strict=True):
-        child.set_random_seed(int(ss.generate_state(1)[0]))
+        child_seed = int(ss.generate_state(1)[0])
+        if isinstance(child, A.BaseCompose):
+            seed_transform(child, child_seed)
+        else:
+            child.set_random_seed(child_seed)

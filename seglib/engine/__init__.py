@@ -20,7 +20,7 @@ from .evaluate import (
     worst_indices,
 )
 from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
-from .extend import register_loss, register_model, register_scheduler
+from .extend import register_augmentation, register_loss, register_model, register_scheduler
 from .intervals import Difference, mean_interval, paired_difference
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
 from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
@@ -60,6 +60,7 @@ __all__ = [
     "register_loss",
     "register_model",
     "register_scheduler",
+    "register_augmentation",
     "atomic_write_csv",
     "atomic_write_text",
     "build_loss",

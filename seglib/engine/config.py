@@ -46,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "on_corrupt": ON_CORRUPT,
     "scheduler": SCHEDULERS,
     "loss": LOSSES,
+    "augmentation": ("default",),
 }
 
 
@@ -65,6 +66,7 @@ class TrainConfig:
     progressive_share: float = 0.5  # the share of the epochs at progressive_sizes (each an equal part)
     border: str = "pet"  # trimap border: "pet" (the original) | "ignore"
     augment: bool = True  # training augmentation: flip, rotation, colour jitter (and zoom, copy-paste)
+    augmentation: str = "default"  # "default": seglib's (above); a name given to register_augmentation
     shuffle: bool = True  # a new training order every epoch (from seed and epoch); False: dataset order
     on_corrupt: str = "raise"  # an unreadable image or trimap: "raise" (naming it) | "skip" (counted)
     train_limit: int | None = None  # use only the first N training images (None: all)
@@ -186,6 +188,7 @@ class TrainConfig:
             raise ValueError(f"scale_jitter must be in [0, 1), e.g. 0.25; got {self.scale_jitter!r}")
         if not 0 <= self.copy_paste <= 1:
             raise ValueError(f"copy_paste must be a probability in [0, 1], e.g. 0.5; got {self.copy_paste!r}")
+        self._check_own_augmentation()
         if not 32 <= self.image_size <= MAX_IMAGE_SIZE:
             raise ValueError(
                 f"image_size must be from 32 px (the encoders downsample 32x) to {MAX_IMAGE_SIZE}, "
@@ -203,6 +206,17 @@ class TrainConfig:
         self._check_milestones()
         self._check_schedule()
         _check_model_kwargs(self.model, self.model_kwargs)
+
+    def _check_own_augmentation(self) -> None:
+        """A user's augmentation runs in the data loader: seglib's alone has a version on the device."""
+        own = self.augmentation
+        if own == "default" or not self.augment:
+            return
+        if self.device_data:
+            raise ValueError(
+                f"device_data=True augments on the device with seglib's default augmentation; augmentation "
+                f"{own!r} runs in the data loader: set device_data=False (or None)"
+            )
 
     def _check_milestones(self) -> None:
         ms = self.milestones
@@ -353,7 +367,8 @@ def _plain(name: str) -> str:
     return name or "unet-cosine-1"
 
 
-_OWN = ("model", "loss", "scheduler")  # the choices a user's code may add to (seglib.engine.extend)
+# the choices a user's code may add to (seglib.engine.extend)
+_OWN = ("model", "loss", "scheduler", "augmentation")
 
 
 def _choice(name: str, value: Any, choices: Any) -> None:

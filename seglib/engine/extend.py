@@ -1,5 +1,5 @@
-"""A model, loss or scheduler of your own, by name: `fit`, the run's record, `resume`, `evaluate`,
-`predict` and `export_model` then treat it as one of seglib's.
+"""A model, loss, scheduler or training augmentation of your own, by name: `fit`, the run's record,
+`resume`, `evaluate`, `predict` and `export_model` then treat it as one of seglib's.
 
 A run records the name (config.json, the checkpoints), never the code: a later process (a resumed run,
 an evaluation) registers the same name first, else its config is refused as naming an unknown choice.
@@ -11,17 +11,21 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
+from ..data import is_augmentation
 from ..models import MODELS
 from .config import CHOICES, SCHEDULERS
+from .loaders import OWN_AUGMENTATIONS
 from .losses import LOSSES, OWN_LOSSES, LossFn
 from .schedulers import OWN_SCHEDULERS, SchedulerFactory
 
-__all__ = ["register_model", "register_loss", "register_scheduler"]
+__all__ = ["register_model", "register_loss", "register_scheduler", "register_augmentation"]
 
-_BUILT_IN = {"model": tuple(MODELS), "loss": LOSSES, "scheduler": SCHEDULERS}  # before any registration
+# seglib's own choices, before any registration
+_BUILT_IN = {"model": tuple(MODELS), "loss": LOSSES, "scheduler": SCHEDULERS, "augmentation": ("default",)}
 # It becomes part of a run's default name (unet-<scheduler>-...) and of the command line's choices.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]*")
 
@@ -62,6 +66,45 @@ def register_scheduler(name: str, factory: SchedulerFactory, per_batch: bool = F
         )
     OWN_SCHEDULERS[name] = (factory, per_batch)
     _add("scheduler", name)
+
+
+def register_augmentation(name: str, build: Callable[[int, int], Any] | Any) -> None:
+    """`TrainConfig(augmentation=name)` augments each training sample with an Albumentations transform (e.g.
+    `A.Compose([...])`) in place of seglib's flip, rotation and colour jitter: `build(image_size, mask_fill)`
+    makes it, or pass the transform itself. It gets the uint8 image and mask resized to `image_size`, and
+    seglib normalises what it returns (a crop is resized back to `image_size`); `mask_fill` labels the pixels
+    a rotation or shift brings in (`fill_mask=`). Seeded per sample by seglib: a run and its resume augment
+    alike. It runs in the data loader, not on the device (`device_data`); a `scale_jitter` zoom comes first."""
+    call = f"register_augmentation({name!r}, ...)"
+    if is_augmentation(build):
+        build = _Given(build)
+    _check("augmentation", name, build)
+    try:
+        inspect.signature(build).bind(64, 0)
+    except TypeError:
+        raise ValueError(
+            f"{call}: build must take (image_size, mask_fill), e.g. lambda size, fill: ..."
+        ) from None
+    except ValueError:  # no signature to read (a builtin): its call below says
+        pass
+    made = build(64, 0)
+    if not is_augmentation(made):
+        raise ValueError(
+            f"{call}: build(image_size, mask_fill) must give an Albumentations transform "
+            f"(A.Compose([...]), A.HorizontalFlip(), ...), not {made!r}"
+        )
+    OWN_AUGMENTATIONS[name] = build
+    _add("augmentation", name)
+
+
+class _Given:
+    """A transform registered as it is: its builder, whatever the size and fill."""
+
+    def __init__(self, transform: Any) -> None:
+        self.transform = transform
+
+    def __call__(self, image_size: int, mask_fill: int) -> Any:
+        return self.transform
 
 
 def _check(kind: str, name: str, thing: object) -> None:

@@ -18,6 +18,7 @@ from ..data import (
     collate,
     eval_transform,
     open_split,
+    own_train_transform,
     resolve_data_root,
     train_transform,
     uint8_transform,
@@ -31,6 +32,7 @@ from .threadloader import ThreadLoader
 
 __all__ = [
     "FOLDER_SETTINGS",
+    "OWN_AUGMENTATIONS",
     "make_datasets",
     "run_device_data",
     "split_dataset",
@@ -43,6 +45,8 @@ __all__ = [
 
 # The settings that say how a folder data set reads (its masks, its seeded split).
 FOLDER_SETTINGS = ("mask_values", "val_fraction", "test_fraction", "split_seed")
+# A user's training augmentations by name (`register_augmentation`): name -> build(image_size, mask_fill)
+OWN_AUGMENTATIONS: dict[str, Callable[[int, int], Any]] = {}
 
 
 def split_dataset(
@@ -76,9 +80,10 @@ def checkpoint_split(
     else:
         over = {"data_root": str(data_root or saved.get("data_root")), "dataset": dataset or "auto"}
     settings = {k: v for k, v in saved.items() if k in known}
-    # a model, loss or scheduler of the user's own reads no data: a process (the command line) that has not
-    # registered it still reads the run's split
-    for name, default in (("model", "unet"), ("loss", "bce"), ("scheduler", "none")):
+    # a model, loss, scheduler or augmentation of the user's own has no part in reading a split: a process
+    # (the command line) that has not registered it still reads the run's split
+    own = (("model", "unet"), ("loss", "bce"), ("scheduler", "none"), ("augmentation", "default"))
+    for name, default in own:
         if settings.get(name, default) not in CHOICES[name]:
             settings |= {name: default} | ({"model_kwargs": {}} if name == "model" else {})
     cfg = TrainConfig(**{**settings, **over})
@@ -107,7 +112,10 @@ def _run_data(ckpt: dict[str, Any]) -> dict[str, str]:
 
 
 def run_device_data(cfg: TrainConfig) -> bool:
-    """Whether the run takes the device data path (`batches.resolve_device_data` on its device)."""
+    """Whether the run takes the device data path (`batches.resolve_device_data` on its device). Not by
+    default for an augmentation of the user's own: it runs on the host, in the loader."""
+    if cfg.device_data is None and cfg.augment and cfg.augmentation != "default":
+        return False
     return resolve_device_data(cfg.device_data, resolve_device(cfg.device))
 
 
@@ -123,7 +131,7 @@ def make_datasets(
     if run_device_data(cfg):
         train_tf, val_tf = uint8_transform(cfg.image_size), uint8_transform(cfg.image_size)
     elif cfg.augment:
-        train_tf = train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
+        train_tf = _train_transform(cfg, fill)
         val_tf = eval_transform(cfg.image_size)
     else:
         train_tf, val_tf = eval_transform(cfg.image_size), eval_transform(cfg.image_size)
@@ -134,6 +142,19 @@ def make_datasets(
         train.use_cache(cache_dir, cfg.image_size)
         val.use_cache(cache_dir, cfg.image_size)
     return train, val, kind
+
+
+def _train_transform(cfg: TrainConfig, fill: int) -> Callable[..., dict]:
+    """seglib's training augmentation, or the user's registered one between the resize and the normalising."""
+    if cfg.augmentation == "default":
+        return train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
+    augmentation = OWN_AUGMENTATIONS[cfg.augmentation](cfg.image_size, fill)
+    try:
+        return own_train_transform(augmentation, cfg.image_size, fill, cfg.scale_jitter)
+    except TypeError as e:
+        raise TypeError(
+            f"augmentation {cfg.augmentation!r} (register_augmentation): build(image_size, mask_fill) {e}"
+        ) from None
 
 
 def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -> int:

@@ -684,10 +684,12 @@ def _describe(
     split = f" ({train_ds.split_source}; written to {run_dir / 'splits'})" if kind == "folder" else ""
     n = count_parameters(model)
     size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"  # a narrow test model: not "0.0M"
+    own = cfg.augment and cfg.augmentation != "default"
+    scheduler = f"scheduler {cfg.scheduler}" + (f", augmentation {cfg.augmentation}" if own else "")
     return (
         f"seglib: {cfg.model} ({size} parameters) on {kind} data "
         f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
-        f"{batch}, {cfg.epochs} epochs, scheduler {cfg.scheduler}, device {env.device}{_malloc(env.device)}"
+        f"{batch}, {cfg.epochs} epochs, {scheduler}, device {env.device}{_malloc(env.device)}"
         f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
     )
 
