@@ -8,6 +8,7 @@ import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -438,6 +439,15 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     )
     assert pd.read_csv(copy / "history.csv").epoch.tolist() == list(range(1, 41))
     assert len(pd.read_csv(history)) == done  # the original as it stopped
+
+
+def test_the_usage_line_names_the_command_that_was_typed(tmp_path):
+    assert seglib("--help", cwd=tmp_path).stdout.startswith("usage: python -m seglib [-h]")
+    command = shutil.which("seglib", path=str(Path(sys.executable).parent))  # pip install's script
+    if command is None:
+        pytest.skip("seglib is not installed beside this Python (pip install -e . makes the command)")
+    done = subprocess.run([command, "train", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.stdout.startswith("usage: seglib train [-h]"), done.stdout[:200] + done.stderr[-2000:]
 
 
 # --- the options come from TrainConfig -------------------------------------------------------------------

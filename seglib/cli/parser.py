@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..data import SPLITS
@@ -20,7 +22,9 @@ from .options import field_comments, help_text, train_options
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m seglib", description=__doc__)
+    # the installed `seglib` command, or `python -m seglib`: each usage line names what was typed
+    prog = "seglib" if Path(sys.argv[0]).name == "seglib" else "python -m seglib"
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_train_parser, _evaluate_parser, _predict_parser, _export_parser, _download_parser):
         add(sub)
