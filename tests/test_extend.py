@@ -272,6 +272,11 @@ def test_settings_an_augmentation_of_your_own_cannot_take_are_refused(
             r"must give an Albumentations transform",
         ),
         ("flips", 3, r"the second argument must be callable"),
+        (
+            "normalised",
+            A.Compose([A.HorizontalFlip(), A.Normalize()]),
+            r"got image float32 \(64, 64, 3\): leave A.Normalize",
+        ),
         ("sized", lambda size: A.NoOp(), r"build must take \(image_size, mask_fill\)"),
     ],
 )

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from ..data import is_augmentation
@@ -93,8 +94,23 @@ def register_augmentation(name: str, build: Callable[[int, int], Any] | Any) -> 
             f"{call}: build(image_size, mask_fill) must give an Albumentations transform "
             f"(A.Compose([...]), A.HorizontalFlip(), ...), not {made!r}"
         )
+    _try_on_a_sample(call, made)
     OWN_AUGMENTATIONS[name] = build
     _add("augmentation", name)
+
+
+def _try_on_a_sample(call: str, augmentation: Any) -> None:
+    """One grey 64 px sample through it: seglib normalises and makes tensors after it, so it gives back a
+    uint8 image and a mask as arrays (an A.Normalize in it would be applied twice, silently)."""
+    out = augmentation(image=np.full((64, 64, 3), 128, np.uint8), mask=np.zeros((64, 64), np.uint8))
+    image, mask = out.get("image"), out.get("mask")
+    ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+    if not (ok and isinstance(mask, np.ndarray) and mask.shape == image.shape[:2]):
+        got = f"image {getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
+        raise ValueError(
+            f"{call}: it must give back a uint8 image (H, W, 3) and its mask (H, W) as NumPy arrays, "
+            f"got {got}: leave A.Normalize and ToTensorV2 out (seglib normalises after it)"
+        )
 
 
 class _Given:
