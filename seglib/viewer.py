@@ -398,7 +398,10 @@ class MaskViewer:
         while boxes:
             w = boxes.pop()
             boxes += list(getattr(w, "children", ()))
-            w.close()
+            # a widget's layout and style are widgets of their own, which its close() leaves open
+            for part in (w, getattr(w, "layout", None), getattr(w, "style", None)):
+                if part is not None:
+                    part.close()
         self._logit_cache.clear()
         self._pair_on_show = self._upload = None
 

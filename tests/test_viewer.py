@@ -5,6 +5,7 @@ import io
 import weakref
 from datetime import UTC, datetime
 
+import ipywidgets
 import numpy as np
 import pytest
 import torch
@@ -251,12 +252,14 @@ def test_a_closed_viewer_lets_go_of_its_widgets_and_predictions(ds):
     del kept
     gc.collect()
     assert kept_ref() is not None  # what close() is for
+    open_before = len(ipywidgets.widgets.widget._instances)
     v = MaskViewer(ds, model=Ramp(), image_size=64)
     v.step(1)
     assert v.cached_bytes > 0
     ref = weakref.ref(v)
     v.close()
     assert v.cached_bytes == 0 and v.widget.comm is None and v.threshold.comm is None
+    assert len(ipywidgets.widgets.widget._instances) == open_before  # layouts and styles too
     del v
     gc.collect()
     assert ref() is None
