@@ -10,10 +10,12 @@ browser: change a widget's value and the picture changes.
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -405,10 +407,15 @@ class MaskViewer:
         self._logit_cache.clear()
         self._pair_on_show = self._upload = None
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """The widget, and beside it the picture on show as a PNG and a line of text: what a page without the
+        notebook's running kernel shows instead (GitHub, nbviewer, an HTML export, a notebook reopened)."""
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        if self.image.value:
+            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+        name = self.dataset.entries[self.current].name
+        bundle["text/plain"] = f"mask viewer on {name} (interactive where the notebook's kernel runs)"
+        return bundle
 
     def __repr__(self) -> str:
         return f"MaskViewer({self.dataset!r}, model={'yes' if self.model is not None else 'no'})"

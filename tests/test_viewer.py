@@ -1,5 +1,6 @@
 """The mask viewer's logic, without a browser: change a widget, the picture changes."""
 
+import base64
 import gc
 import io
 import weakref
@@ -285,4 +286,20 @@ def test_names_are_shown_as_text_not_as_html(tmp_path):
     assert v.jump_to(odd)
     assert "&lt;img src=x onerror=alert(1)&gt;" in v.status.value and "<img" not in v.status.value
     assert "a&lt;b&gt;&amp;c" in v.status.value  # the folder's name, as the breed and species
+    v.close()
+
+
+def test_a_page_without_the_kernel_shows_the_picture_on_show(ds):
+    """GitHub, nbviewer and an HTML export cannot run the widget: the output also holds the picture."""
+    from IPython.core.formatters import format_display_data
+
+    v = MaskViewer(ds, image_size=64)
+    v.step(2)
+    data, _ = format_display_data(v)
+    assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == v.widget.model_id
+    assert base64.b64decode(data["image/png"]) == v.image.value and v.image.value
+    assert (
+        data["text/plain"]
+        == f"mask viewer on {ds.entries[v.current].name} (interactive where the notebook's kernel runs)"
+    )
     v.close()
