@@ -21,6 +21,7 @@ from .evaluate import (
 )
 from .export import EXPORT_FORMATS, OnnxModel, check_export, export_model, load_exported
 from .extend import register_augmentation, register_loss, register_model, register_scheduler
+from .hooks import EpochEnd, EpochHookError
 from .intervals import Difference, mean_interval, paired_difference
 from .io import atomic_torch_save, atomic_write_csv, atomic_write_text
 from .loaders import checkpoint_split, make_datasets, split_dataset, train_steps_per_epoch
@@ -46,6 +47,8 @@ __all__ = [
     "TTA",
     "CheckpointError",
     "Difference",
+    "EpochEnd",
+    "EpochHookError",
     "EpochStats",
     "FitResult",
     "ModelEMA",

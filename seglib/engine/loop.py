@@ -20,6 +20,7 @@ from .batches import BatchPrep, ResidentLoader
 from .compiled import CompileClock
 from .config import TrainConfig
 from .distributed import agree_to_stop, get_rank, is_distributed, is_main
+from .hooks import EpochHook
 from .interrupt import Interrupt
 from .losses import LossFn
 from .progress import progress_bar
@@ -43,8 +44,8 @@ class NonFiniteLossError(FloatingPointError):
 @dataclass(frozen=True)
 class Env:
     """What every step needs besides the data: where it computes, in which precision, with which loss,
-    the Ctrl-C flag it stops on, what makes a loader's batch the model's input (`prep`), and in a
-    compiled run the clock of its first steps."""
+    the Ctrl-C flag it stops on, what makes a loader's batch the model's input (`prep`), in a
+    compiled run the clock of its first steps; and, once an epoch, `fit`'s `on_epoch` hook."""
 
     device: torch.device
     use_amp: bool
@@ -52,6 +53,7 @@ class Env:
     interrupt: Interrupt
     prep: BatchPrep
     clock: CompileClock | None = None
+    on_epoch: EpochHook | None = None
 
 
 class _Meter:

@@ -37,6 +37,7 @@ __all__ = [
     "load_resume_checkpoint",
     "latest_run",
     "load_history",
+    "history_frame",
     "patience_spent",
     "run_ended",
 ]
@@ -278,7 +279,7 @@ class RunFolder:
         if not self.writes:
             return
         row, model = state.history[-1], state.eval_model
-        atomic_write_csv(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), self.path / "history.csv")
+        atomic_write_csv(history_frame(state.history), self.path / "history.csv")
         lr = pd.DataFrame({"step": range(1, len(state.lr_log) + 1), "lr": state.lr_log})
         lr["epoch"] = (lr["step"] - 1) // steps_per_epoch + 1
         atomic_write_csv(lr, self.path / "lr.csv")
@@ -290,6 +291,13 @@ class RunFolder:
             # For Dice-versus-time curves: the model as it stood after this many seconds of training.
             seconds = sum(r["seconds"] for r in state.history)
             self._save(self.path / "epochs" / f"epoch_{epoch:03d}.pt", model, train_seconds=seconds, **common)
+
+
+def history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """A run's history rows as a table: `HISTORY_COLUMNS`, then the metrics of `fit`'s `on_epoch` hook in
+    the order they first came (NaN in an epoch without one)."""
+    extra = dict.fromkeys(k for row in rows for k in row if k not in HISTORY_COLUMNS)
+    return pd.DataFrame(rows, columns=[*HISTORY_COLUMNS, *extra])
 
 
 def _named_runs(runs_dir: Path, name: str, file: str) -> list[Path]:
@@ -330,6 +338,6 @@ def run_ended(history: pd.DataFrame, cfg: TrainConfig) -> bool:
 
 
 def load_history(run_dir: str | Path) -> tuple[pd.DataFrame, TrainConfig]:
-    """A run's per-epoch history and its config."""
+    """A run's per-epoch history (the metrics of an `on_epoch` hook after `HISTORY_COLUMNS`) and its config."""
     run_dir = Path(run_dir)
     return pd.read_csv(run_dir / "history.csv"), TrainConfig.load(run_dir / "config.json")

@@ -49,6 +49,7 @@ from .distributed import (
 from .ema import ModelEMA
 from .environment import run_environment
 from .fastpath import choose_memory_format
+from .hooks import EpochEnd, EpochHook, EpochHookError, HookFailure, OnEpoch
 from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
@@ -60,6 +61,7 @@ from .runs import (
     HISTORY_COLUMNS,
     RESUME_MAY_DIFFER,
     RunFolder,
+    history_frame,
     load_resume_checkpoint,
     new_run,
     patience_spent,
@@ -84,6 +86,8 @@ __all__ = [
     "FitResult",
     "TrainingInterrupted",
     "NonFiniteLossError",
+    "EpochEnd",
+    "EpochHookError",
     "HISTORY_COLUMNS",
     "RESUME_MAY_DIFFER",
     "make_datasets",
@@ -129,7 +133,12 @@ class FitResult:
         return self.run_dir / "last.pt"
 
 
-def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | None = None) -> FitResult:
+def fit(
+    cfg: TrainConfig,
+    resume: bool | str | Path = False,
+    loss_fn: LossFn | None = None,
+    on_epoch: OnEpoch | None = None,
+) -> FitResult:
     """Train `cfg.model` on the run's data, validating every epoch; return the run's result.
 
     `resume=True` continues the newest run called `cfg.run_name` (NAME-2, ... included; or the newest
@@ -137,6 +146,10 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
     PATH. `loss_fn(logits, target)` stands in for the loss `cfg.loss` names (the tests' way to stop a run
     at a given step): the run still records `cfg.loss`, and a resume uses that. A loss of your own:
     `register_loss`, then `cfg.loss` names it.
+
+    `on_epoch(end)`, given an `EpochEnd` after each epoch's validation, returns None or {name: number}:
+    metrics of your own in the epoch's history row (history.csv, last.pt, W&B). Its time is yours: not in
+    the row's seconds, nor in what `budget_minutes` plans by.
 
     It seeds Python's, NumPy's and torch's global generators from `cfg.seed` (a notebook's later cells draw
     the same numbers on every run) and puts back the determinism switches it sets when it returns.
@@ -157,7 +170,7 @@ def fit(cfg: TrainConfig, resume: bool | str | Path = False, loss_fn: LossFn | N
         # rank 0 marks the run as its own from the moment it is chosen: no other process resumes or
         # overwrites it meanwhile (`.training`)
         with determinism_kept(), ExitStack() as held:
-            return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss), held)
+            return _fit(cfg, resume, info, loss_fn or build_loss(cfg.loss), held, on_epoch)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:  # its traceback ends deep in torch or the data and says nothing
@@ -203,7 +216,12 @@ def _check_steps(n_images: int, batch_size: int, world_size: int) -> None:
 
 
 def _fit(
-    cfg: TrainConfig, resume: bool | str | Path, info: DistInfo, loss_fn: LossFn, held: ExitStack
+    cfg: TrainConfig,
+    resume: bool | str | Path,
+    info: DistInfo,
+    loss_fn: LossFn,
+    held: ExitStack,
+    on_epoch: OnEpoch | None,
 ) -> FitResult:
     cfg, ckpt, run_dir = _resumed(cfg, resume, info, held)
     # Rank 0 first: it makes the synthetic set if needed, the others then find it.
@@ -228,7 +246,8 @@ def _fit(
     if ckpt is not None and ckpt.get("config", {}).get("patience") != cfg.patience:
         folder.replan(cfg)  # config.json: the patience the run now stops by (what says whether it ended)
     clock = CompileClock(info.device) if cfg.compile else None
-    env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock)
+    hook = EpochHook(on_epoch, val_ds, info.device, info.is_main) if on_epoch is not None else None
+    env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock, hook)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
     first_line = f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}"
     _say(info, first_line)
@@ -251,7 +270,7 @@ def _fit(
     finally:
         tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
-    history = pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
+    history = history_frame(state.history)
     model_out = state.eval_model.eval()
     setattr(model_out, TRAINED_SIZE, folder.cfg.image_size)  # predict() and the viewer take it
     return FitResult(
@@ -589,7 +608,7 @@ def _train_and_validate(
                 f"epoch {epoch}: none of the {what} images could be read ({len(stats.skipped)} skipped: "
                 f"{'; '.join(stats.skipped[:3])}); replace the files, or point data_root at other data"
             )
-    return _end_epoch(epoch, state, tr, va, t0, steps, folder, size)
+    return _end_epoch(epoch, state, tr, va, t0, steps, folder, size, env, info)
 
 
 def _end_epoch(
@@ -601,6 +620,8 @@ def _end_epoch(
     steps: int,
     folder: RunFolder,
     size: int,
+    env: Env,
+    info: DistInfo,
 ) -> tuple[dict[str, Any], list[str]]:
     epoch_lr = state.lr_log[-1] if state.lr_log else state.optimizer.param_groups[0]["lr"]
     if not steps_per_batch(folder.cfg.scheduler):
@@ -625,9 +646,40 @@ def _end_epoch(
         state.best_dice, state.best_epoch = row["val_dice"], epoch
     state.epoch, state.partial = epoch, EpochStats()
     _replan(state, folder, steps)  # before the saves: last.pt holds the plan a resumed run continues
+    # the hook's metrics join the row before the saves; where it failed, the epoch is saved without them
+    failed = (
+        env.on_epoch(row, state.eval_model, folder.path, folder.cfg) if env.on_epoch is not None else None
+    )
     folder.end_epoch(state, steps, new_best)
     folder.save_last(state)
+    if failed is not None:
+        _hook_failed(failed, state, folder, info)
     return row, skipped
+
+
+def _hook_failed(failed: HookFailure, state: TrainState, folder: RunFolder, info: DistInfo) -> None:
+    """Raise what `on_epoch` did wrong in the epoch just saved (without its metrics), and how to go on:
+    a Ctrl-C in it stops the run as one anywhere else does."""
+    epoch, cfg, last = state.epoch, folder.cfg, folder.path / "last.pt"
+    if epoch >= cfg.epochs or patience_spent(epoch, state.best_epoch, cfg.patience):
+        saved = (
+            f"the run's training is done: {last} holds its last epoch, {epoch}, without the hook's metrics"
+        )
+    else:
+        saved = (
+            f"{last} holds epoch {epoch}, without the hook's metrics. Resume with "
+            f"{_resume_command(folder.path, info)} (in Python, pass on_epoch again for the epochs left)"
+        )
+    if failed.kind == "interrupted":
+        raise TrainingInterrupted(
+            f"training stopped in the on_epoch hook after epoch {epoch}; {saved}"
+        ) from None
+    rank = f"rank {failed.rank}'s " if info.distributed else ""
+    if failed.kind == "refused":
+        raise ValueError(f"{rank}on_epoch, after epoch {epoch}, {failed.said}; {saved}") from None
+    raise EpochHookError(
+        f"{rank}on_epoch raised after epoch {epoch} ({failed.said}); {saved}"
+    ) from failed.error
 
 
 def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
