@@ -269,14 +269,17 @@ def test_the_progress_bar_iterates_its_loader_once(monkeypatch, mode):
 
 def test_text_bars_of_short_summarised_loops_print_nothing(monkeypatch):
     """Under papermill (SEGLIB_PROGRESS=text) an epoch's loop of a few seconds leaves no bar in the
-    notebook (its epoch line follows); other loops, an evaluation's, still show theirs."""
+    notebook (its epoch line follows), nor does an evaluation's (its bar goes at its end: the executed copy
+    kept "evaluate: 0%" and a blank line); a bar meant to stay, a study's, still shows."""
     monkeypatch.setenv("SEGLIB_PROGRESS", "text")
-    epoch, evaluation = io.StringIO(), io.StringIO()
+    epoch, evaluation, kept = io.StringIO(), io.StringIO(), io.StringIO()
     bar = progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=epoch, summarised=True)
     assert list(bar) == [0, 1, 2]
     assert epoch.getvalue() == ""
     assert list(progress_bar(range(3), desc="evaluate", leave=False, file=evaluation)) == [0, 1, 2]
-    assert "evaluate" in evaluation.getvalue()
+    assert evaluation.getvalue() == ""
+    assert list(progress_bar(range(3), desc="scoring", file=kept)) == [0, 1, 2]
+    assert "scoring: 100%" in kept.getvalue()
 
 
 @pytest.mark.slow

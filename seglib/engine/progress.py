@@ -29,12 +29,14 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
     `tqdm.std`'s text elsewhere, and text every 10 s at most when SEGLIB_PROGRESS=text.
 
     `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
-    loop shorter than 10 s then prints no bar at all. Text too in a kernel executed unattended
+    loop shorter than 10 s then prints no bar at all, nor does one whose bar goes at its end (`leave=False`). Text too in a kernel executed unattended
     (`unattended_kernel`).
     """
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel():
         kwargs.setdefault("mininterval", 10.0)
-        if summarised:  # else an executed notebook keeps a "0%" bar, and the blank line that cleared it, each
+        # A loop of a few seconds whose bar goes (leave=False) or whose caller prints a line of its own: else an
+        # executed notebook keeps a "0%" bar, and the blank line that cleared it, each
+        if summarised or kwargs.get("leave") is False:
             kwargs.setdefault("delay", 10.0)
         return tqdm(iterable, **kwargs)
     # Not tqdm.auto's bars: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
