@@ -45,11 +45,20 @@ from .engine.runtime import cpu_kind, resolve_device
 from .kernels import end_kernel_quickly
 from .params import choice, text, whole_number
 
-__all__ = ["Workspace", "check_data_root", "check_training", "device_label", "project_path", "start"]
+__all__ = [
+    "Workspace",
+    "check_data_root",
+    "check_training",
+    "device_label",
+    "project_path",
+    "relative_base",
+    "start",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 # An installed seglib (a wheel in site-packages) has no notebooks/ beside it: relative paths are then taken
-# from the current folder, and nothing is written next to the package.
+# from the clone of seglib the current folder is in, else from the current folder (`relative_base`), and
+# nothing is written next to the package.
 IN_CHECKOUT = (REPO / "notebooks").is_dir()
 FOLDER_DEMO = "folder-demo"  # 07's demo folder data set, beside the data root like synthetic-pets
 
@@ -287,9 +296,9 @@ def check_data_root(data_root: Path, dataset: str) -> None:
     if dataset == "synthetic" or data_root.exists() or meant:
         return
     raise ValueError(
-        f"data_root {data_root} does not exist; give the data's folder (a relative path is taken from the "
-        "repository), or leave data_root out (the real data in data/oxford-iiit-pet once downloaded, else the "
-        "synthetic demo set)"
+        f"data_root {data_root} does not exist; give the data's folder (a relative path is taken from "
+        f"{relative_base()}), or leave data_root out (the real data in data/oxford-iiit-pet there once "
+        "downloaded, else the synthetic demo set)"
     )
 
 
@@ -310,6 +319,22 @@ def project_path(path: str | Path) -> Path:
     and seglib/), not from the working directory, which is wherever papermill or the kernel started; an
     installed seglib, with no repository around it, takes it from the working directory."""
     path = Path(path).expanduser()
-    return (
-        path if path.is_absolute() else Path(os.path.normpath((REPO if IN_CHECKOUT else Path.cwd()) / path))
-    )
+    return path if path.is_absolute() else Path(os.path.normpath(relative_base() / path))
+
+
+def relative_base() -> Path:
+    """Where a relative path starts: the repository; for an installed seglib, the clone of seglib that the
+    working directory is in (a notebook of the clone runs in its notebooks/), else the working directory."""
+    if IN_CHECKOUT:
+        return REPO
+    here = Path.cwd()
+    return next((folder for folder in (here, *here.parents) if _is_clone(folder)), here)
+
+
+def _is_clone(folder: Path) -> bool:
+    try:
+        return (folder / "notebooks").is_dir() and 'name = "seglib"' in (
+            folder / "pyproject.toml"
+        ).read_text()
+    except (OSError, UnicodeDecodeError):
+        return False

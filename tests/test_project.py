@@ -225,3 +225,30 @@ def test_an_installed_seglib_keeps_to_the_users_folder(tmp_path):
     assert run.returncode == 1 and "not part of the installed seglib package" in run.stderr, run.stderr
     assert "clone of the repository" in run.stderr
     assert sorted(p.name for p in site.iterdir()) == ["seglib"] and not (project / "results").exists()
+
+
+def test_an_installed_seglib_run_from_a_clones_notebooks_takes_paths_from_the_clone(tmp_path):
+    """`pip install .` (not -e), then a notebook of the clone run where VS Code and nbconvert run it, in
+    notebooks/: data/ and results/ are the clone's (they were notebooks/data, notebooks/results, and the
+    default data_root was refused as missing, "taken from the repository"); elsewhere, the working folder."""
+    import os
+    import shutil
+    import subprocess
+
+    site, clone, elsewhere = tmp_path / "site", tmp_path / "clone", tmp_path / "elsewhere"
+    shutil.copytree(PKG, site / "seglib", ignore=shutil.ignore_patterns("__pycache__"))
+    (clone / "notebooks").mkdir(parents=True)
+    shutil.copy(PKG.parent / "pyproject.toml", clone)
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    code = (
+        "from pathlib import Path\nfrom seglib.workspace import check_data_root, project_path\n"
+        "print(project_path('data'))\n"
+        "try:\n    check_data_root(project_path('data/nope/oxford-pet'), 'auto')\n"
+        "except ValueError as e:\n    print(e)\n"
+    )
+    for cwd, base in ((clone / "notebooks", clone), (elsewhere, elsewhere)):
+        out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+        lines = out.stdout.splitlines()
+        assert lines[0] == str(base / "data"), out.stderr
+        assert f"(a relative path is taken from {base})" in lines[1]
