@@ -5,11 +5,38 @@
 Prints `LD_PRELOAD=... MALLOC_CONF=...` where jemalloc is installed, nothing where it is not or where
 SEGLIB_JEMALLOC=0 (seglib.engine.allocator says why it pays). Its own module, not the allocator's:
 `python -m` on a module its package has already imported warns (runpy's RuntimeWarning).
+
+`python -m seglib.jemalloc --kernel` installs a Jupyter kernel, "Python (seglib, jemalloc)", that starts
+this Python under it: for front ends that start their own kernels (VS Code, nbconvert, `jupyter
+execute --kernel_name seglib`), where `make lab` and the workbook choose it for theirs.
 """
 
 from __future__ import annotations
 
+import sys
+
 from .engine.allocator import allocator_env
 
+KERNEL_NAME = "seglib"
+
+
+def install_kernel() -> str:
+    """Install (for this user) the kernel `KERNEL_NAME`: this Python, under jemalloc; its folder."""
+    from ipykernel.kernelspec import install
+
+    env = allocator_env()
+    if not env:
+        raise SystemExit(
+            "seglib.jemalloc: jemalloc is not installed (apt-get install libjemalloc2, or conda's jemalloc), "
+            "or SEGLIB_JEMALLOC=0: no kernel installed"
+        )
+    return install(user=True, kernel_name=KERNEL_NAME, display_name="Python (seglib, jemalloc)", env=env)
+
+
 if __name__ == "__main__":
-    print(" ".join(f"{k}={v}" for k, v in allocator_env().items()))
+    if sys.argv[1:] == ["--kernel"]:
+        print(f"seglib.jemalloc: installed the kernel {KERNEL_NAME!r} in {install_kernel()}")
+    elif sys.argv[1:]:
+        raise SystemExit("usage: python -m seglib.jemalloc [--kernel]")
+    else:
+        print(" ".join(f"{k}={v}" for k, v in allocator_env().items()))

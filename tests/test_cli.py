@@ -1094,3 +1094,37 @@ def test_one_process_a_node_says_why_the_command_ended(monkeypatch):
         with pytest.raises(SystemExit) as stop:
             main(["evaluate", "--model_path", "m.pt"])
         assert ("started with other settings" in str(stop.value.code)) == says, (rank, local)
+
+
+def test_a_kernel_for_other_front_ends_starts_under_jemalloc(tmp_path, monkeypatch):
+    """VS Code, nbconvert and `jupyter execute` start their own kernels, without the allocator `make lab`
+    and the workbook give theirs (a training's first line said "glibc malloc" and nothing more): the
+    kernel `python -m seglib.jemalloc --kernel` installs runs under it, and a process without it is told."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    from seglib.engine.allocator import allocator_advice, jemalloc_path
+
+    if jemalloc_path() is None:
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "SEGLIB_JEMALLOC")}
+    done = subprocess.run(
+        [sys.executable, "-m", "seglib.jemalloc", "--kernel"], env=env, capture_output=True, text=True
+    )
+    assert "installed the kernel 'seglib'" in done.stdout, done.stderr
+    manager, client = start_new_kernel(kernel_name="seglib", startup_timeout=120)
+    try:
+        said = []
+        code = "from seglib.engine.allocator import allocator_name, allocator_advice; print(allocator_name(), repr(allocator_advice(True)))"
+        client.execute_interactive(
+            code, output_hook=lambda m: said.append(m["content"].get("text", "")), timeout=120
+        )
+        assert "".join(said).split() == ["jemalloc", "''"]
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    if "libjemalloc" not in Path("/proc/self/maps").read_text():  # this test's own process, without it
+        assert "python -m seglib.jemalloc --kernel" in allocator_advice(in_kernel=True)
+        assert "env $(python -m seglib.jemalloc)" in allocator_advice(in_kernel=False)

@@ -25,6 +25,7 @@ __all__ = [
     "jemalloc_path",
     "allocator_env",
     "allocator_name",
+    "allocator_advice",
     "reexec_with_allocator",
     "python_options",
     "release_idle_memory",
@@ -64,6 +65,16 @@ def allocator_name() -> str:
     except OSError:  # no /proc (macOS): what was asked for
         maps = os.environ.get("LD_PRELOAD", "")
     return "jemalloc" if "libjemalloc" in maps else "glibc"
+
+
+def allocator_advice(in_kernel: bool) -> str:
+    """How to start this process under jemalloc, where it is installed but not loaded ("" elsewhere): a
+    notebook kernel that VS Code, nbconvert or `jupyter execute` started, or a script."""
+    if allocator_name() == "jemalloc" or not allocator_env():
+        return ""
+    if in_kernel:
+        return "jemalloc is installed: choose the kernel `python -m seglib.jemalloc --kernel` adds"
+    return "jemalloc is installed: start Python under it with env $(python -m seglib.jemalloc)"
 
 
 def reexec_with_allocator(argv: list[str]) -> None:

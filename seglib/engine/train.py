@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..data import CorruptSampleError, DeviceAugment, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
-from .allocator import allocator_name, release_idle_memory
+from .allocator import allocator_advice, allocator_name, release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .budget import SizeAt, kept_plan_note, next_plan
 from .checkpoint import TRAINED_SIZE, model_spec
@@ -55,7 +55,7 @@ from .loaders import eval_loader, make_datasets, run_device_data, train_loader, 
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
 from .optimizer import build_optimizer, optimizer_name
-from .progress import start_new_displays
+from .progress import shell_of_kernel, start_new_displays
 from .progressive import epoch_size
 from .runs import (
     HISTORY_COLUMNS,
@@ -747,8 +747,12 @@ def _describe(
 
 
 def _malloc(device: torch.device) -> str:
-    """On a CPU, the allocator (engine/allocator.py): it counts in a step's time there."""
-    return f" ({allocator_name()} malloc)" if device.type == "cpu" else ""
+    """On a CPU, the allocator (engine/allocator.py): it counts in a step's time there; without jemalloc
+    where it is installed, how to start with it (the command line and the workbook's kernels do)."""
+    if device.type != "cpu":
+        return ""
+    advice = allocator_advice(in_kernel=shell_of_kernel() is not None)
+    return f" ({allocator_name()} malloc{'; ' + advice if advice else ''})"
 
 
 def _cache_folder(ds: SegmentationDataset) -> str:
