@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import REPO, TINY
 
+from seglib.data import own_train_transform
 from seglib.engine import (
     CHOICES,
     TrainConfig,
@@ -273,9 +275,9 @@ def test_settings_an_augmentation_of_your_own_cannot_take_are_refused(
         ),
         ("flips", 3, r"the second argument must be callable"),
         (
-            "normalised",
-            A.Compose([A.HorizontalFlip(), A.Normalize()]),
-            r"got image float32 \(64, 64, 3\): leave A.Normalize",
+            "normalised",  # one sample tried would pass it half the time: the transforms are looked at
+            A.Compose([A.HorizontalFlip(), A.OneOf([A.Normalize(), A.NoOp()])], p=0.5),
+            r"it holds Normalize: leave A.Normalize, A.ToFloat and ToTensorV2 out",
         ),
         ("sized", lambda size: A.NoOp(), r"build must take \(image_size, mask_fill\)"),
     ],
@@ -294,3 +296,31 @@ def test_the_zoom_of_scale_jitter_comes_before_an_augmentation_of_your_own(own_a
     ]
     zoomed = [_train_sample(tiny_config(augmentation="nothing", scale_jitter=0.5), 3, s)[1] for s in range(6)]
     assert all(same) and not all(np.array_equal(m, plain) for m in zoomed)
+    steps = [type(t).__name__ for t in own_train_transform(A.NoOp(), 32, 0, 0.5).transforms]
+    assert steps == [
+        "Resize",
+        "Affine",
+        "NoOp",
+        "Lambda",
+        "Resize",
+        "Normalize",
+        "ToTensorV2",
+    ]  # the check: Lambda
+
+
+def test_a_crop_of_your_own_comes_back_to_the_training_size(own_augmentation, tiny_config):
+    """A crop for the training size (24 of 32 px) is taken at registration, where seglib tries no sample."""
+    own_augmentation("crop", lambda size, fill: A.RandomCrop(size * 3 // 4, size * 3 // 4))
+    image, mask = _train_sample(tiny_config(augmentation="crop"), 3, seed=1)
+    assert image.shape == (3, 32, 32) and mask.shape == (1, 32, 32) and set(np.unique(mask)) <= {0, 1}
+
+
+def test_an_augmentation_that_smears_the_mask_is_named_not_trained_on(own_augmentation, tiny_config):
+    """A rotation interpolating the mask made border values (255) into 5, 7, ..., 254: the loss went
+    negative without a word."""
+    own_augmentation("smeared", A.Rotate(limit=(30, 30), mask_interpolation=cv2.INTER_LINEAR, p=1))
+    with pytest.raises(
+        ValueError, match=r"augmentation 'smeared' gave back mask values \[.*\] besides 0, 1 and 255"
+    ):
+        _train_sample(tiny_config(augmentation="smeared", border="ignore"), 3, seed=1)
+

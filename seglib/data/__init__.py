@@ -31,6 +31,7 @@ from .folder import FolderDataset
 from .lists import BREEDS, SPLITS, ListEntry, read_list, select_split
 from .masks import MaskValueError, MaskValueWarning, parse_mask_values, read_folder_mask
 from .mixing import copy_paste, mixing_generator
+from .own_augmentation import check_augmentation, is_augmentation, own_train_transform
 from .pairs import find_masks, find_pairs, image_files, is_folder_root, subfolders, unpaired_masks
 from .sampling import EpochSampler
 from .splits import check_split_fractions, seeded_split, write_splits
@@ -40,8 +41,6 @@ from .transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     eval_transform,
-    is_augmentation,
-    own_train_transform,
     seed_transform,
     train_transform,
     uint8_transform,
@@ -111,7 +110,7 @@ __all__ = [
     "uint8_transform",
     "own_train_transform",
     "is_augmentation",
-    "is_augmentation",
+    "check_augmentation",
     "write_splits",
     "synthetic_set_root",
     "SYNTHETIC_DEMO",

@@ -14,8 +14,7 @@ __all__ = [
     "train_transform",
     "eval_transform",
     "uint8_transform",
-    "own_train_transform",
-    "is_augmentation",
+    "zoom",
     "seed_transform",
 ]
 
@@ -46,7 +45,7 @@ def train_transform(image_size: int = 256, mask_fill: int = 0, scale_jitter: flo
         [
             resize(image_size),
             A.HorizontalFlip(p=0.5),
-            *_zoom(scale_jitter, mask_fill),
+            *zoom(scale_jitter, mask_fill),
             A.Rotate(limit=15, border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=mask_fill, p=0.3),
             A.ColorJitter(p=0.5),
             A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
@@ -55,7 +54,7 @@ def train_transform(image_size: int = 256, mask_fill: int = 0, scale_jitter: flo
     )
 
 
-def _zoom(scale_jitter: float, mask_fill: int) -> list[A.Affine]:
+def zoom(scale_jitter: float, mask_fill: int) -> list[A.Affine]:
     """`train_transform`'s random zoom and shift (none for `scale_jitter` 0)."""
     if scale_jitter <= 0:
         return []
@@ -80,37 +79,6 @@ def uint8_transform(image_size: int = 256) -> A.Compose:
     """Resize (`resize`) and ToTensorV2 only: uint8 3xHxW samples, normalised (and augmented) on the device
     (`seglib.data.device`). Its Resize is the other pipelines' (a no-op on a cached image)."""
     return A.Compose([resize(image_size), ToTensorV2()])
-
-
-def own_train_transform(
-    augmentation: A.BasicTransform | A.BaseCompose,
-    image_size: int = 256,
-    mask_fill: int = 0,
-    scale_jitter: float = 0.0,
-) -> A.Compose:
-    """Resize, the zoom of `scale_jitter` (`train_transform`'s), `augmentation` (a user's, on the uint8 image
-    and mask), Resize again (a no-op unless it changed the size: a crop comes back to `image_size`),
-    ImageNet Normalize, ToTensorV2."""
-    if not is_augmentation(augmentation):
-        raise TypeError(
-            "must give an Albumentations transform (A.Compose([...]), A.HorizontalFlip(), ...), "
-            f"not {augmentation!r}"
-        )
-    return A.Compose(
-        [
-            resize(image_size),
-            *_zoom(scale_jitter, mask_fill),
-            augmentation,
-            resize(image_size),
-            A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD),
-            ToTensorV2(),
-        ]
-    )
-
-
-def is_augmentation(thing: object) -> bool:
-    """Whether `thing` is an Albumentations transform (one or a Compose, OneOf, ...)."""
-    return isinstance(thing, A.BasicTransform | A.BaseCompose)
 
 
 def seed_transform(transform: A.BaseCompose, seed: int) -> None:

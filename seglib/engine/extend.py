@@ -13,17 +13,16 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 from torch import nn
 
-from ..data import is_augmentation
+from ..data import check_augmentation, is_augmentation
 from ..models import MODELS
 from .config import CHOICES, SCHEDULERS
 from .loaders import OWN_AUGMENTATIONS
 from .losses import LOSSES, OWN_LOSSES, LossFn
 from .schedulers import OWN_SCHEDULERS, SchedulerFactory
 
-__all__ = ["register_model", "register_loss", "register_scheduler", "register_augmentation"]
+__all__ = ["register_model", "register_loss", "register_scheduler", "register_augmentation", "own_names"]
 
 # seglib's own choices, before any registration
 _BUILT_IN = {"model": tuple(MODELS), "loss": LOSSES, "scheduler": SCHEDULERS, "augmentation": ("default",)}
@@ -75,7 +74,8 @@ def register_augmentation(name: str, build: Callable[[int, int], Any] | Any) -> 
     makes it, or pass the transform itself. It gets the uint8 image and mask resized to `image_size`, and
     seglib normalises what it returns (a crop is resized back to `image_size`); `mask_fill` labels the pixels
     a rotation or shift brings in (`fill_mask=`). Seeded per sample by seglib: a run and its resume augment
-    alike. It runs in the data loader, not on the device (`device_data`); a `scale_jitter` zoom comes first."""
+    alike. It runs in the data loader, not on the device (`device_data`); a `scale_jitter` zoom comes first.
+    What it gives back is checked on every sample: a uint8 image, a mask of 0, 1 (and IGNORE_INDEX) only."""
     call = f"register_augmentation({name!r}, ...)"
     if is_augmentation(build):
         build = _Given(build)
@@ -89,28 +89,14 @@ def register_augmentation(name: str, build: Callable[[int, int], Any] | Any) -> 
     except ValueError:  # no signature to read (a builtin): its call below says
         pass
     made = build(64, 0)
-    if not is_augmentation(made):
+    try:
+        check_augmentation(made)
+    except (TypeError, ValueError) as e:
         raise ValueError(
-            f"{call}: build(image_size, mask_fill) must give an Albumentations transform "
-            f"(A.Compose([...]), A.HorizontalFlip(), ...), not {made!r}"
-        )
-    _try_on_a_sample(call, made)
+            f"{call}: build(image_size, mask_fill) {e}" if isinstance(e, TypeError) else f"{call}: it {e}"
+        ) from None
     OWN_AUGMENTATIONS[name] = build
     _add("augmentation", name)
-
-
-def _try_on_a_sample(call: str, augmentation: Any) -> None:
-    """One grey 64 px sample through it: seglib normalises and makes tensors after it, so it gives back a
-    uint8 image and a mask as arrays (an A.Normalize in it would be applied twice, silently)."""
-    out = augmentation(image=np.full((64, 64, 3), 128, np.uint8), mask=np.zeros((64, 64), np.uint8))
-    image, mask = out.get("image"), out.get("mask")
-    ok = isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
-    if not (ok and isinstance(mask, np.ndarray) and mask.shape == image.shape[:2]):
-        got = f"image {getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}"
-        raise ValueError(
-            f"{call}: it must give back a uint8 image (H, W, 3) and its mask (H, W) as NumPy arrays, "
-            f"got {got}: leave A.Normalize and ToTensorV2 out (seglib normalises after it)"
-        )
 
 
 class _Given:
@@ -121,6 +107,16 @@ class _Given:
 
     def __call__(self, image_size: int, mask_fill: int) -> Any:
         return self.transform
+
+
+def own_names(settings: dict[str, Any]) -> list[str]:
+    """The registered names a run's settings (its config) use, e.g. ["loss 'focal'"]: what a process must
+    register before it resumes the run (the command line cannot)."""
+    return [
+        f"{kind} {settings[kind]!r}"
+        for kind in _BUILT_IN
+        if settings.get(kind, _BUILT_IN[kind][0]) not in _BUILT_IN[kind]
+    ]
 
 
 def _check(kind: str, name: str, thing: object) -> None:

@@ -150,11 +150,9 @@ def _train_transform(cfg: TrainConfig, fill: int) -> Callable[..., dict]:
         return train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
     augmentation = OWN_AUGMENTATIONS[cfg.augmentation](cfg.image_size, fill)
     try:
-        return own_train_transform(augmentation, cfg.image_size, fill, cfg.scale_jitter)
-    except TypeError as e:
-        raise TypeError(
-            f"augmentation {cfg.augmentation!r} (register_augmentation): build(image_size, mask_fill) {e}"
-        ) from None
+        return own_train_transform(augmentation, cfg.image_size, fill, cfg.scale_jitter, cfg.augmentation)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"augmentation {cfg.augmentation!r} (register_augmentation): {e}") from None
 
 
 def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -> int:
