@@ -132,8 +132,10 @@ def test_a_resumed_run_hooks_only_the_epochs_it_trains(tiny_config, loss_at_step
         (KeyboardInterrupt(), TrainingInterrupted, "training stopped in the on_epoch hook after epoch 1"),
     ],
 )
-def test_a_hook_that_raises_or_is_stopped_loses_no_epoch(tiny_config, error, raised, said):
-    cfg = tiny_config()
+def test_a_hook_that_raises_or_is_stopped_loses_no_epoch(tiny_config, error, raised, said, monkeypatch):
+    monkeypatch.setattr("seglib.engine.train.WandbLogger", Recorder)
+    Recorder.logged = []
+    cfg = tiny_config(use_wandb=True)
     with pytest.raises(raised, match=said) as e:
         fit(cfg, on_epoch=Hook(fail_at=1, error=error))
     (run_dir,) = Path(cfg.output_dir).iterdir()
@@ -151,6 +153,7 @@ def test_a_hook_that_raises_or_is_stopped_loses_no_epoch(tiny_config, error, rai
     resumed = fit(cfg, resume=True, on_epoch=hook)
     assert hook.epochs == [2] and resumed.history.epoch.tolist() == [1, 2]
     assert np.isnan(resumed.history.weights.iloc[0]) and resumed.history.weights.iloc[1] > 0
+    assert [step for step, _ in Recorder.logged] == [1, 2]  # W&B has the failed hook's epoch too
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from seglib.data import own_train_transform
 from seglib.engine import (
     CHOICES,
     TrainConfig,
+    TrainingInterrupted,
+    fit,
     register_augmentation,
     register_loss,
     register_model,
@@ -324,3 +326,15 @@ def test_an_augmentation_that_smears_the_mask_is_named_not_trained_on(own_augmen
     ):
         _train_sample(tiny_config(augmentation="smeared", border="ignore"), 3, seed=1)
 
+
+def test_a_run_of_your_own_is_told_to_resume_where_it_can_register(own_augmentation, tiny_config):
+    """The command line cannot register an augmentation: its `train --resume` was advised, and refused."""
+    own_augmentation("mine", A.HorizontalFlip())
+
+    def stop(end):
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted) as e:
+        fit(tiny_config(augmentation="mine"), on_epoch=stop)
+    assert "in a process that has registered augmentation 'mine' (the command line cannot)" in str(e.value)
+    assert "train --resume" not in str(e.value)

@@ -12,6 +12,7 @@ alone writes the run folder.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from contextlib import AbstractContextManager, ExitStack
@@ -48,6 +49,7 @@ from .distributed import (
 )
 from .ema import ModelEMA
 from .environment import run_environment
+from .extend import own_names
 from .fastpath import choose_memory_format
 from .hooks import EpochEnd, EpochHook, EpochHookError, HookFailure, OnEpoch
 from .interrupt import Interrupt, deferred_sigint
@@ -351,9 +353,13 @@ def _epochs(
             env = replace(env, interrupt=interrupt)
             while state.epoch < folder.cfg.epochs and not _stops_by_patience(state, folder.cfg, info):
                 epoch = state.epoch + 1
-                row, skipped = _train_and_validate(epoch, state, nets, loaders, folder.cfg, env, folder, info)
+                row, skipped, failed = _train_and_validate(
+                    epoch, state, nets, loaders, folder.cfg, env, folder, info
+                )
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
                 _report(info, folder.cfg, row, skipped)
+                if failed is not None:  # the epoch is saved and logged, without the hook's metrics
+                    _hook_failed(failed, state, folder, info)
                 release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
                 if clock is not None and clock.seconds:  # once, after this process's first epoch
                     _say(info, clock.describe())
@@ -401,9 +407,17 @@ def _lost_process_advice(
 
 
 def _resume_command(run_dir: Path, info: DistInfo) -> str:
-    """How to resume `run_dir`, in Python and on the command line (under torchrun where it ran so)."""
+    """How to resume `run_dir`, in Python and on the command line (under torchrun where it ran so); a run
+    of a registered model, loss, scheduler or augmentation in Python only, which registers them first."""
+    python = f"fit(cfg, resume={str(run_dir)!r})"
+    try:
+        own = own_names(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError):
+        own = []
+    if own:
+        return f"{python}, in a process that has registered {', '.join(own)} (the command line cannot)"
     launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
-    return f"fit(cfg, resume={str(run_dir)!r}) or `{launcher} train --resume {run_dir}`"
+    return f"{python} or `{launcher} train --resume {run_dir}`"
 
 
 def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
@@ -561,9 +575,9 @@ def _train_and_validate(
     env: Env,
     folder: RunFolder,
     info: DistInfo,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str], HookFailure | None]:
     """One epoch: train `nets[0]`, validate `nets[1]`, record it in `state` and the run folder; the
-    history row and the samples skipped as unreadable."""
+    history row, the samples skipped as unreadable, and what went wrong in `on_epoch` (None: nothing)."""
     train, val = loaders
     net, eval_net = nets
     steps = train_steps_per_epoch(len(train.dataset), cfg.batch_size, info.world_size)
@@ -622,7 +636,7 @@ def _end_epoch(
     size: int,
     env: Env,
     info: DistInfo,
-) -> tuple[dict[str, Any], list[str]]:
+) -> tuple[dict[str, Any], list[str], HookFailure | None]:
     epoch_lr = state.lr_log[-1] if state.lr_log else state.optimizer.param_groups[0]["lr"]
     if not steps_per_batch(folder.cfg.scheduler):
         with warnings.catch_warnings():  # resumed after epoch 1's last step, no optimizer step came first
@@ -652,9 +666,7 @@ def _end_epoch(
     )
     folder.end_epoch(state, steps, new_best)
     folder.save_last(state)
-    if failed is not None:
-        _hook_failed(failed, state, folder, info)
-    return row, skipped
+    return row, skipped, failed
 
 
 def _hook_failed(failed: HookFailure, state: TrainState, folder: RunFolder, info: DistInfo) -> None:
