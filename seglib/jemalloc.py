@@ -8,34 +8,44 @@ SEGLIB_JEMALLOC=0 (seglib.engine.allocator says why it pays). Its own module, no
 
 `python -m seglib.jemalloc --kernel` installs a Jupyter kernel, "Python (seglib, jemalloc)", that starts
 this Python under it: for front ends that start their own kernels (VS Code, nbconvert, `jupyter
-execute --kernel_name seglib`), where `make lab` and the workbook choose it for theirs.
+execute --kernel_name seglib`), where `make lab` and the workbook choose it for theirs. One such kernel
+per user: installed from another clone's Python, it replaces the first (and says so).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from .engine.allocator import allocator_env
+from .engine.allocator import JEMALLOC_CONF, allocator_env, jemalloc_path
 
 KERNEL_NAME = "seglib"
 
 
 def install_kernel() -> str:
-    """Install (for this user) the kernel `KERNEL_NAME`: this Python, under jemalloc; its folder."""
+    """Install (for this user) the kernel `KERNEL_NAME`: this Python, under jemalloc; what it says."""
     from ipykernel.kernelspec import install
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    env = allocator_env()
-    if not env:
+    lib = jemalloc_path()
+    if lib is None or os.environ.get("SEGLIB_JEMALLOC", "1") == "0":
         raise SystemExit(
             "seglib.jemalloc: jemalloc is not installed (apt-get install libjemalloc2, or conda's jemalloc), "
             "or SEGLIB_JEMALLOC=0: no kernel installed"
         )
-    return install(user=True, kernel_name=KERNEL_NAME, display_name="Python (seglib, jemalloc)", env=env)
+    try:  # one kernel of this name for the user: a second clone's replaces the first's
+        before = KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
+    except NoSuchKernel:
+        before = None
+    env = {"LD_PRELOAD": str(lib), "MALLOC_CONF": JEMALLOC_CONF}  # whatever this process was started with
+    where = install(user=True, kernel_name=KERNEL_NAME, display_name="Python (seglib, jemalloc)", env=env)
+    replaced = f"; it replaces the one that started {before}" if before not in (None, sys.executable) else ""
+    return f"installed the kernel {KERNEL_NAME!r} (Python {sys.executable}) in {where}{replaced}"
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--kernel"]:
-        print(f"seglib.jemalloc: installed the kernel {KERNEL_NAME!r} in {install_kernel()}")
+        print(f"seglib.jemalloc: {install_kernel()}")
     elif sys.argv[1:]:
         raise SystemExit("usage: python -m seglib.jemalloc [--kernel]")
     else:

@@ -1110,10 +1110,17 @@ def test_a_kernel_for_other_front_ends_starts_under_jemalloc(tmp_path, monkeypat
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "jupyter"))
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "SEGLIB_JEMALLOC")}
-    done = subprocess.run(
-        [sys.executable, "-m", "seglib.jemalloc", "--kernel"], env=env, capture_output=True, text=True
-    )
-    assert "installed the kernel 'seglib'" in done.stdout, done.stderr
+    # a second clone's Python replaces the first's, and says so; under jemalloc already (a terminal of
+    # `make lab`) it installs all the same
+    spec = tmp_path / "jupyter" / "kernels" / "seglib" / "kernel.json"
+    for extra in ({}, {"LD_PRELOAD": str(jemalloc_path())}):
+        command = [sys.executable, "-m", "seglib.jemalloc", "--kernel"]
+        done = subprocess.run(command, env=env | extra, capture_output=True, text=True)
+        assert f"installed the kernel 'seglib' (Python {sys.executable})" in done.stdout, done.stderr
+        if not extra:
+            assert "replaces" not in done.stdout
+            spec.write_text(spec.read_text().replace(json.dumps(sys.executable), '"/another/clone/python"'))
+    assert "it replaces the one that started /another/clone/python" in done.stdout
     manager, client = start_new_kernel(kernel_name="seglib", startup_timeout=120)
     try:
         said = []
