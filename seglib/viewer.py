@@ -408,14 +408,29 @@ class MaskViewer:
         self._pair_on_show = self._upload = None
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        """The widget, and beside it the picture on show as a PNG and a line of text: what a page without the
-        notebook's running kernel shows instead (GitHub, nbviewer, an HTML export, a notebook reopened)."""
-        bundle = self.widget._repr_mimebundle_(**kwargs)
+        """The widget, and beside it the picture on show (a JPEG of at most `STATIC_SIDE` px) and a line of
+        text: what a page without the notebook's running kernel shows instead (GitHub, nbviewer, an HTML
+        export, a notebook reopened). A closed viewer: the picture and the line only."""
+        bundle = {} if self.widget.comm is None else self.widget._repr_mimebundle_(**kwargs)
         if self.image.value:
-            bundle["image/png"] = base64.b64encode(self.image.value).decode("ascii")
+            bundle["image/jpeg"] = base64.b64encode(_static_picture(self.image.value)).decode("ascii")
         name = self.dataset.entries[self.current].name
-        bundle["text/plain"] = f"mask viewer on {name} (interactive where the notebook's kernel runs)"
+        closed = "closed" if self.widget.comm is None else "interactive where the notebook's kernel runs"
+        bundle["text/plain"] = f"mask viewer on {name} ({closed})"
         return bundle
 
     def __repr__(self) -> str:
         return f"MaskViewer({self.dataset!r}, model={'yes' if self.model is not None else 'no'})"
+
+
+STATIC_SIDE = 480  # the picture a page without widgets shows: small beside the notebook's figures
+
+
+def _static_picture(png: bytes) -> bytes:
+    """The viewer's PNG as a JPEG of at most `STATIC_SIDE` px a side."""
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGB")
+        im.thumbnail((STATIC_SIDE, STATIC_SIDE), Image.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()

@@ -297,9 +297,13 @@ def test_a_page_without_the_kernel_shows_the_picture_on_show(ds):
     v.step(2)
     data, _ = format_display_data(v)
     assert data["application/vnd.jupyter.widget-view+json"]["model_id"] == v.widget.model_id
-    assert base64.b64decode(data["image/png"]) == v.image.value and v.image.value
-    assert (
-        data["text/plain"]
-        == f"mask viewer on {ds.entries[v.current].name} (interactive where the notebook's kernel runs)"
-    )
-    v.close()
+    shown = Image.open(io.BytesIO(v.image.value))
+    static = Image.open(io.BytesIO(base64.b64decode(data["image/jpeg"])))
+    assert static.format == "JPEG" and max(static.size) <= 480
+    assert static.size[0] * shown.size[1] == pytest.approx(static.size[1] * shown.size[0], rel=0.02)
+    name = ds.entries[v.current].name
+    assert data["text/plain"] == f"mask viewer on {name} (interactive where the notebook's kernel runs)"
+    v.close()  # a closed viewer shown again: no widget, no traceback
+    data, _ = format_display_data(v)
+    assert "application/vnd.jupyter.widget-view+json" not in data and "image/jpeg" in data
+    assert data["text/plain"] == f"mask viewer on {name} (closed)"
