@@ -161,7 +161,7 @@ def test_gpu_workbook_script_runs_at_small_size_on_the_cpu(synthetic_root, tmp_p
     assert (tmp_path / "out" / "log.txt").is_file()
     executed = json.loads((work / "results" / "notebooks" / "04_evaluation.ipynb").read_text())
     said = json.dumps([o for c in executed["cells"] for o in c.get("outputs", [])])
-    assert "evaluate: " in said and "device cpu" in said  # 04's evaluation shows progress, on its device
+    assert "device cpu" in said  # 04 evaluates on its device (its bar shows only past 10 s: not here)
 
 
 def test_gpu_script_says_what_is_missing(tmp_path):
