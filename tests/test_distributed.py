@@ -348,6 +348,26 @@ def test_a_budget_run_under_torchrun_replans_the_same_on_every_rank(tiny_config,
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
 
 
+# A sweep under torchrun: two trainings in one process, each ending with seglib's own group.
+TWO_FITS_SCRIPT = """
+import json, sys
+from seglib.engine import TrainConfig, fit
+for name in ("first", "second"):
+    fit(TrainConfig(**{**json.loads(sys.argv[1]), "run_name": name}))
+"""
+
+
+@pytest.mark.slow
+def test_two_trainings_in_one_torchrun_process_both_run(tiny_config, tmp_path):
+    """The second fit waited forever: one rank joined the first fit's group store, still up on rank 0, and
+    went on alone while rank 0 made a new group."""
+    cfg = tiny_config(train_limit=16, epochs=1)
+    (tmp_path / "two_fits.py").write_text(TWO_FITS_SCRIPT)
+    torchrun("two_fits.py", json.dumps(cfg.to_dict()), out=tmp_path)
+    for name in ("first", "second"):
+        assert pd.read_csv(tmp_path / "runs" / name / "history.csv").epoch.tolist() == [1]
+
+
 @pytest.mark.slow
 def test_ranks_draw_their_own_dropout_masks_and_resume_them(tiny_config, tmp_path):
     """Every rank drops other channels (the same masks on all ranks would thin the regularisation of the

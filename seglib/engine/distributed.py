@@ -8,6 +8,7 @@ here does nothing, so the single-process path stays exactly what it was.
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 from collections.abc import Callable
@@ -60,7 +61,7 @@ class DistInfo:
     local_world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None  # "nccl" | "gloo"; None in a single process
-    created: bool = False  # init_distributed made the process group, so cleanup() destroys it
+    created: bool = False  # init_distributed made the process group (cleanup keeps it to the process's exit)
 
     @property
     def is_main(self) -> bool:
@@ -107,7 +108,7 @@ def _process_device(device_pref: str, local_rank: int) -> torch.device:
 def init_distributed(device_pref: str = "auto") -> DistInfo:
     """Join the run's process group when started by torchrun with more than one process; else rank 0 of 1.
 
-    A group the caller initialised already is used as it is (and left to the caller to destroy).
+    A group already initialised (the caller's, or seglib's kept from an earlier training: `cleanup`) is used as it is.
     """
     env_world = int(os.environ.get("WORLD_SIZE", "1"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
@@ -143,15 +144,29 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
 
 
 def cleanup(info: DistInfo) -> None:
-    """Destroy the process group if `init_distributed` created it (a caller's own group is left alone)."""
-    if info.created and dist.is_initialized():
-        if info.backend == "gloo":
-            # gloo's worker threads drop a finished collective's tensors after its caller has gone on, and
-            # that takes the GIL. DDP keeps the group and its threads alive past destroy_process_group, so a
-            # drop still pending when the interpreter finalises aborts the rank (SIGABRT after its last
-            # epoch; torch's own issue). Sleeping frees the GIL for them first.
-            time.sleep(GLOO_SETTLE_SECONDS)
-        dist.destroy_process_group()
+    """Keep the process group `init_distributed` created for the process's later trainings (a sweep's
+    next `fit`), and destroy it when the process exits; a caller's own group is left alone.
+
+    Destroyed after each `fit` and made again by the next, a rank could join the old group's store, still
+    up on rank 0, find the old rendezvous done and go on alone: the second training waited forever."""
+    if info.created and dist.is_initialized() and not _KEPT:
+        _KEPT.append(info.backend)
+        atexit.register(_destroy, info.backend)
+
+
+_KEPT: list[str] = []  # the backend of the group seglib made and keeps until the process exits
+
+
+def _destroy(backend: str) -> None:
+    if not dist.is_initialized():
+        return
+    if backend == "gloo":
+        # gloo's worker threads drop a finished collective's tensors after its caller has gone on, and
+        # that takes the GIL. DDP keeps the group and its threads alive past destroy_process_group, so a
+        # drop still pending when the interpreter finalises aborts the rank (SIGABRT after its last
+        # epoch; torch's own issue). Sleeping frees the GIL for them first.
+        time.sleep(GLOO_SETTLE_SECONDS)
+    dist.destroy_process_group()
 
 
 def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
