@@ -14,10 +14,9 @@ per user: installed from another clone's Python, it replaces the first (and says
 
 from __future__ import annotations
 
-import os
 import sys
 
-from .engine.allocator import JEMALLOC_CONF, allocator_env, jemalloc_path
+from .engine.allocator import allocator_env, jemalloc_env
 
 KERNEL_NAME = "seglib"
 
@@ -27,8 +26,8 @@ def install_kernel() -> str:
     from ipykernel.kernelspec import install
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
-    lib = jemalloc_path()
-    if lib is None or os.environ.get("SEGLIB_JEMALLOC", "1") == "0":
+    env = jemalloc_env()  # whatever this process was started with (a terminal of `make lab` is under it)
+    if not env:
         raise SystemExit(
             "seglib.jemalloc: jemalloc is not installed (apt-get install libjemalloc2, or conda's jemalloc), "
             "or SEGLIB_JEMALLOC=0: no kernel installed"
@@ -37,7 +36,6 @@ def install_kernel() -> str:
         before = KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
     except NoSuchKernel:
         before = None
-    env = {"LD_PRELOAD": str(lib), "MALLOC_CONF": JEMALLOC_CONF}  # whatever this process was started with
     where = install(user=True, kernel_name=KERNEL_NAME, display_name="Python (seglib, jemalloc)", env=env)
     replaced = f"; it replaces the one that started {before}" if before not in (None, sys.executable) else ""
     return f"installed the kernel {KERNEL_NAME!r} (Python {sys.executable}) in {where}{replaced}"

@@ -23,6 +23,7 @@ from pathlib import Path
 __all__ = [
     "JEMALLOC_CONF",
     "jemalloc_path",
+    "jemalloc_env",
     "allocator_env",
     "allocator_name",
     "allocator_advice",
@@ -48,13 +49,18 @@ def jemalloc_path() -> Path | None:
     return None
 
 
-def allocator_env() -> dict[str, str]:
-    """Environment that makes a new process allocate with jemalloc; {} when it is off, missing, or when
-    LD_PRELOAD is already set (someone chose for this process tree)."""
+def jemalloc_env() -> dict[str, str]:
+    """The variables that start a process under jemalloc; {} when it is off (SEGLIB_JEMALLOC=0) or missing."""
     lib = jemalloc_path()
-    if os.environ.get("SEGLIB_JEMALLOC", "1") == "0" or lib is None or "LD_PRELOAD" in os.environ:
+    if os.environ.get("SEGLIB_JEMALLOC", "1") == "0" or lib is None:
         return {}
     return {"LD_PRELOAD": str(lib), "MALLOC_CONF": JEMALLOC_CONF}
+
+
+def allocator_env() -> dict[str, str]:
+    """Environment that makes a new process allocate with jemalloc (`jemalloc_env`); {} also when
+    LD_PRELOAD is already set (someone chose for this process tree)."""
+    return {} if "LD_PRELOAD" in os.environ else jemalloc_env()
 
 
 def allocator_name() -> str:

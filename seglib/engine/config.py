@@ -20,6 +20,7 @@ from .losses import LOSSES
 __all__ = [
     "TrainConfig",
     "CHOICES",
+    "OWN_CHOICES",
     "ON_CORRUPT",
     "SCHEDULERS",
     "number_list",
@@ -368,13 +369,15 @@ def _plain(name: str) -> str:
 
 
 # the choices a user's code may add to (seglib.engine.extend)
-_OWN = ("model", "loss", "scheduler", "augmentation")
+OWN_CHOICES = ("model", "loss", "scheduler", "augmentation")
 
 
 def _choice(name: str, value: Any, choices: Any) -> None:
     if value not in choices:
         # a run of a model, loss or scheduler of the user's own, read by a process that has not registered it
         own = (
-            f" (one of your own: seglib.engine.register_{name}({value!r}, ...) first)" if name in _OWN else ""
+            f" (one of your own: seglib.engine.register_{name}({value!r}, ...) first)"
+            if name in OWN_CHOICES
+            else ""
         )
         raise ValueError(f"unknown {name} {value!r}; choose one of {list(choices)}{own}")

@@ -26,7 +26,7 @@ from ..data import (
 from ..metrics import IGNORE_INDEX
 from .batches import ResidentLoader, resolve_device_data
 from .checkpoint import load_checkpoint
-from .config import CHOICES, TrainConfig
+from .config import CHOICES, OWN_CHOICES, TrainConfig
 from .runtime import default_num_workers, resolve_device
 from .threadloader import ThreadLoader
 
@@ -74,18 +74,17 @@ def checkpoint_split(
     images, else with its own (a warning says so)."""
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     saved = ckpt.get("config", {})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}  # of every setting
     if data_root is None and dataset is None:
         over = _run_data(ckpt)
     else:
         over = {"data_root": str(data_root or saved.get("data_root")), "dataset": dataset or "auto"}
-    settings = {k: v for k, v in saved.items() if k in known}
+    settings = {k: v for k, v in saved.items() if k in defaults}
     # a model, loss, scheduler or augmentation of the user's own has no part in reading a split: a process
     # (the command line) that has not registered it still reads the run's split
-    own = (("model", "unet"), ("loss", "bce"), ("scheduler", "none"), ("augmentation", "default"))
-    for name, default in own:
-        if settings.get(name, default) not in CHOICES[name]:
-            settings |= {name: default} | ({"model_kwargs": {}} if name == "model" else {})
+    for name in OWN_CHOICES:
+        if settings.get(name, defaults[name]) not in CHOICES[name]:
+            settings |= {name: defaults[name]} | ({"model_kwargs": {}} if name == "model" else {})
     cfg = TrainConfig(**{**settings, **over})
     same = (
         data_root is None

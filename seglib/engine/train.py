@@ -259,8 +259,7 @@ def _fit(
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
         _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
-    ended = state.epoch >= cfg.epochs or patience_spent(state.epoch, state.best_epoch, cfg.patience)
-    if not ended:  # a finished run's record stays its own: this call trains nothing
+    if not _training_done(state, cfg):  # a finished run's record stays its own: this call trains nothing
         folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
@@ -622,7 +621,7 @@ def _train_and_validate(
                 f"epoch {epoch}: none of the {what} images could be read ({len(stats.skipped)} skipped: "
                 f"{'; '.join(stats.skipped[:3])}); replace the files, or point data_root at other data"
             )
-    return _end_epoch(epoch, state, tr, va, t0, steps, folder, size, env, info)
+    return _end_epoch(epoch, state, tr, va, t0, steps, folder, size, env)
 
 
 def _end_epoch(
@@ -635,7 +634,6 @@ def _end_epoch(
     folder: RunFolder,
     size: int,
     env: Env,
-    info: DistInfo,
 ) -> tuple[dict[str, Any], list[str], HookFailure | None]:
     epoch_lr = state.lr_log[-1] if state.lr_log else state.optimizer.param_groups[0]["lr"]
     if not steps_per_batch(folder.cfg.scheduler):
@@ -669,11 +667,16 @@ def _end_epoch(
     return row, skipped, failed
 
 
+def _training_done(state: TrainState, cfg: TrainConfig) -> bool:
+    """Whether the run has trained all its epochs, or stopped by its patience."""
+    return state.epoch >= cfg.epochs or patience_spent(state.epoch, state.best_epoch, cfg.patience)
+
+
 def _hook_failed(failed: HookFailure, state: TrainState, folder: RunFolder, info: DistInfo) -> None:
     """Raise what `on_epoch` did wrong in the epoch just saved (without its metrics), and how to go on:
     a Ctrl-C in it stops the run as one anywhere else does."""
     epoch, cfg, last = state.epoch, folder.cfg, folder.path / "last.pt"
-    if epoch >= cfg.epochs or patience_spent(epoch, state.best_epoch, cfg.patience):
+    if _training_done(state, cfg):
         saved = (
             f"the run's training is done: {last} holds its last epoch, {epoch}, without the hook's metrics"
         )
