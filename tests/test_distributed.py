@@ -6,6 +6,7 @@ thread (2 processes on a 2-core machine); a launch is slow, mostly imports: ever
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
+def torchrun(*args, out: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `args` (a script or `-m module` and its arguments) in 2 processes; fail with their output."""
     # faulthandler: a rank that dies by a signal (a rare SIGABRT after the last epoch, seen three times in
     # full suites, never alone) prints every thread's Python stack, which this assertion shows
@@ -76,7 +77,25 @@ def torchrun(*args, out: Path) -> subprocess.CompletedProcess:
         f"--master_port={free_port()}",
         *map(str, args),
     ]
-    p = subprocess.run(cmd, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+    # a session of its own: on a timeout the ranks go with the launcher (killing it alone left them running)
+    with subprocess.Popen(
+        cmd,
+        cwd=out,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as launcher:
+        try:
+            stdout, stderr = launcher.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            stdout, stderr = launcher.communicate()
+            pytest.fail(
+                f"torchrun ran past {timeout} s; its ranks are stopped\n{stdout[-4000:]}\n{stderr[-4000:]}"
+            )
+    p = subprocess.CompletedProcess(cmd, launcher.returncode, stdout, stderr)
     fatal = p.stderr.find("Fatal Python error")  # the stacks come before a long list of extension modules
     stacks = p.stderr[fatal : fatal + 6000] if fatal >= 0 else ""
     assert p.returncode == 0, f"{p.stdout[-4000:]}\n{stacks}\n{p.stderr[-4000:]}"
