@@ -338,3 +338,48 @@ def test_a_run_of_your_own_is_told_to_resume_where_it_can_register(own_augmentat
         fit(tiny_config(augmentation="mine"), on_epoch=stop)
     assert "in a process that has registered augmentation 'mine' (the command line cannot)" in str(e.value)
     assert "train --resume" not in str(e.value)
+
+
+# A notebook on macOS or Windows: its code lives in a __main__ with no file, and loader workers start by spawn.
+NOTEBOOK = """
+import json, multiprocessing, sys
+import albumentations as A
+from seglib.engine import TrainConfig, fit, register_augmentation
+{define}
+
+multiprocessing.set_start_method("spawn", force=True)
+register_augmentation("brighter", A.Compose([A.Lambda(image=brighten), A.HorizontalFlip()]))
+try:
+    fit(TrainConfig(**json.loads(sys.argv[1])))
+except ValueError as e:
+    print(e)
+"""
+BRIGHTEN = "def brighten(image, **kwargs):\n    return (image // 2 + 64).astype(image.dtype)\n"
+
+
+@pytest.mark.parametrize(
+    ("define", "workers", "trains"),
+    [
+        (BRIGHTEN, 1, False),  # the worker cannot import the notebook's function
+        (BRIGHTEN, 0, True),  # no worker, nothing to import
+        ("from brighten import brighten", 1, True),  # a function of a .py file beside the notebook
+    ],
+)
+def test_a_notebooks_own_function_in_spawned_workers_is_named_before_training(
+    tmp_path: Path, synthetic_root: Path, define: str, workers: int, trains: bool
+):
+    """A spawned worker died at its start on `Can't get attribute 'brighten' on <module '__main__'>`, and
+    the run said a worker was killed from outside, most often for want of memory."""
+    (tmp_path / "brighten.py").write_text(BRIGHTEN)
+    settings = {**TINY, "dataset": "synthetic", "data_root": str(synthetic_root), "epochs": 1}
+    settings |= {"output_dir": str(tmp_path / "runs"), "augmentation": "brighter", "num_workers": workers}
+    done = _python(tmp_path, "-c", NOTEBOOK.format(define=define), json.dumps(settings))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs").exists() == trains, done.stdout[-3000:]
+    if not trains:
+        said = done.stdout.strip().splitlines()[-1]
+        assert said.startswith(
+            "num_workers=1: loader workers start by spawn here (as on macOS and Windows), and the data set "
+            "holds `brighten`, defined in the notebook (its __main__), which worker processes cannot import."
+        ), said
+        assert "set num_workers=0" in said

@@ -28,6 +28,7 @@ from .batches import ResidentLoader, resolve_device_data
 from .checkpoint import load_checkpoint
 from .config import CHOICES, OWN_CHOICES, TrainConfig
 from .runtime import default_num_workers, resolve_device
+from .spawning import check_workers_can_load
 from .threadloader import ThreadLoader
 
 __all__ = [
@@ -176,8 +177,10 @@ def make_loader(
 
     `num_workers=None` takes `default_num_workers(device)` (a distributed run passes its node's share).
     Workers persist across epochs: the sampler, not the workers' state, decides each epoch's data.
+    Where they start by spawn, what they cannot load is refused here (`check_workers_can_load`).
     """
     workers = default_num_workers(device) if num_workers is None else num_workers
+    check_workers_can_load(dataset, workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,
