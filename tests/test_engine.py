@@ -13,6 +13,7 @@ import torchvision
 from torch import nn
 
 from seglib.data import OxfordPetDataset
+from seglib.data.revisions import SAMPLES_REVISION
 from seglib.engine import (
     HISTORY_COLUMNS,
     CheckpointError,
@@ -174,6 +175,7 @@ def test_fit_writes_a_complete_run(tiny_config, tmp_path):
     assert (start["epoch"], start["step"]) == (0, 0) and start["first_line"].startswith("seglib: unet")
     assert start["first_line"].startswith("seglib: unet (122k parameters)")  # 122,093: it said "0.1M"
     assert start["precision"] in start["first_line"] and start["allocator"] in start["first_line"]
+    assert start["data"] == "oxford-pet" and start["samples_revision"] == SAMPLES_REVISION
     history = pd.read_csv(run / "history.csv")
     assert list(history.columns) == HISTORY_COLUMNS and history.epoch.tolist() == [1, 2]
     assert history[["train_loss", "val_loss"]].notna().all().all()

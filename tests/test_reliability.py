@@ -491,3 +491,54 @@ def test_a_stopped_fit_leaves_no_workers_and_the_process_as_it_was(synthetic_roo
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
     fit(cfg_for(synthetic_root, tmp_path, deterministic=False, run_name="fast", epochs=1))
     assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == before
+
+
+# --- a run resumed on what it did not begin with ---------------------------------------------------------
+def _stopped_after_epoch_1(cfg: TrainConfig) -> Path:
+    """The run of `cfg` stopped after its first epoch (last.pt saved), as Ctrl-C would stop it."""
+
+    def stop(end):
+        raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg, on_epoch=stop)
+    return Path(cfg.output_dir) / cfg.run_name
+
+
+@pytest.mark.slow
+def test_a_run_begun_before_seglibs_samples_changed_says_so_when_resumed(tiny_config, capsys):
+    """A run stopped before 2026-12-05 (masks then resized half a pixel off) went on with the new masks
+    without a word: its val Dice before and after did not compare, nor did it equal an uninterrupted run."""
+    today, old = (_stopped_after_epoch_1(tiny_config(run_name=n)) for n in ("today", "old"))
+    starts = read_environment(old)
+    for start in starts:  # as seglib wrote it on 2026-12-04: no revision, the start's time
+        start.pop("samples_revision", None)
+        start["started"] = "2026-12-04T10:00:00+00:00"
+    (old / "environment.json").write_text(json.dumps(starts))
+    capsys.readouterr()
+    fit(tiny_config(run_name="today"), resume=today)
+    assert "older seglib" not in capsys.readouterr().out
+    fit(tiny_config(run_name="old"), resume=old)
+    said = capsys.readouterr().out
+    assert (
+        f"seglib: {old} began under an older seglib, and since then masks are resized pixel-centred, no "
+        "longer half a pixel off (since 2026-12-05). Its epochs from 2 on train and validate on today's samples"
+    ) in said
+    assert "palette" not in said  # what changed for a folder's masks only is not this data set's
+    assert read_environment(old)[-1]["samples_revision"] == read_environment(today)[-1]["samples_revision"]
+
+
+@pytest.mark.slow
+def test_a_run_resumed_on_data_in_another_folder_names_both(tiny_config, synthetic_root, tmp_path, capsys):
+    """A run whose data folder had moved went on with whatever data_root now named, without a word."""
+    began = tmp_path / "pets"
+    shutil.copytree(synthetic_root, began)
+    run = _stopped_after_epoch_1(tiny_config(data_root=str(began), run_name="moved"))
+    moved = began.rename(tmp_path / "pets-moved")
+    capsys.readouterr()
+    fit(tiny_config(data_root=str(moved), run_name="moved"), resume=run)
+    said = capsys.readouterr().out
+    assert (
+        f"seglib: {run} trained on the data in {began} (no longer there); it goes on with the data in {moved}"
+        in said
+    )

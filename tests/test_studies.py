@@ -2,13 +2,16 @@
 on disk, summaries that call a tie a tie, and parameters checked before anything is timed or trained."""
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
+import torch
 from conftest import tiny_train_config
 
 from seglib.data import OxfordPetDataset
 from seglib.engine import TrainConfig, TrainingInterrupted, fit
+from seglib.engine.environment import record_start, run_environment
 from seglib.study import (
     CURVE_FILE,
     RECIPE_STUDIES,
@@ -87,6 +90,7 @@ def test_a_shorter_budgets_run_is_found_again_whatever_its_timed_plan(tmp_path):
     # timing that varies: planned 6 and re-planned to 7 then, planned 1 now on a busier machine
     saved = TrainConfig(budget_minutes=0.05, epochs=7, checkpoint_every=6)
     saved.save(tmp_path / "config.json")
+    record_start(tmp_path, run_environment(torch.device("cpu"), use_amp=False))
     assert same_config(dataclasses.replace(saved, epochs=1, checkpoint_every=1), tmp_path)
     assert not same_config(dataclasses.replace(saved, epochs=10, checkpoint_every=2), tmp_path)  # every 2nd
     assert not same_config(dataclasses.replace(saved, epochs=1, checkpoint_every=1, lr=0.5), tmp_path)
@@ -416,3 +420,20 @@ def test_a_fixed_epoch_study_says_its_line_is_where_the_longest_run_ended_not_a_
     timed[0].curve = _curve([0.05, 0.1], [0.2, 0.3])
     budgeted = study_curves(timed, [0.1], 0.1)
     assert not budgeted.fixed_epochs and budgeted.marks_label == "training budgets"
+
+
+def test_a_run_begun_on_an_older_seglibs_samples_is_not_reused(tmp_path):
+    """A study run trained before seglib's masks were resized pixel-centred was reused as today's."""
+    from seglib.study.runs import same_config
+
+    cfg = TrainConfig(epochs=3, dataset="oxford-pet")
+    cfg.save(tmp_path / "config.json")
+    assert not same_config(cfg, tmp_path)  # no environment.json: a run from before 2026-12-05
+    (tmp_path / "environment.json").write_text(json.dumps([{"started": "2026-12-04T10:00:00+00:00"}]))
+    assert not same_config(cfg, tmp_path)
+    # begun after that change and before the next, which changed a folder's masks only
+    (tmp_path / "environment.json").write_text(json.dumps([{"started": "2026-12-05T12:00:00+00:00"}]))
+    for dataset, reused in (("oxford-pet", True), ("folder", False)):
+        cfg = TrainConfig(epochs=3, dataset=dataset)
+        cfg.save(tmp_path / "config.json")
+        assert same_config(cfg, tmp_path) == reused, dataset

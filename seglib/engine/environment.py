@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from ..data.revisions import SAMPLES_REVISION, changes_since, revision_at
 from ..provenance import git_changes, git_commit
 from .allocator import allocator_name
 from .io import atomic_write_text
 from .runtime import cpu_kind, precision_name
 
-__all__ = ["ENVIRONMENT_FILE", "run_environment", "record_start", "read_environment"]
+__all__ = ["ENVIRONMENT_FILE", "run_environment", "record_start", "read_environment", "samples_changed"]
 
 ENVIRONMENT_FILE = "environment.json"
 PACKAGES = ("seglib", "torchvision", "albumentations", "numpy", "opencv-python-headless", "onnxruntime")
@@ -43,6 +44,7 @@ def run_environment(device: torch.device, use_amp: bool, world_size: int = 1) ->
         "threads": torch.get_num_threads(),
         "allocator": allocator_name() if device.type == "cpu" else None,
         "world_size": world_size,
+        "samples_revision": SAMPLES_REVISION,  # how seglib read and resized the samples (data.revisions)
     }
 
 
@@ -69,6 +71,22 @@ def read_environment(run_dir: str | Path) -> list[dict[str, Any]]:
             f"{path} holds no list of starts; delete it: only the record of the run's starts is lost"
         )
     return starts
+
+
+def samples_changed(run_dir: str | Path, kind: str | None = None) -> list[str]:
+    """What changed in seglib's samples since the run in `run_dir` began, for data sets of `kind` (None:
+    the kind its starts recorded, else any): empty where it trains on today's samples. A start recorded
+    before the revision was reads as the revision of its date; a run without environment.json as the first."""
+    starts = read_environment(run_dir)
+    revisions = [
+        s["samples_revision"]
+        if "samples_revision" in s
+        else revision_at(s.get("started") or "2000-01-01T00:00:00+00:00")
+        for s in starts
+    ]
+    kinds = {s["data"] for s in starts if "data" in s}
+    kind = kind or (kinds.pop() if len(kinds) == 1 else None)
+    return changes_since(min(revisions, default=1), kind)
 
 
 def _machine(device: torch.device) -> str:

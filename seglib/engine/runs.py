@@ -22,7 +22,7 @@ from torch import nn
 from ..data import holds_data_set
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .environment import record_start
+from .environment import record_start, samples_changed
 from .io import atomic_write_csv
 from .marks import MARK, TrainedNow, refuse_if_trained, trained_now_by, training_mark
 from .state import TrainState
@@ -35,6 +35,7 @@ __all__ = [
     "resumed_run",
     "find_resume_dir",
     "load_resume_checkpoint",
+    "resume_notes",
     "latest_run",
     "load_history",
     "history_frame",
@@ -234,6 +235,25 @@ def _check_resume_data(cfg: TrainConfig, ckpt: dict[str, Any], path: Path) -> No
             f"and data_root {cfg.data_root!r} holds none from {Path.cwd()} (the synthetic demo set would take "
             "its place); pass data_root (--data_path) with the data's folder"
         )
+
+
+def resume_notes(run_dir: Path, ckpt: dict[str, Any], kind: str, root: Path, epoch: int) -> list[str]:
+    """What a run resumed at `epoch` goes on with that it did not begin with, as lines to say: seglib's
+    samples changed since (`samples_changed`), or its data read from another folder (a moved project)."""
+    notes = []
+    if changed := samples_changed(run_dir, kind):
+        notes.append(
+            f"seglib: {run_dir} began under an older seglib, and since then {'; '.join(changed)}. Its epochs "
+            f"from {epoch} on train and validate on today's samples: its val Dice before and after do not "
+            "compare, nor will it equal a run begun today (start a new run for one that does)"
+        )
+    began, now = ckpt.get("data_root"), Path(root).resolve()
+    if began and Path(began) != now:
+        gone = "" if Path(began).exists() else " (no longer there)"
+        notes.append(
+            f"seglib: {run_dir} trained on the data in {began}{gone}; it goes on with the data in {now}"
+        )
+    return notes
 
 
 @dataclass

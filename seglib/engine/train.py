@@ -67,6 +67,7 @@ from .runs import (
     load_resume_checkpoint,
     new_run,
     patience_spent,
+    resume_notes,
     resumed_run,
 )
 from .runtime import (
@@ -258,8 +259,11 @@ def _fit(
     # not under a budget: it re-plans the epochs, so its first plan's last epoch means little
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
         _say(info, note)
-    where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line}
+    where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line, "data": kind}
     if not _training_done(state, cfg):  # a finished run's record stays its own: this call trains nothing
+        if ckpt is not None and info.is_main:  # what it goes on with that it did not begin with
+            for note in resume_notes(run_dir, ckpt, kind, train_ds.root, state.epoch + 1):
+                _say(info, note)
         folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)

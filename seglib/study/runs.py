@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..data import OxfordPetDataset
 from ..engine import TrainConfig, atomic_write_csv, fit, load_history
+from ..engine.environment import samples_changed
 from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER, run_ended
 from .curves import epoch_column, score_kept_models
 
@@ -58,7 +59,7 @@ class StudyRun:
 def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
     """Whether the run in `run_dir` was trained with `cfg`: every setting that changes what is computed
     alike, the epochs of a run that re-plans them under a budget and the choices `cfg` leaves to the
-    machine (None) aside. False where it holds no readable config.json."""
+    machine (None) aside, on the samples today's seglib gives. False where it holds no readable config.json."""
     try:
         saved = TrainConfig.load(Path(run_dir) / "config.json").to_dict()
     except (OSError, ValueError, TypeError):
@@ -78,7 +79,16 @@ def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
             continue  # a shorter budget's run keeps its last model only: "every" is its epochs, timed alike
         if saved.get(key) != value:
             return False
-    return True
+    return _on_todays_samples(Path(run_dir), planned["dataset"])
+
+
+def _on_todays_samples(run_dir: Path, dataset: str) -> bool:
+    """Whether the run trained on the samples today's seglib gives (`samples_changed`): one begun before
+    they changed computed something else."""
+    try:
+        return not samples_changed(run_dir, None if dataset == "auto" else dataset)
+    except ValueError:  # its environment.json unreadable: what it trained on is unknown
+        return False
 
 
 def matching_runs(cfg: TrainConfig) -> list[Path]:
