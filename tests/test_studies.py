@@ -437,3 +437,17 @@ def test_a_run_begun_on_an_older_seglibs_samples_is_not_reused(tmp_path):
         cfg = TrainConfig(epochs=3, dataset=dataset)
         cfg.save(tmp_path / "config.json")
         assert same_config(cfg, tmp_path) == reused, dataset
+
+
+@pytest.mark.slow
+def test_a_study_says_why_it_trains_anew_beside_a_run_on_older_samples(synthetic_root, tmp_path, capsys):
+    out = tmp_path / "runs"
+    first = run_recipe_job("original", None, _job(synthetic_root, out), _tests(synthetic_root), "cpu")
+    (first.run_dir / "environment.json").write_text(json.dumps([{"started": "2026-12-04T10:00:00+00:00"}]))
+    capsys.readouterr()
+    again = run_recipe_job("original", None, _job(synthetic_root, out), _tests(synthetic_root), "cpu")
+    assert not again.reused and again.run_dir.name == f"{first.run_dir.name}-2"
+    assert (
+        f"{first.run_dir.name}: trained before with this config, on the samples of an older seglib"
+        in capsys.readouterr().out
+    )

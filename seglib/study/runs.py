@@ -60,8 +60,12 @@ def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
     """Whether the run in `run_dir` was trained with `cfg`: every setting that changes what is computed
     alike, the epochs of a run that re-plans them under a budget and the choices `cfg` leaves to the
     machine (None) aside, on the samples today's seglib gives. False where it holds no readable config.json."""
+    return _same_settings(cfg, Path(run_dir)) and _on_todays_samples(Path(run_dir), cfg.dataset)
+
+
+def _same_settings(cfg: TrainConfig, run_dir: Path) -> bool:
     try:
-        saved = TrainConfig.load(Path(run_dir) / "config.json").to_dict()
+        saved = TrainConfig.load(run_dir / "config.json").to_dict()
     except (OSError, ValueError, TypeError):
         return False
     planned = cfg.to_dict()
@@ -79,7 +83,7 @@ def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
             continue  # a shorter budget's run keeps its last model only: "every" is its epochs, timed alike
         if saved.get(key) != value:
             return False
-    return _on_todays_samples(Path(run_dir), planned["dataset"])
+    return True
 
 
 def _on_todays_samples(run_dir: Path, dataset: str) -> bool:
@@ -93,6 +97,11 @@ def _on_todays_samples(run_dir: Path, dataset: str) -> bool:
 
 def matching_runs(cfg: TrainConfig) -> list[Path]:
     """The run folders of `cfg.run_name` (or -2, -3, ...) in `cfg.output_dir` trained with `cfg`."""
+    return [p for p in _named_runs(cfg) if same_config(cfg, p)]
+
+
+def _named_runs(cfg: TrainConfig) -> list[Path]:
+    """The run folders of `cfg.run_name` (or -2, -3, ...) in `cfg.output_dir`, shortest name first."""
     base, name = Path(cfg.output_dir), cfg.run_name
     if not name or not base.is_dir():
         return []
@@ -101,8 +110,18 @@ def matching_runs(cfg: TrainConfig) -> list[Path]:
         for p in base.glob(f"{name}*")
         if p.name == name or (p.name.startswith(f"{name}-") and p.name[len(name) + 1 :].isdigit())
     ]
-    found.sort(key=lambda p: (len(p.name), p.name))
-    return [p for p in found if same_config(cfg, p)]
+    return sorted(found, key=lambda p: (len(p.name), p.name))
+
+
+def _older_samples_note(cfg: TrainConfig) -> str | None:
+    """Why a run of `cfg` trained before is not reused where it began on an older seglib's samples."""
+    for run_dir in _named_runs(cfg):
+        if _same_settings(cfg, run_dir) and not _on_todays_samples(run_dir, cfg.dataset):
+            return (
+                f"{run_dir.name}: trained before with this config, on the samples of an older seglib (see "
+                "seglib/data/revisions.py): not reused; training anew in a folder of its own"
+            )
+    return None
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -173,6 +192,8 @@ def run_recipe_job(
         what = "its scored curve" if curve is not None else "its kept models, scored now"
         print(f"{run_dir.name}: trained before with this config; using {what} (delete the folder to retrain)")
     else:
+        if found is None and (note := _older_samples_note(cfg)):
+            print(note)
         # the same config, unfinished: trained again in its folder; else a folder of its own
         target = replace(cfg, run_name=found.name, overwrite=True) if found else replace(cfg, overwrite=False)
         result = fit(target)
