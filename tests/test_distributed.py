@@ -6,7 +6,6 @@ thread (2 processes on a 2-core machine); a launch is slow, mostly imports: ever
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 
@@ -77,20 +77,16 @@ def torchrun(*args, out: Path, timeout: int = 300) -> subprocess.CompletedProces
         f"--master_port={free_port()}",
         *map(str, args),
     ]
-    # a session of its own: on a timeout the ranks go with the launcher (killing it alone left them running)
     with subprocess.Popen(
-        cmd,
-        cwd=out,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+        cmd, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as launcher:
         try:
             stdout, stderr = launcher.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(launcher.pid, signal.SIGKILL)
+            # the ranks too: torchrun starts each in a session of its own, and killing the launcher alone
+            # left them running (and holding the pipes this reads, so the test waited for them to end)
+            for process in [*psutil.Process(launcher.pid).children(recursive=True), launcher]:
+                process.kill()
             stdout, stderr = launcher.communicate()
             pytest.fail(
                 f"torchrun ran past {timeout} s; its ranks are stopped\n{stdout[-4000:]}\n{stderr[-4000:]}"
