@@ -5,6 +5,7 @@ script or notebook would: a registration lasts as long as its process, and must 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 import torch
 from conftest import REPO, TINY
 
-from seglib.data import own_train_transform
+from seglib.data import OxfordPetDataset, own_train_transform
 from seglib.engine import (
     CHOICES,
     TrainConfig,
@@ -383,3 +384,64 @@ def test_a_notebooks_own_function_in_spawned_workers_is_named_before_training(
             "holds `brighten`, defined in the notebook (its __main__), which worker processes cannot import."
         ), said
         assert "set num_workers=0" in said
+
+
+# The same as a script run by `python train.py` or as a package run by `python -m pets`: spawned workers run
+# its __main__ again, as __mp_main__ (so without what the main guard defines); a package's __main__ never.
+SCRIPT = """
+import json, multiprocessing, sys
+import albumentations as A
+from seglib.engine import TrainConfig, fit, register_augmentation
+{top}
+if __name__ == "__main__":
+{guarded}
+    multiprocessing.set_start_method("spawn", force=True)
+    register_augmentation("brighter", A.Compose([A.Lambda(image=brighten), A.HorizontalFlip()]))
+    try:
+        fit(TrainConfig(**json.loads(sys.argv[-1])))
+    except ValueError as e:
+        print(e)
+"""
+
+
+@pytest.mark.parametrize(
+    ("how", "guarded", "refused"),
+    [
+        ("script", False, None),  # defined at the top: the worker's __mp_main__ has it
+        ("script", True, 'defined under `if __name__ == "__main__":` in '),
+        ("package", False, "defined in the program (its __main__), which worker processes cannot import"),
+    ],
+)
+def test_a_scripts_function_that_spawned_workers_lack_is_named(
+    tmp_path: Path, synthetic_root: Path, how: str, guarded: bool, refused: str | None
+):
+    indented = "".join(f"    {line}\n" for line in BRIGHTEN.splitlines())
+    code = SCRIPT.format(top="" if guarded else BRIGHTEN, guarded=indented if guarded else "")
+    if how == "script":
+        (tmp_path / "train.py").write_text(code)
+        args = ["train.py"]
+    else:
+        (tmp_path / "pets").mkdir()
+        (tmp_path / "pets" / "__init__.py").write_text("")
+        (tmp_path / "pets" / "__main__.py").write_text(code)
+        args = ["-m", "pets"]
+    settings = {**TINY, "dataset": "synthetic", "data_root": str(synthetic_root), "epochs": 1}
+    settings |= {"output_dir": str(tmp_path / "runs"), "augmentation": "brighter", "num_workers": 1}
+    done = _python(tmp_path, *args, json.dumps(settings))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs").exists() == (refused is None), done.stdout[-3000:]
+    if refused:
+        assert refused in done.stdout.strip().splitlines()[-1] and "`brighten`" in done.stdout, done.stdout
+
+
+def test_what_pickles_only_while_spawning_is_left_to_the_loader(synthetic_root: Path):
+    """A data set holding a multiprocessing.Value (which pickles only while a process is spawned) was
+    refused with a RuntimeError, though spawned workers load it."""
+    from seglib.engine.spawning import check_workers_can_load
+
+    ds = OxfordPetDataset(synthetic_root, "val", image_size=32, limit=4)
+    ds.counter = multiprocessing.get_context("spawn").Value("i", 0)
+    check_workers_can_load(ds, 1, "spawn")
+    ds.counter = lambda: 0  # what no process can receive is named
+    with pytest.raises(ValueError, match=r"what cannot be sent to worker processes \(Can't pickle"):
+        check_workers_can_load(ds, 1, "spawn")

@@ -3,12 +3,15 @@
 Such a worker gets the data set pickled and imports afresh every function and class it names. One defined
 in a notebook, or in `python -c`, lives in a `__main__` that the worker cannot import: the worker died at
 its start with "Can't get attribute ... on <module '__main__'>" in the log, and the run said only that a
-worker had exited (as if the system had killed it for memory). A lambda or a function defined inside
-another cannot be pickled at all. Under fork (Linux) the workers inherit them, and nothing is checked.
+worker had exited (as if the system had killed it for memory). A script's `__main__` the worker runs again,
+but not what it defines under `if __name__ == "__main__":`; a package's `__main__.py` it never runs again.
+A lambda or a function defined inside another cannot be pickled at all. Under fork (Linux) the workers
+inherit all of it, and nothing is checked.
 """
 
 from __future__ import annotations
 
+import ast
 import pickle
 import sys
 import types
@@ -26,32 +29,73 @@ def check_workers_can_load(dataset: Any, num_workers: int, start_method: str | N
     method = start_method or mp.get_start_method()
     if num_workers == 0 or method == "fork":
         return
-    unimportable = not _main_importable()
-    finder = _MainFinder(unimportable)
+    finder = _MainFinder()
     try:
         finder.dump(dataset)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
         finder.failed = str(e)
-    if finder.found:
-        names = ", ".join(f"`{n}`" for n in sorted(finder.found))
-        what = f"{names}, defined in the notebook (its __main__), which worker processes cannot import"
+    except Exception:  # e.g. a multiprocessing.Value, which pickles only while a process is being spawned
+        return  # what this cannot tell, the loader finds out
+    lacking, where = _lacking_in_workers(finder.found)
+    if lacking:
+        what = f"{', '.join(f'`{n}`' for n in sorted(lacking))}, defined {where}"
     elif finder.failed:
         what = f"what cannot be sent to worker processes ({finder.failed})"
     else:
         return
     raise ValueError(
         f"num_workers={num_workers}: loader workers start by {method} here (as on macOS and Windows), and the "
-        f"data set holds {what}. Define it in a .py file beside the notebook and import it from there, or set "
-        "num_workers=0 (TrainConfig, --num_workers, evaluate's num_workers)"
+        f"data set holds {what}. Define it at the top of a .py file beside the notebook and import it from "
+        "there, or set num_workers=0 (TrainConfig, --num_workers, evaluate's num_workers)"
     )
 
 
-def _main_importable() -> bool:
-    """Whether a spawned process can run `__main__` again to find its names: a script file can; a
-    notebook's kernel, `python -c` and standard input cannot."""
+def _lacking_in_workers(found: set[str]) -> tuple[set[str], str]:
+    """Of the `__main__` functions and classes (qualified names) that pickling met, those a spawned worker's
+    `__main__` will lack, as multiprocessing.spawn prepares it, and where they are defined."""
     main = sys.modules.get("__main__")
-    file = getattr(main, "__file__", None)
-    return getattr(main, "__spec__", None) is not None or (file is not None and Path(file).is_file())
+    spec = getattr(main, "__spec__", None)
+    gone = "in the notebook (its __main__), which worker processes cannot import"
+    if spec is not None:  # `python -m name`: imported again by name, unless it is a package's __main__
+        if spec.name == "__main__" or spec.name.endswith(".__main__"):
+            return found, gone.replace("the notebook", "the program")
+        source = spec.origin
+    else:  # a script is run again; a notebook's kernel, `python -c` and standard input are not
+        source = getattr(main, "__file__", None)
+        if source is None or not Path(source).is_file():
+            return found, gone
+    guarded = _defined_under_main_guard(source) if found else set()
+    lacking = {name for name in found if name.split(".")[0] in guarded}
+    return lacking, f'under `if __name__ == "__main__":` in {source}, which worker processes skip'
+
+
+def _defined_under_main_guard(path: str | None) -> set[str]:
+    """The functions and classes a script defines only under `if __name__ == "__main__":` (which a worker
+    running it again as `__mp_main__` skips)."""
+    try:
+        tree = ast.parse(Path(str(path)).read_text())
+    except (OSError, SyntaxError, ValueError):
+        return set()
+    guarded: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            guarded |= {d.name for d in ast.walk(node) if isinstance(d, _DEFINITIONS)}
+    elsewhere = {d.name for d in tree.body if isinstance(d, _DEFINITIONS)}
+    return guarded - elsewhere
+
+
+_DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _is_main_guard(test: ast.expr) -> bool:
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
 
 
 class _Sink:
@@ -60,19 +104,15 @@ class _Sink:
 
 
 class _MainFinder(pickle.Pickler):
-    """Pickles to nowhere, noting the functions and classes of an unimportable `__main__` it meets."""
+    """Pickles to nowhere, noting the functions and classes of `__main__` it meets."""
 
-    def __init__(self, main_unimportable: bool) -> None:
+    def __init__(self) -> None:
         # protocol 5 with a buffer_callback: arrays' data goes nowhere instead of being copied
         super().__init__(_Sink(), protocol=5, buffer_callback=lambda _: None)
-        self.main_unimportable = main_unimportable
         self.found: set[str] = set()
         self.failed = ""
 
     def reducer_override(self, obj: Any) -> Any:
-        in_main = (
-            isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == "__main__"
-        )
-        if in_main and self.main_unimportable:
+        if isinstance(obj, (types.FunctionType, type)) and getattr(obj, "__module__", None) == "__main__":
             self.found.add(getattr(obj, "__qualname__", repr(obj)))
         return NotImplemented
