@@ -509,7 +509,8 @@ def _stopped_after_epoch_1(cfg: TrainConfig) -> Path:
 def test_a_run_begun_before_seglibs_samples_changed_says_so_when_resumed(tiny_config, capsys):
     """A run stopped before 2026-12-05 (masks then resized half a pixel off) went on with the new masks
     without a word: its val Dice before and after did not compare, nor did it equal an uninterrupted run."""
-    today, old = (_stopped_after_epoch_1(tiny_config(run_name=n)) for n in ("today", "old"))
+    today = _stopped_after_epoch_1(tiny_config(run_name="today"))
+    old = _stopped_after_epoch_1(tiny_config(run_name="old", epochs=3))
     starts = read_environment(old)
     for start in starts:  # as seglib wrote it on 2026-12-04: no revision, the start's time
         start.pop("samples_revision", None)
@@ -518,14 +519,42 @@ def test_a_run_begun_before_seglibs_samples_changed_says_so_when_resumed(tiny_co
     capsys.readouterr()
     fit(tiny_config(run_name="today"), resume=today)
     assert "older seglib" not in capsys.readouterr().out
-    fit(tiny_config(run_name="old"), resume=old)
-    said = capsys.readouterr().out
-    assert (
+    note = (
         f"seglib: {old} began under an older seglib, and since then masks are resized pixel-centred, no "
         "longer half a pixel off (since 2026-12-05). Its epochs from 2 on train and validate on today's samples"
-    ) in said
-    assert "palette" not in said  # what changed for a folder's masks only is not this data set's
+    )
+    with pytest.raises(TrainingInterrupted):  # stopped again, after epoch 2
+        fit(tiny_config(run_name="old", epochs=3), resume=old, on_epoch=_stop_at(2))
+    said = capsys.readouterr().out
+    assert note in said and "palette" not in said  # a folder's masks only changed next: not this data set's
+    fit(tiny_config(run_name="old", epochs=3), resume=old)
+    assert note in capsys.readouterr().out  # still from 2: epoch 2 trained on today's samples too
     assert read_environment(old)[-1]["samples_revision"] == read_environment(today)[-1]["samples_revision"]
+
+
+def _stop_at(epoch: int):
+    def stop(end):
+        if end.epoch == epoch:
+            raise KeyboardInterrupt
+
+    return stop
+
+
+def test_start_records_seglib_cannot_read_count_as_the_oldest(tmp_path):
+    """A start's time without a time zone, or not a time, made a resume and notebook 06 raise TypeError."""
+    from seglib.engine.environment import samples_changed
+
+    pixel_centred, folder_masks = 1, 1  # the changes after revision 1, and the folder-only one after 2
+    for starts, kind, changes in (
+        ([{"started": "2026-12-06T10:00:00"}], "folder", folder_masks),  # taken as UTC: revision 2
+        ([{"started": "2026-12-06T10:00:00"}], "oxford-pet", 0),
+        ([{"started": "06/12/2026 10:00"}], "oxford-pet", pixel_centred),
+        ([{"started": 5}, "not a start"], "oxford-pet", pixel_centred),
+        ([{"samples_revision": "3", "started": "2026-12-07T00:00:00+00:00"}], "folder", 0),
+        ([], "oxford-pet", pixel_centred),
+    ):
+        (tmp_path / "environment.json").write_text(json.dumps(starts))
+        assert len(samples_changed(tmp_path, kind)) == changes, (starts, kind)
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ with; the engine says so, and a study does not reuse such a run as if it were to
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 __all__ = ["SAMPLES_REVISION", "CHANGES", "changes_since", "revision_at"]
 
@@ -25,10 +25,17 @@ CHANGES: tuple[tuple[int, str, tuple[str, ...], str], ...] = (
 )
 
 
-def revision_at(started: str) -> int:
+def revision_at(started: object) -> int:
     """The revision of a seglib started at `started` (ISO time), for the records that predate the
-    revision's own: the last change made by then (a checkout older than its date reads as newer)."""
-    when = datetime.fromisoformat(started)
+    revision's own: the last change made by then (a checkout older than its date reads as newer). A time
+    that cannot be read counts as the first revision; one without a time zone as UTC."""
+    try:
+        when = datetime.fromisoformat(started) if isinstance(started, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        return 1
+    when = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
     return max((r for r, since, _, _ in CHANGES if when >= datetime.fromisoformat(since)), default=1)
 
 

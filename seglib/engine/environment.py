@@ -23,7 +23,14 @@ from .allocator import allocator_name
 from .io import atomic_write_text
 from .runtime import cpu_kind, precision_name
 
-__all__ = ["ENVIRONMENT_FILE", "run_environment", "record_start", "read_environment", "samples_changed"]
+__all__ = [
+    "ENVIRONMENT_FILE",
+    "run_environment",
+    "record_start",
+    "read_environment",
+    "samples_changed",
+    "first_epoch_on_todays_samples",
+]
 
 ENVIRONMENT_FILE = "environment.json"
 PACKAGES = ("seglib", "torchvision", "albumentations", "numpy", "opencv-python-headless", "onnxruntime")
@@ -77,16 +84,27 @@ def samples_changed(run_dir: str | Path, kind: str | None = None) -> list[str]:
     """What changed in seglib's samples since the run in `run_dir` began, for data sets of `kind` (None:
     the kind its starts recorded, else any): empty where it trains on today's samples. A start recorded
     before the revision was reads as the revision of its date; a run without environment.json as the first."""
-    starts = read_environment(run_dir)
-    revisions = [
-        s["samples_revision"]
-        if "samples_revision" in s
-        else revision_at(s.get("started") or "2000-01-01T00:00:00+00:00")
-        for s in starts
-    ]
-    kinds = {s["data"] for s in starts if "data" in s}
+    starts = [s for s in read_environment(run_dir) if isinstance(s, dict)]
+    kinds = {s["data"] for s in starts if isinstance(s.get("data"), str)}
     kind = kind or (kinds.pop() if len(kinds) == 1 else None)
-    return changes_since(min(revisions, default=1), kind)
+    return changes_since(min(map(_start_revision, starts), default=1), kind)
+
+
+def first_epoch_on_todays_samples(run_dir: str | Path) -> int | None:
+    """The first epoch the run in `run_dir` trained on the samples today's seglib gives (None: none yet)."""
+    for start in read_environment(run_dir):
+        if isinstance(start, dict) and _start_revision(start) == SAMPLES_REVISION:
+            done = start.get("epoch")
+            return done + 1 if isinstance(done, int) else None
+    return None
+
+
+def _start_revision(start: dict[str, Any]) -> int:
+    """The samples' revision a start trained on: as it recorded, else that of its date."""
+    revision = start.get("samples_revision")
+    if isinstance(revision, int) and not isinstance(revision, bool):
+        return revision
+    return revision_at(start.get("started"))
 
 
 def _machine(device: torch.device) -> str:

@@ -22,7 +22,7 @@ from torch import nn
 from ..data import holds_data_set
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .environment import record_start, samples_changed
+from .environment import first_epoch_on_todays_samples, record_start, samples_changed
 from .io import atomic_write_csv
 from .marks import MARK, TrainedNow, refuse_if_trained, trained_now_by, training_mark
 from .state import TrainState
@@ -242,6 +242,7 @@ def resume_notes(run_dir: Path, ckpt: dict[str, Any], kind: str, root: Path, epo
     samples changed since (`samples_changed`), or its data read from another folder (a moved project)."""
     notes = []
     if changed := samples_changed(run_dir, kind):
+        epoch = first_epoch_on_todays_samples(run_dir) or epoch  # resumed before under today's seglib
         notes.append(
             f"seglib: {run_dir} began under an older seglib, and since then {'; '.join(changed)}. Its epochs "
             f"from {epoch} on train and validate on today's samples: its val Dice before and after do not "
