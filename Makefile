@@ -2,8 +2,8 @@
 # `make test-fast` all but the slow ones (the trainings and whole workflows).
 # Each creates .venv on first use and installs the project into it, at the exact versions of
 # requirements-dev.lock (what CI passed); `make lock` refreshes that file from pyproject.toml.
-# Python 3.11 (what CI runs) or 3.12 (the suite passed on it by hand); PYTHON=/path/to/python picks another.
-PYTHON ?= $(firstword $(shell command -v python3.11 python3.12 2>/dev/null))
+# Python 3.11 (what CI runs), 3.12 or 3.13 (the suite passed on them by hand); PYTHON=/path/to/python picks another.
+PYTHON ?= $(firstword $(shell command -v python3.11 python3.12 python3.13 2>/dev/null))
 PROFILE ?= quick
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -13,7 +13,7 @@ LOCK   := requirements-dev.lock
 .PHONY: workbook test test-fast lint format data lab bench docs clean-venv lock
 
 $(STAMP): pyproject.toml $(LOCK)
-	@test -x $(PY) || test -n "$(PYTHON)" || { echo "make: no python3.11 or python3.12 on PATH: install one, or give PYTHON=/path/to/python3.11"; exit 1; }
+	@test -x $(PY) || test -n "$(PYTHON)" || { echo "make: no python3.11, python3.12 or python3.13 on PATH: install one, or give PYTHON=/path/to/python3.11"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r $(LOCK) -e '.[dev]'
 	touch $(STAMP)
