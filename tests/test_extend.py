@@ -445,3 +445,19 @@ def test_what_pickles_only_while_spawning_is_left_to_the_loader(synthetic_root: 
     ds.counter = lambda: 0  # what no process can receive is named
     with pytest.raises(ValueError, match=r"what cannot be sent to worker processes \(Can't pickle"):
         check_workers_can_load(ds, 1, "spawn")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_spawn_check_leaves_the_start_method_unset(tmp_path: Path, synthetic_root: Path, workers: int):
+    """The check asked for the start method, which fixed it: a user's set_start_method("spawn") after a
+    loader made without workers raised "context has already been set"."""
+    code = (
+        "import multiprocessing, sys\n"
+        "from seglib.data import OxfordPetDataset\n"
+        "from seglib.engine.spawning import check_workers_can_load\n"
+        "check_workers_can_load(OxfordPetDataset(sys.argv[1], 'val', limit=2), int(sys.argv[2]))\n"
+        "multiprocessing.set_start_method('spawn')\n"
+        "print(multiprocessing.get_start_method())\n"
+    )
+    done = _python(tmp_path, "-c", code, str(synthetic_root), str(workers))
+    assert done.returncode == 0 and done.stdout.strip() == "spawn", done.stderr[-2000:]

@@ -26,8 +26,11 @@ __all__ = ["check_workers_can_load"]
 def check_workers_can_load(dataset: Any, num_workers: int, start_method: str | None = None) -> None:
     """Raise ValueError, naming what and what to do, where `num_workers` worker processes started by
     `start_method` (None: this process's) cannot load `dataset`."""
-    method = start_method or mp.get_start_method()
-    if num_workers == 0 or method == "fork":
+    if num_workers == 0:
+        return
+    # not get_start_method(): it would fix this process's method, and a later set_start_method would fail
+    method = start_method or mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0]
+    if method == "fork":
         return
     finder = _MainFinder()
     try:
