@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_train_config
 
-from seglib.data import OxfordPetDataset
+from seglib.data import OxfordPetDataset, make_synthetic_folder
 from seglib.engine import TrainConfig, TrainingInterrupted, fit
 from seglib.engine.environment import record_start, run_environment
 from seglib.study import (
@@ -437,6 +437,34 @@ def test_a_run_begun_on_an_older_seglibs_samples_is_not_reused(tmp_path):
         cfg = TrainConfig(epochs=3, dataset=dataset)
         cfg.save(tmp_path / "config.json")
         assert same_config(cfg, tmp_path) == reused, dataset
+
+
+def test_an_auto_run_between_the_changes_counts_as_of_the_kind_auto_takes(synthetic_root, tmp_path):
+    """An "auto" run begun between the two changes, before starts recorded their kind, was trained anew by
+    notebook 06 on the real data too: the folder-only change counted for any kind."""
+    from seglib.study.runs import same_config
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "environment.json").write_text(json.dumps([{"started": "2026-12-05T12:00:00+00:00"}]))
+    folder = make_synthetic_folder(tmp_path / "folder", n=4)
+    for data_root, reused in ((synthetic_root, True), (folder, False), (tmp_path / "nothing", True)):
+        cfg = TrainConfig(epochs=3, dataset="auto", data_root=str(data_root))
+        cfg.save(run_dir / "config.json")
+        assert same_config(cfg, run_dir) == reused, data_root
+    # a kind the starts recorded is the kind, wherever data_root points today
+    (run_dir / "environment.json").write_text(
+        json.dumps([{"started": "2026-12-05T12:00:00+00:00", "data": "oxford-pet"}])
+    )
+    cfg = TrainConfig(epochs=3, dataset="auto", data_root=str(folder))
+    cfg.save(run_dir / "config.json")
+    assert same_config(cfg, run_dir)
+    # two kinds recorded (data_root changed kind between resumes): every kind's changes count
+    starts = [{"started": "2026-12-05T12:00:00+00:00", "data": k} for k in ("folder", "oxford-pet")]
+    (run_dir / "environment.json").write_text(json.dumps(starts))
+    cfg = TrainConfig(epochs=3, dataset="auto", data_root=str(synthetic_root))
+    cfg.save(run_dir / "config.json")
+    assert not same_config(cfg, run_dir)
 
 
 @pytest.mark.slow

@@ -67,6 +67,7 @@ __all__ = [
     "ListEntry",
     "OxfordPetDataset",
     "augment_seed",
+    "auto_kind",
     "check_split_fractions",
     "check_trimap",
     "collate",
@@ -147,6 +148,14 @@ def _synthetic_set_at(data_root: str | Path) -> Path | None:
     return None
 
 
+def auto_kind(data_root: str | Path) -> str:
+    """The kind of data set "auto" takes at `data_root`: "oxford-pet", "folder" or "synthetic" (the demo
+    set). It only looks; `resolve_data_root` checks the data and generates the demo set."""
+    if is_oxford_pet_root(data_root):
+        return "oxford-pet"
+    return "folder" if is_folder_root(data_root) else "synthetic"
+
+
 def resolve_data_root(
     data_root: str | Path, dataset: str = "auto", synthetic_root: str | Path = "data/synthetic-pets"
 ) -> tuple[Path, str]:
@@ -159,12 +168,10 @@ def resolve_data_root(
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {list(DATASETS)}")
-    if dataset == "folder" or (
-        dataset == "auto" and is_folder_root(data_root) and not is_oxford_pet_root(data_root)
-    ):
+    if dataset == "folder" or (dataset == "auto" and auto_kind(data_root) == "folder"):
         find_pairs(data_root, on_missing="skip")  # raises with the layout when it is not a folder data set
         return Path(data_root).expanduser(), "folder"
-    if dataset == "oxford-pet" or (dataset == "auto" and is_oxford_pet_root(data_root)):
+    if dataset == "oxford-pet" or (dataset == "auto" and auto_kind(data_root) == "oxford-pet"):
         return find_root(data_root), "oxford-pet"  # raises with how-to-download when absent
     syn = (_synthetic_set_at(data_root) if dataset == "synthetic" else None) or Path(synthetic_root)
     if not is_oxford_pet_root(syn):

@@ -80,14 +80,14 @@ def read_environment(run_dir: str | Path) -> list[dict[str, Any]]:
     return starts
 
 
-def samples_changed(run_dir: str | Path, kind: str | None = None) -> list[str]:
+def samples_changed(run_dir: str | Path, kind: str | None = None, assumed: str | None = None) -> list[str]:
     """What changed in seglib's samples since the run in `run_dir` began, for data sets of `kind` (None:
-    the kind its starts recorded, else any): empty where it trains on today's samples. A start from before
-    the starts recorded a revision reads as the revision of its date; a run without environment.json as the
-    first."""
+    the one kind its starts recorded; where they recorded none, `assumed`; else any): empty where it trains
+    on today's samples. A start from before the starts recorded a revision reads as the revision of its
+    date; a run without environment.json as the first."""
     starts = [s for s in read_environment(run_dir) if isinstance(s, dict)]
     kinds = {s["data"] for s in starts if isinstance(s.get("data"), str)}
-    kind = kind or (kinds.pop() if len(kinds) == 1 else None)
+    kind = kind or (kinds.pop() if len(kinds) == 1 else None if kinds else assumed)
     return changes_since(min(map(_start_revision, starts), default=1), kind)
 
 

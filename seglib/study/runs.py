@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data import OxfordPetDataset
+from ..data import OxfordPetDataset, auto_kind
 from ..engine import TrainConfig, atomic_write_csv, fit, load_history
 from ..engine.environment import samples_changed
 from ..engine.runs import CHOSEN_BY_MACHINE, RESUME_MAY_DIFFER, run_ended
@@ -60,7 +60,7 @@ def same_config(cfg: TrainConfig, run_dir: str | Path) -> bool:
     """Whether the run in `run_dir` was trained with `cfg`: every setting that changes what is computed
     alike, the epochs of a run that re-plans them under a budget and the choices `cfg` leaves to the
     machine (None) aside, on the samples today's seglib gives. False where it holds no readable config.json."""
-    return _same_settings(cfg, Path(run_dir)) and _on_todays_samples(Path(run_dir), cfg.dataset)
+    return _same_settings(cfg, Path(run_dir)) and _on_todays_samples(Path(run_dir), cfg)
 
 
 def _same_settings(cfg: TrainConfig, run_dir: Path) -> bool:
@@ -86,11 +86,13 @@ def _same_settings(cfg: TrainConfig, run_dir: Path) -> bool:
     return True
 
 
-def _on_todays_samples(run_dir: Path, dataset: str) -> bool:
+def _on_todays_samples(run_dir: Path, cfg: TrainConfig) -> bool:
     """Whether the run trained on the samples today's seglib gives (`samples_changed`): one begun before
-    they changed computed something else."""
+    they changed computed something else. An "auto" run whose starts did not record the kind it took (those
+    before 2026-12-07) counts as of the kind "auto" takes at `cfg.data_root` today."""
+    kind, assumed = (None, auto_kind(cfg.data_root)) if cfg.dataset == "auto" else (cfg.dataset, None)
     try:
-        return not samples_changed(run_dir, None if dataset == "auto" else dataset)
+        return not samples_changed(run_dir, kind, assumed)
     except ValueError:  # its environment.json unreadable: what it trained on is unknown
         return False
 
@@ -116,7 +118,7 @@ def _named_runs(cfg: TrainConfig) -> list[Path]:
 def _older_samples_note(cfg: TrainConfig) -> str | None:
     """Why a run of `cfg` trained before is not reused where it began on an older seglib's samples."""
     for run_dir in _named_runs(cfg):
-        if _same_settings(cfg, run_dir) and not _on_todays_samples(run_dir, cfg.dataset):
+        if _same_settings(cfg, run_dir) and not _on_todays_samples(run_dir, cfg):
             return (
                 f"{run_dir.name}: trained before with this config, on the samples of an older seglib (see "
                 "seglib/data/revisions.py): not reused; training anew in a folder of its own"
