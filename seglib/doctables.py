@@ -180,35 +180,40 @@ def render_table(spec: TableSpec | str, root: Path = REPO) -> str:
     if missing:
         raise DocTableError(f"{'+'.join(spec.sources)} has no column {missing[0]!r}; it has {header}")
     rows = [r for r in rows if all(r.get(col, "") in values for col, values in spec.where)]
-    if not grouped:
+    if spec.group is None:
         heads = spec.columns or header
         body = [[_format(r.get(c, ""), spec.formats.get(c), r) for c in heads] for r in rows]
+    elif spec.mean is None:  # parse_spec refuses this; a TableSpec built by hand may not
+        raise DocTableError("group= and mean= go together")
     else:
-        keys = [*spec.group, spec.mean, "n"] + ([spec.list_col] if spec.list_col else [])
-        order = spec.columns or keys
-        if set(order) - set(keys):
-            raise DocTableError(
-                f"with group=, columns= names only {keys}, not {sorted(set(order) - set(keys))}"
-            )
-        groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
-        for row in rows:
-            groups.setdefault(tuple(row.get(c, "") for c in spec.group), []).append(row)
-        body = []
-        for key, members in groups.items():
-            cells = {
-                c: _format(v, spec.formats.get(c), members[0]) for c, v in zip(spec.group, key, strict=True)
-            }
-            cells[spec.mean] = _mean_sd([m.get(spec.mean, "") for m in members], spec.formats.get(spec.mean))
-            cells["n"] = str(len(members))
-            if spec.list_col:
-                seen = dict.fromkeys(m.get(spec.list_col, "") for m in members if m.get(spec.list_col))
-                cells[spec.list_col] = ", ".join(seen)
-            body.append([cells[c] for c in order])
-        heads = [f"{c} mean ± sd" if c == spec.mean else c for c in order]
+        heads, body = _grouped(spec, spec.group, spec.mean, rows)
     lines = ["| " + " | ".join(_cell(h.replace("_", " ")) for h in heads) + " |"]
     lines.append("|" + "---|" * len(heads))
     lines += ["| " + " | ".join(_cell(c) for c in cells) + " |" for cells in body]
     return "\n".join(lines)
+
+
+def _grouped(
+    spec: TableSpec, group: list[str], mean: str, rows: list[dict[str, str]]
+) -> tuple[list[str], list[list[str]]]:
+    """The headers and rows of a group= table: one row per group, `mean` as mean ± sd."""
+    keys = [*group, mean, "n"] + ([spec.list_col] if spec.list_col else [])
+    order = spec.columns or keys
+    if set(order) - set(keys):
+        raise DocTableError(f"with group=, columns= names only {keys}, not {sorted(set(order) - set(keys))}")
+    groups: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(c, "") for c in group), []).append(row)
+    body = []
+    for key, members in groups.items():
+        cells = {c: _format(v, spec.formats.get(c), members[0]) for c, v in zip(group, key, strict=True)}
+        cells[mean] = _mean_sd([m.get(mean, "") for m in members], spec.formats.get(mean))
+        cells["n"] = str(len(members))
+        if spec.list_col:
+            seen = dict.fromkeys(m.get(spec.list_col, "") for m in members if m.get(spec.list_col))
+            cells[spec.list_col] = ", ".join(seen)
+        body.append([cells[c] for c in order])
+    return [f"{c} mean ± sd" if c == mean else c for c in order], body
 
 
 def _source_note(spec: TableSpec, md_path: Path, root: Path) -> str:

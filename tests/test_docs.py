@@ -205,6 +205,12 @@ def test_bad_markers_say_what_is_wrong(project: Path, spec: str, message: str):
         render_table(spec, project)
 
 
+def test_a_spec_built_by_hand_needs_mean_with_group(project: Path):
+    # parse_spec refuses group= without mean=; before, a TableSpec built so rendered a "None" column
+    with pytest.raises(DocTableError, match="go together"):
+        render_table(doctables.TableSpec(["docs/runs.csv"], group=["model"]), project)
+
+
 def test_update_fills_a_block_and_check_fails_when_it_goes_stale(project: Path):
     md = project / "docs" / "page.md"
     md.write_text(
