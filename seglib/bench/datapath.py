@@ -8,8 +8,9 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ def oxford_sized_set(n: int, n_test: int | None = None, seed: int = 0, under: Pa
     return root
 
 
-def _loader_rate(loader_factory: Callable[[], DataLoader]) -> Callable[[], float]:
+def _loader_rate(loader_factory: Callable[[], Iterable[dict[str, Any]]]) -> Callable[[], float]:
     def run() -> float:
         loader = loader_factory()
         t = time.perf_counter()

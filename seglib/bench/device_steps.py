@@ -58,7 +58,8 @@ def bench_train_step(
 
     ref, fst = interleaved(reference, fast, reps)
     eager_peaks = dict(peaks)  # the memory row is the eager steps': CUDA graphs keep a pool of their own
-    tuned, compiled = None, {}
+    tuned: list[float] | None = None
+    compiled: Compiled = {}
     if device.type == "cuda":
         tuned, compiled = _cuda_variants(fast, fast_model, fast_opt, (x_cl, y), amp, reps, compile_too)
     what = step_what(name, kwargs, size, batch)
@@ -124,7 +125,9 @@ def _cuda_variants(
     compiled: Compiled = {}
     for mode, label in COMPILE_MODES.items() if compile_too else ():  # worth its compile time?
         torch._dynamo.reset()  # each mode compiles afresh
-        step_model = torch.compile(model, mode=mode)  # shares the parameters: `opt` still steps them
+        # shares the parameters: `opt` still steps them. torch's stub types compile(Module) as a plain
+        # callable; what it returns is an OptimizedModule, a Module
+        step_model: torch.nn.Module = torch.compile(model, mode=mode)  # type: ignore[assignment]
         if mode == "reduce-overhead":
             step_model = _GraphSteps(step_model)
         sync(x.device)

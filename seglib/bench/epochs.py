@@ -112,7 +112,8 @@ def _timed_epoch(
 ) -> float:
     """images/s of seglib's steps over `batches` (`to_input(batch, step)` makes the model's input); the
     share of the time spent waiting for the next batch goes into `waits`."""
-    t, n, wait, step, total = time.perf_counter(), 0, 0.0, 0, 0.0
+    t, n, wait, step = time.perf_counter(), 0, 0.0, 0
+    total: torch.Tensor | float = 0.0  # a tensor on the device from the first step on
     it = iter(batches)
     while True:
         w0 = time.perf_counter()
@@ -142,7 +143,8 @@ def _device_epoch_rows(
     loader = ResidentLoader(ds, batch, sampler, dev) if resident else make_loader(ds, batch, sampler, dev)
     model, opt = model_and_optimizer("unet", kwargs, dev, fmt, seglib=True)
     prep = BatchPrep(dev, fmt == torch.channels_last, DeviceAugment(), seed=0)
-    amp, waits = default_amp(dev), []
+    amp = default_amp(dev)
+    waits: list[float] = []
 
     def all_passes() -> Iterator[dict]:
         for p in range(passes):

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -35,6 +35,9 @@ class StepWorker:
             text=True,
             env=env,
         )
+        stdin, stdout = self._proc.stdin, self._proc.stdout
+        assert stdin is not None and stdout is not None  # both are pipes: PIPE above
+        self._stdin, self._stdout = stdin, stdout
 
     def __enter__(self) -> StepWorker:
         return self
@@ -88,21 +91,21 @@ class StepWorker:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        for f in (self._proc.stdin, self._proc.stdout, self._stderr):
-            if f is not None and not f.closed:
+        for f in (self._stdin, self._stdout, self._stderr):
+            if not f.closed:
                 f.close()
 
     def _send(self, message: Any) -> None:
         try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
-            self._proc.stdin.flush()
+            self._stdin.write(json.dumps(message) + "\n")
+            self._stdin.flush()
         except OSError:  # it has exited: the read that follows says why
             pass
 
     def _expect(self, key: str, command: str | None = None) -> dict[str, Any]:
         if command is not None:
             self._send(command)
-        line = self._proc.stdout.readline()
+        line = self._stdout.readline()
         if not line:
             try:
                 code = self._proc.wait(timeout=30)
@@ -132,7 +135,7 @@ class StepWorker:
 
 
 @contextmanager
-def step_workers(configs: dict[str, tuple[dict[str, Any], dict[str, str] | None]]) -> Iterator[dict]:
+def step_workers(configs: Mapping[str, tuple[dict[str, Any], dict[str, str] | None]]) -> Iterator[dict]:
     """Workers by label from (spec, env): all import at once, then each builds, probes and warms up in
     turn, alone on the machine. They are closed on leaving (killed on an error)."""
     with ExitStack() as stack:
