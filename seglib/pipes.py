@@ -46,4 +46,4 @@ class _ReaderMayEnd:
 def quiet_when_reader_ends() -> None:
     """Make this process's stdout drop what it writes once its reader has ended, instead of raising."""
     if not isinstance(sys.stdout, _ReaderMayEnd):
-        sys.stdout = _ReaderMayEnd(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = _ReaderMayEnd(sys.stdout)
