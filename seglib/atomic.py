@@ -106,8 +106,8 @@ def atomic_write(path: str | Path, mode: str = "wb", encoding: str | None = None
     UTF-8 (`encoding` unless given), whatever the locale; a file name that is not UTF-8 (a Latin-1 disk) is
     written as its bytes."""
     text = "b" not in mode
-    how = {"encoding": encoding or "utf-8", "errors": "surrogateescape"} if text else {}
-    with _replacing(path) as (fd, _), os.fdopen(fd, mode, **how) as f:
+    encoding, errors = (encoding or "utf-8", "surrogateescape") if text else (None, None)
+    with _replacing(path) as (fd, _), os.fdopen(fd, mode, encoding=encoding, errors=errors) as f:
         yield f
         f.flush()
         os.fsync(f.fileno())
