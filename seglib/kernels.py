@@ -47,7 +47,9 @@ class AskFirstKernelManager(AsyncKernelManager):
     as jupyter_client does (SIGTERM, SIGKILL).
     """
 
-    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+    # AsyncKernelManager makes shutdown_kernel a coroutine under its own type: ignore; mypy compares
+    # this one with KernelManager's synchronous one
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:  # type: ignore[override]
         if now or restart or not self.owns_kernel or not self.has_kernel:
             await super().shutdown_kernel(now=now, restart=restart)  # as jupyter_client does
             return
