@@ -223,6 +223,8 @@ class MaskViewer:
         if i in cache:
             cache.move_to_end(i)
             return cache[i]
+        if self.model is None:  # the widgets reach this only with a model; a caller may not
+            raise ValueError("a viewer without a model has no logits: MaskViewer(dataset, model)")
         cache[i] = predict_logits(self.model, self.dataset.load_image(i), self.image_size, self.device)
         while len(cache) > 1 and self.cached_bytes > self.cache_mb * 2**20:
             cache.popitem(last=False)  # the one seen longest ago
@@ -245,14 +247,15 @@ class MaskViewer:
 
     def _pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Image i and its truth, kept while it is on show."""
-        if self._pair_on_show is None or self._pair_on_show[0] != i:
-            self._pair_on_show = (i, self.dataset.load_image(i), self.dataset.load_mask(i))
-        return self._pair_on_show[1], self._pair_on_show[2]
+        pair = self._pair_on_show
+        if pair is None or pair[0] != i:
+            pair = self._pair_on_show = (i, self.dataset.load_image(i), self.dataset.load_mask(i))
+        return pair[1], pair[2]
 
     def dice(self, i: int) -> float:
         """Dice of image i at the current threshold (original resolution)."""
-        on_show = self._pair_on_show is not None and self._pair_on_show[0] == i
-        truth = torch.from_numpy(self._pair_on_show[2] if on_show else self.dataset.load_mask(i))
+        pair = self._pair_on_show
+        truth = torch.from_numpy(pair[2] if pair is not None and pair[0] == i else self.dataset.load_mask(i))
         threshold = float(self.threshold.value)
         return float(dice_from_counts(*confusion_counts(self.logits(i)[None], truth[None], threshold)))
 
@@ -302,8 +305,8 @@ class MaskViewer:
         pixels is not blended at full size."""
         t = float(self.threshold.value)
         if self._upload is not None:
-            pred = self._upload[1]
-            return pred.overlay(t, self.opacity.value) if self.show_pred.value else pred.image
+            upload = self._upload[1]
+            return upload.overlay(t, self.opacity.value) if self.show_pred.value else upload.image
         i = self.current
         image, truth = self._pair(i)
         pred = foreground(self.logits(i), t).numpy() if self.model is not None else None
@@ -382,7 +385,9 @@ class MaskViewer:
         scale = self.max_side / max(rgb.shape[:2])
         pil = Image.fromarray(rgb)
         if scale < 1:
-            pil = pil.resize((round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), Image.BILINEAR)
+            pil = pil.resize(
+                (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), Image.Resampling.BILINEAR
+            )
         buf = io.BytesIO()
         pil.save(buf, format="PNG")
         self.image.value = buf.getvalue()
@@ -428,9 +433,9 @@ STATIC_SIDE = 480  # the picture a page without widgets shows: small beside the 
 
 def _static_picture(png: bytes) -> bytes:
     """The viewer's PNG as a JPEG of at most `STATIC_SIDE` px a side."""
-    with Image.open(io.BytesIO(png)) as im:
-        im = im.convert("RGB")
-        im.thumbnail((STATIC_SIDE, STATIC_SIDE), Image.BILINEAR)
+    with Image.open(io.BytesIO(png)) as opened:
+        im = opened.convert("RGB")
+        im.thumbnail((STATIC_SIDE, STATIC_SIDE), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=85)
     return buf.getvalue()

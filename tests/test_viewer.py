@@ -53,6 +53,8 @@ def test_dataset_alone_shows_truth(ds):
     v.prev_button.click()
     v.prev_button.click()  # stops at the first image
     assert v.index.value == 0 and np.array_equal(v.render(), first)
+    with pytest.raises(ValueError, match="without a model"):
+        v.dice(0)
 
 
 def test_sliders_and_toggles_change_the_picture(ds):
