@@ -56,7 +56,7 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """A low-frequency colour field: a small random grid up-sampled bicubically. float HxWx3."""
     grid = rng.uniform(25, 230, size=(cells, cells, 3)).astype(np.uint8)
-    return np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), dtype=np.float32)
+    return np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
 
 
 def synthetic_pet(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -296,7 +296,9 @@ def release_image_size(rng: np.random.Generator) -> tuple[int, int]:
 def _plan(n_trainval: int, n_test: int) -> tuple[list[tuple[int, str, int]], dict[str, list[str]]]:
     """[(index, name, size slot)], the list lines: breeds in blocks, in the official lists' order."""
     counters = [0] * len(BREEDS)
-    jobs, lists, index = [], {"trainval": [], "test": []}, 0
+    jobs: list[tuple[int, str, int]] = []
+    lists: dict[str, list[str]] = {"trainval": [], "test": []}
+    index = 0
     for split, n in (("trainval", n_trainval), ("test", n_test)):
         for i in range(n):
             c = i * len(BREEDS) // n
