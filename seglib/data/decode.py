@@ -21,8 +21,7 @@ try:
 
     DECODER = "torchcodec"
 except (ImportError, OSError, RuntimeError):  # not installed, or built for another torch
-    decode_jpeg = decode_png = None
-    DECODER = "pillow"
+    DECODER = "pillow"  # decode_jpeg and decode_png stay unbound: nothing calls them
 
 __all__ = ["DECODER", "jpeg_rgb", "png_8bit"]
 
@@ -39,11 +38,13 @@ def jpeg_rgb(path: Path, im: Image.Image) -> np.ndarray | None:
     """The stored pixels (uint8 HxWx3) of the JPEG at `path`, which Pillow opened as `im` (its header
     read, its size checked against decompression bombs); None unless it is a 3-channel 8-bit JPEG that
     TorchCodec decodes."""
-    if decode_jpeg is None or im.format != "JPEG" or im.mode != "RGB" or _turned(im):
+    if DECODER != "torchcodec" or im.format != "JPEG" or im.mode != "RGB" or _turned(im):
         return None  # grey, CMYK, a PNG or GIF named .jpg, or a phone's sideways photo: Pillow reads those
     try:
         pixels = decode_jpeg(str(path), mode="UNCHANGED")
     except (RuntimeError, ValueError):
+        return None
+    if not isinstance(pixels, torch.Tensor):  # a list comes only for a list of sources
         return None
     if pixels.dtype != torch.uint8 or pixels.shape != (3, im.height, im.width):
         return None  # the shape too: an orientation Pillow did not see in the header turns it
@@ -54,7 +55,7 @@ def png_8bit(path: Path, im: Image.Image) -> np.ndarray | None:
     """The values (uint8 HxW) of the PNG at `path`, which Pillow opened as `im`: grey levels, or palette
     indices as `np.asarray` of Pillow's image gives them; None unless it is an 8-bit grey or palette PNG
     that TorchCodec decodes to one channel."""
-    if decode_png is None or im.format != "PNG" or im.mode not in ("L", "P") or _turned(im):
+    if DECODER != "torchcodec" or im.format != "PNG" or im.mode not in ("L", "P") or _turned(im):
         return None
     data = Path(path).read_bytes()
     # IHDR: bit depth at byte 24, colour type at 25 (0 grey, 3 palette); lower depths scale differently
