@@ -204,7 +204,16 @@ def open_split(
     (image_size, border, limit, return_full_mask, on_missing, on_corrupt). `recorded`: a folder run's own
     split (its checkpoint's `splits`), which the folder's split files and fractions then do not change."""
     if kind == "folder":
-        folder = {"val_fraction": val_fraction, "test_fraction": test_fraction, "split_seed": split_seed}
-        folder |= {"recorded": recorded, "recorded_strict": recorded_strict}
-        return FolderDataset(root, split, transform, mask_values=mask_values, **folder, **kwargs)
+        return FolderDataset(
+            root,
+            split,
+            transform,
+            mask_values=mask_values,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            split_seed=split_seed,
+            recorded=recorded,
+            recorded_strict=recorded_strict,
+            **kwargs,
+        )
     return OxfordPetDataset(root, split, transform, **kwargs)

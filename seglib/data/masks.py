@@ -290,8 +290,8 @@ def _auto_pixels(path: Path, arr: np.ndarray, tol: int) -> np.ndarray:
         # the hint names the most common colours: an anti-aliased edge's faint ones come first in value order
         obj = _auto_object(path, found, [_hex(c) for c in found], (0, 0, 0), _common(arr, tol))
         return np.zeros(arr.shape[:2], bool) if obj is None else (arr == np.array(obj)).all(-1)
-    found = [int(v) for v in np.unique(arr)]
-    obj = _auto_object(path, found, [str(v) for v in found], 0, _common(arr, tol))
+    levels = [int(v) for v in np.unique(arr)]
+    obj = _auto_object(path, levels, [str(v) for v in levels], 0, _common(arr, tol))
     return np.zeros(arr.shape, bool) if obj is None else arr == obj
 
 

@@ -22,7 +22,8 @@ def describe(dataset: SegmentationDataset) -> pd.DataFrame:
     samples (`on_corrupt="skip"`) leaves out those whose mask cannot be read, naming them in a warning;
     otherwise one error names every mask that cannot be read (and every mask whose values are unclear).
     """
-    rows, unread, problems = [], [], []
+    rows, unread = [], []
+    problems: list[MaskValueError | CorruptSampleError] = []
     for i, e in enumerate(dataset.entries):
         try:
             trimap = dataset.load_trimap(i)
