@@ -49,6 +49,10 @@ class SegmentationDataset(Dataset):
     _sizes: dict[int, tuple[int, int]]
     cache_tag: str = ""  # what else the cached labels depend on (a folder's mask_values)
     extra_sizes: tuple[int, ...] = ()  # evaluation's other input sizes (`images_at`)
+    # a split of its own (a folder's): the names of "train", "val", "test", and where they come from
+    # (split files, a seeded split, a run's record). None where the split is fixed (the Pet's lists).
+    splits: dict[str, list[str]] | None = None
+    split_source: str | None = None
 
     # --- what a subclass gives ------------------------------------------------------------------
     def image_path(self, name: str) -> Path:

@@ -62,6 +62,9 @@ class FolderDataset(SegmentationDataset):
     says which, `splits` holds all three.
     """
 
+    splits: dict[str, list[str]]  # always set: the base class's None is for a fixed split
+    split_source: str
+
     def __init__(
         self,
         root: str | Path,
