@@ -163,7 +163,7 @@ def plot_prediction(
     shrunk (`for_display`)."""
     image, pred = for_display(image), for_display(pred)
     truth = None if truth is None else for_display(truth)
-    panels = [("image", image, None)]
+    panels: list[tuple[str, np.ndarray, str | None]] = [("image", image, None)]  # name, array, colour map
     if truth is not None:
         panels.append(("ground truth", truth, "gray"))
     said = f"Dice {dice:.3f}" + (f", {precision}" if precision else "")
