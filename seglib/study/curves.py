@@ -82,6 +82,7 @@ def score_kept_models(
                 "threshold": cut,
             }
         )
+    assert images is not None  # `paths` is not empty: the loop joined a column at least once
     return pd.DataFrame(rows), images.reset_index()
 
 
@@ -157,7 +158,7 @@ def study_curves(runs: Sequence[Any], marks: Sequence[float], budget: float | No
         if run.budget == budget and len(run.curve) > 1:
             anytime[f"{run.label}: the {run.budget:g}-min run, stopped early"] = run.curve
     marks, fixed = list(marks), budget is None
-    if fixed:  # fixed epochs: read the curves where the longest run ended
+    if budget is None:  # fixed epochs: read the curves where the longest run ended
         budget = round(max(c.train_minutes.max() for c in curves.values()) + 0.005, 2)
         marks = [budget]
     return StudyCurves(curves, anytime, marks, budget, fixed)

@@ -189,7 +189,7 @@ def run_recipe_job(
                 break
         found = found or candidate  # the same config, but not finished, or scored otherwise and emptied
     reused = run_dir is not None
-    if reused:
+    if run_dir is not None:
         history, config = load_history(run_dir)
         what = "its scored curve" if curve is not None else "its kept models, scored now"
         print(f"{run_dir.name}: trained before with this config; using {what} (delete the folder to retrain)")
