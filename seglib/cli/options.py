@@ -91,13 +91,19 @@ def train_options(config: type[TrainConfig] = TrainConfig) -> dict[str, Option]:
             continue
         section, comment = docs.get(f.name, ("", ""))
         kwargs = _reader(hints[f.name], f.name)
-        full = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        kwargs["help"] = help_text(
-            f"{comment} (full: {_shown(full)})".strip()
-        )  # full: TrainConfig's defaults
+        kwargs["help"] = help_text(f"{comment} (full: {_shown(_default(f))})".strip())
         kwargs["default"] = None
         options[f.name] = Option(section, "--" + RENAMED.get(f.name, f.name), kwargs)
     return options
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    """The setting's TrainConfig default: the "full" the help names."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"{f.name} has no default; every option's setting needs one")
 
 
 def _reader(hint: Any, name: str) -> dict[str, Any]:
