@@ -69,7 +69,8 @@ class GpuMemory:
     which are other processes, hold. `peak` in MiB; None without CUDA or nvidia-smi."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.peak, self._stop = device, None, threading.Event()
+        self.device, self._stop = device, threading.Event()
+        self.peak: float | None = None
         self._on = device.type == "cuda" and shutil.which("nvidia-smi") is not None
 
     def _read(self) -> float | None:
