@@ -139,6 +139,7 @@ class ResidentLoader:
 
     def _batch(self, indices: list[int]) -> dict[str, Any]:
         cache, names = self.dataset.cache, self.dataset.names
+        assert cache is not None  # __init__ refused a dataset without one, and a cache is never dropped
         bad = [i for i in indices if not cache.valid[i]]
         if bad and self.dataset.on_corrupt == "raise":
             raise CorruptSampleError(cache.errors[names[bad[0]]])

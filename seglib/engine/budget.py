@@ -158,10 +158,11 @@ def next_plan(
         # Past the last mark, where a slower pace would carry the run past its budget: shrink only. Earlier, a
         # few slow epochs wait for the next mark (each change of plan moves the lr schedule).
         return min(planned, fits())
-    progressive = sizes is not None and size_at is not None
-    if progressive and not {size_at(e, planned) for e in range(done + 1, planned + 1)} <= set(sizes[1:]):
-        return planned  # a size ahead has no pace yet
-    first = done == MIN_EPOCHS_TIMED or (progressive and sizes[-1] != sizes[-2])
+    first = done == MIN_EPOCHS_TIMED
+    if sizes is not None and size_at is not None:  # progressive resizing
+        if not {size_at(e, planned) for e in range(done + 1, planned + 1)} <= set(sizes[1:]):
+            return planned  # a size ahead has no pace yet
+        first = first or sizes[-1] != sizes[-2]
     if first or any(before < share * budget_seconds <= now for share in REPLAN_AT):
         return fits()
     return planned

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,22 @@ EXPORTED_SUFFIXES = (".onnx", ".pt2")  # what export_model writes: models withou
 TRAINED_SIZE = "trained_image_size"  # the attribute load_model and fit give a model: its run's image size
 
 
-try:  # numpy 2 moved it; a last.pt written under either numpy names its own
-    from numpy._core.multiarray import _reconstruct
-except ImportError:  # numpy 1
-    from numpy.core.multiarray import _reconstruct
+def _numpy_reconstruct() -> Callable[..., object]:
+    """numpy's array unpickler: numpy 2 moved it; a last.pt written under either numpy names its own."""
+    try:
+        return importlib.import_module("numpy._core.multiarray")._reconstruct
+    except ImportError:  # numpy 1
+        return importlib.import_module("numpy.core.multiarray")._reconstruct
+
 
 # What a seglib checkpoint holds beyond tensors and plain values: numpy's generator state in last.pt.
 # torch.load unpickles nothing else, so a checkpoint from elsewhere cannot run code on load.
-_ALLOWED = [np.ndarray, np.dtype, _reconstruct, type(np.dtype(np.uint32))]
+_ALLOWED: tuple[Callable[..., Any], ...] = (
+    np.ndarray,
+    np.dtype,
+    _numpy_reconstruct(),
+    type(np.dtype(np.uint32)),
+)
 
 
 class CheckpointError(ValueError):
@@ -80,7 +90,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         )
     _check_crc(path)
     try:
-        with torch.serialization.safe_globals(_ALLOWED):
+        with torch.serialization.safe_globals(list(_ALLOWED)):
             ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         with open(path, "rb") as f:  # torch's files: a zip, or its legacy format, a pickle (b"\x80")

@@ -35,7 +35,8 @@ def choose_compile(requested: bool | None, device: torch.device, total_steps: in
 
 def compile_module(module: nn.Module) -> nn.Module:
     """torch.compile(module): a wrapper sharing the module's parameters; its state_dict stays the module's."""
-    return torch.compile(module)
+    # torch's stubs type the result as a plain Callable; given a Module it returns an OptimizedModule.
+    return torch.compile(module)  # type: ignore[return-value]
 
 
 @dataclass

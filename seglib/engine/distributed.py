@@ -149,9 +149,10 @@ def cleanup(info: DistInfo) -> None:
 
     Destroyed after each `fit` and made again by the next, a rank could join the old group's store, still
     up on rank 0, find the old rendezvous done and go on alone: the second training waited forever."""
-    if info.created and dist.is_initialized() and not _KEPT:
-        _KEPT.append(info.backend)
-        atexit.register(_destroy, info.backend)
+    backend = info.backend  # set wherever created is
+    if info.created and backend is not None and dist.is_initialized() and not _KEPT:
+        _KEPT.append(backend)
+        atexit.register(_destroy, backend)
 
 
 _KEPT: list[str] = []  # the backend of the group seglib made and keeps until the process exits
@@ -169,7 +170,7 @@ def _destroy(backend: str) -> None:
     dist.destroy_process_group()
 
 
-def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp) -> torch.Tensor:
+def _all_reduce(tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=op)
     return tensor
@@ -325,12 +326,15 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         if self.track_running_stats:
+            n, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            # BatchNorm registers these buffers as tensors wherever track_running_stats is set
+            assert n is not None and running_mean is not None and running_var is not None
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+                n.add_(1)
+                f = 1.0 / float(n) if self.momentum is None else self.momentum
+                running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
                 unbiased = var.detach() * count / (count - 1).clamp(min=1)  # what BatchNorm keeps
-                self.running_var.mul_(1 - f).add_(unbiased, alpha=f)
+                running_var.mul_(1 - f).add_(unbiased, alpha=f)
         return y.to(x.dtype)
 
     @classmethod

@@ -11,6 +11,7 @@ the `export` extra: `pip install -e '.[export]'`.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import warnings
@@ -188,6 +189,8 @@ class ProgramModel(nn.Module):
     """A torch.export program (.pt2) called like the PyTorch model. Its module is kept outside the module
     tree: an exported module refuses `.eval()`, which `evaluate` calls."""
 
+    program: nn.Module  # set with object.__setattr__, which keeps it out of the tree
+
     def __init__(self, path: str | Path) -> None:
         super().__init__()
         self.path = Path(path)
@@ -246,8 +249,8 @@ def check_export(
         diff = max(diff, float((model(x) - other(x)).abs().max()))
     out = {"max_abs_diff": diff}
     if dataset is not None:
-        common = {"device": "cpu", "amp": False, "progress": False, "channels_last": False}
-        a, b = evaluate(model, dataset, **common), evaluate(other, dataset, **common)
+        on_cpu = functools.partial(evaluate, device="cpu", amp=False, progress=False, channels_last=False)
+        a, b = on_cpu(model, dataset), on_cpu(other, dataset)
         out |= {
             "dice_torch": float(a.dice.mean()),
             "dice_exported": float(b.dice.mean()),

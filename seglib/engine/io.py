@@ -15,7 +15,7 @@ from ..atomic import atomic_write
 __all__ = ["atomic_write", "atomic_write_text", "atomic_torch_save", "atomic_write_csv"]
 
 
-def _atomic(path: str | Path, write: Callable[[IO[Any]], None], mode: str = "wb") -> None:
+def _atomic(path: str | Path, write: Callable[[IO[Any]], object], mode: str = "wb") -> None:
     """`write` into `path` atomically; a failure names the file (`seglib.atomic.write_error`)."""
     with atomic_write(path, mode) as f:
         write(f)

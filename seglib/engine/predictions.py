@@ -179,14 +179,14 @@ def predict_files(
     warning, with both sizes where they differ); an unreadable image is always left out (named in a
     warning). `progress`: a bar over the files.
     """
-    files = [Path(f) for f in files]
-    _check_unique_names(files)
-    _check_name_lengths({f.name: f.stem for f in files}, Path(out_dir), cutout)
-    _check_out_dir(Path(out_dir), [*files, *(truths or {}).values()])
-    bad_masks = _truth_read_faults(files, truths or {}, read_truth, on_corrupt)
-    faults = _truth_size_faults([f for f in files if f not in bad_masks], truths or {}, on_corrupt)
+    paths = [Path(f) for f in files]
+    _check_unique_names(paths)
+    _check_name_lengths({f.name: f.stem for f in paths}, Path(out_dir), cutout)
+    _check_out_dir(Path(out_dir), [*paths, *(truths or {}).values()])
+    bad_masks = _truth_read_faults(paths, truths or {}, read_truth, on_corrupt)
+    faults = _truth_size_faults([f for f in paths if f not in bad_masks], truths or {}, on_corrupt)
     rows, unread, damaged = [], [], False
-    todo = [f for f in files if f not in faults and f not in bad_masks]
+    todo = [f for f in paths if f not in faults and f not in bad_masks]
     for f in progress_bar(todo, desc="predict", unit="image", leave=False, disable=not progress):
         mask_file = (truths or {}).get(f.stem)
         truth = read_truth(mask_file) if mask_file is not None and read_truth is not None else None
@@ -200,7 +200,7 @@ def predict_files(
         pred = predict_image(model, image, f.stem, image_size, device, tta)
         rows.append(_save(pred, Path(out_dir), threshold, truth, cutout))
     advice = "save them again as JPEG or PNG" if damaged else ""
-    _report_unread(unread, len(files), list(faults.values()), advice, list(bad_masks.values()))
+    _report_unread(unread, len(paths), list(faults.values()), advice, list(bad_masks.values()))
     return _write_table(rows, out_dir)
 
 

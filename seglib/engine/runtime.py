@@ -216,4 +216,5 @@ def to_device_batch(
 
 def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    return model.to(device=device, memory_format=fmt)
+    # Module.to takes device and memory_format together (torch's stubs have no overload for the pair).
+    return model.to(device=device, memory_format=fmt)  # type: ignore[call-overload]
