@@ -199,7 +199,7 @@ def make_loader(
 
 
 def train_loader(
-    dataset: Dataset,
+    dataset: SegmentationDataset,
     batch_size: int,
     device: torch.device,
     seed: int,
@@ -222,7 +222,7 @@ def train_loader(
 
 
 def eval_loader(
-    dataset: Dataset,
+    dataset: SegmentationDataset,
     batch_size: int,
     device: torch.device,
     num_workers: int | None = None,

@@ -28,9 +28,12 @@ from .progressive import shrink_batch
 from .runtime import autocast, autocast_cache, seed_rank_step
 from .schedulers import steps_per_batch
 from .state import EpochStats, TrainState
+from .threadloader import ThreadLoader
 from .tta import forward_tta
 
 __all__ = ["Env", "StopRequested", "NonFiniteLossError", "train_one_epoch", "evaluate_epoch"]
+
+Batches = DataLoader | ResidentLoader | ThreadLoader  # the loaders the loops iterate
 
 
 class StopRequested(Exception):
@@ -90,7 +93,12 @@ class _Meter:
         return stop
 
 
-def _bar(loader: DataLoader | ResidentLoader, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
+def _timing(clock: CompileClock | None, what: str) -> CompileClock | None:
+    """`clock` where it begins timing `what` (a compiled run's first such step); None otherwise."""
+    return clock if clock is not None and clock.start(what) else None
+
+
+def _bar(loader: Batches, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
     show = cfg.progress and is_main()
     return progress_bar(
         loader,
@@ -195,14 +203,14 @@ def train_one_epoch(
             continue
         images, masks = _training_batch(batch, state, cfg, env, size)
         seed_rank_step(cfg.seed, state.step, get_rank())  # each rank its own dropout masks
-        timed = env.clock is not None and env.clock.start("first training step")
+        timing = _timing(env.clock, "first training step")
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)
         loss = env.loss_fn(logits, masks)
         meter.add(loss, logits, masks, cfg.threshold)
         _optimizer_step(state, loss, cfg)
-        if timed:
-            env.clock.stop("first training step")
+        if timing is not None:
+            timing.stop("first training step")
         # Ranks take the same training steps, so every read can be a point of agreement.
         _after_step(meter, env, cfg, total, True, bar, state.lr_log[-1])  # the lr this step took
     _finish(meter, env, bar)
@@ -211,7 +219,7 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate_epoch(
-    model: nn.Module, loader: DataLoader | ResidentLoader, cfg: TrainConfig, env: Env, desc: str = ""
+    model: nn.Module, loader: Batches, cfg: TrainConfig, env: Env, desc: str = ""
 ) -> EpochStats:
     """Loss and Dice of `model` over `loader` at model resolution (flip TTA with `cfg.tta`); this
     rank's stats."""
@@ -225,12 +233,12 @@ def evaluate_epoch(
                 stats.step += 1
                 continue
             images, masks = env.prep(batch)
-            timed = env.clock is not None and env.clock.start("first validation batch")
+            timing = _timing(env.clock, "first validation batch")
             with autocast(env.device, env.use_amp):
                 logits = forward_tta(model, images, cfg.tta)
             meter.add(env.loss_fn(logits, masks), logits, masks, cfg.threshold)
-            if timed:
-                env.clock.stop("first validation batch")
+            if timing is not None:
+                timing.stop("first validation batch")
             # The ranks' validation shares may differ by one batch: only the final read is agreed.
             _after_step(meter, env, cfg, len(loader), False, bar, None)
     _finish(meter, env, bar)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..data import CorruptSampleError, DeviceAugment, SegmentationDataset, write_splits
+from ..data import CorruptSampleError, DeviceAugment, EpochSampler, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
 from ..models import build_model, count_parameters
 from .allocator import allocator_advice, allocator_name, release_idle_memory
@@ -82,6 +82,7 @@ from .runtime import (
 )
 from .schedulers import build_scheduler, dead_milestones_note, rescheduled, steps_per_batch
 from .state import EpochStats, TrainState
+from .threadloader import ThreadLoader
 from .tracking import WandbLogger
 
 __all__ = [
@@ -242,6 +243,7 @@ def _fit(
     cfg, compiling = _compile(cfg, ckpt, info, len(loaders[0]) * cfg.epochs)
     state = _new_state(model, cfg, len(loaders[0]), use_amp)
     if ckpt is not None:
+        assert run_dir is not None  # _resumed returns a checkpoint with its run's folder
         _resume(state, ckpt, info, run_dir, cfg)
     else:
         run_dir = on_main(lambda: _hold(held, new_run(cfg)))
@@ -291,12 +293,14 @@ def _fit(
     )
 
 
-def _stop_workers(loaders: tuple[Loader, Loader]) -> None:
+def _stop_workers(loaders: Loaders) -> None:
     """End the loaders' persistent worker processes now. A notebook keeps the last exception's traceback
     (sys.last_traceback) until the next error; its frames hold the loaders, which kept their workers, each
     a copy of the kernel, running beside the next training. DataLoader has no public way to end them."""
     for loader in loaders:
-        iterator = getattr(loader, "_iterator", None)
+        if not isinstance(loader, DataLoader):
+            continue  # no worker processes
+        iterator = loader._iterator
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
             loader._iterator = None
@@ -342,7 +346,7 @@ def _open_folder(
 def _epochs(
     state: TrainState,
     nets: tuple[nn.Module, nn.Module],
-    loaders: tuple[Loader, Loader],
+    loaders: Loaders,
     folder: RunFolder,
     env: Env,
     info: DistInfo,
@@ -390,9 +394,7 @@ def _stops_by_patience(state: TrainState, cfg: TrainConfig, info: DistInfo) -> b
 _PEER_LOST = "by peer"
 
 
-def _lost_process_advice(
-    e: Exception, loaders: tuple[Loader, Loader], run_dir: Path, info: DistInfo
-) -> str | None:
+def _lost_process_advice(e: Exception, loaders: Loaders, run_dir: Path, info: DistInfo) -> str | None:
     """What to do when `e` says a process the run needs is gone; None when it says something else."""
     # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
     # its SIGCHLD handler raises wherever the main thread is when the worker dies. A worker killed while
@@ -503,6 +505,7 @@ def _prep(cfg: TrainConfig, info: DistInfo) -> BatchPrep:
     augment = None
     if cfg.device_data and cfg.augment:
         augment = DeviceAugment(IGNORE_INDEX if cfg.border == "ignore" else 0, cfg.scale_jitter)
+    assert cfg.channels_last is not None  # _memory_format decided it
     return BatchPrep(info.device, cfg.channels_last, augment, cfg.seed, info.rank)
 
 
@@ -515,24 +518,30 @@ def _build_model(cfg: TrainConfig, info: DistInfo) -> tuple[nn.Module, dict[str,
     spec = model_spec(model, cfg.model, cfg.model_kwargs)
     if cfg.sync_bn and info.distributed:
         model = convert_sync_batchnorm(model, info.device)
+    assert cfg.channels_last is not None  # _memory_format decided it
     return prepare_model(model, info.device, cfg.channels_last), spec
 
 
-Loader = DataLoader | ResidentLoader
+Loader = DataLoader | ResidentLoader  # a training loader
+EvalLoader = Loader | ThreadLoader
+Loaders = tuple[Loader, EvalLoader]  # training, validation
 
 
 def _loaders(
     train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: TrainConfig, info: DistInfo
-) -> tuple[tuple[Loader, Loader], str]:
+) -> tuple[Loaders, str]:
     """The train and val loaders, and the data path in words (the run's first line)."""
     workers = cfg.num_workers
     if workers is None:  # the node's cores are shared by its processes
         workers = default_num_workers(info.device, info.local_world_size)
+    assert cfg.device_data is not None  # _resumed decided it (_device_data)
     # Both caches whole on the device: no workers, no per-sample work.
     resident = cfg.device_data and resident_fits(info.device, train_ds, val_ds)
-    share = {"rank": info.rank, "world_size": info.world_size, "resident": resident}
-    train = train_loader(train_ds, cfg.batch_size, info.device, cfg.seed, cfg.shuffle, workers, **share)
-    val = eval_loader(val_ds, cfg.batch_size, info.device, workers, **share)
+    rank, world = info.rank, info.world_size
+    train = train_loader(
+        train_ds, cfg.batch_size, info.device, cfg.seed, cfg.shuffle, workers, rank, world, resident
+    )
+    val = eval_loader(val_ds, cfg.batch_size, info.device, workers, rank, world, resident)
     if resident:
         mb = (resident_bytes(train_ds) + resident_bytes(val_ds)) / 1e6
         feed = f"data path device (uint8 cache resident on {info.device}, {mb:,.0f} MB)"
@@ -573,7 +582,7 @@ def _train_and_validate(
     epoch: int,
     state: TrainState,
     nets: tuple[nn.Module, nn.Module],
-    loaders: tuple[Loader, Loader],
+    loaders: Loaders,
     cfg: TrainConfig,
     env: Env,
     folder: RunFolder,
@@ -583,10 +592,12 @@ def _train_and_validate(
     history row, the samples skipped as unreadable, and what went wrong in `on_epoch` (None: nothing)."""
     train, val = loaders
     net, eval_net = nets
-    steps = train_steps_per_epoch(len(train.dataset), cfg.batch_size, info.world_size)
+    sampler = train.sampler
+    assert isinstance(sampler, EpochSampler)  # train_loader gives every training loader one
+    steps = train_steps_per_epoch(sampler.n, cfg.batch_size, info.world_size)  # n: the training images
     t0 = time.perf_counter() - state.partial.seconds
     resumed_at = state.partial.step  # where last.pt stands in this epoch (0: its start)
-    train.sampler.set_epoch(epoch, start=resumed_at * cfg.batch_size)
+    sampler.set_epoch(epoch, start=resumed_at * cfg.batch_size)
     desc = f"epoch {epoch}/{cfg.epochs}"
     size = _size_at(cfg, state.history)(epoch, cfg.epochs)
     small = f" at {size} px" if size != cfg.image_size else ""
