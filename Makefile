@@ -33,9 +33,10 @@ test: $(STAMP)  ## the whole test suite
 test-fast: $(STAMP)  ## the developer loop: every test but those marked slow (the trainings and whole workflows)
 	$(PY) -m pytest -m "not slow"
 
-lint: $(STAMP)  ## ruff check and ruff format --check (CI runs this)
+lint: $(STAMP)  ## ruff check, ruff format --check and mypy on the package (CI runs this)
 	$(VENV)/bin/ruff check seglib tests notebooks benchmarks
 	$(VENV)/bin/ruff format --check seglib tests notebooks benchmarks docs README.md
+	$(VENV)/bin/mypy
 
 format: $(STAMP)  ## apply ruff format
 	$(VENV)/bin/ruff format seglib tests notebooks benchmarks docs README.md
