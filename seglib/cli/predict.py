@@ -22,7 +22,7 @@ from ..data import (
 )
 from ..data.masks import shown
 from ..engine import checkpoint_image_size, load_checkpoint, load_model, worst_indices
-from ..engine.export import EXPORTED_SUFFIXES, OnnxModel, ProgramModel, load_exported
+from ..engine.export import EXPORTED_SUFFIXES, load_exported
 from ..engine.predictions import predict_dataset, predict_files
 from ..plots import save_prediction_figures
 from .scoring import how, scales_said, split_and_model, threshold_of, tta_of
@@ -57,7 +57,6 @@ def _predict_model(a: argparse.Namespace) -> tuple[nn.Module, int, str, dict[str
         model = load_model(a.model_path, checkpoint=ckpt)
         return model, a.image_size or checkpoint_image_size(ckpt), a.device, ckpt.get("config", {})
     model = load_exported(a.model_path)
-    assert isinstance(model, OnnxModel | ProgramModel)  # what it builds; typed as a bare Module
     size = a.image_size or int(model.metadata.get("image_size", 0))
     if not size:
         sys.exit(f"{a.model_path} does not say the size its model was trained at; pass --image_size")

@@ -203,10 +203,10 @@ class ProgramModel(nn.Module):
         return self.program(x)
 
 
-def load_exported(path: str | Path) -> nn.Module:
+def load_exported(path: str | Path) -> OnnxModel | ProgramModel:
     """An exported file as a module: an `OnnxModel` for .onnx, a `ProgramModel` for .pt2."""
     path = Path(path)
-    kinds = {
+    kinds: dict[str, tuple[type[OnnxModel | ProgramModel], str]] = {
         ".onnx": (OnnxModel, "an ONNX file onnxruntime"),
         ".pt2": (ProgramModel, "a program torch.export"),
     }
