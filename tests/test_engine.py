@@ -711,7 +711,7 @@ def test_a_ctrl_c_in_fits_set_up_says_what_was_saved(tiny_config, monkeypatch):
 
 
 def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
-    tiny_config, loss_at_step, tmp_path
+    tiny_config, loss_at_step, tmp_path, capsys
 ):
     """lr 1.0 wrecks the tiny UNet after its first epochs: its val Dice stops bettering its best."""
     cfg = dict(epochs=12, lr=1.0, patience=2)
@@ -729,8 +729,14 @@ def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
 
     assert is_finished(whole.run_dir) and is_finished(resumed.run_dir)
     starts = len(read_environment(resumed.run_dir))
+    capsys.readouterr()
     fit(tiny_config(output_dir=tmp_path / "b", **cfg), resume=True)
     assert len(read_environment(resumed.run_dir)) == starts
+    said = capsys.readouterr().out  # not "resuming ... at the start of epoch", then nothing trained
+    assert (
+        f"{resumed.run_dir} stopped by its patience (2) after epoch {len(h)} of 12: nothing to resume" in said
+    )
+    assert "resuming" not in said and "parameters) on" not in said  # nor the banner of a training
     longer = fit(tiny_config(output_dir=tmp_path / "b", **{**cfg, "patience": 4}), resume=True)
     assert len(longer.history) == min(12, longer.best_epoch + 4) > len(h)  # more patience: it goes on
     assert json.loads((longer.run_dir / "config.json").read_text())["patience"] == 4

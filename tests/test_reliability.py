@@ -160,10 +160,12 @@ def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_mo
     again = fit(cfg_for(synthetic_root, tmp_path), resume=True)
     assert len(again.history) == len(done.history)
     assert (resumed.run_dir / "environment.json").read_bytes() == recorded  # no start recorded: none trained
-    assert (
-        f"{tmp_path / 'r-2'} has finished its {len(done.history)} epochs: nothing to resume"
-        in capsys.readouterr().out
-    )
+    said = capsys.readouterr().out
+    assert f"{tmp_path / 'r-2'} has finished its {len(done.history)} epochs: nothing to resume" in said
+    assert "parameters) on" not in said  # not the banner of a training that does not take place
+    one = fit(cfg_for(synthetic_root, tmp_path, epochs=1, run_name="one"))
+    fit(cfg_for(synthetic_root, tmp_path, epochs=1, run_name="one"), resume=True)
+    assert f"{one.run_dir} has finished its 1 epoch: nothing to resume" in capsys.readouterr().out
 
 
 @pytest.mark.slow

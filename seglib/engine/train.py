@@ -255,27 +255,30 @@ def _fit(
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock, hook)
     described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
     first_line = f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}"
-    _say(info, first_line)
+    done = _training_done(state, cfg)  # resumed when finished: what it would train on is beside the point
+    if not done:
+        _say(info, first_line)
     if ckpt is None and (note := kept_plan_note(cfg.epochs, cfg.budget_minutes)):
         _say(info, note)
     # not under a budget: it re-plans the epochs, so its first plan's last epoch means little
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
         _say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line, "data": kind}
-    if not _training_done(state, cfg):  # a finished run's record stays its own: this call trains nothing
+    if not done:  # a finished run's record stays its own: this call trains nothing
         if ckpt is not None and info.is_main:  # what it goes on with that it did not begin with
             for note in resume_notes(run_dir, ckpt, kind, train_ds.root, state.epoch + 1):
                 _say(info, note)
         folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
-    tracker = WandbLogger(
-        cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
-    )
-    try:
-        _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
-    finally:
-        tracker.finish()
+    if not done:  # else no W&B run, nor the patience's stop said again
+        tracker = WandbLogger(
+            cfg.use_wandb and info.is_main, cfg.wandb_project, run_dir.name, cfg.to_dict(), run_dir
+        )
+        try:
+            _epochs(state, (net, eval_net), loaders, folder, env, info, tracker)
+        finally:
+            tracker.finish()
     barrier()  # a caller on any rank may read the run folder once fit returns
     history = history_frame(state.history)
     model_out = state.eval_model.eval()
@@ -383,10 +386,10 @@ def _stops_by_patience(state: TrainState, cfg: TrainConfig, info: DistInfo) -> b
     """Whether `cfg.patience` epochs have gone by since the best val Dice (said once, when it stops). From
     the state alone, so a resumed run stops where the uninterrupted one did, and every rank alike."""
     p = cfg.patience
-    if not patience_spent(state.epoch, state.best_epoch, p):
+    if p is None or not patience_spent(state.epoch, state.best_epoch, p):
         return False
-    _say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in {p} "
-               f"epochs (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip
+    _say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in "
+               f"{_epochs_said(p)} (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip
     return True
 
 
@@ -567,15 +570,23 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
     if not info.is_main:  # the saved sums are all ranks' (EpochStats.reduced): rank 0 carries them
         state.partial = EpochStats(step=state.partial.step, seconds=state.partial.seconds)
     epoch, step = state.epoch + 1, state.partial.step
-    if state.epoch >= cfg.epochs:  # nothing left: its results are that run's, not this call's
+    if _training_done(state, cfg):  # nothing left: its results are that run's, not this call's
+        if state.epoch >= cfg.epochs:
+            ended = f"has finished its {_epochs_said(cfg.epochs)}"
+        else:  # a larger patience lets it go on (RESUME_MAY_DIFFER)
+            ended = f"stopped by its patience ({cfg.patience}) after epoch {state.epoch} of {cfg.epochs}"
         _say(
             info,
-            f"seglib: {run_dir} has finished its {cfg.epochs} epochs: nothing to resume (a new run: leave "
-            "out resume= in Python, --resume on the command line, resume=True in a notebook)",
+            f"seglib: {run_dir} {ended}: nothing to resume (a new run: leave out resume= in Python, --resume "
+            "on the command line, resume=True in a notebook)",
         )
         return
     where = f"step {step} of epoch {epoch}" if step else f"the start of epoch {epoch}"
-    _say(info, f"seglib: resuming {run_dir} at {where} (of {cfg.epochs} epochs)")
+    _say(info, f"seglib: resuming {run_dir} at {where} (of {_epochs_said(cfg.epochs)})")
+
+
+def _epochs_said(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
 
 
 def _train_and_validate(
@@ -732,7 +743,7 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
     if is_main():
         print(
             f"seglib: budget {cfg.budget_minutes:g} min: {len(seconds)} epochs took {sum(seconds) / 60:.2f} min, "
-            f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {epochs} epochs"
+            f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {_epochs_said(epochs)}"
         )
 
 
@@ -771,7 +782,7 @@ def _describe(
     return (
         f"seglib: {cfg.model} ({size} parameters) on {kind} data "
         f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
-        f"{batch}, {cfg.epochs} epochs, {scheduler}, device {env.device}{_malloc(env.device)}"
+        f"{batch}, {_epochs_said(cfg.epochs)}, {scheduler}, device {env.device}{_malloc(env.device)}"
         f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
     )
 
