@@ -60,18 +60,20 @@ def plan_scheduler_study(
     config: ConfigFn,
     profile: str,
     model: str,
-    schedulers: str = ",".join(SCHEDULERS),
+    schedulers: str = "all",
     epochs: int = 0,
     lr: float = 1e-3,
     seed: int = 42,
     n_train: int | None = None,
 ) -> SchedulerPlan:
-    """The profile's `SCHEDULER_STUDIES` entry as one config per scheduler of `schedulers` (comma-separated).
+    """The profile's `SCHEDULER_STUDIES` entry as one config per scheduler of `schedulers` (comma-separated;
+    "all": seglib's own, `SCHEDULERS`, so that one added there joins notebook 05's comparison).
 
     `epochs` (0: the study's, else the preset's); `lr` is every schedule's peak. "step" decays every third
     of the epochs. `n_train`: the number of training images (None: counted from the first run's dataset).
     """
-    names = [s.strip() for s in name_list("schedulers", schedulers).split(",") if s.strip()]
+    given = name_list("schedulers", schedulers)
+    names = list(SCHEDULERS) if given.strip() == "all" else [s.strip() for s in given.split(",") if s.strip()]
     unknown = sorted(set(names) - set(CHOICES["scheduler"]))  # seglib's and those registered
     if unknown or not names:
         raise ValueError(f"unknown schedulers {unknown or names}; choose from {list(CHOICES['scheduler'])}")
