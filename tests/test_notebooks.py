@@ -59,6 +59,29 @@ def test_parameters_are_documented(name):
     assert params["device"]["default"] == '"auto"'  # the GPU when there is one
 
 
+def test_the_lists_written_by_hand_name_every_model_and_scheduler():
+    """The help of --model and --scheduler (TrainConfig's comments) and the notebooks' parameter comments
+    list the names by hand: a model or scheduler added to MODELS or SCHEDULERS must join them there."""
+    from seglib.cli.options import train_options
+    from seglib.engine import SCHEDULERS
+    from seglib.models import MODELS
+
+    options = train_options()
+    helps = {
+        f"--{key}": (options[key].kwargs["help"], names)
+        for key, names in (("model", MODELS), ("scheduler", SCHEDULERS))
+    }
+    for name in NOTEBOOKS:
+        params = pm.inspect_notebook(str(REPO / "notebooks" / name))
+        for key, names in (("model_name", MODELS), ("scheduler", SCHEDULERS)):
+            if key in params:
+                helps[f"{name}: {key}"] = (params[key]["help"], names)
+    assert len(helps) == 2 + 5 + 2  # model_name in 02, 03, 05, 06, 07; scheduler in 02, 03
+    for where, (text, names) in helps.items():
+        missing = set(names) - set(re.findall(r'"(\w+)"', text))
+        assert not missing, f"{where} does not name {sorted(missing)}: {text}"
+
+
 def test_no_notebook_plot_or_viewer_call_pins_the_cpu():
     """Every model call of the notebooks takes the notebook's `device`; the faces default to "auto"."""
     pinned = re.compile(r"""device\s*[:=][^=\n]*["']cpu["']""")
