@@ -60,6 +60,9 @@ class DocTableError(ValueError):
 
 @dataclass
 class TableSpec:
+    """A table marker's settings (`parse_spec` reads them from `<!-- table: ... -->`): its CSV sources, the
+    columns, row filters, number formats, and `group` rows shown as the `mean` ± sd of each group."""
+
     sources: list[str]
     columns: list[str] | None = None
     where: list[tuple[str, set[str]]] = field(default_factory=list)
@@ -267,6 +270,7 @@ def stale_blocks(paths: Iterable[Path] | None = None, root: Path = REPO) -> list
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m seglib.doctables` (`make docs`): rewrite the pages' tables, or `--check` that none is stale."""
     parser = argparse.ArgumentParser(
         prog="python -m seglib.doctables",
         description="Rewrite the tables between <!-- table: CSV ... --> and <!-- /table --> from their CSV.",

@@ -333,6 +333,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m seglib.fullscale`: the workbook at the release's scale (see the module's docstring)."""
     a = _parser().parse_args(argv)
     t0 = time.perf_counter()
     profile = a.profile or ("tiny" if a.mode == "cpu" else "gpu")

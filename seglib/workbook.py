@@ -261,6 +261,7 @@ def notebook_params(
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`python -m seglib.workbook` (`make workbook`): run the notebooks with papermill into results/."""
     p = argparse.ArgumentParser(prog="python -m seglib.workbook", description=__doc__)
     p.add_argument("--profile", default="quick", choices=sorted(PROFILES))
     here = "a relative path is taken from the current folder"

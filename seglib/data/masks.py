@@ -111,6 +111,7 @@ def _hex(colour: np.ndarray | tuple[int, ...]) -> str:
 
 
 def shown(values: list[str]) -> str:
+    """The first ten of `values`, comma-separated, and how many in all beyond ten: for error messages."""
     return ", ".join(values[:10]) + (f", ... ({len(values)} in all)" if len(values) > 10 else "")
 
 

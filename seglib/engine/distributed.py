@@ -78,10 +78,12 @@ def is_distributed() -> bool:
 
 
 def get_rank() -> int:
+    """This process's rank (0 outside torchrun)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def get_world_size() -> int:
+    """The number of processes of the run (1 outside torchrun)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
@@ -182,10 +184,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` replaced by its minimum over the ranks, in place (as is, outside torchrun)."""
     return _all_reduce(tensor, dist.ReduceOp.MIN)
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` replaced by its maximum over the ranks, in place (as is, outside torchrun)."""
     return _all_reduce(tensor, dist.ReduceOp.MAX)
 
 
@@ -216,6 +220,7 @@ def agree_to_stop(first_bad: torch.Tensor, stop: bool) -> tuple[int, bool]:
 
 
 def barrier() -> None:
+    """Wait until every rank gets here (nothing outside torchrun)."""
     if is_distributed():
         dist.barrier()
 

@@ -89,6 +89,8 @@ class FormatChoice:
 
 
 def probe_cache_path() -> Path:
+    """The file the probes' results are kept in: `SEGLIB_PROBE_CACHE`, else seglib/fastpath.json in the
+    user's cache folder (`XDG_CACHE_HOME`, else ~/.cache)."""
     default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seglib" / "fastpath.json"
     return Path(os.environ.get("SEGLIB_PROBE_CACHE", default))
 

@@ -22,12 +22,15 @@ def _atomic(path: str | Path, write: Callable[[IO[Any]], object], mode: str = "w
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically: the old file or the new one, never half of it."""
     _atomic(path, lambda f: f.write(text), mode="w")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """`torch.save(obj)` to `path` atomically (checkpoints)."""
     _atomic(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """`df` as CSV (no index) to `path` atomically."""
     _atomic(path, lambda f: df.to_csv(f, index=False), mode="w")
