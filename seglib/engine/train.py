@@ -12,7 +12,6 @@ alone writes the run folder.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from contextlib import AbstractContextManager, ExitStack
@@ -27,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from ..data import CorruptSampleError, DeviceAugment, EpochSampler, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
-from ..models import build_model, count_parameters
-from .allocator import allocator_advice, allocator_name, release_idle_memory
+from ..models import build_model
+from .allocator import release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .budget import SizeAt, kept_plan_note, next_plan
 from .checkpoint import TRAINED_SIZE, model_spec
@@ -49,15 +48,23 @@ from .distributed import (
 )
 from .ema import ModelEMA
 from .environment import run_environment
-from .extend import own_names
 from .fastpath import choose_memory_format
 from .hooks import EpochEnd, EpochHook, EpochHookError, HookFailure, OnEpoch
 from .interrupt import Interrupt, deferred_sigint
 from .loaders import eval_loader, make_datasets, run_device_data, train_loader, train_steps_per_epoch
 from .loop import Env, NonFiniteLossError, StopRequested, evaluate_epoch, train_one_epoch
 from .losses import LossFn, build_loss
+from .messages import (
+    UNSAVED,
+    describe_run,
+    epochs_said,
+    lost_process_advice,
+    report_epoch,
+    resume_command,
+    say,
+)
 from .optimizer import build_optimizer, optimizer_name
-from .progress import shell_of_kernel, start_new_displays
+from .progress import start_new_displays
 from .progressive import epoch_size
 from .runs import (
     HISTORY_COLUMNS,
@@ -76,7 +83,6 @@ from .runtime import (
     default_amp,
     default_num_workers,
     determinism_kept,
-    precision_name,
     prepare_model,
     seed_everything,
 )
@@ -104,14 +110,6 @@ class TrainingInterrupted(KeyboardInterrupt):
     and how to go on. `saved`: whether last.pt holds where it stopped."""
 
     saved = True
-
-
-# a Ctrl-C in fit's set-up (reading the data, the probe, the cache), or a second one while it saved
-UNSAVED = (
-    "training stopped before it saved where it stood (in its set-up, or at a second Ctrl-C during a save): "
-    "where its run folder has a last.pt, that holds its last saved epoch: resume from it (fit(cfg, "
-    "resume=RUN_FOLDER), or `python -m seglib train --resume RUN_FOLDER`); else nothing was trained: start it again"
-)
 
 
 @dataclass
@@ -253,21 +251,21 @@ def _fit(
     clock = CompileClock(info.device) if cfg.compile else None
     hook = EpochHook(on_epoch, val_ds, info.device, info.is_main) if on_epoch is not None else None
     env = Env(info.device, use_amp, loss_fn, Interrupt(), _prep(cfg, info), clock, hook)
-    described = _describe(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
+    described = describe_run(cfg, info, env, model, kind, train_ds, val_ds, run_dir)
     first_line = f"{described}; {layout}; {feed}; {compiling}; {optimizer_name(state.optimizer)}"
     done = _training_done(state, cfg)  # resumed when finished: what it would train on is beside the point
     if not done:
-        _say(info, first_line)
+        say(info, first_line)
     if ckpt is None and (note := kept_plan_note(cfg.epochs, cfg.budget_minutes)):
-        _say(info, note)
+        say(info, note)
     # not under a budget: it re-plans the epochs, so its first plan's last epoch means little
     if ckpt is None and cfg.budget_minutes is None and (note := dead_milestones_note(cfg)):
-        _say(info, note)
+        say(info, note)
     where = {"epoch": state.epoch, "step": state.partial.step, "first_line": first_line, "data": kind}
     if not done:  # a finished run's record stays its own: this call trains nothing
         if ckpt is not None and info.is_main:  # what it goes on with that it did not begin with
             for note in resume_notes(run_dir, ckpt, kind, train_ds.root, state.epoch + 1):
-                _say(info, note)
+                say(info, note)
         folder.record_start(run_environment(info.device, use_amp, info.world_size) | where)
     # `net` trains; `state.eval_model` is what is validated and saved, through `eval_net`
     net, eval_net = _nets(model, state, cfg, info)
@@ -367,15 +365,15 @@ def _epochs(
                     epoch, state, nets, loaders, folder.cfg, env, folder, info
                 )
                 tracker.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                _report(info, folder.cfg, row, skipped)
+                report_epoch(info, folder.cfg, row, skipped)
                 if failed is not None:  # the epoch is saved and logged, without the hook's metrics
                     _hook_failed(failed, state, folder, info)
                 release_idle_memory()  # a kernel training run after run keeps no freed pages without bound
                 if clock is not None and clock.seconds:  # once, after this process's first epoch
-                    _say(info, clock.describe())
+                    say(info, clock.describe())
                     clock = None
     except (RuntimeError, ConnectionResetError) as e:
-        advice = _lost_process_advice(e, loaders, folder.path, info)
+        advice = lost_process_advice(e, loaders, folder.path, info)
         if advice is None:
             raise
         said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
@@ -388,59 +386,9 @@ def _stops_by_patience(state: TrainState, cfg: TrainConfig, info: DistInfo) -> b
     p = cfg.patience
     if p is None or not patience_spent(state.epoch, state.best_epoch, p):
         return False
-    _say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in "
-               f"{_epochs_said(p)} (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip
+    say(info, f"seglib: val Dice has not bettered epoch {state.best_epoch}'s {state.best_dice:.4f} in "
+              f"{epochs_said(p)} (patience {p}): stopped after epoch {state.epoch} of {cfg.epochs}")  # fmt: skip
     return True
-
-
-# gloo's words when another process of the run is gone: "Connection reset by peer", "... closed by peer"
-_PEER_LOST = "by peer"
-
-
-def _lost_process_advice(e: Exception, loaders: Loaders, run_dir: Path, info: DistInfo) -> str | None:
-    """What to do when `e` says a process the run needs is gone; None when it says something else."""
-    # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
-    # its SIGCHLD handler raises wherever the main thread is when the worker dies. A worker killed while
-    # it passed a batch resets the connection the batch travels by instead.
-    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
-    if workers and (isinstance(e, ConnectionResetError) or "DataLoader worker" in str(e)):
-        return _lost_worker_advice(run_dir, info)
-    # Another rank killed or its node lost: this rank learns it in its next collective, from gloo.
-    if info.distributed and isinstance(e, RuntimeError) and _PEER_LOST in str(e):
-        return (
-            "Another process of this run has ended (killed, out of memory, or its node "
-            f"lost: its own log says which); {_saved_or_not(run_dir, info)}, on every node"
-        )
-    return None
-
-
-def _resume_command(run_dir: Path, info: DistInfo) -> str:
-    """How to resume `run_dir`, in Python and on the command line (under torchrun where it ran so); a run
-    of a registered model, loss, scheduler or augmentation in Python only, which registers them first."""
-    python = f"fit(cfg, resume={str(run_dir)!r})"
-    try:
-        own = own_names(json.loads((run_dir / "config.json").read_text()))
-    except (OSError, ValueError):
-        own = []
-    if own:
-        return f"{python}, in a process that has registered {', '.join(own)} (the command line cannot)"
-    launcher = "torchrun ... -m seglib" if info.distributed else "python -m seglib"
-    return f"{python} or `{launcher} train --resume {run_dir}`"
-
-
-def _lost_worker_advice(run_dir: Path, info: DistInfo) -> str:
-    """What to do after a loader worker was killed: the run's last save stands, as after Ctrl-C."""
-    return (
-        "A loader worker was killed from outside, most often by the system for want of memory (fewer "
-        f"num_workers need less, and a resumed run may take them); {_saved_or_not(run_dir, info)}"
-    )
-
-
-def _saved_or_not(run_dir: Path, info: DistInfo) -> str:
-    """Where the run's last save is and how to resume it, or that there is none."""
-    if (run_dir / "last.pt").is_file():
-        return f"{run_dir / 'last.pt'} holds the run up to its last save: resume with {_resume_command(run_dir, info)}"
-    return "nothing was saved yet: start the run anew"
 
 
 def _memory_format(
@@ -572,21 +520,17 @@ def _resume(state: TrainState, ckpt: dict[str, Any], info: DistInfo, run_dir: Pa
     epoch, step = state.epoch + 1, state.partial.step
     if _training_done(state, cfg):  # nothing left: its results are that run's, not this call's
         if state.epoch >= cfg.epochs:
-            ended = f"has finished its {_epochs_said(cfg.epochs)}"
+            ended = f"has finished its {epochs_said(cfg.epochs)}"
         else:  # a larger patience lets it go on (RESUME_MAY_DIFFER)
             ended = f"stopped by its patience ({cfg.patience}) after epoch {state.epoch} of {cfg.epochs}"
-        _say(
+        say(
             info,
             f"seglib: {run_dir} {ended}: nothing to resume (a new run: leave out resume= in Python, --resume "
             "on the command line, resume=True in a notebook)",
         )
         return
     where = f"step {step} of epoch {epoch}" if step else f"the start of epoch {epoch}"
-    _say(info, f"seglib: resuming {run_dir} at {where} (of {_epochs_said(cfg.epochs)})")
-
-
-def _epochs_said(n: int) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
+    say(info, f"seglib: resuming {run_dir} at {where} (of {epochs_said(cfg.epochs)})")
 
 
 def _train_and_validate(
@@ -627,7 +571,7 @@ def _train_and_validate(
         raise TrainingInterrupted(
             f"training stopped in epoch {epoch} after step {state.partial.step} of {steps}; "
             f"{folder.path / 'last.pt'} holds everything up to there. Resume with "
-            f"{_resume_command(folder.path, info)} (its saved settings)"
+            f"{resume_command(folder.path, info)} (its saved settings)"
         ) from None
     except NonFiniteLossError as e:
         good = f"step {resumed_at} of epoch {epoch}" if resumed_at else f"end of epoch {epoch - 1}"
@@ -709,7 +653,7 @@ def _hook_failed(failed: HookFailure, state: TrainState, folder: RunFolder, info
     else:
         saved = (
             f"{last} holds epoch {epoch}, without the hook's metrics. Resume with "
-            f"{_resume_command(folder.path, info)} (in Python, pass on_epoch again for the epochs left)"
+            f"{resume_command(folder.path, info)} (in Python, pass on_epoch again for the epochs left)"
         )
     if failed.kind == "interrupted":
         raise TrainingInterrupted(
@@ -743,7 +687,7 @@ def _replan(state: TrainState, folder: RunFolder, steps: int) -> None:
     if is_main():
         print(
             f"seglib: budget {cfg.budget_minutes:g} min: {len(seconds)} epochs took {sum(seconds) / 60:.2f} min, "
-            f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {_epochs_said(epochs)}"
+            f"the last {seconds[-1]:.1f} s; re-planned {cfg.epochs} -> {epochs_said(epochs)}"
         )
 
 
@@ -753,70 +697,3 @@ def _size_at(cfg: TrainConfig, history: list[dict[str, Any]]) -> SizeAt:
     reached = (history[-1].get("train_size") or 0) if history else 0
     sizes, share = cfg.progressive_sizes, cfg.progressive_share
     return lambda epoch, epochs: epoch_size(sizes, share, cfg.image_size, epoch, epochs, reached)
-
-
-def _describe(
-    cfg: TrainConfig,
-    info: DistInfo,
-    env: Env,
-    model: nn.Module,
-    kind: str,
-    train_ds: SegmentationDataset,
-    val_ds: SegmentationDataset,
-    run_dir: Path,
-) -> str:
-    """The run's first line: model, data, sizes, batch, schedule, device, precision, and every folder it
-    writes (run folder, cache folder)."""
-    batch = f"batch {cfg.batch_size}"
-    if info.distributed:
-        effective = cfg.batch_size * info.world_size
-        sync = ", sync_bn" if cfg.sync_bn else ""
-        batch += f" per process x {info.world_size} processes = {effective} effective ({info.backend}{sync})"
-    precision = precision_name(env.device, env.use_amp)
-    # A folder's split: its split files or the seeded split.
-    split = f" ({train_ds.split_source}; written to {run_dir / 'splits'})" if kind == "folder" else ""
-    n = count_parameters(model)
-    size = f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"  # a narrow test model: not "0.0M"
-    own = cfg.augment and cfg.augmentation != "default"
-    scheduler = f"scheduler {cfg.scheduler}" + (f", augmentation {cfg.augmentation}" if own else "")
-    return (
-        f"seglib: {cfg.model} ({size} parameters) on {kind} data "
-        f"({train_ds.root}): train {len(train_ds)} / val {len(val_ds)} images{split} at {cfg.image_size} px, "
-        f"{batch}, {_epochs_said(cfg.epochs)}, {scheduler}, device {env.device}{_malloc(env.device)}"
-        f", {precision}; run folder {run_dir}{_cache_folder(train_ds)}"
-    )
-
-
-def _malloc(device: torch.device) -> str:
-    """On a CPU, the allocator (engine/allocator.py): it counts in a step's time there; without jemalloc
-    where it is installed, how to start with it (the command line and the workbook's kernels do)."""
-    if device.type != "cpu":
-        return ""
-    advice = allocator_advice(in_kernel=shell_of_kernel() is not None)
-    return f" ({allocator_name()} malloc{'; ' + advice if advice else ''})"
-
-
-def _cache_folder(ds: SegmentationDataset) -> str:
-    """The decode-once cache's folder, when the samples come from one: the run writes there too."""
-    return f"; cache folder {ds.cache.folder.parent}" if ds.cache is not None else ""
-
-
-def _report(info: DistInfo, cfg: TrainConfig, row: dict[str, Any], skipped: list[str]) -> None:
-    if skipped:
-        _say(
-            info,
-            f"epoch {row['epoch']}: skipped {len(skipped)} unreadable sample(s): {'; '.join(skipped[:5])}",
-        )
-    if cfg.progress:
-        _say(
-            info,
-            f"epoch {row['epoch']:3d}/{cfg.epochs}: train loss {row['train_loss']:.4f} dice "
-            f"{row['train_dice']:.4f} | val loss {row['val_loss']:.4f} dice {row['val_dice']:.4f} | "
-            f"lr {row['lr']:.2e} | {row['seconds']:.1f} s",
-        )
-
-
-def _say(info: DistInfo, message: str) -> None:
-    """`print` on rank 0: one process speaks for the run."""
-    if info.is_main:
-        print(message)
