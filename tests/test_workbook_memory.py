@@ -1,0 +1,45 @@
+"""benchmarks/workbook_memory.py: the peaks it reports are the memory the command's processes held, told
+apart by the notebook the runner says it is running, and its CSV carries what docs' tables need."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "benchmarks" / "workbook_memory.py"
+
+# a runner's two "notebooks": the first holds 300 MB in a child process (a kernel), the second little
+CHILD = "import time; a = bytearray(300_000_000); a[::4096] = b'x' * len(a[::4096]); time.sleep(2)"
+RUNNER = (
+    "import subprocess, sys, time\n"
+    "print('workbook: running 01_a.ipynb (quick) into x', flush=True)\n"
+    f"subprocess.run([sys.executable, '-c', {CHILD!r}])\n"
+    "print('workbook: running 02_b.ipynb (quick) into x', flush=True)\n"
+    "time.sleep(1.5)\n"
+    "sys.exit(3)\n"
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="PSS is read from Linux's /proc")
+def test_peaks_are_the_trees_memory_per_notebook_and_the_exit_status_is_the_commands(tmp_path):
+    out = tmp_path / "memory.csv"
+    p = subprocess.run(
+        [sys.executable, SCRIPT, "--every", "0.2", "--csv", out, "--", sys.executable, "-c", RUNNER],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 3, p.stdout + p.stderr  # the command's own
+    rows = {r["what"]: r for r in csv.DictReader(out.open())}
+    value = {what: int(r["value"]) for what, r in rows.items()}
+    assert 280 <= value["peak PSS, 01_a.ipynb"] < 450  # the child's 300 MB and the runner's interpreter
+    assert 280 <= value["largest process RSS, 01_a.ipynb"] < 450
+    assert value["peak PSS, 02_b.ipynb"] < 100  # the child has ended
+    assert value["peak PSS, all"] == value["peak PSS, 01_a.ipynb"]
+    first = next(iter(rows.values()))
+    assert first["date"] and first["commit"] and "core" in first["machine"] and first["unit"] == "MB"
