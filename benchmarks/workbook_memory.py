@@ -9,7 +9,7 @@ notebook kernels and their loader workers. It takes two readings:
   the machine must hold;
 - the largest single process's RSS.
 It prints each notebook's peaks (the runner's "workbook: running NAME" lines say which notebook is
-running), then the whole command's peaks and exit status. `--csv` appends rows to a CSV
+running), then the whole command's peaks and exit status. `--csv` appends a row per phase to a CSV
 (docs/performance/workbook_memory_*.csv).
 
 Linux only: PSS comes from /proc/PID/smaps_rollup. Run it on a quiet machine; other programs do not
@@ -91,7 +91,7 @@ def main() -> None:
 
 
 def _append_csv(path: Path, command: list[str], peaks: dict[str, list[float]]) -> None:
-    """Rows of what, value, unit, with the date, commit, machine and torch the project's CSVs carry."""
+    """A row per phase, with the date, commit, machine and torch the project's CSVs carry."""
     import csv
 
     import torch
@@ -103,14 +103,25 @@ def _append_csv(path: Path, command: list[str], peaks: dict[str, list[float]]) -
     with path.open("a", newline="") as f:
         w = csv.writer(f)
         if new:
-            w.writerow(["date", "commit", "machine", "torch", "what", "value", "unit", "command"])
+            w.writerow(
+                ["date", "commit", "machine", "torch", "command", "phase", "peak_pss_mb", "largest_rss_mb"]
+            )
         first = stamp()
         machine = f"{psutil.cpu_count()}-core {cpu_kind()}"
-        base = [first["date"], first["commit"], machine, torch.__version__]
         shown = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(command))
         for name, (pss, rss) in peaks.items():
-            w.writerow([*base, f"peak PSS, {name}", round(pss), "MB", shown])
-            w.writerow([*base, f"largest process RSS, {name}", round(rss), "MB", shown])
+            w.writerow(
+                [
+                    first["date"],
+                    first["commit"],
+                    machine,
+                    torch.__version__,
+                    shown,
+                    name,
+                    round(pss),
+                    round(rss),
+                ]
+            )
 
 
 if __name__ == "__main__":

@@ -35,11 +35,11 @@ def test_peaks_are_the_trees_memory_per_notebook_and_the_exit_status_is_the_comm
         timeout=120,
     )
     assert p.returncode == 3, p.stdout + p.stderr  # the command's own
-    rows = {r["what"]: r for r in csv.DictReader(out.open())}
-    value = {what: int(r["value"]) for what, r in rows.items()}
-    assert 280 <= value["peak PSS, 01_a.ipynb"] < 450  # the child's 300 MB and the runner's interpreter
-    assert 280 <= value["largest process RSS, 01_a.ipynb"] < 450
-    assert value["peak PSS, 02_b.ipynb"] < 100  # the child has ended
-    assert value["peak PSS, all"] == value["peak PSS, 01_a.ipynb"]
-    first = next(iter(rows.values()))
-    assert first["date"] and first["commit"] and "core" in first["machine"] and first["unit"] == "MB"
+    rows = {r["phase"]: r for r in csv.DictReader(out.open())}
+    pss = {phase: int(r["peak_pss_mb"]) for phase, r in rows.items()}
+    assert 280 <= pss["01_a.ipynb"] < 450  # the child's 300 MB and the runner's interpreter
+    assert 280 <= int(rows["01_a.ipynb"]["largest_rss_mb"]) < 450
+    assert pss["02_b.ipynb"] < 100  # the child has ended
+    assert pss["all"] == pss["01_a.ipynb"]
+    first = rows["all"]
+    assert first["date"] and first["commit"] and "core" in first["machine"] and "-c" in first["command"]
