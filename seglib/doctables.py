@@ -187,7 +187,7 @@ def render_table(spec: TableSpec | str, root: Path = REPO) -> str:
         heads = spec.columns or header
         body = [[_format(r.get(c, ""), spec.formats.get(c), r) for c in heads] for r in rows]
     elif spec.mean is None:  # parse_spec refuses this; a TableSpec built by hand may not
-        raise DocTableError("group= and mean= go together")
+        raise DocTableError(f"{'+'.join(spec.sources)}: group= and mean= go together")
     else:
         heads, body = _grouped(spec, spec.group, spec.mean, rows)
     lines = ["| " + " | ".join(_cell(h.replace("_", " ")) for h in heads) + " |"]

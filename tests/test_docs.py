@@ -207,7 +207,7 @@ def test_bad_markers_say_what_is_wrong(project: Path, spec: str, message: str):
 
 def test_a_spec_built_by_hand_needs_mean_with_group(project: Path):
     # parse_spec refuses group= without mean=; before, a TableSpec built so rendered a "None" column
-    with pytest.raises(DocTableError, match="go together"):
+    with pytest.raises(DocTableError, match="docs/runs.csv: group= and mean= go together"):
         render_table(doctables.TableSpec(["docs/runs.csv"], group=["model"]), project)
 
 
