@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from ..data import (
     EpochSampler,
@@ -51,7 +51,7 @@ OWN_AUGMENTATIONS: dict[str, Callable[[int, int], Any]] = {}
 
 
 def split_dataset(
-    cfg: TrainConfig, split: str, transform: Callable[..., dict] | None = None, **kwargs: Any
+    cfg: TrainConfig, split: str, transform: Callable[..., dict[str, Any]] | None = None, **kwargs: Any
 ) -> SegmentationDataset:
     """The `split` of the run's data (its dataset, root, border and folder settings); `kwargs` go to the
     dataset (image_size, limit, return_full_mask, ...). What evaluates a run's checkpoint uses too."""
@@ -144,7 +144,7 @@ def make_datasets(
     return train, val, kind
 
 
-def _train_transform(cfg: TrainConfig, fill: int) -> Callable[..., dict]:
+def _train_transform(cfg: TrainConfig, fill: int) -> Callable[..., dict[str, Any]]:
     """seglib's training augmentation, or the user's registered one between the resize and the normalising."""
     if cfg.augmentation == "default":
         return train_transform(cfg.image_size, mask_fill=fill, scale_jitter=cfg.scale_jitter)
@@ -166,13 +166,13 @@ def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -
 
 
 def make_loader(
-    dataset: Dataset,
+    dataset: Dataset[dict[str, Any]],
     batch_size: int,
-    sampler: Sampler | Iterable[int],
+    sampler: Iterable[int | tuple[int, int]],  # a Sampler's keys: indices, or EpochSampler's (index, seed)
     device: torch.device,
     num_workers: int | None = None,
     drop_last: bool = False,
-) -> DataLoader:
+) -> DataLoader[dict[str, Any]]:
     """A DataLoader with seglib's collate, pinned memory on CUDA and persistent, prefetching workers.
 
     `num_workers=None` takes `default_num_workers(device)` (a distributed run passes its node's share).
@@ -208,7 +208,7 @@ def train_loader(
     rank: int = 0,
     world_size: int = 1,
     resident: bool = False,
-) -> DataLoader | ResidentLoader:
+) -> DataLoader[dict[str, Any]] | ResidentLoader:
     """This rank's training loader: an `EpochSampler` share padded to equal length, so the ranks step
     together; a last batch of one image dropped (see `train_steps_per_epoch`). `resident`: batches
     gathered from the dataset's cache held on `device` (`batches.ResidentLoader`), no workers."""
@@ -230,7 +230,7 @@ def eval_loader(
     world_size: int = 1,
     resident: bool = False,
     read_threads: int = 0,
-) -> DataLoader | ResidentLoader | ThreadLoader:
+) -> DataLoader[dict[str, Any]] | ResidentLoader | ThreadLoader:
     """This rank's evaluation loader: images rank, rank + W, ... in order, none padded or repeated, so
     that sums over the ranks count every image once (`resident` as for `train_loader`). Without worker
     processes, `read_threads` threads read the samples (`ThreadLoader`)."""

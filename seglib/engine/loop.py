@@ -33,7 +33,7 @@ from .tta import forward_tta
 
 __all__ = ["Env", "StopRequested", "NonFiniteLossError", "train_one_epoch", "evaluate_epoch"]
 
-Batches = DataLoader | ResidentLoader | ThreadLoader  # the loaders the loops iterate
+Batches = DataLoader[dict[str, Any]] | ResidentLoader | ThreadLoader  # the loaders the loops iterate
 
 
 class StopRequested(Exception):
@@ -183,7 +183,7 @@ def _training_batch(
 def train_one_epoch(
     net: nn.Module,
     state: TrainState,
-    loader: DataLoader | ResidentLoader,
+    loader: DataLoader[dict[str, Any]] | ResidentLoader,
     cfg: TrainConfig,
     env: Env,
     total: int,

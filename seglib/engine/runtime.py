@@ -189,14 +189,14 @@ def precision_name(device: torch.device, use_amp: bool) -> str:
     return f"{str(amp_dtype(device)).removeprefix('torch.')} autocast" if use_amp else "fp32"
 
 
-def autocast(device: torch.device, enabled: bool) -> AbstractContextManager:
+def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[None]:
     """Mixed-precision autocast when enabled: bf16 (or fp16) on CUDA, bf16 on a CPU."""
     if enabled and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=amp_dtype(device))
     return nullcontext()
 
 
-def autocast_cache(device: torch.device) -> AbstractContextManager:
+def autocast_cache(device: torch.device) -> AbstractContextManager[None]:
     """A region (autocast disabled) within which nested `autocast` regions keep the weights they cast to
     bf16 for the next: autocast drops its casts only when its outermost region exits. For inference
     loops, whose weights do not change; one forward casts every weight (a kernel each on a GPU)."""

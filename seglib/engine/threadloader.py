@@ -51,7 +51,7 @@ class ThreadLoader:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset[dict[str, Any]],
         batch_size: int,
         sampler: Iterable[Any],
         threads: int,
@@ -71,7 +71,7 @@ class ThreadLoader:
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)  # before the threads start: they take it up
         pool = ThreadPoolExecutor(self.threads, thread_name_prefix="seglib-read")
-        pending: deque[Future] = deque()
+        pending: deque[Future[dict[str, Any]]] = deque()
         try:
             for _ in range(2 * max(self.threads, self.batch_size)):  # samples in flight
                 self._submit(pool, pending, keys)
@@ -86,7 +86,9 @@ class ThreadLoader:
             pool.shutdown(wait=True, cancel_futures=True)
             torch.set_num_threads(saved)
 
-    def _submit(self, pool: ThreadPoolExecutor, pending: deque[Future], keys: Iterator[Any]) -> None:
+    def _submit(
+        self, pool: ThreadPoolExecutor, pending: deque[Future[dict[str, Any]]], keys: Iterator[Any]
+    ) -> None:
         key = next(keys, None)
         if key is not None:
             pending.append(pool.submit(self._read, key))

@@ -473,7 +473,7 @@ def _build_model(cfg: TrainConfig, info: DistInfo) -> tuple[nn.Module, dict[str,
     return prepare_model(model, info.device, cfg.channels_last), spec
 
 
-Loader = DataLoader | ResidentLoader  # a training loader
+Loader = DataLoader[dict[str, Any]] | ResidentLoader  # a training loader
 EvalLoader = Loader | ThreadLoader
 Loaders = tuple[Loader, EvalLoader]  # training, validation
 
