@@ -189,7 +189,7 @@ def open_split(
     root: str | Path,
     kind: str,
     split: str,
-    transform: Callable[..., dict] | None = None,
+    transform: Callable[..., dict[str, Any]] | None = None,
     *,
     mask_values: str = "",
     val_fraction: float = 0.1,

@@ -26,7 +26,7 @@ from .trimaps import trimap_to_mask
 __all__ = ["SegmentationDataset"]
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(Dataset[dict[str, Any]]):
     """Images and binary masks. Samples are dicts: `image` (float 3xHxW, normalised), `mask` (float
     1xHxW: 1 object, 0 background, IGNORE_INDEX on the border band with `border="ignore"`), `name`,
     `index` (with `uint8_transform` both uint8, for `seglib.data.device`); with `return_full_mask=True` also `mask_full` (uint8 HxW at the original resolution);
@@ -42,7 +42,7 @@ class SegmentationDataset(Dataset):
     split: str
     border: str
     entries: list[Any]
-    transform: Callable[..., dict]
+    transform: Callable[..., dict[str, Any]]
     return_full_mask: bool
     on_corrupt: str
     cache: ResizedCache | None

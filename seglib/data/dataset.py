@@ -75,7 +75,7 @@ class OxfordPetDataset(SegmentationDataset):
         self,
         root: str | Path,
         split: str = "train",
-        transform: Callable[..., dict] | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
         image_size: int = 256,
         border: str = "pet",
         limit: int | None = None,

@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -69,7 +70,7 @@ class FolderDataset(SegmentationDataset):
         self,
         root: str | Path,
         split: str = "train",
-        transform: Callable[..., dict] | None = None,
+        transform: Callable[..., dict[str, Any]] | None = None,
         image_size: int = 256,
         border: str = "pet",
         limit: int | None = None,

@@ -116,7 +116,11 @@ def shown(values: list[str]) -> str:
 
 
 def _auto_object(
-    path: Path, found: list, labels: list[str], background: object, named: list[str] | None = None
+    path: Path,
+    found: list[int] | list[tuple[int, int, int]],
+    labels: list[str],
+    background: object,
+    named: list[str] | None = None,
 ) -> object:
     """The one value besides the background, or MaskValueError listing the values and what to pass
     (`named`: the values to suggest, else those found besides the background)."""

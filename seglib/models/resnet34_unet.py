@@ -134,7 +134,7 @@ class ResNet34UNet(nn.Module):
         self,
         in_channels: int = 3,
         num_classes: int = 1,
-        encoder_weights: str | os.PathLike | None = None,
+        encoder_weights: str | os.PathLike[str] | None = None,
         zero_init_residual: bool = False,
         base_channels: int = 64,
     ) -> None:
@@ -165,7 +165,7 @@ class ResNet34UNet(nn.Module):
 
 
 def load_encoder_weights(
-    encoder: ResNet34Encoder, weights: str | os.PathLike, url: str = IMAGENET_URL
+    encoder: ResNet34Encoder, weights: str | os.PathLike[str], url: str = IMAGENET_URL
 ) -> None:
     """Load torchvision ResNet34 weights ("imagenet" or a state_dict file) into `encoder`, strictly."""
     if str(weights) == "imagenet":
