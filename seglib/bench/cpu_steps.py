@@ -34,8 +34,8 @@ def _step_configs(spec: dict[str, Any]) -> dict[str, tuple[dict[str, Any], dict[
 
 
 def cpu_train_step(
-    name: str, kwargs: dict, size: int, batch: int, steps: int, reps: int
-) -> tuple[list[dict], dict[str, Any]]:
+    name: str, kwargs: dict[str, Any], size: int, batch: int, steps: int, reps: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Training step on a CPU, each side in a worker process of its own, taking turns `reps` times
     (the package's docstring). The rows, and seglib's choice of memory format (`steps.choice_dict`)."""
     cpu = torch.device("cpu")
@@ -49,8 +49,8 @@ def cpu_train_step(
 
 
 def _cpu_step_rows(
-    what: str, flops: int, ready: dict[str, dict], answers: dict[str, list[dict]]
-) -> list[dict]:
+    what: str, flops: int, ready: dict[str, dict[str, Any]], answers: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """The step rows from the workers' answers: reference against seglib's chosen format, achieved
     GFLOP/s, one candidate row per (format, allocator) against the reference, and peak RSS."""
     chosen = ready["seglib"]["choice"]["format"]

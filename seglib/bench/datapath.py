@@ -75,7 +75,9 @@ def _loader_rate(loader_factory: Callable[[], Iterable[dict[str, Any]]]) -> Call
     return run
 
 
-def data_path_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+def data_path_rows(
+    root: Path, cache: Path, dev: torch.device, reps: int, log: Callable[[str], Any]
+) -> list[dict[str, Any]]:
     """JPEGs to augmented 256 px batches: the original's loader against fit's (the cache), and the cache's
     build time."""
     size, batch = 256, 8

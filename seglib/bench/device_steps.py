@@ -82,7 +82,7 @@ Compiled = dict[str, tuple[list[float], float]]  # label -> (rates, first step's
 
 def _cuda_variant_rows(
     what: str, ref: list[float], tuned: list[float] | None, compiled: Compiled
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The cudnn.benchmark and torch.compile steps against the reference, where they ran (CUDA)."""
     rows = []
     if tuned:
@@ -142,7 +142,7 @@ def _cuda_variants(
     return tuned, compiled
 
 
-def _roofline_rows(what: str, bound: float, eager: list[float], compiled: Compiled) -> list[dict]:
+def _roofline_rows(what: str, bound: float, eager: list[float], compiled: Compiled) -> list[dict[str, Any]]:
     """The step's roofline bound (images/s) and the share of it seglib's step reaches, eager and compiled."""
     rows = [{"what": f"{what} roofline bound", "unit": "images/s", "reference": None, "seglib": bound}]
     for how, rates in [("", eager)] + [(f" {label}", r) for label, (r, _) in compiled.items()]:

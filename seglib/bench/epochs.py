@@ -31,8 +31,8 @@ from .timing import info_row, interleaved, row, row_text
 
 
 def epoch_rows(
-    root: Path, cache: Path, dev: torch.device, reps: int, choices: dict[str, Any], log: Callable
-) -> list[dict]:
+    root: Path, cache: Path, dev: torch.device, reps: int, choices: dict[str, Any], log: Callable[[str], Any]
+) -> list[dict[str, Any]]:
     """A whole epoch, data + steps, the original's way against fit's (host and device data paths): the
     quick profile's model and size on a CPU; on a GPU the full UNet at 256 px, batch 32, over the set 4
     times (does the data path keep the GPU busy?)."""
@@ -62,7 +62,7 @@ def epoch_rows(
     # Built once with persistent workers, as fit() does: worker start-up is not part of an epoch.
     fast_loader = make_loader(fast_ds, batch, sampler(fast_ds), dev)
 
-    def to_input(b: dict, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def to_input(b: dict[str, Any], step: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = b["image"].to(dev, non_blocking=True).contiguous(memory_format=fmt)
         return x, b["mask"].to(dev, non_blocking=True)
 
@@ -80,7 +80,13 @@ def epoch_rows(
 
 
 def _epoch_format(
-    kwargs: dict, size: int, batch: int, dev: torch.device, what: str, choices: dict, log: Callable
+    kwargs: dict[str, Any],
+    size: int,
+    batch: int,
+    dev: torch.device,
+    what: str,
+    choices: dict[str, Any],
+    log: Callable[[str], Any],
 ) -> torch.memory_format:
     """The memory format of the epoch's seglib model, chosen as fit() would in this process (its
     allocator); the choice goes into `choices[what]`."""
@@ -91,7 +97,7 @@ def _epoch_format(
 
 
 def _reference_epoch(
-    loader: DataLoader, model: torch.nn.Module, opt: torch.optim.Optimizer, dev: torch.device
+    loader: DataLoader[dict[str, Any]], model: torch.nn.Module, opt: torch.optim.Optimizer, dev: torch.device
 ) -> float:
     """Images/s of one pass over `loader` the original's way (`reference_step`, a host sync every batch)."""
     t, n = time.perf_counter(), 0
@@ -103,8 +109,8 @@ def _reference_epoch(
 
 
 def _timed_epoch(
-    batches: Iterable[dict],
-    to_input: Callable[[dict, int], tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[dict[str, Any]],
+    to_input: Callable[[dict[str, Any], int], tuple[torch.Tensor, torch.Tensor]],
     model: torch.nn.Module,
     opt: torch.optim.Optimizer,
     amp: bool,
@@ -131,8 +137,13 @@ def _timed_epoch(
 
 
 def _device_epoch_rows(
-    epoch: tuple, dev: torch.device, reps: int, ref_epoch: Callable[[], float], what: str, log: Callable
-) -> list[dict]:
+    epoch: tuple[Path, Path, int, int, dict[str, Any], int, torch.memory_format],
+    dev: torch.device,
+    reps: int,
+    ref_epoch: Callable[[], float],
+    what: str,
+    log: Callable[[str], Any],
+) -> list[dict[str, Any]]:
     """The whole-epoch row on the device data path (`TrainConfig.device_data`): uint8 batches from the
     cache (held whole on the device where it fits), normalised and augmented there, against the same
     reference epoch; and its share of time waiting for data."""
@@ -146,7 +157,7 @@ def _device_epoch_rows(
     amp = default_amp(dev)
     waits: list[float] = []
 
-    def all_passes() -> Iterator[dict]:
+    def all_passes() -> Iterator[dict[str, Any]]:
         for p in range(passes):
             sampler.set_epoch(p)
             yield from loader

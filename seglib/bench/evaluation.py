@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -33,7 +34,9 @@ def reference_eval(model: torch.nn.Module, test: OxfordPetDataset, dev: torch.de
     return run
 
 
-def eval_rows(root: Path, cache: Path, dev: torch.device, reps: int, log: Callable) -> list[dict]:
+def eval_rows(
+    root: Path, cache: Path, dev: torch.device, reps: int, log: Callable[[str], Any]
+) -> list[dict[str, Any]]:
     """Evaluation at original resolution (256 px model input, scored against the full-size trimaps): the
     original's per-image loop against `evaluate`, reading JPEGs and then a cached test set."""
     test = OxfordPetDataset(root, "test", eval_transform(256), return_full_mask=True)

@@ -53,7 +53,9 @@ def machine_facts(dev: torch.device, quick: bool) -> dict[str, Any]:
     }
 
 
-def ceiling_rows(rows: list[dict], dev: torch.device, n: int, reps: int, log: Callable) -> float:
+def ceiling_rows(
+    rows: list[dict[str, Any]], dev: torch.device, n: int, reps: int, log: Callable[[str], Any]
+) -> float:
     """Adds the matmul ceiling rows; returns the ceiling seglib's steps compare with: bf16's where seglib
     trains in bf16 (the device has it natively), else fp32's."""
     ceiling = matmul_ceiling(dev, n, reps)
@@ -69,7 +71,9 @@ def ceiling_rows(rows: list[dict], dev: torch.device, n: int, reps: int, log: Ca
     return fast_ceiling
 
 
-def bandwidth_rows(rows: list[dict], dev: torch.device, reps: int, log: Callable) -> float:
+def bandwidth_rows(
+    rows: list[dict[str, Any]], dev: torch.device, reps: int, log: Callable[[str], Any]
+) -> float:
     """Adds the copy bandwidth row (the roofline's other side: the step rows give their bound and share)."""
     bandwidth = memory_bandwidth(dev, reps)
     rows.append(info_row("memory bandwidth (copy)", "GB/s", bandwidth))

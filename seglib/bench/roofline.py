@@ -76,7 +76,7 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _unreturned(func: Any, args: tuple, out: Any) -> list[torch.Tensor]:
+def _unreturned(func: Any, args: tuple[Any, ...], out: Any) -> list[torch.Tensor]:
     """The tensors of `args` that `func`'s schema marks as written and that it does not return."""
     returned = {id(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)}
     written = [

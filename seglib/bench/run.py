@@ -83,7 +83,7 @@ def run_benchmark(
     return out
 
 
-def _step_specs(dev: torch.device, quick: bool) -> list[tuple[str, dict, int, int]]:
+def _step_specs(dev: torch.device, quick: bool) -> list[tuple[str, dict[str, Any], int, int]]:
     """The training steps timed: (model, kwargs, image size, batch)."""
     if dev.type == "cuda":
         return [("unet", {}, 256, 32), ("resnet34_unet", {}, 256, 64)]
@@ -98,7 +98,7 @@ def _step_specs(dev: torch.device, quick: bool) -> list[tuple[str, dict, int, in
 
 
 def train_step_rows(
-    steps: list[tuple[str, dict, int, int]],
+    steps: list[tuple[str, dict[str, Any], int, int]],
     reps: int,
     dev: torch.device,
     compile_models: bool,
@@ -106,11 +106,11 @@ def train_step_rows(
     choices: dict[str, Any],
     log: Callable[[str], Any],
     bandwidth: float = 0.0,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """The training-step rows of every (model, kwargs, size, batch): on a CPU in worker processes
     (`cpu_train_step`; seglib's choice of format goes into `choices`), elsewhere in this one, with the
     roofline bound of `fast_ceiling` GFLOP/s and `bandwidth` GB/s."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for name, kw, size, batch in steps:
         if dev.type == "cpu":
             new, choice = cpu_train_step(name, kw, size, batch, steps=1, reps=reps)
@@ -135,7 +135,7 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = ["| what | unit | reference | seglib | seglib / reference |", "|---|---|---|---|---|"]
     for r in result["rows"]:
 
-        def cell(key: str, r: dict = r) -> str:
+        def cell(key: str, r: dict[str, Any] = r) -> str:
             v = r.get(key)
             if v is None:
                 return "-"

@@ -50,7 +50,7 @@ def train_step_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return counter.get_total_flops()
 
 
-def step_flops(name: str, kwargs: dict, size: int, device: torch.device) -> int:
+def step_flops(name: str, kwargs: dict[str, Any], size: int, device: torch.device) -> int:
     """FLOPs of one image's training step (forward + backward)."""
     torch.manual_seed(0)
     x = torch.randn(1, 3, size, size, device=device)
@@ -59,7 +59,7 @@ def step_flops(name: str, kwargs: dict, size: int, device: torch.device) -> int:
 
 
 def model_and_optimizer(
-    name: str, kwargs: dict, device: torch.device, fmt: torch.memory_format, seglib: bool
+    name: str, kwargs: dict[str, Any], device: torch.device, fmt: torch.memory_format, seglib: bool
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """The model in `fmt` and its AdamW: seglib's (`fit`'s, fused where it can be) or the original's."""
     model = build_model(name, **kwargs).to(device).to(memory_format=fmt)
@@ -68,12 +68,12 @@ def model_and_optimizer(
     return model, torch.optim.AdamW(model.parameters(), lr=1e-4)
 
 
-def step_what(name: str, kwargs: dict, size: int, batch: int) -> str:
+def step_what(name: str, kwargs: dict[str, Any], size: int, batch: int) -> str:
     """A step row's name, e.g. "train step unet-w16 128px b4"."""
     return f"train step {name}{'-w' + str(kwargs['base_channels']) if kwargs else ''} {size}px b{batch}"
 
 
-def achieved_row(what: str, ref: list[float], fast: list[float], flops_per_image: float) -> dict:
+def achieved_row(what: str, ref: list[float], fast: list[float], flops_per_image: float) -> dict[str, Any]:
     """GFLOP/s achieved by each side, from its images/s and the FLOPs of one image's step."""
     gflop = flops_per_image / 1e9
     return row(f"{what} achieved", "GFLOP/s", [r * gflop for r in ref], [f * gflop for f in fast])

@@ -95,7 +95,7 @@ def timed_steps(step: Callable[[], torch.Tensor | None], steps: int) -> float:
     return time.perf_counter() - t
 
 
-def run_round(steppers: dict[str, Callable[[], torch.Tensor | None]], spec: dict[str, Any]) -> dict:
+def run_round(steppers: dict[str, Callable[[], torch.Tensor | None]], spec: dict[str, Any]) -> dict[str, Any]:
     """One "run": every format timed for `steps` steps in turn, with its peak RSS."""
     rates, peaks = {}, {}
     for fmt, step in steppers.items():

@@ -19,7 +19,7 @@ def sync(device: torch.device) -> None:
 
 def interleaved(
     a: Callable[[], float], b: Callable[[], float], reps: int, warmup: int = 1
-) -> tuple[list, list]:
+) -> tuple[list[float], list[float]]:
     """Run a and b alternately: `warmup` untimed rounds, then `reps` rounds. Each returns its own measure."""
     for _ in range(warmup):
         a(), b()
@@ -30,7 +30,9 @@ def interleaved(
     return ra, rb
 
 
-def row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_better: bool = True) -> dict:
+def row(
+    what: str, unit: str, ref: list[float], fast: list[float], higher_is_better: bool = True
+) -> dict[str, Any]:
     mr, mf = statistics.median(ref), statistics.median(fast)
     return {
         "what": what,
@@ -46,12 +48,12 @@ def row(what: str, unit: str, ref: list[float], fast: list[float], higher_is_bet
     }
 
 
-def info_row(what: str, unit: str, seglib: float) -> dict:
+def info_row(what: str, unit: str, seglib: float) -> dict[str, Any]:
     """A row with seglib's figure only (no reference to compare with)."""
     return {"what": what, "unit": unit, "reference": None, "seglib": seglib, "ratio": None}
 
 
-def memory_row(what: str, unit: str, ref: float, fast: float) -> dict:
+def memory_row(what: str, unit: str, ref: float, fast: float) -> dict[str, Any]:
     """Peak memory of each side; the ratio reads as "times less than the reference"."""
     return {
         "what": f"{what} memory",
@@ -102,7 +104,7 @@ def timed(run: Callable[[], None], device: torch.device, peaks: dict[str, float]
     return dt
 
 
-def row_text(r: dict) -> str:
+def row_text(r: dict[str, Any]) -> str:
     """A row as one line of the log: both sides, the unit and the ratio."""
     ratio = f"{r['ratio']:.2f}x" if r.get("ratio") else "-"
     return f"{r['what']}: reference {r['reference']:.2f}, seglib {r['seglib']:.2f} {r['unit']} ({ratio})"

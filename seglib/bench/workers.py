@@ -135,7 +135,9 @@ class StepWorker:
 
 
 @contextmanager
-def step_workers(configs: Mapping[str, tuple[dict[str, Any], dict[str, str] | None]]) -> Iterator[dict]:
+def step_workers(
+    configs: Mapping[str, tuple[dict[str, Any], dict[str, str] | None]],
+) -> Iterator[dict[str, StepWorker]]:
     """Workers by label from (spec, env): all import at once, then each builds, probes and warms up in
     turn, alone on the machine. They are closed on leaving (killed on an error)."""
     with ExitStack() as stack:
