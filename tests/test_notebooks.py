@@ -206,6 +206,17 @@ def test_an_unknown_only_name_stops_the_runner_before_any_notebook_runs(tmp_path
     assert not results.exists() and not (tmp_path / "synthetic-pets").exists()
 
 
+def test_a_synthetic_data_root_not_made_yet_is_no_typo_to_the_runner(tmp_path):
+    """--dataset synthetic makes its set where it is told: a --data_root not there yet is taken, and the
+    runner goes on (here to the unknown --only name, before any notebook runs)."""
+    results = tmp_path / "results"
+    args = ["--data_root", str(tmp_path / "new" / "synthetic-pets"), "--dataset", "synthetic"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--only", "nonsense", "--profile", "tiny", "--results_dir", str(results)])
+    assert str(stop.value.code).startswith("workbook: error: no notebook 'nonsense' in the workbook")
+    assert not results.exists()
+
+
 def test_synthetic_takes_the_set_at_data_root_else_the_demo_set_beside_it(tmp_path, capsys):
     mine = make_synthetic_pets(tmp_path / "mine", n_trainval=8, n_test=4)
     ws = start("t", str(mine), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
@@ -366,6 +377,26 @@ def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synt
     assert ws.check_run_data({}) == ""  # older checkpoints do not say
     chosen = start("t", str(synthetic_root), "synthetic", "tiny", str(tmp_path / "r"), "cpu")  # on purpose
     assert chosen.check_run_data(real, "unet_run").startswith("unet_run: its run trained on oxford-pet data")
+
+
+def test_a_run_stopped_by_its_patience_or_of_other_data_or_of_no_saved_model_is_described(
+    tmp_path, synthetic_root
+):
+    ws = start("t", str(synthetic_root), "synthetic", "tiny", str(tmp_path / "r"), "cpu")
+    run = tmp_path / "r" / "runs" / "unet-tiny"
+    run.mkdir(parents=True)
+    (run / "best.pt").write_bytes(b"")
+    # no config.json: which model it trained is unknown, so it is not refused for either
+    assert ws.run_folder(str(run), "resnet34_unet-tiny", "resnet_run", model="resnet34_unet") == run
+    # patience 2 stopped it 2 epochs after its best (epoch 1): ended, not STOPPED halfway
+    TrainConfig(epochs=30, patience=2).save(run / "config.json")
+    pd.DataFrame({"epoch": [1, 2, 3], "val_dice": [0.5, 0.4, 0.3]}).to_csv(run / "history.csv", index=False)
+    assert ws.describe_run(run) == f"{run} (3 of 30 epochs: stopped by its patience, 2)"
+    # data of the same kind in another folder: said, not passed over as the notebook's own
+    other = str(tmp_path / "elsewhere" / "synthetic-pets")
+    assert ws.check_run_data({"data": "synthetic", "data_root": other}, "unet_run") == (
+        f"unet_run: its run trained on synthetic data at {other}; scored here on synthetic data at {ws.root}"
+    )
 
 
 @pytest.fixture(scope="module")
