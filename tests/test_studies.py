@@ -479,3 +479,21 @@ def test_a_study_says_why_it_trains_anew_beside_a_run_on_older_samples(synthetic
         f"{first.run_dir.name}: trained before with this config, on the samples of an older seglib"
         in capsys.readouterr().out
     )
+
+
+def test_a_run_its_patience_stopped_is_finished_and_one_of_unknown_samples_is_not_reused(tmp_path):
+    """A study rerun trained a run its patience had ended again; a run whose environment.json cannot be
+    read (what it trained on unknown) passed for one of today's samples."""
+    from seglib.study.runs import is_finished, same_config
+
+    cfg = TrainConfig(epochs=30, patience=2, dataset="oxford-pet")
+    cfg.save(tmp_path / "config.json")
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_dice": [0.5, 0.4, 0.3]})
+    history.to_csv(tmp_path / "history.csv", index=False)
+    assert is_finished(tmp_path)  # 2 epochs without a better Dice than epoch 1's
+    history.head(2).to_csv(tmp_path / "history.csv", index=False)
+    assert not is_finished(tmp_path)  # 1 epoch: patience not spent, stopped while training
+    (tmp_path / "environment.json").write_text(json.dumps([{"started": "2026-12-07T12:00:00+00:00"}]))
+    assert same_config(cfg, tmp_path)
+    (tmp_path / "environment.json").write_text("[{not json")
+    assert not same_config(cfg, tmp_path)
