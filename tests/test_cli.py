@@ -18,7 +18,7 @@ from PIL import Image
 from seglib.cli import NOT_OPTIONS, build_parser, field_comments, main, train_config, train_options
 from seglib.data import BORDER_MODES, DATASETS, SPLITS, FolderDataset, OxfordPetDataset, make_synthetic_folder
 from seglib.engine import SCHEDULERS, TrainConfig, config_from_profile
-from seglib.engine.config import CHOICES, ON_CORRUPT
+from seglib.engine.config import CHOICES, MAX_IMAGE_SIZE, ON_CORRUPT
 from seglib.engine.loaders import checkpoint_split
 from seglib.engine.losses import LOSSES
 from seglib.models import MODELS
@@ -244,6 +244,7 @@ def test_train_config_from_another_folder_trains_beside_the_run_on_its_data(synt
         (["train", "--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["train", "--config", "nowhere"], "--config nowhere: cannot read /"),
         (["train", "--config", ".", "--profile", "quick"], "--config takes a run's settings whole"),
+        (["train", "--config", ".", "--recipe", "original"], "--config takes a run's settings whole"),
         (["train", "--model", "segnet"], "invalid choice: 'segnet'"),
         (
             ["train", "--dataset", "oxford-pet", "--data_path", "nowhere"],
@@ -550,6 +551,32 @@ def test_a_new_setting_is_an_option_with_no_other_edit():
     assert option.kwargs["help"] == "epochs of linear warm-up before the schedule (full: 0)"
     with pytest.raises(TypeError, match="NOT_OPTIONS"):  # says where to add a reader or the exclusion
         train_options(_Odd)
+
+
+@dataclass
+class _Retold(TrainConfig):
+    epochs: int = 5  # passes over the training set in this study
+    loader: dict[str, object] = dataclasses.field(default_factory=lambda: {"pin": True})  # pinned
+
+
+def test_a_subclass_says_its_own_help_and_shows_its_full_value_as_the_option_reads_it():
+    options = train_options(_Retold)
+    assert options["epochs"].kwargs["help"] == "passes over the training set in this study (full: 5)"
+    # JSON, as --loader reads it: Python's {'pin': True} would not parse
+    assert options["loader"].kwargs["help"] == 'pinned (full: {"pin": true})'
+
+
+def test_evaluate_and_predict_take_the_bounds_of_their_numbers():
+    """The lowest and highest values each option takes: --limit 1, --num_figures 0, --image_size 32."""
+    for command in ("evaluate", "predict"):
+        for size in ("32", str(MAX_IMAGE_SIZE)):
+            a = build_parser().parse_args(
+                [command, "--model_path", "m.pt", "--limit", "1", "--num_figures", "0", "--image_size", size]
+            )
+            assert (a.limit, a.num_figures, a.image_size) == (1, 0, int(size))
+    assert (
+        build_parser().parse_args(["evaluate", "--model_path", "m.pt", "--batch_size", "1"]).batch_size == 1
+    )
 
 
 def test_a_run_whose_data_has_moved_is_named(tmp_path):
