@@ -91,6 +91,8 @@ def test_a_device_seglib_cannot_run_on_is_named_before_any_work(tiny_config, tmp
         ({"threshold": 0.0}, r"threshold must be in \(0, 1\), got 0.0"),
         ({"threshold": 1.0}, r"threshold must be in \(0, 1\), got 1.0"),
         ({"budget_minutes": 0}, r"budget_minutes must be None \(off\) or a positive number"),
+        # patience 0 stopped a run after its first epoch
+        ({"patience": 0}, r"patience must be None \(off\) or a positive number of epochs, got 0"),
         # the models refuse these only once the data is cached
         ({"model_kwargs": {"base_channels": 0}}, r"model_kwargs base_channels must be a positive integer"),
         ({"model_kwargs": {"base_channels": "16"}}, r"base_channels must be a positive integer, e.g. 16"),
@@ -449,6 +451,21 @@ def test_a_checkpoint_whose_model_code_changed_says_so_in_a_line(tmp_path):
         str(e.value),
     )
     assert str(e.value).count("\n") == 0  # not torch's line per weight
+
+
+def test_a_misfit_checkpoint_of_a_run_without_its_seglib_commit_says_what_to_do(tmp_path):
+    """No environment.json beside it: no "git checkout unknown" to follow."""
+    model = build_model("unet", base_channels=4)
+    state = model.state_dict()
+    del state["outc.bias"]
+    spec = model_spec(model, "unet", {"base_channels": 4})
+    torch.save({"format": FORMAT, "model_spec": spec, "model": state}, tmp_path / "best.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing from the file \(outc\.bias\)\. The model's code has changed since the run: "
+        r"evaluate it with the seglib that trained it, or train again$",
+    ):
+        load_model(tmp_path / "best.pt")
 
 
 class _RunsCode:
