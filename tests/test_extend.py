@@ -267,6 +267,12 @@ def test_settings_an_augmentation_of_your_own_cannot_take_are_refused(
         tiny_config(**{"augmentation": "mine", **settings})
 
 
+def test_an_augmentation_of_your_own_switched_off_leaves_device_data_free(own_augmentation, tiny_config):
+    """augment=False runs no augmentation, so none in the data loader: device_data is no conflict."""
+    own_augmentation("mine", lambda size, fill: A.NoOp())
+    assert tiny_config(augmentation="mine", augment=False, device_data=True).device_data is True
+
+
 @pytest.mark.parametrize(
     ("name", "build", "message"),
     [
