@@ -164,6 +164,34 @@ def test_two_makers_of_one_set_at_once_each_finish_it_whole(tmp_path, pids):
     assert len(list((root / "images").iterdir())) == 8
 
 
+def _stopping_at_the_third(draw):
+    """`draw`, but its third call raises KeyboardInterrupt, as Jupyter's stop button does."""
+    calls = []
+
+    def draw_or_stop(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return draw(*args)
+
+    return draw_or_stop
+
+
+def test_a_make_stopped_in_a_process_that_lives_on_leaves_no_half_made_set(tmp_path, monkeypatch):
+    """Stopped in a notebook's kernel, which lives on: its half-made folder, named for that live process,
+    would be kept by every later make of the set."""
+    import seglib.data.demo_folder as demo_folder
+    import seglib.data.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "_image_size", _stopping_at_the_third(synthetic._image_size))
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_pets(tmp_path / "pets", 6, 2)
+    monkeypatch.setattr(demo_folder, "synthetic_pet", _stopping_at_the_third(demo_folder.synthetic_pet))
+    with pytest.raises(KeyboardInterrupt):
+        make_synthetic_folder(tmp_path / "folder", n=6)
+    assert list(tmp_path.iterdir()) == []
+
+
 MAKE_WITHOUT_ROOM = """
 import sys
 from pathlib import Path
