@@ -196,6 +196,22 @@ def test_a_cache_without_room_names_its_folder_and_what_to_do_and_leaves_nothing
     assert "free some disk space" not in str(e.value) and a_file.read_text() == "mine"
 
 
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate: the files stay sparse")
+def test_a_full_disk_stops_the_cache_before_its_build(synthetic_root, tmp_path, monkeypatch):
+    """A full disk takes a sparse file's size (truncate) but not its blocks: the blocks taken up front
+    (posix_fallocate) find it full before a worker writes through the map and dies of SIGBUS."""
+    import errno
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)  # the disk full, as it cannot be made here
+    ds = OxfordPetDataset(synthetic_root, "val")
+    with pytest.raises(OSError, match=r"could not build the cache in .*; free some disk space there") as e:
+        build_cache(ds, 48, tmp_path / "cache")
+    assert e.value.errno == errno.ENOSPC and list((tmp_path / "cache").iterdir()) == []
+
+
 class _StopAtTheThird:
     """A pair reader that raises KeyboardInterrupt at its third pair, where Jupyter's stop button lands."""
 
