@@ -380,6 +380,10 @@ def test_a_name_too_long_for_its_outputs_is_refused_before_anything_is_written(c
     (photos / f"{long}.jpg").rename(photos / f"{fine}.jpg")
     df = predict_files(Ramp(), image_files(photos), out, 32, device="cpu", cutout=True, progress=False)
     assert fine in df.name.tolist() and (out / f"{fine}_overlay.png").exists()
+    edge = "x" * 243  # NAME_overlay.png: 255 bytes, the limit itself, taken
+    (photos / f"{fine}.jpg").rename(photos / f"{edge}.jpg")
+    predict_files(Ramp(), image_files(photos), out, 32, device="cpu", cutout=True, progress=False)
+    assert (out / f"{edge}_overlay.png").exists() and (out / f"{edge}_cutout.png").exists()
     root = tmp_path / "folder"  # predict --split: a data set's image of such a name
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
