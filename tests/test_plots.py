@@ -158,6 +158,9 @@ def test_history_draws_a_loss_spike_on_a_log_axis():
     assert fig.axes[0].get_yscale() == "log"
     assert "log" in fig.axes[0].get_ylabel()
     plt.close(fig)
+    fig = plot_history(spiked.assign(train_loss=0.0), "bce")  # a loss of 0 has no place on a log axis
+    assert fig.axes[0].get_yscale() == "linear"
+    plt.close(fig)
 
 
 def test_dice_versus_minutes_shows_near_equal_scores_as_near_equal():
@@ -370,3 +373,30 @@ def test_names_that_are_not_utf8_are_drawn_not_lost(tmp_path):
     for k, fig in enumerate(figures):
         assert save_figure(fig, tmp_path / f"{k}.png").stat().st_size > 0
     assert figures[1].texts[0].get_text() == "caf\ufffd"  # the byte shown as the replacement character
+
+
+def test_figures_replace_only_the_pngs_their_record_names_in_their_folder(synthetic_root, tmp_path):
+    """The record of the figures drawn into a folder is a file there, which a hand or a sync tool can edit:
+    only a PNG it names in that folder itself is an earlier run's figure to remove."""
+    import json
+
+    from seglib.plots import FIGURES_RECORD, save_prediction_figures
+
+    ds = OxfordPetDataset(synthetic_root, "test", limit=2)
+    model = build_model("unet", base_channels=4).eval()
+    out = tmp_path / "worst"
+    out.mkdir()
+    mine = [tmp_path / "poster.png", out / "notes.txt", out / "sub" / "fig.png"]
+    for path in mine:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("mine")
+    earlier = out / f"{ds.entries[1].name}.png"  # an earlier run's figure, which this call does not draw
+    earlier.write_text("theirs")
+    record = ["../poster.png", "notes.txt", "sub/fig.png", earlier.name]
+    (out / FIGURES_RECORD).write_text(json.dumps(record))
+    paths = save_prediction_figures(model, ds, [0], out, image_size=32, device="cpu")
+    assert [p.name for p in paths] == [f"{ds.entries[0].name}.png"]
+    assert not earlier.exists() and all(path.read_text() == "mine" for path in mine)
+    # replace=False: the earlier figures stay, this call's beside them
+    save_prediction_figures(model, ds, [1], out, image_size=32, device="cpu", replace=False)
+    assert {p.name for p in out.glob("*.png")} == {f"{e.name}.png" for e in ds.entries[:2]}
