@@ -214,6 +214,34 @@ def test_the_predictions_kept_are_bounded_and_give_the_same_dice_when_made_again
     assert small.cached_bytes == 4 * int(np.prod(ds.original_size(small.current)))  # the one on show
 
 
+class Counted(Ramp):
+    """Ramp, counting the images it is run on."""
+
+    def __init__(self):
+        super().__init__()
+        self.runs = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runs += 1
+        return super().forward(x)
+
+
+def test_the_predictions_kept_are_those_of_the_images_seen_last(ds):
+    """Going back to the image seen a moment ago keeps its prediction: the one seen longest ago goes."""
+    model = Counted()
+    v = MaskViewer(ds, model=model, image_size=64)
+    sizes = [4 * int(np.prod(ds.original_size(i))) for i in range(3)]
+    v.cache_mb = (sum(sizes) - 1) / 2**20  # any two images' logits, not all three
+    v.logits(0), v.logits(1), v.logits(0)  # 0 seen last
+    v.logits(2)  # one goes: 1, seen longest ago
+    runs = model.runs
+    v.logits(0)
+    assert model.runs == runs  # kept
+    v.logits(1)
+    assert model.runs == runs + 1  # made again
+    v.close()
+
+
 def test_truth_and_prediction_together_paint_each_pixel_once_by_kind(ds):
     """Stacked, the truth's green under the prediction's orange made right and wrong pixels one olive for
     red-green colour blindness (CIEDE2000 2.7 after simulating deuteranopia): each pixel is painted once."""
@@ -233,6 +261,18 @@ def test_truth_and_prediction_together_paint_each_pixel_once_by_kind(ds):
     assert np.array_equal(shown[background], image[background])
     v.show_pred.value = False  # the truth alone: green
     assert (v.render()[truth == 1] == (40, 200, 60)).all() and "<small>truth green</small>" in v.status.value
+
+
+def test_the_errors_beside_the_truth_alone_paint_the_right_pixels_the_legend_names(ds):
+    """Errors on with the truth shown and the prediction not: the legend says "correct orange"."""
+    v = MaskViewer(ds, model=Ramp(), image_size=64)
+    v.opacity.value = 1.0
+    v.show_pred.value, v.show_errors.value = False, True
+    truth, pred = ds.load_mask(0), v.logits(0).numpy() > 0
+    right = pred & (truth == 1)
+    assert right.any() and (v.render()[right] == (255, 170, 0)).all()
+    assert "<small>correct orange, false positives red, false negatives blue</small>" in v.status.value
+    v.close()
 
 
 def test_a_large_image_is_drawn_from_every_kth_pixel_as_it_would_look_shrunk(ds):
