@@ -953,6 +953,30 @@ def test_a_run_another_process_trains_is_neither_resumed_nor_overwritten(tmp_pat
     assert not (mine / ".training").exists()
 
 
+def test_an_empty_mark_is_a_live_trainer_and_a_nested_mark_keeps_the_outer(tmp_path):
+    """A mark made without hard links is empty until its maker writes its name: the run is trained, not
+    free. A block marking a run this process marks already neither is refused nor removes the mark."""
+    from seglib.engine import TrainConfig, find_resume_dir
+    from seglib.engine.marks import training_mark
+
+    run = tmp_path / "r"
+    run.mkdir()
+    for f in ("config.json", "last.pt"):
+        (run / f).write_text("{}")
+    cfg = TrainConfig(output_dir=str(tmp_path), run_name="r")
+    (run / ".training").write_text("")  # made, not written yet
+    with pytest.raises(RuntimeError, match=r"cannot resume .*r: process \? on unknown trains it now"):
+        find_resume_dir(cfg, run)
+    with pytest.raises(FileNotFoundError, match=r"no other process trains now \(1 do\)"):
+        find_resume_dir(TrainConfig(output_dir=str(tmp_path)), True)
+    (run / ".training").unlink()
+    with training_mark(run) as outer:
+        with training_mark(run, "resume") as inner:
+            assert inner == outer == run
+        assert (run / ".training").is_file()  # the outer block's still
+    assert not (run / ".training").exists()
+
+
 def _take_at_once(runs, resume, ready, done, results):
     """Resume (resume None: mark runs[0]) the moment all processes are ready; hold the run until all tried."""
     import os
