@@ -177,6 +177,33 @@ def test_what_a_history_cannot_hold_is_refused_by_name_and_the_epoch_kept(tiny_c
     assert history.epoch.tolist() == [1] and list(history.columns) == HISTORY_COLUMNS
 
 
+def test_a_blank_name_or_a_complex_number_is_refused_as_a_history_cannot_hold_it():
+    """fit's check of what on_epoch returns, called as fit calls it: a name of spaces is no name, and a
+    complex tensor of one element is no real number (float() of it raised a TypeError, not this ValueError)."""
+    from seglib.engine.hooks import checked_metrics
+
+    with pytest.raises(ValueError, match=r"^returned the metric name ' ' \(str\); name each metric with"):
+        checked_metrics({" ": 1.0})
+    with pytest.raises(ValueError, match=r"^returned 'iou': a tensor of shape \(\) \(Tensor\); each metric"):
+        checked_metrics({"iou": torch.tensor(1 + 2j)})
+    with pytest.raises(ValueError, match=r"^returned 'epoch', a column the history has already"):
+        checked_metrics({"epoch": 3})  # the first column too
+    assert checked_metrics({"iou": torch.tensor(0.5), "n": np.int64(3)}) == {"iou": 0.5, "n": 3.0}
+
+
+def test_a_hook_that_changes_what_it_is_given_changes_no_run(tiny_config):
+    """`end.cfg` and `end.row` are the hook's copies: a hook that sets them changes neither the run's
+    epochs nor its history."""
+
+    def meddle(end):
+        end.cfg.epochs = 1
+        end.row["val_dice"] = -1.0
+
+    run = fit(tiny_config(), on_epoch=meddle)
+    assert run.history.epoch.tolist() == [1, 2] and run.config.epochs == 2
+    assert run.history.val_dice.ge(0).all()
+
+
 def test_a_hook_failing_in_the_last_epoch_says_the_training_is_done(tiny_config):
     cfg = tiny_config()
     with pytest.raises(EpochHookError, match="the run's training is done: .* holds its last epoch, 2") as e:
