@@ -198,6 +198,8 @@ def test_split_files_fix_the_split(demo, tmp_path):
     (root / "splits" / "val.txt").write_text("# validation\n" + "\n".join(f"{n}.jpg" for n in names[20:22]))
     ds = FolderDataset(root, "val")
     assert ds.names == names[20:22] and "split files" in ds.split_source
+    (root / "splits" / "val.txt").write_bytes("\r".join(names[20:22]).encode())  # classic Mac line ends
+    assert FolderDataset(root, "val").names == names[20:22]
     with pytest.raises(
         EmptySplitError, match=r"the test split of .* has no images .* list some in splits/test.txt"
     ):
@@ -465,7 +467,27 @@ def test_a_runs_split_files_read_back_as_written(tmp_path):
 def test_a_name_with_a_line_break_is_not_written_as_two(tmp_path):
     with pytest.raises(ValueError, match=r"1 name\(s\) hold a line break.*'two\\nlines'; rename those"):
         write_splits({"train": ["cat", "two\nlines"]}, tmp_path / "splits")
+    with pytest.raises(ValueError, match=r"1 name\(s\) hold a line break.*'two\\rlines'; rename those"):
+        write_splits({"val": ["two\rlines"]}, tmp_path / "splits")  # a lone CR reads back as a line end
     assert not (tmp_path / "splits").exists()
+
+
+def test_a_runs_recorded_split_keeps_only_the_images_the_folder_has(tmp_path):
+    """The split a run recorded, read in a folder that lost one of its images: named (raise), left out
+    (skip), or, in another folder (not strict), that folder's own split instead (None)."""
+    from seglib.data.splits import recorded_split
+
+    pairs = {n: (tmp_path / f"{n}.jpg", tmp_path / f"{n}.png") for n in ("a", "b", "c")}
+    recorded = {"train": ["a", "gone"], "val": ["b"], "test": ["c"]}
+    with pytest.raises(FileNotFoundError, match=r"1 image\(s\) of the run's recorded split .*: gone; put"):
+        recorded_split(tmp_path, pairs, recorded, "raise")
+    splits, source = recorded_split(tmp_path, pairs, recorded, "skip")
+    assert splits == {"train": ["a"], "val": ["b"], "test": ["c"]} and "the split its run recorded" in source
+    with pytest.warns(
+        UserWarning, match=r"lacks images of the run's recorded split: read with its own split"
+    ):
+        assert recorded_split(tmp_path, pairs, recorded, "raise", strict=False) is None
+    assert recorded_split(tmp_path, pairs, {"train": ["a"]}, "raise", strict=False)[0]["train"] == ["a"]
 
 
 def test_the_seeded_split_depends_on_the_names_not_their_order():
@@ -631,9 +653,10 @@ def test_a_name_listed_twice_in_one_split_file_is_refused(demo, tmp_path):
 def test_a_utf16_split_file_is_named_as_such(demo, tmp_path):
     """PowerShell's `>` writes UTF-16: every name read garbled, and the advice was to fix the names."""
     root, names = split_folder(demo, tmp_path)
-    (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n", encoding="utf-16")
-    with pytest.raises(ValueError, match=r"train\.txt is UTF-16 text .*, not UTF-8; save it as UTF-8"):
-        FolderDataset(root, "train")
+    for encoding in ("utf-16", "utf-16-le"):  # with its byte-order mark, and without one
+        (root / "splits" / "train.txt").write_text("\n".join(names[:20]) + "\n", encoding=encoding)
+        with pytest.raises(ValueError, match=r"train\.txt is UTF-16 text .*, not UTF-8; save it as UTF-8"):
+            FolderDataset(root, "train")
 
 
 def test_a_palette_mask_reads_by_its_colours_where_its_indices_would_mislead(tmp_path):
