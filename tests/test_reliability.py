@@ -145,6 +145,24 @@ def test_a_killed_loader_worker_says_whether_the_run_was_saved_and_how_to_resume
     assert len(fit(cfg, resume=run).history) == 3
 
 
+def test_only_a_lost_worker_or_process_is_advised_as_one(tmp_path):
+    """A connection reset where no loader has workers (num_workers=0, a resident set) is no killed worker;
+    gloo's "closed by peer" in a run of one process is no lost process: both are left as they are (None)."""
+    from types import SimpleNamespace
+
+    from seglib.engine.distributed import DistInfo
+    from seglib.engine.messages import lost_process_advice
+
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    alone, two = DistInfo(), DistInfo(world_size=2, backend="gloo")
+    assert lost_process_advice(reset, [SimpleNamespace(num_workers=0)], tmp_path, alone) is None
+    said = lost_process_advice(reset, [SimpleNamespace(num_workers=2)], tmp_path, alone)
+    assert said.startswith("A loader worker was killed from outside") and "nothing was saved yet" in said
+    peer = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
+    assert lost_process_advice(peer, [], tmp_path, alone) is None
+    assert lost_process_advice(peer, [], tmp_path, two).startswith("Another process of this run has ended")
+
+
 @pytest.mark.slow
 def test_resume_takes_the_newest_run_of_the_name_and_a_finished_one_trains_no_more(
     synthetic_root, tmp_path, loss_at_step, capsys
@@ -381,6 +399,22 @@ def test_a_writer_that_takes_a_file_name_keeps_the_previous_file_when_it_fails(t
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"the new export")
     assert target.read_bytes() == b"the new export" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_failed_write_within_a_write_is_named_once(tmp_path):
+    """An exporter writing its weights' file inside its own atomic write: the full disk's error names the
+    file whose write failed, once, not wrapped again in the outer file's."""
+    import errno
+
+    data = tmp_path / "best.onnx.data"
+    with pytest.raises(OSError) as e, atomic_path(tmp_path / "best.onnx"), atomic_write(data) as f:
+        f.write(b"half of the weights")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert e.value.errno == errno.ENOSPC and str(e.value) == (
+        f"[Errno 28] could not write {data} (No space left on device); the previous version of the file, if "
+        "any, is intact. Free some disk space, or write to another folder"
+    )
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o027])
