@@ -977,6 +977,37 @@ def test_an_empty_mark_is_a_live_trainer_and_a_nested_mark_keeps_the_outer(tmp_p
     assert not (run / ".training").exists()
 
 
+def test_a_resume_that_loses_its_run_at_the_last_moment_takes_the_next(tmp_path, pids, monkeypatch):
+    """resume=True: another process marks the newest run between this one's choice and its mark; this one
+    goes on to the next newest (a run given by folder is refused)."""
+    import os
+
+    from seglib.engine import TrainConfig, runs
+    from seglib.leftovers import host
+
+    for name, at in (("r", 1000), ("r-2", 2000)):
+        (tmp_path / name).mkdir()
+        for f in ("config.json", "last.pt"):
+            (tmp_path / name / f).write_text("{}")
+            os.utime(tmp_path / name / f, (at, at))
+    chosen, real = [], runs.find_resume_dir
+
+    def raced(cfg, resume, marks=True):
+        run_dir = real(cfg, resume, marks)
+        chosen.append(run_dir.name)
+        if run_dir.name == "r-2":  # another process marks it the same moment
+            (run_dir / ".training").write_text(f"{host()}-{pids[0]}")
+        return run_dir
+
+    monkeypatch.setattr(runs, "find_resume_dir", raced)
+    cfg = TrainConfig(output_dir=str(tmp_path), run_name="r")
+    with runs.resumed_run(cfg, True) as run_dir:
+        assert run_dir.name == "r" and chosen == ["r-2", "r"]
+    (tmp_path / "r-2" / ".training").unlink()
+    with pytest.raises(RuntimeError, match=rf"cannot resume .*r-2: process {pids[0]} on"):
+        runs.resumed_run(cfg, tmp_path / "r-2").__enter__()
+
+
 def _take_at_once(runs, resume, ready, done, results):
     """Resume (resume None: mark runs[0]) the moment all processes are ready; hold the run until all tried."""
     import os
