@@ -334,6 +334,18 @@ def test_an_augmentation_that_smears_the_mask_is_named_not_trained_on(own_augmen
         _train_sample(tiny_config(augmentation="smeared", border="ignore"), 3, seed=1)
 
 
+@pytest.mark.slow
+def test_the_first_line_names_an_augmentation_of_your_own_only_where_it_augments(
+    own_augmentation, tiny_config, capsys
+):
+    own_augmentation("mine", A.HorizontalFlip())
+    fit(tiny_config(augmentation="mine", epochs=1, run_name="on"))
+    assert ", augmentation mine, device" in capsys.readouterr().out
+    fit(tiny_config(augmentation="mine", augment=False, epochs=1, run_name="off"))
+    said = capsys.readouterr().out
+    assert "parameters) on oxford-pet data" in said and "augmentation mine" not in said  # it trains without
+
+
 def test_a_run_of_your_own_is_told_to_resume_where_it_can_register(own_augmentation, tiny_config):
     """The command line cannot register an augmentation: its `train --resume` was advised, and refused."""
     own_augmentation("mine", A.HorizontalFlip())
