@@ -727,6 +727,19 @@ def test_a_ctrl_c_in_fits_set_up_says_what_was_saved(tiny_config, monkeypatch):
     assert e.value.__suppress_context__
 
 
+def test_a_run_has_ended_when_its_epochs_are_done_or_its_patience_spent_since_its_best():
+    """What a study and the workspace ask of a run's history: its best epoch is the first of its highest
+    val Dice, counted from 1, and patience counts the epochs after it."""
+    from seglib.engine.runs import run_ended
+
+    cfg = TrainConfig(epochs=10, patience=2)
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "val_dice": [0.1, 0.5, 0.3, 0.5]})
+    assert not run_ended(history[:3], cfg)  # one epoch after the best (2)
+    assert run_ended(history, cfg)  # two after it: a tie later is no better
+    assert not run_ended(history, TrainConfig(epochs=10, patience=3))
+    assert run_ended(history, TrainConfig(epochs=4)) and not run_ended(history, TrainConfig(epochs=5))
+
+
 def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
     tiny_config, loss_at_step, tmp_path, capsys
 ):
