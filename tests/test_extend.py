@@ -427,14 +427,15 @@ if __name__ == "__main__":
     [
         ("script", False, None),  # defined at the top: the worker's __mp_main__ has it
         ("script", True, 'defined under `if __name__ == "__main__":` in '),
+        ("script", "both", None),  # at the top and again under the guard: the worker has the top's
         ("package", False, "defined in the program (its __main__), which worker processes cannot import"),
     ],
 )
 def test_a_scripts_function_that_spawned_workers_lack_is_named(
-    tmp_path: Path, synthetic_root: Path, how: str, guarded: bool, refused: str | None
+    tmp_path: Path, synthetic_root: Path, how: str, guarded: bool | str, refused: str | None
 ):
     indented = "".join(f"    {line}\n" for line in BRIGHTEN.splitlines())
-    code = SCRIPT.format(top="" if guarded else BRIGHTEN, guarded=indented if guarded else "")
+    code = SCRIPT.format(top="" if guarded is True else BRIGHTEN, guarded=indented if guarded else "")
     if how == "script":
         (tmp_path / "train.py").write_text(code)
         args = ["train.py"]
@@ -463,6 +464,7 @@ def test_what_pickles_only_while_spawning_is_left_to_the_loader(synthetic_root: 
     ds.counter = lambda: 0  # what no process can receive is named
     with pytest.raises(ValueError, match=r"what cannot be sent to worker processes \(Can't pickle"):
         check_workers_can_load(ds, 1, "spawn")
+    check_workers_can_load(ds, 1, "fork")  # forked workers inherit it all: nothing to send, nothing refused
 
 
 @pytest.mark.parametrize("workers", [0, 2])
