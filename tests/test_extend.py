@@ -346,6 +346,26 @@ def test_the_first_line_names_an_augmentation_of_your_own_only_where_it_augments
     assert "parameters) on oxford-pet data" in said and "augmentation mine" not in said  # it trains without
 
 
+def _as_floats(image: np.ndarray, **kwargs) -> np.ndarray:
+    return image.astype(np.float32)
+
+
+def test_an_augmentation_that_gives_back_floats_is_named_and_border_labels_pass(
+    own_augmentation, tiny_config
+):
+    """An image given back as floats would be normalised as if it were uint8; the border label (255) that
+    `border="ignore"` keeps is no smeared mask value."""
+    own_augmentation("floats", A.Lambda(image=_as_floats))
+    with pytest.raises(
+        ValueError,
+        match=r"augmentation 'floats' gave back an image of float32 \(32, 32, 3\), not uint8 \(H, W, 3\)",
+    ):
+        _train_sample(tiny_config(augmentation="floats"), 3, seed=1)
+    own_augmentation("flipped", A.HorizontalFlip(p=1))
+    mask = _train_sample(tiny_config(augmentation="flipped", border="ignore"), 3, seed=1)[1]
+    assert set(np.unique(mask)) == {0, 1, 255}
+
+
 def test_a_run_of_your_own_is_told_to_resume_where_it_can_register(own_augmentation, tiny_config):
     """The command line cannot register an augmentation: its `train --resume` was advised, and refused."""
     own_augmentation("mine", A.HorizontalFlip())
