@@ -98,6 +98,31 @@ def test_nested_bars_take_a_display_each_and_a_bar_stopped_short_keeps_its_state
     assert "stopped" in inner and "4/10" in inner
 
 
+def test_a_bar_stopped_short_keeps_its_display_and_a_reused_one_is_taken(kernel):
+    """A bar stopped short (leave=False) stays as it stopped: the next bar draws below it. A display freed
+    by a closed bar and taken again is busy: a bar nested in the one that took it draws in another."""
+    outputs = run_cell(
+        kernel,
+        "from seglib.engine.progress import progress_bar\n"
+        "bar = progress_bar(range(10), desc='stopped', leave=False)\n"
+        "for i in bar:\n"
+        "    if i == 4:\n"
+        "        break\n"
+        "bar.close()\n"
+        "for _ in progress_bar(range(2), desc='after', leave=False): pass\n",
+    )
+    assert len(outputs) == 2, outputs
+    assert "stopped" in outputs[0]["data"]["text/plain"] and "4/10" in outputs[0]["data"]["text/plain"]
+    outputs = run_cell(
+        kernel,
+        "for _ in progress_bar(range(2), desc='first', leave=False): pass\n"
+        "for run in progress_bar(range(2), desc='outer'):\n"
+        "    for _ in progress_bar(range(3), desc=f'inner {run}', leave=False): pass\n",
+    )
+    assert len(outputs) == 2, outputs  # the first bar's display, taken by the outer; the inner bars' own
+    assert "outer" in outputs[0]["data"]["text/plain"] and "2/2" in outputs[0]["data"]["text/plain"]
+
+
 def test_a_new_cell_draws_in_displays_of_its_own(kernel):
     first = run_cell(
         kernel, "from seglib.engine.progress import progress_bar\nlist(progress_bar(range(2), desc='a'))"
