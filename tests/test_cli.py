@@ -1098,6 +1098,7 @@ def test_fit_holds_its_run_from_its_choice_to_its_end(tiny_config, tmp_path, pid
         (["-W", "error", "-X", "dev", "-u", "-m", "seglib"], ["-W", "error", "-X", "dev", "-u"]),
         (["-Xfrozen_modules=off", "-Im", "seglib"], ["-Xfrozen_modules=off", "-I"]),  # an m in a value
         (["--check-hash-based-pycs", "always", "-m", "seglib"], ["--check-hash-based-pycs", "always"]),
+        (["-u", "-", "-m"], ["-u"]),  # a program read from stdin: what follows is its own
     ],
 )
 def test_python_options_are_read_as_python_reads_them(args, kept):
