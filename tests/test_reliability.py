@@ -593,6 +593,16 @@ def test_start_records_seglib_cannot_read_count_as_the_oldest(tmp_path):
         assert len(samples_changed(tmp_path, kind)) == changes, (starts, kind)
 
 
+def test_a_seglib_started_at_a_changes_commit_time_has_that_revision():
+    """A start record's time against the commits that changed the samples: from the second of the commit
+    on, the new revision (a run begun then reads today's masks)."""
+    from seglib.data.revisions import revision_at
+
+    assert revision_at("2026-12-05T06:18:28+00:00") == 1
+    assert revision_at("2026-12-05T06:18:29+00:00") == 2
+    assert revision_at("2026-12-06T21:21:50+01:00") == 3  # the same moment in another time zone
+
+
 @pytest.mark.slow
 def test_a_run_resumed_on_data_in_another_folder_names_both(tiny_config, synthetic_root, tmp_path, capsys):
     """A run whose data folder had moved went on with whatever data_root now named, without a word."""
