@@ -1183,6 +1183,25 @@ def test_one_process_a_node_says_why_the_command_ended(monkeypatch):
         assert ("started with other settings" in str(stop.value.code)) == says, (rank, local)
 
 
+def test_a_process_under_jemalloc_is_given_no_advice_to_start_under_it():
+    """What is loaded counts, not the environment: a process started under jemalloc whose LD_PRELOAD was
+    taken out of its environment afterwards (so that its children choose for themselves) runs under it."""
+    import os
+
+    from seglib.engine.allocator import jemalloc_env
+
+    if not (env := jemalloc_env()):
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+    code = (
+        "import os\nfrom seglib.engine.allocator import allocator_advice, allocator_name\n"
+        "del os.environ['LD_PRELOAD']\nprint(allocator_name(), repr(allocator_advice(in_kernel=False)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert out.stdout.split() == ["jemalloc", "''"], out.stderr[-2000:]
+
+
 def test_a_kernel_for_other_front_ends_starts_under_jemalloc(tmp_path, monkeypatch):
     """VS Code, nbconvert and `jupyter execute` start their own kernels, without the allocator `make lab`
     and the workbook give theirs (a training's first line said "glibc malloc" and nothing more): the
