@@ -375,6 +375,61 @@ def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypa
     )
 
 
+@pytest.mark.slow
+def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_root, tmp_path):
+    """A batch scheduler's time limit (SLURM: SIGTERM, some 30 s, then SIGKILL) killed a training at once,
+    with no word, last.pt as old as its last epoch and a stale .training mark; now it stops as at Ctrl-C."""
+    import signal
+    import time
+
+    args = [
+        "train",
+        "--data_path",
+        synthetic_root,
+        "--base_channels",
+        "4",
+        "--epochs",
+        40,
+        "--image_size",
+        32,
+    ]
+    args += [
+        "--batch_size",
+        4,
+        "--train_limit",
+        12,
+        "--val_limit",
+        4,
+        "--output_dir",
+        tmp_path,
+        "--run_name",
+        "r",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seglib", *map(str, args)],
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    history = tmp_path / "r" / "history.csv"
+    deadline = time.time() + 120
+    while not history.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "seglib train: stopped by SIGTERM" in err and "training stopped in epoch" in err
+    command = re.search(r"`python -m seglib (train --resume \S+)`", err)
+    assert command is not None, err
+    assert not (tmp_path / "r" / ".training").exists()
+    done = pd.read_csv(history).epoch.tolist()
+    assert done == list(range(1, len(done) + 1)) and len(done) < 40
+    p = seglib(*command[1].split(), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))
+
+
 def test_a_data_path_in_the_home_folder_is_taken(tmp_path, monkeypatch):
     """`--data_path=~/pets` reaches seglib with its ~ (the shell expands it only at a word's start)."""
     monkeypatch.setenv("HOME", str(tmp_path))

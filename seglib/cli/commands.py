@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -58,6 +59,31 @@ UNSAVED = (
 )
 
 
+class _Terminated:
+    """Whether SIGTERM (a batch scheduler's time limit, scancel, kill) stopped this command."""
+
+    seen = False
+
+
+def _terminate_as_interrupt() -> None:
+    """Make SIGTERM stop a training as Ctrl-C does: at the next step boundary, with last.pt saved and the
+    resume command said (a batch scheduler waits some 30 s between SIGTERM and SIGKILL); before, SIGTERM
+    killed it at once, with no word and nothing saved since the last epoch. A second SIGTERM, as a second
+    Ctrl-C, stops it at once. Not under torchrun with several processes: torchrun stops the others with
+    SIGTERM when one fails, and they wait for no step boundary then."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _Terminated.seen = True
+        sigint = signal.getsignal(signal.SIGINT)  # fit's deferred handler while it trains
+        if not callable(sigint):
+            raise KeyboardInterrupt
+        sigint(signal.SIGINT, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def _speaks() -> bool:
     """Whether this process says how the command ended: one process a node under torchrun (LOCAL_RANK 0:
     rank 0 on one node), so that each node's terminal says why its processes stopped; any other process."""
@@ -82,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         # From the command line: start again under jemalloc when installed (engine/allocator.py); it
         # keeps the big activation buffers that glibc gives back to the OS at every step.
         reexec_with_allocator(sys.argv[1:])
+    if argv is None and a.command == "train":
+        _terminate_as_interrupt()
     try:
         {
             "train": _train,
@@ -91,12 +119,13 @@ def main(argv: list[str] | None = None) -> None:
             "download": lambda a: download(a.data_path),
         }[a.command](a)
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
+        how = "stopped by SIGTERM (a time limit, scancel or kill)" if _Terminated.seen else "interrupted"
         if _speaks():  # under torchrun every rank stops; one a node says so
             print(
-                f"seglib {a.command}: interrupted. {str(e) or (UNSAVED if a.command == 'train' else '')}",
+                f"seglib {a.command}: {how}. {str(e) or (UNSAVED if a.command == 'train' else '')}",
                 file=sys.stderr,
             )
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if _Terminated.seen else 130)
     except (ValueError, OSError, RuntimeError, FloatingPointError, ImportError) as e:
         if not _speaks() and not _says_rank_0s(e):
             sys.exit(1)  # under torchrun every rank has it; one a node says it
