@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -378,7 +379,8 @@ def test_a_ctrl_c_before_trainings_first_save_says_what_to_do(tmp_path, monkeypa
 @pytest.mark.slow
 def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_root, tmp_path):
     """A batch scheduler's time limit (SLURM: SIGTERM, some 30 s, then SIGKILL) killed a training at once,
-    with no word, last.pt as old as its last epoch and a stale .training mark; now it stops as at Ctrl-C."""
+    with no word, last.pt as old as its last epoch and a stale .training mark; now it stops as at Ctrl-C.
+    The scheduler signals every process of the job: a loader worker killed by it failed the run."""
     import signal
     import time
 
@@ -404,6 +406,8 @@ def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_roo
         tmp_path,
         "--run_name",
         "r",
+        "--num_workers",
+        1,
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "seglib", *map(str, args)],
@@ -411,12 +415,13 @@ def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_roo
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # a job of its own: the signal reaches its loader worker too
     )
     history = tmp_path / "r" / "history.csv"
     deadline = time.time() + 120
     while not history.exists() and time.time() < deadline:
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "seglib train: stopped by SIGTERM" in err and "training stopped in epoch" in err

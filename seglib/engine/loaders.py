@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,15 @@ def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -
     return share // batch_size if share % batch_size == 1 else math.ceil(share / batch_size)
 
 
+def leave_sigterm_to_the_main_process(worker_id: int) -> None:
+    """A loader worker's start: ignore SIGTERM. A batch scheduler (SLURM's time limit, scancel) sends it to
+    every process of the job: the workers died at once, and the main process, which stops at the next step
+    with last.pt saved, failed instead on "DataLoader worker ... is killed by signal: Terminated" (said
+    as a want of memory). The main process ends its workers itself; killed, it leaves them to torch's
+    watchdog, which ends a worker whose parent is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset[dict[str, Any]],
     batch_size: int,
@@ -195,6 +205,7 @@ def make_loader(
         # every sample itself). Drawn from torch's global generator, which dropout uses, it shifted the
         # masks with the number of workers and on resume: a resumed run differed from an uninterrupted one.
         generator=torch.Generator().manual_seed(0),
+        worker_init_fn=leave_sigterm_to_the_main_process if workers > 0 else None,
     )
 
 
