@@ -286,6 +286,21 @@ def test_text_bars_of_short_summarised_loops_print_nothing(monkeypatch):
     assert "scoring: 100%" in kept.getvalue()
 
 
+def test_bars_into_a_log_are_lines_without_carriage_returns(monkeypatch):
+    """`python -m seglib train ... > log.txt 2>&1` (a batch job): tqdm's carriage returns made one 3 kB line
+    of a 2-epoch run's bars. Into a file that is no terminal a bar writes a line per update (every 10 s at
+    most), and none for an epoch's loop shorter than that, whose epoch line follows."""
+    monkeypatch.delenv("SEGLIB_PROGRESS", raising=False)
+    log, epoch = io.StringIO(), io.StringIO()
+    assert list(progress_bar(range(3), desc="scoring", file=log, mininterval=0)) == [0, 1, 2]
+    lines = log.getvalue().split("\n")
+    assert "\r" not in log.getvalue() and lines[-1] == ""
+    assert [line.split("|")[0] for line in lines[:-1]] == [f"scoring: {p:>3}%" for p in (0, 33, 67, 100)]
+    bar = progress_bar(range(3), desc="epoch 1/2 train", leave=False, file=epoch, summarised=True)
+    assert list(bar) == [0, 1, 2]
+    assert epoch.getvalue() == ""
+
+
 @pytest.mark.slow
 def test_small_unet_learns_the_synthetic_set(tiny_config):
     """base_channels 16 at 64 px, 12 epochs: the slowest single training of the suite."""

@@ -155,6 +155,7 @@ def epochs_said(n: int) -> str:
 
 
 def say(info: DistInfo, message: str) -> None:
-    """`print` on rank 0: one process speaks for the run."""
+    """`print` on rank 0: one process speaks for the run. Flushed: a log file (no terminal) shows each
+    line when it is said, not when a buffer fills."""
     if info.is_main:
-        print(message)
+        print(message, flush=True)

@@ -21,28 +21,70 @@ from typing import Any
 
 from tqdm.std import tqdm
 
-__all__ = ["CellBar", "progress_bar", "shell_of_kernel", "start_new_displays", "unattended_kernel"]
+__all__ = ["CellBar", "LineBar", "progress_bar", "shell_of_kernel", "start_new_displays", "unattended_kernel"]
 
 
 def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: Any) -> Any:
     """A tqdm bar over `iterable`, which it iterates once: a `CellBar` in an interactive kernel (JupyterLab),
-    `tqdm.std`'s text elsewhere, and text every 10 s at most when SEGLIB_PROGRESS=text.
+    `tqdm.std`'s text in a terminal, and text every 10 s at most when SEGLIB_PROGRESS=text or into a log
+    (stderr not a terminal: a `LineBar`, a line each).
 
     `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
     loop shorter than 10 s then prints no bar at all, nor does one whose bar goes at its end (`leave=False`). Text too in a kernel executed unattended
     (`unattended_kernel`).
     """
-    if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel():
+    log = shell_of_kernel() is None and not _is_terminal(kwargs.get("file") or sys.stderr)
+    if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel() or log:
         kwargs.setdefault("mininterval", 10.0)
         # A loop of a few seconds whose bar goes (leave=False) or whose caller prints a line of its own: else an
         # executed notebook keeps a "0%" bar, and the blank line that cleared it, each
         if summarised or kwargs.get("leave") is False:
             kwargs.setdefault("delay", 10.0)
-        return tqdm(iterable, **kwargs)
+        return LineBar(iterable, **kwargs) if log else tqdm(iterable, **kwargs)
     # Not tqdm.auto's bars: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
     # one resets the first and throws its prefetched batches away.
     return CellBar(iterable, **kwargs) if shell_of_kernel() is not None else tqdm(iterable, **kwargs)
+
+
+def _is_terminal(file: Any) -> bool:
+    try:
+        return bool(file.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+class _Lines:
+    """A file that drops tqdm's bare line ends and carriage returns: each `LineBar` line ends itself."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def write(self, text: str) -> int:
+        return len(text) if text in ("", "\n", "\r") else self._file.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+class LineBar(tqdm):
+    """A bar for a log (stderr not a terminal, `python -m seglib train ... > log.txt 2>&1` on a cluster):
+    each update a line of its own, none cleared. tqdm's own redraws one line with carriage returns,
+    several a second: a log of a 2-epoch run held a 3 kB line of them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["file"] = _Lines(kwargs.get("file") or sys.stderr)
+        super().__init__(*args, **kwargs)
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "":  # tqdm clears a leave=False bar at its close: a log keeps its lines
+            return False
+        if msg is None and getattr(self, "_shown_n", None) == self.n:  # its close draws the last again
+            return True
+        self._shown_n = self.n
+        self.fp.write(f"{self if msg is None else msg}\n")
+        self.fp.flush()
+        return True
 
 
 class CellBar(tqdm):
