@@ -435,6 +435,35 @@ def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_roo
     assert pd.read_csv(history).epoch.tolist() == list(range(1, 41))
 
 
+@pytest.mark.slow
+def test_resume_or_start_is_one_command_for_a_requeued_job(synthetic_root, tmp_path):
+    """A batch scheduler that requeues a job runs its command again: a run already there made it start anew
+    in NAME-2. With --resume_or_start the first run starts it, the same command again resumes it (here:
+    finished, so it trains nothing), and no NAME-2 is made."""
+    args = ["train", "--data_path", synthetic_root, "--base_channels", "4", "--epochs", 2, "--image_size", 32]
+    args += [
+        "--batch_size",
+        4,
+        "--train_limit",
+        8,
+        "--val_limit",
+        4,
+        "--output_dir",
+        tmp_path,
+        "--run_name",
+        "r",
+    ]
+    args += ["--resume_or_start"]
+    for _ in range(2):
+        p = seglib(*args, cwd=tmp_path)
+        assert p.returncode == 0, p.stderr
+    assert "resuming" in p.stdout or "finished" in p.stdout, p.stdout
+    assert sorted(f.name for f in tmp_path.iterdir() if f.is_dir() and f.name.startswith("r")) == ["r"]
+    assert pd.read_csv(tmp_path / "r" / "history.csv").epoch.tolist() == [1, 2]
+    p = seglib("train", "--resume_or_start", "--output_dir", tmp_path, cwd=tmp_path)
+    assert p.returncode != 0 and "--resume_or_start takes --run_name" in p.stderr
+
+
 def test_a_data_path_in_the_home_folder_is_taken(tmp_path, monkeypatch):
     """`--data_path=~/pets` reaches seglib with its ~ (the shell expands it only at a word's start)."""
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -78,6 +78,12 @@ def _train_parser(sub: Any) -> None:
         "run's saved settings (config.json) unless --profile or --recipe is given",
     )
     t.add_argument(
+        "--resume_or_start",
+        action="store_true",
+        help="with --run_name: resume that run where it has a last.pt (the newest of NAME, NAME-2, ...), else "
+        "start it; the one command for a batch job that may be requeued",
+    )
+    t.add_argument(
         "--config",
         metavar="RUN_DIR",
         help="a new run with the settings of a run folder (its config.json, or that file): the same run "

@@ -31,6 +31,10 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
     given_data_exists(over.get("data_root"), over.get("dataset"))
     if a.base_channels is not None:  # as before: the UNet's kwargs are these, not the profile's plus these
         over["model_kwargs"] = {**over.get("model_kwargs", {}), "base_channels": a.base_channels}
+    if a.resume_or_start and (a.resume is not False or a.config is not None or a.run_name is None):
+        sys.exit(
+            "--resume_or_start takes --run_name (the run a requeued job goes on with): leave out --resume and --config"
+        )
     if a.config is not None:
         if a.resume is not False or a.profile is not None or a.recipe is not None:
             sys.exit("--config takes a run's settings whole: leave out --resume, --profile and --recipe")
@@ -39,18 +43,30 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
         here = _paths_from_where_it_ran(saved, _config_file(a.config).parent)
         return TrainConfig.from_dict({**saved, "overwrite": False, **here, **over}), False
     cfg = config_from_profile(a.profile or "full", recipe=a.recipe, **over)
-    if a.resume is False or a.profile is not None or a.recipe is not None:
-        return cfg, a.resume
+    resume = _resumable(cfg, a) if a.resume_or_start else a.resume
+    if resume is False or a.profile is not None or a.recipe is not None:
+        return cfg, resume
     # Looked up once: fit resumes this folder (with the saved run_name and output_dir it could find another,
     # a copy of the run, or none in a moved project).
     # Under torchrun rank 0 decides which run and whether another process trains it (fit): a mark its
     # machine left, dead, reads as live on another node, whose ranks would refuse alone and say nothing.
-    run = find_resume_dir(cfg, a.resume, marks=os.environ.get("RANK", "0") == "0")
+    run = find_resume_dir(cfg, resume, marks=os.environ.get("RANK", "0") == "0")
     if not (run / "config.json").is_file():
         return cfg, run
     saved = _saved_settings(run)  # its relative paths, as --config takes them: from where it was started
     here = _paths_from_where_it_ran(saved, Path(os.path.abspath(run)))
     return TrainConfig.from_dict({**saved, **here, **over}), run
+
+
+def _resumable(cfg: TrainConfig, a: argparse.Namespace) -> Path | bool:
+    """--resume_or_start: the run folder to resume (the newest called `cfg.run_name` that has a last.pt),
+    or False: no such run, or the newest of the name stopped before its first save, so a new run starts.
+    Another process training it now is refused, as with --resume. A batch scheduler that requeues a job
+    runs its command again: before, a run already there made it start anew in NAME-2."""
+    try:
+        return find_resume_dir(cfg, True, marks=os.environ.get("RANK", "0") == "0")
+    except FileNotFoundError:
+        return False
 
 
 def _saved_settings(path: str | Path) -> dict[str, Any]:
