@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import download
+from ..engine import loaders
 from ..engine.allocator import reexec_with_allocator
 from ..engine.distributed import RANK_0_FAILED
 from ..engine.export import check_export, export_model
@@ -82,6 +83,7 @@ def _terminate_as_interrupt() -> None:
         sigint(signal.SIGINT, frame)
 
     signal.signal(signal.SIGTERM, handler)
+    loaders.WORKERS_LEAVE_SIGTERM = True  # the job's SIGTERM reaches them too: the main process stops them
 
 
 def _speaks() -> bool:

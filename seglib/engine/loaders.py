@@ -166,6 +166,11 @@ def train_steps_per_epoch(n_images: int, batch_size: int, world_size: int = 1) -
     return share // batch_size if share % batch_size == 1 else math.ceil(share / batch_size)
 
 
+# Set by the command line's train, which stops at SIGTERM as at Ctrl-C (cli/commands.py). Not elsewhere: in
+# a kernel, DataLoader's shutdown ends a worker that does not stop with SIGTERM, and the kernel lives on.
+WORKERS_LEAVE_SIGTERM = False
+
+
 def leave_sigterm_to_the_main_process(worker_id: int) -> None:
     """A loader worker's start: ignore SIGTERM. A batch scheduler (SLURM's time limit, scancel) sends it to
     every process of the job: the workers died at once, and the main process, which stops at the next step
@@ -205,7 +210,7 @@ def make_loader(
         # every sample itself). Drawn from torch's global generator, which dropout uses, it shifted the
         # masks with the number of workers and on resume: a resumed run differed from an uninterrupted one.
         generator=torch.Generator().manual_seed(0),
-        worker_init_fn=leave_sigterm_to_the_main_process if workers > 0 else None,
+        worker_init_fn=leave_sigterm_to_the_main_process if workers and WORKERS_LEAVE_SIGTERM else None,
     )
 
 
