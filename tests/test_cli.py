@@ -311,6 +311,23 @@ def test_bad_arguments_are_named(args, message, tmp_path, monkeypatch, capsys):
     assert not list(tmp_path.iterdir())  # nothing made: no demo set, no output
 
 
+def test_an_unknown_option_is_named_with_its_commands_usage_and_every_refusal_with_its_command(
+    tmp_path, monkeypatch, capsys
+):
+    """`train --bogus` printed the top-level usage (`python -m seglib [-h] {train,...}`), which shows none of
+    train's options; `predict --input nothere.jpg` said its refusal without the command's name."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--epochs", "2", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "train: error: unrecognized arguments: --bogus" in err
+    assert "usage: python -m seglib train [-h]" in err and "--epochs" in err
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--resume_or_start"])
+    assert str(e.value.code).startswith("seglib train: error: --resume_or_start takes --run_name")
+    assert not list(tmp_path.glob("*/"))  # nothing made
+
+
 def test_a_run_name_of_dot_leaves_the_other_runs_of_output_dir(synthetic_root, tmp_path, capsys):
     """train --run_name . --overwrite emptied --output_dir (its other runs, the user's files) and trained
     into it."""

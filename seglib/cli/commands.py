@@ -19,7 +19,7 @@ from ..engine.distributed import RANK_0_FAILED
 from ..engine.export import check_export, export_model
 from ..pipes import quiet_when_reader_ends
 from .evaluate import run as _evaluate
-from .parser import build_parser
+from .parser import parse_args
 from .predict import run as _predict
 from .train import run as _train
 
@@ -99,10 +99,10 @@ def _says_rank_0s(e: BaseException) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = build_parser().parse_args(argv)
+    a = parse_args(argv)
     out = getattr(a, "output_dir", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():  # else a bare "File exists"
-        sys.exit(f"--output_dir {out} is a file; give a folder (made if missing)")
+        sys.exit(f"seglib {a.command}: error: --output_dir {out} is a file; give a folder (made if missing)")
     if argv is None:  # the command line's process, not a caller's (tests, notebooks)
         warnings.formatwarning = _plain_warning
         quiet_when_reader_ends()  # `seglib train ... | head`: the training goes on
@@ -120,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
             "export": _export,
             "download": lambda a: download(a.data_path),
         }[a.command](a)
+    except SystemExit as e:  # an option's message (sys.exit(text)): named with its command, as errors below
+        if isinstance(e.code, str) and not e.code.startswith("seglib "):
+            sys.exit(f"seglib {a.command}: error: {e.code}")
+        raise
     except KeyboardInterrupt as e:  # TrainingInterrupted says where last.pt is and how to resume
         how = "stopped by SIGTERM (a time limit, scancel or kill)" if _Terminated.seen else "interrupted"
         if _speaks():  # under torchrun every rank stops; one a node says so

@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line `argv` (None: sys.argv's) parsed; an option its command does not know is named by
+    that command's parser, with its usage line (argparse's own says the top-level usage: `python -m
+    seglib [-h] {train,...}`, which does not show what `train` takes)."""
+    p = build_parser()
+    a, unknown = p.parse_known_args(argv)
+    if unknown:
+        commands = next(x for x in p._actions if isinstance(x, argparse._SubParsersAction))
+        commands.choices[a.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return a
+
+
 def _defaults() -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
