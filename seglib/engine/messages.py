@@ -31,9 +31,9 @@ __all__ = [
     "say",
 ]
 
-# a Ctrl-C in fit's set-up (reading the data, the probe, the cache), or a second one while it saved
+# a Ctrl-C (or SIGTERM) in fit's set-up (reading the data, the probe, the cache), or a second one while it saved
 UNSAVED = (
-    "training stopped before it saved where it stood (in its set-up, or at a second Ctrl-C during a save): "
+    "training stopped before it saved where it stood (in its set-up, or at a second Ctrl-C or SIGTERM during a save): "
     "where its run folder has a last.pt, that holds its last saved epoch: resume from it (fit(cfg, "
     "resume=RUN_FOLDER), or `python -m seglib train --resume RUN_FOLDER`); else nothing was trained: start it again"
 )
