@@ -399,45 +399,11 @@ def test_sigterm_saves_says_how_to_resume_and_the_resumed_run_ends(synthetic_roo
     with no word, last.pt as old as its last epoch and a stale .training mark; now it stops as at Ctrl-C.
     The scheduler signals every process of the job: a loader worker killed by it failed the run."""
     import signal
-    import time
 
-    args = [
-        "train",
-        "--data_path",
-        synthetic_root,
-        "--base_channels",
-        "4",
-        "--epochs",
-        40,
-        "--image_size",
-        32,
-    ]
-    args += [
-        "--batch_size",
-        4,
-        "--train_limit",
-        12,
-        "--val_limit",
-        4,
-        "--output_dir",
-        tmp_path,
-        "--run_name",
-        "r",
-        "--num_workers",
-        1,
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "seglib", *map(str, args)],
-        cwd=tmp_path,
-        text=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # a job of its own: the signal reaches its loader worker too
+    # a job of its own (a session): the signal reaches its loader worker too
+    proc, history = _train_past_its_first_epoch(
+        synthetic_root, tmp_path, "--num_workers", 1, start_new_session=True
     )
-    history = tmp_path / "r" / "history.csv"
-    deadline = time.time() + 120
-    while not history.exists() and time.time() < deadline:
-        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -496,21 +462,13 @@ def test_an_output_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
         main(["predict", "--model_path", "m.pt", "--input", "x.jpg", "--output_dir", "out"])
 
 
-@pytest.mark.slow
-def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
-    import signal
+def _train_past_its_first_epoch(synthetic_root, tmp_path, *more, **popen):
+    """`python -m seglib train` of 40 small epochs in `tmp_path`/r (with `more` options), once its first
+    epoch is in history.csv: the process and that file."""
     import time
 
-    args = [
-        "train",
-        "--data_path",
-        synthetic_root,
-        "--base_channels",
-        "4",
-        "--epochs",
-        40,
-        "--image_size",
-        32,
+    args = ["train", "--data_path", synthetic_root, "--base_channels", 4, "--epochs", 40, "--image_size", 32]
+    args += [
         "--batch_size",
         4,
         "--train_limit",
@@ -523,16 +481,25 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
         "r",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "seglib", *map(str, args)],
+        [sys.executable, "-m", "seglib", *map(str, [*args, *more])],
         cwd=tmp_path,
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        **popen,
     )
     history = tmp_path / "r" / "history.csv"
     deadline = time.time() + 120
     while not history.exists() and time.time() < deadline:
         time.sleep(0.2)
+    return proc, history
+
+
+@pytest.mark.slow
+def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
+    import signal
+
+    proc, history = _train_past_its_first_epoch(synthetic_root, tmp_path)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
