@@ -785,3 +785,46 @@ def test_patience_stops_a_run_that_no_longer_betters_and_a_resume_stops_alike(
     longer = fit(tiny_config(output_dir=tmp_path / "b", **{**cfg, "patience": 4}), resume=True)
     assert len(longer.history) == min(12, longer.best_epoch + 4) > len(h)  # more patience: it goes on
     assert json.loads((longer.run_dir / "config.json").read_text())["patience"] == 4
+
+
+class _StuckAfterTheFirst(torch.utils.data.Dataset):
+    """A sample that never comes after the first: a worker stuck reading (a hung network file system)."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> dict:
+        import time
+
+        if i > 0:
+            time.sleep(600)
+        return {"x": torch.zeros(1)}
+
+
+def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm(monkeypatch):
+    """Under the command line's train the workers ignore SIGTERM (a job's SIGTERM reaches them too), so
+    DataLoader's shutdown, which ends a worker that does not stop in time with SIGTERM, left a stuck one
+    running; the process then waited for it at exit (multiprocessing joins its children) until SIGKILL."""
+    import time
+
+    from seglib.engine import loaders
+    from seglib.engine.train import _stop_workers
+
+    monkeypatch.setattr(loaders, "WORKERS_LEAVE_SIGTERM", True)
+    loader = torch.utils.data.DataLoader(
+        _StuckAfterTheFirst(),
+        batch_size=1,
+        num_workers=1,
+        persistent_workers=True,
+        worker_init_fn=loaders.leave_sigterm_to_the_main_process,
+    )
+    it = iter(loader)
+    next(it)
+    workers = list(it._workers)
+    time.sleep(1)  # the worker is in the sample that never comes
+    try:
+        _stop_workers((loader,))
+        assert not any(w.is_alive() for w in workers)
+    finally:
+        for w in workers:
+            w.kill()

@@ -303,7 +303,12 @@ def _stop_workers(loaders: Loaders) -> None:
             continue  # no worker processes
         iterator = loader._iterator
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            workers = list(getattr(iterator, "_workers", ()))
             iterator._shutdown_workers()
+            for w in workers:  # one stuck mid-sample ignores torch's SIGTERM (loaders.WORKERS_LEAVE_SIGTERM)
+                if w.is_alive():
+                    w.kill()  # else the process waits for it at exit (multiprocessing joins its children)
+                    w.join(timeout=5)
             loader._iterator = None
 
 
