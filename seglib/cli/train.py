@@ -59,8 +59,9 @@ def _train_setup(a: argparse.Namespace) -> tuple[TrainConfig, bool | str | Path]
 
 
 def _resumable(cfg: TrainConfig, a: argparse.Namespace) -> Path | bool:
-    """--resume_or_start: the run folder to resume (the newest called `cfg.run_name` that has a last.pt),
-    or False: no such run, or the newest of the name stopped before its first save, so a new run starts.
+    """--resume_or_start: the run folder to resume (the newest called `cfg.run_name`, NAME-2, ...), or False:
+    no such run, or the newest stopped before its first save (an older one's last.pt is not looked for), so
+    a new run starts.
     Another process training it now is refused, as with --resume. A batch scheduler that requeues a job
     runs its command again: before, a run already there made it start anew in NAME-2."""
     try:
