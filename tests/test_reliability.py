@@ -86,6 +86,32 @@ def test_resumed_run_equals_uninterrupted_run(synthetic_root, tmp_path, loss_at_
 
 
 @pytest.mark.slow
+def test_a_stop_during_validation_saves_the_trained_epoch_and_resumes_to_the_same_run(
+    synthetic_root, tmp_path
+):
+    """Ctrl-C (or the command line's SIGTERM, a batch job's time limit) during validation stops at its next
+    batch: last.pt holds the epoch's training, and the resumed run validates it and goes on as if never
+    stopped."""
+    from seglib.engine.losses import build_loss
+
+    real, calls = build_loss("bce"), {"val": 0}
+
+    def stop_in_validation(logits, target):
+        if not torch.is_grad_enabled():
+            calls["val"] += 1
+            if calls["val"] == 1:  # the first validation batch of epoch 1
+                os.kill(os.getpid(), signal.SIGINT)
+        return real(logits, target)
+
+    whole = fit(cfg_for(synthetic_root, tmp_path / "a"))
+    with pytest.raises(TrainingInterrupted, match=r"training stopped in epoch 1 after step 4 of 4"):
+        fit(cfg_for(synthetic_root, tmp_path / "b"), loss_fn=stop_in_validation)
+    saved = load_checkpoint(tmp_path / "b" / "r" / "last.pt")
+    assert (saved["epoch"], saved["global_step"], saved["partial"]["step"]) == (0, 4, 4)
+    same_run(whole.run_dir, fit(cfg_for(synthetic_root, tmp_path / "b"), resume=True).run_dir)
+
+
+@pytest.mark.slow
 def test_resume_checks_the_config(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(TrainingInterrupted):
         fit(cfg_for(synthetic_root, tmp_path), loss_fn=loss_at_step("ctrl_c", 2))
