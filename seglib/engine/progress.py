@@ -30,10 +30,11 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
     (stderr not a terminal: a `LineBar`, a line each).
 
     `summarised`: the caller prints a line of its own when the loop ends (an epoch's); in text, such a
-    loop shorter than 10 s then prints no bar at all, nor does one whose bar goes at its end (`leave=False`). Text too in a kernel executed unattended
-    (`unattended_kernel`).
+    loop shorter than 10 s then prints no bar at all, nor does one whose bar goes at its end (`leave=False`).
+    Text too in a kernel executed unattended (`unattended_kernel`).
     """
-    log = shell_of_kernel() is None and not _is_terminal(kwargs.get("file") or sys.stderr)
+    shell = shell_of_kernel()
+    log = shell is None and not _is_terminal(kwargs.get("file") or sys.stderr)
     if os.environ.get("SEGLIB_PROGRESS", "auto") == "text" or unattended_kernel() or log:
         kwargs.setdefault("mininterval", 10.0)
         # A loop of a few seconds whose bar goes (leave=False) or whose caller prints a line of its own: else an
@@ -44,7 +45,7 @@ def progress_bar(iterable: Any = None, *, summarised: bool = False, **kwargs: An
     # Not tqdm.auto's bars: its asyncio part calls iter(iterable) when the bar is made, and the loop's own
     # iter() makes a second iterator (tqdm issue 1598); of a DataLoader with persistent workers, that
     # one resets the first and throws its prefetched batches away.
-    return CellBar(iterable, **kwargs) if shell_of_kernel() is not None else tqdm(iterable, **kwargs)
+    return CellBar(iterable, **kwargs) if shell is not None else tqdm(iterable, **kwargs)
 
 
 def _is_terminal(file: Any) -> bool:
