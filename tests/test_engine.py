@@ -801,7 +801,7 @@ class _StuckAfterTheFirst(torch.utils.data.Dataset):
         return {"x": torch.zeros(1)}
 
 
-def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm(monkeypatch):
+def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
     """Under the command line's train the workers ignore SIGTERM (a job's SIGTERM reaches them too), so
     DataLoader's shutdown, which ends a worker that does not stop in time with SIGTERM, left a stuck one
     running; the process then waited for it at exit (multiprocessing joins its children) until SIGKILL."""
@@ -810,7 +810,6 @@ def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm(monkeypat
     from seglib.engine import loaders
     from seglib.engine.train import _stop_workers
 
-    monkeypatch.setattr(loaders, "WORKERS_LEAVE_SIGTERM", True)
     loader = torch.utils.data.DataLoader(
         _StuckAfterTheFirst(),
         batch_size=1,
