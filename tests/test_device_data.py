@@ -241,6 +241,31 @@ def test_a_compiled_run_says_what_compiling_took_and_resumes_bit_identically(
 
 
 @pytest.mark.slow
+def test_a_compiled_ladder_with_partial_batches_resumes_bit_identically(
+    synthetic_root, tmp_path, loss_at_step
+):
+    # 14 training and 7 validation images in batches of 4 end each epoch in a smaller batch, and the
+    # epochs train at 32, 40, 48 and 64 px: ten shapes to compile, more than torch keeps by default (8).
+    # Each run starts with torch.compile's caches empty, as a new process would: the resumed run (from
+    # epoch 2) must not depend on which shapes the process compiled before.
+    settings = {"run_name": "r", "epochs": 4, "train_limit": 14, "val_limit": 7, "lr": 3e-3, "compile": True}
+    settings |= {"image_size": 64, "progressive_sizes": [32, 40, 48], "progressive_share": 0.75}
+
+    def fresh_fit(out: str, **kw):
+        torch._dynamo.reset()
+        return fit(tiny_train_config(synthetic_root, tmp_path / out, **settings), **kw)
+
+    whole = fresh_fit("a")
+    with pytest.raises(TrainingInterrupted):
+        fresh_fit("b", loss_fn=loss_at_step("ctrl_c", 5))
+    resumed = fresh_fit("b", resume=True)
+    again = fit(tiny_train_config(synthetic_root, tmp_path / "c", **settings))  # as a notebook runs it again
+    assert list(whole.history.train_size) == [32, 40, 48, 64]
+    same_run(whole.run_dir, resumed.run_dir)
+    same_run(whole.run_dir, again.run_dir)
+
+
+@pytest.mark.slow
 def test_the_resident_cache_and_a_uint8_loader_train_alike(synthetic_root, tmp_path, capsys):
     runs = {}
     for cache in (True, False):  # no cache: uint8 samples from the loader, augmented on the device alike

@@ -10,12 +10,21 @@ what the first compiled steps took.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["COMPILE_MIN_STEPS", "CompileClock", "choose_compile", "compile_module"]
+__all__ = [
+    "COMPILE_MIN_STEPS",
+    "RECOMPILE_LIMIT",
+    "CompileClock",
+    "choose_compile",
+    "compile_module",
+    "compile_room",
+]
 
 # Training steps below which compiling cannot earn its time back on a GPU: the first compiled step's
 # seconds against the milliseconds each later step saves (the break-even is in docs/performance.md).
@@ -33,10 +42,27 @@ def choose_compile(requested: bool | None, device: torch.device, total_steps: in
     return True, f"compile on (auto: {total_steps:,} steps)"
 
 
+# The graphs torch.compile keeps per function before it runs other shapes eagerly (torch's own limit: 8).
+# A run compiles one per shape: training and validation, each with an epoch's smaller last batch, at each
+# size of a progressive ladder; a notebook's runs at other sizes add theirs. Past the limit a shape would
+# run eagerly in one process and compiled in another, so a resumed run would differ.
+RECOMPILE_LIMIT = 64
+
+
+def compile_room() -> AbstractContextManager[Any]:
+    """While a compiled run trains: room for the graphs of all its shapes (`RECOMPILE_LIMIT`)."""
+    limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    return torch._dynamo.config.patch(recompile_limit=limit)
+
+
 def compile_module(module: nn.Module) -> nn.Module:
     """torch.compile(module): a wrapper sharing the module's parameters; its state_dict stays the module's."""
+    # Static shapes: an epoch's smaller last batch gets a graph of its own. By default torch would then
+    # compile one graph for every batch size and use it from there on, so the kernels (and the last
+    # bits of the results) of a step would depend on what the process compiled before: a resumed run
+    # would differ from an uninterrupted one.
     # torch's stubs type the result as a plain Callable; given a Module it returns an OptimizedModule.
-    return torch.compile(module)  # type: ignore[return-value]
+    return torch.compile(module, dynamic=False)  # type: ignore[return-value]
 
 
 @dataclass

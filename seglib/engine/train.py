@@ -31,7 +31,7 @@ from .allocator import release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .budget import SizeAt, kept_plan_note, next_plan
 from .checkpoint import TRAINED_SIZE, model_spec
-from .compiled import CompileClock, choose_compile, compile_module
+from .compiled import CompileClock, choose_compile, compile_module, compile_room
 from .config import TrainConfig
 from .distributed import (
     DistInfo,
@@ -239,6 +239,8 @@ def _fit(
     loaders, feed = _loaders(train_ds, val_ds, cfg, info)
     held.callback(_stop_workers, loaders)  # also when fit raises: see _stop_workers
     cfg, compiling = _compile(cfg, ckpt, info, len(loaders[0]) * cfg.epochs)
+    if cfg.compile:
+        held.enter_context(compile_room())
     state = _new_state(model, cfg, len(loaders[0]), use_amp)
     if ckpt is not None:
         assert run_dir is not None  # _resumed returns a checkpoint with its run's folder
