@@ -242,7 +242,7 @@ def test_a_compiled_run_says_what_compiling_took_and_resumes_bit_identically(
 
 @pytest.mark.slow
 def test_a_compiled_ladder_with_partial_batches_resumes_bit_identically(
-    synthetic_root, tmp_path, loss_at_step
+    synthetic_root, tmp_path, loss_at_step, capsys
 ):
     # 14 training and 7 validation images in batches of 4 end each epoch in a smaller batch, and the
     # epochs train at 32, 40, 48 and 64 px: ten shapes to compile, more than torch keeps by default (8).
@@ -256,6 +256,8 @@ def test_a_compiled_ladder_with_partial_batches_resumes_bit_identically(
         return fit(tiny_train_config(synthetic_root, tmp_path / out, **settings), **kw)
 
     whole = fresh_fit("a")
+    clock = [line for line in capsys.readouterr().out.splitlines() if "torch.compile:" in line]
+    assert "first training step of 2 images" in clock[0] and "first validation batch of 3 images" in clock[0]
     with pytest.raises(TrainingInterrupted):
         fresh_fit("b", loss_fn=loss_at_step("ctrl_c", 5))
     resumed = fresh_fit("b", resume=True)

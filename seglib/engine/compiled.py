@@ -67,24 +67,30 @@ def compile_module(module: nn.Module) -> nn.Module:
 
 @dataclass
 class CompileClock:
-    """The wall time of the first training step and the first validation batch of a compiled run:
-    where compiling happens, so about what it cost."""
+    """The wall time of the first training step and the first validation batch of a compiled run, and of
+    the first of each other batch size (an epoch's smaller last batch has a graph of its own): where
+    compiling happens, so about what it cost."""
 
     device: torch.device
     seconds: dict[str, float] = field(default_factory=dict)
+    _first_batch: dict[str, int] = field(default_factory=dict)  # the batch size of each kind's first step
+    _what: str = ""
     _start: float = 0.0
 
-    def start(self, what: str) -> bool:
-        """Begin timing `what` if it was not timed yet; returns whether it is being timed."""
+    def start(self, kind: str, batch: int) -> bool:
+        """Begin timing a step of `kind` ("training step", "validation batch") with `batch` images if it is
+        the first of its kind and size; returns whether it is being timed."""
+        first = self._first_batch.setdefault(kind, batch)
+        what = f"first {kind}" if batch == first else f"first {kind} of {batch} images"
         if what in self.seconds:
             return False
-        self._start = time.perf_counter()
+        self._what, self._start = what, time.perf_counter()
         return True
 
-    def stop(self, what: str) -> None:
+    def stop(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.seconds[what] = time.perf_counter() - self._start
+        self.seconds[self._what] = time.perf_counter() - self._start
 
     def describe(self) -> str:
         parts = [f"{what} {s:.1f} s" for what, s in self.seconds.items()]

@@ -93,9 +93,10 @@ class _Meter:
         return stop
 
 
-def _timing(clock: CompileClock | None, what: str) -> CompileClock | None:
-    """`clock` where it begins timing `what` (a compiled run's first such step); None otherwise."""
-    return clock if clock is not None and clock.start(what) else None
+def _timing(clock: CompileClock | None, kind: str, images: torch.Tensor) -> CompileClock | None:
+    """`clock` where it begins timing this step (a compiled run's first of its kind and batch size);
+    None otherwise."""
+    return clock if clock is not None and clock.start(kind, images.shape[0]) else None
 
 
 def _bar(loader: Batches, cfg: TrainConfig, desc: str, initial: int, total: int) -> Any:
@@ -203,14 +204,14 @@ def train_one_epoch(
             continue
         images, masks = _training_batch(batch, state, cfg, env, size)
         seed_rank_step(cfg.seed, state.step, get_rank())  # each rank its own dropout masks
-        timing = _timing(env.clock, "first training step")
+        timing = _timing(env.clock, "training step", images)
         with autocast(env.device, env.use_amp):
             logits = forward_tta(net, images, tta=False)
         loss = env.loss_fn(logits, masks)
         meter.add(loss, logits, masks, cfg.threshold)
         _optimizer_step(state, loss, cfg)
         if timing is not None:
-            timing.stop("first training step")
+            timing.stop()
         # Ranks take the same training steps, so every read can be a point of agreement.
         _after_step(meter, env, cfg, total, True, bar, state.lr_log[-1])  # the lr this step took
     _finish(meter, env, bar)
@@ -233,12 +234,12 @@ def evaluate_epoch(
                 stats.step += 1
                 continue
             images, masks = env.prep(batch)
-            timing = _timing(env.clock, "first validation batch")
+            timing = _timing(env.clock, "validation batch", images)
             with autocast(env.device, env.use_amp):
                 logits = forward_tta(model, images, cfg.tta)
             meter.add(env.loss_fn(logits, masks), logits, masks, cfg.threshold)
             if timing is not None:
-                timing.stop("first validation batch")
+                timing.stop()
             # The ranks' validation shares may differ by one batch: only the final read is agreed.
             _after_step(meter, env, cfg, len(loader), False, bar, None)
     _finish(meter, env, bar)
