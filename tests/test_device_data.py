@@ -255,6 +255,7 @@ def test_a_compiled_ladder_with_partial_batches_resumes_bit_identically(
         torch._dynamo.reset()
         return fit(tiny_train_config(synthetic_root, tmp_path / out, **settings), **kw)
 
+    limit = torch._dynamo.config.recompile_limit
     whole = fresh_fit("a")
     clock = [line for line in capsys.readouterr().out.splitlines() if "torch.compile:" in line]
     assert "first training step of 2 images" in clock[0] and "first validation batch of 3 images" in clock[0]
@@ -262,6 +263,7 @@ def test_a_compiled_ladder_with_partial_batches_resumes_bit_identically(
         fresh_fit("b", loss_fn=loss_at_step("ctrl_c", 5))
     resumed = fresh_fit("b", resume=True)
     again = fit(tiny_train_config(synthetic_root, tmp_path / "c", **settings))  # as a notebook runs it again
+    assert torch._dynamo.config.recompile_limit == limit  # the room is the run's, not the process's
     assert list(whole.history.train_size) == [32, 40, 48, 64]
     same_run(whole.run_dir, resumed.run_dir)
     same_run(whole.run_dir, again.run_dir)
