@@ -13,8 +13,8 @@ import sys
 import tempfile
 from dataclasses import replace
 
+from seglib.allocator import allocator_name
 from seglib.engine import config_from_profile
-from seglib.engine.allocator import allocator_name
 from seglib.study import epochs_for_budget, estimate_epoch_seconds
 
 SAMPLE = "../shared/data/oxford-pet-sample/oxford-iiit-pet"

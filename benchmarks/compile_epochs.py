@@ -22,8 +22,8 @@ from dataclasses import replace
 
 import torch
 
+from seglib.allocator import allocator_name
 from seglib.engine import config_from_profile, fit
-from seglib.engine.allocator import allocator_name
 from seglib.engine.runtime import cpu_kind
 from seglib.provenance import stamp
 

@@ -25,9 +25,9 @@ from dataclasses import replace
 import pandas as pd
 import torch
 
+from seglib.allocator import allocator_name
 from seglib.engine import config_from_profile
 from seglib.engine import optimizer as optim
-from seglib.engine.allocator import allocator_name
 from seglib.engine.io import atomic_write_csv
 from seglib.engine.runtime import cpu_kind
 from seglib.provenance import stamp

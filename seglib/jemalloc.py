@@ -3,7 +3,7 @@
     env $(.venv/bin/python -m seglib.jemalloc) .venv/bin/python benchmarks/budget_size.py unet 128 0
 
 Prints `LD_PRELOAD=... MALLOC_CONF=...` where jemalloc is installed, nothing where it is not or where
-SEGLIB_JEMALLOC=0 (seglib.engine.allocator says why it pays). Its own module, not the allocator's:
+SEGLIB_JEMALLOC=0 (seglib.allocator says why it pays). Its own module, not the allocator's:
 `python -m` on a module its package has already imported warns (runpy's RuntimeWarning).
 
 `python -m seglib.jemalloc --kernel` installs a Jupyter kernel, "Python (seglib, jemalloc)", that starts
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from .engine.allocator import allocator_env, jemalloc_env
+from .allocator import allocator_env, jemalloc_env
 
 KERNEL_NAME = "seglib"
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import patch
 
+from .allocator import allocator_env
 from .data import DATASETS, is_folder_root, make_synthetic_folder
 from .engine import PROFILES
-from .engine.allocator import allocator_env
 from .kernels import AskFirstKernelManager, kernel_manager_settings
 from .study import json_or_text
 from .workspace import FOLDER_DEMO, IN_CHECKOUT, REPO, check_data_root, check_training, start

@@ -1175,7 +1175,7 @@ def test_fit_holds_its_run_from_its_choice_to_its_end(tiny_config, tmp_path, pid
     ],
 )
 def test_python_options_are_read_as_python_reads_them(args, kept):
-    from seglib.engine.allocator import python_options
+    from seglib.allocator import python_options
 
     assert python_options(args) == kept
 
@@ -1185,7 +1185,7 @@ def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthet
     command, started again under jemalloc, dropped python's own options."""
     import os
 
-    from seglib.engine.allocator import jemalloc_path
+    from seglib.allocator import jemalloc_path
 
     if jemalloc_path() is None:
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
@@ -1256,17 +1256,47 @@ def test_one_process_a_node_says_why_the_command_ended(monkeypatch):
         assert ("started with other settings" in str(stop.value.code)) == says, (rank, local)
 
 
+@pytest.mark.parametrize("start", ["python -m seglib", "seglib"])
+def test_a_command_starts_again_under_jemalloc_before_it_imports_torch(tmp_path, start):
+    """`seglib train|evaluate|predict` imported torch and albumentations (seconds), then started again under
+    jemalloc and imported them again: every command began seconds late."""
+    import os
+
+    from seglib.allocator import jemalloc_path
+
+    if jemalloc_path() is None:
+        pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
+    script = Path(sys.executable).with_name("seglib")
+    if start == "seglib" and not script.is_file():
+        pytest.skip(f"no {script}: the project is not installed in this Python (pip install -e .)")
+    command = [sys.executable, "-m", "seglib"] if start == "python -m seglib" else [str(script)]
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF", "SEGLIB_JEMALLOC")}
+    p = subprocess.run(
+        [*command, "evaluate", "--model_path", str(tmp_path / "missing.pt")],
+        env={**clean, "PYTHONPROFILEIMPORTTIME": "1"},  # each process lists its imports, in order
+        capture_output=True,
+        text=True,
+    )
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")
+    ]
+    started = [i for i, name in enumerate(imported) if name == "seglib"]  # once in each process
+    assert len(started) == 2, p.stderr[-2000:]
+    assert "torch" not in imported[: started[1]] and "torch" in imported[started[1] :]
+    assert p.returncode == 1 and "missing.pt' does not exist" in p.stderr  # the command's own error, once
+
+
 def test_a_process_under_jemalloc_is_given_no_advice_to_start_under_it():
     """What is loaded counts, not the environment: a process started under jemalloc whose LD_PRELOAD was
     taken out of its environment afterwards (so that its children choose for themselves) runs under it."""
     import os
 
-    from seglib.engine.allocator import jemalloc_env
+    from seglib.allocator import jemalloc_env
 
     if not (env := jemalloc_env()):
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
     code = (
-        "import os\nfrom seglib.engine.allocator import allocator_advice, allocator_name\n"
+        "import os\nfrom seglib.allocator import allocator_advice, allocator_name\n"
         "del os.environ['LD_PRELOAD']\nprint(allocator_name(), repr(allocator_advice(in_kernel=False)))"
     )
     out = subprocess.run(
@@ -1283,7 +1313,7 @@ def test_a_kernel_for_other_front_ends_starts_under_jemalloc(tmp_path, monkeypat
 
     from jupyter_client.manager import start_new_kernel
 
-    from seglib.engine.allocator import allocator_advice, jemalloc_path
+    from seglib.allocator import allocator_advice, jemalloc_path
 
     if jemalloc_path() is None:
         pytest.skip("jemalloc is not installed (apt-get install libjemalloc2)")
@@ -1303,7 +1333,7 @@ def test_a_kernel_for_other_front_ends_starts_under_jemalloc(tmp_path, monkeypat
     manager, client = start_new_kernel(kernel_name="seglib", startup_timeout=120)
     try:
         said = []
-        code = "from seglib.engine.allocator import allocator_name, allocator_advice; print(allocator_name(), repr(allocator_advice(True)))"
+        code = "from seglib.allocator import allocator_name, allocator_advice; print(allocator_name(), repr(allocator_advice(True)))"
         client.execute_interactive(
             code, output_hook=lambda m: said.append(m["content"].get("text", "")), timeout=120
         )

@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import REPO, tiny_train_config
 
+from seglib.allocator import JEMALLOC_CONF, jemalloc_path, release_idle_memory
 from seglib.engine import TrainConfig, fastpath, fit, load_checkpoint
-from seglib.engine.allocator import JEMALLOC_CONF, jemalloc_path, release_idle_memory
 from seglib.engine.fastpath import BUSY_CORES, FORMATS, choose_memory_format, probe_cache_path
 from seglib.engine.train import TrainingInterrupted
 
@@ -215,7 +215,7 @@ def test_the_allocator_entry_prints_its_environment_without_a_warning():
 
 _FRAGMENT_AND_RELEASE = """
 import random, torch
-from seglib.engine.allocator import release_idle_memory
+from seglib.allocator import release_idle_memory
 random.seed(0)
 for _ in range(30):  # buffers of many sizes, as a kernel training run after run allocates, then freed
     kept = [torch.ones(random.randint(1, 40) * 250_000 + random.randint(0, 9999)) for _ in range(20)]
@@ -272,11 +272,11 @@ def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
 def test_the_allocator_named_is_the_one_loaded_and_a_path_ld_so_splits_is_not_offered(tmp_path, monkeypatch):
     """ld.so splits LD_PRELOAD at spaces and colons: a conda environment under "/home/Jo Doe" preloaded
     "/home/Jo", every process printed an error, ran on glibc, and its run said jemalloc."""
-    from seglib.engine import allocator
+    from seglib import allocator
 
     unloadable = tmp_path / "nowhere" / "libjemalloc.so.2"
     clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
-    code = "from seglib.engine.allocator import allocator_name; print(allocator_name())"
+    code = "from seglib.allocator import allocator_name; print(allocator_name())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**clean, "LD_PRELOAD": str(unloadable)},

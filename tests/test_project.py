@@ -155,7 +155,7 @@ def test_engine_never_imports_a_face():
 
 
 def test_the_helpers_below_the_layers_use_the_standard_library_only():
-    helpers = ("atomic", "leftovers", "provenance")
+    helpers = ("atomic", "leftovers", "provenance", "allocator")
     for helper in helpers:
         each_other = {f"seglib.{h}" for h in helpers}
         outside = {

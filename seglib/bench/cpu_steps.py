@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..engine.allocator import allocator_env
+from ..allocator import allocator_env
 from ..engine.fastpath import FORMATS
 from .steps import achieved_row, step_flops, step_what
 from .timing import memory_row, row

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from ..allocator import allocator_name
 from ..data import (
     DeviceAugment,
     EpochSampler,
@@ -21,7 +22,6 @@ from ..data import (
     train_transform,
     uint8_transform,
 )
-from ..engine.allocator import allocator_name
 from ..engine.batches import BatchPrep, ResidentLoader, resident_fits
 from ..engine.fastpath import choose_memory_format
 from ..engine.loaders import make_loader

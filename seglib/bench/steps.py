@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..engine.allocator import allocator_name
+from ..allocator import allocator_name
 from ..engine.fastpath import FormatChoice
 from ..engine.losses import bce_loss
 from ..engine.optimizer import build_optimizer

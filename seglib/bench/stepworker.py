@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import torch
 
-from ..engine.allocator import allocator_name
+from ..allocator import allocator_name
 from ..engine.fastpath import FORMATS, choose_memory_format
 from ..engine.optimizer import build_optimizer
 from ..engine.runtime import default_amp

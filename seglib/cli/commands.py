@@ -12,9 +12,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ..allocator import reexec_with_allocator
 from ..data import download
 from ..engine import loaders
-from ..engine.allocator import reexec_with_allocator
 from ..engine.distributed import RANK_0_FAILED
 from ..engine.export import check_export, export_model
 from ..pipes import quiet_when_reader_ends
@@ -107,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         warnings.formatwarning = _plain_warning
         quiet_when_reader_ends()  # `seglib train ... | head`: the training goes on
     if argv is None and a.command in ("train", "evaluate", "predict"):
-        # From the command line: start again under jemalloc when installed (engine/allocator.py); it
-        # keeps the big activation buffers that glibc gives back to the OS at every step.
+        # From the command line: start again under jemalloc when installed (seglib/allocator.py); it
+        # keeps the big activation buffers that glibc gives back to the OS at every step. seglib's
+        # __main__ has done so before these imports; this is for a `seglib` command installed before it.
         reexec_with_allocator(sys.argv[1:])
     if argv is None and a.command == "train":
         _terminate_as_interrupt()

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from ..allocator import allocator_name
 from ..data.revisions import SAMPLES_REVISION, changes_since, revision_at
 from ..provenance import git_changes, git_commit
-from .allocator import allocator_name
 from .io import atomic_write_text
 from .runtime import cpu_kind, precision_name
 

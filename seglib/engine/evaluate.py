@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from ..allocator import release_idle_memory
 from ..data import (
     CorruptSampleError,
     SegmentationDataset,
@@ -47,7 +48,6 @@ from ..metrics import (
     iou_from_counts,
     segment_counts,
 )
-from .allocator import release_idle_memory
 from .batches import BatchPrep, resolve_device_data
 from .checkpoint import TRAINED_SIZE, load_checkpoint, load_model
 from .distributed import all_gather_object, get_rank, get_world_size

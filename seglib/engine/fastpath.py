@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from ..allocator import allocator_name
 from ..models import build_model
-from .allocator import allocator_name
 from .io import atomic_write_text
 from .losses import bce_loss
 from .optimizer import build_optimizer

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..allocator import allocator_advice, allocator_name
 from ..data import SegmentationDataset
 from ..models import count_parameters
-from .allocator import allocator_advice, allocator_name
 from .config import TrainConfig
 from .distributed import DistInfo
 from .extend import own_names
@@ -122,7 +122,7 @@ def describe_run(
 
 
 def _malloc(device: torch.device) -> str:
-    """On a CPU, the allocator (engine/allocator.py): it counts in a step's time there; without jemalloc
+    """On a CPU, the allocator (seglib/allocator.py): it counts in a step's time there; without jemalloc
     where it is installed, how to start with it (the command line and the workbook's kernels do)."""
     if device.type != "cpu":
         return ""

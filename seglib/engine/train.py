@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..allocator import release_idle_memory
 from ..data import CorruptSampleError, DeviceAugment, EpochSampler, SegmentationDataset, write_splits
 from ..metrics import IGNORE_INDEX
 from ..models import build_model
-from .allocator import release_idle_memory
 from .batches import BatchPrep, ResidentLoader, resident_bytes, resident_fits
 from .budget import SizeAt, kept_plan_note, next_plan
 from .checkpoint import TRAINED_SIZE, model_spec

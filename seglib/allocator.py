@@ -10,6 +10,9 @@ With decay off, jemalloc never hands a freed page back, and in a long-lived proc
 after another (a notebook kernel running notebook 06's study) it can stop reusing them: the kernel's
 memory grows while what it holds live does not (docs/performance.md, "The allocator").
 `release_idle_memory`, called after every epoch and evaluation, hands them back once they pass a bound.
+
+Standard library only, below the layers (as `atomic`): the command line re-executes itself before it
+imports torch, and `python -m seglib.jemalloc` prints its line without importing the engine.
 """
 
 from __future__ import annotations
@@ -83,16 +86,18 @@ def allocator_advice(in_kernel: bool) -> str:
     return "jemalloc is installed: start Python under it with env $(python -m seglib.jemalloc)"
 
 
-def reexec_with_allocator(argv: list[str]) -> None:
-    """Replace this process by `python -m seglib <argv>` under jemalloc, when `allocator_env` offers it.
+def reexec_with_allocator(argv: list[str], program: tuple[str, ...] = ("-m", "seglib")) -> None:
+    """Replace this process by `python <program> <argv>` under jemalloc, when `allocator_env` offers it.
 
-    Returns (doing nothing) otherwise. Call it before any work: the process starts again from its first
-    line, with the same PID, arguments and environment (torchrun's included) plus the allocator's.
+    `program`: `-m seglib`, or the path of the installed `seglib` script that started it (whose usage
+    lines name `seglib`). Returns (doing nothing) otherwise. Call it before any work: the process starts
+    again from its first line, with the same PID, arguments and environment (torchrun's included) plus
+    the allocator's.
     """
     env = allocator_env()
     if env and sys.platform.startswith("linux"):
         python = python_options(sys.orig_argv[1:])  # -W error, -X dev, -u hold in the new process too
-        os.execve(sys.executable, [sys.executable, *python, "-m", "seglib", *argv], {**os.environ, **env})
+        os.execve(sys.executable, [sys.executable, *python, *program, *argv], {**os.environ, **env})
 
 
 def python_options(args: list[str]) -> list[str]:
