@@ -58,6 +58,28 @@ def test_cache_is_reused_and_rebuilt_when_stale(synthetic_root, tmp_path):
     assert build_cache(ds, 48, tmp_path / "cache").folder not in (first.folder, again.folder)
 
 
+def test_a_long_build_is_said_before_it_starts_and_a_reuse_says_nothing(
+    synthetic_root, tmp_path, monkeypatch
+):
+    """A run on the full set waited in silence while its cache was built: its first line came after."""
+    import seglib.data.cache as cache
+
+    ds = OxfordPetDataset(synthetic_root, "val")
+    said: list[str] = []
+    build_cache(ds, 32, tmp_path / "small", log=said.append)
+    assert [line.split(" in ")[0] for line in said] == [f"seglib: cached {len(ds)} val images at 32 px"]
+    monkeypatch.setattr(cache, "SAID_FROM", len(ds))  # as many as the full set's: said before, too
+    said.clear()
+    built = build_cache(ds, 32, tmp_path / "large", log=said.append, workers=2)
+    assert said == [
+        f"seglib: caching {len(ds)} val images at 32 px in {built.folder}, once (2 processes)",
+        f"seglib: cached {len(ds)} val images at 32 px in {built.folder}",
+    ]
+    said.clear()
+    build_cache(ds, 32, tmp_path / "large", log=said.append)
+    assert said == []
+
+
 @pytest.mark.parametrize(
     ("damage", "named"),
     [

@@ -35,6 +35,7 @@ from .transforms import resize as resize_to
 __all__ = ["CacheSource", "ResizedCache", "build_cache", "cache_key"]
 
 FORMAT = 3  # 2: masks resized pixel-centred (`transforms.resize`); 3: palette and lossy 0/1 masks read anew
+SAID_FROM = 1000  # images: a build that takes seconds to minutes is said before it starts, not only after
 # Reads an image and its trimap from their two files, checked (CorruptSampleError otherwise).
 PairReader = Callable[[Path, Path], tuple[np.ndarray, np.ndarray]]
 
@@ -129,8 +130,11 @@ def build_cache(
     sizes = {"images.u8": n * s * s * 3, "trimaps.u8": n * s * s}
     _reserve(tmp, sizes)
     pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
+    procs = _workers(n, workers)
+    if n >= SAID_FROM:  # what the wait before a run's first line is
+        log(f"seglib: caching {n} {source.split} images at {s} px in {folder}, once ({procs} processes)")
     try:
-        bad, unclear = _fill(tmp, n, s, pairs, _workers(n, workers), source.pair_reader())
+        bad, unclear = _fill(tmp, n, s, pairs, procs, source.pair_reader())
     except BaseException:  # Ctrl-C in a notebook: the kernel lives on, so no later build would remove it
         shutil.rmtree(tmp, ignore_errors=True)
         raise
