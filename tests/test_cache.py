@@ -78,6 +78,8 @@ def test_a_long_build_is_said_before_it_starts_and_a_reuse_says_nothing(
     said.clear()
     build_cache(ds, 32, tmp_path / "large", log=said.append)
     assert said == []
+    build_cache(ds, 48, tmp_path / "large", log=said.append, workers=1)
+    assert said[0].endswith(", once (one process)")
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,8 @@ def build_cache(
     pairs = [(source.image_path(name), source.trimap_path(name)) for name in names]
     procs = _workers(n, workers)
     if n >= SAID_FROM:  # what the wait before a run's first line is
-        log(f"seglib: caching {n} {source.split} images at {s} px in {folder}, once ({procs} processes)")
+        many = f"{procs} processes" if procs > 1 else "one process"
+        log(f"seglib: caching {n} {source.split} images at {s} px in {folder}, once ({many})")
     try:
         bad, unclear = _fill(tmp, n, s, pairs, procs, source.pair_reader())
     except BaseException:  # Ctrl-C in a notebook: the kernel lives on, so no later build would remove it
