@@ -26,6 +26,7 @@ __all__ = [
     "describe_run",
     "epochs_said",
     "lost_process_advice",
+    "lost_worker",
     "report_epoch",
     "resume_command",
     "say",
@@ -43,13 +44,17 @@ UNSAVED = (
 PEER_LOST = "by peer"
 
 
+def lost_worker(e: BaseException, loaders: Iterable[object]) -> bool:
+    """Whether `e` says a loader worker is gone: torch's "DataLoader worker (pid N) is killed by signal: ..."
+    or "... (pid(s) N) exited unexpectedly", or the reset connection of a batch on its way from it."""
+    # not torch's "Caught ValueError in DataLoader worker process 0": the worker's own error, passed on
+    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
+    return workers and (isinstance(e, ConnectionResetError) or "DataLoader worker (pid" in str(e))
+
+
 def lost_process_advice(e: Exception, loaders: Iterable[object], run_dir: Path, info: DistInfo) -> str | None:
     """What to do when `e` says a process the run needs is gone; None when it says something else."""
-    # torch's "DataLoader worker (pid N) is killed by signal: Killed." can surface anywhere in the loop:
-    # its SIGCHLD handler raises wherever the main thread is when the worker dies. A worker killed while
-    # it passed a batch resets the connection the batch travels by instead.
-    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
-    if workers and (isinstance(e, ConnectionResetError) or "DataLoader worker" in str(e)):
+    if lost_worker(e, loaders):
         return lost_worker_advice(run_dir, info)
     # Another rank killed or its node lost: this rank learns it in its next collective, from gloo.
     if info.distributed and isinstance(e, RuntimeError) and PEER_LOST in str(e):

@@ -59,6 +59,7 @@ from .messages import (
     describe_run,
     epochs_said,
     lost_process_advice,
+    lost_worker,
     report_epoch,
     resume_command,
     say,
@@ -90,6 +91,7 @@ from .schedulers import build_scheduler, dead_milestones_note, rescheduled, step
 from .state import EpochStats, TrainState
 from .threadloader import ThreadLoader
 from .tracking import WandbLogger
+from .workers import death_said, ended_workers, stop_workers
 
 __all__ = [
     "fit",
@@ -237,7 +239,7 @@ def _fit(
     seed_everything(cfg.seed)
     model, spec = _build_model(cfg, info)
     loaders, feed = _loaders(train_ds, val_ds, cfg, info)
-    held.callback(_stop_workers, loaders)  # also when fit raises: see _stop_workers
+    held.callback(stop_workers, loaders)  # also when fit raises: see stop_workers
     cfg, compiling = _compile(cfg, ckpt, info, len(loaders[0]) * cfg.epochs)
     if cfg.compile:
         held.enter_context(compile_room())
@@ -294,24 +296,6 @@ def _fit(
         train_ds.root,
         info.is_main,
     )
-
-
-def _stop_workers(loaders: Loaders) -> None:
-    """End the loaders' persistent worker processes now. A notebook keeps the last exception's traceback
-    (sys.last_traceback) until the next error; its frames hold the loaders, which kept their workers, each
-    a copy of the kernel, running beside the next training. DataLoader has no public way to end them."""
-    for loader in loaders:
-        if not isinstance(loader, DataLoader):
-            continue  # no worker processes
-        iterator = loader._iterator
-        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
-            workers = list(getattr(iterator, "_workers", ()))
-            iterator._shutdown_workers()
-            for w in workers:  # one stuck mid-sample ignores torch's SIGTERM (loaders.WORKERS_LEAVE_SIGTERM)
-                if w.is_alive():
-                    w.kill()  # else the process waits for it at exit (multiprocessing joins its children)
-                    w.join(timeout=5)
-            loader._iterator = None
 
 
 def _hold(held: ExitStack, marked: AbstractContextManager[Path]) -> Path:
@@ -380,10 +364,16 @@ def _epochs(
                     say(info, clock.describe())
                     clock = None
     except (RuntimeError, ConnectionResetError) as e:
-        advice = lost_process_advice(e, loaders, folder.path, info)
+        error, ended = e, []
+        try:  # first the worker a reset connection says is dying: torch's own report of it may come meanwhile
+            ended = ended_workers(loaders) if lost_worker(error, loaders) else []
+        except RuntimeError as report:  # torch's SIGCHLD handler raises wherever Python is when it runs
+            error, ended = report, ended_workers(loaders)
+        advice = lost_process_advice(error, loaders, folder.path, info)
         if advice is None:
             raise
-        said = str(e).strip().rstrip(".")  # torch's ends in a full stop, a reset connection's does not
+        # torch's words for a killed worker, whichever of its reports came first
+        said = (death_said(ended) or str(error)).strip().rstrip(".")  # a reset connection's has no full stop
         raise RuntimeError(f"{said}. {advice}") from None
 
 

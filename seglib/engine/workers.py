@@ -1,0 +1,73 @@
+"""The worker processes of fit's loaders: waiting for one that was killed, and ending them all when fit ends.
+
+torch learns that a worker died from SIGCHLD: its handler raises "DataLoader worker (pid N) is killed by
+signal: ..." wherever the main thread is when Python runs it. A worker killed while it passed a batch
+shows first as a reset connection, and torch's report then came in the middle of fit's own message about
+it, or after, and took its place. `ended_workers` waits for the dying worker and reaps it, after which
+torch's handler finds nothing left to report.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import signal
+from collections.abc import Iterable
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+__all__ = ["ENDING_WAIT_S", "death_said", "ended_workers", "stop_workers", "worker_processes"]
+
+# How long fit waits for a worker to end after an error that says one is ending (a reset connection):
+# a killed process is gone in milliseconds; a healthy one never ends, and the wait is then spent in full.
+ENDING_WAIT_S = 2.0
+
+
+def _iterators(loaders: Iterable[object]) -> list[Any]:
+    """The loaders' live multi-process iterators (a persistent one stays between epochs)."""
+    found: list[Any] = []  # torch's _MultiProcessingDataLoaderIter, private
+    for loader in loaders:
+        iterator = loader._iterator if isinstance(loader, DataLoader) else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            found.append(iterator)
+    return found
+
+
+def worker_processes(loaders: Iterable[object]) -> list[BaseProcess]:
+    """The worker processes the loaders hold now (none for a loader without workers or not yet iterated)."""
+    return [w for iterator in _iterators(loaders) for w in getattr(iterator, "_workers", ())]
+
+
+def ended_workers(loaders: Iterable[object], wait: float = ENDING_WAIT_S) -> list[BaseProcess]:
+    """The loaders' workers that have ended, after waiting up to `wait` seconds for one to end.
+
+    Each is reaped (its `exitcode` set), so torch's SIGCHLD handler no longer reports it. torch's report
+    may still come while this waits: the caller takes it as the same news (a RuntimeError)."""
+    workers = worker_processes(loaders)
+    if workers:
+        multiprocessing.connection.wait([w.sentinel for w in workers], timeout=wait)
+    return [w for w in workers if not w.is_alive()]  # is_alive() reaps one that has ended
+
+
+def death_said(workers: Iterable[BaseProcess]) -> str | None:
+    """torch's words for the first of `workers` that a signal ended, or None where none was."""
+    for w in workers:
+        if w.exitcode is not None and w.exitcode < 0:
+            return f"DataLoader worker (pid {w.pid}) is killed by signal: {signal.strsignal(-w.exitcode)}."
+    return None
+
+
+def stop_workers(loaders: Iterable[object]) -> None:
+    """End the loaders' persistent worker processes now. A notebook keeps the last exception's traceback
+    (sys.last_traceback) until the next error; its frames hold the loaders, which kept their workers, each
+    a copy of the kernel, running beside the next training. DataLoader has no public way to end them."""
+    for loader in loaders:
+        for iterator in _iterators([loader]):
+            workers = list(getattr(iterator, "_workers", ()))
+            iterator._shutdown_workers()
+            for w in workers:  # one stuck mid-sample ignores torch's SIGTERM (loaders.WORKERS_LEAVE_SIGTERM)
+                if w.is_alive():
+                    w.kill()  # else the process waits for it at exit (multiprocessing joins its children)
+                    w.join(timeout=5)
+            loader._iterator = None  # type: ignore[attr-defined]
