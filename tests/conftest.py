@@ -122,10 +122,23 @@ def full_lists_root() -> Path:
     return root
 
 
+# torch 2.x's words for a CUDA allocation that failed (c10/cuda/CUDACachingAllocator.cpp)
+CUDA_OOM = (
+    "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 7.63 GiB of which 1.12 GiB "
+    "is free. Including non-PyTorch memory, this process has 6.50 GiB memory in use. Of the allocated memory "
+    "5.90 GiB is allocated by PyTorch, and 401.20 MiB is reserved by PyTorch but unallocated. If reserved but "
+    "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid "
+    "fragmentation.  See documentation for Memory Management  "
+    "(https://pytorch.org/docs/stable/notes/cuda.html#environment-variables)"
+)
+
+
 @pytest.fixture
 def loss_at_step():
     """`make(event, at)`: a `fit(..., loss_fn=...)` that acts at training step `at` (counted over the run):
-    "ctrl_c" sends SIGINT (what Jupyter's interrupt button sends the kernel), "nan" makes the loss NaN.
+    "ctrl_c" sends SIGINT (what Jupyter's interrupt button sends the kernel), "nan" makes the loss NaN,
+    "oom" raises CUDA's out-of-memory error (its text as torch words it), "oom_val" raises it at the first
+    validation batch after step `at`.
 
     Training steps are the loss calls with gradients on; validation's are not counted. The event reaches
     the loop exactly where a real one would.
@@ -137,12 +150,17 @@ def loss_at_step():
 
         def loss_fn(logits, target):
             out = real(logits, target)
-            if torch.is_grad_enabled():
-                count["n"] += 1
-                if count["n"] == at and event == "ctrl_c":
-                    os.kill(os.getpid(), signal.SIGINT)
-                elif count["n"] == at:
-                    out = out * float("nan")
+            if not torch.is_grad_enabled():
+                if event == "oom_val" and count["n"] >= at:
+                    raise torch.OutOfMemoryError(CUDA_OOM)
+                return out
+            count["n"] += 1
+            if count["n"] == at and event == "ctrl_c":
+                os.kill(os.getpid(), signal.SIGINT)
+            elif count["n"] == at and event == "oom":
+                raise torch.OutOfMemoryError(CUDA_OOM)
+            elif count["n"] == at and event == "nan":
+                out = out * float("nan")
             return out
 
         return loss_fn

@@ -264,7 +264,7 @@ def test_a_run_whose_data_is_gone_is_not_resumed_on_the_demo_set(synthetic_root,
 @pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root, tmp_path, loss_at_step):
     with pytest.raises(
-        NonFiniteLossError, match=r"in epoch 1 at step 2; training stopped\. nothing was saved"
+        NonFiniteLossError, match=r"in epoch 1 at step 2; training stopped\. Nothing was saved"
     ):
         fit(cfg_for(synthetic_root, tmp_path / "first"), loss_fn=loss_at_step("nan", 2))  # no last.pt yet
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 2.*end of epoch 1.*lr=0\.003"):
@@ -278,6 +278,31 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(synthetic_root
         fit(cfg_for(synthetic_root, tmp_path / "b"), loss_fn=loss_at_step("ctrl_c", 6))
     with pytest.raises(NonFiniteLossError, match=r"in epoch 2 at step 3.*\(step 2 of epoch 2\)"):
         fit(cfg_for(synthetic_root, tmp_path / "b"), resume=True, loss_fn=loss_at_step("nan", 1))
+
+
+@pytest.mark.slow
+def test_a_gpu_out_of_memory_names_the_settings_to_lower_and_what_was_kept(
+    synthetic_root, tmp_path, loss_at_step
+):
+    """CUDA's error says how many bytes it could not find, not which setting decides that, nor whether
+    the run kept anything; in a notebook, the kernel still holds the run's tensors."""
+    with pytest.raises(torch.OutOfMemoryError) as first:
+        fit(cfg_for(synthetic_root, tmp_path / "a", batch_size=8), loss_fn=loss_at_step("oom", 1))
+    said = str(first.value)
+    assert re.match(
+        r"cpu ran out of memory in epoch 1 \(training, batches of 8 at 32 px\): CUDA out of memory\. "
+        r"Tried to allocate 2\.00 GiB\. .* this process has 6\.50 GiB memory in use\. Nothing was saved yet\. "
+        r"Start a new run with a smaller batch_size \(say 4\) or image_size, .*restart the kernel first",
+        said,
+    ), said
+    assert "Of the allocated memory" not in said and "expandable_segments" not in said  # torch's details
+    with pytest.raises(
+        torch.OutOfMemoryError, match=r"in epoch 2 \(validation, .* at 32 px\).*end of epoch 1"
+    ):
+        fit(
+            cfg_for(synthetic_root, tmp_path / "b"), loss_fn=loss_at_step("oom_val", 5)
+        )  # after epoch 2's steps
+    assert load_checkpoint(tmp_path / "b" / "r" / "last.pt")["epoch"] == 1
 
 
 FULL_DISK_FIT = """

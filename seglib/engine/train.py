@@ -553,12 +553,14 @@ def _train_and_validate(
     desc = f"epoch {epoch}/{cfg.epochs}"
     size = _size_at(cfg, state.history)(epoch, cfg.epochs)
     small = f" at {size} px" if size != cfg.image_size else ""
+    phase = "training"
     try:
         tr = train_one_epoch(net, state, train, cfg, env, steps, f"{desc} train{small}", size)
         # Rank 0's BatchNorm statistics everywhere: what it saves is what every rank validates.
         broadcast_buffers(state.model)
         if state.ema is not None:
             broadcast_buffers(state.ema.module)
+        phase = "validation"
         va = evaluate_epoch(eval_net, val, cfg, env, f"{desc} val")
     except StopRequested:
         state.partial.seconds = time.perf_counter() - t0
@@ -571,15 +573,16 @@ def _train_and_validate(
             f"{resume_command(folder.path, info)} (its saved settings)"
         ) from None
     except NonFiniteLossError as e:
-        good = f"step {resumed_at} of epoch {epoch}" if resumed_at else f"end of epoch {epoch - 1}"
-        kept = (
-            f"{folder.path / 'last.pt'} holds the last good state ({good})"
-            if (folder.path / "last.pt").is_file()
-            else "nothing was saved yet"
-        )
         raise NonFiniteLossError(
-            f"the loss became NaN or infinite in epoch {epoch} at step {e.args[0]}; training stopped. {kept}. "
-            f"Lower the learning rate (lr={cfg.lr:g}), check the data, or turn amp off"
+            f"the loss became NaN or infinite in epoch {epoch} at step {e.args[0]}; training stopped. "
+            f"{_kept(folder, epoch, resumed_at)}. Lower the learning rate (lr={cfg.lr:g}), check the data, "
+            "or turn amp off"
+        ) from None
+    except torch.OutOfMemoryError as e:
+        at = size if phase == "training" else cfg.image_size
+        where = f"epoch {epoch} ({phase}, batches of {cfg.batch_size} at {at} px)"
+        raise _out_of_memory(
+            e, f"{env.device}", where, cfg.batch_size, _kept(folder, epoch, resumed_at)
         ) from None
     tr, va = tr.reduced(env.device), va.reduced(env.device)
     for what, stats in (("training", tr), ("validation", va)):
@@ -589,6 +592,25 @@ def _train_and_validate(
                 f"{'; '.join(stats.skipped[:3])}); replace the files, or point data_root at other data"
             )
     return _end_epoch(epoch, state, tr, va, t0, steps, folder, size, env)
+
+
+def _kept(folder: RunFolder, epoch: int, resumed_at: int) -> str:
+    """What a run that failed in `epoch` still has: its last.pt, and where that stands."""
+    if not (folder.path / "last.pt").is_file():
+        return "Nothing was saved yet"
+    good = f"step {resumed_at} of epoch {epoch}" if resumed_at else f"end of epoch {epoch - 1}"
+    return f"{folder.path / 'last.pt'} holds the last good state ({good})"
+
+
+def _out_of_memory(e: torch.OutOfMemoryError, device: str, where: str, batch: int, kept: str) -> Exception:
+    """The device's out-of-memory error, saying which settings decide the memory and what the run kept: torch's
+    own words say how much was missing (its allocator's bookkeeping after that is left out)."""
+    said = str(e).split(" Of the allocated")[0].strip()
+    return torch.OutOfMemoryError(
+        f"{device} ran out of memory in {where}: {said} {kept}. Start a new run with a smaller batch_size "
+        f"(say {max(1, batch // 2)}) or image_size, or free the GPU (nvidia-smi lists its processes); in a "
+        "notebook, restart the kernel first: it still holds this run's tensors"
+    )
 
 
 def _end_epoch(
