@@ -808,7 +808,7 @@ def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
     import time
 
     from seglib.engine import loaders
-    from seglib.engine.train import _stop_workers
+    from seglib.engine.workers import stop_workers
 
     loader = torch.utils.data.DataLoader(
         _StuckAfterTheFirst(),
@@ -822,7 +822,7 @@ def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
     workers = list(it._workers)
     time.sleep(1)  # the worker is in the sample that never comes
     try:
-        _stop_workers((loader,))
+        stop_workers((loader,))
         assert not any(w.is_alive() for w in workers)
     finally:
         for w in workers:
