@@ -801,6 +801,28 @@ class _StuckAfterTheFirst(torch.utils.data.Dataset):
         return {"x": torch.zeros(1)}
 
 
+def test_an_interrupted_evaluate_leaves_no_loader_workers_behind(synthetic_root):
+    """Ctrl-C in a notebook's evaluate: the kernel keeps the traceback (sys.last_traceback), whose frames
+    held the loader and its persistent workers, each a copy of the kernel, until the next error."""
+    import multiprocessing
+
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=8)
+    net = build_model("unet", base_channels=4).eval()
+    calls = []
+
+    def interrupt_the_second(module, args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    net.register_forward_pre_hook(interrupt_the_second)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        evaluate(net, ds, batch_size=2, progress=False, num_workers=1)
+    assert stopped.tb is not None  # held, as a kernel holds it
+    assert set(multiprocessing.active_children()) == before
+
+
 def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
     """Under the command line's train the workers ignore SIGTERM (a job's SIGTERM reaches them too), so
     DataLoader's shutdown, which ends a worker that does not stop in time with SIGTERM, left a stuck one

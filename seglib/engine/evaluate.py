@@ -57,6 +57,7 @@ from .progress import progress_bar
 from .runtime import amp_dtype, autocast, autocast_cache, default_amp, default_num_workers, resolve_device
 from .threadloader import default_read_threads
 from .tta import TTA, as_tta, forward_tta, tta_sizes, warn_unused_scales
+from .workers import workers_stopped
 
 __all__ = [
     "evaluate",
@@ -187,7 +188,11 @@ def evaluate(
     scored: list[tuple[list[int], list[tuple[int, int]], torch.Tensor]] = []  # (indices, sizes, scores)
     skipped: list[str] = []
     # autocast_cache: each weight cast to bf16 once, not once a batch
-    with _scoring(model_or_checkpoint, dev, channels_last) as model, autocast_cache(dev):
+    with (
+        _scoring(model_or_checkpoint, dev, channels_last) as model,
+        autocast_cache(dev),
+        workers_stopped([loader]),
+    ):
         for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
             skipped += batch["skipped"]
             if batch["image"] is None:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 import multiprocessing.connection
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from torch.utils.data import DataLoader
 
-__all__ = ["ENDING_WAIT_S", "death_said", "ended_workers", "stop_workers", "worker_processes"]
+__all__ = [
+    "ENDING_WAIT_S",
+    "death_said",
+    "ended_workers",
+    "stop_workers",
+    "worker_processes",
+    "workers_stopped",
+]
 
 # How long fit waits for a worker to end after an error that says one is ending (a reset connection):
 # a killed process is gone in milliseconds; a healthy one never ends, and the wait is then spent in full.
@@ -71,3 +79,12 @@ def stop_workers(loaders: Iterable[object]) -> None:
                     w.kill()  # else the process waits for it at exit (multiprocessing joins its children)
                     w.join(timeout=5)
             loader._iterator = None  # type: ignore[attr-defined]
+
+
+@contextmanager
+def workers_stopped(loaders: Iterable[object]) -> Iterator[None]:
+    """`stop_workers(loaders)` when the block ends, also by an error or Ctrl-C (its traceback holds them)."""
+    try:
+        yield
+    finally:
+        stop_workers(loaders)
