@@ -132,12 +132,13 @@ from seglib.engine import TrainConfig, fit
 from seglib.engine.losses import build_loss
 
 cfg, at, real, n = TrainConfig.load(sys.argv[1]), int(sys.argv[2]), build_loss("bce"), 0
+how = getattr(signal, sys.argv[3])
 
 def loss_fn(logits, target):  # kills a loader worker at training step `at`, as the out-of-memory killer does
     global n
     n += torch.is_grad_enabled()
     if n == at and torch.is_grad_enabled():
-        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        os.kill(multiprocessing.active_children()[0].pid, how)
     return real(logits, target)
 
 try:
@@ -153,9 +154,10 @@ def test_a_killed_loader_worker_says_whether_the_run_was_saved_and_how_to_resume
     cfg = cfg_for(synthetic_root, tmp_path, num_workers=1, run_name="w")
     cfg.save(tmp_path / "w.json")
 
-    def killed_at(step: int) -> str:
-        cmd = [sys.executable, "-c", KILL_A_WORKER, str(tmp_path / "w.json"), str(step)]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    def killed_at(step: int, how: str = "SIGKILL") -> str:
+        cmd = [sys.executable, "-c", KILL_A_WORKER, str(tmp_path / "w.json"), str(step), how]
+        # in tmp_path: where core dumps are on, the crashed worker's lands there
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert p.returncode == 3, p.stderr[-2000:]
         return p.stdout
 
@@ -171,6 +173,11 @@ def test_a_killed_loader_worker_says_whether_the_run_was_saved_and_how_to_resume
     assert f"{run / 'last.pt'} holds the run up to its last save: resume with" in out, out
     assert f"train --resume {run}" in out
     assert len(fit(cfg, resume=run).history) == 3
+    # a worker's own crash is not said as the system's doing
+    out = killed_at(1, "SIGSEGV")
+    assert re.search(
+        r"is killed by signal: Segmentation fault\. A loader worker crashed in what it runs", out
+    ), out
 
 
 def test_torch_has_nothing_left_to_report_of_a_killed_worker_once_it_was_waited_for():
@@ -192,7 +199,11 @@ def test_torch_has_nothing_left_to_report_of_a_killed_worker_once_it_was_waited_
         signal.signal(signal.SIGCHLD, torchs)
     try:
         assert ended_workers([loader], wait=10) == [worker]
-        assert death_said([worker]) == f"DataLoader worker (pid {worker.pid}) is killed by signal: Killed."
+        reset = ConnectionResetError(104, "Connection reset by peer")  # what fit met first
+        assert (
+            death_said(reset, [worker])
+            == f"DataLoader worker (pid {worker.pid}) is killed by signal: Killed."
+        )
         subprocess.run(
             [sys.executable, "-c", ""], check=True
         )  # a child ends: torch's handler runs, and is quiet
@@ -209,6 +220,7 @@ def test_only_a_lost_worker_or_process_is_advised_as_one(tmp_path):
 
     from seglib.engine.distributed import DistInfo
     from seglib.engine.messages import lost_process_advice
+    from seglib.engine.workers import death_said
 
     reset = ConnectionResetError(104, "Connection reset by peer")
     alone, two = DistInfo(), DistInfo(world_size=2, backend="gloo")
@@ -218,6 +230,22 @@ def test_only_a_lost_worker_or_process_is_advised_as_one(tmp_path):
     assert lost_process_advice(own, [SimpleNamespace(num_workers=2)], tmp_path, alone) is None
     said = lost_process_advice(reset, [SimpleNamespace(num_workers=2)], tmp_path, alone)
     assert said.startswith("A loader worker was killed from outside") and "nothing was saved yet" in said
+    # by how the worker ended: the out-of-memory killer's SIGKILL, a crash, shared memory, its own exit
+    workers = [SimpleNamespace(num_workers=2)]
+    killed = RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. ")
+    for code, says in [
+        (None, "killed from outside, most often by the system for want of memory"),
+        (-signal.SIGKILL, "killed from outside, most often by the system for want of memory"),
+        (-signal.SIGSEGV, "crashed in what it runs .* num_workers=0 to see where"),
+        (-signal.SIGBUS, r"out of shared memory \(/dev/shm\).*--shm-size"),
+        (3, r"ended by itself \(exit code 3;.*num_workers=0"),
+    ]:
+        said = lost_process_advice(killed, workers, tmp_path, alone, code)
+        assert re.search(f"{says}.*nothing was saved yet", said), (code, said)
+    # torch's own report stays as it came: for a bus error it says what to do
+    bus = RuntimeError("DataLoader worker (pid 7) is killed by signal: Bus error. It is possible that ...")
+    assert death_said(bus, [SimpleNamespace(pid=7, exitcode=-signal.SIGBUS)]) == str(bus)
+    assert death_said(reset, [SimpleNamespace(pid=7, exitcode=1)]) == str(reset)  # no signal to name
     peer = RuntimeError("[gloo/transport/tcp/pair.cc:534] Connection closed by peer [127.0.0.1]:29500")
     assert lost_process_advice(peer, [], tmp_path, alone) is None
     assert lost_process_advice(peer, [], tmp_path, two).startswith("Another process of this run has ended")

@@ -91,7 +91,7 @@ from .schedulers import build_scheduler, dead_milestones_note, rescheduled, step
 from .state import EpochStats, TrainState
 from .threadloader import ThreadLoader
 from .tracking import WandbLogger
-from .workers import death_said, ended_workers, stop_workers
+from .workers import death_said, ended_workers, exit_code, stop_workers
 
 __all__ = [
     "fit",
@@ -369,11 +369,10 @@ def _epochs(
             ended = ended_workers(loaders) if lost_worker(error, loaders) else []
         except RuntimeError as report:  # torch's SIGCHLD handler raises wherever Python is when it runs
             error, ended = report, ended_workers(loaders)
-        advice = lost_process_advice(error, loaders, folder.path, info)
+        advice = lost_process_advice(error, loaders, folder.path, info, exit_code(ended))
         if advice is None:
             raise
-        # torch's words for a killed worker, whichever of its reports came first
-        said = (death_said(ended) or str(error)).strip().rstrip(".")  # a reset connection's has no full stop
+        said = death_said(error, ended).strip().rstrip(".")  # a reset connection's has no full stop
         raise RuntimeError(f"{said}. {advice}") from None
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "ENDING_WAIT_S",
     "death_said",
     "ended_workers",
+    "exit_code",
     "stop_workers",
     "worker_processes",
     "workers_stopped",
@@ -53,17 +54,29 @@ def ended_workers(loaders: Iterable[object], wait: float = ENDING_WAIT_S) -> lis
     Each is reaped (its `exitcode` set), so torch's SIGCHLD handler no longer reports it. torch's report
     may still come while this waits: the caller takes it as the same news (a RuntimeError)."""
     workers = worker_processes(loaders)
-    if workers:
-        multiprocessing.connection.wait([w.sentinel for w in workers], timeout=wait)
+    ready = multiprocessing.connection.wait([w.sentinel for w in workers], timeout=wait) if workers else []
+    for w in workers:
+        if w.sentinel in ready:  # its end closed the sentinel, a moment before it can be reaped: join waits
+            w.join(timeout=wait)
     return [w for w in workers if not w.is_alive()]  # is_alive() reaps one that has ended
 
 
-def death_said(workers: Iterable[BaseProcess]) -> str | None:
-    """torch's words for the first of `workers` that a signal ended, or None where none was."""
-    for w in workers:
-        if w.exitcode is not None and w.exitcode < 0:
-            return f"DataLoader worker (pid {w.pid}) is killed by signal: {signal.strsignal(-w.exitcode)}."
-    return None
+def death_said(error: BaseException, ended: Iterable[BaseProcess]) -> str:
+    """What `error` says of a worker's death, in torch's words: its own report where that came first
+    (for a bus error it adds what to do), else what that report says of the first of `ended` that a signal
+    ended (not "Connection reset by peer", nor "exited unexpectedly")."""
+    if "is killed by signal" not in str(error):
+        for w in ended:
+            if w.exitcode is not None and w.exitcode < 0:
+                return (
+                    f"DataLoader worker (pid {w.pid}) is killed by signal: {signal.strsignal(-w.exitcode)}."
+                )
+    return str(error)
+
+
+def exit_code(ended: Iterable[BaseProcess]) -> int | None:
+    """The exit code of the first of `ended` that did not end well (minus the signal's number), or None."""
+    return next((w.exitcode for w in ended if w.exitcode), None)
 
 
 def stop_workers(loaders: Iterable[object]) -> None:
