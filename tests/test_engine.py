@@ -823,6 +823,34 @@ def test_an_interrupted_evaluate_leaves_no_loader_workers_behind(synthetic_root)
     assert set(multiprocessing.active_children()) == before
 
 
+def test_a_worker_killed_during_evaluate_is_said_with_what_to_do(synthetic_root):
+    """As in fit: torch's words whichever of its reports came first (the batch's reset connection, or its
+    SIGCHLD handler's), then how the worker ended and what to do."""
+    import multiprocessing
+    import signal
+
+    ds = OxfordPetDataset(synthetic_root, "test", image_size=32, limit=20)
+    net = build_model("unet", base_channels=4).eval()
+    calls = []
+
+    def kill_the_worker_at_the_second(module, args):  # its prefetched batches run out after a few more
+        calls.append(args)
+        if len(calls) == 2:
+            (worker,) = set(multiprocessing.active_children()) - before
+            os.kill(worker.pid, signal.SIGKILL)
+
+    net.register_forward_pre_hook(kill_the_worker_at_the_second)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(RuntimeError) as killed:
+        evaluate(net, ds, batch_size=2, progress=False, num_workers=1)
+    assert re.match(
+        r"DataLoader worker \(pid \d+\) is killed by signal: Killed\. evaluate: A loader worker was killed "
+        r"from outside, most often by the system for want of memory \(fewer num_workers need less\); run it again",
+        str(killed.value),
+    ), str(killed.value)
+    assert set(multiprocessing.active_children()) == before
+
+
 def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
     """Under the command line's train the workers ignore SIGTERM (a job's SIGTERM reaches them too), so
     DataLoader's shutdown, which ends a worker that does not stop in time with SIGTERM, left a stuck one

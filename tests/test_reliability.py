@@ -236,7 +236,10 @@ def test_only_a_lost_worker_or_process_is_advised_as_one(tmp_path):
     for code, says in [
         (None, "killed from outside, most often by the system for want of memory"),
         (-signal.SIGKILL, "killed from outside, most often by the system for want of memory"),
-        (-signal.SIGSEGV, "crashed in what it runs .* num_workers=0 to see where"),
+        (
+            -signal.SIGSEGV,
+            "crashed in what it runs .* num_workers=0 the main process reads the data and shows where",
+        ),
         (-signal.SIGBUS, r"out of shared memory \(/dev/shm\).*--shm-size"),
         (3, r"ended by itself \(exit code 3;.*num_workers=0"),
     ]:

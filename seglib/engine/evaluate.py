@@ -57,7 +57,7 @@ from .progress import progress_bar
 from .runtime import amp_dtype, autocast, autocast_cache, default_amp, default_num_workers, resolve_device
 from .threadloader import default_read_threads
 from .tta import TTA, as_tta, forward_tta, tta_sizes, warn_unused_scales
-from .workers import workers_stopped
+from .workers import death_said, ended_workers, exit_code, how_it_ended, settled, worker_lost, workers_stopped
 
 __all__ = [
     "evaluate",
@@ -193,19 +193,35 @@ def evaluate(
         autocast_cache(dev),
         workers_stopped([loader]),
     ):
-        for batch in progress_bar(loader, desc="evaluate", leave=False, disable=not progress or rank != 0):
-            skipped += batch["skipped"]
-            if batch["image"] is None:
-                continue
-            images, masks = prep(batch)
-            extra = [
-                e.to(dev, non_blocking=True).contiguous(memory_format=fmt) for e in batch.get("images_at", [])
-            ]
-            with autocast(dev, use_amp):
-                logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
-            fulls = _full_masks_to(batch["mask_full"], dev)
-            sizes = [(m.shape[0], m.shape[1]) for m in fulls]
-            scored.append((batch["index"].tolist(), sizes, _batch_scores(logits, masks, fulls, threshold)))
+        try:
+            for batch in progress_bar(
+                loader, desc="evaluate", leave=False, disable=not progress or rank != 0
+            ):
+                skipped += batch["skipped"]
+                if batch["image"] is None:
+                    continue
+                images, masks = prep(batch)
+                extra = [
+                    e.to(dev, non_blocking=True).contiguous(memory_format=fmt)
+                    for e in batch.get("images_at", [])
+                ]
+                with autocast(dev, use_amp):
+                    logits = forward_tta(model, images, tta, extra)  # (B, 1, h, w)
+                fulls = _full_masks_to(batch["mask_full"], dev)
+                sizes = [(m.shape[0], m.shape[1]) for m in fulls]
+                scored.append(
+                    (batch["index"].tolist(), sizes, _batch_scores(logits, masks, fulls, threshold))
+                )
+        except (RuntimeError, ConnectionResetError) as e:
+            error, ended = e, []
+            try:  # as in fit (train._epochs): torch's own report of a worker's death may come meanwhile
+                ended = settled(error, [loader])
+            except RuntimeError as report:
+                error, ended = report, ended_workers([loader])
+            if not worker_lost(error, [loader]):
+                raise
+            said = death_said(error, ended).strip().rstrip(".")
+            raise RuntimeError(f"{said}. evaluate: {how_it_ended(exit_code(ended))}; run it again") from None
     rows = _gathered(_image_rows(ds, scored), skipped, world)
     release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)
     return pd.DataFrame(rows)

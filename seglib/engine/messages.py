@@ -4,7 +4,6 @@ end (Ctrl-C in its set-up, a loader worker killed, another rank lost). Rank 0 sp
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,13 @@ from .extend import own_names
 from .loop import Env
 from .progress import shell_of_kernel
 from .runtime import precision_name
+from .workers import how_it_ended, worker_lost
 
 __all__ = [
     "UNSAVED",
     "describe_run",
     "epochs_said",
     "lost_process_advice",
-    "lost_worker",
     "report_epoch",
     "resume_command",
     "say",
@@ -45,20 +44,12 @@ UNSAVED = (
 PEER_LOST = "by peer"
 
 
-def lost_worker(e: BaseException, loaders: Iterable[object]) -> bool:
-    """Whether `e` says a loader worker is gone: torch's "DataLoader worker (pid N) is killed by signal: ..."
-    or "... (pid(s) N) exited unexpectedly", or the reset connection of a batch on its way from it."""
-    # not torch's "Caught ValueError in DataLoader worker process 0": the worker's own error, passed on
-    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
-    return workers and (isinstance(e, ConnectionResetError) or "DataLoader worker (pid" in str(e))
-
-
 def lost_process_advice(
     e: Exception, loaders: Iterable[object], run_dir: Path, info: DistInfo, worker_exit: int | None = None
 ) -> str | None:
     """What to do when `e` says a process the run needs is gone; None when it says something else.
     `worker_exit`: the exit code of the worker that ended, where known (minus the signal's number)."""
-    if lost_worker(e, loaders):
+    if worker_lost(e, loaders):
         return lost_worker_advice(run_dir, info, worker_exit)
     # Another rank killed or its node lost: this rank learns it in its next collective, from gloo.
     if info.distributed and isinstance(e, RuntimeError) and PEER_LOST in str(e):
@@ -83,34 +74,10 @@ def resume_command(run_dir: Path, info: DistInfo) -> str:
     return f"{python} or `{launcher} train --resume {run_dir}`"
 
 
-# a worker's own crash, in what it runs (image decoding, augmentation), not the system's doing
-CRASHES = {signal.SIGSEGV, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
-
-
 def lost_worker_advice(run_dir: Path, info: DistInfo, worker_exit: int | None = None) -> str:
-    """What to do after a loader worker ended mid-run, by how it ended (`worker_exit`: its exit code, minus
-    the signal's number; None where unknown): the run's last save stands, as after Ctrl-C."""
-    saved = saved_or_not(run_dir, info)
-    if worker_exit is not None and -worker_exit in CRASHES:
-        return (
-            "A loader worker crashed in what it runs (image decoding or augmentation, a library's native "
-            "code): train with num_workers=0 to see where, in the main process, and look for a damaged "
-            f"image or a library to update; {saved}"
-        )
-    if worker_exit is not None and worker_exit > 0:
-        return (
-            f"A loader worker ended by itself (exit code {worker_exit}; its own lines above may say why): "
-            f"train with num_workers=0 to see it in the main process; {saved}"
-        )
-    if worker_exit == -signal.SIGBUS:  # torch's own words name shared memory
-        return (
-            "A loader worker ran out of shared memory (/dev/shm): in a container, give it more (docker run "
-            f"--shm-size=8g), or train with fewer num_workers (a resumed run may take them); {saved}"
-        )
-    return (
-        "A loader worker was killed from outside, most often by the system for want of memory (fewer "
-        f"num_workers need less, and a resumed run may take them); {saved}"
-    )
+    """What to do after a loader worker ended mid-run (`workers.how_it_ended`): the run's last save stands,
+    as after Ctrl-C, and a resumed run may take other num_workers."""
+    return f"{how_it_ended(worker_exit)}; a resumed run may take other num_workers; {saved_or_not(run_dir, info)}"
 
 
 def saved_or_not(run_dir: Path, info: DistInfo) -> str:

@@ -59,7 +59,6 @@ from .messages import (
     describe_run,
     epochs_said,
     lost_process_advice,
-    lost_worker,
     report_epoch,
     resume_command,
     say,
@@ -91,7 +90,7 @@ from .schedulers import build_scheduler, dead_milestones_note, rescheduled, step
 from .state import EpochStats, TrainState
 from .threadloader import ThreadLoader
 from .tracking import WandbLogger
-from .workers import death_said, ended_workers, exit_code, stop_workers
+from .workers import death_said, ended_workers, exit_code, settled, stop_workers
 
 __all__ = [
     "fit",
@@ -366,7 +365,7 @@ def _epochs(
     except (RuntimeError, ConnectionResetError) as e:
         error, ended = e, []
         try:  # first the worker a reset connection says is dying: torch's own report of it may come meanwhile
-            ended = ended_workers(loaders) if lost_worker(error, loaders) else []
+            ended = settled(error, loaders)
         except RuntimeError as report:  # torch's SIGCHLD handler raises wherever Python is when it runs
             error, ended = report, ended_workers(loaders)
         advice = lost_process_advice(error, loaders, folder.path, info, exit_code(ended))

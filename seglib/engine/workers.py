@@ -1,4 +1,4 @@
-"""The worker processes of fit's loaders: waiting for one that was killed, and ending them all when fit ends.
+"""Loader worker processes: waiting for one that was killed, and ending them all when fit or evaluate ends.
 
 torch learns that a worker died from SIGCHLD: its handler raises "DataLoader worker (pid N) is killed by
 signal: ..." wherever the main thread is when Python runs it. A worker killed while it passed a batch
@@ -23,7 +23,10 @@ __all__ = [
     "death_said",
     "ended_workers",
     "exit_code",
+    "how_it_ended",
+    "settled",
     "stop_workers",
+    "worker_lost",
     "worker_processes",
     "workers_stopped",
 ]
@@ -41,6 +44,14 @@ def _iterators(loaders: Iterable[object]) -> list[Any]:
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             found.append(iterator)
     return found
+
+
+def worker_lost(e: BaseException, loaders: Iterable[object]) -> bool:
+    """Whether `e` says a loader worker is gone: torch's "DataLoader worker (pid N) is killed by signal: ..."
+    or "... (pid(s) N) exited unexpectedly", or the reset connection of a batch on its way from it."""
+    # not torch's "Caught ValueError in DataLoader worker process 0": the worker's own error, passed on
+    workers = any(getattr(loader, "num_workers", 0) for loader in loaders)  # a resident set has none
+    return workers and (isinstance(e, ConnectionResetError) or "DataLoader worker (pid" in str(e))
 
 
 def worker_processes(loaders: Iterable[object]) -> list[BaseProcess]:
@@ -61,6 +72,13 @@ def ended_workers(loaders: Iterable[object], wait: float = ENDING_WAIT_S) -> lis
     return [w for w in workers if not w.is_alive()]  # is_alive() reaps one that has ended
 
 
+def settled(error: BaseException, loaders: Iterable[object]) -> list[BaseProcess]:
+    """The ended workers where `error` says one is gone (`ended_workers`), else none: call it first thing in
+    the `except`, inside a `try` of the caller's own, whose `except RuntimeError` takes torch's report if it
+    comes meanwhile (a `try` in here would open only after Python may already have run torch's handler)."""
+    return ended_workers(loaders) if worker_lost(error, loaders) else []
+
+
 def death_said(error: BaseException, ended: Iterable[BaseProcess]) -> str:
     """What `error` says of a worker's death, in torch's words: its own report where that came first
     (for a bus error it adds what to do), else what that report says of the first of `ended` that a signal
@@ -77,6 +95,32 @@ def death_said(error: BaseException, ended: Iterable[BaseProcess]) -> str:
 def exit_code(ended: Iterable[BaseProcess]) -> int | None:
     """The exit code of the first of `ended` that did not end well (minus the signal's number), or None."""
     return next((w.exitcode for w in ended if w.exitcode), None)
+
+
+# a worker's own crash, in what it runs (image decoding, augmentation), not the system's doing
+CRASHES = {signal.SIGSEGV, signal.SIGABRT, signal.SIGILL, signal.SIGFPE}
+
+
+def how_it_ended(worker_exit: int | None) -> str:
+    """A loader worker's end said by its exit code (minus the signal's number; None where unknown), with what
+    to do: a crash or an exit of its own, shared memory, or else a kill from outside (the usual case)."""
+    if worker_exit is not None and -worker_exit in CRASHES:
+        return (
+            "A loader worker crashed in what it runs (image decoding or augmentation, a library's native "
+            "code): with num_workers=0 the main process reads the data and shows where; look for a damaged "
+            "image or a library to update"
+        )
+    if worker_exit is not None and worker_exit > 0:
+        return (
+            f"A loader worker ended by itself (exit code {worker_exit}; its own lines above may say why): "
+            "with num_workers=0 the main process reads the data and shows it"
+        )
+    if worker_exit == -signal.SIGBUS:  # torch's own words name shared memory
+        return (
+            "A loader worker ran out of shared memory (/dev/shm): in a container, give it more (docker run "
+            "--shm-size=8g), or use fewer num_workers"
+        )
+    return "A loader worker was killed from outside, most often by the system for want of memory (fewer num_workers need less)"
 
 
 def stop_workers(loaders: Iterable[object]) -> None:
