@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import pytest
 import torch
 from conftest import run_with_file_limit, tiny_train_config
@@ -211,6 +212,29 @@ def test_torch_has_nothing_left_to_report_of_a_killed_worker_once_it_was_waited_
     finally:
         stop_workers([loader])
     assert worker_processes([loader]) == []
+
+
+def test_stopping_the_workers_takes_torchs_late_report_of_one_that_died():
+    """A worker killed after it had passed all its batches: torch's report came while fit or evaluate
+    ended the workers (the others' ends are SIGCHLDs too) and failed a finished run, or hid its error."""
+    from torch.utils.data import DataLoader
+
+    from seglib.engine.workers import stop_workers, worker_processes
+
+    loader = DataLoader(range(64), batch_size=4, num_workers=2, persistent_workers=True)
+    next(iter(loader))
+    first, second = worker_processes([loader])
+    torchs = signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # held back: the death not yet reported
+    try:
+        os.kill(second.pid, signal.SIGKILL)
+        os.waitid(os.P_PID, second.pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        signal.signal(signal.SIGCHLD, torchs)
+    stop_workers([loader])  # the first ends: its SIGCHLD runs torch's handler, which finds the second
+    # not first.is_alive(): the report can come just after join's waitpid took the first's end, which
+    # multiprocessing then never learns (is_alive stays True); the process itself is gone
+    for pid in (first.pid, second.pid):
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def test_only_a_lost_worker_or_process_is_advised_as_one(tmp_path):

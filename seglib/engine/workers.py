@@ -130,7 +130,11 @@ def stop_workers(loaders: Iterable[object]) -> None:
     for loader in loaders:
         for iterator in _iterators([loader]):
             workers = list(getattr(iterator, "_workers", ()))
-            iterator._shutdown_workers()
+            try:
+                iterator._shutdown_workers()
+            except RuntimeError as e:  # torch's report of one that died meanwhile: moot, all are ending
+                if not worker_lost(e, [loader]):  # and it would hide the error fit or evaluate ends with
+                    raise
             for w in workers:  # one stuck mid-sample ignores torch's SIGTERM (loaders.WORKERS_LEAVE_SIGTERM)
                 if w.is_alive():
                     w.kill()  # else the process waits for it at exit (multiprocessing joins its children)
