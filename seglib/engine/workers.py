@@ -31,7 +31,7 @@ __all__ = [
     "workers_stopped",
 ]
 
-# How long fit waits for a worker to end after an error that says one is ending (a reset connection):
+# How long fit and evaluate wait for a worker to end after an error that says one is ending (a reset connection):
 # a killed process is gone in milliseconds; a healthy one never ends, and the wait is then spent in full.
 ENDING_WAIT_S = 2.0
 
