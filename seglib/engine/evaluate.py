@@ -220,7 +220,7 @@ def evaluate(
                 error, ended = report, ended_workers([loader])
             if not worker_lost(error, [loader]):
                 raise
-            said = death_said(error, ended).strip().rstrip(".")
+            said = death_said(error, ended)
             raise RuntimeError(f"{said}. evaluate: {how_it_ended(exit_code(ended))}; run it again") from None
     rows = _gathered(_image_rows(ds, scored), skipped, world)
     release_idle_memory()  # original resolutions: buffers of every size, rarely reused (allocator.py)

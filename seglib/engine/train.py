@@ -371,7 +371,7 @@ def _epochs(
         advice = lost_process_advice(error, loaders, folder.path, info, exit_code(ended))
         if advice is None:
             raise
-        said = death_said(error, ended).strip().rstrip(".")  # a reset connection's has no full stop
+        said = death_said(error, ended)
         raise RuntimeError(f"{said}. {advice}") from None
 
 

@@ -80,16 +80,17 @@ def settled(error: BaseException, loaders: Iterable[object]) -> list[BaseProcess
 
 
 def death_said(error: BaseException, ended: Iterable[BaseProcess]) -> str:
-    """What `error` says of a worker's death, in torch's words: its own report where that came first
-    (for a bus error it adds what to do), else what that report says of the first of `ended` that a signal
-    ended (not "Connection reset by peer", nor "exited unexpectedly")."""
-    if "is killed by signal" not in str(error):
+    """What `error` says of a worker's death, in torch's words and without its closing full stop (the
+    callers add their advice): torch's own report where that came first (for a bus error it adds what to
+    do), else what that report says of the first of `ended` that a signal ended (not "Connection reset by
+    peer", nor "exited unexpectedly")."""
+    said = str(error)
+    if "is killed by signal" not in said:
         for w in ended:
             if w.exitcode is not None and w.exitcode < 0:
-                return (
-                    f"DataLoader worker (pid {w.pid}) is killed by signal: {signal.strsignal(-w.exitcode)}."
-                )
-    return str(error)
+                said = f"DataLoader worker (pid {w.pid}) is killed by signal: {signal.strsignal(-w.exitcode)}"
+                break
+    return said.strip().rstrip(".")
 
 
 def exit_code(ended: Iterable[BaseProcess]) -> int | None:
