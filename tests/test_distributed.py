@@ -6,6 +6,7 @@ thread (2 processes on a 2-core machine); a launch is slow, mostly imports: ever
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -475,7 +476,8 @@ def test_a_process_lost_mid_run_leaves_the_others_saying_how_to_resume(tiny_conf
     assert procs[0].returncode == 0, logs[0][-3000:]  # the survivor ends, told why
     said = (tmp_path / "error0.txt").read_text()
     run = tmp_path / "runs" / "lost"
-    assert "Connection reset by peer" in said  # gloo's own words first
+    # gloo's own words first: "Connection reset by peer" or "Connection closed by peer", as the socket ended
+    assert re.search(r"Connection (reset|closed) by peer", said), said
     assert "Another process of this run has ended (killed, out of memory, or its node lost" in said
     assert (
         f"resume with fit(cfg, resume={str(run)!r}) or `torchrun ... -m seglib train --resume {run}`" in said
