@@ -33,7 +33,7 @@ def seglib(*args, cwd):
 
 
 @pytest.mark.slow
-def test_train_evaluate_predict(synthetic_root, tmp_path):
+def test_train_evaluate_predict(synthetic_root, tmp_path, monkeypatch):
     p = seglib(
         "train",
         "--data_path",
@@ -163,24 +163,25 @@ def test_train_evaluate_predict(synthetic_root, tmp_path):
     assert p.returncode == 0, p.stderr
     names = OxfordPetDataset(synthetic_root, "test").names[:4]
     assert list(pd.read_csv(out / "per_image.csv").name) == names and not list(elsewhere.iterdir())
-    p = seglib("evaluate", "--model_path", run / "best.pt", "--data_path", "nowhere", cwd=elsewhere)
-    assert p.returncode != 0 and "--data_path nowhere does not exist" in p.stderr
+    # The rest in this process (each command's own start costs seconds), in that folder
+    monkeypatch.chdir(elsewhere)
+    with pytest.raises(SystemExit, match="--data_path nowhere does not exist"):  # its words, on stderr
+        main(["evaluate", "--model_path", str(run / "best.pt"), "--data_path", "nowhere"])
     (elsewhere / "notes.txt").write_text("mine")  # an --output_dir that cannot be: said before the scoring
-    p = seglib("evaluate", "--model_path", run / "best.pt", "--output_dir", "notes.txt/eval", cwd=elsewhere)
+    with pytest.raises(SystemExit) as e:
+        main(["evaluate", "--model_path", str(run / "best.pt"), "--output_dir", "notes.txt/eval"])
+    err = str(e.value.code)  # what Python prints on stderr as it exits
     assert (
-        p.returncode != 0
-        and "seglib evaluate: error: --output_dir notes.txt/eval cannot hold the results (Not a directory)"
-        in p.stderr
+        "seglib evaluate: error: --output_dir notes.txt/eval cannot hold the results (Not a directory)" in err
     )
-    assert "(nothing was scored)" in p.stderr and sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
+    assert "(nothing was scored)" in err and sorted(p.name for p in elsewhere.iterdir()) == ["notes.txt"]
     (elsewhere / "notes.txt").unlink()
     # Without --output_dir: a folder of the run and split (notebook 04's summary.csv was replaced)
-    p = seglib("evaluate", "--model_path", run / "best.pt", "--limit", 2, cwd=elsewhere)
-    assert p.returncode == 0, p.stderr
+    main(["evaluate", "--model_path", str(run / "best.pt"), "--limit", "2"])
     summary = pd.read_csv(elsewhere / "results" / "evaluation" / f"{run.name}-test" / "summary.csv")
     assert set(summary.checkpoint) == {str((run / "best.pt").resolve())}  # the table says what it scored
-    p = seglib("evaluate", "--model_path", run / "last.pt", "--limit", 2, "--num_figures", 0, cwd=elsewhere)
-    assert p.returncode == 0, p.stderr  # last.pt beside best.pt's tables, not over them
+    main(["evaluate", "--model_path", str(run / "last.pt"), "--limit", "2", "--num_figures", "0"])
+    # last.pt beside best.pt's tables, not over them
     summary = pd.read_csv(elsewhere / "results" / "evaluation" / f"{run.name}-last-test" / "summary.csv")
     assert set(summary.checkpoint) == {str((run / "last.pt").resolve())}
 
