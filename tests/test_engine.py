@@ -851,7 +851,7 @@ def test_a_worker_killed_during_evaluate_is_said_with_what_to_do(synthetic_root)
     assert set(multiprocessing.active_children()) == before
 
 
-def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
+def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm(monkeypatch):
     """Under the command line's train the workers ignore SIGTERM (a job's SIGTERM reaches them too), so
     DataLoader's shutdown, which ends a worker that does not stop in time with SIGTERM, left a stuck one
     running; the process then waited for it at exit (multiprocessing joins its children) until SIGKILL."""
@@ -859,6 +859,9 @@ def test_stopping_the_loaders_ends_a_stuck_worker_that_ignores_sigterm():
 
     from seglib.engine import loaders
     from seglib.engine.workers import stop_workers
+
+    # DataLoader waits this long for the worker to stop, then as long again after its SIGTERM: 5 s each
+    monkeypatch.setattr(torch.utils.data._utils, "MP_STATUS_CHECK_INTERVAL", 0.5)
 
     loader = torch.utils.data.DataLoader(
         _StuckAfterTheFirst(),
