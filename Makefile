@@ -1,5 +1,5 @@
 # A newcomer's targets: `make workbook` runs the workbook, `make test` runs every test (what CI runs),
-# `make test-fast` all but the slow ones (the trainings and whole workflows).
+# `make test-fast` all but the slow ones (trainings, other Pythons with torch, whole workflows).
 # Each creates .venv on first use and installs the project into it, at the exact versions of
 # requirements-dev.lock (what CI passed); `make lock` refreshes that file from pyproject.toml.
 # Python 3.11 (what CI runs), 3.12 or 3.13 (the suite passed on them by hand); PYTHON=/path/to/python picks another.
@@ -30,7 +30,7 @@ workbook: $(STAMP)  ## run notebooks 01-07 with papermill (PROFILE=quick|recomme
 test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest
 
-test-fast: $(STAMP)  ## the developer loop: every test but those marked slow (the trainings and whole workflows)
+test-fast: $(STAMP)  ## the developer loop: every test but those marked slow (trainings, other Pythons, whole workflows)
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)  ## ruff check, ruff format --check and mypy on the package (CI runs this)

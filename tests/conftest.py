@@ -2,7 +2,8 @@
 sample when present.
 
 Tiers: `pytest -m "not slow"` (`make test-fast`) leaves out every test marked slow, i.e. every test that
-trains a model or runs a whole workflow; `make test` (CI) runs them all.
+trains beyond the tiny config's few steps, starts another Python that imports torch, or runs a whole
+workflow (pyproject.toml says it in full); `make test` (CI) runs them all.
 """
 
 from __future__ import annotations

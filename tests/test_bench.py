@@ -87,6 +87,7 @@ def _check_cpu_step_rows(result: dict) -> None:
     assert result["choices"][epoch]["format"] in FORMATS
 
 
+@pytest.mark.slow
 def test_step_worker_times_each_format_and_quits():
     spec = {**TINY, "mode": "seglib", "formats": list(FORMATS), "choose": True}
     with StepWorker(spec) as worker:
@@ -101,6 +102,7 @@ def test_step_worker_times_each_format_and_quits():
         assert all(v > 0 for v in answer["peak_mb"].values())
 
 
+@pytest.mark.slow
 def test_step_workers_take_turns():
     configs = {
         "reference": ({**TINY, "mode": "reference"}, None),
@@ -113,6 +115,7 @@ def test_step_workers_take_turns():
     assert all(w.returncode == 0 for w in workers.values())
 
 
+@pytest.mark.slow
 def test_step_worker_reports_a_bad_spec_clearly():
     with (
         pytest.raises(StepWorkerError, match="unknown model 'nope'") as err,
@@ -123,6 +126,7 @@ def test_step_worker_reports_a_bad_spec_clearly():
     assert worker.returncode not in (0, None)
 
 
+@pytest.mark.slow
 def test_step_worker_rejects_a_reference_in_channels_last():
     with (
         pytest.raises(StepWorkerError, match="NCHW only"),

@@ -33,6 +33,7 @@ def test_cached_samples_equal_uncached(synthetic_root, tmp_path, scale_jitter):
         assert (255 in full[0]["mask_full"]) == (border == "ignore")
 
 
+@pytest.mark.slow
 def test_a_cached_set_goes_to_spawned_workers_by_its_folder(synthetic_root, tmp_path):
     """Under spawn (macOS, Windows) every loader worker got a copy of the whole cache, pickled."""
     ds = OxfordPetDataset(synthetic_root, "val", image_size=64).use_cache(tmp_path, 64)
@@ -197,6 +198,7 @@ except OSError as e:
 """
 
 
+@pytest.mark.slow
 def test_a_cache_without_room_names_its_folder_and_what_to_do_and_leaves_nothing(synthetic_root, tmp_path):
     """Its space is taken before the build: on a full disk a write through the memory map killed the
     process with SIGBUS, and a write error named no folder."""

@@ -520,6 +520,7 @@ def test_ctrl_c_then_resume_from_the_command_line(synthetic_root, tmp_path):
     assert len(pd.read_csv(history)) == done  # the original as it stopped
 
 
+@pytest.mark.slow
 def test_the_usage_line_names_the_command_that_was_typed(tmp_path):
     assert seglib("--help", cwd=tmp_path).stdout.startswith("usage: python -m seglib [-h]")
     command = shutil.which("seglib", path=str(Path(sys.executable).parent))  # pip install's script
@@ -1181,6 +1182,7 @@ def test_python_options_are_read_as_python_reads_them(args, kept):
     assert python_options(args) == kept
 
 
+@pytest.mark.slow
 def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthetic_root, tmp_path):
     """`python -W error -m seglib predict` printed the unreadable photo's warning and exited 0: the
     command, started again under jemalloc, dropped python's own options."""
@@ -1203,6 +1205,7 @@ def test_python_options_hold_in_the_command_started_again_under_jemalloc(synthet
         assert (out.returncode != 0) == fails and ("broken.jpg" in out.stderr + out.stdout), out.stderr
 
 
+@pytest.mark.slow
 def test_a_reader_that_ends_early_stops_neither_the_work_nor_its_exit_code(synthetic_root, tmp_path):
     """`seglib predict ... | head -1` exited 1 with "error: [Errno 32] Broken pipe" after writing every mask
     (buffered output), or stopped at its first line (unbuffered, as in most containers)."""
@@ -1257,6 +1260,7 @@ def test_one_process_a_node_says_why_the_command_ended(monkeypatch):
         assert ("started with other settings" in str(stop.value.code)) == says, (rank, local)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start", ["python -m seglib", "seglib"])
 def test_a_command_starts_again_under_jemalloc_before_it_imports_torch(tmp_path, start):
     """`seglib train|evaluate|predict` imported torch and albumentations (seconds), then started again under

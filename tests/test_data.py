@@ -206,6 +206,7 @@ for make, sizes in ((make_synthetic_pets, (4, 2)), (make_fullsize_pets, (4, 2)),
 """
 
 
+@pytest.mark.slow
 def test_a_data_set_without_room_is_named_and_nothing_of_it_left(tmp_path):
     """A full disk said only `[Errno 28] No space left on device` and left the half-made folder."""
     p = run_with_file_limit(MAKE_WITHOUT_ROOM, str(tmp_path))

@@ -336,6 +336,7 @@ except ValueError as e:
 """
 
 
+@pytest.mark.slow
 def test_processes_started_with_other_settings_are_refused_before_any_work(tiny_config, tmp_path):
     """Two nodes given another lr and seed trained, exit 0, a run worse than either recorded with rank 0's
     settings; other epochs or batch sizes waited for each other until the timeout."""

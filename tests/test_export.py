@@ -179,6 +179,7 @@ def test_the_resnet34_unet_exports_for_sizes_that_crop(tmp_path):
         assert np.abs(onnx_logits(path, x) - ref).max() <= 1e-4, (n, h, w)
 
 
+@pytest.mark.slow
 def test_a_resnet34_unet_trained_at_32_px_is_refused_as_pt2_and_checked_at_32_as_onnx(tmp_path):
     """A .pt2 ResNet34-UNet takes 33 px and more (`MIN_SIDE`), and predict feeds it the training size."""
     torch.manual_seed(0)

@@ -125,6 +125,7 @@ def own_code(tmp_path: Path, synthetic_root: Path):
     return run
 
 
+@pytest.mark.slow
 def test_a_model_loss_and_scheduler_of_your_own_train_and_the_run_names_them(own_code, tmp_path: Path):
     out = own_code({"output_dir": str(tmp_path / "runs"), "run_name": "mine"})
     assert out["calls"] == 3 * 3  # 3 epochs of 3 training steps, each through the registered loss
@@ -140,6 +141,7 @@ def test_a_model_loss_and_scheduler_of_your_own_train_and_the_run_names_them(own
     assert Path(out["onnx"]).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_resumed_run_of_your_own_equals_the_uninterrupted_one(own_code, tmp_path: Path):
     whole = own_code({"output_dir": str(tmp_path / "a")})
     assert own_code({"output_dir": str(tmp_path / "b")}, STOP_AT="5") == {"stopped": 5}
@@ -149,6 +151,7 @@ def test_a_resumed_run_of_your_own_equals_the_uninterrupted_one(own_code, tmp_pa
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_process_that_has_not_registered_them_says_which_to_register(own_code, tmp_path: Path):
     run_dir = Path(own_code({"output_dir": str(tmp_path / "runs"), "epochs": 1})["run_dir"])
     code = (
@@ -415,6 +418,7 @@ except ValueError as e:
 BRIGHTEN = "def brighten(image, **kwargs):\n    return (image // 2 + 64).astype(image.dtype)\n"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("define", "workers", "trains"),
     [
@@ -461,6 +465,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("how", "guarded", "refused"),
     [
@@ -506,6 +511,7 @@ def test_what_pickles_only_while_spawning_is_left_to_the_loader(synthetic_root: 
     check_workers_can_load(ds, 1, "fork")  # forked workers inherit it all: nothing to send, nothing refused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_spawn_check_leaves_the_start_method_unset(tmp_path: Path, synthetic_root: Path, workers: int):
     """The check asked for the start method, which fixed it: a user's set_start_method("spawn") after a

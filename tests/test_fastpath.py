@@ -224,6 +224,7 @@ print(release_idle_memory(1 << 40), release_idle_memory(0), release_idle_memory(
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     jemalloc_path() is None, reason="jemalloc is not installed (apt-get install libjemalloc2)"
 )
@@ -244,6 +245,7 @@ def test_releasing_idle_memory_is_a_no_op_under_glibc():
     assert release_idle_memory(0) == 0
 
 
+@pytest.mark.slow
 def test_avx2_proxy_runs_a_command_as_a_cpu_without_bf16(tmp_path):
     # benchmarks/avx2_proxy.sh: the Zen 3 kind's kernels and fp32 on any x86 CPU, its probe cache apart
     code = (

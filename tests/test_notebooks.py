@@ -333,6 +333,7 @@ def test_start_refuses_common_parameters_papermill_passed_wrong(tmp_path, i, val
     assert not (tmp_path / "typo").exists() and not (tmp_path / "synthetic-pets").exists()
 
 
+@pytest.mark.slow
 def test_a_run_is_a_folder_with_a_best_pt_and_its_data_is_checked(tmp_path, synthetic_root):
     (tmp_path / "empty").mkdir()
     ws = start("t", str(tmp_path / "empty" / "oxford-iiit-pet"), "auto", "tiny", str(tmp_path / "r"), "cpu")

@@ -192,6 +192,7 @@ def test_notebooks_are_committed_without_outputs(nb):
     assert any("parameters" in c.get("metadata", {}).get("tags", []) for c in cells)
 
 
+@pytest.mark.slow
 def test_an_installed_seglib_keeps_to_the_users_folder(tmp_path):
     """seglib alone in a site-packages folder, as pip installs it, inside a project of the user's own that is
     a git repository (its .venv within): paths are taken from the user's folder, the project's commit is not
@@ -231,6 +232,7 @@ def test_an_installed_seglib_keeps_to_the_users_folder(tmp_path):
     assert sorted(p.name for p in site.iterdir()) == ["seglib"] and not (project / "results").exists()
 
 
+@pytest.mark.slow
 def test_an_installed_seglib_run_from_a_clones_notebooks_takes_paths_from_the_clone(tmp_path):
     """`pip install .` (not -e), then a notebook of the clone run where VS Code and nbconvert run it, in
     notebooks/: data/ and results/ are the clone's (they were notebooks/data, notebooks/results, and the

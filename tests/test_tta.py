@@ -108,6 +108,7 @@ def test_bad_scales_and_transforms_say_what_to_pass(model, synthetic_root):
         evaluate(model, ds, tta=TTA(scales=(1.5,)), **FAST)
 
 
+@pytest.mark.slow
 def test_the_command_line_takes_tta_scales(model, synthetic_root, tmp_path):
     ckpt = tmp_path / "best.pt"
     save_checkpoint(ckpt, model, model_spec(model, "unet", {"base_channels": 4}), config={"image_size": 64})

@@ -25,6 +25,7 @@ RUNNER = (
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="PSS is read from Linux's /proc")
 def test_peaks_are_the_trees_memory_per_notebook_and_the_exit_status_is_the_commands(tmp_path):
     out = tmp_path / "memory.csv"
