@@ -590,8 +590,9 @@ def test_notebook_07_resumes_its_run_instead_of_training_another(workbook, synth
     """07 had no resume parameter: run again after a stop, it trained a new run (NAME-2) from the start."""
     name = "07_your_own_data.ipynb"
     results = tmp_path / "results"  # a copy of the run the workbook's 07 trained, on the demo it made
-    shutil.copytree(workbook / "runs" / "folder-unet-tiny", results / "runs" / "folder-unet-tiny")
-    extra = {name: {"device": "cpu", "resume": True, "threshold": 0.3}}  # as the workbook ran it
+    run = shutil.copytree(workbook / "runs" / "folder-unet-tiny", results / "runs" / "folder-unet-tiny")
+    threshold = TrainConfig.load(run / "config.json").threshold  # the workbook's, as 07 runs it again
+    extra = {name: {"device": "cpu", "resume": True, "threshold": threshold}}
     run_workbook(
         "tiny", synthetic_root.parent / "oxford-iiit-pet", "auto", results, notebooks=(name,), extra=extra
     )
