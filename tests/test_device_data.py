@@ -196,31 +196,23 @@ def test_the_device_path_learns(synthetic_root, tmp_path):
     assert history.val_dice.max() > history.val_dice.iloc[0]
 
 
-def _stop_and_resume(root, tmp_path, loss_at_step, stop_at: int = 5, **kw) -> tuple:
-    """An uninterrupted run and one stopped by Ctrl-C at step `stop_at` (5: mid-epoch 2) and resumed."""
-    settings = {"run_name": "r", "epochs": 3, "train_limit": 14, "lr": 3e-3, **kw}
-    whole = fit(tiny_train_config(root, tmp_path / "a", **settings))
-    with pytest.raises(TrainingInterrupted):
-        fit(tiny_train_config(root, tmp_path / "b", **settings), loss_fn=loss_at_step("ctrl_c", stop_at))
-    resumed = fit(tiny_train_config(root, tmp_path / "b", **{**settings, "device_data": None}), resume=True)
-    return whole, resumed
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [5, 8])
 def test_a_device_path_run_resumes_bit_identically(synthetic_root, tmp_path, loss_at_step, stop_at):
     # with dropout: the model's own random numbers resume on the device path too. Step 8 is epoch 2's
     # last (14 images in 4 batches): the resumed epoch has no training samples left, only validation.
     model = {"base_channels": 4, "dropout": 0.2}
-    whole, resumed = _stop_and_resume(
-        synthetic_root,
-        tmp_path,
-        loss_at_step,
-        stop_at,
-        device_data=True,
-        scale_jitter=0.2,
-        border="ignore",
-        model_kwargs=model,
+    settings = {"run_name": "r", "epochs": 3, "train_limit": 14, "lr": 3e-3, "device_data": True}
+    settings |= {"scale_jitter": 0.2, "border": "ignore", "model_kwargs": model}
+    whole = fit(tiny_train_config(synthetic_root, tmp_path / "a", **settings))
+    with pytest.raises(TrainingInterrupted):
+        fit(
+            tiny_train_config(synthetic_root, tmp_path / "b", **settings),
+            loss_fn=loss_at_step("ctrl_c", stop_at),
+        )
+    # device_data unset: the resumed run takes its saved choice
+    resumed = fit(
+        tiny_train_config(synthetic_root, tmp_path / "b", **{**settings, "device_data": None}), resume=True
     )
     assert load_checkpoint(resumed.run_dir / "last.pt")["config"]["device_data"] is True
     same_run(whole.run_dir, resumed.run_dir)
