@@ -22,7 +22,8 @@
 #   BUDGETS=0.5,1 SEED_BUDGET=0.5 SEEDS=7 BENCH_ARGS=--quick OUT=/tmp/cpu-kind bash benchmarks/cpu_kind.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-results/cpu-kind}
+# absolute: the notebooks run in notebooks/, where a relative SEGLIB_PROBE_CACHE would land
+OUT=$(realpath -m "${OUT:-results/cpu-kind}")
 SAMPLE=${SAMPLE:-../shared/data/oxford-pet-sample}
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "cpu_kind: no .venv; run make test-fast (or make workbook) once first" >&2; exit 2; }
