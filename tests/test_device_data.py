@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import tiny_train_config
 from test_reliability import same_run
+from torch import nn
 from torch.utils.data import DataLoader
 
 from seglib.data import (
@@ -24,11 +25,14 @@ from seglib.data import (
     normalize_uint8,
     uint8_transform,
 )
-from seglib.engine import TrainConfig, fit, load_checkpoint
+from seglib.engine import TrainConfig, fit, load_checkpoint, register_model
 from seglib.engine.batches import BatchPrep, ResidentLoader
 from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
+from seglib.engine.config import CHOICES
 from seglib.engine.train import TrainingInterrupted
 from seglib.metrics import IGNORE_INDEX
+from seglib.models import MODELS
+from seglib.models.unet import DoubleConv, Down, OutConv, Up
 
 CPU = torch.device("cpu")
 
@@ -218,17 +222,37 @@ def test_a_device_path_run_resumes_bit_identically(synthetic_root, tmp_path, los
     same_run(whole.run_dir, resumed.run_dir)
 
 
+class OneLevelUNet(nn.Module):
+    """The UNet's own blocks at one level (DoubleConv, max-pool, ConvTranspose2d, pad, concat, 1x1 head):
+    the layers a compiled UNet runs, in a graph a fraction of the size. On a new machine compiling the
+    whole UNet's shapes took this test about two minutes, nearly all of it inside torch.compile."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 4) -> None:
+        super().__init__()
+        self.inc = DoubleConv(in_channels, base_channels)
+        self.down = Down(base_channels, 2 * base_channels)
+        self.up = Up(2 * base_channels, base_channels)
+        self.outc = OutConv(base_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.inc(x)
+        return self.outc(self.up(self.down(skip), skip))
+
+
 @pytest.mark.slow
 def test_a_compiled_ladder_with_partial_batches_says_what_compiling_took_and_resumes_bit_identically(
     synthetic_root, tmp_path, loss_at_step, capsys, monkeypatch
 ):
     # The epochs train at 32 and then 40 px, on the device data path, and the 7 validation images in
     # batches of 4 end in a smaller batch: four shapes to compile, more than torch keeps here (its limit
-    # lowered from 8 to 3: on a new machine each shape takes tens of seconds, a training one the most).
-    # Each run starts with torch.compile's caches empty, as a new process would: the resumed run (from
-    # epoch 2) must not depend on which shapes the process compiled before.
+    # lowered from 8 to 3). Each run starts with torch.compile's caches empty, as a new process would: the
+    # resumed run (from epoch 2) must not depend on which shapes the process compiled before.
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 3)
+    monkeypatch.setitem(CHOICES, "model", CHOICES["model"])  # a model of the test's own, for this test only
+    monkeypatch.setitem(MODELS, "one_level_unet", OneLevelUNet)
+    register_model("one_level_unet", OneLevelUNet)
     settings = {"run_name": "r", "epochs": 2, "train_limit": 16, "val_limit": 7, "lr": 3e-3, "compile": True}
+    settings |= {"model": "one_level_unet"}
     settings |= {"image_size": 40, "progressive_sizes": [32], "progressive_share": 0.5, "device_data": True}
 
     def fresh_fit(out: str, **kw):
