@@ -27,8 +27,8 @@ lock: $(STAMP)  ## refresh requirements-dev.lock after a change to the dependenc
 workbook: $(STAMP)  ## run notebooks 01-07 with papermill (PROFILE=quick|recommended|gpu|full|tiny) into results/notebooks/
 	$(PY) -m seglib.workbook --profile $(PROFILE)
 
-test: $(STAMP)  ## the whole test suite
-	$(PY) -m pytest
+test: $(STAMP)  ## the whole test suite; it ends with its 25 slowest tests (docs/testing.md: how long it takes)
+	$(PY) -m pytest --durations=25
 
 test-fast: $(STAMP)  ## the developer loop: every test but those marked slow (trainings, other Pythons, whole workflows)
 	$(PY) -m pytest -m "not slow"
