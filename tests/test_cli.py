@@ -87,7 +87,8 @@ def test_train_evaluate_predict(synthetic_root, tmp_path, monkeypatch):
         cfg["copy_paste"],
     ) == ("bce_dice", 0.3, "cosine", 0.9, False, False, 0.5)
     assert sorted(p.name for p in (run / "epochs").iterdir()) == ["epoch_001.pt", "epoch_002.pt"]
-    # The commands after the first three in this process (each command's own start costs seconds)
+    # Besides the first train, evaluate and predict (new processes, as users run them), the commands run
+    # in this process: each command's own start costs seconds
     monkeypatch.chdir(tmp_path)
     main(["train", "--config", str(run)])  # the same run again, from its folder
     first, again = (

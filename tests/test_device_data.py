@@ -224,8 +224,8 @@ def test_a_device_path_run_resumes_bit_identically(synthetic_root, tmp_path, los
 
 class OneLevelUNet(nn.Module):
     """The UNet's own blocks at one level (DoubleConv, max-pool, ConvTranspose2d, pad, concat, 1x1 head):
-    the layers a compiled UNet runs, in a graph a fraction of the size. On a new machine compiling the
-    whole UNet's shapes took this test about two minutes, nearly all of it inside torch.compile."""
+    the layers a compiled UNet runs, in a graph a fraction of the size: compiling the whole UNet's shapes
+    made this the suite's slowest test (docs/testing.md), its time nearly all inside torch.compile."""
 
     def __init__(self, in_channels: int = 3, num_classes: int = 1, base_channels: int = 4) -> None:
         super().__init__()
