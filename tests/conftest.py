@@ -105,6 +105,22 @@ def tiny_config(synthetic_root: Path, tmp_path: Path) -> Callable[..., TrainConf
     return make
 
 
+@pytest.fixture
+def own_model(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, Any], None]:
+    """`register(name, model_class)`: register_model in this process, undone after the test."""
+    from seglib.engine import register_model  # here, as in tiny_train_config
+    from seglib.engine.config import CHOICES
+    from seglib.models import MODELS
+
+    monkeypatch.setitem(CHOICES, "model", CHOICES["model"])
+
+    def register(name: str, model_class: Any) -> None:
+        monkeypatch.setitem(MODELS, name, None)  # taken away again after the test
+        register_model(name, model_class)
+
+    return register
+
+
 @pytest.fixture(scope="session")
 def sample_root() -> Path:
     """The real Oxford-IIIT Pet sample named by SEGLIB_SAMPLE_ROOT; skips when it is not there."""

@@ -25,13 +25,11 @@ from seglib.data import (
     normalize_uint8,
     uint8_transform,
 )
-from seglib.engine import TrainConfig, fit, load_checkpoint, register_model
+from seglib.engine import TrainConfig, fit, load_checkpoint
 from seglib.engine.batches import BatchPrep, ResidentLoader
 from seglib.engine.compiled import COMPILE_MIN_STEPS, choose_compile
-from seglib.engine.config import CHOICES
 from seglib.engine.train import TrainingInterrupted
 from seglib.metrics import IGNORE_INDEX
-from seglib.models import MODELS
 from seglib.models.unet import DoubleConv, Down, OutConv, Up
 
 CPU = torch.device("cpu")
@@ -241,16 +239,14 @@ class OneLevelUNet(nn.Module):
 
 @pytest.mark.slow
 def test_a_compiled_ladder_with_partial_batches_says_what_compiling_took_and_resumes_bit_identically(
-    synthetic_root, tmp_path, loss_at_step, capsys, monkeypatch
+    synthetic_root, tmp_path, loss_at_step, capsys, monkeypatch, own_model
 ):
     # The epochs train at 32 and then 40 px, on the device data path, and the 7 validation images in
     # batches of 4 end in a smaller batch: four shapes to compile, more than torch keeps here (its limit
     # lowered from 8 to 3). Each run starts with torch.compile's caches empty, as a new process would: the
     # resumed run (from epoch 2) must not depend on which shapes the process compiled before.
     monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 3)
-    monkeypatch.setitem(CHOICES, "model", CHOICES["model"])  # a model of the test's own, for this test only
-    monkeypatch.setitem(MODELS, "one_level_unet", OneLevelUNet)
-    register_model("one_level_unet", OneLevelUNet)
+    own_model("one_level_unet", OneLevelUNet)
     settings = {"run_name": "r", "epochs": 2, "train_limit": 16, "val_limit": 7, "lr": 3e-3, "compile": True}
     settings |= {"model": "one_level_unet"}
     settings |= {"image_size": 40, "progressive_sizes": [32], "progressive_share": 0.5, "device_data": True}

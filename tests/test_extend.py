@@ -204,16 +204,14 @@ class AnyKeywords(torch.nn.Module):  # takes in_channels and num_classes among i
         super().__init__()
 
 
-def test_a_model_of_keywords_registers_once_however_often_and_old_configs_name_none(monkeypatch):
+def test_a_model_of_keywords_registers_once_however_often_and_old_configs_name_none(own_model):
     """A model taking **kwargs takes in_channels and num_classes; a registration run again (a notebook cell)
     adds no second choice; a config without a setting (written before it existed) used seglib's own."""
     from seglib.engine.extend import own_names
     from seglib.models import MODELS
 
-    monkeypatch.setitem(CHOICES, "model", CHOICES["model"])
-    monkeypatch.setitem(MODELS, "any_keywords", None)  # taken away again after the test
     for _ in range(2):
-        register_model("any_keywords", AnyKeywords)
+        own_model("any_keywords", AnyKeywords)
     assert CHOICES["model"].count("any_keywords") == 1 and MODELS["any_keywords"] is AnyKeywords
     assert own_names({"model": "any_keywords", "loss": "bce"}) == ["model 'any_keywords'"]
 
